@@ -1,0 +1,39 @@
+# fpgaprint: set-up, tests and the end-to-end demo. `make demo` and `make test` install first.
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+TORCH   := torch==2.13.0
+FINN    := finn-plus==1.6.1
+DEMO    ?= build/demo
+PYTEST_ARGS ?=
+
+.PHONY: install test demo bench clean lint
+
+install: $(STAMP)
+
+# FINN+ 1.6.1 pins brevitas==0.13.0 (setuptools<70) while torch 2.13 needs setuptools>=77:
+# install torch, then FINN+'s requirements with brevitas 0.13.4 (requirements/lock.txt),
+# then FINN+ itself without its pins.
+$(STAMP): requirements/lock.txt pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements/lock.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps $(FINN)
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+
+demo: $(STAMP)
+	$(BIN)/python -m harness.demo --out $(DEMO)
+
+bench: $(STAMP)
+	$(BIN)/python bench/compile.py
+	$(BIN)/python bench/board.py
+	$(BIN)/python bench/link.py
+	$(BIN)/python bench/fingerprint.py
+
+clean:
+	rm -rf build .pytest_cache

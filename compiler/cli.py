@@ -1,0 +1,69 @@
+"""The `fpgaprint` command line: one entry point, subcommands loaded on first use.
+
+Exit codes (contract): 0 pass/success, 1 verdict FAIL, 2 usage or input error,
+3 link or board error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from compiler.errors import FpgaprintError
+
+# subcommand name -> "module:attribute"; each package owns its commands.
+COMMANDS = {
+    "train": "compiler.cli_build:train",
+    "build": "compiler.cli_build:build",
+    "boards": "hw_targets.cli:boards",
+    "keys": "compiler.cli_package:keys",
+    "package": "compiler.cli_package:package",
+    "fingerprint": "fingerprint.cli:fingerprint",
+    "board": "hw_targets.cli:board",
+    "verify": "harness.cli:verify",
+    "accept": "harness.cli:accept",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when invoked (fast `--help`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fpgaprint")
+def cli() -> None:
+    """fpgaprint: compile quantized networks for FPGAs and verify them by fingerprint."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI, mapping fpgaprint errors onto the contract's exit codes."""
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except FpgaprintError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""fpgaprint hw_targets."""
