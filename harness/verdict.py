@@ -274,3 +274,74 @@ def identity_check(expected: Mapping[str, Any], reported: Mapping[str, Any]) -> 
         return CheckResult("identity", FAIL, "identity mismatch: " + "; ".join(wrong), 0, len(wrong))
     keys = [k for k, v in expected.items() if v is not None]
     return CheckResult("identity", PASS, f"board reports the expected {', '.join(keys)}", len(keys))
+
+
+@dataclass
+class BoardOutcome:
+    """Everything known about one board's verification: identity, verdict, timing, error."""
+
+    port: str
+    status: str
+    reason: str
+    package_id: str
+    package_name: str = ""
+    mode: str = "selftest"  # "selftest" (package vectors) or "challenge" (verifier-held set)
+    identity: dict[str, Any] = field(default_factory=dict)  # as reported by the board
+    board_selftest: dict[str, Any] | None = None  # the board's own power-on self-test claim
+    verdict: Verdict | None = None
+    started: float = 0.0  # epoch seconds
+    duration_s: float = 0.0
+    nonce: str | None = None  # challenge nonce (hex)
+
+    @property
+    def serial(self) -> str | None:
+        return self.identity.get("serial")
+
+    @property
+    def match_rate(self) -> float | None:
+        return None if self.verdict is None else self.verdict.match_rate
+
+    @property
+    def exact_failed(self) -> int | None:
+        c = None if self.verdict is None else self.verdict.check("exact")
+        return None if c is None else c.failed
+
+    @property
+    def answered(self) -> int:
+        if self.verdict is None:
+            return 0
+        return sum(1 for v in self.verdict.vectors if v.answered)
+
+    @property
+    def total(self) -> int:
+        return 0 if self.verdict is None else len(self.verdict.vectors)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "port": self.port,
+            "status": self.status,
+            "reason": self.reason,
+            "package_id": self.package_id,
+            "package_name": self.package_name,
+            "mode": self.mode,
+            "nonce": self.nonce,
+            "identity": self.identity,
+            "board_selftest": self.board_selftest,
+            "started": self.started,
+            "duration_s": self.duration_s,
+            "verdict": None if self.verdict is None else self.verdict.to_dict(),
+        }
+
+
+def overall(statuses: list[str]) -> str:
+    """Several boards: FAIL if any failed, else NO_VERDICT if any had none, else PASS."""
+    if not statuses:
+        return NO_VERDICT
+    if FAIL in statuses:
+        return FAIL
+    if NO_VERDICT in statuses:
+        return NO_VERDICT
+    return PASS
+
+
+EXIT_CODES = {PASS: 0, FAIL: 1, NO_VERDICT: 3}
