@@ -5,14 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import re
-import sqlite3
 
 import numpy as np
 import pytest
 from junitparser import JUnitXml
 
-from compiler.errors import InputError
-from harness.db import ResultStore
 from harness.reports import (
     accept_table,
     verify_report,
@@ -103,41 +100,3 @@ def test_rich_renderables(tmp_path):
     con.print(accept_table([outcome("a", "SN-A")], pending=["b"]))
     text = con.export_text()
     assert "verdict: FAIL" in text and "running" in text and "SN-A" in text
-
-
-def test_db_commits_results_with_vectors(tmp_path):
-    url = f"sqlite:///{tmp_path}/acc.db"
-    with ResultStore(url) as store:
-        run = store.start_run("line-1", "ab" * 32, "digits-mlp", ["a", "b"])
-        store.record(run, outcome("a", "SN-A"))
-        store.record(run, outcome("b", "SN-B", flip=5))
-        store.finish_run(run, FAIL)
-        got = store.run(run)
-    assert got["status"] == FAIL
-    assert [(r["serial"], r["status"], r["vector_rows"]) for r in got["results"]] == [
-        ("SN-A", PASS, 12), ("SN-B", FAIL, 12)
-    ]
-    con = sqlite3.connect(tmp_path / "acc.db")
-    n = con.execute("select count(*) from accept_vectors where exact = 0").fetchone()[0]
-    assert n == 5
-
-
-def test_db_rejects_duplicate_port_without_partial_rows(tmp_path):
-    url = f"sqlite:///{tmp_path}/acc.db"
-    with ResultStore(url) as store:
-        run = store.start_run("s", "ab" * 32, "x", ["a"])
-        store.record(run, outcome("a", "SN-A"))
-        with pytest.raises(InputError, match="cannot commit the result of a"):
-            store.record(run, outcome("a", "SN-A2"))
-    con = sqlite3.connect(tmp_path / "acc.db")
-    assert con.execute("select count(*) from accept_results").fetchone()[0] == 1
-    assert con.execute("select count(*) from accept_vectors").fetchone()[0] == 12
-
-
-@pytest.mark.parametrize(
-    "url, msg",
-    [("nodb://x", "not a usable database URL"), ("sqlite:////nonexistent/dir/a.db", "cannot open")],
-)
-def test_db_bad_url(url, msg):
-    with pytest.raises(InputError, match=msg):
-        ResultStore(url)

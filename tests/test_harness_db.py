@@ -1,0 +1,117 @@
+"""Results database on SQLite and PostgreSQL: atomic board results, run bookkeeping, bad URLs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from compiler.errors import InputError
+from harness.db import BoardResult, ResultStore, VectorRow
+from harness.verdict import FAIL, PASS
+from test_harness_reports import outcome
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pg_url() -> str | None:
+    """FPGAPRINT_TEST_PG_URL, else the URL .ci/postgres.sh wrote to build/pg_url."""
+    url = os.environ.get("FPGAPRINT_TEST_PG_URL")
+    f = ROOT / "build" / "pg_url"
+    if not url and f.is_file():
+        url = f.read_text().strip()
+    return url or None
+
+
+def _pg_reachable(url: str) -> str | None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    try:
+        psycopg.connect(
+            host=u.host, port=u.port or 5432, user=u.username, password=u.password,
+            dbname=u.database, connect_timeout=2,
+        ).close()
+    except psycopg.Error as e:
+        return f"PostgreSQL at {u.host}:{u.port} not reachable ({e.__class__.__name__})"
+    return None
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/acc.db"
+    url = pg_url()
+    if url is None:
+        pytest.skip("no PostgreSQL URL: run .ci/postgres.sh or set FPGAPRINT_TEST_PG_URL")
+    why = _pg_reachable(url)
+    if why:
+        pytest.skip(why)
+    return url
+
+
+def _count(store: ResultStore, run: int, model) -> int:
+    with Session(store.engine) as s:
+        q = select(func.count()).select_from(BoardResult).where(BoardResult.run_id == run)
+        if model is VectorRow:
+            q = select(func.count()).select_from(VectorRow).join(BoardResult).where(
+                BoardResult.run_id == run
+            )
+        return s.scalar(q)
+
+
+def test_commits_results_with_vectors(db_url):
+    with ResultStore(db_url) as store:
+        run = store.start_run("line-1", "ab" * 32, "digits-mlp", ["a", "b"])
+        store.record(run, outcome("a", "SN-A"))
+        store.record(run, outcome("b", "SN-B", flip=5))
+        store.finish_run(run, FAIL)
+        got = store.run(run)
+        with Session(store.engine) as s:
+            bad = s.scalar(
+                select(func.count()).select_from(VectorRow).join(BoardResult)
+                .where(BoardResult.run_id == run, VectorRow.exact.is_(False))
+            )
+    assert got["status"] == FAIL
+    assert [(r["serial"], r["status"], r["vector_rows"]) for r in got["results"]] == [
+        ("SN-A", PASS, 12), ("SN-B", FAIL, 12)
+    ]
+    assert got["results"][1]["exact_failed"] == 5
+    assert bad == 5
+
+
+def test_duplicate_port_rolls_back_whole_result(db_url):
+    with ResultStore(db_url) as store:
+        run = store.start_run("s", "ab" * 32, "x", ["a"])
+        store.record(run, outcome("a", "SN-A"))
+        with pytest.raises(InputError, match="cannot commit the result of a"):
+            store.record(run, outcome("a", "SN-A2"))
+        assert _count(store, run, BoardResult) == 1
+        assert _count(store, run, VectorRow) == 12
+
+
+def test_run_ids_increase_and_last_run(db_url):
+    with ResultStore(db_url) as store:
+        a = store.start_run("s", "ab" * 32, "x", [])
+        b = store.start_run("s", "ab" * 32, "x", [])
+        assert b > a and store.last_run_id() >= b
+        assert store.run(b)["status"] == "RUNNING"
+
+
+@pytest.mark.parametrize(
+    "url, msg",
+    [("nodb://x", "not a usable database URL"), ("sqlite:////nonexistent/dir/a.db", "cannot open")],
+)
+def test_bad_url(url, msg):
+    with pytest.raises(InputError, match=msg):
+        ResultStore(url)
+
+
+def test_unreachable_postgres_hides_password():
+    with pytest.raises(InputError, match="cannot open") as e:
+        ResultStore("postgresql+psycopg://u:secret@127.0.0.1:1/db?connect_timeout=2")
+    assert "secret" not in str(e.value)
