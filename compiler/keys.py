@@ -1,0 +1,118 @@
+"""Ed25519 signing keys for deployment packages (PEM files, private key mode 0600)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from compiler.errors import InputError
+
+PRIVATE_NAME = "signing.key"
+PUBLIC_NAME = "signing.pub"
+
+
+def default_key_dir() -> Path:
+    """Where development keys live: `~/.config/fpgaprint/`."""
+    return Path("~/.config/fpgaprint").expanduser()
+
+
+def default_key_path() -> Path:
+    """The development private key: `~/.config/fpgaprint/signing.key`."""
+    return default_key_dir() / PRIVATE_NAME
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Write `data` to a new file via a temp file of `mode` in the same directory, then rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def generate_keypair(
+    dir: str | Path | None = None, overwrite: bool = False
+) -> tuple[Path, Path]:
+    """Create `signing.key` (PKCS#8 PEM, 0600) and `signing.pub` (PEM) in `dir`.
+
+    `dir` defaults to `default_key_dir()`. Refuses to replace an existing key unless
+    `overwrite`. Returns (private key path, public key path).
+    """
+    out = Path(dir).expanduser() if dir is not None else default_key_dir()
+    priv_path, pub_path = out / PRIVATE_NAME, out / PUBLIC_NAME
+    if not overwrite:
+        for p in (priv_path, pub_path):
+            if p.exists():
+                raise InputError(f"{p}: key file already exists (refusing to overwrite)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{out}: cannot create key directory: {e.strerror}") from e
+    key = Ed25519PrivateKey.generate()
+    priv_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    pub_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    _write_new(priv_path, priv_pem, 0o600)
+    _write_new(pub_path, pub_pem, 0o644)
+    return priv_path, pub_path
+
+
+def _read(path: str | Path, what: str) -> tuple[Path, bytes]:
+    p = Path(path).expanduser()
+    try:
+        return p, p.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{p}: {what} not found") from None
+    except OSError as e:
+        raise InputError(f"{p}: cannot read {what}: {e.strerror}") from e
+
+
+def load_private_key(path: str | Path) -> Ed25519PrivateKey:
+    """Load an unencrypted PEM Ed25519 private key; InputError naming the file otherwise."""
+    p, data = _read(path, "private key")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise InputError(f"{p}: not an unencrypted PEM private key ({e})") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise InputError(f"{p}: not an Ed25519 key ({type(key).__name__})")
+    return key
+
+
+def load_public_key(path: str | Path) -> Ed25519PublicKey:
+    """Load an Ed25519 public key from a PEM public key, a PEM private key or 64 hex digits."""
+    p, data = _read(path, "public key")
+    text = data.decode("ascii", errors="replace").strip()
+    if len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text):
+        return Ed25519PublicKey.from_public_bytes(bytes.fromhex(text))
+    if b"PRIVATE KEY" in data:
+        return load_private_key(p).public_key()
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise InputError(f"{p}: not a PEM public key ({e})") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise InputError(f"{p}: not an Ed25519 key ({type(key).__name__})")
+    return key
+
+
+def public_key_hex(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
+    """The raw 32-byte public key as 64 lowercase hex digits."""
+    pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
