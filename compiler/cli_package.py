@@ -1,0 +1,47 @@
+"""`fpgaprint keys ...` and `fpgaprint package ...`: signing keys and package verification."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from compiler.keys import default_key_dir, generate_keypair, load_private_key, public_key_hex
+
+
+@click.group()
+def keys() -> None:
+    """Ed25519 signing keys for deployment packages."""
+
+
+@keys.command("generate")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Directory for signing.key (0600) and signing.pub "
+                   "[default: ~/.config/fpgaprint].")
+@click.option("--force", is_flag=True, help="Replace an existing key pair.")
+def generate(out: Path | None, force: bool) -> None:
+    """Create a new key pair; prints the private and public key paths and the public key."""
+    priv, pub = generate_keypair(out if out is not None else default_key_dir(), overwrite=force)
+    click.echo(f"private key  {priv}")
+    click.echo(f"public key   {pub}")
+    click.echo(f"public hex   {public_key_hex(load_private_key(priv))}")
+
+
+@click.group()
+def package() -> None:
+    """Deployment packages (directories or .tar.gz)."""
+
+
+@package.command("verify")
+@click.argument("pkg", metavar="PACKAGE", type=click.Path(path_type=Path))
+@click.option("--trusted-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Public key the package must be signed with (pins the signer).")
+@click.option("--allow-unsigned", is_flag=True, help="Accept a package without manifest.sig.")
+def verify(pkg: Path, trusted_key: Path | None, allow_unsigned: bool) -> None:
+    """Verify signature, hashes and self-test files; exit 0 if valid, 2 naming the bad file."""
+    from compiler.package import describe, verify_package
+
+    with verify_package(pkg, trusted_key=trusted_key, allow_unsigned=allow_unsigned) as p:
+        for line in describe(p):
+            click.echo(line)
+        click.echo("OK")
