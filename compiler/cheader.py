@@ -72,39 +72,45 @@ def c_string(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def _literal(v: int, ctype: str) -> str:
-    if ctype == "int32_t" and v == -(2**31):
-        return "INT32_MIN"
-    if ctype == "int64_t":
-        return "INT64_MIN" if v == -(2**63) else f"INT64_C({v})"
-    if ctype == "uint64_t":
-        return f"UINT64_C({v})"
+def _literals(values: np.ndarray, ctype: str) -> list[str]:
+    """C literals of a 1-D array's values in `ctype` (suffixes/macros where C needs them)."""
+    ints = values.tolist()
+    if ctype in ("uint8_t", "int8_t", "uint16_t", "int16_t"):
+        return list(map(str, ints))
     if ctype == "uint32_t":
-        return f"{v}u"
-    return str(v)
+        return [f"{v}u" for v in ints]
+    if ctype == "int32_t":
+        return ["INT32_MIN" if v == -(2**31) else str(v) for v in ints]
+    if ctype == "int64_t":
+        return ["INT64_MIN" if v == -(2**63) else f"INT64_C({v})" for v in ints]
+    return [f"UINT64_C({v})" for v in ints]
+
+
+def _wrap(items: list[str], indent: str, width: int) -> list[str]:
+    """`items` as comma-terminated entries, filled into lines of at most `width` characters."""
+    lines: list[str] = []
+    cur: list[str] = []
+    used = len(indent)
+    for it in items:
+        piece = it + ","
+        if cur and used + 1 + len(piece) > width:
+            lines.append(indent + " ".join(cur))
+            cur, used = [], len(indent)
+        used += len(piece) + (1 if cur else 0)
+        cur.append(piece)
+    if cur:
+        lines.append(indent + " ".join(cur))
+    return lines
 
 
 def _rows(values: np.ndarray, ctype: str, indent: str, width: int = 100) -> list[str]:
     """Brace-enclosed rows for a 2-D array (or a flat list for 1-D), wrapped at `width`."""
-
-    def wrap(items: list[str], ind: str) -> list[str]:
-        lines, cur = [], ind
-        for it in items:
-            piece = it + ","
-            if len(cur) + len(piece) + 1 > width and cur.strip():
-                lines.append(cur.rstrip())
-                cur = ind
-            cur += piece + " "
-        if cur.strip():
-            lines.append(cur.rstrip())
-        return lines
-
     if values.ndim == 1:
-        return wrap([_literal(int(v), ctype) for v in values], indent)
+        return _wrap(_literals(values, ctype), indent, width)
     lines = []
     for row in values:
         lines.append(indent + "{")
-        lines += wrap([_literal(int(v), ctype) for v in row], indent + "    ")
+        lines += _wrap(_literals(row, ctype), indent + "    ", width)
         lines.append(indent + "},")
     return lines
 

@@ -341,8 +341,9 @@ def write_tar(pkg_dir: str | Path) -> Path:
     dest = src.parent / f"{src.name}.tar.gz"
     fd, tmp = tempfile.mkstemp(dir=src.parent, prefix=f".{dest.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
-            tar.add(src, arcname=src.name, filter=_tar_filter)
+        with os.fdopen(fd, "wb") as f:
+            with tarfile.open(fileobj=f, mode="w:gz", compresslevel=6) as tar:
+                tar.add(src, arcname=src.name, filter=_tar_filter)
         os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
     except BaseException:
