@@ -7,6 +7,7 @@ Exit codes (contract): 0 pass/success, 1 verdict FAIL, 2 usage or input error,
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -62,6 +63,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(3)
+    except Exception as e:  # an unexpected failure is never a verdict
+        if os.environ.get("FPGAPRINT_DEBUG"):
+            raise
+        click.echo(f"error: unexpected {type(e).__name__}: {e} (FPGAPRINT_DEBUG=1 for the "
+                   "traceback)", err=True)
+        sys.exit(2)
     sys.exit(0)
 
 

@@ -108,3 +108,19 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, input_shape: tuple[
     model.eval()
     logits = model(torch.from_numpy(x.reshape((-1, *input_shape))).float())
     return float((logits.argmax(1).numpy() == y).mean())
+
+
+def make(name: str, seed: int = 0, epochs: int | None = None, progress=None):
+    """Build and train a zoo model deterministically; returns a modelio.Checkpoint."""
+    from compiler.modelio import Checkpoint
+
+    entry = get_entry(name)
+    torch.manual_seed(seed)
+    ds = entry.data(seed)
+    model = entry.build()
+    train(model, ds, entry.epochs if epochs is None else epochs, entry.lr, seed=seed,
+          progress=progress)
+    acc = accuracy(model, ds.x_test, ds.y_test, ds.input_shape)
+    return Checkpoint(model, entry.kind, entry.input_shape, ds.num_classes, entry.name,
+                      {"seed": seed, "test_accuracy": acc, "data": ds.name,
+                       "description": entry.description})

@@ -1,0 +1,302 @@
+"""`fpgaprint build`: front end, FINN+ steps with resume, golden model, equivalence, reports."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from compiler.config import BuildConfig
+from compiler.equivalence import EquivalenceChecker, run_onnx, run_torch, sample_inputs
+from compiler.errors import FpgaprintError, InputError
+from compiler.finn_env import ensure_finn
+from compiler.steps import GOLDEN_AFTER, STEPS, BuildContext
+from compiler import vivado
+
+GOLDEN = Path("model/golden.onnx")
+STATE = Path("finn/state.json")
+_STREAMLINE = [s.name for s in STEPS].index("streamline")  # integer domain from here on
+COMPLETION_MARKERS = ("manifest.json", "manifest.sig", "reports/build.json")
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    golden_path: Path
+    report: dict
+    frontend: object = None
+    skipped_steps: list[str] = field(default_factory=list)
+
+
+def _sha(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+class _Log:
+    """Writes to OUT/build.log (everything, FINN's prints included) and the console."""
+
+    def __init__(self, out: Path, console):
+        self.console = console
+        self.logger = logging.getLogger(f"fpgaprint.build.{id(self)}")
+        self.logger.setLevel(logging.INFO)
+        self.logger.propagate = False
+        self.handler = logging.FileHandler(out / "build.log", mode="a")
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        self.logger.addHandler(self.handler)
+
+    def __call__(self, msg: str, show: bool = False) -> None:
+        self.logger.info(msg)
+        if show and self.console is not None:
+            self.console.print(msg)
+
+    @contextlib.contextmanager
+    def capture(self):
+        """Route stdout/stderr of FINN/QONNX calls into the build log."""
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            try:
+                yield
+            finally:
+                text = buf.getvalue().strip()
+                if text:
+                    self.logger.info(text)
+
+    def close(self) -> None:
+        self.logger.removeHandler(self.handler)
+        self.handler.close()
+
+
+def _prepare_out(out: Path) -> None:
+    """Create OUT and remove what would make a failed build look complete."""
+    out.mkdir(parents=True, exist_ok=True)
+    for rel in COMPLETION_MARKERS:
+        (out / rel).unlink(missing_ok=True)
+    for d in ("model", "reports", "model/steps", "finn"):
+        (out / d).mkdir(parents=True, exist_ok=True)
+
+
+def _step_keys(qonnx_path: Path, config: BuildConfig, board) -> list[str]:
+    key = _sha(qonnx_path.read_bytes())
+    keys = []
+    for step in STEPS:
+        cfg = {k: getattr(config, k) for k in step.config_keys}
+        key = _sha(json.dumps([key, step.name, cfg, board.part], sort_keys=True, default=str))
+        keys.append(key)
+    return keys
+
+
+def build_model(
+    spec: str,
+    board: str = "Pynq-Z1",
+    out: str | Path = "build/out",
+    config: BuildConfig | None = None,
+    fingerprint: str | Path | None = None,
+    key: str | Path | None = None,
+    allow_unsigned: bool = True,
+    tar: bool = False,
+    console=None,
+) -> BuildResult:
+    """Compile `spec` for `board` into the package directory `out`."""
+    from hw_targets.boards import check_resources, get_board
+
+    config = config or BuildConfig()
+    brd = get_board(board)  # fail on bad input before touching OUT
+    fp = _load_fingerprint(fingerprint) if fingerprint else None
+    if not spec.startswith("zoo:") and not Path(spec).exists():
+        raise InputError(f"{spec}: no such model file")
+    out = Path(out)
+    _prepare_out(out)
+    log = _Log(out, console)
+    report: dict = {"model": spec, "board": brd.name, "part": brd.part,
+                    "config": config.as_dict(), "steps": [], "equivalence": [],
+                    "status": "running"}
+    result = BuildResult(out, out / GOLDEN, report)
+    t_all = time.perf_counter()
+    try:
+        _run(spec, brd, out, config, fp, log, report, result, console)
+        findings = check_resources(brd, report.get("estimates", {}).get("resources_total", {}),
+                                   config.resource_warn)
+        report["resource_check"] = [{"level": lv, "message": m} for lv, m in findings]
+        for lv, m in findings:
+            log(f"[{'red' if lv == 'fail' else 'yellow'}]{lv}: {m}[/]", show=True)
+        if any(lv == "fail" for lv, _ in findings):
+            raise InputError(f"the design does not fit {brd.name}: " +
+                             "; ".join(m for lv, m in findings if lv == "fail"))
+        report["vivado"] = vivado.run_or_explain(out, brd, config, log)
+        report["status"] = "ok"
+    except FpgaprintError as e:
+        report["status"] = "failed"
+        report["error"] = str(e)
+        log(f"build failed: {e}")
+        raise
+    except Exception as e:
+        report["status"] = "failed"
+        report["error"] = f"{type(e).__name__}: {e}"
+        log(f"build failed: {report['error']}")
+        raise
+    finally:
+        report["seconds"] = round(time.perf_counter() - t_all, 3)
+        name = "build.json" if report["status"] == "ok" else "build.failed.json"
+        _write_json(out / "reports" / name, report)
+        log.close()
+    if fp is not None or report["status"] == "ok":
+        _package(out, brd, config, fp, result, key, allow_unsigned, tar, log_path=out)
+    return result
+
+
+def _run(spec, brd, out, config, fp, log, report, result, console):
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from compiler import frontend
+    from compiler.data import InputGrid
+
+    ensure_finn(out / "finn")
+    progress = _progress(console)
+    with progress:
+        task = progress.add_task("front end", total=len(STEPS) + 2)
+        t0 = time.perf_counter()
+        with log.capture():
+            fe = frontend.resolve(spec, config, out / "model", log)
+        result.frontend = fe
+        report["source_sha256"] = fe.source_sha256
+        report["steps"].append({"name": "frontend", "seconds": round(time.perf_counter() - t0, 3),
+                                "skipped": False})
+        log(f"front end: {fe.source} -> {fe.qonnx_path}")
+        progress.advance(task)
+
+        grid = InputGrid(config.input_bits)
+        data_x = fe.data.x_test if fe.data is not None else None
+        x_int = sample_inputs(fe.input_shape, grid.qmax, config.equivalence_samples,
+                              config.seed, data_x)
+        eq = EquivalenceChecker(x_int, grid.qmax)
+        if fe.torch_model is not None:
+            t0 = time.perf_counter()
+            eq.add("brevitas", run_torch(fe.torch_model, eq.x_float, fe.input_shape), False,
+                   time.perf_counter() - t0)
+        qmodel = ModelWrapper(str(fe.qonnx_path))
+        t0 = time.perf_counter()
+        with log.capture():
+            eq.add("qonnx", run_onnx(qmodel, eq.x_float), False, time.perf_counter() - t0)
+
+        state_path = out / STATE
+        state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+        keys = _step_keys(fe.qonnx_path, config, brd)
+        ctx = BuildContext(config, brd, out, log, report)
+        model, integer_input, reusing = qmodel, False, True
+        for i, (step, key) in enumerate(zip(STEPS, keys)):
+            progress.update(task, description=step.name)
+            path = out / "model" / "steps" / f"{i + 1:02d}_{step.name}.onnx"
+            t0 = time.perf_counter()
+            saved = state.get("steps", {}).get(step.name, {})
+            reusing = reusing and saved.get("key") == key and path.is_file()
+            if reusing:
+                model = ModelWrapper(str(path))
+                report.update(saved.get("report", {}))
+            else:
+                before = set(report)
+                with log.capture():
+                    model = step.fn(model, ctx)
+                model.save(str(path))
+                state.setdefault("steps", {})[step.name] = {
+                    "key": key, "report": {k: report[k] for k in set(report) - before}}
+                _write_json(state_path, state)
+            secs = time.perf_counter() - t0
+            report["steps"].append({"name": step.name, "seconds": round(secs, 3),
+                                    "skipped": reusing, "model": str(path.relative_to(out))})
+            log(f"step {step.name}: {'reused' if reusing else 'done'} in {secs:.2f} s")
+            if result.skipped_steps is not None and reusing:
+                result.skipped_steps.append(step.name)
+            integer_input = integer_input or step.name == "input_grid"
+            if step.executable and step.name != "qonnx_to_finn":
+                t0 = time.perf_counter()
+                with log.capture():
+                    outs = run_onnx(model, x_int if integer_input else eq.x_float)
+                eq.add(step.name, outs, exact=i >= _STREAMLINE,
+                       seconds=time.perf_counter() - t0)
+            if step.name == GOLDEN_AFTER:
+                model.save(str(out / GOLDEN))
+                report["io"] = _io_spec(out / GOLDEN)
+            if step.name == "dataflow_partition":
+                _check_partition(out, model, x_int, eq, log)
+            progress.advance(task)
+        report["equivalence"] = [r.as_dict() for r in eq.results]
+        report["equivalence_inputs"] = int(len(x_int))
+        progress.update(task, description="done")
+        progress.advance(task)
+
+
+def _check_partition(out: Path, accel, x_int, eq, log) -> None:
+    """The parent graph executing the accelerator partition agrees bit for bit, and the
+    accelerator's own output equals the golden model's raw output."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from compiler.errors import EquivalenceError
+    from compiler.golden import GoldenModel
+
+    parent = ModelWrapper(str(out / "model" / "dataflow_parent.onnx"))
+    t0 = time.perf_counter()
+    with log.capture():
+        outs = run_onnx(parent, x_int)
+        raw_accel = run_onnx(accel, x_int)
+        raw_golden, _, _ = GoldenModel(out / GOLDEN).run(x_int)
+    eq.add("dataflow_parent", outs, exact=True, seconds=time.perf_counter() - t0)
+    if not np.array_equal(raw_accel.astype(np.int64), raw_golden):
+        raise EquivalenceError("equivalence broken at stage 'dataflow_partition': the "
+                               "accelerator's raw output differs from the golden model's")
+
+
+def _io_spec(golden_path: Path) -> dict:
+    from compiler.golden import GoldenModel
+
+    g = GoldenModel(golden_path)
+    m = g.model
+    return {
+        "input": {"name": g.input_name, "shape": list(g.input_shape),
+                  "datatype": g.input_datatype},
+        "raw_output": {"name": g.raw_output, "shape": list(g.raw_shape),
+                       "datatype": g.raw_datatype},
+        "output": {"name": g.output_name, "shape": list(m.get_tensor_shape(g.output_name))},
+    }
+
+
+def _progress(console):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]{task.description:<20}"), BarColumn(),
+                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                    console=console, transient=True, disable=console is None)
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+    tmp.replace(path)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o).__name__)
+
+
+def _load_fingerprint(path):
+    raise NotImplementedError  # replaced below once the fingerprint set format lands
+
+
+def _package(*args, **kwargs):
+    return None

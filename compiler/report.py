@@ -1,0 +1,28 @@
+"""The short human summary of a build report."""
+
+from __future__ import annotations
+
+
+def summary(report: dict, console) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"{report['model']} → {report['board']} ({report['part']})", box=None)
+    t.add_column("stage")
+    t.add_column("equivalence")
+    t.add_column("max |diff|", justify="right")
+    for r in report.get("equivalence", []):
+        verdict = ("bit-exact" if r["exact"] else "float32 ok") if r["ok"] else "MISMATCH"
+        t.add_row(r["stage"], verdict, f"{r['max_abs_diff']:.3g}")
+    console.print(t)
+    est = report.get("estimates", {})
+    tot = est.get("resources_total", {})
+    if tot:
+        res = ", ".join(f"{k} {v:.0f}" for k, v in tot.items() if k in ("LUT", "BRAM_18K", "DSP",
+                                                                     "URAM"))
+        fps = est.get("estimated_fps")
+        console.print(f"estimate: {res}; {est.get('max_cycles')} cycles/frame"
+                      + (f", {fps:,.0f} FPS at {est['clock_ns']} ns" if fps else ""))
+    steps = report.get("steps", [])
+    reused = [s["name"] for s in steps if s.get("skipped")]
+    console.print(f"{len(steps)} steps in {report.get('seconds', 0):.1f} s"
+                  + (f" ({len(reused)} reused from the previous build)" if reused else ""))
