@@ -100,7 +100,7 @@ def build_model(
     config: BuildConfig | None = None,
     fingerprint: str | Path | None = None,
     key: str | Path | None = None,
-    allow_unsigned: bool = True,
+    allow_unsigned: bool = False,
     tar: bool = False,
     console=None,
 ) -> BuildResult:
@@ -110,6 +110,8 @@ def build_model(
     config = config or BuildConfig()
     brd = get_board(board)  # fail on bad input before touching OUT
     fp = _load_fingerprint(fingerprint) if fingerprint else None
+    if fp is not None:
+        _check_key(key, allow_unsigned)
     if not spec.startswith("zoo:") and not Path(spec).exists():
         raise InputError(f"{spec}: no such model file")
     out = Path(out)
@@ -147,8 +149,8 @@ def build_model(
         name = "build.json" if report["status"] == "ok" else "build.failed.json"
         _write_json(out / "reports" / name, report)
         log.close()
-    if fp is not None or report["status"] == "ok":
-        _package(out, brd, config, fp, result, key, allow_unsigned, tar, log_path=out)
+    if fp is not None:
+        _package(out, brd, config, fp, result, key, allow_unsigned, tar)
     return result
 
 
@@ -295,8 +297,65 @@ def _json_default(o):
 
 
 def _load_fingerprint(path):
-    raise NotImplementedError  # replaced below once the fingerprint set format lands
+    from fingerprint.fpset import load_set
+
+    return load_set(path)
 
 
-def _package(*args, **kwargs):
-    return None
+def _check_key(key, allow_unsigned: bool) -> None:
+    """Fail before building when the package could not be signed at the end."""
+    from compiler.keys import default_key_path
+
+    if allow_unsigned:
+        return
+    path = Path(key) if key else default_key_path()
+    if not path.is_file():
+        raise InputError(f"signing key {path} not found: run `fpgaprint keys generate`, pass "
+                         "--key, or --unsigned for a development package")
+
+
+def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar: bool) -> None:
+    """Embed the fingerprint as self-test vectors, then write the signed manifest."""
+    from compiler.golden import GoldenModel
+    from compiler.package import finalize_package, write_selftest
+
+    report = result.report
+    golden = GoldenModel(result.golden_path)
+    in_shape = tuple(report["io"]["input"]["shape"][1:])
+    if tuple(fp.input_shape) != in_shape and int(np.prod(fp.input_shape)) != int(
+            np.prod(in_shape)):
+        raise InputError(f"fingerprint inputs have shape {fp.input_shape}, the accelerator "
+                         f"takes {in_shape}")
+    if fp.grid_bits != config.input_bits:
+        raise InputError(f"fingerprint set is on a {fp.grid_bits}-bit grid, the accelerator "
+                         f"input is {config.input_bits}-bit")
+    inputs = fp.inputs_int.reshape((len(fp), *in_shape))
+    raw, _, labels = golden.run(inputs)
+    match = float(np.mean(labels == fp.labels))
+    if match < fp.threshold:
+        raise InputError(
+            f"the compiled model matches {match:.3f} of the fingerprint's labels, below its "
+            f"threshold {fp.threshold:.3f}: the deployment would fail its own self-test")
+    src = report.get("source_sha256")
+    if src and fp.source_sha256 != src:
+        report.setdefault("warnings", []).append(
+            "fingerprint set was made from a different model (source hashes differ)")
+    write_selftest(out, inputs, raw, labels, fp.labels, {
+        "checks": ["exact", "fingerprint"],
+        "fingerprint_threshold": float(fp.threshold),
+        "algorithm": fp.algorithm,
+        "fingerprint_sha256": fp.sha256(),
+        "source_model_sha256": fp.source_sha256,
+        "threshold_note": json.dumps(fp.calibration, sort_keys=True),
+        "golden_match_rate": match,
+    })
+    report["selftest"] = {"count": len(fp), "golden_match_rate": match,
+                          "threshold": float(fp.threshold)}
+    _write_json(out / "reports" / "build.json", report)
+    meta = {"name": Path(report["model"]).stem.removeprefix("zoo:"), "board": brd.name,
+            "part": brd.part, "platform": brd.platform,
+            "clock_ns": config.clock_ns or brd.clock_ns, "io": report["io"]}
+    bit = sorted((out / "hw").glob("*.bit")) if (out / "hw").is_dir() else []
+    if bit:
+        meta["bitstream"] = {"path": str(bit[0].relative_to(out))}
+    finalize_package(out, meta, key_path=key, allow_unsigned=allow_unsigned, tar=tar)

@@ -44,8 +44,9 @@ def train(model: str, out: str, seed: int, epochs: int | None) -> None:
 @click.option("--samples", "equivalence_samples", type=int, help="equivalence vectors")
 @click.option("--seed", type=int)
 @click.option("--key", type=click.Path(dir_okay=False), help="Ed25519 private key to sign with")
+@click.option("--unsigned", is_flag=True, help="development package without a signature")
 @click.option("--tar", is_flag=True, help="also write OUT.tar.gz")
-def build(model, board, out, fingerprint, config_path, key, tar, **overrides) -> None:
+def build(model, board, out, fingerprint, config_path, key, unsigned, tar, **overrides) -> None:
     """Compile MODEL (QONNX .onnx, PyTorch/Brevitas checkpoint, or zoo:NAME) for BOARD."""
     from rich.console import Console
 
@@ -56,5 +57,6 @@ def build(model, board, out, fingerprint, config_path, key, tar, **overrides) ->
     console = Console(stderr=True)
     cfg = BuildConfig.load(config_path, **overrides)
     res = build_model(model, board, Path(out), cfg, fingerprint=fingerprint, key=key, tar=tar,
+                      allow_unsigned=unsigned,
                       console=console)
     summary(res.report, console)

@@ -92,12 +92,17 @@ def file_sha256(path: str | Path) -> str:
 
 
 def state_sha256(model: nn.Module) -> str:
-    """SHA-256 over a model's state dict (names, shapes, bytes): stable across re-saves."""
+    """SHA-256 of a module's state dict contents: names, dtypes, shapes and values.
+
+    Independent of the file it was saved in, so re-saving a model keeps its hash.
+    """
     h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(str(t.dtype).encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    for key, value in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())
+        else:
+            h.update(repr(value).encode())
     return h.hexdigest()
