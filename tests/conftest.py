@@ -1,0 +1,31 @@
+"""Shared fixtures: FINN's build directory and the CLI runner."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _finn_build_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("finn_build")
+    os.environ["FINN_BUILD_DIR"] = str(d)
+    yield
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `fpgaprint ARGS` in-process; returns (exit code, stdout, stderr)."""
+    from compiler.cli import main
+
+    def run(*args: str):
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
