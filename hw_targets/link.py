@@ -1,0 +1,399 @@
+"""The board's serial line: serve a byte-stream handler on a pty or TCP, with link faults.
+
+Three threads model a UART with DMA: the receiver reads the port at line rate into a queue,
+the processor feeds the handler and queues its answers, the transmitter sends them at line
+rate through the fault model (bit noise, dropped bytes). Message-level faults (`hang_after`,
+`reset_after`) count the handler's answers.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import queue
+import select
+import socket
+import threading
+import time
+import tty
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from compiler.errors import InputError, LinkError
+
+log = logging.getLogger("fpgaprint.link")
+
+_POLL = 0.05
+
+
+class StreamHandler(Protocol):
+    """What a link serves: the binary agent or the MLPerf Tiny text mode."""
+
+    reboot_pending: bool
+
+    def banner(self) -> list[bytes]:
+        """Messages sent when the board comes up."""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Answer the requests completed by `data`; one element per answer."""
+
+    def reboot(self) -> list[bytes]:
+        """Drop all state, come up again and return the boot banner."""
+
+
+@dataclass(frozen=True)
+class LinkFaults:
+    """Faults of the board's side of the line; every random choice comes from `seed`."""
+
+    baud: int | None = None
+    noise_ber: float = 0.0
+    drop_rate: float = 0.0
+    hang_after: int | None = None
+    reset_after: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.baud is not None and self.baud < 10:
+            raise InputError(f"--baud must be at least 10, got {self.baud}")
+        for name in ("noise_ber", "drop_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise InputError(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
+        for name in ("hang_after", "reset_after"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise InputError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+
+    @property
+    def bytes_per_s(self) -> float | None:
+        """8N1 line rate: 10 bit times per byte."""
+        return None if self.baud is None else self.baud / 10.0
+
+
+class ByteFaults:
+    """Flips bits with probability `ber` each and drops bytes with probability `drop_rate`."""
+
+    def __init__(self, ber: float, drop_rate: float, seed: int):
+        self.ber, self.drop_rate = ber, drop_rate
+        self.rng = np.random.default_rng(seed)
+        self.flipped = 0
+        self.dropped = 0
+
+    def apply(self, data: bytes) -> bytes:
+        if not data or (self.ber == 0 and self.drop_rate == 0):
+            return data
+        a = np.frombuffer(data, dtype=np.uint8).copy()
+        if self.ber > 0:
+            bits = self.rng.random(a.size * 8) < self.ber
+            if bits.any():
+                self.flipped += int(bits.sum())
+                a ^= np.packbits(bits)
+        if self.drop_rate > 0:
+            keep = self.rng.random(a.size) >= self.drop_rate
+            self.dropped += int(a.size - keep.sum())
+            a = a[keep]
+        return a.tobytes()
+
+
+class LineClock:
+    """Paces bytes at the line rate: `take(n)` returns when n more bytes have crossed."""
+
+    def __init__(self, bytes_per_s: float | None):
+        self.rate = bytes_per_s
+        self._t = 0.0
+
+    @property
+    def chunk(self) -> int:
+        """Bytes per 10 ms slot (the pacing granularity)."""
+        return 65536 if self.rate is None else max(1, int(self.rate / 100))
+
+    def take(self, n: int, stop: threading.Event | None = None) -> None:
+        if self.rate is None:
+            return
+        now = time.monotonic()
+        self._t = max(self._t, now) + n / self.rate
+        delay = self._t - now
+        if delay > 0:
+            if stop is None:
+                time.sleep(delay)
+            else:
+                stop.wait(delay)
+
+
+# ---------------------------------------------------------------------------------------------
+# transports
+
+
+class Transport(Protocol):
+    url: str
+
+    def read(self, n: int, timeout: float) -> bytes: ...
+
+    def write(self, data: bytes, stop: threading.Event) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class PtyTransport:
+    """A pseudo-terminal: the board holds the master, the host opens `url` (/dev/pts/N)."""
+
+    def __init__(self):
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)  # no echo or line editing before the host configures the port
+        os.set_blocking(self._master, False)
+        self.url = os.ttyname(self._slave)
+
+    def read(self, n: int, timeout: float) -> bytes:
+        ready, _, _ = select.select([self._master], [], [], timeout)
+        if not ready:
+            return b""
+        try:
+            return os.read(self._master, n)
+        except BlockingIOError:
+            return b""
+        except OSError as e:
+            if e.errno == errno.EIO:  # no host side open
+                time.sleep(timeout)
+                return b""
+            raise
+
+    def write(self, data: bytes, stop: threading.Event, patience: float = 1.0) -> bool:
+        """Write all of `data`; False when the host stops reading for `patience` seconds."""
+        view = memoryview(data)
+        while view and not stop.is_set():
+            _, ready, _ = select.select([], [self._master], [], patience)
+            if not ready:
+                return False
+            try:
+                view = view[os.write(self._master, view):]
+            except BlockingIOError:
+                continue
+        return not view
+
+    def close(self) -> None:
+        for fd in (self._master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class TcpTransport:
+    """A TCP listener; one host at a time, as on a serial line. `url` is socket://host:port."""
+
+    def __init__(self, host: str, port: int):
+        try:
+            self._server = socket.create_server((host, port))
+        except OSError as e:
+            raise LinkError(f"cannot listen on {host}:{port}: {e}") from None
+        self._server.setblocking(False)
+        self._conn: socket.socket | None = None
+        self.url = f"socket://{host}:{self._server.getsockname()[1]}"
+
+    def read(self, n: int, timeout: float) -> bytes:
+        conn = self._conn
+        if conn is None:
+            ready, _, _ = select.select([self._server], [], [], timeout)
+            if ready:
+                try:
+                    conn, peer = self._server.accept()
+                except BlockingIOError:
+                    return b""
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn.settimeout(1.0)
+                self._conn = conn
+                log.info("host connected from %s:%s", *peer[:2])
+            return b""
+        ready, _, _ = select.select([conn], [], [], timeout)
+        if not ready:
+            return b""
+        try:
+            data = conn.recv(n)
+        except OSError:
+            data = b""
+        if not data:
+            log.info("host disconnected")
+            self._drop(conn)
+        return data
+
+    def write(self, data: bytes, stop: threading.Event) -> bool:
+        conn = self._conn
+        if conn is None:
+            return False  # nobody on the line: the bytes are lost, as on a UART
+        try:
+            conn.sendall(data)
+            return True
+        except OSError:
+            self._drop(conn)
+            return False
+
+    def _drop(self, conn: socket.socket) -> None:
+        if self._conn is conn:
+            self._conn = None
+        try:
+            conn.close()
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._drop(self._conn)
+        self._server.close()
+
+
+def open_transport(pty: bool = False, tcp: str | None = None) -> Transport:
+    """A pty (`pty=True`) or a TCP listener on "HOST:PORT" (port 0 picks a free port)."""
+    if pty == (tcp is not None):
+        raise InputError("give exactly one of --pty and --tcp HOST:PORT")
+    if pty:
+        return PtyTransport()
+    host, sep, port = tcp.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise InputError(f"--tcp expects HOST:PORT, got {tcp!r}")
+    return TcpTransport(host, int(port))
+
+
+# ---------------------------------------------------------------------------------------------
+# the link
+
+
+class BoardLink:
+    """Serves `handler` on `transport` until `stop()`; `stats` counts bytes and events."""
+
+    def __init__(self, transport: Transport, handler: StreamHandler,
+                 faults: LinkFaults | None = None):
+        self.transport = transport
+        self.handler = handler
+        self.faults = faults or LinkFaults()
+        self.stats = {"bytes_in": 0, "bytes_out": 0, "answers": 0, "reboots": 0,
+                      "tx_lost": 0, "hung": False}
+        self._bytes = ByteFaults(self.faults.noise_ber, self.faults.drop_rate, self.faults.seed)
+        self._rx_clock = LineClock(self.faults.bytes_per_s)
+        self._tx_clock = LineClock(self.faults.bytes_per_s)
+        self._rx: queue.Queue[bytes] = queue.Queue()
+        self._tx: queue.Queue[bytes] = queue.Queue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._reset_done = False
+
+    @property
+    def url(self) -> str:
+        return self.transport.url
+
+    def start(self) -> "BoardLink":
+        """Send the boot banner, then serve in background threads."""
+        for msg in self.handler.banner():
+            self._send(msg)
+        for target in (self._receive, self._process, self._transmit):
+            t = threading.Thread(target=target, name=f"link-{target.__name__[1:]}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        self.transport.close()
+
+    def __enter__(self) -> "BoardLink":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def serve_forever(self, stop: threading.Event) -> None:
+        """Serve until `stop` is set (e.g. by a signal handler)."""
+        self.start()
+        try:
+            while not stop.wait(0.2):
+                if not all(t.is_alive() for t in self._threads):
+                    raise LinkError("the board link stopped unexpectedly")
+        finally:
+            self.stop()
+
+    # -- threads --------------------------------------------------------------------------
+
+    def _receive(self) -> None:
+        chunk = self._rx_clock.chunk
+        while not self._stop.is_set():
+            data = self.transport.read(chunk, _POLL)
+            if data:
+                self._rx_clock.take(len(data), self._stop)
+                self.stats["bytes_in"] += len(data)
+                self._rx.put(data)
+
+    def _process(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self._rx.get(timeout=_POLL)
+            except queue.Empty:
+                continue
+            parts = [data]
+            while True:
+                try:
+                    parts.append(self._rx.get_nowait())
+                except queue.Empty:
+                    break
+            if self.stats["hung"]:
+                continue
+            try:
+                answers = self.handler.feed(b"".join(parts))
+            except Exception:
+                log.exception("handler failed; rebooting")
+                self._reboot()
+                continue
+            for msg in answers:
+                if self.faults.hang_after is not None and \
+                        self.stats["answers"] >= self.faults.hang_after:
+                    self.stats["hung"] = True
+                    log.warning("link fault: hung after %d answers", self.stats["answers"])
+                    break
+                self.stats["answers"] += 1
+                self._tx.put(msg)
+                if (self.faults.reset_after is not None and not self._reset_done
+                        and self.stats["answers"] == self.faults.reset_after):
+                    self._reset_done = True
+                    log.warning("link fault: reboot after %d answers", self.stats["answers"])
+                    self._reboot()
+                    break
+            else:
+                if self.handler.reboot_pending:
+                    self._reboot()
+
+    def _reboot(self) -> None:
+        """Lose everything not yet processed, come up again and announce it."""
+        while True:
+            try:
+                self._rx.get_nowait()
+            except queue.Empty:
+                break
+        self.stats["reboots"] += 1
+        for msg in self.handler.reboot():
+            self._tx.put(msg)
+
+    def _transmit(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self._tx.get(timeout=_POLL)
+            except queue.Empty:
+                continue
+            self._send(msg)
+
+    def _send(self, msg: bytes) -> None:
+        """One message through the fault model onto the line, paced at the line rate."""
+        data = self._bytes.apply(msg)
+        chunk = self._tx_clock.chunk
+        for i in range(0, len(data), chunk):
+            part = data[i:i + chunk]
+            self._tx_clock.take(len(part), self._stop)
+            if self._stop.is_set():
+                return
+            if self.transport.write(part, self._stop):
+                self.stats["bytes_out"] += len(part)
+            else:
+                self.stats["tx_lost"] += len(data) - i
+                return
