@@ -1,0 +1,149 @@
+"""The fingerprint set: intrinsic examples on the input grid with their labels and provenance.
+
+Stored as one `.npz` (format `fpgaprint-fingerprint/1`), written to a temporary file and
+renamed so a set is never half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from compiler.data import InputGrid
+from compiler.errors import InputError
+
+FORMAT = "fpgaprint-fingerprint/1"
+DEFAULT_THRESHOLD = 0.9
+REQUIRED = ("format", "inputs", "inputs_int", "labels", "margins", "algorithm", "params", "seed",
+            "source_sha256", "input_shape", "grid_bits", "threshold", "calibration")
+
+
+@dataclass
+class FingerprintSet:
+    """Examples (float, on the grid, and as grid integers), labels and how they were made."""
+
+    inputs_int: np.ndarray  # int64 (N, *input_shape), grid integers
+    labels: np.ndarray  # int64 (N,), the source model's labels
+    margins: np.ndarray  # float32 (N,), target logit minus best other on the source
+    algorithm: str
+    params: dict
+    seed: int
+    source_sha256: str
+    input_shape: tuple[int, ...]
+    grid_bits: int = 8
+    threshold: float = DEFAULT_THRESHOLD
+    calibration: dict = field(default_factory=lambda: {"method": "default, not calibrated"})
+
+    def __post_init__(self) -> None:
+        self.inputs_int = np.asarray(self.inputs_int, dtype=np.int64)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        self.margins = np.asarray(self.margins, dtype=np.float32).reshape(-1)
+        self.input_shape = tuple(int(s) for s in self.input_shape)
+        n = len(self.labels)
+        if self.inputs_int.shape != (n, *self.input_shape) or len(self.margins) != n:
+            raise InputError(
+                f"inconsistent fingerprint set: inputs {self.inputs_int.shape}, "
+                f"{n} labels, {len(self.margins)} margins, input shape {self.input_shape}"
+            )
+
+    @property
+    def grid(self) -> InputGrid:
+        return InputGrid(self.grid_bits)
+
+    @property
+    def inputs(self) -> np.ndarray:
+        """Float inputs in [0, 1], exactly on the grid."""
+        return self.grid.to_float(self.inputs_int)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def sha256(self) -> str:
+        """Hash of what a check depends on: integer inputs, labels, threshold, source hash."""
+        h = hashlib.sha256()
+        h.update(self.inputs_int.tobytes())
+        h.update(self.labels.tobytes())
+        h.update(f"{self.threshold:.6f}{self.source_sha256}{self.grid_bits}".encode())
+        return h.hexdigest()
+
+    def with_threshold(self, threshold: float, calibration: dict) -> "FingerprintSet":
+        return replace(self, threshold=float(threshold), calibration=dict(calibration))
+
+    def subset(self, idx: np.ndarray) -> "FingerprintSet":
+        return replace(self, inputs_int=self.inputs_int[idx], labels=self.labels[idx],
+                       margins=self.margins[idx])
+
+    def save(self, path: str | Path) -> Path:
+        """Write the set atomically (temporary file in the same folder, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {
+            "format": np.array(FORMAT),
+            "inputs": self.inputs,
+            "inputs_int": self.inputs_int,
+            "labels": self.labels,
+            "margins": self.margins,
+            "algorithm": np.array(self.algorithm),
+            "params": np.array(json.dumps(self.params, sort_keys=True)),
+            "seed": np.array(int(self.seed)),
+            "source_sha256": np.array(self.source_sha256),
+            "input_shape": np.array(self.input_shape, dtype=np.int64),
+            "grid_bits": np.array(int(self.grid_bits)),
+            "threshold": np.array(float(self.threshold)),
+            "calibration": np.array(json.dumps(self.calibration, sort_keys=True)),
+        }
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+def load_set(path: str | Path) -> FingerprintSet:
+    """Read a fingerprint set; anything else (missing, foreign .npz, corrupt) is an InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such fingerprint set")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise InputError(f"{path}: not a fingerprint set (.npz): {e}") from e
+    if str(data.get("format", "")) != FORMAT:
+        raise InputError(
+            f"{path}: not a fingerprint set (format {str(data.get('format', 'missing'))!r}, "
+            f"expected {FORMAT!r}; arrays: {', '.join(sorted(data)) or 'none'})"
+        )
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise InputError(f"{path}: fingerprint set lacks {', '.join(missing)}")
+    try:
+        fs = FingerprintSet(
+            inputs_int=data["inputs_int"],
+            labels=data["labels"],
+            margins=data["margins"],
+            algorithm=str(data["algorithm"]),
+            params=json.loads(str(data["params"])),
+            seed=int(data["seed"]),
+            source_sha256=str(data["source_sha256"]),
+            input_shape=tuple(int(s) for s in data["input_shape"]),
+            grid_bits=int(data["grid_bits"]),
+            threshold=float(data["threshold"]),
+            calibration=json.loads(str(data["calibration"])),
+        )
+    except (ValueError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: malformed fingerprint set: {e}") from e
+    if fs.inputs_int.min(initial=0) < 0 or fs.inputs_int.max(initial=0) > fs.grid.qmax:
+        raise InputError(f"{path}: inputs outside the {fs.grid.datatype} grid")
+    return fs

@@ -1,0 +1,134 @@
+"""Models as the fingerprint code sees them: anything that maps float inputs to logits.
+
+A model is given as a path (.pt checkpoint, QONNX or golden .onnx), as `zoo:NAME` (trained
+with its default seed) or as a torch module. Torch models keep their module so generators can
+take gradients; ONNX models run through `compiler.runners`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from compiler.errors import InputError
+
+ZOO_PREFIX = "zoo:"
+DEFAULT_SEED = 0
+
+
+def state_dict_sha256(module: nn.Module) -> str:
+    """SHA-256 of a module's state dict contents: names, dtypes, shapes and values.
+
+    Independent of the file it was saved in, so re-saving a model keeps its hash.
+    """
+    h = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())
+        else:
+            h.update(repr(value).encode())
+    return h.hexdigest()
+
+
+@dataclass
+class Model:
+    """A model with its input shape, class count, kind and content hash."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    kind: str  # "float", "brevitas", "qonnx" or "golden"
+    sha256: str
+    name: str
+    module: nn.Module | None = None
+    runner: Any = None
+    zoo: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def differentiable(self) -> bool:
+        return self.module is not None
+
+    def logits(self, x: np.ndarray, batch: int = 512) -> np.ndarray:
+        """Logits for float inputs in [0, 1] of shape (N, *input_shape)."""
+        x = np.asarray(x, dtype=np.float32).reshape((-1, *self.input_shape))
+        if self.module is None:
+            return np.asarray(self.runner.logits(x), dtype=np.float32)
+        self.module.eval()
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(x), batch):
+                out.append(self.module(torch.from_numpy(x[i : i + batch])).float().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.logits(x).argmax(axis=1).astype(np.int64)
+
+
+def from_module(module: nn.Module, input_shape: tuple[int, ...], num_classes: int = 10,
+                name: str = "module", kind: str | None = None, zoo: str | None = None) -> Model:
+    """Wrap a torch module (float or Brevitas) as a fingerprint `Model`."""
+    if kind is None:
+        brevitas = any(type(m).__module__.startswith("brevitas.nn") for m in module.modules())
+        kind = "brevitas" if brevitas else "float"
+    module.eval()
+    return Model(tuple(input_shape), num_classes, kind, state_dict_sha256(module), name,
+                 module=module, zoo=zoo)
+
+
+def train_zoo(name: str, seed: int = DEFAULT_SEED) -> Model:
+    """Train a zoo model (deterministic for a seed) and wrap it."""
+    from compiler import zoo
+
+    entry = zoo.get_entry(name)
+    torch.manual_seed(seed)
+    module = zoo.train(entry.build(), entry.data(seed), entry.epochs, entry.lr, seed=seed)
+    return from_module(module, entry.input_shape, 10, f"zoo:{entry.name}", entry.kind, entry.name)
+
+
+def load_model(spec: str | Path | nn.Module | Model, input_shape: tuple[int, ...] | None = None
+               ) -> Model:
+    """Resolve a model given as `zoo:NAME`, a .pt/.onnx path, a torch module or a Model."""
+    if isinstance(spec, Model):
+        return spec
+    if isinstance(spec, nn.Module):
+        shape = input_shape or getattr(spec, "input_shape", None)
+        if shape is None:
+            raise InputError("a torch module needs its input shape (without batch)")
+        return from_module(spec, tuple(shape))
+    text = str(spec)
+    if text.startswith(ZOO_PREFIX):
+        return train_zoo(text[len(ZOO_PREFIX):])
+    path = Path(text)
+    if not path.is_file():
+        raise InputError(f"{path}: no such model file (give a .pt, .onnx or zoo:NAME)")
+    if path.suffix == ".onnx":
+        return _load_onnx(path)
+    from compiler import modelio
+
+    ckpt = modelio.load(path)
+    m = from_module(ckpt.model, ckpt.input_shape, ckpt.num_classes, str(path), ckpt.kind,
+                    ckpt.zoo)
+    m.meta = dict(ckpt.meta)
+    return m
+
+
+def _load_onnx(path: Path) -> Model:
+    try:
+        from compiler.runners import load_runner
+    except ImportError as e:
+        raise InputError(f"{path}: ONNX models need compiler.runners ({e})") from e
+    runner = load_runner(path)
+    shape = tuple(int(s) for s in runner.input_shape)
+    if len(shape) > 1 and shape[0] == 1:
+        shape = shape[1:]
+    ncls = int(getattr(runner, "num_classes", 10))
+    return Model(shape, ncls, str(runner.kind), str(runner.sha256), str(path), runner=runner)

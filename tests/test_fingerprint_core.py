@@ -1,0 +1,128 @@
+"""Fingerprint generation, set files, check and calibration on the embedded digits-mlp."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from compiler import modelio
+from compiler.data import InputGrid
+from compiler.errors import InputError
+from fingerprint.calibrate import calibrate
+from fingerprint.check import check
+from fingerprint.fpset import FingerprintSet, load_set
+from fingerprint.generate import GenParams, generate
+from fingerprint.source import from_module, load_model, state_dict_sha256, train_zoo
+from fingerprint import variants
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread than on two contended ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def src(one_thread):
+    return train_zoo("digits-mlp", seed=0)
+
+
+@pytest.fixture(scope="module")
+def swapped():
+    return train_zoo("digits-mlp", seed=1)
+
+
+@pytest.fixture(scope="module")
+def sets(src):
+    return {alg: generate(src, alg, 40, seed=3) for alg in ("vanilla", "robust", "sensitive")}
+
+
+@pytest.mark.parametrize("algorithm", ["vanilla", "robust", "sensitive"])
+def test_examples_keep_labels_on_grid(src, sets, algorithm):
+    fs = sets[algorithm]
+    assert len(fs) == 40 and fs.algorithm == algorithm
+    assert np.bincount(fs.labels, minlength=10).tolist() == [4] * 10
+    grid = InputGrid(8)
+    assert fs.inputs_int.min() >= 0 and fs.inputs_int.max() <= 255
+    np.testing.assert_array_equal(grid.to_int(fs.inputs), fs.inputs_int)
+    logits = src.logits(fs.inputs)
+    np.testing.assert_array_equal(logits.argmax(1), fs.labels)
+    assert (fs.margins >= GenParams().min_margin).all()
+    assert fs.source_sha256 == src.sha256
+
+
+def test_generation_is_seeded(src, sets):
+    again = generate(src, "robust", 40, seed=3)
+    np.testing.assert_array_equal(again.inputs_int, sets["robust"].inputs_int)
+    other = generate(src, "robust", 40, seed=4)
+    assert not np.array_equal(other.inputs_int, sets["robust"].inputs_int)
+
+
+def test_sensitive_examples_are_high_frequency(sets):
+    from scipy.fft import dctn
+
+    def low_energy_share(fs):
+        img = fs.inputs.reshape(-1, 8, 8) - fs.inputs.reshape(-1, 64).mean(1)[:, None, None]
+        c = dctn(img, axes=(1, 2), norm="ortho") ** 2
+        return c[:, :3, :3].sum() / c.sum()
+
+    assert low_energy_share(sets["sensitive"]) < 0.5 * low_energy_share(sets["vanilla"])
+
+
+def test_set_roundtrip_and_model_hash_stable(tmp_path, src, sets):
+    path = sets["robust"].save(tmp_path / "fp.npz")
+    back = load_set(path)
+    np.testing.assert_array_equal(back.inputs_int, sets["robust"].inputs_int)
+    np.testing.assert_array_equal(back.labels, sets["robust"].labels)
+    assert back.params == sets["robust"].params and back.sha256() == sets["robust"].sha256()
+    ckpt = modelio.Checkpoint(src.module, "float", (64,), 10, zoo="digits-mlp")
+    modelio.save(ckpt, tmp_path / "a.pt")
+    modelio.save(modelio.load(tmp_path / "a.pt"), tmp_path / "b.pt")
+    assert load_model(tmp_path / "b.pt").sha256 == src.sha256
+    assert state_dict_sha256(variants.ptq(src, 8, sets["robust"].inputs).module) != src.sha256
+
+
+def test_check_passes_on_source_and_ptq8_fails_on_swap(src, swapped, sets):
+    fs = sets["robust"].with_threshold(0.9, {"method": "fixed for the test"})
+    ok = check(src, fs)
+    assert ok.passed and ok.match_rate == 1.0 and ok.same_source
+    q8 = check(variants.ptq(src, 8, fs.inputs), fs)
+    assert q8.passed and not q8.same_source
+    bad = check(swapped, fs)
+    assert not bad.passed and bad.match_rate < 0.9
+    assert "FAIL" in bad.explain() and "not the set's source" in bad.explain()
+    with pytest.raises(InputError, match="not the set's source model"):
+        check(swapped, fs, expect_source=True)
+
+
+def test_check_rejects_wrong_input_shape(sets):
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    other = from_module(net, (1, 28, 28))
+    with pytest.raises(InputError, match=r"shape \(1, 28, 28\).*\(64,\)"):
+        check(other, sets["vanilla"])
+
+
+def test_calibration_sits_below_worst_benign(src, sets):
+    fs = calibrate(sets["robust"], src, margin=0.05)
+    rates = fs.calibration["variants"]
+    assert {"ptq8", "ptq6", "ptq4", "prune50", "prune70", "source"} <= set(rates)
+    assert fs.threshold == pytest.approx(min(rates.values()) - 0.05)
+    assert "data-free" in fs.calibration["data"]
+    for name in ("ptq4", "prune70"):
+        assert check(variants.ptq(src, 4, fs.inputs) if name == "ptq4" else
+                     variants.prune(src, 0.7), fs).passed
+
+
+def test_set_validation(tmp_path):
+    with pytest.raises(InputError, match="inconsistent"):
+        FingerprintSet(np.zeros((3, 64)), np.zeros(2), np.zeros(3), "vanilla", {}, 0, "x", (64,))
+    np.savez(tmp_path / "foreign.npz", x=np.zeros(3))
+    with pytest.raises(InputError, match="not a fingerprint set"):
+        load_set(tmp_path / "foreign.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="not a fingerprint set"):
+        load_set(tmp_path / "junk.npz")
