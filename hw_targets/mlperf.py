@@ -1,0 +1,257 @@
+"""MLPerf Tiny DUT text mode: lets an MLPerf Tiny runner drive the board.
+
+Commands end with ``%``; every answer ends with ``m-ready``. Supported: ``name``, ``profile``,
+``help``, ``timestamp``, ``db load N``, ``db HH…``, ``db print``, ``infer N [W=10]``,
+``results``. The ``db`` buffer holds one input vector: its elements in the smallest integer
+container of the accelerator's input datatype, little-endian. ``results`` are the raw
+accelerator outputs of the last inference. `MlperfTinyClient` is the host side, sending at
+most 31 bytes per ``db`` command as the reference runner does.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import serial
+
+from compiler.errors import InputError, LinkError
+from hw_targets.agent import Backend
+
+TERMINATOR = b"%"
+READY = "m-ready"
+MAX_COMMAND = 64 * 1024
+MAX_BUFFER = 1 << 20
+FIRMWARE = "fpgaprint MLPerf Tiny mode 1"
+
+
+def container_dtype(datatype: str) -> np.dtype:
+    """Smallest little-endian integer container of a FINN datatype name (UINT8, INT4, …)."""
+    name = datatype.upper()
+    if name == "BIPOLAR":
+        return np.dtype("<i1")
+    if name == "BINARY":
+        return np.dtype("<u1")
+    m = re.fullmatch(r"(U?)INT(\d+)", name)
+    if m is None:
+        raise InputError(f"MLPerf Tiny mode needs an integer input datatype, got {datatype!r}")
+    bits = int(m.group(2))
+    for width in (8, 16, 32, 64):
+        if bits <= width:
+            return np.dtype(f"<{'u' if m.group(1) else 'i'}{width // 8}")
+    raise InputError(f"input datatype {datatype!r} is wider than 64 bits")
+
+
+def as_dtype(spec: np.dtype | str) -> np.dtype:
+    """A numpy dtype from a dtype or a FINN datatype name."""
+    if isinstance(spec, str) and re.fullmatch(r"(?i)(U?INT\d+|BIPOLAR|BINARY)", spec):
+        return container_dtype(spec)
+    return np.dtype(spec)
+
+
+class MlperfTinyHandler:
+    """Board side of the MLPerf Tiny text protocol (a hw_targets.link.StreamHandler)."""
+
+    def __init__(self, backend: Backend, input_shape: tuple[int, ...],
+                 input_dtype: np.dtype | str):
+        """`input_shape` excludes the batch; `input_dtype` is a dtype or a FINN name."""
+        self.backend = backend
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.dtype = as_dtype(input_dtype)
+        self.input_bytes = int(np.prod(self.input_shape)) * self.dtype.itemsize
+        self.reboot_pending = False
+        self._identity = dict(backend.identity())
+        self._text = bytearray()
+        self._boot_ns = time.monotonic_ns()
+        self._buf: bytearray | None = None
+        self._size = 0
+        self._last: np.ndarray | None = None
+
+    def banner(self) -> list[bytes]:
+        return [b"m-init-done\r\nm-ready\r\n"]
+
+    def reboot(self) -> list[bytes]:
+        self.backend.reset()
+        self.reboot_pending = False
+        self._text.clear()
+        self._buf, self._size, self._last = None, 0, None
+        self._boot_ns = time.monotonic_ns()
+        return self.banner()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        out = []
+        self._text += data
+        while (end := self._text.find(TERMINATOR)) >= 0:
+            command = bytes(self._text[:end]).decode("ascii", errors="replace")
+            del self._text[: end + 1]
+            out.append(self._answer(self.execute(command.strip(" \t\r\n\x00"))))
+        if len(self._text) > MAX_COMMAND:
+            self._text.clear()
+            out.append(self._answer([f"e-[Command longer than {MAX_COMMAND} characters]"]))
+        return out
+
+    @staticmethod
+    def _answer(lines: list[str]) -> bytes:
+        return "".join(f"{line}\r\n" for line in [*lines, READY]).encode()
+
+    def execute(self, command: str) -> list[str]:
+        """Answer lines for one command (without the closing m-ready)."""
+        words = command.split()
+        if not words:
+            return []
+        verb, args = words[0], words[1:]
+        if verb == "name":
+            return [f"m-name-dut-[fpgaprint-{self._identity.get('board', 'board')}]"]
+        if verb == "profile":
+            return [f"m-profile-[{FIRMWARE}]", f"m-model-[{self._identity.get('name', '')}]"]
+        if verb == "help":
+            return [FIRMWARE, "name : device name", "profile : firmware and model",
+                    "timestamp : m-lap-us-N", "db load N : expect N bytes",
+                    "db HH[HH]* : append hex bytes", "db print : show the buffer",
+                    "infer N [W=10] : N inferences after W warm-ups", "results : last outputs"]
+        if verb == "timestamp":
+            return [self._lap()]
+        if verb == "db":
+            return self._db(args)
+        if verb == "infer":
+            return self._infer(args)
+        if verb == "results":
+            if self._last is None:
+                return ["e-[No inference has run]"]
+            return [self._results()]
+        return [f"e-[Unknown command '{verb}']"]
+
+    def _lap(self) -> str:
+        return f"m-lap-us-{(time.monotonic_ns() - self._boot_ns) // 1000}"
+
+    def _results(self) -> str:
+        return "m-results-[" + ",".join(f"{float(v):.3f}" for v in self._last) + "]"
+
+    def _db(self, args: list[str]) -> list[str]:
+        if not args:
+            return ["e-[Command 'db' requires a subcommand]"]
+        if args[0] == "load":
+            if len(args) < 2 or not args[1].isdigit() or int(args[1]) == 0:
+                return ["e-[Command 'db load' requires a number of bytes > 0]"]
+            size = int(args[1])
+            if size > MAX_BUFFER:
+                return [f"e-[Buffer of {size} bytes exceeds the maximum of {MAX_BUFFER}]"]
+            self._buf, self._size = bytearray(), size
+            return [f"m-[Expecting {size} bytes]"]
+        if args[0] == "print":
+            if self._buf is None:
+                return ["e-[Buffer not allocated]"]
+            return [f"m-buffer-{self._buf[i:i + 8].hex('-')}" for i in range(0, len(self._buf), 8)]
+        if self._buf is None:
+            return ["e-[Buffer not allocated; send 'db load N' first]"]
+        digits = "".join(args)
+        if len(digits) % 2:
+            return ["e-[Odd number of hex digits]"]
+        try:
+            data = bytes.fromhex(digits)
+        except ValueError:
+            return [f"e-[Invalid hex digits '{digits[:16]}']"]
+        room = self._size - len(self._buf)
+        if room <= 0:
+            return []
+        self._buf += data[:room]
+        return ["m-load-done"] if len(self._buf) == self._size else []
+
+    def _infer(self, args: list[str]) -> list[str]:
+        try:
+            n = int(args[0]) if args else 1
+            warmups = int(args[1]) if len(args) > 1 else 10
+        except ValueError:
+            return [f"e-[Bad infer arguments '{' '.join(args)}']"]
+        if n <= 0:
+            return ["e-[Inference iterations must be >0]"]
+        if warmups < 0:
+            return ["e-[Inference warmup must be >=0]"]
+        have = 0 if self._buf is None else len(self._buf)
+        if self._buf is None or have != self.input_bytes:
+            return [f"e-[Input buffer holds {have} bytes, the model takes {self.input_bytes}]"]
+        x = np.frombuffer(bytes(self._buf), dtype=self.dtype).astype(np.int64)
+        x = x.reshape((1, *self.input_shape))
+        lines = [f"m-warmup-start-{warmups}"]
+        try:
+            for _ in range(warmups):
+                self.backend.infer(x)
+            lines += ["m-warmup-done", f"m-infer-start-{n}", self._lap()]
+            for _ in range(n):
+                raw, _labels = self.backend.infer(x)
+            lines.append(self._lap())
+        except Exception as e:  # the board keeps serving
+            return lines + [f"e-[Inference failed: {type(e).__name__}: {e}]"]
+        self._last = np.asarray(raw).reshape(-1)
+        return lines + ["m-infer-done", self._results()]
+
+
+class MlperfTinyClient:
+    """Host side of the MLPerf Tiny text protocol, as the reference runner drives a DUT."""
+
+    def __init__(self, url: str, timeout: float = 5.0, baud: int = 115200, max_bytes: int = 31):
+        self.url, self.timeout, self.baud, self.max_bytes = url, timeout, baud, max_bytes
+        self._ser: serial.SerialBase | None = None
+        self.bytes_sent = self.bytes_received = 0
+
+    def __enter__(self) -> "MlperfTinyClient":
+        try:
+            self._ser = serial.serial_for_url(self.url, baudrate=self.baud, timeout=self.timeout)
+        except (serial.SerialException, ValueError, OSError) as e:
+            raise LinkError(f"cannot open board port {self.url}: {e}") from None
+        self._ser.reset_input_buffer()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._ser is not None:
+            self._ser.close()
+            self._ser = None
+
+    def command(self, command: str) -> list[str]:
+        """Send one command; the answer lines before m-ready. LinkError on e-[…] or silence."""
+        if self._ser is None:
+            raise LinkError(f"board port {self.url} is not open")
+        data = command.encode() + TERMINATOR
+        self._ser.write(data)
+        self.bytes_sent += len(data)
+        answer = self._ser.read_until(f"{READY}\r\n".encode())
+        self.bytes_received += len(answer)
+        if not answer.endswith(f"{READY}\r\n".encode()):
+            raise LinkError(f"board at {self.url} did not answer {command[:40]!r} within "
+                            f"{self.timeout} s")
+        lines = [line for line in answer.decode(errors="replace").splitlines()[:-1] if line]
+        errors = [line for line in lines if line.startswith("e-[")]
+        if errors:
+            raise LinkError(f"board at {self.url} refused {command[:40]!r}: {errors[0]}")
+        return lines
+
+    def name(self) -> str:
+        for line in self.command("name"):
+            if m := re.fullmatch(r"m-name-dut-\[([^]]+)]", line):
+                return m.group(1)
+        raise LinkError(f"board at {self.url} did not report a name")
+
+    def load(self, data: bytes) -> None:
+        self.command(f"db load {len(data)}")
+        for i in range(0, len(data), self.max_bytes):
+            self.command(f"db {data[i:i + self.max_bytes].hex()}")
+
+    def infer(self, n: int = 1, warmups: int = 0) -> dict:
+        """{"results": [float], "lap_us": [int, int]} of `infer n warmups`."""
+        lines = self.command(f"infer {n} {warmups}")
+        laps = [int(line[len("m-lap-us-"):]) for line in lines if line.startswith("m-lap-us-")]
+        for line in lines:
+            if m := re.fullmatch(r"m-results-\[([^]]*)]", line):
+                results = [float(v) for v in m.group(1).split(",") if v]
+                return {"results": results, "lap_us": laps}
+        raise LinkError(f"board at {self.url} gave no m-results line for infer")
+
+    def classify(self, x: np.ndarray, dtype: np.dtype | str) -> tuple[np.ndarray, np.ndarray]:
+        """Raw outputs and labels of every vector of x, one `db load` + `infer 1 0` each."""
+        raws = []
+        for vector in np.asarray(x):
+            self.load(np.ascontiguousarray(vector, dtype=as_dtype(dtype)).tobytes())
+            raws.append(self.infer(1, 0)["results"])
+        raw = np.asarray(raws, dtype=np.float64).round().astype(np.int64)
+        return raw, raw.argmax(axis=1)
