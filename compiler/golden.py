@@ -19,6 +19,12 @@ from compiler.finn_env import ensure_finn
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
 # HW op -> indices of its inputs that are memories (weights, thresholds)
 MEMORY_INPUTS = {"MVAU": (1, 2), "VVAU": (1, 2), "Thresholding": (1,)}
+# ops whose python execution treats the rows of a batch independently once the batch
+# dimension is set; graphs made only of these run a whole batch per FINN execution
+ROWWISE_OPS = {"MVAU", "Thresholding", "Reshape", "Flatten", "Mul", "Add", "Sub", "Div",
+               "Relu", "Identity"}
+MAX_BATCH = 64
+EXACT_FLOAT32_BITS = 24  # integers up to 2^24 are exact in float32, in any summation order
 
 
 @dataclass
@@ -72,12 +78,18 @@ class GoldenModel:
         self.raw_shape = tuple(self.model.get_tensor_shape(self.raw_output))
         self.input_datatype = self.model.get_tensor_datatype(self.input_name).name
         self.raw_datatype = self.model.get_tensor_datatype(self.raw_output).name
+        self._batchable: bool | None = None
+        self._batch_models: dict = {}  # batch size -> batched copy of self.model
 
     # -- execution -------------------------------------------------------------------------
-    def run(self, x_int: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(raw int64 (N, R), logits float32 (N, C), labels int64 (N,)) for N input vectors."""
-        from finn.core.onnx_exec import execute_onnx
+    def run(
+        self, x_int: np.ndarray, batch: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(raw int64 (N, R), logits float32 (N, C), labels int64 (N,)) for N input vectors.
 
+        With `batch`, graphs that allow it (see `batchable`) run up to MAX_BATCH vectors per
+        FINN execution; results are identical to one execution per vector.
+        """
         x = np.asarray(x_int)
         per = int(np.prod(self.input_shape[1:]))
         if x.size % per:
@@ -85,17 +97,100 @@ class GoldenModel:
                 f"input of {x.size} values does not fit the model input {self.input_shape}"
             )
         x = x.reshape((-1, *self.input_shape[1:]))
+        n = x.shape[0]
+        if n == 0:
+            out_shape = self.model.get_tensor_shape(self.output_name)
+            return (np.zeros((0, int(np.prod(self.raw_shape[1:]))), np.int64),
+                    np.zeros((0, int(np.prod(out_shape[1:]))), np.float32),
+                    np.zeros((0,), np.int64))
         raws, outs = [], []
-        for row in x:
-            ctx = execute_onnx(
-                self.model, {self.input_name: row[None].astype(np.float32)},
-                return_full_exec_context=True,
-            )
-            raws.append(np.asarray(ctx[self.raw_output]).reshape(-1))
-            outs.append(np.asarray(ctx[self.output_name], dtype=np.float32).reshape(-1))
-        raw = np.rint(np.stack(raws)).astype(np.int64)
-        logits = np.stack(outs)
+        step = MAX_BATCH if batch and self.batchable else 1
+        for start in range(0, n, step):
+            rows = x[start:start + step]
+            size = 1 << (len(rows) - 1).bit_length()  # a few cached batch sizes
+            if size > len(rows):
+                rows = np.concatenate([rows, np.repeat(rows[:1], size - len(rows), axis=0)])
+            raw, out = self._execute(rows, size)
+            keep = min(step, n - start)
+            raws.append(raw[:keep])
+            outs.append(out[:keep])
+        raw = np.rint(np.concatenate(raws)).astype(np.int64)
+        logits = np.concatenate(outs).astype(np.float32)
         return raw, logits, logits.argmax(axis=1).astype(np.int64)
+
+    def _execute(self, rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        from finn.core.onnx_exec import execute_onnx
+
+        model = self.model if size == 1 else self._batched(size)
+        ctx = execute_onnx(
+            model, {self.input_name: rows.astype(np.float32)}, return_full_exec_context=True
+        )
+        return (np.asarray(ctx[self.raw_output]).reshape(size, -1),
+                np.asarray(ctx[self.output_name], dtype=np.float32).reshape(size, -1))
+
+    @property
+    def batchable(self) -> bool:
+        """Whether a batch can run in one execution: only row-wise ops, batch dimension 1
+        everywhere, and accumulators narrow enough for exact float32 sums."""
+        if self._batchable is None:
+            self._batchable = self._batch_plan() is not None
+        return self._batchable
+
+    def _batch_plan(self) -> dict | None:
+        """Tensor shapes, node attributes and reshape targets to rewrite for a batch, or None."""
+        from qonnx.core.datatype import DataType
+        from qonnx.custom_op.registry import getCustomOp
+
+        m, g = self.model, self.model.graph
+        inits = {t.name for t in g.initializer}
+        plan: dict = {"tensors": [], "vectors": [], "reshapes": []}
+        for node in g.node:
+            if node.op_type not in ROWWISE_OPS:
+                return None
+            if node.domain.startswith(HW_DOMAIN):
+                inst = getCustomOp(node)
+                if list(inst.get_nodeattr("numInputVectors")) != [1]:
+                    return None
+                if node.op_type == "MVAU":
+                    acc = DataType[inst.get_nodeattr("accDataType")]
+                    if acc.bitwidth() > EXACT_FLOAT32_BITS:
+                        return None
+                plan["vectors"].append(node.name)
+            if node.op_type == "Reshape":
+                target = m.get_initializer(node.input[1])
+                if target is None or target.size == 0 or int(target[0]) not in (1, -1):
+                    return None
+                if int(target[0]) == 1:
+                    plan["reshapes"].append(node.input[1])
+        for vi in (*g.input, *g.output, *g.value_info):
+            if vi.name in inits:
+                continue
+            shape = m.get_tensor_shape(vi.name)
+            if not shape or shape[0] != 1:
+                return None
+            plan["tensors"].append(vi.name)
+        return plan
+
+    def _batched(self, size: int):
+        """A copy of the model with batch dimension `size` (cached per size)."""
+        from qonnx.custom_op.registry import getCustomOp
+
+        cache = self._batch_models
+        if size not in cache:
+            plan = self._batch_plan()
+            model = copy.deepcopy(self.model)
+            for name in plan["tensors"]:
+                shape = model.get_tensor_shape(name)
+                model.set_tensor_shape(name, [size, *shape[1:]])
+            for node in model.graph.node:
+                if node.name in plan["vectors"]:
+                    getCustomOp(node).set_nodeattr("numInputVectors", [size])
+            for name in plan["reshapes"]:
+                target = model.get_initializer(name).copy()
+                target[0] = size
+                model.set_initializer(name, target)
+            cache[size] = model
+        return cache[size]
 
     # -- memories --------------------------------------------------------------------------
     def memories(self) -> dict[str, MemoryImage]:
