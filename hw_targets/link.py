@@ -18,7 +18,7 @@ import threading
 import time
 import tty
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -305,10 +305,13 @@ class BoardLink:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def serve_forever(self, stop: threading.Event) -> None:
-        """Serve until `stop` is set (e.g. by a signal handler)."""
+    def serve_forever(self, stop: threading.Event,
+                      ready: Callable[[str], None] | None = None) -> None:
+        """Serve until `stop` is set (e.g. by a signal handler); `ready(url)` once serving."""
         self.start()
         try:
+            if ready is not None:
+                ready(self.url)
             while not stop.wait(0.2):
                 if not all(t.is_alive() for t in self._threads):
                     raise LinkError("the board link stopped unexpectedly")

@@ -1,0 +1,157 @@
+"""`fpgaprint board serve` (a package served as a board on a pty or TCP) and `fpgaprint boards`."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+import click
+
+from compiler.errors import InputError
+
+_LINK_FAULTS = "Link faults (board side of the line)"
+_MODEL_FAULTS = "Model faults (virtual backend)"
+
+
+def _split(value: str, parts: int, fmt: str, option: str) -> list[str]:
+    fields = value.rsplit(":", parts - 1)
+    if len(fields) != parts or not all(fields):
+        raise click.BadParameter(f"expected {fmt}, got {value!r}", param_hint=option)
+    return fields
+
+
+def _check_flips(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
+    for v in values:
+        _split(v, 3, "LAYER:INDEX:BIT", "--flip")
+    return values
+
+
+def _check_stuck(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
+    for v in values:
+        _split(v, 4, "LAYER:INDEX:BIT:0|1", "--stuck-at")
+    return values
+
+
+def _setup_logging(log_file: str | None) -> None:
+    root = logging.getLogger("fpgaprint")
+    root.setLevel(logging.DEBUG if log_file else logging.ERROR)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.ERROR)
+    root.addHandler(console)
+    if log_file:
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        handler.setLevel(logging.DEBUG)
+        root.addHandler(handler)
+
+
+@click.group()
+def board() -> None:
+    """Serve a deployment package as a board."""
+
+
+@board.command()
+@click.argument("package")
+@click.option("--pty", "use_pty", is_flag=True, help="Serve on a new pseudo-terminal.")
+@click.option("--tcp", metavar="HOST:PORT", help="Serve on TCP (port 0: any free port).")
+@click.option("--protocol", type=click.Choice(["binary", "mlperf-tiny"]), default="binary",
+              show_default=True, help="Wire protocol the board speaks.")
+@click.option("--backend", type=click.Choice(["virtual", "pynq"]), default="virtual",
+              show_default=True)
+@click.option("--serial", "serial_number", metavar="SN", help="Board serial number to report.")
+@click.option("--trusted-key", type=click.Path(dir_okay=False), metavar="PUB",
+              help="Public key the package must be signed with.")
+@click.option("--allow-unsigned", is_flag=True, help="Accept a package without a signature.")
+@click.option("--baud", type=int, help=f"{_LINK_FAULTS}: 8N1 line rate (baud/10 bytes/s).")
+@click.option("--noise-ber", type=float, default=0.0, help="Bit error rate of board output.")
+@click.option("--drop-rate", type=float, default=0.0, help="Share of output bytes dropped.")
+@click.option("--hang-after", type=int, metavar="K", help="Stop answering after K answers.")
+@click.option("--reset-after", type=int, metavar="K", help="Reboot once after K answers.")
+@click.option("--flip-bits", type=int, default=0, metavar="N",
+              help=f"{_MODEL_FAULTS}: flip N random memory bits.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the random model and link faults.")
+@click.option("--flip", multiple=True, metavar="LAYER:INDEX:BIT", callback=_check_flips,
+              help="Flip one memory bit (repeatable).")
+@click.option("--stuck-at", multiple=True, metavar="LAYER:INDEX:BIT:0|1",
+              callback=_check_stuck, help="Hold one memory bit at 0 or 1 (repeatable).")
+@click.option("--swap-model", metavar="OTHER", help="Answer with another package's model.")
+@click.option("--replay", is_flag=True, help="Answer with stored self-test answers.")
+@click.option("--log", "log_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write the board's log (requests, errors, faults) to FILE.")
+def serve(package, use_pty, tcp, protocol, backend, serial_number, trusted_key, allow_unsigned,
+          baud, noise_ber, drop_rate, hang_after, reset_after, flip_bits, seed, flip, stuck_at,
+          swap_model, replay, log_file) -> None:
+    """Serve PACKAGE as a board on --pty or --tcp HOST:PORT.
+
+    The first line on stdout is the port (a /dev/pts/N path or socket://host:port); the board
+    then serves until SIGTERM or SIGINT.
+    """
+    from compiler.package import verify_package
+    from hw_targets.backends import open_backend
+    from hw_targets.faults import FaultSpec
+    from hw_targets.link import BoardLink, LinkFaults, open_transport
+
+    if use_pty == (tcp is not None):
+        raise InputError("give exactly one of --pty and --tcp HOST:PORT")
+    link_faults = LinkFaults(baud=baud, noise_ber=noise_ber, drop_rate=drop_rate,
+                             hang_after=hang_after, reset_after=reset_after, seed=seed)
+    faults = FaultSpec.from_strings(flip_bits=flip_bits, seed=seed, flips=flip,
+                                    stuck_at=stuck_at, swap_model=swap_model, replay=replay)
+    _setup_logging(log_file)
+    log = logging.getLogger("fpgaprint.board")
+
+    with verify_package(package, trusted_key=trusted_key, allow_unsigned=allow_unsigned) as pkg:
+        io = pkg.io
+    shape = tuple(int(d) for d in io["input"]["shape"][1:])
+    datatype = str(io["input"]["datatype"])
+    dev = open_backend(package, backend, faults if faults.active else None, serial_number,
+                       trusted_key=trusted_key, allow_unsigned=allow_unsigned)
+    try:
+        for entry in getattr(dev, "fault_log", lambda: [])():
+            log.info("model fault: %s", entry)
+        if protocol == "binary":
+            from hw_targets.agent import BoardAgent
+
+            handler = BoardAgent(dev)
+        else:
+            from hw_targets.mlperf import MlperfTinyHandler
+
+            handler = MlperfTinyHandler(dev, shape, datatype)
+        link = BoardLink(open_transport(use_pty, tcp), handler, link_faults)
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+
+        def ready(url: str) -> None:
+            click.echo(url)
+            sys.stdout.flush()
+            log.info("serving %s (%s protocol) on %s", package, protocol, url)
+
+        link.serve_forever(stop, ready)
+        log.info("stopped: %s", link.stats)
+    finally:
+        close = getattr(dev, "close", None)
+        if close is not None:
+            close()
+
+
+@click.command()
+def boards() -> None:
+    """List the supported boards."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from hw_targets.boards import BOARDS, RESOURCE_KEYS
+
+    table = Table(title="fpgaprint boards")
+    for col in ("board", "part", "FINN board", "platform", "clock", *RESOURCE_KEYS, "serial"):
+        table.add_column(col, justify="right" if col in RESOURCE_KEYS else "left")
+    for b in BOARDS.values():
+        mhz = 1000.0 / b.clock_ns
+        serial_port = f"{b.serial_device} @ {b.baud}" if b.serial_device else "TCP"
+        table.add_row(b.name, b.part, b.finn_board, b.platform, f"{mhz:g} MHz",
+                      *(str(b.resources.get(k, 0)) for k in RESOURCE_KEYS), serial_port)
+    Console(width=200).print(table)
