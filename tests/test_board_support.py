@@ -63,8 +63,10 @@ META = {"board": "Pynq-Z1", "part": "xc7z020clg400-1", "platform": "zynq", "cloc
 
 
 def make_package(name: str, out: Path, threshold: float = 0.8,
-                 golden_from: Path | None = None, signed: bool = True) -> Path:
-    """A finalized package of zoo:NAME in `out` (golden model from `golden_from` if given)."""
+                 golden_from: Path | None = None, signed: bool = True,
+                 hw: dict[str, bytes] | None = None) -> Path:
+    """A finalized package of zoo:NAME in `out` (golden model from `golden_from` if given;
+    `hw` files, e.g. {"top.bit": ..., "settings.json": ...}, go to hw/)."""
     from compiler.golden import GoldenModel
     from compiler.package import finalize_package, write_selftest
 
@@ -75,7 +77,13 @@ def make_package(name: str, out: Path, threshold: float = 0.8,
     raw, _, labels = GoldenModel(golden).run(c.inputs)
     write_selftest(out, c.inputs, raw, labels, c.expected,
                    {"checks": ["exact", "fingerprint"], "fingerprint_threshold": threshold})
-    finalize_package(out, {"name": name, **META, "io": c.io},
+    meta = {"name": name, **META, "io": c.io}
+    for rel, data in (hw or {}).items():
+        (out / "hw").mkdir(exist_ok=True)
+        (out / "hw" / rel).write_bytes(data)
+        if rel.endswith(".bit"):
+            meta["bitstream"] = {"path": f"hw/{rel}"}
+    finalize_package(out, meta,
                      key_path=keypair()[0] if signed else None, allow_unsigned=not signed)
     return out
 

@@ -1,0 +1,277 @@
+"""The PYNQ backend: the package's bitfile on a PYNQ board, driven by the FINN+ driver.
+
+The overlay (finn-plus-driver, which needs `pynq`) moves packed buffers by DMA; this module
+prepares them: host-side reshapes before the accelerator, folding to the driver's
+`io_shape_dict` shapes, FINN's bit packing (reversed SIMD and endianness, as the FINN+ driver
+packs), and after the accelerator unpacking, unfolding and the host-side tail of the golden
+graph (e.g. the final scale and bias) for the labels. The data functions need no board.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compiler.errors import InputError, LinkError
+from compiler.package import Package
+from hw_targets.backends.virtual import check_inputs, default_serial, selftest_result
+
+HW_DOMAIN = "finn.custom_op.fpgadataflow"
+SETTINGS = ("hw/settings.json", "hw/driver/settings.json")
+HEAD_OPS = ("Reshape", "Flatten")  # host-side ops before the accelerator that keep row order
+
+
+def _packing():
+    """FINN's packing functions: the board's finn-plus-driver copy, else finn-plus's own."""
+    try:
+        from finn_plus_driver import packing
+    except ImportError:
+        try:
+            from finn.util import data_packing as packing
+        except ImportError:
+            raise InputError("neither finn-plus-driver nor finn-plus is installed: FINN's data "
+                             "packing is needed to drive the accelerator") from None
+    return packing
+
+
+def datatype(name: Any):
+    """A qonnx DataType from `UINT8` or the driver's `DataType['UINT8']` notation."""
+    from qonnx.core.datatype import DataType
+
+    if not isinstance(name, str):
+        return name
+    text = name.strip()
+    if text.startswith("DataType["):
+        text = text[len("DataType["):].rstrip("]").strip("'\"")
+    try:
+        return DataType[text]
+    except KeyError:
+        raise InputError(f"unknown FINN datatype {name!r}") from None
+
+
+@dataclass(frozen=True)
+class DriverIO:
+    """One input and one output of the accelerator as the driver's io_shape_dict states them
+    (shapes with batch 1 in the first dimension)."""
+
+    idt: str
+    odt: str
+    ishape_normal: tuple[int, ...]
+    ishape_folded: tuple[int, ...]
+    ishape_packed: tuple[int, ...]
+    oshape_normal: tuple[int, ...]
+    oshape_folded: tuple[int, ...]
+    oshape_packed: tuple[int, ...]
+
+    @classmethod
+    def from_io_shape_dict(cls, d: dict[str, Any], where: str = "io_shape_dict") -> "DriverIO":
+        try:
+            if len(d["idt"]) != 1 or len(d["odt"]) != 1:
+                raise InputError(f"{where}: {len(d['idt'])} inputs and {len(d['odt'])} outputs;"
+                                 " the pynq backend drives accelerators with one of each")
+            fields = {k: tuple(int(v) for v in d[k][0]) for k in (
+                "ishape_normal", "ishape_folded", "ishape_packed",
+                "oshape_normal", "oshape_folded", "oshape_packed")}
+            return cls(datatype(d["idt"][0]).name, datatype(d["odt"][0]).name, **fields)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise InputError(f"{where}: not a FINN io_shape_dict ({type(e).__name__}: {e})") \
+                from None
+
+    def batched(self, name: str, batch: int) -> tuple[int, ...]:
+        """Shape `name` (e.g. "ishape_folded") for a batch of `batch`."""
+        return (batch, *getattr(self, name)[1:])
+
+
+def fold_input(x: np.ndarray, io: DriverIO) -> np.ndarray:
+    """(B, ...) inputs in row-major order -> the driver's folded input shape for batch B."""
+    b = x.shape[0]
+    if x[0].size != int(np.prod(io.ishape_normal[1:])):
+        raise InputError(f"input of {x[0].size} values per vector does not fit the "
+                         f"accelerator input {io.ishape_normal}")
+    return np.asarray(x).reshape(io.batched("ishape_folded", b))
+
+
+def pack_input(folded: np.ndarray, io: DriverIO) -> np.ndarray:
+    """Folded inputs -> uint8 buffer of the driver's packed shape (FINN packing, SIMD and
+    byte order reversed as the accelerator's DMA expects)."""
+    packed = _packing().finnpy_to_packed_bytearray(
+        folded.astype(np.float32), datatype(io.idt), reverse_inner=True, reverse_endian=True)
+    want = io.batched("ishape_packed", folded.shape[0])
+    if tuple(packed.shape) != want:
+        raise InputError(f"packed input has shape {packed.shape}, the driver expects {want}")
+    return np.ascontiguousarray(packed, dtype=np.uint8)
+
+
+def unpack_output(packed: np.ndarray, io: DriverIO) -> np.ndarray:
+    """uint8 output buffer -> folded outputs (float32 carrying integers)."""
+    b = packed.shape[0]
+    return _packing().packed_bytearray_to_finnpy(
+        np.ascontiguousarray(packed, dtype=np.uint8), datatype(io.odt),
+        io.batched("oshape_folded", b), reverse_inner=True, reverse_endian=True)
+
+
+def unfold_output(folded: np.ndarray, io: DriverIO) -> np.ndarray:
+    """Folded outputs -> raw int64 (B, R)."""
+    b = folded.shape[0]
+    return np.rint(folded).astype(np.int64).reshape(io.batched("oshape_normal", b)).reshape(b, -1)
+
+
+class HostGraph:
+    """The host-side parts of the golden graph around the accelerator: the head (only
+    reshapes are allowed there) and the tail that turns raw outputs into final outputs."""
+
+    def __init__(self, golden_path: Path, raw_output: str):
+        from qonnx.core.modelwrapper import ModelWrapper
+
+        self.model = ModelWrapper(str(golden_path))
+        nodes = list(self.model.graph.node)
+        hw = [i for i, n in enumerate(nodes) if n.domain.startswith(HW_DOMAIN)]
+        if not hw:
+            raise InputError(f"{golden_path}: no FINN HW layers")
+        bad = [n for n in nodes[:hw[0]] if n.op_type not in HEAD_OPS]
+        if bad:
+            raise InputError(f"{golden_path}: host-side {bad[0].op_type} node {bad[0].name!r} "
+                             "before the accelerator; the pynq backend supports only "
+                             f"{', '.join(HEAD_OPS)} there")
+        producer = self.model.find_producer(raw_output)
+        if producer is None or nodes.index(producer) != hw[-1]:
+            raise InputError(f"{golden_path}: raw output {raw_output!r} is not produced by the "
+                             "last HW layer")
+        self.raw_output = raw_output
+        self.output = self.model.graph.output[0].name
+        self.tail = nodes[hw[-1] + 1:]
+
+    def final(self, raw: np.ndarray) -> np.ndarray:
+        """Final outputs (B, C) float32 from raw accelerator outputs (B, R)."""
+        if not self.tail:
+            return raw.astype(np.float32)
+        from qonnx.core.onnx_exec import execute_onnx
+
+        shape = self.model.get_tensor_shape(self.raw_output)
+        out = []
+        for row in raw:
+            ctx = execute_onnx(self.model, {self.raw_output: row.reshape(shape).astype(np.float32)},
+                               return_full_exec_context=True, start_node=self.tail[0],
+                               end_node=self.tail[-1])
+            out.append(np.asarray(ctx[self.output], dtype=np.float32).reshape(-1))
+        return np.stack(out)
+
+    def labels(self, raw: np.ndarray) -> np.ndarray:
+        return self.final(raw).argmax(axis=1).astype(np.int64)
+
+
+def find_hw_files(package: Package) -> tuple[Path, Path]:
+    """(bitfile, settings.json) of the package's hw/ folder."""
+    bit_rel = (package.manifest.get("bitstream") or {}).get("path")
+    bit = package.path(bit_rel) if bit_rel else None
+    if bit is None:
+        bits = sorted(package.path("hw").glob("*.bit")) if package.path("hw").is_dir() else []
+        bit = bits[0] if len(bits) == 1 else None
+    if bit is None or not bit.is_file():
+        raise InputError(f"{package.dir}: no bitfile in hw/ (the package was built without "
+                         "Vivado; only the virtual backend can run it)")
+    for rel in SETTINGS:
+        if package.path(rel).is_file():
+            return bit, package.path(rel)
+    raise InputError(f"{package.dir}: no FINN+ driver settings ({' or '.join(SETTINGS)})")
+
+
+def load_driver_settings(path: Path) -> dict[str, Any]:
+    try:
+        info = json.loads(path.read_text())["driver_information"]
+        info["io_shape_dict"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{path}: not a FINN+ driver settings file ({e})") from None
+    return info
+
+
+def load_overlay(bitfile: Path, settings: Path, info: dict[str, Any]):
+    """The FINN+ driver's overlay for the bitfile (flashes the FPGA). Needs pynq and
+    finn-plus-driver, which exist only on a PYNQ board image."""
+    try:
+        import pynq  # noqa: F401
+    except ImportError:
+        raise InputError("the pynq backend runs on a PYNQ board: the 'pynq' package is not "
+                         "installed here (use the virtual backend)") from None
+    try:
+        from finn_plus_driver import get_driver_class
+    except ImportError:
+        raise InputError("the pynq backend needs the FINN+ driver: 'finn-plus-driver' is not "
+                         "installed on this board") from None
+    kwargs = copy.deepcopy(info)
+    driver_type = kwargs.pop("driver_type", "FINNDMAOverlay")
+    kwargs.setdefault("runtime_weight_dir", str(settings.parent / "runtime_weights"))
+    kwargs.setdefault("mlo_weight_dir", str(settings.parent / "mlo_weights"))
+    try:
+        return get_driver_class(driver_type)(str(bitfile), **kwargs)
+    except Exception as e:
+        raise LinkError(f"loading {bitfile.name} on the board failed: {type(e).__name__}: {e}") \
+            from e
+
+
+class PynqBackend:
+    """A PYNQ board running the package's bitfile (Backend protocol). `overlay` replaces the
+    FINN+ driver overlay (anything with its batch_size / copy_input_data_to_device /
+    execute_on_buffers / copy_output_data_from_device interface)."""
+
+    backend = "pynq"
+
+    def __init__(self, package: Package, serial: str | None = None, overlay: Any = None,
+                 io: DriverIO | None = None):
+        self.package = package
+        self.serial = serial or default_serial()
+        pio = package.io
+        self.input_shape = tuple(pio["input"]["shape"][1:])
+        self.input_datatype = pio["input"]["datatype"]
+        self.host = HostGraph(package.golden_path, pio["raw_output"]["name"])
+        if overlay is None or io is None:
+            bitfile, settings = find_hw_files(package)
+            info = load_driver_settings(settings)
+            io = io or DriverIO.from_io_shape_dict(info["io_shape_dict"], str(settings))
+            overlay = overlay if overlay is not None else load_overlay(bitfile, settings, info)
+        self.io = io
+        self.overlay = overlay
+        self._vectors = package.vectors()
+        self._policy = package.policy()
+
+    def identity(self) -> dict:
+        return {"board": self.package.board, "serial": self.serial,
+                "package_id": self.package.package_id,
+                "bitstream_sha256": self.package.bitstream_sha256,
+                "backend": self.backend, "name": self.package.name}
+
+    def accelerate(self, x: np.ndarray) -> np.ndarray:
+        """Raw accelerator outputs int64 (B, R) for checked inputs (B, *input_shape)."""
+        b = x.shape[0]
+        packed = pack_input(fold_input(x, self.io), self.io)
+        if getattr(self.overlay, "batch_size", None) != b:
+            self.overlay.batch_size = b
+        out = np.empty(self.io.batched("oshape_packed", b), dtype=np.uint8)
+        self.overlay.copy_input_data_to_device(packed, 0)
+        self.overlay.execute_on_buffers()
+        self.overlay.copy_output_data_from_device(out, 0)
+        return unfold_output(unpack_output(out, self.io), self.io)
+
+    def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = check_inputs(x, self.input_shape, self.input_datatype)
+        raw = self.accelerate(x)
+        return raw, self.host.labels(raw)
+
+    def selftest(self) -> dict:
+        t0 = time.perf_counter()
+        raw, labels = self.infer(self._vectors["inputs"])
+        return selftest_result(raw, labels, self._vectors, self._policy,
+                               time.perf_counter() - t0)
+
+    def reset(self) -> None:
+        """Re-arm the accelerator: reallocating the DMA buffers drops any stale data."""
+        self.overlay.batch_size = getattr(self.overlay, "batch_size", 1) or 1
+
+    def close(self) -> None:
+        self.package.close()
