@@ -99,7 +99,14 @@ class ByteFaults:
 
 
 class LineClock:
-    """Paces bytes at the line rate: `take(n)` returns when n more bytes have crossed."""
+    """Paces bytes at the line rate: `take(n)` returns when n more bytes have crossed.
+
+    `busy` says the bytes followed the previous ones back to back (a full read, the rest of a
+    message): a UART keeps shifting bits while its thread wakes up late, so a lateness of up
+    to `catch_up` seconds is made up instead of lost; after a longer gap the line was idle.
+    """
+
+    catch_up = 0.05
 
     def __init__(self, bytes_per_s: float | None):
         self.rate = bytes_per_s
@@ -110,11 +117,13 @@ class LineClock:
         """Bytes per 10 ms slot (the pacing granularity)."""
         return 65536 if self.rate is None else max(1, int(self.rate / 100))
 
-    def take(self, n: int, stop: threading.Event | None = None) -> None:
+    def take(self, n: int, stop: threading.Event | None = None, busy: bool = False) -> None:
         if self.rate is None:
             return
         now = time.monotonic()
-        self._t = max(self._t, now) + n / self.rate
+        late = now - self._t
+        start = self._t if busy and 0 < late <= self.catch_up else max(self._t, now)
+        self._t = start + n / self.rate
         delay = self._t - now
         if delay > 0:
             if stop is None:
@@ -322,12 +331,15 @@ class BoardLink:
 
     def _receive(self) -> None:
         chunk = self._rx_clock.chunk
+        was_full = False
         while not self._stop.is_set():
             data = self.transport.read(chunk, _POLL)
-            if data:
-                self._rx_clock.take(len(data), self._stop)
+            full = len(data) == chunk
+            if data:  # back to back only after a full read: the host had bytes waiting
+                self._rx_clock.take(len(data), self._stop, busy=full and was_full)
                 self.stats["bytes_in"] += len(data)
                 self._rx.put(data)
+            was_full = full
 
     def _process(self) -> None:
         while not self._stop.is_set():
@@ -392,7 +404,7 @@ class BoardLink:
         chunk = self._tx_clock.chunk
         for i in range(0, len(data), chunk):
             part = data[i:i + chunk]
-            self._tx_clock.take(len(part), self._stop)
+            self._tx_clock.take(len(part), self._stop, busy=i > 0)
             if self._stop.is_set():
                 return
             if self.transport.write(part, self._stop):
