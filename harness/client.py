@@ -106,7 +106,7 @@ class BoardClient:
         self._ser: serial.SerialBase | None = None
         self._fd: int | None = None
         self._decoder = P.FrameDecoder(P.MAX_PAYLOAD)
-        self._frames: deque[P.Frame] = deque()
+        self._frames: deque[P.Frame | P.ProtocolError] = deque()
         self._seq = 0
         self._vector_s = 0.0
         self._board_window = window
@@ -261,9 +261,9 @@ class BoardClient:
             while len(outstanding) < window and refill():
                 job = pending.popleft()
                 job.seq = self._next_seq()
-                frame = P.encode_frame(P.Frame(job.type, job.seq, job.payload))
-                job.wire, job.sent_at = len(frame), time.monotonic()
-                self._write(frame)
+                wire = P.encode_frame(P.Frame(job.type, job.seq, job.payload))
+                job.wire, job.sent_at = len(wire), time.monotonic()
+                self._write(wire)
                 self.stats["frames_sent"] += 1
                 outstanding.append(job)
             head = outstanding[0]
