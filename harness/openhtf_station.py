@@ -1,0 +1,222 @@
+"""OpenHTF station: a `BoardPlug` around BoardClient and a test with four phases.
+
+Phases: identify (package id, protocol), power-on self-test (the board's own claim), verify
+(the package's embedded vectors, host-side verdict) and, with a verifier-held fingerprint set,
+challenge. Every decision is a measurement with a validator, so OpenHTF's outcome is the
+verdict. Runs headless (no web UI):
+
+    python -m harness.openhtf_station --port /dev/pts/5 --package build/pkg [--challenge FP.npz]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openhtf as htf
+from openhtf.core.base_plugs import BasePlug
+
+from harness.verdict import Answers, decide
+from harness.verify import (
+    DEFAULT_BATCH,
+    Plan,
+    challenge_plan,
+    expected_identity,
+    load_package,
+    raw_width,
+    run_plan,
+    selftest_plan,
+)
+
+
+class BoardPlug(BasePlug):
+    """A connected BoardClient; `port`, `timeout`, `retries` are set by `board_plug()`."""
+
+    port: str = ""
+    timeout: float = 2.0
+    retries: int = 3
+
+    def __init__(self) -> None:
+        from harness.client import BoardClient
+
+        if not self.port:
+            raise ValueError("BoardPlug has no port: create it with board_plug(port)")
+        self.client = BoardClient(self.port, timeout=self.timeout, retries=self.retries)
+        self.client.__enter__()
+
+    def hello(self) -> dict[str, Any]:
+        return dict(self.client.hello())
+
+    def info(self) -> dict[str, Any]:
+        return dict(self.client.info())
+
+    def run(self, plan: Plan, batch_size: int = DEFAULT_BATCH, width: int | None = None):
+        """Send a plan's vectors and return the answers (LinkError propagates as an ERROR)."""
+        answers = Answers(len(plan.expected), width)
+        run_plan(self.client, plan, answers, batch_size)
+        return answers
+
+    def tearDown(self) -> None:
+        self.client.__exit__(None, None, None)
+
+    def _asdict(self) -> dict[str, Any]:
+        return {"port": self.port}
+
+
+def board_plug(port: str, timeout: float = 2.0, retries: int = 3) -> type[BoardPlug]:
+    """A BoardPlug subclass bound to one port (OpenHTF instantiates plugs itself)."""
+    return type("BoardPlug", (BoardPlug,), {"port": port, "timeout": timeout, "retries": retries})
+
+
+def make_test(
+    pkg_path: str | Path,
+    port: str,
+    challenge: str | Path | None = None,
+    trusted_key: str | Path | None = None,
+    allow_unsigned: bool = False,
+    timeout: float = 2.0,
+    retries: int = 3,
+    batch_size: int = DEFAULT_BATCH,
+) -> htf.Test:
+    """Build the station's OpenHTF test for one board (package verified here, InputError)."""
+    pkg = load_package(pkg_path, trusted_key, allow_unsigned)
+    plug = board_plug(port, timeout, retries)
+    ident = expected_identity(pkg, _protocol())
+    st_plan = selftest_plan(pkg)
+    thr = st_plan.policy.fingerprint_threshold
+    exact = "exact" in st_plan.policy.checks
+    n = len(st_plan.expected)
+
+    @htf.measures(
+        htf.Measurement("package_id").equals(ident["package_id"]),
+        htf.Measurement("protocol").equals(ident["protocol"]),
+        htf.Measurement("serial").doc("serial number the board reports"),
+        htf.Measurement("board"),
+    )
+    @htf.plug(board=plug)
+    def identify(test: htf.TestApi, board: BoardPlug) -> None:
+        hello = board.hello()
+        test.measurements.package_id = hello.get("package_id")
+        test.measurements.protocol = hello.get("protocol")
+        test.measurements.serial = str(hello.get("serial"))
+        test.measurements.board = str(hello.get("board"))
+        if hello.get("serial"):
+            test.dut_id = str(hello["serial"])
+        if hello.get("package_id") != ident["package_id"]:
+            return htf.PhaseResult.STOP
+
+    @htf.measures(
+        htf.Measurement("selftest_passed").equals(True),
+        htf.Measurement("selftest_exact_mismatches").equals(0),
+    )
+    @htf.plug(board=plug)
+    def power_on_selftest(test: htf.TestApi, board: BoardPlug) -> None:
+        st = board.info().get("selftest") or {}
+        test.measurements.selftest_passed = bool(st.get("passed"))
+        test.measurements.selftest_exact_mismatches = st.get("exact_mismatches")
+
+    verify_measures = [
+        htf.Measurement("verify_answered").equals(n),
+        htf.Measurement("verify_match_rate").in_range(minimum=thr),
+    ]
+    if exact:
+        verify_measures.append(htf.Measurement("verify_exact_failed").equals(0))
+
+    @htf.measures(*verify_measures)
+    @htf.plug(board=plug)
+    def verify(test: htf.TestApi, board: BoardPlug) -> None:
+        answers = board.run(st_plan, batch_size, raw_width(pkg) if exact else None)
+        v = decide(st_plan.expected, answers, st_plan.policy)
+        test.measurements.verify_answered = int(answers.answered.sum())
+        rate = _match_rate(st_plan, answers)
+        test.measurements.verify_match_rate = rate
+        if exact:
+            test.measurements.verify_exact_failed = v.check("exact").failed
+        test.attach("verify.json", _json(v.to_dict()), "application/json")
+
+    phases = [identify, power_on_selftest, verify]
+
+    if challenge is not None:
+        rng = np.random.default_rng(int.from_bytes(os.urandom(8), "little"))
+        ch_plan = challenge_plan(pkg, challenge, rng)
+
+        @htf.PhaseOptions(name="challenge")
+        @htf.measures(
+            htf.Measurement("challenge_answered").equals(len(ch_plan.expected)),
+            htf.Measurement("challenge_match_rate").in_range(
+                minimum=ch_plan.policy.fingerprint_threshold
+            ),
+        )
+        @htf.plug(board=plug)
+        def challenge_phase(test: htf.TestApi, board: BoardPlug) -> None:
+            answers = board.run(ch_plan, batch_size)
+            test.measurements.challenge_answered = int(answers.answered.sum())
+            test.measurements.challenge_match_rate = _match_rate(ch_plan, answers)
+        phases.append(challenge_phase)
+
+    test = htf.Test(*phases, test_name=f"fpgaprint-{pkg.manifest.get('name', 'board')}",
+                    package_id=pkg.package_id)
+    return test
+
+
+def _protocol() -> int:
+    from hw_targets.protocol import PROTOCOL_VERSION
+
+    return PROTOCOL_VERSION
+
+
+def _match_rate(plan: Plan, answers: Answers) -> float:
+    n = len(plan.expected)
+    ok = answers.answered & (answers.labels == plan.expected.expected_labels)
+    return float(ok.sum()) / n if n else 0.0
+
+
+def _json(obj: Any) -> bytes:
+    import json
+
+    return json.dumps(obj).encode()
+
+
+def run(test: htf.Test, record_json: str | Path | None = None) -> Any:
+    """Execute headless; returns the OpenHTF TestRecord (optionally also written as JSON)."""
+    records: list[Any] = []
+    test.add_output_callbacks(records.append)
+    if record_json is not None:
+        from openhtf.output.callbacks import json_factory
+
+        test.add_output_callbacks(json_factory.OutputToJSON(str(record_json), indent=2))
+    test.execute(test_start=lambda: "unknown")
+    return records[-1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Headless station: exit 0 PASS, 1 FAIL, 3 error (no verdict), 2 bad input."""
+    from compiler.errors import FpgaprintError
+    from openhtf.core.test_record import Outcome
+
+    ap = argparse.ArgumentParser(prog="python -m harness.openhtf_station")
+    ap.add_argument("--port", required=True)
+    ap.add_argument("--package", required=True)
+    ap.add_argument("--challenge")
+    ap.add_argument("--trusted-key")
+    ap.add_argument("--allow-unsigned", action="store_true")
+    ap.add_argument("--timeout", type=float, default=2.0)
+    ap.add_argument("--retries", type=int, default=3)
+    ap.add_argument("--record", help="write the OpenHTF test record as JSON here")
+    args = ap.parse_args(argv)
+    try:
+        test = make_test(args.package, args.port, args.challenge, args.trusted_key,
+                         args.allow_unsigned, args.timeout, args.retries)
+    except FpgaprintError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    record = run(test, args.record)
+    return {Outcome.PASS: 0, Outcome.FAIL: 1}.get(record.outcome, 3)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

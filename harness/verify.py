@@ -1,0 +1,195 @@
+"""Verify one board against its deployment package: identity, then the vectors, then the verdict.
+
+Two modes:
+- ``selftest``: the package's embedded vectors (exact and/or fingerprint check per its policy).
+- ``challenge``: a verifier-held fingerprint set the board never stored, sent in random order,
+  each batch bound to a fresh nonce; checked by label against the set (fingerprint check), so a
+  board that replays stored answers fails.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from compiler.errors import InputError, LinkError, VerdictFail
+from harness.verdict import (
+    FAIL,
+    NO_VERDICT,
+    Answers,
+    BoardOutcome,
+    CheckResult,
+    Expected,
+    Policy,
+    Verdict,
+    decide,
+    identity_check,
+)
+
+if TYPE_CHECKING:
+    from compiler.package import Package
+
+DEFAULT_BATCH = 16
+NONCE_BYTES = 16
+
+
+@dataclass
+class Plan:
+    """What to send and what to expect: inputs (N, ...), expected answers, the checks."""
+
+    mode: str
+    inputs: np.ndarray
+    expected: Expected
+    policy: Policy
+    order: np.ndarray  # the sending order (a permutation of range(N))
+
+
+def load_package(
+    path: str | Path, trusted_key: str | Path | None = None, allow_unsigned: bool = False
+) -> "Package":
+    """Verify the package (signature, hashes, contents); InputError names what failed."""
+    from compiler.package import verify_package
+
+    return verify_package(path, trusted_key=trusted_key, allow_unsigned=allow_unsigned)
+
+
+def raw_width(pkg: "Package") -> int:
+    return math.prod(pkg.io["raw_output"]["shape"][1:])
+
+
+def selftest_plan(pkg: "Package") -> Plan:
+    """The package's embedded vectors, in order, with its policy."""
+    v = pkg.vectors()
+    policy = Policy.from_dict(pkg.policy(), where=f"{pkg.dir}: selftest/policy.json")
+    expected = Expected(v["expected_labels"], v["golden_raw"], v["golden_labels"])
+    n = len(expected)
+    return Plan("selftest", np.asarray(v["inputs"], dtype=np.int64), expected, policy,
+                np.arange(n))
+
+
+def challenge_plan(pkg: "Package", fp_path: str | Path, rng: np.random.Generator) -> Plan:
+    """A verifier-held fingerprint set: labels checked against the set, random sending order."""
+    from fingerprint.fpset import load_set
+
+    fp = load_set(fp_path)
+    in_shape = tuple(pkg.io["input"]["shape"][1:])
+    if tuple(fp.input_shape) != in_shape:
+        raise InputError(
+            f"{fp_path}: challenge inputs have shape {tuple(fp.input_shape)}, the package "
+            f"{pkg.dir} takes {in_shape}"
+        )
+    dtype = pkg.io["input"].get("datatype")
+    if dtype and dtype != fp.grid.datatype:
+        raise InputError(
+            f"{fp_path}: challenge set is on the {fp.grid.datatype} grid, the package's input "
+            f"datatype is {dtype}"
+        )
+    source = pkg.policy().get("source_model_sha256")
+    if source and fp.source_sha256 and source != fp.source_sha256:
+        raise InputError(
+            f"{fp_path}: challenge set comes from model {fp.source_sha256[:16]}…, the package "
+            f"was built from {source[:16]}…"
+        )
+    if len(fp) == 0:
+        raise InputError(f"{fp_path}: empty challenge set")
+    policy = Policy(("fingerprint",), float(fp.threshold))
+    return Plan("challenge", fp.inputs_int, Expected(fp.labels), policy,
+                rng.permutation(len(fp)))
+
+
+def expected_identity(pkg: "Package", protocol: Any) -> dict[str, Any]:
+    """Identity fields the board must report for this package."""
+    return {"package_id": pkg.package_id, "protocol": protocol,
+            "bitstream_sha256": pkg.bitstream_sha256}
+
+
+def _protocol_version() -> int:
+    from hw_targets.protocol import PROTOCOL_VERSION
+
+    return PROTOCOL_VERSION
+
+
+def run_plan(
+    client: Any,
+    plan: Plan,
+    answers: Answers,
+    batch_size: int = DEFAULT_BATCH,
+    nonces: list[str] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> None:
+    """Send the plan's vectors in batches and record the answers (LinkError propagates)."""
+    for start in range(0, len(plan.order), batch_size):
+        idx = plan.order[start:start + batch_size]
+        x = plan.inputs[idx]
+        if plan.mode == "challenge":
+            nonce = os.urandom(NONCE_BYTES)
+            if nonces is not None:
+                nonces.append(nonce.hex())
+            raw, labels = client.challenge(nonce, x)
+        else:
+            raw, labels = client.infer(x)
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != len(idx):
+            raise LinkError(f"board answered {len(labels)} labels for a batch of {len(idx)}")
+        answers.record(idx, raw, labels)
+        if on_batch is not None:
+            on_batch(len(idx))
+
+
+def verify_board(
+    port: str,
+    pkg: "Package",
+    plan: Plan,
+    timeout: float = 2.0,
+    retries: int = 3,
+    batch_size: int = DEFAULT_BATCH,
+    client_factory: Callable[..., Any] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> BoardOutcome:
+    """Connect, check identity, run the plan; never raises LinkError (it becomes NO_VERDICT)."""
+    if client_factory is None:
+        from harness.client import BoardClient as client_factory
+    started = time.time()
+    t0 = time.perf_counter()
+    width = raw_width(pkg) if "exact" in plan.policy.checks else None
+    answers = Answers(len(plan.expected), width)
+    identity: dict[str, Any] = {}
+    board_selftest: dict[str, Any] | None = None
+    nonces: list[str] = []
+    ident: CheckResult | None = None
+    link_error: str | None = None
+    bound: CheckResult | None = None
+    try:
+        with client_factory(port, timeout=timeout, retries=retries) as client:
+            identity = dict(client.hello())
+            ident = identity_check(expected_identity(pkg, _protocol_version()), identity)
+            if ident.status != FAIL:
+                info = dict(client.info())
+                board_selftest = info.get("selftest")
+                run_plan(client, plan, answers, batch_size, nonces, on_batch)
+    except LinkError as e:
+        link_error = str(e)
+    except VerdictFail as e:  # a challenge answer not bound to its nonce and inputs
+        bound = CheckResult("binding", FAIL, str(e), failed=1)
+    if ident is None:
+        ident = CheckResult("identity", NO_VERDICT, f"no answer to HELLO: {link_error}")
+    if ident.status == FAIL:
+        verdict = Verdict(FAIL, ident.detail, [ident], [])
+    else:
+        extra = [ident] if bound is None else [ident, bound]
+        verdict = decide(plan.expected, answers, plan.policy, extra_checks=extra)
+    reason = verdict.reason
+    if link_error and verdict.status == NO_VERDICT and "HELLO" not in reason:
+        reason = f"link error: {link_error}; {reason}"
+    return BoardOutcome(
+        port=port, status=verdict.status, reason=reason, package_id=pkg.package_id,
+        package_name=pkg.manifest.get("name", ""), mode=plan.mode, identity=identity,
+        board_selftest=board_selftest, verdict=verdict, started=started,
+        duration_s=time.perf_counter() - t0, nonce=",".join(nonces) or None,
+    )
