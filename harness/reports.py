@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 from junitparser import Error, Failure, JUnitXml, TestCase, TestSuite
 
 from compiler.manifest import write_atomic
@@ -133,12 +134,15 @@ def accept_plots(outcomes: list[BoardOutcome], threshold: float | None) -> dict[
         for o in outcomes
     ]
     unanswered = [o.total - o.answered for o in outcomes]
-    ax.bar(names, exact, label="raw != golden", color="#c62828")
-    ax.bar(names, fp, bottom=exact, label="label != expected", color="#ef9a9a")
-    ax.bar(names, unanswered, bottom=[a + b for a, b in zip(exact, fp)], label="unanswered",
-           color="#f9a825")
+    x = np.arange(len(outcomes))
+    for k, (vals, label, color) in enumerate(
+        [(exact, "raw != golden", "#c62828"), (fp, "label != expected", "#ef9a9a"),
+         (unanswered, "unanswered", "#f9a825")]
+    ):
+        ax.bar(x + (k - 1) * 0.27, vals, width=0.27, label=label, color=color)
+    ax.set_xticks(x, names)
     ax.set_ylabel("failing vectors")
-    ax.legend(loc="upper right")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     ax.tick_params(axis="x", rotation=45)
     plots["failures"] = _png(fig)
     return plots
