@@ -22,7 +22,8 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 2
 fi
 
-if ! [ -x "/usr/lib/postgresql/$VERSION/bin/postgres" ] || ! command -v pg_ctlcluster >/dev/null; then
+if ! [ -x "/usr/lib/postgresql/$VERSION/bin/postgres" ] \
+    || ! command -v pg_ctlcluster >/dev/null; then
     echo "postgres.sh: installing postgresql-$VERSION" >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "postgresql-$VERSION" >/dev/null

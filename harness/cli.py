@@ -64,14 +64,15 @@ def verify(port, package, timeout, retries, batch, challenge, trusted_key, allow
     from harness.reports import verify_report, verify_summary, write_json, write_verify_junit
     from harness.verify import challenge_plan, load_package, selftest_plan, verify_board
 
-    pkg = load_package(package, trusted_key, allow_unsigned)
-    plan = challenge_plan(pkg, challenge, _rng()) if challenge else selftest_plan(pkg)
-    outcome = verify_board(port, pkg, plan, timeout=timeout, retries=retries, batch_size=batch)
+    with load_package(package, trusted_key, allow_unsigned) as pkg:
+        plan = challenge_plan(pkg, challenge, _rng()) if challenge else selftest_plan(pkg)
+        outcome = verify_board(port, pkg, plan, timeout=timeout, retries=retries,
+                               batch_size=batch)
     if report:
         write_json(report, verify_report(outcome))
     if junit:
         write_verify_junit(junit, outcome)
-    Console(stderr=False, highlight=False).print(verify_summary(outcome))
+    Console(highlight=False).print(verify_summary(outcome))
     _raise_for(outcome.status, outcome.reason)
 
 
@@ -97,27 +98,27 @@ def accept(ports, package, timeout, retries, batch, challenge, trusted_key, allo
     from harness.verify import challenge_plan, load_package, selftest_plan
 
     port_list = parse_ports(ports)
-    pkg = load_package(package, trusted_key, allow_unsigned)
-    if challenge:
-        challenge_plan(pkg, challenge, _rng())  # validate once before any board is touched
-    station = station or default_station()
+    with load_package(package, trusted_key, allow_unsigned) as pkg:
+        if challenge:
+            challenge_plan(pkg, challenge, _rng())  # validate once before any board is touched
+        station = station or default_station()
 
-    def plan_for(_port: str):
-        return challenge_plan(pkg, challenge, _rng()) if challenge else selftest_plan(pkg)
+        def plan_for(_port: str):
+            return challenge_plan(pkg, challenge, _rng()) if challenge else selftest_plan(pkg)
 
-    console = Console(highlight=False)
-    with ResultStore(db_url) as store:
-        result = run_accept(port_list, pkg, plan_for, store, station, timeout=timeout,
-                            retries=retries, batch_size=batch, console=console)
-        db_shown = store.url
-    if junit:
-        write_accept_junit(junit, result.outcomes, station)
-    if html:
-        threshold = plan_for(port_list[0]).policy.fingerprint_threshold
-        meta = {"station": station, "run": result.run_id, "database": db_shown,
-                "package": pkg.manifest.get("name", ""), "package_id": pkg.package_id,
-                "mode": "challenge" if challenge else "selftest", "verdict": result.status}
-        write_accept_html(html, result.outcomes, meta, threshold)
+        console = Console(highlight=False)
+        with ResultStore(db_url) as store:
+            result = run_accept(port_list, pkg, plan_for, store, station, timeout=timeout,
+                                retries=retries, batch_size=batch, console=console)
+            db_shown = store.url
+        if junit:
+            write_accept_junit(junit, result.outcomes, station)
+        if html:
+            threshold = plan_for(port_list[0]).policy.fingerprint_threshold
+            meta = {"station": station, "run": result.run_id, "database": db_shown,
+                    "package": pkg.manifest.get("name", ""), "package_id": pkg.package_id,
+                    "mode": "challenge" if challenge else "selftest", "verdict": result.status}
+            write_accept_html(html, result.outcomes, meta, threshold)
     console.print(accept_table(result.outcomes))
     console.print(f"run {result.run_id} in {db_shown}: [bold]{result.status}[/]")
     failed = [o for o in result.outcomes if o.status != PASS]

@@ -38,7 +38,8 @@ RUNNING = "RUNNING"
 
 
 def _utc(ts: float | None = None) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc) if ts else dt.datetime.now(dt.timezone.utc)
+    utc = dt.timezone.utc
+    return dt.datetime.fromtimestamp(ts, utc) if ts else dt.datetime.now(utc)
 
 
 class Base(DeclarativeBase):

@@ -271,7 +271,8 @@ def identity_check(expected: Mapping[str, Any], reported: Mapping[str, Any]) -> 
         if v is not None and reported.get(k) != v
     ]
     if wrong:
-        return CheckResult("identity", FAIL, "identity mismatch: " + "; ".join(wrong), 0, len(wrong))
+        detail = "identity mismatch: " + "; ".join(wrong)
+        return CheckResult("identity", FAIL, detail, 0, len(wrong))
     keys = [k for k, v in expected.items() if v is not None]
     return CheckResult("identity", PASS, f"board reports the expected {', '.join(keys)}", len(keys))
 

@@ -107,10 +107,16 @@ def verify(art, port: str, *extra: str) -> subprocess.CompletedProcess:
 
 
 def test_verify_pass_reports_every_vector(art, tmp_path):
+    from compiler.package import write_tar
+
+    tar = write_tar(art["pkg"])
     with boards((art["pkg"], "--serial", "SN-0001")) as (b,):
         r = verify(art, b.port, "--report", str(tmp_path / "r.json"),
                    "--junit", str(tmp_path / "j.xml"))
+        from_tar = run("verify", "--port", b.port, "--package", str(tar), "--allow-unsigned")
+    tar.unlink()
     assert r.returncode == 0, r.stdout + r.stderr
+    assert from_tar.returncode == 0, from_tar.stdout + from_tar.stderr
     assert "verdict: PASS" in r.stdout
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["status"] == "PASS" and rep["identity"]["serial"] == "SN-0001"
