@@ -101,7 +101,7 @@ def eval_(model: str, out: Path, count: int, flip_seeds: int, seed: int, quick: 
     if not quick:
         cfg.flip_seeds = flip_seeds
     _seed_torch()
-    results = evaluate(model, cfg, progress=True)
-    paths = write_report(results, out)
+    results, sets = evaluate(model, cfg, progress=True)
+    paths = write_report(results, out, sets)
     for p in paths:
         click.echo(str(p))

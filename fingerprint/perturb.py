@@ -21,7 +21,7 @@ class PerturbConfig:
     """How deployed models may differ from the source."""
 
     samples: int = 8
-    rel_noise: float = 0.1
+    rel_noise: float = 0.03
     quant_bits: tuple[int, ...] = (8, 6, 4)  # 0 = keep float weights
     prune: tuple[float, ...] = (0.0, 0.5, 0.7)
 

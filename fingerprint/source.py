@@ -7,7 +7,6 @@ take gradients; ONNX models run through `compiler.runners`.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,20 +22,10 @@ DEFAULT_SEED = 0
 
 
 def state_dict_sha256(module: nn.Module) -> str:
-    """SHA-256 of a module's state dict contents: names, dtypes, shapes and values.
+    """SHA-256 of the state dict contents (stable across re-saves), as the compiler hashes it."""
+    from compiler.modelio import state_sha256
 
-    Independent of the file it was saved in, so re-saving a model keeps its hash.
-    """
-    h = hashlib.sha256()
-    for key, value in sorted(module.state_dict().items()):
-        h.update(key.encode())
-        if isinstance(value, torch.Tensor):
-            t = value.detach().cpu().contiguous()
-            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            h.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())
-        else:
-            h.update(repr(value).encode())
-    return h.hexdigest()
+    return state_sha256(module)
 
 
 @dataclass
@@ -85,13 +74,14 @@ def from_module(module: nn.Module, input_shape: tuple[int, ...], num_classes: in
 
 
 def train_zoo(name: str, seed: int = DEFAULT_SEED) -> Model:
-    """Train a zoo model (deterministic for a seed) and wrap it."""
+    """Train a zoo model exactly as the compiler does for `zoo:NAME` and wrap it."""
     from compiler import zoo
 
-    entry = zoo.get_entry(name)
-    torch.manual_seed(seed)
-    module = zoo.train(entry.build(), entry.data(seed), entry.epochs, entry.lr, seed=seed)
-    return from_module(module, entry.input_shape, 10, f"zoo:{entry.name}", entry.kind, entry.name)
+    ckpt = zoo.make(name, seed=seed)
+    m = from_module(ckpt.model, ckpt.input_shape, ckpt.num_classes, f"zoo:{ckpt.zoo}",
+                    ckpt.kind, ckpt.zoo)
+    m.meta = dict(ckpt.meta)
+    return m
 
 
 def load_model(spec: str | Path | nn.Module | Model, input_shape: tuple[int, ...] | None = None

@@ -79,7 +79,7 @@ def prune(model: Model, fraction: float, data: Dataset | None = None, epochs: in
 
 
 # -- malicious ----------------------------------------------------------------------------------
-def transfer(model: Model, data: Dataset, epochs: int = 5, lr: float = 1e-3, seed: int = 0
+def transfer(model: Model, data: Dataset, epochs: int = 10, lr: float = 1e-2, seed: int = 0
              ) -> Model:
     """Transfer learning to a task with remapped classes (a permutation of the labels)."""
     perm = np.roll(np.arange(model.num_classes), 1)

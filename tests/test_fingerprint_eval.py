@@ -1,0 +1,137 @@
+"""Bit flips, baselines and the fidelity table (the golden model comes from a FINN+ build)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from compiler.golden import flip_bit
+from fingerprint import baselines, bitflips
+from fingerprint.evaluate import EvalConfig, GoldenRunner, dataset_for, evaluate
+from fingerprint.generate import generate
+from fingerprint.report import write_report
+from fingerprint.source import train_zoo
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def src(one_thread):
+    return train_zoo("digits-mlp", seed=0)
+
+
+@pytest.mark.parametrize("bits, signed", [(4, True), (3, False), (13, True)])
+def test_flip_array_matches_flip_bit(bits, signed):
+    lo, hi = (-(1 << (bits - 1)), 1 << (bits - 1)) if signed else (0, 1 << bits)
+    values = np.arange(lo, hi)
+    for bit in range(bits):
+        flipped = bitflips.flip_array(values, bit, bits, signed)
+        assert flipped.tolist() == [flip_bit(int(v), bit, bits, signed) for v in values]
+        np.testing.assert_array_equal(bitflips.flip_array(flipped, bit, bits, signed), values)
+
+
+def test_random_flips_are_distinct_and_in_range():
+    class Mem:
+        def __init__(self, shape, bits, kind):
+            self.values = np.zeros(shape, np.int64)
+            self.bits = bits
+            self.kind = kind
+
+    mems = {"A/weights": Mem((8, 4), 4, "weights"), "A/thresholds": Mem((4, 3), 9, "thresholds")}
+    flips = bitflips.random_flips(mems, 50, np.random.default_rng(0))
+    assert len(set(flips)) == 50
+    for key, idx, bit in flips:
+        assert 0 <= idx < mems[key].values.size and 0 <= bit < mems[key].bits
+    only_w = bitflips.random_flips(mems, 20, np.random.default_rng(1), kinds=("weights",))
+    assert {k for k, _, _ in only_w} == {"A/weights"}
+    assert len(bitflips.random_flips(mems, 10**6, np.random.default_rng(2))) == 8 * 4 * 4 + 12 * 9
+
+
+def test_baselines_label_with_source_predictions(src):
+    ds = dataset_for(src)
+    for fs in (baselines.natural(src, ds, 20), baselines.noise(src, 20),
+               baselines.adversarial(src, ds, 20), baselines.sensitive_samples(src, ds, 10, steps=3)):
+        np.testing.assert_array_equal(src.predict(fs.inputs), fs.labels)
+        assert fs.source_sha256 == src.sha256
+    nat = baselines.natural(src, ds, 20)
+    assert np.bincount(ds.y_test[baselines.natural_pick(ds, 20, 0)]).tolist() == [2] * 10
+    adv = baselines.adversarial(src, ds, 20)
+    assert np.abs(adv.inputs - nat.inputs).max() <= 0.1 + 1 / 255
+
+
+@pytest.fixture(scope="module")
+def golden_path(tmp_path_factory, one_thread):
+    from compiler.build import build_model
+
+    res = build_model("zoo:digits-mlp", out=tmp_path_factory.mktemp("b") / "pkg",
+                      allow_unsigned=True)
+    return res.golden_path
+
+
+@pytest.fixture(scope="module")
+def golden(golden_path):
+    from compiler.golden import GoldenModel
+
+    return GoldenModel(golden_path)
+
+
+@pytest.mark.slow
+def test_exact_mode_sees_high_order_weight_flip(src, golden):
+    fs = generate(src, "robust", 30, seed=0)
+    q = fs.inputs_int.reshape(len(fs), -1)
+    raw, _, labels = golden.run(q)
+    w = golden.memories()["MVAU_2/weights"]
+    idx = int(np.argmax(np.abs(w.values)))
+    flipped = golden.flipped([("MVAU_2/weights", idx, w.bits - 1)])
+    raw2, _, labels2 = flipped.run(q)
+    assert (raw2 != raw).any()
+    assert (labels == fs.labels).mean() >= 0.9
+    runner = GoldenRunner(golden, fs.grid)
+    np.testing.assert_array_equal(runner.raw(fs.inputs), raw)
+
+
+@pytest.mark.slow
+def test_progressive_bit_search_lowers_accuracy(src, golden):
+    ds = dataset_for(src)
+    x = fs_q = np.rint(ds.x_test * 255).astype(np.int64)
+    idx = np.arange(128)
+    steps = bitflips.progressive_bit_search(golden, fs_q[idx], ds.y_test[idx], max_flips=3)
+    assert [len(s) for s in steps] == [1, 2, 3]
+    acc0 = (golden.run(x)[2] == ds.y_test).mean()
+    acc3 = (golden.flipped(steps[-1]).run(x)[2] == ds.y_test).mean()
+    assert acc3 < acc0 - 0.05
+    assert all(k.endswith("/weights") for k, _, _ in steps[-1])
+
+
+@pytest.mark.slow
+def test_fidelity_table_quick(tmp_path, golden_path, one_thread):
+    cfg = EvalConfig.quick()
+    cfg.methods = ("robust", "natural")
+    cfg.flip_counts = (1, 64)
+    cfg.single_flip_seeds = 5
+    cfg.golden = str(golden_path)
+    res, sets = evaluate("zoo:digits-mlp", cfg)
+    rows = {r["name"]: r for r in res["variants"]}
+    assert rows["source"]["match"] == {"robust": 1.0, "natural": 1.0}
+    assert not rows["ptq8"]["detected"]["robust"] and not rows["finn-golden"]["detected"]["robust"]
+    assert rows["swap-seed1"]["detected"]["robust"] and rows["transfer"]["detected"]["robust"]
+    assert rows["transfer"]["accuracy"] < 0.2
+    s = res["summary"]
+    assert s["random_exact"]["robust"]["64"] == 1.0
+    assert len(res["bitflips"]["targeted"]) == 3
+    paths = write_report(res, tmp_path / "out", sets)
+    names = {p.name for p in paths}
+    assert {"results.json", "table.md", "bitflips.png", "match_rates.png",
+            "examples.png", "robust.npz"} <= names
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["model"]["kind"] == "float"
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "| swap-seed1 | swap (attack) |" in md and "## Detection per attack family" in md
