@@ -25,6 +25,7 @@ class BuildConfig:
     standalone_thresholds: bool = False
     equivalence_samples: int = 32
     seed: int = 0
+    zoo_epochs: int | None = None   # zoo:NAME models: override the entry's training epochs
     resource_warn: float = 0.8
 
     @classmethod

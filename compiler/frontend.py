@@ -66,7 +66,7 @@ def resolve(spec: str, config, workdir: Path, log) -> FrontEnd:
     if spec.startswith("zoo:"):
         entry = zoo.get_entry(spec)
         log(f"training {entry.name} (seed {config.seed}): {entry.description}")
-        ckpt = zoo.make(entry.name, seed=config.seed)
+        ckpt = zoo.make(entry.name, seed=config.seed, epochs=config.zoo_epochs)
         return _from_checkpoint(ckpt, spec, modelio.state_sha256(ckpt.model), config, dst, log)
     path = Path(spec)
     if not path.exists():

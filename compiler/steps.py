@@ -221,25 +221,51 @@ def step_specialize_layers(model, ctx):
     return model
 
 
-def _cycles_target(ctx) -> int:
-    cfg = ctx.config
-    clock_ns = cfg.clock_ns or ctx.board.clock_ns
-    fps = cfg.target_fps or 100_000
-    return max(1, int(1e9 / clock_ns / fps))
+FPS_LADDER = (100_000, 50_000, 20_000, 10_000, 5_000, 2_000, 1_000, 500, 200, 100)
+
+
+def _fold(model, ctx, fps: int):
+    from finn.transformation.fpgadataflow.set_folding import SetFolding
+
+    clock_ns = ctx.config.clock_ns or ctx.board.clock_ns
+    cycles = max(1, int(1e9 / clock_ns / fps))
+    return model.transform(SetFolding(cycles, mvau_wwidth_max=ctx.config.mvau_wwidth_max))
+
+
+def _fits(model, ctx) -> bool:
+    from finn.analysis.fpgadataflow.res_estimation import res_estimation
+
+    from hw_targets.boards import check_resources
+
+    total: dict[str, float] = {}
+    for res in model.analysis(partial(res_estimation, fpgapart=ctx.board.part)).values():
+        for k, v in res.items():
+            if isinstance(v, (int, float)):
+                total[k] = total.get(k, 0.0) + float(v)
+    return not any(lv == "fail" for lv, _ in
+                   check_resources(ctx.board, total, ctx.config.resource_warn))
 
 
 def step_folding(model, ctx):
-    """Set PE/SIMD: a FINN folding JSON if given, else SetFolding for the target FPS."""
-    from finn.transformation.fpgadataflow.set_folding import SetFolding
+    """Set PE/SIMD: a FINN folding JSON if given, else SetFolding for `target_fps`, else the
+    fastest FPS on a ladder (100k down to 100) whose estimate fits the board."""
     from finn.transformation.general import ApplyConfig
     from qonnx.transformation.general import GiveUniqueNodeNames
 
     model = model.transform(GiveUniqueNodeNames())
     if ctx.config.folding_config:
+        ctx.report["folding"] = {"source": ctx.config.folding_config}
         return model.transform(ApplyConfig(ctx.config.folding_config))
-    return model.transform(
-        SetFolding(_cycles_target(ctx), mvau_wwidth_max=ctx.config.mvau_wwidth_max)
-    )
+    if ctx.config.target_fps:
+        ctx.report["folding"] = {"target_fps": ctx.config.target_fps}
+        return _fold(model, ctx, ctx.config.target_fps)
+    for fps in FPS_LADDER:
+        folded = _fold(model, ctx, fps)
+        if _fits(folded, ctx):
+            ctx.report["folding"] = {"target_fps": fps, "chosen": "fastest that fits"}
+            return folded
+    ctx.report["folding"] = {"target_fps": FPS_LADDER[-1], "chosen": "slowest tried"}
+    return folded
 
 
 def step_minimize_hw_widths(model, ctx):
@@ -299,7 +325,7 @@ STEPS: list[Step] = [
     Step("dataflow_partition", step_dataflow_partition, (), False),  # checked via its parent
     Step("specialize_layers", step_specialize_layers, (), False),
     Step("folding", step_folding, ("target_fps", "folding_config", "mvau_wwidth_max",
-                                   "clock_ns"), False),
+                                   "resource_warn", "clock_ns"), False),
     Step("minimize_hw_widths", step_minimize_hw_widths, (), False),
     Step("estimates", step_estimates, ("clock_ns",), False),
     Step("codegen", step_codegen, ("clock_ns",), False),
