@@ -1,7 +1,8 @@
 """End to end: a real package served by `fpgaprint board serve --pty`, checked by the harness.
 
-The module builds one small package (digits-mlp, 5 epochs, 24 embedded vectors) through the CLI
-and a separate 24-vector challenge set; every board is a real subprocess behind a real pty.
+The module builds one small package through the CLI (digits-mlp, 5 epochs, 48 intrinsic
+examples: 24 embedded as self-test vectors, 24 kept by the verifier as the challenge set); every
+board is a real `fpgaprint board serve` subprocess behind a real pty.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 from junitparser import JUnitXml
 
@@ -41,17 +43,24 @@ def art(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("e2e")
     env = {**os.environ, "FINN_BUILD_DIR": str(d / "finn")}
     (d / "finn").mkdir()
-    model, fp, ch, pkg = d / "model.pt", d / "fp.npz", d / "challenge.npz", d / "pkg"
+    model, both, fp, ch, pkg = (d / n for n in ("model.pt", "both.npz", "fp.npz",
+                                                "challenge.npz", "pkg"))
     for args in (
         ("train", "zoo:digits-mlp", "--epochs", "5", "--out", str(model)),
-        ("fingerprint", "generate", str(model), "--count", str(COUNT), "--steps", "20",
-         "--out", str(fp)),
-        ("fingerprint", "generate", str(model), "--count", str(COUNT), "--steps", "20",
-         "--seed", "7", "--out", str(ch)),
-        ("build", str(model), "--out", str(pkg), "--fingerprint", str(fp), "--unsigned"),
+        ("fingerprint", "generate", str(model), "--count", str(2 * COUNT), "--steps", "20",
+         "--out", str(both)),
     ):
         r = run(*args, env=env)
         assert r.returncode == 0, f"{args[0]} failed:\n{r.stdout}\n{r.stderr}"
+    # one half is embedded in the package, the other stays with the verifier
+    from fingerprint.fpset import load_set
+
+    s = load_set(both)
+    s.subset(np.arange(COUNT)).save(fp)
+    s.subset(np.arange(COUNT, 2 * COUNT)).save(ch)
+    r = run("build", str(model), "--out", str(pkg), "--fingerprint", str(fp), "--unsigned",
+            env=env)
+    assert r.returncode == 0, f"build failed:\n{r.stdout}\n{r.stderr}"
     # same files, another manifest: a valid package with another package id
     other = d / "other"
     shutil.copytree(pkg, other)
@@ -191,9 +200,29 @@ def test_tampered_package_is_refused_before_connecting(art, tmp_path):
     assert "file changed: selftest/policy.json" in r.stderr
 
 
-def test_challenge_set_of_another_model_is_refused(art, tmp_path):
-    import numpy as np
+def test_signed_package_pinned_to_trusted_key(art, tmp_path):
+    from compiler.manifest import sign_manifest
 
+    keys = tmp_path / "keys"
+    for name in ("good", "other"):
+        r = run("keys", "generate", "--out", str(keys / name))
+        assert r.returncode == 0, r.stderr
+    signed = tmp_path / "signed"
+    shutil.copytree(art["pkg"], signed)
+    sign_manifest(signed, keys / "good" / "signing.key")
+    with boards((signed,)) as (b,):
+        ok = run("verify", "--port", b.port, "--package", str(signed),
+                 "--trusted-key", str(keys / "good" / "signing.pub"))
+        wrong = run("verify", "--port", b.port, "--package", str(signed),
+                    "--trusted-key", str(keys / "other" / "signing.pub"))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert wrong.returncode == 2
+    assert "not by the trusted key" in wrong.stderr
+    unsigned = run("verify", "--port", "/dev/null", "--package", str(art["pkg"]))
+    assert unsigned.returncode == 2
+
+
+def test_challenge_set_of_another_model_is_refused(art, tmp_path):
     z = dict(np.load(art["challenge"]))
     z["source_sha256"] = np.array("0" * 64)
     np.savez(tmp_path / "foreign.npz", **z)
