@@ -131,7 +131,7 @@ class GoldenModel:
     @property
     def batchable(self) -> bool:
         """Whether a batch can run in one execution: only row-wise ops, batch dimension 1
-        everywhere, and accumulators narrow enough for exact float32 sums."""
+        everywhere, and dot products whose datatypes keep float32 sums exact."""
         if self._batchable is None:
             self._batchable = self._batch_plan() is not None
         return self._batchable
@@ -152,8 +152,13 @@ class GoldenModel:
                 if list(inst.get_nodeattr("numInputVectors")) != [1]:
                     return None
                 if node.op_type == "MVAU":
-                    acc = DataType[inst.get_nodeattr("accDataType")]
-                    if acc.bitwidth() > EXACT_FLOAT32_BITS:
+                    # bound sums by the datatypes, not the minimized accumulator: a
+                    # flipped weight may exceed what the accumulator was sized for
+                    w = DataType[inst.get_nodeattr("weightDataType")]
+                    x = DataType[inst.get_nodeattr("inputDataType")]
+                    bound = (inst.get_nodeattr("MW") * max(abs(w.min()), abs(w.max()))
+                             * max(abs(x.min()), abs(x.max())))
+                    if bound >= 2 ** EXACT_FLOAT32_BITS:
                         return None
                 plan["vectors"].append(node.name)
             if node.op_type == "Reshape":

@@ -64,6 +64,18 @@ def test_golden_batching_is_bit_identical(golden, n):
         np.testing.assert_array_equal(a, b)
 
 
+def test_golden_without_batching_support_runs_per_vector(package, monkeypatch):
+    import compiler.golden as golden_module
+
+    monkeypatch.setattr(golden_module, "ROWWISE_OPS", {"MVAU"})
+    g = GoldenModel(package.golden_path)
+    assert not g.batchable
+    v = package.vectors()
+    raw, _, labels = g.run(v["inputs"][:5])
+    np.testing.assert_array_equal(raw, v["golden_raw"][:5])
+    np.testing.assert_array_equal(labels, v["golden_labels"][:5])
+
+
 def test_selftest_passes_and_counts(board, package):
     st = board.selftest()
     v = package.vectors()
@@ -140,7 +152,8 @@ def test_random_flips_are_reproducible_and_logged(package, golden):
         assert int(now[e["memory"]].values.reshape(-1)[e["index"]]) == e["new"]
     # the faulty board computes what the golden model with the same flips computes
     x = package.vectors()["inputs"][:16]
-    want = golden.flipped([(e["memory"], e["index"], e["bit"]) for e in a]).run(x)[0]
+    flipped = golden.flipped([(e["memory"], e["index"], e["bit"]) for e in a])
+    want = flipped.run(x, batch=False)[0]
     np.testing.assert_array_equal(faulty.infer(x)[0], want)
 
 
