@@ -51,7 +51,7 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI, mapping fpgaprint errors onto the contract's exit codes."""
     try:
-        cli.main(args=argv, standalone_mode=False)
+        rv = cli.main(args=argv, standalone_mode=False)
     except FpgaprintError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: unexpected {type(e).__name__}: {e} (FPGAPRINT_DEBUG=1 for the "
                    "traceback)", err=True)
         sys.exit(2)
-    sys.exit(0)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":
