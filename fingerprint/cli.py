@@ -17,8 +17,15 @@ def _seed_torch() -> None:
 
 
 @click.group()
-def fingerprint() -> None:
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="Torch threads (small models run fastest on one).")
+def fingerprint(threads: int) -> None:
     """Intrinsic examples: data-free fingerprints of a pre-trained model."""
+    import torch
+
+    if threads < 1:
+        raise InputError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
 
 
 @fingerprint.command()

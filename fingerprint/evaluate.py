@@ -17,7 +17,7 @@ import numpy as np
 from compiler.data import Dataset, InputGrid, load_digits, upsample_digits
 from compiler.errors import FpgaprintError, InputError
 from fingerprint import baselines, bitflips, variants
-from fingerprint.calibrate import calibrate
+from fingerprint.calibrate import benign_variants, calibrate, threshold_from
 from fingerprint.check import match_rate
 from fingerprint.fpset import FingerprintSet
 from fingerprint.generate import ALGORITHMS, generate
@@ -101,7 +101,8 @@ class Evaluation:
             raise InputError(f"{self.src.name}: the fidelity table needs a PyTorch/Brevitas model")
         self.data = dataset_for(self.src, cfg.seed)
         self.grid = InputGrid()
-        self.sets: dict[str, FingerprintSet] = {}
+        self.sets: dict[str, FingerprintSet] = {}  # calibrated data-free (as generated)
+        self.with_data: dict[str, FingerprintSet] = {}  # the same calibrated with data
         self.rows: list[dict] = []
         self.golden = None
         self.notes: list[str] = []
@@ -117,9 +118,13 @@ class Evaluation:
             "sensitive-samples": lambda: baselines.sensitive_samples(
                 src, data, c, s, steps=20 if src.kind == "float" else 5),
         }
+        self.say("calibration variants with data (pruning + fine-tune, PTQ on data)")
+        made, skipped = benign_variants(src, data.x_train[:512], data, s)
         for m in self.cfg.methods:
             self.say(f"vectors: {m}")
-            self.sets[m] = calibrate(makers[m](), src)
+            fs = makers[m]()
+            self.sets[m] = calibrate(fs, src)
+            self.with_data[m] = threshold_from(fs, made, skipped, data=data)
 
     # -- variants --------------------------------------------------------------------------
     def add_row(self, name: str, family: str, benign: bool, model: Model, info: dict | None = None
@@ -129,6 +134,7 @@ class Evaluation:
         self.rows.append({
             "name": name, "family": family, "benign": benign, "accuracy": acc,
             "match": match, "detected": {m: match[m] < self.sets[m].threshold for m in match},
+            "detected_data": {m: match[m] < self.with_data[m].threshold for m in match},
             "info": info or {},
         })
 
@@ -271,6 +277,8 @@ class Evaluation:
                       "input_shape": list(self.src.input_shape), "data": self.data.name},
             "config": _jsonable(asdict(self.cfg)),
             "methods": {m: {"threshold": fs.threshold, "calibration": fs.calibration,
+                            "threshold_data": self.with_data[m].threshold,
+                            "calibration_data": self.with_data[m].calibration,
                             "count": len(fs), "min_margin": float(fs.margins.min())}
                         for m, fs in self.sets.items()},
             "variants": self.rows,
@@ -286,14 +294,16 @@ def _rate(xs: list[bool]) -> float | None:
 
 def summarize(rows: list[dict], flips: dict, methods: list[str]) -> dict:
     """False alarms per benign family, detection per attack family, bit-flip curves."""
-    fam: dict[str, dict] = {"false_alarm": {}, "detection": {}}
-    for r in rows:
-        if r["family"] == "source":
-            continue
-        key = "false_alarm" if r["benign"] else "detection"
-        fam[key].setdefault(r["family"], {m: [] for m in methods})
-        for m in methods:
-            fam[key][r["family"]][m].append(bool(r["detected"][m]))
+    fam: dict[str, dict] = {}
+    for suffix in ("", "_data"):
+        fam[f"false_alarm{suffix}"], fam[f"detection{suffix}"] = {}, {}
+        for r in rows:
+            if r["family"] == "source":
+                continue
+            key = ("false_alarm" if r["benign"] else "detection") + suffix
+            fam[key].setdefault(r["family"], {m: [] for m in methods})
+            for m in methods:
+                fam[key][r["family"]][m].append(bool(r[f"detected{suffix}"][m]))
     out: dict = {k: {f: {m: _rate(v) for m, v in d.items()} for f, d in fams.items()}
                  for k, fams in fam.items()}
     for kind, by in (("random", "n"), ("targeted", "k")):

@@ -34,7 +34,10 @@ def markdown(res: dict) -> str:
              "## Thresholds (data-free calibration: PTQ 8/6/4, pruning 50/70 %)", "",
              "| | " + head[2:], "|---" + sep,
              "| threshold | " + " | ".join(f"{res['methods'][k]['threshold']:.2f}"
-                                          for k in methods) + " |", "",
+                                          for k in methods) + " |",
+             "| threshold calibrated with data (PTQ on data, pruning + fine-tune) | "
+             + " | ".join(f"{res['methods'][k]['threshold_data']:.2f}" for k in methods) + " |",
+             "",
              "## Match rate per variant (**bold** = detected: below the threshold)", "",
              "| variant | family | accuracy | " + head[2:], "|---|---|---" + sep]
     for r in res["variants"]:
@@ -45,7 +48,11 @@ def markdown(res: dict) -> str:
                      + " | ".join(cells) + " |")
     s = res["summary"]
     for title, key in (("False alarms per benign family", "false_alarm"),
-                       ("Detection per attack family", "detection")):
+                       ("Detection per attack family", "detection"),
+                       ("False alarms per benign family, threshold calibrated with data",
+                        "false_alarm_data"),
+                       ("Detection per attack family, threshold calibrated with data",
+                        "detection_data")):
         lines += ["", f"## {title}", "", "| family | " + head[2:], "|---" + sep]
         for fam, by in s.get(key, {}).items():
             lines.append(f"| {fam} | " + " | ".join(_pct(by[k]) for k in methods) + " |")
