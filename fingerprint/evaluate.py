@@ -21,7 +21,7 @@ from fingerprint.calibrate import benign_variants, calibrate, threshold_from
 from fingerprint.check import match_rate
 from fingerprint.fpset import FingerprintSet
 from fingerprint.generate import ALGORITHMS, generate
-from fingerprint.source import Model, load_model
+from fingerprint.source import GoldenRunner, Model, load_model
 
 BENIGN_FAMILIES = ("ptq", "qat", "prune+ft", "finn-golden")
 MALICIOUS_FAMILIES = ("swap", "transfer", "finetune-shifted", "backdoor")
@@ -66,20 +66,6 @@ def dataset_for(model: Model, seed: int = 0) -> Dataset:
     if len(shape) == 3 and shape[-1] == shape[-2]:
         return upsample_digits(load_digits(seed=seed), shape)
     raise InputError(f"{model.name}: no evaluation data set for input shape {shape}")
-
-
-class GoldenRunner:
-    """A golden model as a fingerprint `Model` runner (float inputs projected on the grid)."""
-
-    def __init__(self, golden, grid: InputGrid):
-        self.golden = golden
-        self.grid = grid
-
-    def raw(self, x: np.ndarray) -> np.ndarray:
-        return self.golden.run(self.grid.to_int(x).reshape(len(x), -1))[0]
-
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        return self.golden.run(self.grid.to_int(x).reshape(len(x), -1))[1]
 
 
 def _say(progress: bool) -> Callable[[str], None]:
@@ -199,7 +185,7 @@ class Evaluation:
             path, info = res.golden_path, {"build": str(out), "status": res.report.get("status")}
         self.golden = GoldenModel(path)
         model = Model(self.src.input_shape, self.src.num_classes, "golden", "golden",
-                      "finn-golden", runner=GoldenRunner(self.golden, self.grid))
+                      "finn-golden", runner=GoldenRunner(self.golden, self.grid.bits))
         self.add_row("finn-golden", "finn-golden", True, model, info)
 
     def _flip_record(self, flipped, ref_raw: dict, pool_raw: np.ndarray, pool: np.ndarray

@@ -2,7 +2,8 @@
 
 A model is given as a path (.pt checkpoint, QONNX or golden .onnx), as `zoo:NAME` (trained
 with its default seed) or as a torch module. Torch models keep their module so generators can
-take gradients; ONNX models run through `compiler.runners`.
+take gradients; ONNX models run through `compiler.runners` when it exists, else golden graphs
+through `compiler.golden` and QONNX graphs through qonnx's execution.
 """
 
 from __future__ import annotations
@@ -111,14 +112,76 @@ def load_model(spec: str | Path | nn.Module | Model, input_shape: tuple[int, ...
     return m
 
 
-def _load_onnx(path: Path) -> Model:
+class GoldenRunner:
+    """A golden HW graph as a runner: float inputs are projected onto the input grid."""
+
+    kind = "golden"
+
+    def __init__(self, golden, grid_bits: int = 8):
+        from compiler.data import InputGrid
+
+        self.golden = golden
+        self.grid = InputGrid(grid_bits)
+        self.input_shape = tuple(golden.input_shape)
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        return self.golden.run(self.grid.to_int(x).reshape(len(x), -1))[0]
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return self.golden.run(self.grid.to_int(x).reshape(len(x), -1))[1]
+
+
+class QonnxRunner:
+    """A QONNX model executed with qonnx's reference execution, one vector at a time."""
+
+    kind = "qonnx"
+
+    def __init__(self, model):
+        self.model = model
+        g = model.graph
+        self.input_name = g.input[0].name
+        self.output_name = g.output[0].name
+        self.input_shape = tuple(model.get_tensor_shape(self.input_name))
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        from qonnx.core.onnx_exec import execute_onnx
+
+        rows = np.asarray(x, np.float32).reshape((-1, *self.input_shape[1:]))
+        out = [execute_onnx(self.model, {self.input_name: r[None]})[self.output_name]
+               for r in rows]
+        return np.concatenate([np.asarray(o, np.float32).reshape(1, -1) for o in out])
+
+
+def _onnx_runner(path: Path):
+    """compiler.runners when present, else a golden graph (FINN HW layers) or QONNX."""
     try:
         from compiler.runners import load_runner
-    except ImportError as e:
-        raise InputError(f"{path}: ONNX models need compiler.runners ({e})") from e
-    runner = load_runner(path)
+    except ImportError:
+        load_runner = None
+    if load_runner is not None:
+        return load_runner(path)
+    from compiler.finn_env import ensure_finn
+    from compiler.golden import HW_DOMAIN, GoldenModel
+
+    ensure_finn()
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    try:
+        model = ModelWrapper(str(path))
+    except Exception as e:  # onnx raises several types for a bad file
+        raise InputError(f"{path}: not an ONNX model ({type(e).__name__}: {e})") from e
+    if any(n.domain.startswith(HW_DOMAIN) for n in model.graph.node):
+        return GoldenRunner(GoldenModel(model))
+    return QonnxRunner(model)
+
+
+def _load_onnx(path: Path) -> Model:
+    from compiler.modelio import file_sha256
+
+    runner = _onnx_runner(path)
     shape = tuple(int(s) for s in runner.input_shape)
     if len(shape) > 1 and shape[0] == 1:
         shape = shape[1:]
     ncls = int(getattr(runner, "num_classes", 10))
-    return Model(shape, ncls, str(runner.kind), str(runner.sha256), str(path), runner=runner)
+    sha = str(getattr(runner, "sha256", "") or file_sha256(path))
+    return Model(shape, ncls, str(runner.kind), sha, str(path), runner=runner)

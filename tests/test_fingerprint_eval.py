@@ -10,10 +10,10 @@ import torch
 
 from compiler.golden import flip_bit
 from fingerprint import baselines, bitflips
-from fingerprint.evaluate import EvalConfig, GoldenRunner, dataset_for, evaluate
+from fingerprint.evaluate import EvalConfig, dataset_for, evaluate
 from fingerprint.generate import generate
 from fingerprint.report import write_report
-from fingerprint.source import train_zoo
+from fingerprint.source import GoldenRunner, load_model, train_zoo
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_exact_mode_sees_high_order_weight_flip(src, golden):
     raw2, _, labels2 = flipped.run(q)
     assert (raw2 != raw).any()
     assert (labels == fs.labels).mean() >= 0.9
-    runner = GoldenRunner(golden, fs.grid)
+    runner = GoldenRunner(golden, fs.grid_bits)
     np.testing.assert_array_equal(runner.raw(fs.inputs), raw)
 
 
@@ -135,3 +135,22 @@ def test_fidelity_table_quick(tmp_path, golden_path, one_thread):
     assert json.loads((tmp_path / "out" / "results.json").read_text())["model"]["kind"] == "float"
     md = (tmp_path / "out" / "table.md").read_text()
     assert "| swap-seed1 | swap (attack) |" in md and "## Detection per attack family" in md
+
+
+@pytest.mark.slow
+def test_check_runs_golden_and_qonnx_files(src, golden_path, tmp_path, capsys):
+    from compiler.cli import main
+
+    fs = generate(src, "robust", 20, seed=5).with_threshold(0.9, {"method": "fixed"})
+    fs.save(tmp_path / "fp.npz")
+    qonnx = golden_path.parent / "qonnx.onnx"
+    for path, kind in ((golden_path, "golden"), (qonnx, "qonnx")):
+        model = load_model(path)
+        assert model.kind == kind and model.input_shape == (64,)
+        with pytest.raises(SystemExit) as e:
+            main(["fingerprint", "check", str(path), str(tmp_path / "fp.npz")])
+        out = capsys.readouterr().out
+        assert e.value.code == 0, out
+        assert out.startswith("PASS") and "not the set's source" in out
+    golden_labels = load_model(golden_path).predict(fs.inputs)
+    np.testing.assert_array_equal(load_model(qonnx).predict(fs.inputs), golden_labels)
