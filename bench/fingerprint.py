@@ -29,7 +29,7 @@ INTRINSIC = ("vanilla", "robust", "sensitive")
 
 def line(name: str, value: str, target: str = "", ok: bool | None = None) -> None:
     mark = "" if ok is None else ("  [met]" if ok else "  [MISSED]")
-    print(f"{name:<58} {value:>14}  {target}{mark}", flush=True)
+    print(f"{name:<66} {value:>10}  {target}{mark}", flush=True)
 
 
 def bench_generation(threads: int) -> None:
@@ -79,6 +79,12 @@ def headline(model: str, res: dict) -> None:
     print(f"\n== {model}: {res['config']['count']} vectors per method ==")
     rows = [r for r in res["variants"] if r["family"] != "source"]
     for alg in [m for m in INTRINSIC if m in methods]:
+        fa_data = [r["name"] for r in rows if r["benign"] and r["detected_data"][alg]]
+        det_data = {f: v.get(alg) for f, v in s["detection_data"].items()}
+        print(f"  {alg}, threshold calibrated with data "
+              f"({res['methods'][alg]['threshold_data']:.2f}): false alarms on "
+              f"{', '.join(fa_data) or 'none'}; detection " +
+              ", ".join(f"{f} {v:.2f}" for f, v in det_data.items() if v is not None))
         fa = [r["name"] for r in rows if r["benign"] and r["detected"][alg]]
         line(f"{alg}: false alarms on benign variants",
              f"{len(fa)}/{sum(r['benign'] for r in rows)}", "0", not fa)
@@ -103,6 +109,11 @@ def headline(model: str, res: dict) -> None:
             ratio = v / nat if nat else (float("inf") if v else float("nan"))
             line(f"{alg}: label-only detection, 1 random weight-bit flip",
                  f"{v:.3f}", f"natural {nat:.3f}: >= 2x", v > 0 and (nat == 0 or ratio >= 2))
+        nat_s = sw["label_strict"].get("natural") or 0.0
+        for alg in [m for m in INTRINSIC if m in methods]:
+            v = sw["label_strict"][alg] or 0.0
+            line(f"{alg}: strict label-only (any label differs), 1 weight-bit flip",
+                 f"{v:.3f}", f"natural {nat_s:.3f}: >= 2x", v > 0 and v >= 2 * nat_s)
         for alg in methods:
             ex = sw["exact_of_effective"].get(alg)
             line(f"{alg}: exact mode, share of output-changing flips seen",

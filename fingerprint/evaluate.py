@@ -191,11 +191,13 @@ class Evaluation:
     def _flip_record(self, flipped, ref_raw: dict, pool_raw: np.ndarray, pool: np.ndarray
                      ) -> dict:
         raw_all, _, labels_all = flipped.run(self._all_q)
-        rec = {"label_match": {}, "detected_label": {}, "detected_exact": {}}
+        rec = {"label_match": {}, "detected_label": {}, "detected_label_strict": {},
+               "detected_exact": {}}
         for m, sl in self._slices.items():
             rate = float((labels_all[sl] == self.sets[m].labels).mean())
             rec["label_match"][m] = rate
             rec["detected_label"][m] = rate < self.sets[m].threshold
+            rec["detected_label_strict"][m] = bool((labels_all[sl] != self._ref_labels[sl]).any())
             rec["detected_exact"][m] = bool((raw_all[sl] != ref_raw[m]).any())
         rec["effective"] = bool((flipped.run(pool)[0] != pool_raw).any())
         return rec
@@ -210,7 +212,7 @@ class Evaluation:
             start += len(fs)
             qs.append(fs.inputs_int.reshape(len(fs), -1))
         self._all_q = np.concatenate(qs)
-        ref_all = g.run(self._all_q)[0]
+        ref_all, _, self._ref_labels = g.run(self._all_q)
         ref_raw = {m: ref_all[sl] for m, sl in self._slices.items()}
         rng = np.random.default_rng(cfg.seed)
         pool = np.concatenate([
@@ -295,7 +297,7 @@ def summarize(rows: list[dict], flips: dict, methods: list[str]) -> dict:
     for kind, by in (("random", "n"), ("targeted", "k")):
         recs = flips.get(kind, [])
         counts = sorted({r[by] for r in recs})
-        for mode in ("label", "exact"):
+        for mode in ("label", "label_strict", "exact"):
             out[f"{kind}_{mode}"] = {
                 m: {str(c): _rate([r[f"detected_{mode}"][m] for r in recs if r[by] == c])
                     for c in counts} for m in methods}
@@ -307,6 +309,8 @@ def summarize(rows: list[dict], flips: dict, methods: list[str]) -> dict:
         out["single_weight"] = {
             "flips": len(single), "effective": len(eff),
             "label": {m: _rate([r["detected_label"][m] for r in single]) for m in methods},
+            "label_strict": {m: _rate([r["detected_label_strict"][m] for r in single])
+                             for m in methods},
             "exact_of_effective": {m: _rate([r["detected_exact"][m] for r in eff])
                                    for m in methods},
         }

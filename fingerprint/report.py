@@ -57,13 +57,16 @@ def markdown(res: dict) -> str:
         for fam, by in s.get(key, {}).items():
             lines.append(f"| {fam} | " + " | ".join(_pct(by[k]) for k in methods) + " |")
     for kind, by, label in (("random", "n", "random flips"), ("targeted", "k", "targeted flips")):
-        for mode in ("label", "exact"):
+        for mode in ("label", "label_strict", "exact"):
             curve = s.get(f"{kind}_{mode}")
             if not curve:
                 continue
             counts = list(next(iter(curve.values())))
             eff = s.get(f"{kind}_effective", {})
-            lines += ["", f"## Detection of {label} ({mode} mode) by number of flipped bits", "",
+            title = {"label": "label-only mode at the calibrated threshold",
+                     "label_strict": "label-only mode, strict: any label differs from the "
+                                     "golden's", "exact": "exact mode"}[mode]
+            lines += ["", f"## Detection of {label} ({title}) by number of flipped bits", "",
                       f"| {by} | changes any golden output | " + head[2:],
                       "|---|---" + sep]
             for c in counts:
@@ -74,6 +77,8 @@ def markdown(res: dict) -> str:
         lines += ["", f"## Single random weight-bit flips ({sw['flips']}, {sw['effective']} "
                   "change some golden output)", "", "| mode | " + head[2:], "|---" + sep,
                   "| label-only | " + " | ".join(_pct(sw["label"][k]) for k in methods) + " |",
+                  "| label-only, strict (any label differs from the golden's) | "
+                  + " | ".join(_pct(sw["label_strict"][k]) for k in methods) + " |",
                   "| exact, of effective flips | "
                   + " | ".join(_pct(sw["exact_of_effective"][k]) for k in methods) + " |"]
     if res.get("notes"):
