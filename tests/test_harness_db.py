@@ -41,17 +41,23 @@ def _pg_reachable(url: str) -> str | None:
     return None
 
 
+def require_pg() -> str:
+    """The test server's URL; skips without one, except in CI (CI=true), where it fails."""
+    url = pg_url()
+    why = ("no PostgreSQL URL: run .ci/postgres.sh or set FPGAPRINT_TEST_PG_URL"
+           if url is None else _pg_reachable(url))
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test PostgreSQL: {why}")
+        pytest.skip(why)
+    return url
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/acc.db"
-    url = pg_url()
-    if url is None:
-        pytest.skip("no PostgreSQL URL: run .ci/postgres.sh or set FPGAPRINT_TEST_PG_URL")
-    why = _pg_reachable(url)
-    if why:
-        pytest.skip(why)
-    return url
+    return require_pg()
 
 
 def _count(store: ResultStore, run: int, model) -> int:

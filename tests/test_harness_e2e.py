@@ -333,14 +333,9 @@ def test_kill_mid_run_keeps_committed_results(art, tmp_path):
 
 
 def test_accept_into_postgresql(art, tmp_path):
-    from test_harness_db import _pg_reachable, pg_url
+    from test_harness_db import require_pg
 
-    url = pg_url()
-    if url is None:
-        pytest.skip("no PostgreSQL URL: run .ci/postgres.sh or set FPGAPRINT_TEST_PG_URL")
-    why = _pg_reachable(url)
-    if why:
-        pytest.skip(why)
+    url = require_pg()
     with boards((art["pkg"], "--serial", "P1"), (art["pkg"], "--serial", "P2")) as bs:
         r = run("accept", "--ports", ",".join(b.port for b in bs), "--package", str(art["pkg"]),
                 "--allow-unsigned", "--db", url, timeout=120)
