@@ -2,8 +2,8 @@
 
 A model is given as a path (.pt checkpoint, QONNX or golden .onnx), as `zoo:NAME` (trained
 with its default seed) or as a torch module. Torch models keep their module so generators can
-take gradients; ONNX models run through `compiler.runners` when it exists, else golden graphs
-through `compiler.golden` and QONNX graphs through qonnx's execution.
+take gradients; golden graphs run through `compiler.golden`, QONNX graphs through the
+compiler's stage execution (`compiler.equivalence.run_onnx`, batched where it can).
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class GoldenRunner:
 
 
 class QonnxRunner:
-    """A QONNX model executed with qonnx's reference execution, one vector at a time."""
+    """A QONNX model executed as the compiler executes its stages."""
 
     kind = "qonnx"
 
@@ -144,22 +144,14 @@ class QonnxRunner:
         self.input_shape = tuple(model.get_tensor_shape(self.input_name))
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        from qonnx.core.onnx_exec import execute_onnx
+        from compiler.equivalence import run_onnx
 
         rows = np.asarray(x, np.float32).reshape((-1, *self.input_shape[1:]))
-        out = [execute_onnx(self.model, {self.input_name: r[None]})[self.output_name]
-               for r in rows]
-        return np.concatenate([np.asarray(o, np.float32).reshape(1, -1) for o in out])
+        return run_onnx(self.model, rows)
 
 
 def _onnx_runner(path: Path):
-    """compiler.runners when present, else a golden graph (FINN HW layers) or QONNX."""
-    try:
-        from compiler.runners import load_runner
-    except ImportError:
-        load_runner = None
-    if load_runner is not None:
-        return load_runner(path)
+    """A golden graph (FINN HW layers) or a QONNX graph."""
     from compiler.finn_env import ensure_finn
     from compiler.golden import HW_DOMAIN, GoldenModel
 
