@@ -172,6 +172,7 @@ class Evaluation:
         spec = self.spec if isinstance(self.spec, str) else None
         if self.cfg.golden:
             path, info = Path(self.cfg.golden), {"golden": self.cfg.golden}
+            _check_golden_source(path, self.src.sha256)
         elif spec is None or not self.cfg.build:
             self.notes.append("finn-golden and bit flips: no build (model not given by name)")
             return
@@ -335,3 +336,17 @@ def evaluate(spec, cfg: EvalConfig | None = None, progress: bool = False
     """Run the whole evaluation of the model named by `spec`: (results, calibrated sets)."""
     ev = Evaluation(spec, cfg or EvalConfig(), progress)
     return ev.run(), ev.sets
+
+
+def _check_golden_source(golden: Path, source_sha256: str) -> None:
+    """A given golden model must come from the evaluated model (its build report says so)."""
+    import json
+
+    report = golden.parent.parent / "reports" / "build.json"
+    if not report.is_file():
+        return
+    built_from = json.loads(report.read_text()).get("source_sha256")
+    if built_from and built_from != source_sha256:
+        raise InputError(
+            f"{golden} was built from model {built_from[:12]}…, not from the evaluated model "
+            f"{source_sha256[:12]}… ({report})")

@@ -154,3 +154,18 @@ def test_check_runs_golden_and_qonnx_files(src, golden_path, tmp_path, capsys):
         assert out.startswith("PASS") and "not the set's source" in out
     golden_labels = load_model(golden_path).predict(fs.inputs)
     np.testing.assert_array_equal(load_model(qonnx).predict(fs.inputs), golden_labels)
+
+
+def test_stale_golden_model_is_refused(tmp_path):
+    """A golden model built from another model would make every method 'detect' the build."""
+    from compiler.errors import InputError
+    from fingerprint.evaluate import _check_golden_source
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "reports").mkdir()
+    golden = tmp_path / "model" / "golden.onnx"
+    golden.write_bytes(b"")
+    (tmp_path / "reports" / "build.json").write_text('{"source_sha256": "aa11"}')
+    _check_golden_source(golden, "aa11")
+    with pytest.raises(InputError, match="not from the evaluated model"):
+        _check_golden_source(golden, "bb22")
