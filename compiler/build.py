@@ -8,7 +8,6 @@ import inspect
 import io
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

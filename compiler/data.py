@@ -47,7 +47,8 @@ class Dataset:
     num_classes: int
 
 
-def load_digits(seed: int = 0, test_fraction: float = 0.25, grid: InputGrid | None = None) -> Dataset:
+def load_digits(seed: int = 0, test_fraction: float = 0.25,
+                grid: InputGrid | None = None) -> Dataset:
     """sklearn's 8x8 digits (1,797 real images, values 0..16), scaled to [0, 1] on the grid."""
     from sklearn.datasets import load_digits as _load
     from sklearn.model_selection import train_test_split

@@ -80,9 +80,8 @@ def step_input_grid(model, ctx):
     old = g.input[0]
     shape = [d.dim_value for d in old.type.tensor_type.shape.dim]
     new = helper.make_tensor_value_info("grid_in", TensorProto.FLOAT, shape)
-    g.initializer.append(
-        helper.make_tensor("grid_scale", TensorProto.FLOAT, [], [np.float32(1.0 / ((1 << bits) - 1))])
-    )
+    scale = np.float32(1.0 / ((1 << bits) - 1))
+    g.initializer.append(helper.make_tensor("grid_scale", TensorProto.FLOAT, [], [scale]))
     g.node.insert(0, helper.make_node("Mul", ["grid_in", "grid_scale"], [old.name],
                                       name="InputGrid"))
     g.input.remove(old)

@@ -8,7 +8,7 @@ data set (the zoo model's). Bit flips act on the FINN-compiled golden model's me
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -152,7 +152,8 @@ class Evaluation:
              lambda: variants.transfer(src, data, epochs=2 * cfg.epochs)),
             ("finetune-shifted", "finetune-shifted", False,
              lambda: variants.shifted_finetune(src, data, epochs=cfg.epochs)),
-            ("backdoor", "backdoor", False, lambda: variants.backdoor(src, data, epochs=cfg.epochs)),
+            ("backdoor", "backdoor", False,
+             lambda: variants.backdoor(src, data, epochs=cfg.epochs)),
         ]
         for name, family, benign, build in jobs:
             self.say(f"variant: {name}")

@@ -75,7 +75,8 @@ class Generator:
 
     def __init__(self, model: Model, algorithm: str, params: GenParams, seed: int):
         if algorithm not in ALGORITHMS:
-            raise InputError(f"unknown algorithm {algorithm!r}; choose from {', '.join(ALGORITHMS)}")
+            raise InputError(
+                f"unknown algorithm {algorithm!r}; choose from {', '.join(ALGORITHMS)}")
         if model.module is None:
             raise InputError(
                 f"{model.name}: generation needs a PyTorch/Brevitas model (gradients); "

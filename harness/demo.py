@@ -102,8 +102,9 @@ def main() -> None:
                   "--key", out / "keys" / "signing.key", log=log)
         r = json.loads((pkg / "reports" / "build.json").read_text())
         exact = all(e["ok"] for e in r["equivalence"])
+        match = r["selftest"]["golden_match_rate"]
         return (f"{len(r['steps'])} steps, {'bit-exact' if exact else 'MISMATCH'} at "
-                f"{len(r['equivalence'])} stages, golden match {r['selftest']['golden_match_rate']:.2f}")
+                f"{len(r['equivalence'])} stages, golden match {match:.2f}")
 
     stage("build + package", build)
     stage("package verify", lambda: fpgaprint("package", "verify", pkg, "--trusted-key",

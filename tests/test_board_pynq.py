@@ -6,7 +6,6 @@ for the PYNQ board and FINN+ driver overlay, which cannot exist here)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

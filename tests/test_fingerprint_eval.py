@@ -59,7 +59,8 @@ def test_random_flips_are_distinct_and_in_range():
 def test_baselines_label_with_source_predictions(src):
     ds = dataset_for(src)
     for fs in (baselines.natural(src, ds, 20), baselines.noise(src, 20),
-               baselines.adversarial(src, ds, 20), baselines.sensitive_samples(src, ds, 10, steps=3)):
+               baselines.adversarial(src, ds, 20),
+               baselines.sensitive_samples(src, ds, 10, steps=3)):
         np.testing.assert_array_equal(src.predict(fs.inputs), fs.labels)
         assert fs.source_sha256 == src.sha256
     nat = baselines.natural(src, ds, 20)

@@ -163,6 +163,7 @@ def test_challenge_passes_healthy_board_and_fails_replay(art, tmp_path):
                      "--report", str(tmp_path / "ok2.json"))
         bad = verify(art, replay.port, "--challenge", str(art["challenge"]))
     assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok2.returncode == 0, ok2.stdout + ok2.stderr
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "fingerprint: match rate" in bad.stderr
     r1, r2 = (json.loads((tmp_path / f).read_text()) for f in ("ok.json", "ok2.json"))
