@@ -30,9 +30,11 @@ demo: $(STAMP)
 	$(BIN)/python -m harness.demo --out $(DEMO)
 
 bench: $(STAMP)
+	test -f $(DEMO)/package/manifest.json || $(MAKE) demo
 	$(BIN)/python bench/compile.py
 	$(BIN)/python bench/board.py
-	$(BIN)/python bench/link.py
+	$(BIN)/python bench/link.py --package $(DEMO)/package
+	$(BIN)/python bench/reliability.py --package $(DEMO)/package
 	$(BIN)/python bench/fingerprint.py
 
 clean:

@@ -89,7 +89,6 @@ def serve(package, use_pty, tcp, protocol, backend, serial_number, trusted_key, 
     The first line on stdout is the port (a /dev/pts/N path or socket://host:port); the board
     then serves until SIGTERM or SIGINT.
     """
-    from compiler.package import verify_package
     from hw_targets.backends import open_backend
     from hw_targets.faults import FaultSpec
     from hw_targets.link import BoardLink, LinkFaults, open_transport
@@ -103,13 +102,12 @@ def serve(package, use_pty, tcp, protocol, backend, serial_number, trusted_key, 
     _setup_logging(log_file)
     log = logging.getLogger("fpgaprint.board")
 
-    with verify_package(package, trusted_key=trusted_key, allow_unsigned=allow_unsigned) as pkg:
-        io = pkg.io
-    shape = tuple(int(d) for d in io["input"]["shape"][1:])
-    datatype = str(io["input"]["datatype"])
     dev = open_backend(package, backend, faults if faults.active else None, serial_number,
                        trusted_key=trusted_key, allow_unsigned=allow_unsigned)
     try:
+        io = dev.package.io  # the package open_backend verified
+        shape = tuple(int(d) for d in io["input"]["shape"][1:])
+        datatype = str(io["input"]["datatype"])
         for entry in getattr(dev, "fault_log", lambda: [])():
             log.info("model fault: %s", entry)
         if protocol == "binary":
