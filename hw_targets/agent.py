@@ -51,6 +51,7 @@ class BoardAgent:
         self.boots = 0
         self.reboot_pending = False
         self.counters = {"requests": 0, "errors": 0}
+        self._read_cache: dict[P.MsgType, bytes] = {}  # answers being fetched by READ
         self._decoder = P.FrameDecoder(max_payload)
         self._power_on()
 
@@ -195,8 +196,19 @@ class BoardAgent:
     def _reset(self, payload: bytes) -> bytes:
         return b""
 
+    def _read(self, payload: bytes) -> bytes:
+        """A slice of a long answer: at offset 0 the request is served and its answer kept."""
+        mtype, offset, length, request = P.unpack_read_request(payload)
+        if offset == 0:
+            self._read_cache[mtype] = self._handlers[mtype](self, request)
+        answer = self._read_cache.get(mtype)
+        if answer is None:
+            raise P.ProtocolError(P.ErrorCode.BAD_PAYLOAD,
+                                  f"no {mtype.name} answer to read: start at offset 0")
+        return P.pack_read_answer(answer, offset, length)
+
     _handlers = {
         P.MsgType.HELLO: _hello, P.MsgType.INFO: _info, P.MsgType.INFER: _infer,
         P.MsgType.SELFTEST: _selftest, P.MsgType.CHALLENGE: _challenge,
-        P.MsgType.RESET: _reset,
+        P.MsgType.RESET: _reset, P.MsgType.READ: _read,
     }

@@ -40,13 +40,14 @@ class MsgType(IntEnum):
     SELFTEST = 0x04
     CHALLENGE = 0x05
     RESET = 0x06
+    READ = 0x07
     BOOT = 0x10
     ERROR = 0x7F
 
 
 REQUEST_TYPES = frozenset(
     {MsgType.HELLO, MsgType.INFO, MsgType.INFER, MsgType.SELFTEST, MsgType.CHALLENGE,
-     MsgType.RESET}
+     MsgType.RESET, MsgType.READ}
 )
 
 
@@ -381,6 +382,38 @@ def unpack_challenge_response(payload: bytes, batch: int | None = None):
         raise ProtocolError(ErrorCode.BAD_PAYLOAD, f"CHALLENGE digest is {len(digest)} B, "
                             f"expected {DIGEST_SIZE} B")
     return raw, labels, bytes(digest)
+
+
+# READ: a long single-shot answer (HELLO, INFO, SELFTEST) fetched in short slices, so that it
+# crosses a lossy line where a whole long frame rarely survives.
+READABLE = frozenset({MsgType.HELLO, MsgType.INFO, MsgType.SELFTEST})
+_READ_REQ = struct.Struct("<BIH")  # answer type, offset, length; then (offset 0) the request
+_READ_ANS = struct.Struct("<II")  # total length, CRC-32 of the whole answer; then the slice
+
+
+def pack_read_request(mtype: MsgType, offset: int, length: int, request: bytes = b"") -> bytes:
+    return _READ_REQ.pack(int(mtype), offset, length) + request
+
+
+def unpack_read_request(payload: bytes) -> tuple[MsgType, int, int, bytes]:
+    if len(payload) < _READ_REQ.size:
+        raise ProtocolError(ErrorCode.BAD_PAYLOAD, f"READ request of {len(payload)} B")
+    mtype, offset, length = _READ_REQ.unpack_from(payload)
+    if mtype not in READABLE:
+        raise ProtocolError(ErrorCode.BAD_PAYLOAD, f"READ of type 0x{mtype:02x}: only "
+                            f"{', '.join(t.name for t in sorted(READABLE))} answers are readable")
+    return MsgType(mtype), offset, length, bytes(payload[_READ_REQ.size:])
+
+
+def pack_read_answer(answer: bytes, offset: int, length: int) -> bytes:
+    return _READ_ANS.pack(len(answer), zlib.crc32(answer)) + answer[offset:offset + length]
+
+
+def unpack_read_answer(payload: bytes) -> tuple[int, int, bytes]:
+    if len(payload) < _READ_ANS.size:
+        raise ProtocolError(ErrorCode.BAD_PAYLOAD, f"READ answer of {len(payload)} B")
+    total, crc = _READ_ANS.unpack_from(payload)
+    return total, crc, bytes(payload[_READ_ANS.size:])
 
 
 def pack_error(code: ErrorCode, message: str) -> bytes:
