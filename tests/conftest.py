@@ -29,3 +29,22 @@ def run_cli(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run faster on one thread than on two contended ones."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def src(one_thread):
+    """The embedded default model, trained with seed 0, as the fingerprint code sees it."""
+    from fingerprint.source import train_zoo
+
+    return train_zoo("digits-mlp", seed=0)

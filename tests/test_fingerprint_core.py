@@ -17,18 +17,7 @@ from fingerprint.source import from_module, load_model, state_dict_sha256, train
 from fingerprint import variants
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread than on two contended ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def src(one_thread):
-    return train_zoo("digits-mlp", seed=0)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,27 +6,13 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from compiler.golden import flip_bit
 from fingerprint import baselines, bitflips
 from fingerprint.evaluate import EvalConfig, dataset_for, evaluate
 from fingerprint.generate import generate
 from fingerprint.report import write_report
-from fingerprint.source import GoldenRunner, load_model, train_zoo
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def src(one_thread):
-    return train_zoo("digits-mlp", seed=0)
+from fingerprint.source import GoldenRunner, load_model
 
 
 @pytest.mark.parametrize("bits, signed", [(4, True), (3, False), (13, True)])
