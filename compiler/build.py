@@ -18,6 +18,7 @@ from compiler.config import BuildConfig
 from compiler.equivalence import EquivalenceChecker, run_onnx, run_torch, sample_inputs
 from compiler.errors import FpgaprintError, InputError
 from compiler.finn_env import ensure_finn
+from compiler.stage_runner import StageRunner
 from compiler.steps import GOLDEN_AFTER, STEPS, BuildContext
 from compiler import vivado
 
@@ -190,84 +191,65 @@ def _run(spec, brd, out, config, fp, log, report, result, console):
         with log.capture():
             eq.add("qonnx", run_onnx(qmodel, eq.x_float), False, time.perf_counter() - t0)
 
-        state_path = out / STATE
-        state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-        keys = _step_keys(fe.qonnx_path, config, brd)
-        ctx = BuildContext(config, brd, out, log, report)
-        model, integer_input, reusing = qmodel, False, True
-        for i, (step, key) in enumerate(zip(STEPS, keys)):
-            progress.update(task, description=step.name)
-            path = out / "model" / "steps" / f"{i + 1:02d}_{step.name}.onnx"
-            t0 = time.perf_counter()
-            saved = state.get("steps", {}).get(step.name, {})
-            reusing = reusing and saved.get("key") == key and path.is_file()
-            if reusing:
-                model = ModelWrapper(str(path))
-                report.update(saved.get("report", {}))
-            else:
-                before = set(report)
-                with log.capture():
-                    model = step.fn(model, ctx)
-                model.save(str(path))
-                state.setdefault("steps", {})[step.name] = {
-                    "key": key, "report": {k: report[k] for k in set(report) - before}}
-                _write_json(state_path, state)
-            secs = time.perf_counter() - t0
-            report["steps"].append({"name": step.name, "seconds": round(secs, 3),
-                                    "skipped": reusing, "model": str(path.relative_to(out))})
-            log(f"step {step.name}: {'reused' if reusing else 'done'} in {secs:.2f} s")
-            if result.skipped_steps is not None and reusing:
-                result.skipped_steps.append(step.name)
-            integer_input = integer_input or step.name == "input_grid"
-            if step.executable and step.name != "qonnx_to_finn":
-                t0 = time.perf_counter()
-                with log.capture():
-                    outs = run_onnx(model, x_int if integer_input else eq.x_float)
-                eq.add(step.name, outs, exact=i >= _STREAMLINE,
-                       seconds=time.perf_counter() - t0)
-            if step.name == GOLDEN_AFTER:
-                model.save(str(out / GOLDEN))
-                report["io"] = _io_spec(out / GOLDEN)
-            if step.name == "dataflow_partition":
-                _check_partition(out, x_int, eq, log)
-            progress.advance(task)
+        with StageRunner(out / "finn") as stages:
+            _run_steps(fe, brd, out, config, log, report, result, progress, task, qmodel,
+                       x_int, eq, stages)
+            progress.update(task, description="equivalence")
+            stages.drain(eq)
         report["equivalence"] = [r.as_dict() for r in eq.results]
         report["equivalence_inputs"] = int(len(x_int))
         progress.update(task, description="done")
         progress.advance(task)
 
 
-PARENT_VECTORS = 8  # the parent graph runs one vector per execution: check a subset
-
-
-def _check_partition(out: Path, x_int, eq, log) -> None:
-    """The parent graph executing the accelerator partition agrees bit for bit, and the
-    partition's own output equals the golden model's raw output (first PARENT_VECTORS)."""
-    from finn.core.onnx_exec import execute_onnx
+def _run_steps(fe, brd, out, config, log, report, result, progress, task, qmodel, x_int, eq,
+               stages) -> None:
+    """The FINN+ steps, reusing unchanged results; stage executions queued on `stages`."""
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from compiler.errors import EquivalenceError
-    from compiler.golden import GoldenModel
+    state_path = out / STATE
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    keys = _step_keys(fe.qonnx_path, config, brd)
+    ctx = BuildContext(config, brd, out, log, report)
+    model, integer_input, reusing, golden = qmodel, False, True, None
+    for i, (step, key) in enumerate(zip(STEPS, keys)):
+        progress.update(task, description=step.name)
+        path = out / "model" / "steps" / f"{i + 1:02d}_{step.name}.onnx"
+        t0 = time.perf_counter()
+        saved = state.get("steps", {}).get(step.name, {})
+        reusing = reusing and saved.get("key") == key and path.is_file()
+        if reusing:
+            model = ModelWrapper(str(path))
+            report.update(saved.get("report", {}))
+        else:
+            before = set(report)
+            with log.capture():
+                model = step.fn(model, ctx)
+            model.save(str(path))
+            state.setdefault("steps", {})[step.name] = {
+                "key": key, "report": {k: report[k] for k in set(report) - before}}
+            _write_json(state_path, state)
+        secs = time.perf_counter() - t0
+        report["steps"].append({"name": step.name, "seconds": round(secs, 3),
+                                "skipped": reusing, "model": str(path.relative_to(out))})
+        log(f"step {step.name}: {'reused' if reusing else 'done'} in {secs:.2f} s")
+        if result.skipped_steps is not None and reusing:
+            result.skipped_steps.append(step.name)
+        integer_input = integer_input or step.name == "input_grid"
+        if step.executable and step.name != "qonnx_to_finn":
+            stages.stage(step.name, model, path, x_int if integer_input else eq.x_float,
+                         exact=i >= _STREAMLINE)
+        if step.name == GOLDEN_AFTER:
+            golden = model
+            model.save(str(out / GOLDEN))
+            report["io"] = _io_spec(out / GOLDEN)
+        if step.name == "dataflow_partition":
+            stages.partition(out / "model" / "dataflow_parent.onnx", golden, out / GOLDEN,
+                             x_int[:PARENT_VECTORS])
+        progress.advance(task)
 
-    parent = ModelWrapper(str(out / "model" / "dataflow_parent.onnx"))
-    sdp = parent.get_nodes_by_op_type("StreamingDataflowPartition")[0]
-    iname, oname = parent.graph.input[0].name, parent.graph.output[0].name
-    shape = parent.get_tensor_shape(iname)
-    t0 = time.perf_counter()
-    outs, raws = [], []
-    with log.capture():
-        x_sub = x_int.reshape((-1, *shape[1:]))[:PARENT_VECTORS]
-        for row in x_sub:
-            ctx = execute_onnx(parent, {iname: row[None].astype(np.float32)},
-                               return_full_exec_context=True)
-            outs.append(np.asarray(ctx[oname]).reshape(-1))
-            raws.append(np.asarray(ctx[sdp.output[0]]).reshape(-1))
-        raw_golden, _, _ = GoldenModel(out / GOLDEN).run(x_sub)
-    eq.add("dataflow_parent", np.stack(outs), exact=True, seconds=time.perf_counter() - t0,
-           rows=len(x_sub))
-    if not np.array_equal(np.rint(np.stack(raws)).astype(np.int64), raw_golden):
-        raise EquivalenceError("equivalence broken at stage 'dataflow_partition': the "
-                               "accelerator's raw output differs from the golden model's")
+
+PARENT_VECTORS = 8  # the parent graph runs one vector per execution: check a subset
 
 
 def _io_spec(golden_path: Path) -> dict:

@@ -106,3 +106,48 @@ def test_reference_topologies_bit_exact(tmp_path, name):
     assert "MVAU" in ops
     if name.startswith("cnv"):
         assert {"ConvolutionInputGenerator", "Pool"} <= ops
+
+
+def test_a_stage_that_changes_the_function_fails_the_build_and_is_named(tmp_path, monkeypatch):
+    """Corrupt one weight inside a step: the build fails naming that stage, and no report
+    claims success."""
+    import dataclasses
+
+    import compiler.build as cb
+    from compiler.errors import EquivalenceError
+
+    orig = cb.STEPS[5]
+    assert orig.name == "minimize_bit_width"
+
+    def corrupting(model, ctx):
+        model = orig.fn(model, ctx)
+        node = model.get_nodes_by_op_type("MVAU")[-1]
+        w = model.get_initializer(node.input[1]).copy()
+        w.flat[0] = -w.flat[0] if w.flat[0] else 1.0
+        model.set_initializer(node.input[1], w)
+        return model
+
+    steps = list(cb.STEPS)
+    steps[5] = dataclasses.replace(orig, fn=corrupting)
+    monkeypatch.setattr(cb, "STEPS", steps)
+    out = tmp_path / "bad"
+    with pytest.raises(EquivalenceError, match="stage 'minimize_bit_width'.*bit-exact"):
+        build_model("zoo:digits-mlp", "Pynq-Z1", out,
+                    BuildConfig(equivalence_samples=8, zoo_epochs=1))
+    assert not (out / "reports" / "build.json").exists()
+    failed = json.loads((out / "reports" / "build.failed.json").read_text())
+    assert failed["status"] == "failed" and "minimize_bit_width" in failed["error"]
+
+
+def test_equivalence_checker_tolerates_round_off_but_not_integer_drift():
+    from compiler.equivalence import EquivalenceChecker
+
+    x = np.zeros((3, 4), np.int64)
+    ref = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0], [0.5, 0.1, 0.2]], np.float32)
+    eq = EquivalenceChecker(x, 255)
+    eq.add("float_a", ref, exact=False)
+    eq.add("float_b", ref + 1e-6, exact=False)  # float32 round-off
+    eq.add("int_a", ref, exact=True)
+    eq.add("int_b", ref, exact=True)
+    with pytest.raises(Exception, match="stage 'int_c'.*differs from 'int_b'"):
+        eq.add("int_c", ref + np.float32(1e-6), exact=True)

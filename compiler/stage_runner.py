@@ -1,0 +1,142 @@
+"""Stage executions for the equivalence check, overlapped with the build.
+
+Graphs that run a whole batch in one execution are executed inline (milliseconds). The rest
+(convolutional graphs after streamlining, the partitioned parent graph) run one vector per
+execution, which can take longer than FINN's passes: they go to a worker process on the other
+core while the build goes on. `drain` hands the outputs to the checker in stage order, so the
+first stage that differs is still the one named.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from compiler.equivalence import BATCH_SAFE_OPS, HW_DOMAIN, EquivalenceChecker, run_onnx
+
+
+def batchable(model) -> bool:
+    """Whether `run_onnx` executes this graph's batch in one go."""
+    if any(n.domain.startswith(HW_DOMAIN) for n in model.graph.node):
+        from compiler.golden import GoldenModel
+
+        return GoldenModel(model).batchable
+    return {n.op_type for n in model.graph.node} <= BATCH_SAFE_OPS
+
+
+def _quiet(fn, *args):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return fn(*args)
+
+
+def _init_worker(finn_dir: str) -> None:
+    from compiler.finn_env import ensure_finn
+
+    ensure_finn(finn_dir)
+
+
+def _stage_outputs(path: str, x: np.ndarray) -> tuple[np.ndarray, float]:
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    t0 = time.perf_counter()
+    out = _quiet(run_onnx, ModelWrapper(path), x)
+    return out, time.perf_counter() - t0
+
+
+def partition_outputs(parent_path: str, golden_path: str, x: np.ndarray):
+    """Final outputs and accelerator (partition) outputs of the parent graph, and the golden
+    model's raw outputs, for the vectors x."""
+    from finn.core.onnx_exec import execute_onnx
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from compiler.golden import GoldenModel
+
+    t0 = time.perf_counter()
+    parent = ModelWrapper(parent_path)
+    sdp = parent.get_nodes_by_op_type("StreamingDataflowPartition")[0]
+    iname, oname = parent.graph.input[0].name, parent.graph.output[0].name
+    shape = parent.get_tensor_shape(iname)
+    outs, raws = [], []
+    for row in x.reshape((-1, *shape[1:])):
+        ctx = _quiet(execute_onnx, parent, {iname: row[None].astype(np.float32)}, True)
+        outs.append(np.asarray(ctx[oname]).reshape(-1))
+        raws.append(np.asarray(ctx[sdp.output[0]]).reshape(-1))
+    golden_raw = _quiet(GoldenModel(golden_path).run, x)[0]
+    return (np.stack(outs), np.rint(np.stack(raws)).astype(np.int64), golden_raw,
+            time.perf_counter() - t0)
+
+
+@dataclass
+class _Pending:
+    stage: str
+    exact: bool
+    result: Future | tuple
+    rows: int | None = None
+    partition: bool = False
+
+
+class StageRunner:
+    """Queue of stage executions; use as a context manager (the worker is shut down)."""
+
+    def __init__(self, finn_dir: Path):
+        self.finn_dir = str(finn_dir)
+        self._pool: ProcessPoolExecutor | None = None
+        self._pending: list[_Pending] = []
+
+    def __enter__(self) -> "StageRunner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _worker(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(1, mp_context=get_context("spawn"),
+                                             initializer=_init_worker,
+                                             initargs=(self.finn_dir,))
+        return self._pool
+
+    def stage(self, name: str, model, path: Path, x: np.ndarray, exact: bool) -> None:
+        """Execute the stage saved at `path` (in memory as `model`) on x."""
+        if batchable(model):
+            t0 = time.perf_counter()
+            out = _quiet(run_onnx, model, x)
+            self._pending.append(_Pending(name, exact, (out, time.perf_counter() - t0)))
+        else:
+            fut = self._worker().submit(_stage_outputs, str(path), x)
+            self._pending.append(_Pending(name, exact, fut))
+
+    def partition(self, parent_path: Path, golden, golden_path: Path, x: np.ndarray) -> None:
+        """Check the partitioned parent graph: inline when the golden model (`golden`, in
+        memory) is a cheap batchable graph, else on the worker."""
+        args = (str(parent_path), str(golden_path), x)
+        if batchable(golden):
+            result: Future | tuple = partition_outputs(*args)
+        else:
+            result = self._worker().submit(partition_outputs, *args)
+        self._pending.append(_Pending("dataflow_parent", True, result, len(x), True))
+
+    def drain(self, eq: EquivalenceChecker) -> None:
+        """Compare every queued stage, in order (raises EquivalenceError at the first)."""
+        from compiler.errors import EquivalenceError
+
+        for p in self._pending:
+            res = p.result.result() if isinstance(p.result, Future) else p.result
+            if not p.partition:
+                out, secs = res
+                eq.add(p.stage, out, p.exact, secs)
+                continue
+            outs, raws, golden_raw, secs = res
+            eq.add(p.stage, outs, exact=True, seconds=secs, rows=p.rows)
+            if not np.array_equal(raws, golden_raw):
+                raise EquivalenceError("equivalence broken at stage 'dataflow_partition': the "
+                                       "accelerator's raw output differs from the golden model's")
+        self._pending.clear()
