@@ -46,12 +46,15 @@ def test_bad_reads_get_error_answers(payload, message):
     assert code == P.ErrorCode.BAD_PAYLOAD and message in text
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_hello_and_info_cross_a_lossy_line_in_slices(serve, seed):  # noqa: F811
-    """At 1 % dropped bytes a ~300-byte HELLO answer rarely survives whole; slices do."""
-    link, _ = serve(faults=LinkFaults(noise_ber=1e-4, drop_rate=0.01, seed=seed))
-    with BoardClient(link.url, timeout=0.3, retries=8) as client:
-        ident = client.hello()
-        info = client.info()
-        assert ident["package_id"] == "ab" * 32 and info["selftest"]["passed"]
-        assert client.stats["slice_reads"] >= 1
+def test_hello_and_info_cross_a_lossy_line(serve):  # noqa: F811
+    """At 1 % dropped bytes a ~300-byte HELLO answer survives whole ~5 % of the time and a
+    ~600-byte INFO answer ~0.2 %: across three boards and both, slices carry them."""
+    slices = 0
+    for seed in range(3):
+        link, _ = serve(faults=LinkFaults(noise_ber=1e-4, drop_rate=0.01, seed=seed))
+        with BoardClient(link.url, timeout=0.3, retries=12) as client:
+            ident = client.hello()
+            info = client.info()
+            assert ident["package_id"] == "ab" * 32 and info["selftest"]["passed"]
+            slices += client.stats["slice_reads"]
+    assert slices >= 1
