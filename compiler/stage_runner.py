@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -73,11 +73,32 @@ def partition_outputs(parent_path: str, golden_path: str, x: np.ndarray):
             time.perf_counter() - t0)
 
 
+CHUNK = 8  # vectors per worker task: small tasks let the main process share the tail
+
+
+@dataclass
+class _Task:
+    """One worker task; `steal` runs it here instead if the worker has not started it."""
+
+    future: object  # concurrent.futures.Future
+    fn: object
+    args: tuple
+    value: tuple | None = None
+
+    def steal(self) -> None:
+        if self.future.cancel():
+            self.value = self.fn(*self.args)
+
+    def result(self) -> tuple:
+        return self.value if self.value is not None else self.future.result()
+
+
 @dataclass
 class _Pending:
     stage: str
     exact: bool
-    result: Future | tuple
+    result: tuple | None = None  # (outputs, seconds) once known
+    chunks: list[_Task] | None = None  # while on the worker
     rows: int | None = None
     partition: bool = False
 
@@ -111,25 +132,44 @@ class StageRunner:
             out = _quiet(run_onnx, model, x)
             self._pending.append(_Pending(name, exact, (out, time.perf_counter() - t0)))
         else:
-            fut = self._worker().submit(_stage_outputs, str(path), x)
-            self._pending.append(_Pending(name, exact, fut))
+            chunks = [_Task(self._worker().submit(_stage_outputs, str(path), x[i:i + CHUNK]),
+                            _stage_outputs, (str(path), x[i:i + CHUNK]))
+                      for i in range(0, len(x), CHUNK)]
+            self._pending.append(_Pending(name, exact, chunks=chunks))
 
     def partition(self, parent_path: Path, golden, golden_path: Path, x: np.ndarray) -> None:
         """Check the partitioned parent graph: inline when the golden model (`golden`, in
         memory) is a cheap batchable graph, else on the worker."""
         args = (str(parent_path), str(golden_path), x)
         if batchable(golden):
-            result: Future | tuple = partition_outputs(*args)
+            self._pending.append(_Pending("dataflow_parent", True, partition_outputs(*args),
+                                          rows=len(x), partition=True))
         else:
-            result = self._worker().submit(partition_outputs, *args)
-        self._pending.append(_Pending("dataflow_parent", True, result, len(x), True))
+            task = _Task(self._worker().submit(partition_outputs, *args), partition_outputs, args)
+            self._pending.append(_Pending("dataflow_parent", True, chunks=[task],
+                                          rows=len(x), partition=True))
+
+    @staticmethod
+    def _collect(p: _Pending) -> tuple:
+        """The result of a queued item, from the worker or from this process."""
+        if p.result is not None:
+            return p.result
+        results = [t.result() for t in p.chunks]
+        if p.partition:
+            return results[0]
+        return np.concatenate([r[0] for r in results]), sum(r[1] for r in results)
 
     def drain(self, eq: EquivalenceChecker) -> None:
         """Compare every queued stage, in order (raises EquivalenceError at the first)."""
         from compiler.errors import EquivalenceError
 
+        # the main process is free now: it takes the tasks the worker has not started, last
+        # first, while the worker works through the earlier ones
+        for p in reversed(self._pending):
+            for task in reversed(p.chunks or []):
+                task.steal()
         for p in self._pending:
-            res = p.result.result() if isinstance(p.result, Future) else p.result
+            res = self._collect(p)
             if not p.partition:
                 out, secs = res
                 eq.add(p.stage, out, p.exact, secs)
