@@ -83,16 +83,22 @@ def _read(path: str | Path, what: str) -> tuple[Path, bytes]:
         raise InputError(f"{p}: cannot read {what}: {e.strerror}") from e
 
 
+def _load_pem(p: Path, load, what: str, cls):
+    """`load()` a PEM key of class `cls`; InputError naming the file otherwise."""
+    try:
+        key = load()
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise InputError(f"{p}: not {what} ({e})") from None
+    if not isinstance(key, cls):
+        raise InputError(f"{p}: not an Ed25519 key ({type(key).__name__})")
+    return key
+
+
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     """Load an unencrypted PEM Ed25519 private key; InputError naming the file otherwise."""
     p, data = _read(path, "private key")
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-        raise InputError(f"{p}: not an unencrypted PEM private key ({e})") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise InputError(f"{p}: not an Ed25519 key ({type(key).__name__})")
-    return key
+    return _load_pem(p, lambda: serialization.load_pem_private_key(data, password=None),
+                     "an unencrypted PEM private key", Ed25519PrivateKey)
 
 
 def load_public_key(path: str | Path) -> Ed25519PublicKey:
@@ -103,13 +109,8 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
         return Ed25519PublicKey.from_public_bytes(bytes.fromhex(text))
     if b"PRIVATE KEY" in data:
         return load_private_key(p).public_key()
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-        raise InputError(f"{p}: not a PEM public key ({e})") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise InputError(f"{p}: not an Ed25519 key ({type(key).__name__})")
-    return key
+    return _load_pem(p, lambda: serialization.load_pem_public_key(data), "a PEM public key",
+                     Ed25519PublicKey)
 
 
 def public_key_hex(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
