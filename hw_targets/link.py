@@ -347,12 +347,7 @@ class BoardLink:
                 data = self._rx.get(timeout=_POLL)
             except queue.Empty:
                 continue
-            parts = [data]
-            while True:
-                try:
-                    parts.append(self._rx.get_nowait())
-                except queue.Empty:
-                    break
+            parts = [data, *_drain(self._rx)]
             if self.stats["hung"]:
                 continue
             try:
@@ -381,11 +376,7 @@ class BoardLink:
 
     def _reboot(self) -> None:
         """Lose everything not yet processed, come up again and announce it."""
-        while True:
-            try:
-                self._rx.get_nowait()
-            except queue.Empty:
-                break
+        _drain(self._rx)
         self.stats["reboots"] += 1
         for msg in self.handler.reboot():
             self._tx.put(msg)
@@ -412,3 +403,13 @@ class BoardLink:
             else:
                 self.stats["tx_lost"] += len(data) - i
                 return
+
+
+def _drain(q: queue.Queue) -> list:
+    """Everything waiting in `q` now, without blocking."""
+    items = []
+    while True:
+        try:
+            items.append(q.get_nowait())
+        except queue.Empty:
+            return items
