@@ -233,7 +233,7 @@ def _run_steps(fe, brd, out, config, log, report, result, progress, task, qmodel
         report["steps"].append({"name": step.name, "seconds": round(secs, 3),
                                 "skipped": reusing, "model": str(path.relative_to(out))})
         log(f"step {step.name}: {'reused' if reusing else 'done'} in {secs:.2f} s")
-        if result.skipped_steps is not None and reusing:
+        if reusing:
             result.skipped_steps.append(step.name)
         integer_input = integer_input or step.name == "input_grid"
         if step.executable and step.name != "qonnx_to_finn":
@@ -242,7 +242,7 @@ def _run_steps(fe, brd, out, config, log, report, result, progress, task, qmodel
         if step.name == GOLDEN_AFTER:
             golden = model
             model.save(str(out / GOLDEN))
-            report["io"] = _io_spec(out / GOLDEN)
+            report["io"] = _io_spec(model)
         if step.name == "dataflow_partition":
             stages.partition(out / "model" / "dataflow_parent.onnx", golden, out / GOLDEN,
                              x_int[:PARENT_VECTORS])
@@ -252,10 +252,11 @@ def _run_steps(fe, brd, out, config, log, report, result, progress, task, qmodel
 PARENT_VECTORS = 8  # the parent graph runs one vector per execution: check a subset
 
 
-def _io_spec(golden_path: Path) -> dict:
+def _io_spec(golden_model) -> dict:
+    """Input, raw-output and output tensors of the golden model (in memory)."""
     from compiler.golden import GoldenModel
 
-    g = GoldenModel(golden_path)
+    g = GoldenModel(golden_model)
     m = g.model
     return {
         "input": {"name": g.input_name, "shape": list(g.input_shape),
