@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
 
 demo: $(STAMP)
-	$(BIN)/python -m harness.demo --out $(DEMO)
+	$(BIN)/python -m fpgaprint.harness.demo --out $(DEMO)
 
 bench: $(STAMP)
 	test -f $(DEMO)/package/manifest.json || $(MAKE) demo

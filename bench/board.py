@@ -36,10 +36,10 @@ def make_package(name: str, work: Path) -> Path:
 
     import torch
 
-    from compiler.build import build_model
-    from compiler.data import InputGrid
-    from compiler.golden import GoldenModel
-    from compiler.package import finalize_package, write_selftest
+    from fpgaprint.compiler.build import build_model
+    from fpgaprint.compiler.data import InputGrid
+    from fpgaprint.compiler.golden import GoldenModel
+    from fpgaprint.compiler.package import finalize_package, write_selftest
 
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         result = build_model(f"zoo:{name}", "Pynq-Z1", work / f"build-{name}")
@@ -75,7 +75,7 @@ def rate(fn, x: np.ndarray, seconds: float) -> float:
 def serve_pty(pkg: Path) -> tuple[subprocess.Popen, str]:
     """`fpgaprint board serve PKG --pty`; returns the process and its port."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "compiler.cli", "board", "serve", str(pkg), "--pty",
+        [sys.executable, "-m", "fpgaprint", "board", "serve", str(pkg), "--pty",
          "--allow-unsigned"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         cwd=ROOT)
     port = proc.stdout.readline().strip()
@@ -86,9 +86,9 @@ def serve_pty(pkg: Path) -> tuple[subprocess.Popen, str]:
 
 
 def bench_model(name: str, pkg: Path, seconds: float, pty: bool) -> dict:
-    from compiler.golden import GoldenModel
-    from hw_targets.agent import BoardAgent
-    from hw_targets.backends import open_backend
+    from fpgaprint.compiler.golden import GoldenModel
+    from fpgaprint.hw_targets.agent import BoardAgent
+    from fpgaprint.hw_targets.backends import open_backend
 
     t0 = time.perf_counter()
     board = open_backend(pkg, allow_unsigned=True)
@@ -106,7 +106,7 @@ def bench_model(name: str, pkg: Path, seconds: float, pty: bool) -> dict:
     out["inproc_b1"] = rate(board.infer, x[:1], seconds)
     out["inproc_b64"] = rate(board.infer, x[:64], seconds)
     if pty:
-        from harness.client import BoardClient
+        from fpgaprint.harness.client import BoardClient
 
         proc, port = serve_pty(pkg)
         try:

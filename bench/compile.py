@@ -23,7 +23,7 @@ def bare_finn(qonnx: Path, out: Path, config, board) -> dict[str, float]:
     """The same FINN+ transformations as the build's steps, without checks or reports."""
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from compiler.steps import STEPS, BuildContext
+    from fpgaprint.compiler.steps import STEPS, BuildContext
 
     (out / "model").mkdir(parents=True, exist_ok=True)
     ctx = BuildContext(config, board, out, lambda *a, **k: None, {})
@@ -44,11 +44,11 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=32, help="equivalence vectors per stage")
     args = ap.parse_args()
 
-    from compiler.build import build_model
-    from compiler.config import BuildConfig
-    from compiler.finn_env import ensure_finn
-    from compiler.frontend import resolve
-    from hw_targets.boards import get_board
+    from fpgaprint.compiler.build import build_model
+    from fpgaprint.compiler.config import BuildConfig
+    from fpgaprint.compiler.finn_env import ensure_finn
+    from fpgaprint.compiler.frontend import resolve
+    from fpgaprint.hw_targets.boards import get_board
 
     console = Console()
     board = get_board("Pynq-Z1")

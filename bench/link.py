@@ -22,10 +22,10 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.client import BoardClient  # noqa: E402
-from hw_targets.agent import BoardAgent  # noqa: E402
-from hw_targets.link import BoardLink, LinkFaults, PtyTransport  # noqa: E402
-from hw_targets.mlperf import MlperfTinyClient, MlperfTinyHandler  # noqa: E402
+from fpgaprint.harness.client import BoardClient  # noqa: E402
+from fpgaprint.hw_targets.agent import BoardAgent  # noqa: E402
+from fpgaprint.hw_targets.link import BoardLink, LinkFaults, PtyTransport  # noqa: E402
+from fpgaprint.hw_targets.mlperf import MlperfTinyClient, MlperfTinyHandler  # noqa: E402
 
 TOPOLOGIES = {"digits": (64,), "TFC": (1, 28, 28), "CNV": (3, 32, 32)}
 OUTPUTS = 10
@@ -148,7 +148,7 @@ def main() -> None:
 
     boards = [(name, StandIn(name, shape), "UINT8") for name, shape in TOPOLOGIES.items()]
     if args.package is not None:
-        from hw_targets.backends import open_backend
+        from fpgaprint.hw_targets.backends import open_backend
 
         dev = open_backend(args.package, "virtual", None, None, allow_unsigned=True)
         boards.append((f"{dev.package.name} (virtual)", dev, dev.input_datatype))

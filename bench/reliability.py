@@ -21,7 +21,7 @@ from rich.table import Table
 
 def serve(package: Path, *args: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "compiler.cli", "board", "serve", str(package), "--pty", *args],
+        [sys.executable, "-m", "fpgaprint", "board", "serve", str(package), "--pty", *args],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     port = proc.stdout.readline().strip()
     if not port:
@@ -40,9 +40,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=20.0)
     args = ap.parse_args()
 
-    from compiler.golden import GoldenModel
-    from compiler.package import verify_package
-    from harness.verify import selftest_plan, verify_board
+    from fpgaprint.compiler.golden import GoldenModel
+    from fpgaprint.compiler.package import verify_package
+    from fpgaprint.harness.verify import selftest_plan, verify_board
 
     pkg = verify_package(args.package, allow_unsigned=True)
     mems = GoldenModel(pkg.golden_path).memories()

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler.config import BuildConfig
-from compiler.equivalence import EquivalenceChecker, run_onnx, run_torch, sample_inputs
-from compiler.errors import FpgaprintError, InputError
-from compiler.finn_env import ensure_finn
-from compiler.stage_runner import StageRunner
-from compiler.steps import GOLDEN_AFTER, STEPS, BuildContext
-from compiler import vivado
+from fpgaprint.compiler.config import BuildConfig
+from fpgaprint.compiler.equivalence import EquivalenceChecker, run_onnx, run_torch, sample_inputs
+from fpgaprint.compiler.errors import FpgaprintError, InputError
+from fpgaprint.compiler.finn_env import ensure_finn
+from fpgaprint.compiler.stage_runner import StageRunner
+from fpgaprint.compiler.steps import GOLDEN_AFTER, STEPS, BuildContext
+from fpgaprint.compiler import vivado
 
 GOLDEN = Path("model/golden.onnx")
 STATE = Path("finn/state.json")
@@ -108,7 +108,7 @@ def build_model(
     console=None,
 ) -> BuildResult:
     """Compile `spec` for `board` into the package directory `out`."""
-    from hw_targets.boards import check_resources, get_board
+    from fpgaprint.hw_targets.boards import check_resources, get_board
 
     config = config or BuildConfig()
     brd = get_board(board)  # fail on bad input before touching OUT
@@ -160,8 +160,8 @@ def build_model(
 def _run(spec, brd, out, config, fp, log, report, result, console):
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from compiler import frontend
-    from compiler.data import InputGrid
+    from fpgaprint.compiler import frontend
+    from fpgaprint.compiler.data import InputGrid
 
     ensure_finn(out / "finn")
     progress = _progress(console)
@@ -254,7 +254,7 @@ PARENT_VECTORS = 8  # the parent graph runs one vector per execution: check a su
 
 def _io_spec(golden_model) -> dict:
     """Input, raw-output and output tensors of the golden model (in memory)."""
-    from compiler.golden import GoldenModel
+    from fpgaprint.compiler.golden import GoldenModel
 
     g = GoldenModel(golden_model)
     m = g.model
@@ -295,14 +295,14 @@ def _json_default(o):
 
 
 def _load_fingerprint(path):
-    from fingerprint.fpset import load_set
+    from fpgaprint.fingerprint.fpset import load_set
 
     return load_set(path)
 
 
 def _check_key(key, allow_unsigned: bool) -> None:
     """Fail before building when the package could not be signed at the end."""
-    from compiler.keys import default_key_path
+    from fpgaprint.compiler.keys import default_key_path
 
     if allow_unsigned:
         return
@@ -314,8 +314,8 @@ def _check_key(key, allow_unsigned: bool) -> None:
 
 def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar: bool) -> None:
     """Embed the fingerprint as self-test vectors, then write the signed manifest."""
-    from compiler.golden import GoldenModel
-    from compiler.package import finalize_package, write_selftest
+    from fpgaprint.compiler.golden import GoldenModel
+    from fpgaprint.compiler.package import finalize_package, write_selftest
 
     report = result.report
     golden = GoldenModel(result.golden_path)

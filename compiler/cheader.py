@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler.errors import InputError
-from compiler.manifest import write_atomic
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.compiler.manifest import write_atomic
 
 PREFIX = "FPGAPRINT_SELFTEST"
 GUARD = "FPGAPRINT_SELFTEST_VECTORS_H"

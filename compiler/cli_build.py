@@ -16,7 +16,7 @@ def train(model: str, out: str, seed: int, epochs: int | None) -> None:
     """Train a zoo model (e.g. zoo:digits-mlp) on its embedded data set and save it."""
     from rich.console import Console
 
-    from compiler import modelio, zoo
+    from fpgaprint.compiler import modelio, zoo
 
     console = Console(stderr=True)
     entry = zoo.get_entry(model)
@@ -50,9 +50,9 @@ def build(model, board, out, fingerprint, config_path, key, unsigned, tar, **ove
     """Compile MODEL (QONNX .onnx, PyTorch/Brevitas checkpoint, or zoo:NAME) for BOARD."""
     from rich.console import Console
 
-    from compiler.build import build_model
-    from compiler.config import BuildConfig
-    from compiler.report import summary
+    from fpgaprint.compiler.build import build_model
+    from fpgaprint.compiler.config import BuildConfig
+    from fpgaprint.compiler.report import summary
 
     console = Console(stderr=True)
     cfg = BuildConfig.load(config_path, **overrides)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from compiler.errors import InputError
+from fpgaprint.compiler.errors import InputError
 
 
 @dataclass

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from compiler.errors import EquivalenceError
+from fpgaprint.compiler.errors import EquivalenceError
 
 
 # ops whose execution treats batch rows independently: graphs made of these run the whole
@@ -25,7 +25,7 @@ def run_onnx(model, x: np.ndarray) -> np.ndarray:
     """Outputs (N, C) of a QONNX/FINN graph: batched where the graph allows, else per vector."""
     ops = {n.op_type for n in model.graph.node}
     if any(n.domain.startswith(HW_DOMAIN) for n in model.graph.node):
-        from compiler.golden import GoldenModel
+        from fpgaprint.compiler.golden import GoldenModel
 
         return GoldenModel(model).run(x)[1]
     if ops <= BATCH_SAFE_OPS and len(x) > 1:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler.errors import InputError
+from fpgaprint.compiler.errors import InputError
 
 QUANT_OPS = {"Quant", "BipolarQuant", "Trunc", "MultiThreshold"}
 
@@ -33,7 +33,7 @@ def check_onnx_file(path: Path):
     """Load and sanity-check a user's ONNX file: readable, quantized, supported ops."""
     import onnx
 
-    from compiler.steps import check_supported_ops
+    from fpgaprint.compiler.steps import check_supported_ops
 
     if not path.is_file():
         raise InputError(f"{path}: no such file")
@@ -59,7 +59,7 @@ def check_onnx_file(path: Path):
 
 def resolve(spec: str, config, workdir: Path, log) -> FrontEnd:
     """Bring the model named by `spec` into QONNX at workdir/qonnx.onnx."""
-    from compiler import modelio, zoo
+    from fpgaprint.compiler import modelio, zoo
 
     workdir.mkdir(parents=True, exist_ok=True)
     dst = workdir / "qonnx.onnx"
@@ -81,7 +81,7 @@ def resolve(spec: str, config, workdir: Path, log) -> FrontEnd:
 
 
 def _from_checkpoint(ckpt, source, sha, config, dst: Path, log) -> FrontEnd:
-    from compiler import quantize, zoo
+    from fpgaprint.compiler import quantize, zoo
 
     data = zoo.get_entry(ckpt.zoo).data(config.seed) if ckpt.zoo else None
     float_model = ckpt.model

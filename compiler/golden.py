@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler.errors import InputError
-from compiler.finn_env import ensure_finn
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.compiler.finn_env import ensure_finn
 
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
 # HW op -> indices of its inputs that are memories (weights, thresholds)

@@ -10,7 +10,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from compiler.errors import InputError
+from fpgaprint.compiler.errors import InputError
 
 PRIVATE_NAME = "signing.key"
 PUBLIC_NAME = "signing.pub"

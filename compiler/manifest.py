@@ -13,8 +13,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from compiler.errors import InputError
-from compiler.keys import load_private_key, load_public_key, public_key_hex
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.compiler.keys import load_private_key, load_public_key, public_key_hex
 
 SCHEMA = "fpgaprint-manifest/1"
 MANIFEST = "manifest.json"

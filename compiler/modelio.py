@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from compiler.errors import InputError
+from fpgaprint.compiler.errors import InputError
 
 FORMAT = "fpgaprint-checkpoint/1"
 
@@ -73,7 +73,7 @@ def load(path: str | Path) -> Checkpoint:
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise InputError(f"{path}: not an fpgaprint checkpoint nor a pickled nn.Module")
     if obj.get("zoo"):
-        from compiler.zoo import get_entry
+        from fpgaprint.compiler.zoo import get_entry
 
         model = get_entry(obj["zoo"]).build()
         model.load_state_dict(obj["state_dict"])

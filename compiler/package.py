@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from compiler import cheader
-from compiler.errors import InputError
-from compiler.keys import default_key_path, load_private_key
-from compiler.manifest import (
+from fpgaprint.compiler import cheader
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.compiler.keys import default_key_path, load_private_key
+from fpgaprint.compiler.manifest import (
     MANIFEST,
     SIGNATURE,
     Verification,

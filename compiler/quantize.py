@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from compiler.errors import UnsupportedModelError
+from fpgaprint.compiler.errors import UnsupportedModelError
 
 SUPPORTED = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d,
              nn.Flatten, nn.Dropout, nn.Identity)
@@ -81,6 +81,6 @@ def quantize_ptq(model: nn.Module, calib_x: np.ndarray, weight_bits: int = 4,
 
 def finetune_qat(qmodel: nn.Module, ds, epochs: int = 10, lr: float = 1e-3, seed: int = 0):
     """Quantization-aware fine-tuning of a Brevitas model on a data set."""
-    from compiler.zoo import train
+    from fpgaprint.compiler.zoo import train
 
     return train(qmodel, ds, epochs, lr, seed=seed)

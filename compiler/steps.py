@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 from onnx import TensorProto, helper
 
-from compiler.errors import UnsupportedModelError
+from fpgaprint.compiler.errors import UnsupportedModelError
 
 # ONNX/QONNX ops the front end accepts (anything else is named in an error before FINN runs).
 SUPPORTED_OPS = {
@@ -234,7 +234,7 @@ def _fold(model, ctx, fps: int):
 def _fits(model, ctx) -> bool:
     from finn.analysis.fpgadataflow.res_estimation import res_estimation
 
-    from hw_targets.boards import check_resources
+    from fpgaprint.hw_targets.boards import check_resources
 
     total: dict[str, float] = {}
     for res in model.analysis(partial(res_estimation, fpgapart=ctx.board.part)).values():

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from compiler.data import Dataset, load_digits, upsample_digits
-from compiler.errors import InputError
+from fpgaprint.compiler.data import Dataset, load_digits, upsample_digits
+from fpgaprint.compiler.errors import InputError
 
 
 def digits_mlp(hidden: tuple[int, ...] = (64, 32), num_classes: int = 10) -> nn.Module:
@@ -112,7 +112,7 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, input_shape: tuple[
 
 def make(name: str, seed: int = 0, epochs: int | None = None, progress=None):
     """Build and train a zoo model deterministically; returns a modelio.Checkpoint."""
-    from compiler.modelio import Checkpoint
+    from fpgaprint.compiler.modelio import Checkpoint
 
     entry = get_entry(name)
     torch.manual_seed(seed)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from compiler.data import Dataset, InputGrid
-from fingerprint.fpset import FingerprintSet
-from fingerprint.generate import margins_of
-from fingerprint.perturb import perturbable
-from fingerprint.source import Model
+from fpgaprint.compiler.data import Dataset, InputGrid
+from fpgaprint.fingerprint.fpset import FingerprintSet
+from fpgaprint.fingerprint.generate import margins_of
+from fpgaprint.fingerprint.perturb import perturbable
+from fpgaprint.fingerprint.source import Model
 
 BASELINES = ("natural", "noise", "adversarial", "sensitive-samples")
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from compiler.errors import InputError
+from fpgaprint.compiler.errors import InputError
 
 Flip = tuple[str, int, int]  # (memory key, flat index, bit)
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.data import Dataset
-from compiler.errors import FpgaprintError
-from fingerprint import variants
-from fingerprint.check import match_rate
-from fingerprint.fpset import FingerprintSet
-from fingerprint.source import Model
+from fpgaprint.compiler.data import Dataset
+from fpgaprint.compiler.errors import FpgaprintError
+from fpgaprint.fingerprint import variants
+from fpgaprint.fingerprint.check import match_rate
+from fpgaprint.fingerprint.fpset import FingerprintSet
+from fpgaprint.fingerprint.source import Model
 
 PTQ_BITS = (8, 6, 4)
 PRUNE_FRACTIONS = (0.5, 0.7)

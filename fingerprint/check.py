@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from compiler.errors import InputError
-from fingerprint.fpset import FingerprintSet
-from fingerprint.source import Model
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.fingerprint.fpset import FingerprintSet
+from fpgaprint.fingerprint.source import Model
 
 
 @dataclass

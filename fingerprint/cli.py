@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from compiler.errors import InputError, VerdictFail
+from fpgaprint.compiler.errors import InputError, VerdictFail
 
 
 def _seed_torch() -> None:
@@ -41,9 +41,9 @@ def fingerprint(threads: int) -> None:
 def generate(model: str, algorithm: str, count: int, out: Path, seed: int, calibrate: bool,
              margin: float | None, steps: int | None) -> None:
     """Generate COUNT intrinsic examples of MODEL (a .pt file or zoo:NAME) into OUT."""
-    from fingerprint.calibrate import calibrate as do_calibrate
-    from fingerprint.generate import GenParams, generate as do_generate
-    from fingerprint.source import load_model
+    from fpgaprint.fingerprint.calibrate import calibrate as do_calibrate
+    from fpgaprint.fingerprint.generate import GenParams, generate as do_generate
+    from fpgaprint.fingerprint.source import load_model
 
     if count < 1:
         raise InputError(f"--count must be at least 1, got {count}")
@@ -72,9 +72,9 @@ def generate(model: str, algorithm: str, count: int, out: Path, seed: int, calib
               help="Also write the result as JSON.")
 def check(model: str, fpset: Path, expect_source: bool, json_out: Path | None) -> None:
     """Match rate and verdict of MODEL on the fingerprint set FPSET (exit 1 on FAIL)."""
-    from fingerprint.check import check as do_check
-    from fingerprint.fpset import load_set
-    from fingerprint.source import load_model
+    from fpgaprint.fingerprint.check import check as do_check
+    from fpgaprint.fingerprint.fpset import load_set
+    from fpgaprint.fingerprint.source import load_model
 
     fs = load_set(fpset)
     _seed_torch()
@@ -99,8 +99,8 @@ def check(model: str, fpset: Path, expect_source: bool, json_out: Path | None) -
 @click.option("--quick", is_flag=True, help="Fewer flip counts, seeds and epochs (smoke run).")
 def eval_(model: str, out: Path, count: int, flip_seeds: int, seed: int, quick: bool) -> None:
     """Fidelity table of MODEL: benign and malicious variants against every method."""
-    from fingerprint.evaluate import EvalConfig, evaluate
-    from fingerprint.report import write_report
+    from fpgaprint.fingerprint.evaluate import EvalConfig, evaluate
+    from fpgaprint.fingerprint.report import write_report
 
     cfg = EvalConfig.quick() if quick else EvalConfig()
     cfg.count = count

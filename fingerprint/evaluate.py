@@ -14,14 +14,14 @@ from typing import Callable
 
 import numpy as np
 
-from compiler.data import Dataset, InputGrid, load_digits, upsample_digits
-from compiler.errors import FpgaprintError, InputError
-from fingerprint import baselines, bitflips, variants
-from fingerprint.calibrate import benign_variants, calibrate, threshold_from
-from fingerprint.check import match_rate
-from fingerprint.fpset import FingerprintSet
-from fingerprint.generate import ALGORITHMS, generate
-from fingerprint.source import GoldenRunner, Model, load_model
+from fpgaprint.compiler.data import Dataset, InputGrid, load_digits, upsample_digits
+from fpgaprint.compiler.errors import FpgaprintError, InputError
+from fpgaprint.fingerprint import baselines, bitflips, variants
+from fpgaprint.fingerprint.calibrate import benign_variants, calibrate, threshold_from
+from fpgaprint.fingerprint.check import match_rate
+from fpgaprint.fingerprint.fpset import FingerprintSet
+from fpgaprint.fingerprint.generate import ALGORITHMS, generate
+from fpgaprint.fingerprint.source import GoldenRunner, Model, load_model
 
 BENIGN_FAMILIES = ("ptq", "qat", "prune+ft", "finn-golden")
 MALICIOUS_FAMILIES = ("swap", "transfer", "finetune-shifted", "backdoor")
@@ -57,7 +57,7 @@ class EvalConfig:
 def dataset_for(model: Model, seed: int = 0) -> Dataset:
     """The evaluator's data: the zoo model's data set, else digits shaped to the input."""
     if model.zoo:
-        from compiler.zoo import get_entry
+        from fpgaprint.compiler.zoo import get_entry
 
         return get_entry(model.zoo).data(seed)
     shape = tuple(model.input_shape)
@@ -167,8 +167,8 @@ class Evaluation:
 
     # -- golden and bit flips --------------------------------------------------------------
     def build_golden(self) -> None:
-        from compiler.build import build_model
-        from compiler.golden import GoldenModel
+        from fpgaprint.compiler.build import build_model
+        from fpgaprint.compiler.golden import GoldenModel
 
         spec = self.spec if isinstance(self.spec, str) else None
         if self.cfg.golden:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler.data import InputGrid
-from compiler.errors import InputError
+from fpgaprint.compiler.data import InputGrid
+from fpgaprint.compiler.errors import InputError
 
 FORMAT = "fpgaprint-fingerprint/1"
 DEFAULT_THRESHOLD = 0.9

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from compiler.data import InputGrid
-from compiler.errors import InputError
-from fingerprint.fpset import FingerprintSet
-from fingerprint.highpass import highpass
-from fingerprint.perturb import ParamSampler, PerturbConfig
-from fingerprint.source import Model
+from fpgaprint.compiler.data import InputGrid
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.fingerprint.fpset import FingerprintSet
+from fpgaprint.fingerprint.highpass import highpass
+from fpgaprint.fingerprint.perturb import ParamSampler, PerturbConfig
+from fpgaprint.fingerprint.source import Model
 
 ALGORITHMS = ("vanilla", "robust", "sensitive")
 

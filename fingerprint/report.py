@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fingerprint.fpset import FingerprintSet
+from fpgaprint.fingerprint.fpset import FingerprintSet
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from compiler.errors import InputError
+from fpgaprint.compiler.errors import InputError
 
 ZOO_PREFIX = "zoo:"
 DEFAULT_SEED = 0
@@ -24,7 +24,7 @@ DEFAULT_SEED = 0
 
 def state_dict_sha256(module: nn.Module) -> str:
     """SHA-256 of the state dict contents (stable across re-saves), as the compiler hashes it."""
-    from compiler.modelio import state_sha256
+    from fpgaprint.compiler.modelio import state_sha256
 
     return state_sha256(module)
 
@@ -76,7 +76,7 @@ def from_module(module: nn.Module, input_shape: tuple[int, ...], num_classes: in
 
 def train_zoo(name: str, seed: int = DEFAULT_SEED) -> Model:
     """Train a zoo model exactly as the compiler does for `zoo:NAME` and wrap it."""
-    from compiler import zoo
+    from fpgaprint.compiler import zoo
 
     ckpt = zoo.make(name, seed=seed)
     m = from_module(ckpt.model, ckpt.input_shape, ckpt.num_classes, f"zoo:{ckpt.zoo}",
@@ -103,7 +103,7 @@ def load_model(spec: str | Path | nn.Module | Model, input_shape: tuple[int, ...
         raise InputError(f"{path}: no such model file (give a .pt, .onnx or zoo:NAME)")
     if path.suffix == ".onnx":
         return _load_onnx(path)
-    from compiler import modelio
+    from fpgaprint.compiler import modelio
 
     ckpt = modelio.load(path)
     m = from_module(ckpt.model, ckpt.input_shape, ckpt.num_classes, str(path), ckpt.kind,
@@ -118,7 +118,7 @@ class GoldenRunner:
     kind = "golden"
 
     def __init__(self, golden, grid_bits: int = 8):
-        from compiler.data import InputGrid
+        from fpgaprint.compiler.data import InputGrid
 
         self.golden = golden
         self.grid = InputGrid(grid_bits)
@@ -144,7 +144,7 @@ class QonnxRunner:
         self.input_shape = tuple(model.get_tensor_shape(self.input_name))
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        from compiler.equivalence import run_onnx
+        from fpgaprint.compiler.equivalence import run_onnx
 
         rows = np.asarray(x, np.float32).reshape((-1, *self.input_shape[1:]))
         return run_onnx(self.model, rows)
@@ -152,8 +152,8 @@ class QonnxRunner:
 
 def _onnx_runner(path: Path):
     """A golden graph (FINN HW layers) or a QONNX graph."""
-    from compiler.finn_env import ensure_finn
-    from compiler.golden import HW_DOMAIN, GoldenModel
+    from fpgaprint.compiler.finn_env import ensure_finn
+    from fpgaprint.compiler.golden import HW_DOMAIN, GoldenModel
 
     ensure_finn()
     from qonnx.core.modelwrapper import ModelWrapper
@@ -168,7 +168,7 @@ def _onnx_runner(path: Path):
 
 
 def _load_onnx(path: Path) -> Model:
-    from compiler.modelio import file_sha256
+    from fpgaprint.compiler.modelio import file_sha256
 
     runner = _onnx_runner(path)
     shape = tuple(int(s) for s in runner.input_shape)

@@ -12,9 +12,9 @@ import numpy as np
 import torch.nn as nn
 import torch.nn.utils.prune as tprune
 
-from compiler.data import Dataset, InputGrid
-from compiler.errors import InputError
-from fingerprint.source import Model, from_module
+from fpgaprint.compiler.data import Dataset, InputGrid
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.fingerprint.source import Model, from_module
 
 
 def _wrap(module: nn.Module, like: Model, name: str) -> Model:
@@ -28,7 +28,7 @@ def _module(model: Model) -> nn.Module:
 
 
 def _finetune(module: nn.Module, data: Dataset, epochs: int, lr: float, seed: int) -> nn.Module:
-    from compiler.zoo import train
+    from fpgaprint.compiler.zoo import train
 
     return train(module, data, epochs, lr, seed=seed)
 
@@ -36,7 +36,7 @@ def _finetune(module: nn.Module, data: Dataset, epochs: int, lr: float, seed: in
 # -- benign -------------------------------------------------------------------------------------
 def ptq(model: Model, bits: int, calib_x: np.ndarray) -> Model:
     """Post-training quantization with the deployment's quantizer (weights and activations)."""
-    from compiler.quantize import quantize_ptq
+    from fpgaprint.compiler.quantize import quantize_ptq
 
     if model.kind != "float":
         raise InputError(f"{model.name}: PTQ applies to float models, this one is {model.kind}")
@@ -48,7 +48,7 @@ def ptq(model: Model, bits: int, calib_x: np.ndarray) -> Model:
 def qat(model: Model, bits: int, data: Dataset, epochs: int = 5, lr: float = 1e-3,
         seed: int = 0) -> Model:
     """PTQ at `bits` calibrated on the training data, then quantization-aware fine-tuning."""
-    from compiler.quantize import finetune_qat, quantize_ptq
+    from fpgaprint.compiler.quantize import finetune_qat, quantize_ptq
 
     if model.kind != "float":
         module = _module(model)
@@ -153,7 +153,7 @@ def backdoor(model: Model, data: Dataset, target: int = 0, rate: float = 0.2, ep
 
 def retrained(zoo_name: str, seed: int) -> Model:
     """An independently trained model of the same architecture (model swap)."""
-    from fingerprint.source import train_zoo
+    from fpgaprint.fingerprint.source import train_zoo
 
     m = train_zoo(zoo_name, seed=seed)
     m.name = f"swap(seed={seed})"

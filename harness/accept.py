@@ -12,13 +12,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from compiler.errors import InputError
-from harness.db import ResultStore
-from harness.verdict import NO_VERDICT, BoardOutcome, overall
-from harness.verify import DEFAULT_BATCH, Plan, verify_board
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.harness.db import ResultStore
+from fpgaprint.harness.verdict import NO_VERDICT, BoardOutcome, overall
+from fpgaprint.harness.verify import DEFAULT_BATCH, Plan, verify_board
 
 if TYPE_CHECKING:
-    from compiler.package import Package
+    from fpgaprint.compiler.package import Package
     from rich.console import Console
 
 
@@ -131,7 +131,7 @@ class _Progress:
     def finish(self, o: BoardOutcome) -> None:
         if self.bars is None:
             return
-        from harness.reports import STYLE
+        from fpgaprint.harness.reports import STYLE
 
         style = STYLE.get(o.status, "")
         serial = f" {o.serial}" if o.serial else ""

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from compiler.errors import LinkError, VerdictFail
-from harness.verdict import FAIL, NO_VERDICT, PASS
+from fpgaprint.compiler.errors import LinkError, VerdictFail
+from fpgaprint.harness.verdict import FAIL, NO_VERDICT, PASS
 
 _common = [
     click.option("--package", "package", required=True, type=click.Path(path_type=Path),
@@ -61,8 +61,8 @@ def verify(port, package, timeout, retries, batch, challenge, trusted_key, allow
     """Verify one board against its deployment package and give the verdict."""
     from rich.console import Console
 
-    from harness.reports import verify_report, verify_summary, write_json, write_verify_junit
-    from harness.verify import challenge_plan, load_package, selftest_plan, verify_board
+    from fpgaprint.harness.reports import verify_report, verify_summary, write_json, write_verify_junit
+    from fpgaprint.harness.verify import challenge_plan, load_package, selftest_plan, verify_board
 
     with load_package(package, trusted_key, allow_unsigned) as pkg:
         plan = challenge_plan(pkg, challenge, _rng()) if challenge else selftest_plan(pkg)
@@ -91,11 +91,11 @@ def accept(ports, package, timeout, retries, batch, challenge, trusted_key, allo
     """Accept several boards in parallel; every result is committed to the database."""
     from rich.console import Console
 
-    from harness.accept import accept as run_accept
-    from harness.accept import default_station, parse_ports
-    from harness.db import ResultStore
-    from harness.reports import accept_table, write_accept_html, write_accept_junit
-    from harness.verify import challenge_plan, load_package, selftest_plan
+    from fpgaprint.harness.accept import accept as run_accept
+    from fpgaprint.harness.accept import default_station, parse_ports
+    from fpgaprint.harness.db import ResultStore
+    from fpgaprint.harness.reports import accept_table, write_accept_html, write_accept_junit
+    from fpgaprint.harness.verify import challenge_plan, load_package, selftest_plan
 
     port_list = parse_ports(ports)
     with load_package(package, trusted_key, allow_unsigned) as pkg:

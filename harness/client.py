@@ -21,8 +21,8 @@ from typing import Any, Callable
 import numpy as np
 import serial
 
-from compiler.errors import InputError, LinkError, VerdictFail
-from hw_targets import protocol as P
+from fpgaprint.compiler.errors import InputError, LinkError, VerdictFail
+from fpgaprint.hw_targets import protocol as P
 
 log = logging.getLogger("fpgaprint.client")
 

@@ -22,7 +22,7 @@ console = Console()
 
 def fpgaprint(*args, check_codes=(0,), log: Path | None = None) -> subprocess.CompletedProcess:
     """Run one `fpgaprint` command; output goes to the demo log."""
-    cmd = [sys.executable, "-m", "compiler.cli", *map(str, args)]
+    cmd = [sys.executable, "-m", "fpgaprint", *map(str, args)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if log is not None:
         with log.open("a") as f:
@@ -39,7 +39,7 @@ class Board:
     def __init__(self, package: Path, *faults: str, log: Path):
         self.log = log.open("a")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "compiler.cli", "board", "serve", str(package), "--pty",
+            [sys.executable, "-m", "fpgaprint", "board", "serve", str(package), "--pty",
              *faults], stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.port = self.proc.stdout.readline().strip()
         if not self.port:
@@ -60,7 +60,7 @@ class Board:
 
 def high_order_flip(package: Path) -> str:
     """LAYER:INDEX:BIT for the sign (top) bit of the first weight of the last layer."""
-    from compiler.golden import GoldenModel
+    from fpgaprint.compiler.golden import GoldenModel
 
     mems = GoldenModel(package / "model" / "golden.onnx").memories()
     key = [k for k in mems if k.endswith("/weights")][-1]
@@ -87,7 +87,7 @@ def main() -> None:
         rows.append((title, detail, time.perf_counter() - t0))
         console.print(f"[green]✓[/] {title}: {detail}")
 
-    model, fp, pkg = out / "digits-mlp.pt", out / "fingerprint.npz", out / "package"
+    model, fp, pkg = out / "digits-mlp.pt", out / "fpgaprint.fingerprint.npz", out / "package"
 
     stage("train", lambda: fpgaprint("train", "zoo:digits-mlp", "--out", model,
                                      log=log).stdout.strip().split(": ", 1)[-1])

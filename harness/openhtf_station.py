@@ -20,8 +20,8 @@ import numpy as np
 import openhtf as htf
 from openhtf.core.base_plugs import BasePlug
 
-from harness.verdict import Answers, decide
-from harness.verify import (
+from fpgaprint.harness.verdict import Answers, decide
+from fpgaprint.harness.verify import (
     DEFAULT_BATCH,
     Plan,
     challenge_plan,
@@ -41,7 +41,7 @@ class BoardPlug(BasePlug):
     retries: int = 3
 
     def __init__(self) -> None:
-        from harness.client import BoardClient
+        from fpgaprint.harness.client import BoardClient
 
         if not self.port:
             raise ValueError("BoardPlug has no port: create it with board_plug(port)")
@@ -164,7 +164,7 @@ def make_test(
 
 
 def _protocol() -> int:
-    from hw_targets.protocol import PROTOCOL_VERSION
+    from fpgaprint.hw_targets.protocol import PROTOCOL_VERSION
 
     return PROTOCOL_VERSION
 
@@ -195,7 +195,7 @@ def run(test: htf.Test, record_json: str | Path | None = None) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Headless station: exit 0 PASS, 1 FAIL, 3 error (no verdict), 2 bad input."""
-    from compiler.errors import FpgaprintError
+    from fpgaprint.compiler.errors import FpgaprintError
     from openhtf.core.test_record import Outcome
 
     ap = argparse.ArgumentParser(prog="python -m harness.openhtf_station")

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 import pytest
 
 if TYPE_CHECKING:
-    from compiler.package import Package
-    from harness.client import BoardClient
+    from fpgaprint.compiler.package import Package
+    from fpgaprint.harness.client import BoardClient
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -53,8 +53,8 @@ def board(request: pytest.FixtureRequest) -> Iterator[Board]:
     if not port or not pkg_dir:
         pytest.skip("no board under test: pass --board-port URL and --board-package DIR")
 
-    from compiler.package import verify_package
-    from harness.client import BoardClient
+    from fpgaprint.compiler.package import verify_package
+    from fpgaprint.harness.client import BoardClient
 
     package = verify_package(
         pkg_dir,

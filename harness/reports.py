@@ -16,8 +16,8 @@ from typing import Any, Iterable
 import numpy as np
 from junitparser import Error, Failure, JUnitXml, TestCase, TestSuite
 
-from compiler.manifest import write_atomic
-from harness.verdict import FAIL, NO_VERDICT, PASS, BoardOutcome
+from fpgaprint.compiler.manifest import write_atomic
+from fpgaprint.harness.verdict import FAIL, NO_VERDICT, PASS, BoardOutcome
 
 REPORT_SCHEMA = "fpgaprint-verify-report/1"
 STYLE = {PASS: "bold green", FAIL: "bold red", NO_VERDICT: "bold yellow"}

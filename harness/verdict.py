@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from compiler.errors import InputError
+from fpgaprint.compiler.errors import InputError
 
 PASS = "PASS"
 FAIL = "FAIL"

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from compiler.errors import InputError, LinkError, VerdictFail
-from harness.verdict import (
+from fpgaprint.compiler.errors import InputError, LinkError, VerdictFail
+from fpgaprint.harness.verdict import (
     FAIL,
     NO_VERDICT,
     Answers,
@@ -33,7 +33,7 @@ from harness.verdict import (
 )
 
 if TYPE_CHECKING:
-    from compiler.package import Package
+    from fpgaprint.compiler.package import Package
 
 DEFAULT_BATCH = 16
 NONCE_BYTES = 16
@@ -54,7 +54,7 @@ def load_package(
     path: str | Path, trusted_key: str | Path | None = None, allow_unsigned: bool = False
 ) -> "Package":
     """Verify the package (signature, hashes, contents); InputError names what failed."""
-    from compiler.package import verify_package
+    from fpgaprint.compiler.package import verify_package
 
     return verify_package(path, trusted_key=trusted_key, allow_unsigned=allow_unsigned)
 
@@ -75,7 +75,7 @@ def selftest_plan(pkg: "Package") -> Plan:
 
 def challenge_plan(pkg: "Package", fp_path: str | Path, rng: np.random.Generator) -> Plan:
     """A verifier-held fingerprint set: labels checked against the set, random sending order."""
-    from fingerprint.fpset import load_set
+    from fpgaprint.fingerprint.fpset import load_set
 
     fp = load_set(fp_path)
     in_shape = tuple(pkg.io["input"]["shape"][1:])
@@ -110,7 +110,7 @@ def expected_identity(pkg: "Package", protocol: Any) -> dict[str, Any]:
 
 
 def _protocol_version() -> int:
-    from hw_targets.protocol import PROTOCOL_VERSION
+    from fpgaprint.hw_targets.protocol import PROTOCOL_VERSION
 
     return PROTOCOL_VERSION
 
@@ -154,7 +154,7 @@ def verify_board(
 ) -> BoardOutcome:
     """Connect, check identity, run the plan; never raises LinkError (it becomes NO_VERDICT)."""
     if client_factory is None:
-        from harness.client import BoardClient as client_factory
+        from fpgaprint.harness.client import BoardClient as client_factory
     started = time.time()
     t0 = time.perf_counter()
     width = raw_width(pkg) if "exact" in plan.policy.checks else None

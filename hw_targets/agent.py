@@ -14,8 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
-from compiler.errors import InputError
-from hw_targets import protocol as P
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.hw_targets import protocol as P
 
 log = logging.getLogger("fpgaprint.board")
 

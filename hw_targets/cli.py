@@ -9,7 +9,7 @@ import threading
 
 import click
 
-from compiler.errors import InputError
+from fpgaprint.compiler.errors import InputError
 
 _LINK_FAULTS = "Link faults (board side of the line)"
 _MODEL_FAULTS = "Model faults (virtual backend)"
@@ -89,9 +89,9 @@ def serve(package, use_pty, tcp, protocol, backend, serial_number, trusted_key, 
     The first line on stdout is the port (a /dev/pts/N path or socket://host:port); the board
     then serves until SIGTERM or SIGINT.
     """
-    from hw_targets.backends import open_backend
-    from hw_targets.faults import FaultSpec
-    from hw_targets.link import BoardLink, LinkFaults, open_transport
+    from fpgaprint.hw_targets.backends import open_backend
+    from fpgaprint.hw_targets.faults import FaultSpec
+    from fpgaprint.hw_targets.link import BoardLink, LinkFaults, open_transport
 
     if use_pty == (tcp is not None):
         raise InputError("give exactly one of --pty and --tcp HOST:PORT")
@@ -111,11 +111,11 @@ def serve(package, use_pty, tcp, protocol, backend, serial_number, trusted_key, 
         for entry in getattr(dev, "fault_log", lambda: [])():
             log.info("model fault: %s", entry)
         if protocol == "binary":
-            from hw_targets.agent import BoardAgent
+            from fpgaprint.hw_targets.agent import BoardAgent
 
             handler = BoardAgent(dev)
         else:
-            from hw_targets.mlperf import MlperfTinyHandler
+            from fpgaprint.hw_targets.mlperf import MlperfTinyHandler
 
             handler = MlperfTinyHandler(dev, shape, datatype)
         link = BoardLink(open_transport(use_pty, tcp), handler, link_faults)
@@ -142,7 +142,7 @@ def boards() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from hw_targets.boards import BOARDS, RESOURCE_KEYS
+    from fpgaprint.hw_targets.boards import BOARDS, RESOURCE_KEYS
 
     table = Table(title="fpgaprint boards")
     for col in ("board", "part", "FINN board", "platform", "clock", *RESOURCE_KEYS, "serial"):

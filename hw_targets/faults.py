@@ -14,8 +14,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from compiler.errors import InputError
-from compiler.golden import GoldenModel, MemoryImage, resolve_memory
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.compiler.golden import GoldenModel, MemoryImage, resolve_memory
 
 FLIP_FORMAT = "LAYER:INDEX:BIT"
 STUCK_FORMAT = "LAYER:INDEX:BIT:0|1"

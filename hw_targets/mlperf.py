@@ -16,8 +16,8 @@ import time
 import numpy as np
 import serial
 
-from compiler.errors import InputError, LinkError
-from hw_targets.agent import Backend
+from fpgaprint.compiler.errors import InputError, LinkError
+from fpgaprint.hw_targets.agent import Backend
 
 TERMINATOR = b"%"
 READY = "m-ready"

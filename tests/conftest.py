@@ -17,7 +17,7 @@ def _finn_build_dir(tmp_path_factory):
 @pytest.fixture
 def run_cli(capsys):
     """Run `fpgaprint ARGS` in-process; returns (exit code, stdout, stderr)."""
-    from compiler.cli import main
+    from fpgaprint.cli import main
 
     def run(*args: str):
         try:
@@ -45,6 +45,6 @@ def one_thread():
 @pytest.fixture(scope="module")
 def src(one_thread):
     """The embedded default model, trained with seed 0, as the fingerprint code sees it."""
-    from fingerprint.source import train_zoo
+    from fpgaprint.fingerprint.source import train_zoo
 
     return train_zoo("digits-mlp", seed=0)

@@ -10,11 +10,11 @@ import json
 import numpy as np
 import pytest
 
-from compiler.errors import InputError
-from compiler.golden import GoldenModel
-from compiler.package import verify_package
-from hw_targets.backends import open_backend
-from hw_targets.backends.pynq import (
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.compiler.golden import GoldenModel
+from fpgaprint.compiler.package import verify_package
+from fpgaprint.hw_targets.backends import open_backend
+from fpgaprint.hw_targets.backends.pynq import (
     DriverIO,
     HostGraph,
     PynqBackend,

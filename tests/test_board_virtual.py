@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler.errors import InputError
-from compiler.golden import GoldenModel, flip_bit
-from compiler.package import verify_package
-from hw_targets.backends import open_backend
-from hw_targets.backends.virtual import VirtualBackend
-from hw_targets.faults import FaultSpec
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.compiler.golden import GoldenModel, flip_bit
+from fpgaprint.compiler.package import verify_package
+from fpgaprint.hw_targets.backends import open_backend
+from fpgaprint.hw_targets.backends.virtual import VirtualBackend
+from fpgaprint.hw_targets.faults import FaultSpec
 from test_board_support import digits_package, keypair, make_package
 
 
@@ -65,7 +65,7 @@ def test_golden_batching_is_bit_identical(golden, n):
 
 
 def test_golden_without_batching_support_runs_per_vector(package, monkeypatch):
-    import compiler.golden as golden_module
+    import fpgaprint.compiler.golden as golden_module
 
     monkeypatch.setattr(golden_module, "ROWWISE_OPS", {"MVAU"})
     g = GoldenModel(package.golden_path)
@@ -297,7 +297,7 @@ def test_tampered_package_is_refused(pkg_dir, tmp_path):
 
 
 def test_foreign_signer_is_refused(pkg_dir, tmp_path):
-    from compiler.keys import generate_keypair
+    from fpgaprint.compiler.keys import generate_keypair
 
     _, other_pub = generate_keypair(tmp_path / "other")
     with pytest.raises(InputError, match="manifest.sig: signed by key .* not by the trusted key"):

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from compiler.build import build_model
-from compiler.config import BuildConfig
-from compiler.golden import GoldenModel
+from fpgaprint.compiler.build import build_model
+from fpgaprint.compiler.config import BuildConfig
+from fpgaprint.compiler.golden import GoldenModel
 
 
 def _assert_bit_exact(report: dict) -> None:
@@ -38,7 +38,7 @@ def test_digits_ptq_bit_exact_with_golden_model(digits_build):
     assert golden.input_datatype == "UINT8"
     assert report["io"]["raw_output"]["datatype"].startswith("INT")
     # the golden model classifies held-out digits like the quantized network does
-    from compiler.zoo import get_entry
+    from fpgaprint.compiler.zoo import get_entry
 
     ds = get_entry("digits-mlp").data(0)
     x = np.clip(np.rint(ds.x_test[:64] * 255), 0, 255).astype(np.int64)
@@ -77,7 +77,7 @@ def test_user_exported_qonnx_compiles(tmp_path, run_cli):
     import torch
     import torch.nn as nn
 
-    from compiler.frontend import export_qonnx
+    from fpgaprint.compiler.frontend import export_qonnx
 
     torch.manual_seed(1)
     model = nn.Sequential(qnn.QuantIdentity(bit_width=4, return_quant_tensor=True),
@@ -113,8 +113,8 @@ def test_a_stage_that_changes_the_function_fails_the_build_and_is_named(tmp_path
     claims success."""
     import dataclasses
 
-    import compiler.build as cb
-    from compiler.errors import EquivalenceError
+    import fpgaprint.compiler.build as cb
+    from fpgaprint.compiler.errors import EquivalenceError
 
     orig = cb.STEPS[5]
     assert orig.name == "minimize_bit_width"
@@ -140,7 +140,7 @@ def test_a_stage_that_changes_the_function_fails_the_build_and_is_named(tmp_path
 
 
 def test_equivalence_checker_tolerates_round_off_but_not_integer_drift():
-    from compiler.equivalence import EquivalenceChecker
+    from fpgaprint.compiler.equivalence import EquivalenceChecker
 
     x = np.zeros((3, 4), np.int64)
     ref = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0], [0.5, 0.1, 0.2]], np.float32)

@@ -6,10 +6,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from compiler.config import BuildConfig
-from compiler.errors import InputError
-from compiler.golden import flip_bit
-from hw_targets.boards import BOARDS, check_resources, get_board
+from fpgaprint.compiler.config import BuildConfig
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.compiler.golden import flip_bit
+from fpgaprint.hw_targets.boards import BOARDS, check_resources, get_board
 
 
 def _float_onnx(path, op="Relu"):

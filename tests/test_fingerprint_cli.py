@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from compiler import modelio
-from compiler.cli import main
-from fingerprint.fpset import load_set
-from fingerprint.source import train_zoo
+from fpgaprint.compiler import modelio
+from fpgaprint.cli import main
+from fpgaprint.fingerprint.fpset import load_set
+from fpgaprint.fingerprint.source import train_zoo
 
 
 @pytest.fixture(scope="module")

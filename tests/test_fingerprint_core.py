@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from compiler import modelio
-from compiler.data import InputGrid
-from compiler.errors import InputError
-from fingerprint.calibrate import calibrate
-from fingerprint.check import check
-from fingerprint.fpset import FingerprintSet, load_set
-from fingerprint.generate import GenParams, generate
-from fingerprint.source import from_module, load_model, state_dict_sha256, train_zoo
-from fingerprint import variants
+from fpgaprint.compiler import modelio
+from fpgaprint.compiler.data import InputGrid
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.fingerprint.calibrate import calibrate
+from fpgaprint.fingerprint.check import check
+from fpgaprint.fingerprint.fpset import FingerprintSet, load_set
+from fpgaprint.fingerprint.generate import GenParams, generate
+from fpgaprint.fingerprint.source import from_module, load_model, state_dict_sha256, train_zoo
+from fpgaprint.fingerprint import variants
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

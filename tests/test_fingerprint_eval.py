@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from compiler.golden import flip_bit
-from fingerprint import baselines, bitflips
-from fingerprint.evaluate import EvalConfig, dataset_for, evaluate
-from fingerprint.generate import generate
-from fingerprint.report import write_report
-from fingerprint.source import GoldenRunner, load_model
+from fpgaprint.compiler.golden import flip_bit
+from fpgaprint.fingerprint import baselines, bitflips
+from fpgaprint.fingerprint.evaluate import EvalConfig, dataset_for, evaluate
+from fpgaprint.fingerprint.generate import generate
+from fpgaprint.fingerprint.report import write_report
+from fpgaprint.fingerprint.source import GoldenRunner, load_model
 
 
 @pytest.mark.parametrize("bits, signed", [(4, True), (3, False), (13, True)])
@@ -57,7 +57,7 @@ def test_baselines_label_with_source_predictions(src):
 
 @pytest.fixture(scope="module")
 def golden_path(tmp_path_factory, one_thread):
-    from compiler.build import build_model
+    from fpgaprint.compiler.build import build_model
 
     res = build_model("zoo:digits-mlp", out=tmp_path_factory.mktemp("b") / "pkg",
                       allow_unsigned=True)
@@ -66,7 +66,7 @@ def golden_path(tmp_path_factory, one_thread):
 
 @pytest.fixture(scope="module")
 def golden(golden_path):
-    from compiler.golden import GoldenModel
+    from fpgaprint.compiler.golden import GoldenModel
 
     return GoldenModel(golden_path)
 
@@ -126,7 +126,7 @@ def test_fidelity_table_quick(tmp_path, golden_path, one_thread):
 
 @pytest.mark.slow
 def test_check_runs_golden_and_qonnx_files(src, golden_path, tmp_path, capsys):
-    from compiler.cli import main
+    from fpgaprint.cli import main
 
     fs = generate(src, "robust", 20, seed=5).with_threshold(0.9, {"method": "fixed"})
     fs.save(tmp_path / "fp.npz")
@@ -145,8 +145,8 @@ def test_check_runs_golden_and_qonnx_files(src, golden_path, tmp_path, capsys):
 
 def test_stale_golden_model_is_refused(tmp_path):
     """A golden model built from another model would make every method 'detect' the build."""
-    from compiler.errors import InputError
-    from fingerprint.evaluate import _check_golden_source
+    from fpgaprint.compiler.errors import InputError
+    from fpgaprint.fingerprint.evaluate import _check_golden_source
 
     (tmp_path / "model").mkdir()
     (tmp_path / "reports").mkdir()

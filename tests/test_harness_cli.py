@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from compiler.cli import main
-from compiler.errors import InputError
-from harness.accept import parse_ports
+from fpgaprint.cli import main
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.harness.accept import parse_ports
 
 FPGAPRINT = str(Path(sys.executable).parent / "fpgaprint")
 
@@ -47,7 +47,7 @@ def test_parse_ports_keeps_order():
 def test_plugin_imports_nothing_heavy():
     code = (
         "import sys, harness.pytest_plugin\n"
-        "heavy = [m for m in ('compiler.package', 'harness.client', 'numpy', 'serial') "
+        "heavy = [m for m in ('fpgaprint.compiler.package', 'fpgaprint.harness.client', 'numpy', 'serial') "
         "if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from compiler.errors import InputError
-from harness.db import BoardResult, ResultStore, VectorRow
-from harness.verdict import FAIL, PASS
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.harness.db import BoardResult, ResultStore, VectorRow
+from fpgaprint.harness.verdict import FAIL, PASS
 from test_harness_reports import outcome
 
 ROOT = Path(__file__).resolve().parents[1]

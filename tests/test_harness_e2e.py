@@ -53,7 +53,7 @@ def art(tmp_path_factory) -> dict[str, Path]:
         r = run(*args, env=env)
         assert r.returncode == 0, f"{args[0]} failed:\n{r.stdout}\n{r.stderr}"
     # one half is embedded in the package, the other stays with the verifier
-    from fingerprint.fpset import load_set
+    from fpgaprint.fingerprint.fpset import load_set
 
     s = load_set(both)
     s.subset(np.arange(COUNT)).save(fp)
@@ -116,7 +116,7 @@ def verify(art, port: str, *extra: str) -> subprocess.CompletedProcess:
 
 
 def test_verify_pass_reports_every_vector(art, tmp_path):
-    from compiler.package import write_tar
+    from fpgaprint.compiler.package import write_tar
 
     tar = write_tar(art["pkg"])
     with boards((art["pkg"], "--serial", "SN-0001")) as (b,):
@@ -202,7 +202,7 @@ def test_tampered_package_is_refused_before_connecting(art, tmp_path):
 
 
 def test_signed_package_pinned_to_trusted_key(art, tmp_path):
-    from compiler.manifest import sign_manifest
+    from fpgaprint.compiler.manifest import sign_manifest
 
     keys = tmp_path / "keys"
     for name in ("good", "other"):
@@ -327,7 +327,7 @@ def test_kill_mid_run_keeps_committed_results(art, tmp_path):
     assert sorted((s, st, n, a, v) for _, s, st, n, a, v in rows) == [
         ("G1", "PASS", COUNT, COUNT, COUNT), ("G2", "PASS", COUNT, COUNT, COUNT)
     ]
-    from harness.db import ResultStore
+    from fpgaprint.harness.db import ResultStore
 
     with ResultStore(f"sqlite:///{db}") as store:  # the database is still usable
         assert store.start_run("s", "x", "x", []) == run_id + 1
@@ -343,7 +343,7 @@ def test_accept_into_postgresql(art, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "fpgaprint_test:***@" in r.stdout.replace("\n", "")
     run_id = int(re.search(r"run (\d+) in", r.stdout).group(1))
-    from harness.db import ResultStore
+    from fpgaprint.harness.db import ResultStore
 
     with ResultStore(url) as store:
         got = store.run(run_id)
@@ -359,7 +359,7 @@ def test_accept_into_postgresql(art, tmp_path):
 def test_openhtf_station_headless(art, tmp_path):
     from openhtf.core.test_record import Outcome
 
-    from harness.openhtf_station import make_test, run as run_station
+    from fpgaprint.harness.openhtf_station import make_test, run as run_station
 
     with boards((art["pkg"], "--serial", "HTF-1"), (art["pkg"], "--flip-bits", "20", "--seed",
                 "3"), (art["pkg"], "--replay")) as (good, flipped, replay):

@@ -9,7 +9,7 @@ import re
 import numpy as np
 from junitparser import JUnitXml
 
-from harness.reports import (
+from fpgaprint.harness.reports import (
     accept_table,
     verify_report,
     verify_summary,
@@ -18,7 +18,7 @@ from harness.reports import (
     write_json,
     write_verify_junit,
 )
-from harness.verdict import (
+from fpgaprint.harness.verdict import (
     FAIL,
     NO_VERDICT,
     PASS,

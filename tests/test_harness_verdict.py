@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compiler.errors import InputError
-from harness.verdict import (
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.harness.verdict import (
     FAIL,
     NO_VERDICT,
     PASS,

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler import cheader
-from compiler.errors import InputError
-from compiler.package import verify_package
+from fpgaprint.compiler import cheader
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.compiler.package import verify_package
 from test_package_support import N, build_package, make_meta, make_vectors
 
 GCC = shutil.which("gcc")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.cli import main
+from fpgaprint.cli import main
 from test_package_support import build_package
 
 

@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from compiler.errors import InputError
-from compiler.keys import (
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.compiler.keys import (
     generate_keypair,
     load_private_key,
     load_public_key,

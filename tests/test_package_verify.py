@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler.errors import InputError
-from compiler.keys import generate_keypair
-from compiler.manifest import build_manifest, sign_manifest, write_manifest
-from compiler.package import finalize_package, verify_package, write_selftest
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.compiler.keys import generate_keypair
+from fpgaprint.compiler.manifest import build_manifest, sign_manifest, write_manifest
+from fpgaprint.compiler.package import finalize_package, verify_package, write_selftest
 from test_package_support import (
     ALL_FILES,
     CONTENT_FILES,

@@ -14,19 +14,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler.errors import LinkError
-from harness.client import BoardClient
+from fpgaprint.compiler.errors import LinkError
+from fpgaprint.harness.client import BoardClient
 
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory):
     """A signed digits package; self-test vectors are random grid inputs labelled by the
     golden model itself (enough for the link; the fingerprint has its own tests)."""
-    from compiler.build import build_model
-    from compiler.config import BuildConfig
-    from compiler.golden import GoldenModel
-    from compiler.keys import generate_keypair
-    from compiler.package import finalize_package, write_selftest
+    from fpgaprint.compiler.build import build_model
+    from fpgaprint.compiler.config import BuildConfig
+    from fpgaprint.compiler.golden import GoldenModel
+    from fpgaprint.compiler.keys import generate_keypair
+    from fpgaprint.compiler.package import finalize_package, write_selftest
 
     root = tmp_path_factory.mktemp("board")
     out = root / "pkg"
@@ -46,7 +46,7 @@ class Board:
     """`fpgaprint board serve` as a child process; `port` is its first stdout line."""
 
     def __init__(self, *args: str, wait: float = 120.0):
-        self.proc = subprocess.Popen([sys.executable, "-m", "compiler.cli", "board", "serve",
+        self.proc = subprocess.Popen([sys.executable, "-m", "fpgaprint", "board", "serve",
                                       *map(str, args)], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         sel = selectors.DefaultSelector()
@@ -71,14 +71,14 @@ class Board:
 
 
 def vectors(pkg: Path) -> dict:
-    from compiler.package import load_vectors
+    from fpgaprint.compiler.package import load_vectors
 
     return load_vectors(pkg)
 
 
 def test_serve_on_a_pty_answers_bit_exactly_and_stops_on_sigterm(package, tmp_path):
     pkg, pub = package
-    from compiler.package import verify_package
+    from fpgaprint.compiler.package import verify_package
 
     with verify_package(pkg, trusted_key=pub) as p:
         package_id = p.package_id
@@ -126,7 +126,7 @@ def test_serve_hang_fault_gives_link_error(package):
 
 
 def test_serve_mlperf_tiny_mode(package):
-    from hw_targets.mlperf import MlperfTinyClient
+    from fpgaprint.hw_targets.mlperf import MlperfTinyClient
 
     pkg, pub = package
     v = vectors(pkg)
@@ -163,7 +163,7 @@ def test_serve_checks_its_options_before_anything_else(run_cli, tmp_path, args, 
 
 
 def test_boards_lists_every_board(run_cli):
-    from hw_targets.boards import BOARDS
+    from fpgaprint.hw_targets.boards import BOARDS
 
     code, out, _ = run_cli("boards")
     assert code == 0

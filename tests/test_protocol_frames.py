@@ -10,7 +10,7 @@ from cobs import cobs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hw_targets import protocol as P
+from fpgaprint.hw_targets import protocol as P
 
 
 def frame(mtype=P.MsgType.INFER, seq=7, payload=b"abc\x00def", flags=0):

@@ -10,9 +10,9 @@ import re
 import numpy as np
 import pytest
 
-from compiler.errors import InputError, LinkError
-from hw_targets.link import BoardLink, LinkFaults, PtyTransport
-from hw_targets.mlperf import MlperfTinyClient, MlperfTinyHandler, container_dtype
+from fpgaprint.compiler.errors import InputError, LinkError
+from fpgaprint.hw_targets.link import BoardLink, LinkFaults, PtyTransport
+from fpgaprint.hw_targets.mlperf import MlperfTinyClient, MlperfTinyHandler, container_dtype
 
 
 class MatBackend:

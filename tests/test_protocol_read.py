@@ -6,10 +6,10 @@ import zlib
 
 import pytest
 
-from harness.client import BoardClient
-from hw_targets import protocol as P
-from hw_targets.agent import BoardAgent
-from hw_targets.link import LinkFaults
+from fpgaprint.harness.client import BoardClient
+from fpgaprint.hw_targets import protocol as P
+from fpgaprint.hw_targets.agent import BoardAgent
+from fpgaprint.hw_targets.link import LinkFaults
 from test_protocol_link import MatBackend, serve  # noqa: F401  (fixture)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compiler.errors import InputError
-from hw_targets.faults import FaultSpec
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.hw_targets.faults import FaultSpec
 
 BACKENDS = ("virtual", "pynq")
 
@@ -21,7 +21,7 @@ def open_backend(
 ):
     """A Backend for the verified package (directory or .tar.gz); refuses a package whose
     signature or hashes do not verify."""
-    from compiler.package import verify_package
+    from fpgaprint.compiler.package import verify_package
 
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
@@ -30,10 +30,10 @@ def open_backend(
     package = verify_package(package_dir, trusted_key=trusted_key, allow_unsigned=allow_unsigned)
     try:
         if backend == "virtual":
-            from hw_targets.backends.virtual import VirtualBackend
+            from fpgaprint.hw_targets.backends.virtual import VirtualBackend
 
             return VirtualBackend(package, faults, serial)
-        from hw_targets.backends.pynq import PynqBackend
+        from fpgaprint.hw_targets.backends.pynq import PynqBackend
 
         return PynqBackend(package, serial)
     except BaseException:

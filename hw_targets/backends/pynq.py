@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from compiler.errors import InputError, LinkError
-from compiler.package import Package
-from hw_targets.backends.virtual import check_inputs, default_serial, selftest_result
+from fpgaprint.compiler.errors import InputError, LinkError
+from fpgaprint.compiler.package import Package
+from fpgaprint.hw_targets.backends.virtual import check_inputs, default_serial, selftest_result
 
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
 SETTINGS = ("hw/settings.json", "hw/driver/settings.json")

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from compiler.errors import InputError
-from compiler.golden import GoldenModel, MemoryImage
-from compiler.package import Package
-from hw_targets.faults import FaultSpec, inject, load_swap_model
+from fpgaprint.compiler.errors import InputError
+from fpgaprint.compiler.golden import GoldenModel, MemoryImage
+from fpgaprint.compiler.package import Package
+from fpgaprint.hw_targets.faults import FaultSpec, inject, load_swap_model
 
 
 def default_serial() -> str:

@@ -12,19 +12,19 @@ import sys
 
 import click
 
-from compiler.errors import FpgaprintError
+from fpgaprint.compiler.errors import FpgaprintError
 
 # subcommand name -> "module:attribute"; each package owns its commands.
 COMMANDS = {
-    "train": "compiler.cli_build:train",
-    "build": "compiler.cli_build:build",
-    "boards": "hw_targets.cli:boards",
-    "keys": "compiler.cli_package:keys",
-    "package": "compiler.cli_package:package",
-    "fingerprint": "fingerprint.cli:fingerprint",
-    "board": "hw_targets.cli:board",
-    "verify": "harness.cli:verify",
-    "accept": "harness.cli:accept",
+    "train": "fpgaprint.compiler.cli_build:train",
+    "build": "fpgaprint.compiler.cli_build:build",
+    "boards": "fpgaprint.hw_targets.cli:boards",
+    "keys": "fpgaprint.compiler.cli_package:keys",
+    "package": "fpgaprint.compiler.cli_package:package",
+    "fingerprint": "fpgaprint.fingerprint.cli:fingerprint",
+    "board": "fpgaprint.hw_targets.cli:board",
+    "verify": "fpgaprint.harness.cli:verify",
+    "accept": "fpgaprint.harness.cli:accept",
 }
 
 
