@@ -37,9 +37,9 @@ def make_package(name: str, work: Path) -> Path:
     import torch
 
     from fpgaprint.compiler.build import build_model
-    from fpgaprint.compiler.data import InputGrid
-    from fpgaprint.compiler.golden import GoldenModel
     from fpgaprint.compiler.package import finalize_package, write_selftest
+    from fpgaprint.core.golden import GoldenModel
+    from fpgaprint.core.grid import InputGrid
 
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         result = build_model(f"zoo:{name}", "Pynq-Z1", work / f"build-{name}")
@@ -86,7 +86,7 @@ def serve_pty(pkg: Path) -> tuple[subprocess.Popen, str]:
 
 
 def bench_model(name: str, pkg: Path, seconds: float, pty: bool) -> dict:
-    from fpgaprint.compiler.golden import GoldenModel
+    from fpgaprint.core.golden import GoldenModel
     from fpgaprint.hw_targets.agent import BoardAgent
     from fpgaprint.hw_targets.backends import open_backend
 

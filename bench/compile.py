@@ -46,9 +46,9 @@ def main() -> None:
 
     from fpgaprint.compiler.build import build_model
     from fpgaprint.compiler.config import BuildConfig
-    from fpgaprint.compiler.finn_env import ensure_finn
     from fpgaprint.compiler.frontend import resolve
-    from fpgaprint.hw_targets.boards import get_board
+    from fpgaprint.core.boards import get_board
+    from fpgaprint.core.finn_env import ensure_finn
 
     console = Console()
     board = get_board("Pynq-Z1")

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fpgaprint.fingerprint import baselines  # noqa: E402
 from fpgaprint.fingerprint.evaluate import EvalConfig, evaluate  # noqa: E402
-from fpgaprint.fingerprint.generate import GenParams, Generator, generate  # noqa: E402
+from fpgaprint.fingerprint.generate import Generator, GenParams, generate  # noqa: E402
 from fpgaprint.fingerprint.report import write_report  # noqa: E402
 from fpgaprint.fingerprint.source import train_zoo  # noqa: E402
 

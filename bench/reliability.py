@@ -40,8 +40,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=20.0)
     args = ap.parse_args()
 
-    from fpgaprint.compiler.golden import GoldenModel
-    from fpgaprint.compiler.package import verify_package
+    from fpgaprint.core.golden import GoldenModel
+    from fpgaprint.core.package import verify_package
     from fpgaprint.harness.verify import selftest_plan, verify_board
 
     pkg = verify_package(args.package, allow_unsigned=True)

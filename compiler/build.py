@@ -14,13 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from fpgaprint.compiler import vivado
 from fpgaprint.compiler.config import BuildConfig
 from fpgaprint.compiler.equivalence import EquivalenceChecker, run_onnx, run_torch, sample_inputs
-from fpgaprint.compiler.errors import FpgaprintError, InputError
-from fpgaprint.compiler.finn_env import ensure_finn
 from fpgaprint.compiler.stage_runner import StageRunner
 from fpgaprint.compiler.steps import GOLDEN_AFTER, STEPS, BuildContext
-from fpgaprint.compiler import vivado
+from fpgaprint.core.atomic import write_json
+from fpgaprint.core.errors import FpgaprintError, InputError
+from fpgaprint.core.finn_env import ensure_finn
+from fpgaprint.core.selftest import Policy, evaluate
 
 GOLDEN = Path("model/golden.onnx")
 STATE = Path("finn/state.json")
@@ -108,7 +110,7 @@ def build_model(
     console=None,
 ) -> BuildResult:
     """Compile `spec` for `board` into the package directory `out`."""
-    from fpgaprint.hw_targets.boards import check_resources, get_board
+    from fpgaprint.core.boards import check_resources, get_board
 
     config = config or BuildConfig()
     brd = get_board(board)  # fail on bad input before touching OUT
@@ -150,7 +152,7 @@ def build_model(
     finally:
         report["seconds"] = round(time.perf_counter() - t_all, 3)
         name = "build.json" if report["status"] == "ok" else "build.failed.json"
-        _write_json(out / "reports" / name, report)
+        write_json(out / "reports" / name, report)
         log.close()
     if fp is not None:
         _package(out, brd, config, fp, result, key, allow_unsigned, tar)
@@ -161,7 +163,7 @@ def _run(spec, brd, out, config, fp, log, report, result, console):
     from qonnx.core.modelwrapper import ModelWrapper
 
     from fpgaprint.compiler import frontend
-    from fpgaprint.compiler.data import InputGrid
+    from fpgaprint.core.grid import InputGrid
 
     ensure_finn(out / "finn")
     progress = _progress(console)
@@ -228,7 +230,7 @@ def _run_steps(fe, brd, out, config, log, report, result, progress, task, qmodel
             model.save(str(path))
             state.setdefault("steps", {})[step.name] = {
                 "key": key, "report": {k: report[k] for k in set(report) - before}}
-            _write_json(state_path, state)
+            write_json(state_path, state)
         secs = time.perf_counter() - t0
         report["steps"].append({"name": step.name, "seconds": round(secs, 3),
                                 "skipped": reusing, "model": str(path.relative_to(out))})
@@ -254,7 +256,7 @@ PARENT_VECTORS = 8  # the parent graph runs one vector per execution: check a su
 
 def _io_spec(golden_model) -> dict:
     """Input, raw-output and output tensors of the golden model (in memory)."""
-    from fpgaprint.compiler.golden import GoldenModel
+    from fpgaprint.core.golden import GoldenModel
 
     g = GoldenModel(golden_model)
     m = g.model
@@ -275,34 +277,15 @@ def _progress(console):
                     console=console, transient=True, disable=console is None)
 
 
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
-    tmp.replace(path)
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(type(o).__name__)
-
-
 def _load_fingerprint(path):
-    from fpgaprint.fingerprint.fpset import load_set
+    from fpgaprint.core.fpset import load_set
 
     return load_set(path)
 
 
 def _check_key(key, allow_unsigned: bool) -> None:
     """Fail before building when the package could not be signed at the end."""
-    from fpgaprint.compiler.keys import default_key_path
+    from fpgaprint.core.keys import default_key_path
 
     if allow_unsigned:
         return
@@ -314,8 +297,8 @@ def _check_key(key, allow_unsigned: bool) -> None:
 
 def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar: bool) -> None:
     """Embed the fingerprint as self-test vectors, then write the signed manifest."""
-    from fpgaprint.compiler.golden import GoldenModel
     from fpgaprint.compiler.package import finalize_package, write_selftest
+    from fpgaprint.core.golden import GoldenModel
 
     report = result.report
     golden = GoldenModel(result.golden_path)
@@ -329,18 +312,17 @@ def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar:
                          f"input is {config.input_bits}-bit")
     inputs = fp.inputs_int.reshape((len(fp), *in_shape))
     raw, _, labels = golden.run(inputs)
-    match = float(np.mean(labels == fp.labels))
-    if match < fp.threshold:
-        raise InputError(
-            f"the compiled model matches {match:.3f} of the fingerprint's labels, below its "
-            f"threshold {fp.threshold:.3f}: the deployment would fail its own self-test")
+    policy = Policy(("exact", "fingerprint"), float(fp.threshold))
+    own = evaluate(raw, labels, {"golden_raw": raw, "expected_labels": fp.labels}, policy)
+    match = own.match_rate
+    if not own.passed:
+        raise InputError(f"the compiled model would fail its own self-test: {own.reason}")
     src = report.get("source_sha256")
     if src and fp.source_sha256 != src:
         report.setdefault("warnings", []).append(
             "fingerprint set was made from a different model (source hashes differ)")
     write_selftest(out, inputs, raw, labels, fp.labels, {
-        "checks": ["exact", "fingerprint"],
-        "fingerprint_threshold": float(fp.threshold),
+        **policy.to_dict(),
         "algorithm": fp.algorithm,
         "fingerprint_sha256": fp.sha256(),
         "source_model_sha256": fp.source_sha256,
@@ -349,7 +331,7 @@ def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar:
     })
     report["selftest"] = {"count": len(fp), "golden_match_rate": match,
                           "threshold": float(fp.threshold)}
-    _write_json(out / "reports" / "build.json", report)
+    write_json(out / "reports" / "build.json", report)
     meta = {"name": Path(report["model"]).stem.removeprefix("zoo:"), "board": brd.name,
             "part": brd.part, "platform": brd.platform,
             "clock_ns": config.clock_ns or brd.clock_ns, "io": report["io"]}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fpgaprint.compiler.keys import default_key_dir, generate_keypair, load_private_key, public_key_hex
+from fpgaprint.core.keys import default_key_dir, generate_keypair, load_private_key, public_key_hex
 
 
 @click.group()
@@ -39,7 +39,7 @@ def package() -> None:
 @click.option("--allow-unsigned", is_flag=True, help="Accept a package without manifest.sig.")
 def verify(pkg: Path, trusted_key: Path | None, allow_unsigned: bool) -> None:
     """Verify signature, hashes and self-test files; exit 0 if valid, 2 naming the bad file."""
-    from fpgaprint.compiler.package import describe, verify_package
+    from fpgaprint.core.package import describe, verify_package
 
     with verify_package(pkg, trusted_key=trusted_key, allow_unsigned=allow_unsigned) as p:
         for line in describe(p):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from fpgaprint.compiler.errors import InputError
+from fpgaprint.core.errors import InputError
 
 
 @dataclass

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fpgaprint.compiler.errors import EquivalenceError
-
+from fpgaprint.core.errors import EquivalenceError
 
 # ops whose execution treats batch rows independently: graphs made of these run the whole
 # batch in one execute_onnx call (qonnx's ChangeBatchSize rewrites the shapes)
@@ -25,7 +24,7 @@ def run_onnx(model, x: np.ndarray) -> np.ndarray:
     """Outputs (N, C) of a QONNX/FINN graph: batched where the graph allows, else per vector."""
     ops = {n.op_type for n in model.graph.node}
     if any(n.domain.startswith(HW_DOMAIN) for n in model.graph.node):
-        from fpgaprint.compiler.golden import GoldenModel
+        from fpgaprint.core.golden import GoldenModel
 
         return GoldenModel(model).run(x)[1]
     if ops <= BATCH_SAFE_OPS and len(x) > 1:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fpgaprint.compiler.errors import InputError
+from fpgaprint.core.errors import InputError
 
 QUANT_OPS = {"Quant", "BipolarQuant", "Trunc", "MultiThreshold"}
 

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from fpgaprint.compiler.errors import InputError
+from fpgaprint.compiler.checkpoint import Checkpoint
+from fpgaprint.core.atomic import atomic_file
+from fpgaprint.core.errors import InputError
 
 FORMAT = "fpgaprint-checkpoint/1"
-
-
-@dataclass
-class Checkpoint:
-    """A PyTorch/Brevitas model with what the compiler needs to know about it."""
-
-    model: nn.Module
-    kind: str  # "float" or "brevitas"
-    input_shape: tuple[int, ...]
-    num_classes: int
-    zoo: str | None = None
-    meta: dict = field(default_factory=dict)
 
 
 def save(ckpt: Checkpoint, path: str | Path) -> None:
@@ -40,11 +29,8 @@ def save(ckpt: Checkpoint, path: str | Path) -> None:
         payload["state_dict"] = ckpt.model.state_dict()
     else:
         payload["module"] = ckpt.model
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_file(path) as f:
+        torch.save(payload, f)
 
 
 def _is_brevitas(model: nn.Module) -> bool:

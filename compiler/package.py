@@ -1,16 +1,11 @@
-"""The deployment package: self-test files, finalization (header, manifest, signature, tar),
-verification, and a read-only view for the tools that consume a package."""
+"""Writing a deployment package: the self-test files, then finalization (C header, manifest,
+signature, tar). Reading and verifying one is `fpgaprint.core.package`."""
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
-import math
 import os
 import tarfile
-import tempfile
-import zipfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path, PurePosixPath
@@ -19,32 +14,34 @@ from typing import Any
 import numpy as np
 
 from fpgaprint.compiler import cheader
-from fpgaprint.compiler.errors import InputError
-from fpgaprint.compiler.keys import default_key_path, load_private_key
-from fpgaprint.compiler.manifest import (
+from fpgaprint.core.atomic import atomic_file, write_atomic
+from fpgaprint.core.errors import InputError
+from fpgaprint.core.keys import default_key_path, load_private_key
+from fpgaprint.core.manifest import (
     MANIFEST,
     SIGNATURE,
-    Verification,
     build_manifest,
     canonical_json,
     sha256_file,
     sign_manifest,
     verify_manifest,
-    write_atomic,
     write_manifest,
 )
+from fpgaprint.core.package import (
+    HEADER,
+    POLICY,
+    REQUIRED,
+    VECTORS,
+    Package,
+    check_consistency,
+    check_io,
+    check_policy,
+    check_vectors,
+    load_policy,
+    load_vectors,
+)
 
-GOLDEN = "model/golden.onnx"
-VECTORS = "selftest/vectors.npz"
-POLICY = "selftest/policy.json"
-HEADER = "firmware/selftest_vectors.h"
-REQUIRED = (GOLDEN, VECTORS, POLICY)
-CHECKS = ("exact", "fingerprint")
 VERSION_PACKAGES = ("fpgaprint", "finn-plus", "brevitas", "qonnx", "torch")
-_VECTOR_KEYS = ("inputs", "golden_raw", "golden_labels", "expected_labels")
-
-
-# ---------------------------------------------------------------- self-test files
 
 
 def _int_array(name: str, value: Any) -> np.ndarray:
@@ -57,50 +54,6 @@ def _int_array(name: str, value: Any) -> np.ndarray:
     if a.dtype.kind == "u" and a.size and int(a.max()) > np.iinfo(np.int64).max:
         raise InputError(f"selftest {name}: values exceed int64")
     return a.astype(np.int64)
-
-
-def check_policy(policy: Any, count: int, where: str = "policy") -> dict[str, Any]:
-    """Validate a self-test policy; returns a copy with `count` filled in."""
-    if not isinstance(policy, dict):
-        raise InputError(f"{where}: expected a dict, got {type(policy).__name__}")
-    checks = policy.get("checks")
-    if not isinstance(checks, list) or not checks or any(c not in CHECKS for c in checks):
-        raise InputError(f"{where}: 'checks' must be a non-empty list of {list(CHECKS)}, "
-                         f"got {checks!r}")
-    if "fingerprint" in checks:
-        t = policy.get("fingerprint_threshold")
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t <= 1.0:
-            raise InputError(f"{where}: 'fingerprint_threshold' must be a number in [0, 1], "
-                             f"got {t!r}")
-    if "count" in policy and policy["count"] != count:
-        raise InputError(f"{where}: 'count' is {policy['count']!r} but there are {count} vectors")
-    out = {**policy, "count": count}
-    try:
-        json.dumps(out, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"{where}: not JSON-serialisable ({e})") from None
-    return out
-
-
-def check_vectors(vectors: dict[str, np.ndarray]) -> int:
-    """Validate the shapes of the four self-test arrays; returns the vector count N."""
-    for key in _VECTOR_KEYS:
-        if vectors[key].dtype.kind not in "iu":
-            raise InputError(f"selftest {key}: dtype {vectors[key].dtype} is not an integer type")
-    inputs, raw = vectors["inputs"], vectors["golden_raw"]
-    if inputs.ndim < 2 or inputs.shape[0] == 0:
-        raise InputError(f"selftest inputs: expected shape (N, ...) with N >= 1, "
-                         f"got {inputs.shape}")
-    n = inputs.shape[0]
-    if raw.ndim != 2 or raw.shape[0] != n or raw.shape[1] == 0:
-        raise InputError(f"selftest golden_raw: expected shape ({n}, raw), got {raw.shape}")
-    for key in ("golden_labels", "expected_labels"):
-        a = vectors[key]
-        if a.shape != (n,):
-            raise InputError(f"selftest {key}: expected shape ({n},), got {a.shape}")
-        if a.size and int(a.min()) < 0:
-            raise InputError(f"selftest {key}: negative label {int(a.min())}")
-    return n
 
 
 def write_selftest(
@@ -127,166 +80,6 @@ def write_selftest(
     write_atomic(out / VECTORS, buf.getvalue())
     write_atomic(out / POLICY, canonical_json(policy))
     return out / "selftest"
-
-
-def load_vectors(pkg_dir: str | Path) -> dict[str, np.ndarray]:
-    """The arrays of a package's selftest/vectors.npz."""
-    p = Path(pkg_dir, VECTORS)
-    try:
-        with np.load(p, allow_pickle=False) as npz:
-            out = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise InputError(f"{pkg_dir}: missing file {VECTORS}") from None
-    except (ValueError, OSError, zipfile.BadZipFile) as e:
-        raise InputError(f"{pkg_dir}: {VECTORS}: unreadable ({e})") from None
-    missing = [k for k in _VECTOR_KEYS if k not in out]
-    if missing:
-        raise InputError(f"{pkg_dir}: {VECTORS}: missing array {missing[0]!r}")
-    return out
-
-
-def load_policy(pkg_dir: str | Path) -> dict[str, Any]:
-    """A package's parsed selftest/policy.json."""
-    p = Path(pkg_dir, POLICY)
-    try:
-        return json.loads(p.read_bytes())
-    except FileNotFoundError:
-        raise InputError(f"{pkg_dir}: missing file {POLICY}") from None
-    except ValueError as e:
-        raise InputError(f"{pkg_dir}: {POLICY}: not valid JSON ({e})") from None
-
-
-# ---------------------------------------------------------------- read-only view
-
-
-class Package:
-    """A read-only view of a package directory (use verify_package to obtain a verified one).
-
-    When built from a .tar.gz, the extracted copy lives as long as this object (or `close()`).
-    """
-
-    def __init__(
-        self,
-        pkg_dir: str | Path,
-        verification: Verification | None = None,
-        _tmp: tempfile.TemporaryDirectory | None = None,
-    ) -> None:
-        self.dir = Path(pkg_dir)
-        self.verification = verification
-        self._tmp = _tmp
-        try:
-            self._manifest_bytes = (self.dir / MANIFEST).read_bytes()
-        except FileNotFoundError:
-            raise InputError(f"{self.dir}: not a package (missing {MANIFEST})") from None
-        try:
-            self.manifest: dict[str, Any] = json.loads(self._manifest_bytes)
-        except ValueError as e:
-            raise InputError(f"{self.dir}: {MANIFEST}: not valid JSON ({e})") from None
-
-    def close(self) -> None:
-        """Delete the extracted copy of a .tar.gz package (no-op for a directory)."""
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> Package:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"Package({str(self.dir)!r}, id={self.package_id[:12]})"
-
-    def path(self, rel: str) -> Path:
-        """Absolute path of a package file given its manifest path."""
-        return self.dir / rel
-
-    def _field(self, key: str) -> Any:
-        try:
-            return self.manifest[key]
-        except KeyError:
-            raise InputError(f"{self.dir}: {MANIFEST} has no '{key}'") from None
-
-    @property
-    def package_id(self) -> str:
-        """SHA-256 hex of the exact bytes of manifest.json."""
-        return hashlib.sha256(self._manifest_bytes).hexdigest()
-
-    @property
-    def name(self) -> str:
-        return self._field("name")
-
-    @property
-    def board(self) -> str:
-        return self._field("board")
-
-    @property
-    def io(self) -> dict[str, Any]:
-        return self._field("io")
-
-    @property
-    def golden_path(self) -> Path:
-        return self.dir / GOLDEN
-
-    @property
-    def header_path(self) -> Path:
-        return self.dir / HEADER
-
-    @property
-    def bitstream_sha256(self) -> str | None:
-        return (self.manifest.get("bitstream") or {}).get("sha256")
-
-    @property
-    def selftest_crc32(self) -> dict[str, str]:
-        """CRC-32 of each self-test array as recorded in the manifest ("0x%08x")."""
-        return dict((self.manifest.get("selftest") or {}).get("crc32") or {})
-
-    def vectors(self) -> dict[str, np.ndarray]:
-        """The arrays of selftest/vectors.npz (int64)."""
-        return load_vectors(self.dir)
-
-    def policy(self) -> dict[str, Any]:
-        """The parsed selftest/policy.json."""
-        return load_policy(self.dir)
-
-
-# ---------------------------------------------------------------- finalize
-
-
-def _check_io(io_: Any) -> dict[str, Any]:
-    if not isinstance(io_, dict):
-        raise InputError("package metadata 'io': expected a dict")
-    for port in ("input", "raw_output", "output"):
-        spec = io_.get(port)
-        if not isinstance(spec, dict):
-            raise InputError(f"package metadata io.{port}: missing")
-        shape = spec.get("shape")
-        if (not isinstance(shape, (list, tuple)) or not shape
-                or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape)):
-            raise InputError(f"package metadata io.{port}.shape: expected positive integers, "
-                             f"got {shape!r}")
-        if not isinstance(spec.get("name"), str):
-            raise InputError(f"package metadata io.{port}.name: missing")
-    for port in ("input", "raw_output"):
-        dt = io_[port].get("datatype")
-        if not isinstance(dt, str):
-            raise InputError(f"package metadata io.{port}.datatype: missing")
-        cheader.datatype_range(dt)
-    return io_
-
-
-def check_consistency(vectors: dict[str, np.ndarray], io_: dict[str, Any], where: str) -> None:
-    """The self-test arrays match the package's I/O shapes."""
-    in_shape = tuple(io_["input"]["shape"][1:])
-    if tuple(vectors["inputs"].shape[1:]) != in_shape:
-        raise InputError(f"{where}: {VECTORS}: inputs have shape {vectors['inputs'].shape}, "
-                         f"io.input.shape says (N, {', '.join(map(str, in_shape))})")
-    raw = math.prod(io_["raw_output"]["shape"][1:])
-    if vectors["golden_raw"].shape[1] != raw:
-        raise InputError(f"{where}: {VECTORS}: golden_raw has {vectors['golden_raw'].shape[1]} "
-                         f"values per vector, io.raw_output.shape says {raw}")
-
 
 def _versions(given: dict[str, Any] | None) -> dict[str, Any]:
     out = dict(given or {})
@@ -339,16 +132,8 @@ def write_tar(pkg_dir: str | Path) -> Path:
     """Write `DIR.tar.gz` beside the package (one top-level folder named like DIR), atomically."""
     src = Path(pkg_dir)
     dest = src.parent / f"{src.name}.tar.gz"
-    fd, tmp = tempfile.mkstemp(dir=src.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with tarfile.open(fileobj=f, mode="w:gz", compresslevel=6) as tar:
-                tar.add(src, arcname=src.name, filter=_tar_filter)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(dest) as f, tarfile.open(fileobj=f, mode="w:gz", compresslevel=6) as tar:
+        tar.add(src, arcname=src.name, filter=_tar_filter)
     return dest
 
 
@@ -386,7 +171,7 @@ def finalize_package(
     clock = meta.get("clock_ns")
     if isinstance(clock, bool) or not isinstance(clock, (int, float)) or not clock > 0:
         raise InputError(f"package metadata 'clock_ns': expected a positive number, got {clock!r}")
-    io_ = _check_io(meta.get("io"))
+    io_ = check_io(meta.get("io"))
 
     if key_path is None and not allow_unsigned:
         key_path = default_key_path()
@@ -421,102 +206,3 @@ def finalize_package(
     if tar:
         write_tar(out)
     return Package(out, verification)
-
-
-# ---------------------------------------------------------------- verify
-
-
-def _check_contents(pkg: Package) -> None:
-    files = pkg.manifest.get("files", {})
-    for req in (*REQUIRED, HEADER):
-        if req not in files:
-            raise InputError(f"{pkg.dir}: {MANIFEST} does not list required file {req}")
-    io_ = _check_io(pkg.manifest.get("io"))
-    vectors = pkg.vectors()
-    check_vectors(vectors)
-    check_consistency(vectors, io_, str(pkg.dir))
-    check_policy(pkg.policy(), int(vectors["inputs"].shape[0]), f"{pkg.dir}: {POLICY}")
-    want = pkg.selftest_crc32
-    got = cheader.crc32s(vectors, io_["input"]["datatype"], io_["raw_output"]["datatype"])
-    for key, crc in got.items():
-        if want.get(key) != crc:
-            raise InputError(f"{pkg.dir}: {VECTORS}: CRC-32 of {key} is {crc}, manifest "
-                             f"records {want.get(key)}")
-
-
-def _safe_extract(archive: Path) -> tuple[tempfile.TemporaryDirectory, Path]:
-    """Extract a package archive into a temp dir, refusing unsafe members; returns its root."""
-    tmp = tempfile.TemporaryDirectory(prefix="fpgaprint-pkg-")
-    try:
-        try:
-            with tarfile.open(archive, "r:*") as tar:
-                for m in tar.getmembers():
-                    p = PurePosixPath(m.name)
-                    if p.is_absolute() or ".." in p.parts or m.name.startswith("\\"):
-                        raise InputError(f"{archive}: unsafe member path {m.name!r} "
-                                         "(absolute or containing '..')")
-                    if not (m.isfile() or m.isdir()):
-                        raise InputError(f"{archive}: member {m.name!r} is not a regular file "
-                                         "or directory (links and devices are refused)")
-                tar.extractall(tmp.name, filter="data")
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise InputError(f"{archive}: not a readable package archive ({e})") from None
-        root = Path(tmp.name)
-        if not (root / MANIFEST).is_file():
-            tops = [p for p in root.iterdir()]
-            if len(tops) == 1 and tops[0].is_dir() and (tops[0] / MANIFEST).is_file():
-                root = tops[0]
-            else:
-                raise InputError(f"{archive}: no {MANIFEST} at the top of the archive")
-        return tmp, root
-    except BaseException:
-        tmp.cleanup()
-        raise
-
-
-def verify_package(
-    dir_or_tar: str | Path,
-    trusted_key: str | Path | None = None,
-    allow_unsigned: bool = False,
-) -> Package:
-    """Verify a package directory or .tar.gz and return a view of it.
-
-    Checks the signature (pinned to `trusted_key` when given), every file hash, no unlisted
-    files, the required files, and the self-test arrays against io and their CRC-32s.
-    Raises InputError naming what failed and where.
-    """
-    src = Path(dir_or_tar)
-    if src.is_dir():
-        tmp, root = None, src
-    elif src.is_file():
-        tmp, root = _safe_extract(src)
-    else:
-        raise InputError(f"{src}: package not found (expected a directory or a .tar.gz)")
-    try:
-        verification = verify_manifest(root, trusted_key, allow_unsigned)
-        pkg = Package(root, verification, tmp)
-        _check_contents(pkg)
-    except BaseException:
-        if tmp is not None:
-            tmp.cleanup()
-        raise
-    return pkg
-
-
-def describe(pkg: Package) -> list[str]:
-    """Human-readable summary lines of a verified package."""
-    m = pkg.manifest
-    v = pkg.verification
-    st = m.get("selftest", {})
-    lines = [
-        f"package    {pkg.dir}",
-        f"id         {pkg.package_id}",
-        f"name       {m.get('name')}  board {m.get('board')} ({m.get('part')})",
-        f"files      {len(m.get('files', {}))} verified by sha256",
-        f"selftest   {st.get('count')} vectors, checks {', '.join(st.get('checks', []))}",
-        f"bitstream  {pkg.bitstream_sha256 or 'none'}",
-    ]
-    if v is not None:
-        lines.append(f"signature  {v.signer_note}")
-    return lines
-

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from fpgaprint.compiler.errors import UnsupportedModelError
+from fpgaprint.core.errors import UnsupportedModelError
 
 SUPPORTED = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d,
              nn.Flatten, nn.Dropout, nn.Identity)

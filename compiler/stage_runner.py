@@ -25,7 +25,7 @@ from fpgaprint.compiler.equivalence import BATCH_SAFE_OPS, HW_DOMAIN, Equivalenc
 def batchable(model) -> bool:
     """Whether `run_onnx` executes this graph's batch in one go."""
     if any(n.domain.startswith(HW_DOMAIN) for n in model.graph.node):
-        from fpgaprint.compiler.golden import GoldenModel
+        from fpgaprint.core.golden import GoldenModel
 
         return GoldenModel(model).batchable
     return {n.op_type for n in model.graph.node} <= BATCH_SAFE_OPS
@@ -37,7 +37,7 @@ def _quiet(fn, *args):
 
 
 def _init_worker(finn_dir: str) -> None:
-    from fpgaprint.compiler.finn_env import ensure_finn
+    from fpgaprint.core.finn_env import ensure_finn
 
     ensure_finn(finn_dir)
 
@@ -56,7 +56,7 @@ def partition_outputs(parent_path: str, golden_path: str, x: np.ndarray):
     from finn.core.onnx_exec import execute_onnx
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from fpgaprint.compiler.golden import GoldenModel
+    from fpgaprint.core.golden import GoldenModel
 
     t0 = time.perf_counter()
     parent = ModelWrapper(parent_path)
@@ -161,7 +161,7 @@ class StageRunner:
 
     def drain(self, eq: EquivalenceChecker) -> None:
         """Compare every queued stage, in order (raises EquivalenceError at the first)."""
-        from fpgaprint.compiler.errors import EquivalenceError
+        from fpgaprint.core.errors import EquivalenceError
 
         # the main process is free now: it takes the tasks the worker has not started, last
         # first, while the worker works through the earlier ones

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 from onnx import TensorProto, helper
 
-from fpgaprint.compiler.errors import UnsupportedModelError
+from fpgaprint.core.errors import UnsupportedModelError
 
 # ONNX/QONNX ops the front end accepts (anything else is named in an error before FINN runs).
 SUPPORTED_OPS = {
@@ -57,7 +57,9 @@ def step_qonnx_to_finn(model, ctx):
 def step_tidy_up(model, ctx):
     from qonnx.transformation.fold_constants import FoldConstants
     from qonnx.transformation.general import (
-        GiveReadableTensorNames, GiveUniqueNodeNames, RemoveStaticGraphInputs,
+        GiveReadableTensorNames,
+        GiveUniqueNodeNames,
+        RemoveStaticGraphInputs,
     )
     from qonnx.transformation.infer_datatypes import InferDataTypes
     from qonnx.transformation.infer_shapes import InferShapes
@@ -234,7 +236,7 @@ def _fold(model, ctx, fps: int):
 def _fits(model, ctx) -> bool:
     from finn.analysis.fpgadataflow.res_estimation import res_estimation
 
-    from fpgaprint.hw_targets.boards import check_resources
+    from fpgaprint.core.boards import check_resources
 
     total: dict[str, float] = {}
     for res in model.analysis(partial(res_estimation, fpgapart=ctx.board.part)).values():

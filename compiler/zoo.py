@@ -12,8 +12,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from fpgaprint.compiler.checkpoint import Checkpoint
 from fpgaprint.compiler.data import Dataset, load_digits, upsample_digits
-from fpgaprint.compiler.errors import InputError
+from fpgaprint.core.errors import InputError
 
 
 def digits_mlp(hidden: tuple[int, ...] = (64, 32), num_classes: int = 10) -> nn.Module:
@@ -111,9 +112,7 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, input_shape: tuple[
 
 
 def make(name: str, seed: int = 0, epochs: int | None = None, progress=None):
-    """Build and train a zoo model deterministically; returns a modelio.Checkpoint."""
-    from fpgaprint.compiler.modelio import Checkpoint
-
+    """Build and train a zoo model deterministically; returns a Checkpoint."""
     entry = get_entry(name)
     torch.manual_seed(seed)
     ds = entry.data(seed)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fpgaprint.compiler.data import Dataset, InputGrid
-from fpgaprint.fingerprint.fpset import FingerprintSet
+from fpgaprint.compiler.data import Dataset
+from fpgaprint.core.fpset import FingerprintSet
+from fpgaprint.core.grid import InputGrid
 from fpgaprint.fingerprint.generate import margins_of
 from fpgaprint.fingerprint.perturb import perturbable
 from fpgaprint.fingerprint.source import Model

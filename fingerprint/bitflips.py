@@ -12,43 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fpgaprint.compiler.errors import InputError
-
-Flip = tuple[str, int, int]  # (memory key, flat index, bit)
-
-
-def flip_array(values: np.ndarray, bit: int, bits: int, signed: bool) -> np.ndarray:
-    """Every word of `values` with `bit` flipped, in `bits`-wide two's complement/unsigned."""
-    word = (np.asarray(values, dtype=np.int64) & ((1 << bits) - 1)) ^ (1 << bit)
-    if signed:
-        word = np.where(word >= 1 << (bits - 1), word - (1 << bits), word)
-    return word
-
-
-def memory_bits(mems: dict, kinds: tuple[str, ...] = ("weights", "thresholds")
-                ) -> list[tuple[str, int, int]]:
-    """(key, words, bits per word) of the memories of the given kinds, in a fixed order."""
-    return [(k, int(m.values.size), int(m.bits)) for k, m in sorted(mems.items())
-            if m.kind in kinds]
-
-
-def random_flips(mems: dict, n: int, rng: np.random.Generator,
-                 kinds: tuple[str, ...] = ("weights", "thresholds")) -> list[Flip]:
-    """`n` distinct bits drawn uniformly over all bits of the chosen memories."""
-    layout = memory_bits(mems, kinds)
-    if not layout:
-        raise InputError(f"the model has no {'/'.join(kinds)} memories to flip")
-    sizes = np.array([words * bits for _, words, bits in layout])
-    total = int(sizes.sum())
-    picks = rng.choice(total, size=min(n, total), replace=False)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    out = []
-    for g in picks:
-        i = int(np.searchsorted(starts, g, side="right") - 1)
-        key, _, bits = layout[i]
-        off = int(g - starts[i])
-        out.append((key, off // bits, off % bits))
-    return out
+from fpgaprint.core.errors import InputError
+from fpgaprint.core.words import Flip, flip
 
 
 class Surrogate:
@@ -134,7 +99,7 @@ def progressive_bit_search(golden, x_int: np.ndarray, y: np.ndarray, max_flips: 
             g = g.numpy().reshape(-1)
             v = values[k].reshape(-1)
             for bit in range(mem.bits):
-                gain = g * (flip_array(v, bit, mem.bits, mem.signed) - v)
+                gain = g * (flip(v, bit, mem.datatype) - v)
                 for i in np.argsort(-gain)[:topk]:
                     if (k, int(i)) not in done:
                         cands.append((float(gain[i]), (k, int(i), bit)))
@@ -147,7 +112,7 @@ def progressive_bit_search(golden, x_int: np.ndarray, y: np.ndarray, max_flips: 
                 best, best_loss = cand, cl
         k, i, bit = best
         mem = sur.mems[k]
-        values[k].reshape(-1)[i] = flip_array(values[k].reshape(-1)[i], bit, mem.bits, mem.signed)
+        values[k].reshape(-1)[i] = flip(int(values[k].reshape(-1)[i]), bit, mem.datatype)
         flips.append(best)
         current = current.flipped([best])
         out.append(list(flips))

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from fpgaprint.compiler.data import Dataset
-from fpgaprint.compiler.errors import FpgaprintError
+from fpgaprint.core.errors import FpgaprintError
+from fpgaprint.core.fpset import FingerprintSet
 from fpgaprint.fingerprint import variants
 from fpgaprint.fingerprint.check import match_rate
-from fpgaprint.fingerprint.fpset import FingerprintSet
 from fpgaprint.fingerprint.source import Model
 
 PTQ_BITS = (8, 6, 4)

@@ -6,8 +6,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from fpgaprint.compiler.errors import InputError
-from fpgaprint.fingerprint.fpset import FingerprintSet
+from fpgaprint.core.errors import InputError
+from fpgaprint.core.fpset import FingerprintSet
+from fpgaprint.core.selftest import PASS, Policy, evaluate
 from fpgaprint.fingerprint.source import Model
 
 
@@ -23,6 +24,9 @@ class CheckResult:
     matches: int
     threshold: float
     calibration: dict
+    status: str
+    interval: tuple[float, float]
+    marginal: bool
     mismatched: list[int] = field(default_factory=list)
 
     @property
@@ -31,7 +35,7 @@ class CheckResult:
 
     @property
     def passed(self) -> bool:
-        return self.match_rate >= self.threshold
+        return self.status == PASS
 
     @property
     def same_source(self) -> bool:
@@ -44,12 +48,17 @@ class CheckResult:
                f"not the set's source (model {self.model_sha256[:12]}, "
                f"source {self.source_sha256[:12]})")
         how = self.calibration.get("method", "not stated")
+        lo, hi = self.interval
         lines = [
             f"{verdict}: {self.matches}/{self.count} labels match ({self.match_rate:.3f} {cmp} "
-            f"threshold {self.threshold:.3f}) on {self.count} {self.algorithm} examples",
+            f"threshold {self.threshold:.3f}; 95 % interval [{lo:.3f}, {hi:.3f}]) on "
+            f"{self.count} {self.algorithm} examples",
             f"model: {self.model} is {src}",
             f"threshold: {how}",
         ]
+        if self.marginal:
+            lines.insert(1, "MARGINAL: the interval straddles the threshold; more examples "
+                            "are needed for a confident verdict")
         if self.mismatched:
             shown = ", ".join(map(str, self.mismatched[:20]))
             more = f" and {len(self.mismatched) - 20} more" if len(self.mismatched) > 20 else ""
@@ -80,6 +89,9 @@ def check(model: Model, fs: FingerprintSet, expect_source: bool = False) -> Chec
         )
     pred = model.predict(fs.inputs)
     hit = pred == fs.labels
+    ev = evaluate(None, pred, {"expected_labels": fs.labels},
+                  Policy(("fingerprint",), float(fs.threshold)))
+    fp = ev.check("fingerprint")
     return CheckResult(
         model=model.name,
         model_sha256=model.sha256,
@@ -89,6 +101,9 @@ def check(model: Model, fs: FingerprintSet, expect_source: bool = False) -> Chec
         matches=int(hit.sum()),
         threshold=float(fs.threshold),
         calibration=fs.calibration,
+        status=ev.status,
+        interval=tuple(fp.extra["interval"]),
+        marginal=fp.extra["marginal"],
         mismatched=[int(i) for i in np.flatnonzero(~hit)],
     )
 

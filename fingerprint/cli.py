@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from fpgaprint.compiler.errors import InputError, VerdictFail
+from fpgaprint.core.atomic import write_json
+from fpgaprint.core.errors import InputError, VerdictFail
 
 
 def _seed_torch() -> None:
@@ -42,7 +42,8 @@ def generate(model: str, algorithm: str, count: int, out: Path, seed: int, calib
              margin: float | None, steps: int | None) -> None:
     """Generate COUNT intrinsic examples of MODEL (a .pt file or zoo:NAME) into OUT."""
     from fpgaprint.fingerprint.calibrate import calibrate as do_calibrate
-    from fpgaprint.fingerprint.generate import GenParams, generate as do_generate
+    from fpgaprint.fingerprint.generate import GenParams
+    from fpgaprint.fingerprint.generate import generate as do_generate
     from fpgaprint.fingerprint.source import load_model
 
     if count < 1:
@@ -72,8 +73,8 @@ def generate(model: str, algorithm: str, count: int, out: Path, seed: int, calib
               help="Also write the result as JSON.")
 def check(model: str, fpset: Path, expect_source: bool, json_out: Path | None) -> None:
     """Match rate and verdict of MODEL on the fingerprint set FPSET (exit 1 on FAIL)."""
+    from fpgaprint.core.fpset import load_set
     from fpgaprint.fingerprint.check import check as do_check
-    from fpgaprint.fingerprint.fpset import load_set
     from fpgaprint.fingerprint.source import load_model
 
     fs = load_set(fpset)
@@ -81,10 +82,7 @@ def check(model: str, fpset: Path, expect_source: bool, json_out: Path | None) -
     result = do_check(load_model(model), fs, expect_source=expect_source)
     click.echo(result.explain())
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = json_out.with_suffix(json_out.suffix + ".tmp")
-        tmp.write_text(json.dumps(result.to_dict(), indent=2))
-        tmp.replace(json_out)
+        write_json(json_out, result.to_dict(), sort_keys=False)
     if not result.passed:
         raise VerdictFail(f"fingerprint mismatch: {result.matches}/{result.count} labels match, "
                           f"below threshold {result.threshold:.3f}")

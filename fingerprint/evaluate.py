@@ -14,12 +14,14 @@ from typing import Callable
 
 import numpy as np
 
-from fpgaprint.compiler.data import Dataset, InputGrid, load_digits, upsample_digits
-from fpgaprint.compiler.errors import FpgaprintError, InputError
+from fpgaprint.compiler.data import Dataset, load_digits, upsample_digits
+from fpgaprint.core.errors import FpgaprintError, InputError
+from fpgaprint.core.fpset import FingerprintSet
+from fpgaprint.core.grid import InputGrid
+from fpgaprint.core.words import random_flips
 from fpgaprint.fingerprint import baselines, bitflips, variants
 from fpgaprint.fingerprint.calibrate import benign_variants, calibrate, threshold_from
 from fpgaprint.fingerprint.check import match_rate
-from fpgaprint.fingerprint.fpset import FingerprintSet
 from fpgaprint.fingerprint.generate import ALGORITHMS, generate
 from fpgaprint.fingerprint.source import GoldenRunner, Model, load_model
 
@@ -168,7 +170,7 @@ class Evaluation:
     # -- golden and bit flips --------------------------------------------------------------
     def build_golden(self) -> None:
         from fpgaprint.compiler.build import build_model
-        from fpgaprint.compiler.golden import GoldenModel
+        from fpgaprint.core.golden import GoldenModel
 
         spec = self.spec if isinstance(self.spec, str) else None
         if self.cfg.golden:
@@ -227,13 +229,13 @@ class Evaluation:
         for n in cfg.flip_counts:
             self.say(f"random bit flips: {n} x {cfg.flip_seeds} seeds")
             for s in range(cfg.flip_seeds):
-                flips = bitflips.random_flips(mems, n, np.random.default_rng([cfg.seed, n, s]))
+                flips = random_flips(mems, n, np.random.default_rng([cfg.seed, n, s]))
                 out["random"].append({"n": n, "seed": s,
                                       **self._flip_record(g.flipped(flips), ref_raw, pool_raw,
                                                           pool)})
         self.say(f"single weight-bit flips: {cfg.single_flip_seeds}")
         for s in range(cfg.single_flip_seeds):
-            flips = bitflips.random_flips(mems, 1, np.random.default_rng([cfg.seed, 1, 10**6 + s]),
+            flips = random_flips(mems, 1, np.random.default_rng([cfg.seed, 1, 10**6 + s]),
                                           kinds=("weights",))
             out["single_weight"].append({"n": 1, "seed": s, "flip": list(flips[0]),
                                          **self._flip_record(g.flipped(flips), ref_raw,

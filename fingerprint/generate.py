@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fpgaprint.compiler.data import InputGrid
-from fpgaprint.compiler.errors import InputError
-from fpgaprint.fingerprint.fpset import FingerprintSet
+from fpgaprint.core.errors import InputError
+from fpgaprint.core.fpset import FingerprintSet
+from fpgaprint.core.grid import InputGrid
 from fpgaprint.fingerprint.highpass import highpass
 from fpgaprint.fingerprint.perturb import ParamSampler, PerturbConfig
 from fpgaprint.fingerprint.source import Model

@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from fpgaprint.fingerprint.fpset import FingerprintSet
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+from fpgaprint.core.atomic import write_atomic
+from fpgaprint.core.fpset import FingerprintSet
 
 
 def _pct(v) -> str:
@@ -181,8 +173,8 @@ def write_report(res: dict, out: str | Path, sets: dict[str, FingerprintSet] | N
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "results.json", out / "table.md"]
-    _atomic_write(paths[0], json.dumps(res, indent=1, sort_keys=False))
-    _atomic_write(paths[1], markdown(res))
+    write_atomic(paths[0], json.dumps(res, indent=1, sort_keys=False))
+    write_atomic(paths[1], markdown(res))
     if res.get("bitflips"):
         plot_bitflips(res, out / "bitflips.png")
         paths.append(out / "bitflips.png")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from fpgaprint.compiler.errors import InputError
+from fpgaprint.core.errors import InputError
 
 ZOO_PREFIX = "zoo:"
 DEFAULT_SEED = 0
@@ -118,7 +118,7 @@ class GoldenRunner:
     kind = "golden"
 
     def __init__(self, golden, grid_bits: int = 8):
-        from fpgaprint.compiler.data import InputGrid
+        from fpgaprint.core.grid import InputGrid
 
         self.golden = golden
         self.grid = InputGrid(grid_bits)
@@ -152,8 +152,8 @@ class QonnxRunner:
 
 def _onnx_runner(path: Path):
     """A golden graph (FINN HW layers) or a QONNX graph."""
-    from fpgaprint.compiler.finn_env import ensure_finn
-    from fpgaprint.compiler.golden import HW_DOMAIN, GoldenModel
+    from fpgaprint.core.finn_env import ensure_finn
+    from fpgaprint.core.golden import HW_DOMAIN, GoldenModel
 
     ensure_finn()
     from qonnx.core.modelwrapper import ModelWrapper

@@ -12,8 +12,9 @@ import numpy as np
 import torch.nn as nn
 import torch.nn.utils.prune as tprune
 
-from fpgaprint.compiler.data import Dataset, InputGrid
-from fpgaprint.compiler.errors import InputError
+from fpgaprint.compiler.data import Dataset
+from fpgaprint.core.errors import InputError
+from fpgaprint.core.grid import InputGrid
 from fpgaprint.fingerprint.source import Model, from_module
 
 

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from fpgaprint.compiler.errors import FpgaprintError
+from fpgaprint.core.errors import FpgaprintError
 
 # subcommand name -> "module:attribute"; each package owns its commands.
 COMMANDS = {

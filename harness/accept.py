@@ -12,14 +12,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from fpgaprint.compiler.errors import InputError
+from fpgaprint.core.errors import InputError
 from fpgaprint.harness.db import ResultStore
 from fpgaprint.harness.verdict import NO_VERDICT, BoardOutcome, overall
 from fpgaprint.harness.verify import DEFAULT_BATCH, Plan, verify_board
 
 if TYPE_CHECKING:
-    from fpgaprint.compiler.package import Package
     from rich.console import Console
+
+    from fpgaprint.core.package import Package
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from fpgaprint.compiler.errors import LinkError, VerdictFail
+from fpgaprint.core.errors import LinkError, VerdictFail
 from fpgaprint.harness.verdict import FAIL, NO_VERDICT, PASS
 
 _common = [
@@ -61,7 +61,8 @@ def verify(port, package, timeout, retries, batch, challenge, trusted_key, allow
     """Verify one board against its deployment package and give the verdict."""
     from rich.console import Console
 
-    from fpgaprint.harness.reports import verify_report, verify_summary, write_json, write_verify_junit
+    from fpgaprint.core.atomic import write_json
+    from fpgaprint.harness.reports import verify_report, verify_summary, write_verify_junit
     from fpgaprint.harness.verify import challenge_plan, load_package, selftest_plan, verify_board
 
     with load_package(package, trusted_key, allow_unsigned) as pkg:
@@ -69,7 +70,7 @@ def verify(port, package, timeout, retries, batch, challenge, trusted_key, allow
         outcome = verify_board(port, pkg, plan, timeout=timeout, retries=retries,
                                batch_size=batch)
     if report:
-        write_json(report, verify_report(outcome))
+        write_json(report, verify_report(outcome), sort_keys=False)
     if junit:
         write_verify_junit(junit, outcome)
     Console(highlight=False).print(verify_summary(outcome))

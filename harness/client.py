@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import serial
 
-from fpgaprint.compiler.errors import InputError, LinkError, VerdictFail
+from fpgaprint.core.errors import InputError, LinkError, VerdictFail
 from fpgaprint.hw_targets import protocol as P
 
 log = logging.getLogger("fpgaprint.client")

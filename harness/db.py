@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from fpgaprint.compiler.errors import InputError
+from fpgaprint.core.errors import InputError
 from fpgaprint.harness.verdict import BoardOutcome
 
 DEFAULT_URL = "sqlite:///accept.db"

@@ -60,7 +60,7 @@ class Board:
 
 def high_order_flip(package: Path) -> str:
     """LAYER:INDEX:BIT for the sign (top) bit of the first weight of the last layer."""
-    from fpgaprint.compiler.golden import GoldenModel
+    from fpgaprint.core.golden import GoldenModel
 
     mems = GoldenModel(package / "model" / "golden.onnx").memories()
     key = [k for k in mems if k.endswith("/weights")][-1]

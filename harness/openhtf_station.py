@@ -20,7 +20,7 @@ import numpy as np
 import openhtf as htf
 from openhtf.core.base_plugs import BasePlug
 
-from fpgaprint.harness.verdict import Answers, decide
+from fpgaprint.harness.verdict import PASS, Answers, decide
 from fpgaprint.harness.verify import (
     DEFAULT_BATCH,
     Plan,
@@ -121,7 +121,8 @@ def make_test(
 
     verify_measures = [
         htf.Measurement("verify_answered").equals(n),
-        htf.Measurement("verify_match_rate").in_range(minimum=thr),
+        htf.Measurement("verify_verdict").equals(PASS).doc("the pass rule (core.selftest)"),
+        htf.Measurement("verify_match_rate").doc(f"label match rate (threshold {thr:.3f})"),
     ]
     if exact:
         verify_measures.append(htf.Measurement("verify_exact_failed").equals(0))
@@ -132,8 +133,8 @@ def make_test(
         answers = board.run(st_plan, batch_size, raw_width(pkg) if exact else None)
         v = decide(st_plan.expected, answers, st_plan.policy)
         test.measurements.verify_answered = int(answers.answered.sum())
-        rate = _match_rate(st_plan, answers)
-        test.measurements.verify_match_rate = rate
+        test.measurements.verify_verdict = v.status
+        test.measurements.verify_match_rate = v.match_rate
         if exact:
             test.measurements.verify_exact_failed = v.check("exact").failed
         test.attach("verify.json", _json(v.to_dict()), "application/json")
@@ -147,15 +148,17 @@ def make_test(
         @htf.PhaseOptions(name="challenge")
         @htf.measures(
             htf.Measurement("challenge_answered").equals(len(ch_plan.expected)),
-            htf.Measurement("challenge_match_rate").in_range(
-                minimum=ch_plan.policy.fingerprint_threshold
-            ),
+            htf.Measurement("challenge_verdict").equals(PASS),
+            htf.Measurement("challenge_match_rate").doc(
+                f"label match rate (threshold {ch_plan.policy.fingerprint_threshold:.3f})"),
         )
         @htf.plug(board=plug)
         def challenge_phase(test: htf.TestApi, board: BoardPlug) -> None:
             answers = board.run(ch_plan, batch_size)
+            v = decide(ch_plan.expected, answers, ch_plan.policy)
             test.measurements.challenge_answered = int(answers.answered.sum())
-            test.measurements.challenge_match_rate = _match_rate(ch_plan, answers)
+            test.measurements.challenge_verdict = v.status
+            test.measurements.challenge_match_rate = v.match_rate
         phases.append(challenge_phase)
 
     test = htf.Test(*phases, test_name=f"fpgaprint-{pkg.manifest.get('name', 'board')}",
@@ -167,12 +170,6 @@ def _protocol() -> int:
     from fpgaprint.hw_targets.protocol import PROTOCOL_VERSION
 
     return PROTOCOL_VERSION
-
-
-def _match_rate(plan: Plan, answers: Answers) -> float:
-    n = len(plan.expected)
-    ok = answers.answered & (answers.labels == plan.expected.expected_labels)
-    return float(ok.sum()) / n if n else 0.0
 
 
 def _json(obj: Any) -> bytes:
@@ -195,8 +192,9 @@ def run(test: htf.Test, record_json: str | Path | None = None) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Headless station: exit 0 PASS, 1 FAIL, 3 error (no verdict), 2 bad input."""
-    from fpgaprint.compiler.errors import FpgaprintError
     from openhtf.core.test_record import Outcome
+
+    from fpgaprint.core.errors import FpgaprintError
 
     ap = argparse.ArgumentParser(prog="python -m harness.openhtf_station")
     ap.add_argument("--port", required=True)

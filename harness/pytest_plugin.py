@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import pytest
 
 if TYPE_CHECKING:
-    from fpgaprint.compiler.package import Package
+    from fpgaprint.core.package import Package
     from fpgaprint.harness.client import BoardClient
 
 
@@ -53,7 +53,7 @@ def board(request: pytest.FixtureRequest) -> Iterator[Board]:
     if not port or not pkg_dir:
         pytest.skip("no board under test: pass --board-port URL and --board-package DIR")
 
-    from fpgaprint.compiler.package import verify_package
+    from fpgaprint.core.package import verify_package
     from fpgaprint.harness.client import BoardClient
 
     package = verify_package(

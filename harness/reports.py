@@ -16,15 +16,11 @@ from typing import Any, Iterable
 import numpy as np
 from junitparser import Error, Failure, JUnitXml, TestCase, TestSuite
 
-from fpgaprint.compiler.manifest import write_atomic
+from fpgaprint.core.atomic import write_atomic
 from fpgaprint.harness.verdict import FAIL, NO_VERDICT, PASS, BoardOutcome
 
 REPORT_SCHEMA = "fpgaprint-verify-report/1"
 STYLE = {PASS: "bold green", FAIL: "bold red", NO_VERDICT: "bold yellow"}
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
 
 def verify_report(outcome: BoardOutcome) -> dict[str, Any]:

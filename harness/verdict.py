@@ -1,51 +1,27 @@
-"""Verdict logic: per-vector results and PASS / FAIL / NO_VERDICT from the board's answers.
+"""A board's verdict: its answers as they arrive, per-vector rows, identity, and the outcome.
 
-Two checks (ARCHITECTURE.md, "Verdicts"):
-- ``exact``: the board's raw output equals the golden model's raw output, element for element.
-- ``fingerprint``: the board's label equals the pre-trained model's label; the share of matches
-  over *all* vectors must reach the policy threshold.
-
-Missing answers never give PASS. A check is FAIL as soon as the answers received prove it (one
-raw mismatch; too few label matches even if every missing answer matched); otherwise missing
-answers leave it NO_VERDICT. The overall verdict is FAIL if any check fails, else NO_VERDICT if
-any check has no verdict, else PASS.
+The pass rule itself is `fpgaprint.core.selftest.evaluate`; this module collects a board's
+answers (some may be missing) and reports what the rule decided, vector by vector.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
-from fpgaprint.compiler.errors import InputError
-
-PASS = "PASS"
-FAIL = "FAIL"
-NO_VERDICT = "NO_VERDICT"
-CHECKS = ("exact", "fingerprint")
-
-
-@dataclass(frozen=True)
-class Policy:
-    """Which checks apply and the fingerprint match-rate threshold."""
-
-    checks: tuple[str, ...]
-    fingerprint_threshold: float = 1.0
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "policy") -> "Policy":
-        checks = d.get("checks")
-        if not isinstance(checks, (list, tuple)) or not checks:
-            raise InputError(f"{where}: 'checks' must be a non-empty list of {list(CHECKS)}")
-        unknown = [c for c in checks if c not in CHECKS]
-        if unknown:
-            raise InputError(f"{where}: unknown check(s) {unknown}; known: {list(CHECKS)}")
-        thr = d.get("fingerprint_threshold", 1.0)
-        if not isinstance(thr, (int, float)) or not 0.0 <= float(thr) <= 1.0:
-            raise InputError(f"{where}: 'fingerprint_threshold' must be in [0, 1], got {thr!r}")
-        return cls(tuple(checks), float(thr))
+from fpgaprint.core.errors import InputError
+from fpgaprint.core.selftest import (  # noqa: F401  (re-exported for the harness)
+    EXIT_CODES,
+    FAIL,
+    NO_VERDICT,
+    PASS,
+    CheckResult,
+    Policy,
+    combine,
+    evaluate,
+)
 
 
 @dataclass
@@ -113,17 +89,6 @@ class VectorResult:
 
 
 @dataclass
-class CheckResult:
-    name: str
-    status: str
-    detail: str
-    passed: int = 0
-    failed: int = 0
-    missing: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class Verdict:
     status: str
     reason: str
@@ -147,105 +112,26 @@ class Verdict:
         }
 
 
-def _indices(mask: np.ndarray, limit: int = 10) -> str:
-    idx = np.flatnonzero(mask)
-    s = ", ".join(str(i) for i in idx[:limit])
-    return s + (", ..." if len(idx) > limit else "")
-
-
-def exact_check(expected: Expected, answers: Answers) -> tuple[CheckResult, np.ndarray]:
-    """Raw == golden_raw for every vector; returns the check and per-vector differing counts."""
-    if expected.golden_raw is None:
-        raise InputError("exact check requested but the package has no golden_raw")
-    n = len(expected)
-    diff = np.full(n, -1, dtype=np.int64)
-    ok = answers.answered & answers.raw_ok
-    if answers.raw is not None:
-        diff[ok] = (answers.raw[ok] != expected.golden_raw[ok]).sum(axis=1)
-    bad = (answers.answered & ~answers.raw_ok) | (ok & (diff > 0))
-    passed = int((ok & (diff == 0)).sum())
-    failed, missing = int(bad.sum()), answers.missing
-    if failed:
-        status = FAIL
-        detail = f"{failed}/{n} vectors differ from the golden model (vectors {_indices(bad)})"
-        if (answers.answered & ~answers.raw_ok).any():
-            detail += "; some answers had no raw output of the expected width"
-    elif missing:
-        status, detail = NO_VERDICT, f"{missing}/{n} vectors unanswered"
-    else:
-        status, detail = PASS, f"{n}/{n} raw outputs equal the golden model"
-    return CheckResult("exact", status, detail, passed, failed, missing), diff
-
-
-def fingerprint_check(
-    expected: Expected, answers: Answers, threshold: float
-) -> tuple[CheckResult, np.ndarray]:
-    """Label == expected label; the match rate over all N vectors must reach `threshold`."""
-    n = len(expected)
-    match = answers.answered & (answers.labels == expected.expected_labels)
-    matches, missing = int(match.sum()), answers.missing
-    failed = int(n - matches - missing)
-    need = math.ceil(threshold * n - 1e-9)
-    rate = matches / n if n else 0.0
-    answered = n - missing
-    extra = {
-        "match_rate": rate,
-        "match_rate_answered": matches / answered if answered else None,
-        "threshold": threshold,
-        "required_matches": need,
-    }
-    if matches + missing < need:
-        status = FAIL
-        detail = (
-            f"match rate {rate:.3f} < threshold {threshold:.3f} "
-            f"({matches}/{n} labels match, {need} required)"
-        )
-    elif missing:
-        status = NO_VERDICT
-        detail = f"{missing}/{n} vectors unanswered ({matches} match so far, {need} required)"
-    else:
-        status = PASS
-        detail = f"match rate {rate:.3f} >= threshold {threshold:.3f} ({matches}/{n})"
-    return CheckResult("fingerprint", status, detail, matches, failed, missing, extra), match
-
-
-def combine(checks: list[CheckResult]) -> tuple[str, str]:
-    """Overall status and reason from the checks."""
-    if not checks:
-        return NO_VERDICT, "no check applied"
-    for status in (FAIL, NO_VERDICT):
-        bad = [c for c in checks if c.status == status]
-        if bad:
-            return status, "; ".join(f"{c.name}: {c.detail}" for c in bad)
-    return PASS, "; ".join(f"{c.name}: {c.detail}" for c in checks)
-
-
 def decide(
     expected: Expected,
     answers: Answers,
     policy: Policy,
     extra_checks: list[CheckResult] | None = None,
 ) -> Verdict:
-    """Apply the policy's checks to the answers and return the verdict with per-vector rows."""
+    """Apply the policy's checks (`core.selftest.evaluate`) and add the per-vector rows."""
     n = len(expected)
     if answers.n != n:
         raise ValueError(f"answers for {answers.n} vectors, expected {n}")
-    checks = list(extra_checks or [])
-    diff = exact_ok = fp_ok = None
-    if n == 0:
-        checks.append(CheckResult("vectors", NO_VERDICT, "no vectors to check"))
-    else:
-        if "exact" in policy.checks:
-            c, diff = exact_check(expected, answers)
-            exact_ok = diff == 0
-            checks.append(c)
-        if "fingerprint" in policy.checks:
-            c, fp_ok = fingerprint_check(expected, answers, policy.fingerprint_threshold)
-            checks.append(c)
-    vectors = []
+    vectors = {"expected_labels": expected.expected_labels}
+    if expected.golden_raw is not None:
+        vectors["golden_raw"] = expected.golden_raw
+    ev = evaluate(answers.raw, answers.labels, vectors, policy, answers.answered,
+                  answers.raw_ok, extra_checks)
+    diff, label_ok = ev.raw_diff, ev.label_ok
+    vectors_out = []
     for i in range(n):
         a = bool(answers.answered[i])
-        vectors.append(
+        vectors_out.append(
             VectorResult(
                 index=i,
                 answered=a,
@@ -254,13 +140,12 @@ def decide(
                 golden_label=(
                     None if expected.golden_labels is None else int(expected.golden_labels[i])
                 ),
-                exact=None if diff is None or not a else bool(exact_ok[i]),
+                exact=None if diff is None or not a else bool(diff[i] == 0),
                 raw_diff=None if diff is None or diff[i] < 0 else int(diff[i]),
-                fingerprint=None if fp_ok is None or not a else bool(fp_ok[i]),
+                fingerprint=None if label_ok is None or not a else bool(label_ok[i]),
             )
         )
-    status, reason = combine(checks)
-    return Verdict(status, reason, checks, vectors)
+    return Verdict(ev.status, ev.reason, ev.checks, vectors_out)
 
 
 def identity_check(expected: Mapping[str, Any], reported: Mapping[str, Any]) -> CheckResult:
@@ -344,5 +229,3 @@ def overall(statuses: list[str]) -> str:
         return NO_VERDICT
     return PASS
 
-
-EXIT_CODES = {PASS: 0, FAIL: 1, NO_VERDICT: 3}

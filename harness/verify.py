@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from fpgaprint.compiler.errors import InputError, LinkError, VerdictFail
+from fpgaprint.core.errors import InputError, LinkError, VerdictFail
 from fpgaprint.harness.verdict import (
     FAIL,
     NO_VERDICT,
@@ -33,7 +33,7 @@ from fpgaprint.harness.verdict import (
 )
 
 if TYPE_CHECKING:
-    from fpgaprint.compiler.package import Package
+    from fpgaprint.core.package import Package
 
 DEFAULT_BATCH = 16
 NONCE_BYTES = 16
@@ -54,7 +54,7 @@ def load_package(
     path: str | Path, trusted_key: str | Path | None = None, allow_unsigned: bool = False
 ) -> "Package":
     """Verify the package (signature, hashes, contents); InputError names what failed."""
-    from fpgaprint.compiler.package import verify_package
+    from fpgaprint.core.package import verify_package
 
     return verify_package(path, trusted_key=trusted_key, allow_unsigned=allow_unsigned)
 
@@ -75,7 +75,7 @@ def selftest_plan(pkg: "Package") -> Plan:
 
 def challenge_plan(pkg: "Package", fp_path: str | Path, rng: np.random.Generator) -> Plan:
     """A verifier-held fingerprint set: labels checked against the set, random sending order."""
-    from fpgaprint.fingerprint.fpset import load_set
+    from fpgaprint.core.fpset import load_set
 
     fp = load_set(fp_path)
     in_shape = tuple(pkg.io["input"]["shape"][1:])

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fpgaprint.compiler.errors import InputError
+from fpgaprint.core.errors import InputError
 from fpgaprint.hw_targets import protocol as P
 
 log = logging.getLogger("fpgaprint.board")

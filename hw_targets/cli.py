@@ -9,7 +9,7 @@ import threading
 
 import click
 
-from fpgaprint.compiler.errors import InputError
+from fpgaprint.core.errors import InputError
 
 _LINK_FAULTS = "Link faults (board side of the line)"
 _MODEL_FAULTS = "Model faults (virtual backend)"
@@ -142,7 +142,7 @@ def boards() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from fpgaprint.hw_targets.boards import BOARDS, RESOURCE_KEYS
+    from fpgaprint.core.boards import BOARDS, RESOURCE_KEYS
 
     table = Table(title="fpgaprint boards")
     for col in ("board", "part", "FINN board", "platform", "clock", *RESOURCE_KEYS, "serial"):

@@ -14,8 +14,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from fpgaprint.compiler.errors import InputError
-from fpgaprint.compiler.golden import GoldenModel, MemoryImage, resolve_memory
+from fpgaprint.core.errors import InputError
+from fpgaprint.core.golden import GoldenModel, resolve_memory
+from fpgaprint.core.words import MemoryImage, flip, random_flips, stick
 
 FLIP_FORMAT = "LAYER:INDEX:BIT"
 STUCK_FORMAT = "LAYER:INDEX:BIT:0|1"
@@ -168,69 +169,20 @@ def _check_fields(where: Any, layer: Any, index: Any, bit: Any) -> tuple[str, in
     return layer, int(index), int(bit)
 
 
-# ---------------------------------------------------------------- words in their datatypes
-
-
-def _check_memory(key: str, img: MemoryImage) -> None:
-    if not (img.datatype.startswith(("INT", "UINT")) or img.datatype in ("BIPOLAR", "BINARY",
-                                                                         "TERNARY")):
-        raise InputError(f"memory {key} holds {img.datatype} values; bit faults need an "
-                         "integer datatype")
-
-
-def to_word(value: int, img: MemoryImage) -> int:
-    """The stored bit pattern of `value` in the memory's datatype."""
-    if img.datatype == "BIPOLAR":
-        return 1 if value > 0 else 0
-    return int(value) & ((1 << img.bits) - 1)
-
-
-def from_word(word: int, img: MemoryImage) -> int:
-    """The value a stored bit pattern means in the memory's datatype."""
-    if img.datatype == "BIPOLAR":
-        return 1 if word & 1 else -1
-    if img.signed and word >= 1 << (img.bits - 1):
-        return word - (1 << img.bits)
-    return word
+# ---------------------------------------------------------------- injection
 
 
 def _locate(mems: dict[str, MemoryImage], layer: str, index: int, bit: int) -> str:
     key = resolve_memory(mems, layer)
     img = mems[key]
-    _check_memory(key, img)
+    bits = img.format.bits
     if index >= img.values.size:
         raise InputError(f"fault {layer}:{index}:{bit}: index out of range for {key} "
                          f"({img.values.size} words)")
-    if bit >= img.bits:
+    if bit >= bits:
         raise InputError(f"fault {layer}:{index}:{bit}: bit out of range for {key} "
-                         f"({img.datatype}, {img.bits}-bit words)")
+                         f"({img.datatype}, {bits}-bit words)")
     return key
-
-
-# ---------------------------------------------------------------- injection
-
-
-def random_flips(mems: dict[str, MemoryImage], count: int, seed: int
-                 ) -> list[tuple[str, int, int]]:
-    """`count` distinct (memory, index, bit), uniform over all bits of all words (seeded)."""
-    if count == 0:
-        return []
-    keys = list(mems)
-    for key in keys:
-        _check_memory(key, mems[key])
-    sizes = np.array([mems[k].values.size * mems[k].bits for k in keys], dtype=np.int64)
-    total = int(sizes.sum())
-    if count > total:
-        raise InputError(f"cannot flip {count} distinct bits: the memories hold {total} bits")
-    picks = np.random.default_rng(seed).choice(total, size=count, replace=False)
-    ends = np.cumsum(sizes)
-    out = []
-    for p in picks.tolist():
-        m = int(np.searchsorted(ends, p, side="right"))
-        offset = p - (int(ends[m - 1]) if m else 0)
-        bits = mems[keys[m]].bits
-        out.append((keys[m], offset // bits, offset % bits))
-    return out
 
 
 def inject(golden: GoldenModel, spec: FaultSpec | None) -> tuple[GoldenModel, list[dict]]:
@@ -246,11 +198,10 @@ def inject(golden: GoldenModel, spec: FaultSpec | None) -> tuple[GoldenModel, li
     values = {k: m.values.copy().reshape(-1) for k, m in mems.items()}
     log: list[dict] = []
 
-    def record(kind: str, key: str, index: int, bit: int, new_word, extra=None) -> None:
+    def record(kind: str, key: str, index: int, bit: int, change, extra=None) -> None:
         img = mems[key]
         old = int(values[key][index])
-        word = to_word(old, img)
-        new = from_word(new_word(word, bit), img)
+        new = change(old, bit, img.datatype)
         values[key][index] = new
         log.append({"kind": kind, "memory": key, "layer": img.layer, "tensor": img.tensor,
                     "datatype": img.datatype, "index": index, "bit": bit, "old": old,
@@ -258,13 +209,13 @@ def inject(golden: GoldenModel, spec: FaultSpec | None) -> tuple[GoldenModel, li
 
     for layer, index, bit in spec.flips:
         key = _locate(mems, layer, index, bit)
-        record("flip", key, index, bit, lambda w, b: w ^ (1 << b))
+        record("flip", key, index, bit, flip)
     for key, index, bit in random_flips(mems, spec.flip_bits, spec.seed):
-        record("random_flip", key, index, bit, lambda w, b: w ^ (1 << b), {"seed": spec.seed})
+        record("random_flip", key, index, bit, flip, {"seed": spec.seed})
     for layer, index, bit, value in spec.stuck_at:
         key = _locate(mems, layer, index, bit)
-        setter = (lambda w, b: w | (1 << b)) if value else (lambda w, b: w & ~(1 << b))
-        record("stuck_at", key, index, bit, setter, {"value": value})
+        record("stuck_at", key, index, bit,
+               lambda v, b, dt, level=value: stick(v, b, level, dt), {"value": value})
     changed = {k: v.reshape(mems[k].values.shape) for k, v in values.items()
                if any(e["memory"] == k for e in log)}
     return golden.with_memories(changed), log

@@ -22,7 +22,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from fpgaprint.compiler.errors import InputError, LinkError
+from fpgaprint.core.errors import InputError, LinkError
 
 log = logging.getLogger("fpgaprint.link")
 

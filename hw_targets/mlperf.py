@@ -16,7 +16,7 @@ import time
 import numpy as np
 import serial
 
-from fpgaprint.compiler.errors import InputError, LinkError
+from fpgaprint.core.errors import InputError, LinkError
 from fpgaprint.hw_targets.agent import Backend
 
 TERMINATOR = b"%"

@@ -9,10 +9,11 @@ import json
 
 import numpy as np
 import pytest
+from test_board_support import compiled, digits_package, keypair, make_package
 
-from fpgaprint.compiler.errors import InputError
-from fpgaprint.compiler.golden import GoldenModel
-from fpgaprint.compiler.package import verify_package
+from fpgaprint.core.errors import InputError
+from fpgaprint.core.golden import GoldenModel
+from fpgaprint.core.package import verify_package
 from fpgaprint.hw_targets.backends import open_backend
 from fpgaprint.hw_targets.backends.pynq import (
     DriverIO,
@@ -24,7 +25,6 @@ from fpgaprint.hw_targets.backends.pynq import (
     unfold_output,
     unpack_output,
 )
-from test_board_support import compiled, digits_package, keypair, make_package
 
 
 def io_shape_dict(name: str) -> dict:

@@ -37,7 +37,7 @@ def compiled(name: str) -> Compiled:
     import torch
 
     from fpgaprint.compiler.build import build_model
-    from fpgaprint.compiler.data import InputGrid
+    from fpgaprint.core.grid import InputGrid
 
     out = ROOT / f"build-{name}"
     result = build_model(f"zoo:{name}", "Pynq-Z1", out)
@@ -54,7 +54,7 @@ def compiled(name: str) -> Compiled:
 
 @functools.cache
 def keypair() -> tuple[Path, Path]:
-    from fpgaprint.compiler.keys import generate_keypair
+    from fpgaprint.core.keys import generate_keypair
 
     return generate_keypair(ROOT / "keys")
 
@@ -67,8 +67,8 @@ def make_package(name: str, out: Path, threshold: float = 0.8,
                  hw: dict[str, bytes] | None = None) -> Path:
     """A finalized package of zoo:NAME in `out` (golden model from `golden_from` if given;
     `hw` files, e.g. {"top.bit": ..., "settings.json": ...}, go to hw/)."""
-    from fpgaprint.compiler.golden import GoldenModel
     from fpgaprint.compiler.package import finalize_package, write_selftest
+    from fpgaprint.core.golden import GoldenModel
 
     c = compiled(name)
     golden = golden_from or c.golden

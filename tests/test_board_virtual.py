@@ -8,14 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_board_support import digits_package, keypair, make_package
 
-from fpgaprint.compiler.errors import InputError
-from fpgaprint.compiler.golden import GoldenModel, flip_bit
-from fpgaprint.compiler.package import verify_package
+from fpgaprint.core.errors import InputError
+from fpgaprint.core.golden import GoldenModel
+from fpgaprint.core.package import verify_package
+from fpgaprint.core.words import flip
 from fpgaprint.hw_targets.backends import open_backend
 from fpgaprint.hw_targets.backends.virtual import VirtualBackend
 from fpgaprint.hw_targets.faults import FaultSpec
-from test_board_support import digits_package, keypair, make_package
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def test_golden_batching_is_bit_identical(golden, n):
 
 
 def test_golden_without_batching_support_runs_per_vector(package, monkeypatch):
-    import fpgaprint.compiler.golden as golden_module
+    import fpgaprint.core.golden as golden_module
 
     monkeypatch.setattr(golden_module, "ROWWISE_OPS", {"MVAU"})
     g = GoldenModel(package.golden_path)
@@ -128,9 +129,9 @@ def test_sign_bit_flip_in_last_layer_changes_what_golden_predicts(package, golde
     assert faulty.fault_log() == [{
         "kind": "flip", "memory": "MVAU_2/weights", "layer": "MVAU_2", "tensor": mem.tensor,
         "datatype": "INT4", "index": index, "bit": 3, "old": old,
-        "new": flip_bit(old, 3, 4, True), "effective": True}]
+        "new": flip(old, 3, "INT4"), "effective": True}]
     assert int(faulty.memories()["MVAU_2/weights"].values.reshape(-1)[index]) == \
-        flip_bit(old, 3, 4, True)
+        flip(old, 3, "INT4")
     assert not faulty.selftest()["passed"]
 
 
@@ -148,7 +149,7 @@ def test_random_flips_are_reproducible_and_logged(package, golden):
         assert e["kind"] == "random_flip" and e["seed"] == 7
         assert e["datatype"] == img.datatype and 0 <= e["bit"] < img.bits
         assert e["old"] == int(img.values.reshape(-1)[e["index"]])
-        assert e["new"] == flip_bit(e["old"], e["bit"], img.bits, img.signed)
+        assert e["new"] == flip(e["old"], e["bit"], img.datatype)
         assert int(now[e["memory"]].values.reshape(-1)[e["index"]]) == e["new"]
     # the faulty board computes what the golden model with the same flips computes
     x = package.vectors()["inputs"][:16]
@@ -175,7 +176,7 @@ def test_stuck_at_semantics(package, golden):
     board = VirtualBackend(package, spec)
     log = board.fault_log()
     assert [e["effective"] for e in log] == [True, False]
-    assert log[0]["new"] == flip_bit(int(flat[index]), bit, img.bits, img.signed)
+    assert log[0]["new"] == flip(int(flat[index]), bit, img.datatype)
     assert log[1]["old"] == log[1]["new"] == log[0]["new"]
     stored = int(board.memories()["MVAU_0/thresholds"].values.reshape(-1)[index])
     assert (stored & ((1 << img.bits) - 1)) >> bit & 1 == 1
@@ -297,7 +298,7 @@ def test_tampered_package_is_refused(pkg_dir, tmp_path):
 
 
 def test_foreign_signer_is_refused(pkg_dir, tmp_path):
-    from fpgaprint.compiler.keys import generate_keypair
+    from fpgaprint.core.keys import generate_keypair
 
     _, other_pub = generate_keypair(tmp_path / "other")
     with pytest.raises(InputError, match="manifest.sig: signed by key .* not by the trusted key"):

@@ -9,7 +9,7 @@ import pytest
 
 from fpgaprint.compiler.build import build_model
 from fpgaprint.compiler.config import BuildConfig
-from fpgaprint.compiler.golden import GoldenModel
+from fpgaprint.core.golden import GoldenModel
 
 
 def _assert_bit_exact(report: dict) -> None:
@@ -114,7 +114,7 @@ def test_a_stage_that_changes_the_function_fails_the_build_and_is_named(tmp_path
     import dataclasses
 
     import fpgaprint.compiler.build as cb
-    from fpgaprint.compiler.errors import EquivalenceError
+    from fpgaprint.core.errors import EquivalenceError
 
     orig = cb.STEPS[5]
     assert orig.name == "minimize_bit_width"

@@ -7,9 +7,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from fpgaprint.compiler.config import BuildConfig
-from fpgaprint.compiler.errors import InputError
-from fpgaprint.compiler.golden import flip_bit
-from fpgaprint.hw_targets.boards import BOARDS, check_resources, get_board
+from fpgaprint.core.boards import BOARDS, check_resources, get_board
+from fpgaprint.core.errors import InputError
 
 
 def _float_onnx(path, op="Relu"):
@@ -105,17 +104,3 @@ def test_config_cli_overrides_yaml(tmp_path):
     assert (c.weight_bits, c.act_bits) == (2, 3)
     with pytest.raises(InputError, match="weight_bits=0"):
         BuildConfig.load(None, weight_bits=0)
-
-
-@pytest.mark.parametrize("value,bit,bits,signed,expected", [
-    (1, 3, 4, True, -7), (-1, 3, 4, True, 7), (0, 0, 2, True, 1), (1, 1, 2, True, -1),
-    (5, 2, 8, False, 1), (255, 7, 8, False, 127),
-])
-def test_flip_bit_twos_complement(value, bit, bits, signed, expected):
-    assert flip_bit(value, bit, bits, signed) == expected
-    assert flip_bit(expected, bit, bits, signed) == value
-
-
-def test_flip_bit_out_of_range():
-    with pytest.raises(InputError, match="bit 4 out of range"):
-        flip_bit(0, 4, 4, True)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from fpgaprint.compiler import modelio
 from fpgaprint.cli import main
-from fpgaprint.fingerprint.fpset import load_set
+from fpgaprint.compiler import modelio
+from fpgaprint.core.fpset import load_set
 from fpgaprint.fingerprint.source import train_zoo
 
 

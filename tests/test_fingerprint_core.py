@@ -7,15 +7,14 @@ import pytest
 import torch
 
 from fpgaprint.compiler import modelio
-from fpgaprint.compiler.data import InputGrid
-from fpgaprint.compiler.errors import InputError
+from fpgaprint.core.errors import InputError
+from fpgaprint.core.fpset import FingerprintSet, load_set
+from fpgaprint.core.grid import InputGrid
+from fpgaprint.fingerprint import variants
 from fpgaprint.fingerprint.calibrate import calibrate
 from fpgaprint.fingerprint.check import check
-from fpgaprint.fingerprint.fpset import FingerprintSet, load_set
 from fpgaprint.fingerprint.generate import GenParams, generate
 from fpgaprint.fingerprint.source import from_module, load_model, state_dict_sha256, train_zoo
-from fpgaprint.fingerprint import variants
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

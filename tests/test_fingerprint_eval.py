@@ -7,39 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from fpgaprint.compiler.golden import flip_bit
 from fpgaprint.fingerprint import baselines, bitflips
 from fpgaprint.fingerprint.evaluate import EvalConfig, dataset_for, evaluate
 from fpgaprint.fingerprint.generate import generate
 from fpgaprint.fingerprint.report import write_report
 from fpgaprint.fingerprint.source import GoldenRunner, load_model
-
-
-@pytest.mark.parametrize("bits, signed", [(4, True), (3, False), (13, True)])
-def test_flip_array_matches_flip_bit(bits, signed):
-    lo, hi = (-(1 << (bits - 1)), 1 << (bits - 1)) if signed else (0, 1 << bits)
-    values = np.arange(lo, hi)
-    for bit in range(bits):
-        flipped = bitflips.flip_array(values, bit, bits, signed)
-        assert flipped.tolist() == [flip_bit(int(v), bit, bits, signed) for v in values]
-        np.testing.assert_array_equal(bitflips.flip_array(flipped, bit, bits, signed), values)
-
-
-def test_random_flips_are_distinct_and_in_range():
-    class Mem:
-        def __init__(self, shape, bits, kind):
-            self.values = np.zeros(shape, np.int64)
-            self.bits = bits
-            self.kind = kind
-
-    mems = {"A/weights": Mem((8, 4), 4, "weights"), "A/thresholds": Mem((4, 3), 9, "thresholds")}
-    flips = bitflips.random_flips(mems, 50, np.random.default_rng(0))
-    assert len(set(flips)) == 50
-    for key, idx, bit in flips:
-        assert 0 <= idx < mems[key].values.size and 0 <= bit < mems[key].bits
-    only_w = bitflips.random_flips(mems, 20, np.random.default_rng(1), kinds=("weights",))
-    assert {k for k, _, _ in only_w} == {"A/weights"}
-    assert len(bitflips.random_flips(mems, 10**6, np.random.default_rng(2))) == 8 * 4 * 4 + 12 * 9
 
 
 def test_baselines_label_with_source_predictions(src):
@@ -66,7 +38,7 @@ def golden_path(tmp_path_factory, one_thread):
 
 @pytest.fixture(scope="module")
 def golden(golden_path):
-    from fpgaprint.compiler.golden import GoldenModel
+    from fpgaprint.core.golden import GoldenModel
 
     return GoldenModel(golden_path)
 
@@ -145,7 +117,7 @@ def test_check_runs_golden_and_qonnx_files(src, golden_path, tmp_path, capsys):
 
 def test_stale_golden_model_is_refused(tmp_path):
     """A golden model built from another model would make every method 'detect' the build."""
-    from fpgaprint.compiler.errors import InputError
+    from fpgaprint.core.errors import InputError
     from fpgaprint.fingerprint.evaluate import _check_golden_source
 
     (tmp_path / "model").mkdir()

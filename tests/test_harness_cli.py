@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fpgaprint.cli import main
-from fpgaprint.compiler.errors import InputError
+from fpgaprint.core.errors import InputError
 from fpgaprint.harness.accept import parse_ports
 
 FPGAPRINT = str(Path(sys.executable).parent / "fpgaprint")
@@ -46,9 +46,9 @@ def test_parse_ports_keeps_order():
 
 def test_plugin_imports_nothing_heavy():
     code = (
-        "import sys, harness.pytest_plugin\n"
-        "heavy = [m for m in ('fpgaprint.compiler.package', 'fpgaprint.harness.client', 'numpy', 'serial') "
-        "if m in sys.modules]\n"
+        "import sys, fpgaprint.harness.pytest_plugin\n"
+        "heavy = [m for m in ('fpgaprint.core.package', 'fpgaprint.harness.client', 'numpy',"
+        " 'serial') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

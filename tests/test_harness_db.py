@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from test_harness_reports import outcome
 
-from fpgaprint.compiler.errors import InputError
+from fpgaprint.core.errors import InputError
 from fpgaprint.harness.db import BoardResult, ResultStore, VectorRow
 from fpgaprint.harness.verdict import FAIL, PASS
-from test_harness_reports import outcome
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,13 +9,13 @@ import re
 import numpy as np
 from junitparser import JUnitXml
 
+from fpgaprint.core.atomic import write_json
 from fpgaprint.harness.reports import (
     accept_table,
     verify_report,
     verify_summary,
     write_accept_html,
     write_accept_junit,
-    write_json,
     write_verify_junit,
 )
 from fpgaprint.harness.verdict import (
@@ -51,7 +51,7 @@ def outcome(port: str, serial: str, flip: int = 0, missing: int = 0, n: int = 12
 def test_verify_json_and_junit(tmp_path):
     o = outcome("/dev/pts/9", "SN1", flip=2)
     assert o.status == FAIL
-    write_json(tmp_path / "r.json", verify_report(o))
+    write_json(tmp_path / "r.json", verify_report(o), sort_keys=False)
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["schema"] == "fpgaprint-verify-report/1"
     assert rep["status"] == FAIL

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fpgaprint.compiler.errors import InputError
+from fpgaprint.core.errors import InputError
 from fpgaprint.harness.verdict import (
     FAIL,
     NO_VERDICT,
@@ -122,7 +122,7 @@ def test_label_only_policy_ignores_raw():
 
 def test_exact_without_golden_raw_is_input_error():
     exp = Expected(expected_labels=np.array([1]))
-    with pytest.raises(InputError, match="golden_raw"):
+    with pytest.raises(InputError, match="no golden raw output"):
         decide(exp, Answers(1), Policy(("exact",)))
 
 
@@ -139,7 +139,7 @@ def test_identity_failure_dominates():
     "policy, msg",
     [
         ({"checks": []}, "non-empty"),
-        ({"checks": ["exact", "crc"]}, "unknown check"),
+        ({"checks": ["exact", "crc"]}, "checks from"),
         ({"checks": ["fingerprint"], "fingerprint_threshold": 1.5}, r"\[0, 1\]"),
     ],
 )

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_package_support import N, build_package, make_meta, make_vectors
 
 from fpgaprint.compiler import cheader
-from fpgaprint.compiler.errors import InputError
-from fpgaprint.compiler.package import verify_package
-from test_package_support import N, build_package, make_meta, make_vectors
+from fpgaprint.core import carrays
+from fpgaprint.core.errors import InputError
+from fpgaprint.core.package import verify_package
 
 GCC = shutil.which("gcc")
 needs_gcc = pytest.mark.skipif(GCC is None, reason="gcc not installed")
@@ -118,7 +119,7 @@ def test_header_compiles_and_crcs_match(tmp_path, in_dt, raw_dt, in_range, raw_r
             for ln in lines[:4]}
     assert crcs["inputs"][1] == str(sizes[0]) and crcs["golden_raw"][1] == str(sizes[1])
     assert crcs["expected_labels"][1] == crcs["golden_labels"][1] == "2"
-    for key in cheader.ARRAYS:  # C (from memory) == manifest == Python zlib
+    for key in carrays.ARRAYS:  # C (from memory) == manifest == Python zlib
         assert f"0x{crcs[key][0]}" == pkg.selftest_crc32[key]
     npz = pkg.vectors()
     assert pkg.selftest_crc32["inputs"] == "0x%08x" % zlib.crc32(
@@ -147,13 +148,13 @@ def test_name_with_special_characters_is_escaped(tmp_path):
 
 
 def test_c_type_selection():
-    assert cheader.c_type_for(*cheader.datatype_range("UINT8")) == "uint8_t"
-    assert cheader.c_type_for(*cheader.datatype_range("BINARY")) == "uint8_t"
-    assert cheader.c_type_for(*cheader.datatype_range("INT9")) == "int16_t"
-    assert cheader.c_type_for(*cheader.datatype_range("UINT17")) == "uint32_t"
-    assert cheader.c_type_for(*cheader.datatype_range("INT33")) == "int64_t"
+    assert carrays.c_type_for(*carrays.datatype_range("UINT8")) == "uint8_t"
+    assert carrays.c_type_for(*carrays.datatype_range("BINARY")) == "uint8_t"
+    assert carrays.c_type_for(*carrays.datatype_range("INT9")) == "int16_t"
+    assert carrays.c_type_for(*carrays.datatype_range("UINT17")) == "uint32_t"
+    assert carrays.c_type_for(*carrays.datatype_range("INT33")) == "int64_t"
     with pytest.raises(InputError, match="unknown datatype 'UINT_EIGHT'"):
-        cheader.datatype_range("UINT_EIGHT")
+        carrays.datatype_range("UINT_EIGHT")
 
 
 def test_value_outside_raw_datatype_refused():

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from test_package_support import build_package
 
 from fpgaprint.cli import main
-from test_package_support import build_package
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:

@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from fpgaprint.compiler.errors import InputError
-from fpgaprint.compiler.keys import (
+from fpgaprint.core.errors import InputError
+from fpgaprint.core.keys import (
     generate_keypair,
     load_private_key,
     load_public_key,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fpgaprint.compiler.package import Package, finalize_package, write_selftest
+from fpgaprint.compiler.package import finalize_package, write_selftest
+from fpgaprint.core.package import Package
 
 N, IN, RAW = 6, 64, 10
 # Every file of a package built by build_package (besides manifest.json/.sig).

@@ -9,11 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from fpgaprint.compiler.errors import InputError
-from fpgaprint.compiler.keys import generate_keypair
-from fpgaprint.compiler.manifest import build_manifest, sign_manifest, write_manifest
-from fpgaprint.compiler.package import finalize_package, verify_package, write_selftest
 from test_package_support import (
     ALL_FILES,
     CONTENT_FILES,
@@ -22,6 +17,12 @@ from test_package_support import (
     make_meta,
     make_vectors,
 )
+
+from fpgaprint.compiler.package import finalize_package, write_selftest
+from fpgaprint.core.errors import InputError
+from fpgaprint.core.keys import generate_keypair
+from fpgaprint.core.manifest import build_manifest, sign_manifest, write_manifest
+from fpgaprint.core.package import verify_package
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fpgaprint.compiler.errors import LinkError
+from fpgaprint.core.errors import LinkError
 from fpgaprint.harness.client import BoardClient
 
 
@@ -24,9 +24,9 @@ def package(tmp_path_factory):
     golden model itself (enough for the link; the fingerprint has its own tests)."""
     from fpgaprint.compiler.build import build_model
     from fpgaprint.compiler.config import BuildConfig
-    from fpgaprint.compiler.golden import GoldenModel
-    from fpgaprint.compiler.keys import generate_keypair
     from fpgaprint.compiler.package import finalize_package, write_selftest
+    from fpgaprint.core.golden import GoldenModel
+    from fpgaprint.core.keys import generate_keypair
 
     root = tmp_path_factory.mktemp("board")
     out = root / "pkg"
@@ -71,14 +71,14 @@ class Board:
 
 
 def vectors(pkg: Path) -> dict:
-    from fpgaprint.compiler.package import load_vectors
+    from fpgaprint.core.package import load_vectors
 
     return load_vectors(pkg)
 
 
 def test_serve_on_a_pty_answers_bit_exactly_and_stops_on_sigterm(package, tmp_path):
     pkg, pub = package
-    from fpgaprint.compiler.package import verify_package
+    from fpgaprint.core.package import verify_package
 
     with verify_package(pkg, trusted_key=pub) as p:
         package_id = p.package_id
@@ -163,7 +163,7 @@ def test_serve_checks_its_options_before_anything_else(run_cli, tmp_path, args, 
 
 
 def test_boards_lists_every_board(run_cli):
-    from fpgaprint.hw_targets.boards import BOARDS
+    from fpgaprint.core.boards import BOARDS
 
     code, out, _ = run_cli("boards")
     assert code == 0

@@ -14,11 +14,17 @@ import pytest
 import serial
 from cobs import cobs
 
-from fpgaprint.compiler.errors import InputError, LinkError
+from fpgaprint.core.errors import InputError, LinkError
 from fpgaprint.harness.client import BindingError, BoardClient
 from fpgaprint.hw_targets import protocol as P
 from fpgaprint.hw_targets.agent import BoardAgent
-from fpgaprint.hw_targets.link import BoardLink, LinkFaults, PtyTransport, TcpTransport, open_transport
+from fpgaprint.hw_targets.link import (
+    BoardLink,
+    LinkFaults,
+    PtyTransport,
+    TcpTransport,
+    open_transport,
+)
 
 SHAPE = (8, 8)
 

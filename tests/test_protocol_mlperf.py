@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from fpgaprint.compiler.errors import InputError, LinkError
+from fpgaprint.core.errors import InputError, LinkError
 from fpgaprint.hw_targets.link import BoardLink, LinkFaults, PtyTransport
 from fpgaprint.hw_targets.mlperf import MlperfTinyClient, MlperfTinyHandler, container_dtype
 

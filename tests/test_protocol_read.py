@@ -5,12 +5,12 @@ from __future__ import annotations
 import zlib
 
 import pytest
+from test_protocol_link import MatBackend, serve  # noqa: F401  (fixture)
 
 from fpgaprint.harness.client import BoardClient
 from fpgaprint.hw_targets import protocol as P
 from fpgaprint.hw_targets.agent import BoardAgent
 from fpgaprint.hw_targets.link import LinkFaults
-from test_protocol_link import MatBackend, serve  # noqa: F401  (fixture)
 
 
 def _ask(agent: BoardAgent, payload: bytes) -> P.Frame:

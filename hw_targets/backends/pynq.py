@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fpgaprint.compiler.errors import InputError, LinkError
-from fpgaprint.compiler.package import Package
-from fpgaprint.hw_targets.backends.virtual import check_inputs, default_serial, selftest_result
+from fpgaprint.core.errors import InputError, LinkError
+from fpgaprint.core.package import Package
+from fpgaprint.hw_targets.backends.base import Backend, check_inputs, register
 
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
 SETTINGS = ("hw/settings.json", "hw/driver/settings.json")
@@ -215,20 +214,16 @@ def load_overlay(bitfile: Path, settings: Path, info: dict[str, Any]):
             from e
 
 
-class PynqBackend:
-    """A PYNQ board running the package's bitfile (Backend protocol). `overlay` replaces the
+@register("pynq")
+class PynqBackend(Backend):
+    """A PYNQ board running the package's bitfile. `overlay` replaces the
     FINN+ driver overlay (anything with its batch_size / copy_input_data_to_device /
     execute_on_buffers / copy_output_data_from_device interface)."""
 
-    backend = "pynq"
-
     def __init__(self, package: Package, serial: str | None = None, overlay: Any = None,
                  io: DriverIO | None = None):
-        self.package = package
-        self.serial = serial or default_serial()
+        super().__init__(package, serial)
         pio = package.io
-        self.input_shape = tuple(pio["input"]["shape"][1:])
-        self.input_datatype = pio["input"]["datatype"]
         self.host = HostGraph(package.golden_path, pio["raw_output"]["name"])
         if overlay is None or io is None:
             bitfile, settings = find_hw_files(package)
@@ -237,14 +232,6 @@ class PynqBackend:
             overlay = overlay if overlay is not None else load_overlay(bitfile, settings, info)
         self.io = io
         self.overlay = overlay
-        self._vectors = package.vectors()
-        self._policy = package.policy()
-
-    def identity(self) -> dict:
-        return {"board": self.package.board, "serial": self.serial,
-                "package_id": self.package.package_id,
-                "bitstream_sha256": self.package.bitstream_sha256,
-                "backend": self.backend, "name": self.package.name}
 
     def accelerate(self, x: np.ndarray) -> np.ndarray:
         """Raw accelerator outputs int64 (B, R) for checked inputs (B, *input_shape)."""
@@ -263,15 +250,6 @@ class PynqBackend:
         raw = self.accelerate(x)
         return raw, self.host.labels(raw)
 
-    def selftest(self) -> dict:
-        t0 = time.perf_counter()
-        raw, labels = self.infer(self._vectors["inputs"])
-        return selftest_result(raw, labels, self._vectors, self._policy,
-                               time.perf_counter() - t0)
-
     def reset(self) -> None:
         """Re-arm the accelerator: reallocating the DMA buffers drops any stale data."""
         self.overlay.batch_size = getattr(self.overlay, "batch_size", 1) or 1
-
-    def close(self) -> None:
-        self.package.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -13,28 +12,14 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from fpgaprint.compiler.errors import InputError
-from fpgaprint.compiler.keys import load_private_key, load_public_key, public_key_hex
+from fpgaprint.core.atomic import write_atomic
+from fpgaprint.core.errors import InputError
+from fpgaprint.core.keys import load_private_key, load_public_key, public_key_hex
 
 SCHEMA = "fpgaprint-manifest/1"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 ALGORITHM = "ed25519"
-
-
-def write_atomic(path: str | Path, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` to `path` through a temp file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def canonical_json(obj: Any) -> bytes:

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from fpgaprint.compiler.data import InputGrid
-from fpgaprint.compiler.errors import InputError
+from fpgaprint.core.atomic import atomic_file
+from fpgaprint.core.errors import InputError
+from fpgaprint.core.grid import InputGrid
 
 FORMAT = "fpgaprint-fingerprint/1"
 DEFAULT_THRESHOLD = 0.9
@@ -82,8 +81,6 @@ class FingerprintSet:
 
     def save(self, path: str | Path) -> Path:
         """Write the set atomically (temporary file in the same folder, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {
             "format": np.array(FORMAT),
             "inputs": self.inputs,
@@ -99,15 +96,9 @@ class FingerprintSet:
             "threshold": np.array(float(self.threshold)),
             "calibration": np.array(json.dumps(self.calibration, sort_keys=True)),
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        with atomic_file(path) as f:
+            np.savez(f, **arrays)
+        return Path(path)
 
 
 def load_set(path: str | Path) -> FingerprintSet:

@@ -8,13 +8,13 @@ flipped in those datatypes, as an upset or a tampered bitstream would.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from fpgaprint.compiler.errors import InputError
-from fpgaprint.compiler.finn_env import ensure_finn
+from fpgaprint.core.errors import InputError
+from fpgaprint.core.finn_env import ensure_finn
+from fpgaprint.core.words import MemoryImage, flip
 
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
 # HW op -> indices of its inputs that are memories (weights, thresholds)
@@ -25,29 +25,6 @@ ROWWISE_OPS = {"MVAU", "Thresholding", "Reshape", "Flatten", "Mul", "Add", "Sub"
                "Relu", "Identity"}
 MAX_BATCH = 64
 EXACT_FLOAT32_BITS = 24  # integers up to 2^24 are exact in float32, in any summation order
-
-
-@dataclass
-class MemoryImage:
-    """One memory of the accelerator: integer values in a FINN datatype."""
-
-    layer: str
-    tensor: str
-    kind: str  # "weights" or "thresholds"
-    values: np.ndarray  # int64
-    datatype: str
-    bits: int
-    signed: bool
-
-
-def flip_bit(value: int, bit: int, bits: int, signed: bool) -> int:
-    """Flip `bit` of `value` in a `bits`-wide two's-complement (or unsigned) word."""
-    if not 0 <= bit < bits:
-        raise InputError(f"bit {bit} out of range for a {bits}-bit word")
-    word = (int(value) & ((1 << bits) - 1)) ^ (1 << bit)
-    if signed and word >= 1 << (bits - 1):
-        word -= 1 << bits
-    return word
 
 
 class GoldenModel:
@@ -238,7 +215,7 @@ class GoldenModel:
             flat = arr.reshape(-1)
             if not 0 <= index < flat.size:
                 raise InputError(f"index {index} out of range for {key} ({flat.size} words)")
-            flat[index] = flip_bit(flat[index], bit, img.bits, img.signed)
+            flat[index] = flip(int(flat[index]), bit, img.datatype)
         return self.with_memories(changed)
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from fpgaprint.compiler.errors import InputError
+from fpgaprint.core.atomic import write_atomic
+from fpgaprint.core.errors import InputError
 
 PRIVATE_NAME = "signing.key"
 PUBLIC_NAME = "signing.pub"
@@ -24,21 +23,6 @@ def default_key_dir() -> Path:
 def default_key_path() -> Path:
     """The development private key: `~/.config/fpgaprint/signing.key`."""
     return default_key_dir() / PRIVATE_NAME
-
-
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Write `data` to a new file via a temp file of `mode` in the same directory, then rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def generate_keypair(
@@ -68,8 +52,8 @@ def generate_keypair(
     pub_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    _write_new(priv_path, priv_pem, 0o600)
-    _write_new(pub_path, pub_pem, 0o644)
+    write_atomic(priv_path, priv_pem, 0o600, sync=True)
+    write_atomic(pub_path, pub_pem, 0o644, sync=True)
     return priv_path, pub_path
 
 

@@ -7,7 +7,7 @@ from importlib import resources as _res
 
 import yaml
 
-from fpgaprint.compiler.errors import InputError
+from fpgaprint.core.errors import InputError
 
 RESOURCE_KEYS = ("LUT", "FF", "BRAM_18K", "DSP", "URAM")
 
@@ -25,7 +25,7 @@ class Board:
 
 
 def _load() -> dict[str, Board]:
-    text = _res.files("fpgaprint.hw_targets").joinpath("boards.yaml").read_text()
+    text = _res.files("fpgaprint.core").joinpath("boards.yaml").read_text()
     return {name: Board(name=name, **fields) for name, fields in yaml.safe_load(text).items()}
 
 

@@ -1,0 +1,231 @@
+"""The self-test contract, written once: which checks exist, the policy, and the pass rule.
+
+Every caller decides with `evaluate`: the board's power-on self-test, the host's verdict, the
+OpenHTF station, the build (does the compiled model pass its own self-test?) and
+`fingerprint check`.
+
+Checks:
+- ``exact``: the board's raw output equals the golden model's raw output, element for element;
+- ``fingerprint``: the board's label equals the pre-trained model's label; the number of
+  matches over *all* N vectors must reach ``ceil(threshold * N)``.
+
+Missing answers never give PASS. A check is FAIL as soon as the answers received prove it (one
+raw mismatch; too few label matches even if every missing answer matched); otherwise missing
+answers leave it NO_VERDICT. The overall status is FAIL if any check fails, else NO_VERDICT if
+any check has none, else PASS.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from fpgaprint.core.errors import InputError
+
+PASS = "PASS"
+FAIL = "FAIL"
+NO_VERDICT = "NO_VERDICT"
+EXIT_CODES = {PASS: 0, FAIL: 1, NO_VERDICT: 3}
+CHECKS = ("exact", "fingerprint")
+CONFIDENCE = 0.95  # of the match rate's Clopper-Pearson interval
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Which checks apply and the fingerprint match-rate threshold (the one validation)."""
+
+    checks: tuple[str, ...]
+    fingerprint_threshold: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_checks(self.checks, "policy")
+        check_threshold(self.fingerprint_threshold, "policy")
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "policy") -> "Policy":
+        if not isinstance(d, Mapping):
+            raise InputError(f"{where}: expected a JSON object, got {type(d).__name__}")
+        checks = check_checks(d.get("checks"), where)
+        thr = d.get("fingerprint_threshold", 1.0 if "fingerprint" not in checks else None)
+        return cls(checks, check_threshold(thr, where))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"checks": list(self.checks), "fingerprint_threshold": self.fingerprint_threshold}
+
+    def required_matches(self, n: int) -> int:
+        """Label matches out of `n` that the fingerprint check needs."""
+        return math.ceil(self.fingerprint_threshold * n - 1e-9)
+
+
+def check_checks(checks: Any, where: str) -> tuple[str, ...]:
+    if (not isinstance(checks, (list, tuple)) or not checks
+            or any(not isinstance(c, str) or c not in CHECKS for c in checks)
+            or len(set(checks)) != len(checks)):
+        raise InputError(f"{where}: 'checks' must be a non-empty list of distinct checks from "
+                         f"{list(CHECKS)}, got {checks!r}")
+    return tuple(checks)
+
+
+def check_threshold(t: Any, where: str) -> float:
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= float(t) <= 1.0:
+        raise InputError(f"{where}: 'fingerprint_threshold' must be a number in [0, 1], "
+                         f"got {t!r}")
+    return float(t)
+
+
+def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Exact two-sided binomial confidence interval of a rate k/n."""
+    from scipy.stats import beta
+
+    if n <= 0:
+        return 0.0, 1.0
+    a = (1.0 - confidence) / 2
+    lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
+    return lo, hi
+
+
+@dataclass
+class CheckResult:
+    """One check's outcome: status, a one-line detail, counts, and check-specific figures."""
+
+    name: str
+    status: str
+    detail: str
+    passed: int = 0
+    failed: int = 0
+    missing: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    """The outcome of `evaluate`: overall status and reason, the checks, per-vector results."""
+
+    status: str
+    reason: str
+    checks: list[CheckResult]
+    raw_diff: np.ndarray | None  # (N,) differing raw elements; -1 where unknown
+    label_ok: np.ndarray | None  # (N,) label matches the expected label
+
+    @property
+    def passed(self) -> bool:
+        return self.status == PASS
+
+    def check(self, name: str) -> CheckResult | None:
+        return next((c for c in self.checks if c.name == name), None)
+
+    @property
+    def match_rate(self) -> float | None:
+        c = self.check("fingerprint")
+        return None if c is None else c.extra["match_rate"]
+
+
+def _indices(mask: np.ndarray, limit: int = 10) -> str:
+    idx = np.flatnonzero(mask)
+    s = ", ".join(str(i) for i in idx[:limit])
+    return s + (", ..." if len(idx) > limit else "")
+
+
+def exact_check(golden_raw: np.ndarray, raw: np.ndarray | None, answered: np.ndarray,
+                raw_ok: np.ndarray) -> tuple[CheckResult, np.ndarray]:
+    """Raw == golden raw for every vector; the check and per-vector differing counts."""
+    n = len(answered)
+    diff = np.full(n, -1, dtype=np.int64)
+    ok = answered & raw_ok
+    if raw is not None and ok.any():
+        diff[ok] = (np.asarray(raw)[ok] != np.asarray(golden_raw)[ok]).sum(axis=1)
+    bad = (answered & ~raw_ok) | (ok & (diff > 0))
+    passed, failed, missing = int((ok & (diff == 0)).sum()), int(bad.sum()), int(n - answered.sum())
+    if failed:
+        detail = f"{failed}/{n} vectors differ from the golden model (vectors {_indices(bad)})"
+        if (answered & ~raw_ok).any():
+            detail += "; some answers had no raw output of the expected width"
+        status = FAIL
+    elif missing:
+        status, detail = NO_VERDICT, f"{missing}/{n} vectors unanswered"
+    else:
+        status, detail = PASS, f"{n}/{n} raw outputs equal the golden model"
+    return CheckResult("exact", status, detail, passed, failed, missing), diff
+
+
+def fingerprint_check(expected_labels: np.ndarray, labels: np.ndarray, answered: np.ndarray,
+                      threshold: float) -> tuple[CheckResult, np.ndarray]:
+    """Label == expected label; the matches over all N vectors must reach the threshold."""
+    n = len(answered)
+    match = answered & (np.asarray(labels) == np.asarray(expected_labels))
+    matches, missing = int(match.sum()), int(n - answered.sum())
+    need = Policy(("fingerprint",), threshold).required_matches(n)
+    rate = matches / n if n else 0.0
+    lo, hi = clopper_pearson(matches, n)
+    extra = {"match_rate": rate, "threshold": threshold, "required_matches": need,
+             "interval": [lo, hi], "confidence": CONFIDENCE,
+             "marginal": bool(lo < threshold <= hi) and not missing}
+    if matches + missing < need:
+        status = FAIL
+        detail = (f"match rate {rate:.3f} < threshold {threshold:.3f} "
+                  f"({matches}/{n} labels match, {need} required)")
+    elif missing:
+        status = NO_VERDICT
+        detail = f"{missing}/{n} vectors unanswered ({matches} match so far, {need} required)"
+    else:
+        status = PASS
+        detail = f"match rate {rate:.3f} >= threshold {threshold:.3f} ({matches}/{n})"
+    return CheckResult("fingerprint", status, detail, matches, n - matches - missing, missing,
+                       extra), match
+
+
+def combine(checks: list[CheckResult]) -> tuple[str, str]:
+    """Overall status and reason from the checks."""
+    if not checks:
+        return NO_VERDICT, "no check applied"
+    for status in (FAIL, NO_VERDICT):
+        bad = [c for c in checks if c.status == status]
+        if bad:
+            return status, "; ".join(f"{c.name}: {c.detail}" for c in bad)
+    return PASS, "; ".join(f"{c.name}: {c.detail}" for c in checks)
+
+
+def evaluate(raw: np.ndarray | None, labels: np.ndarray, vectors: Mapping[str, np.ndarray],
+             policy: Policy, answered: np.ndarray | None = None,
+             raw_ok: np.ndarray | None = None,
+             extra_checks: list[CheckResult] | None = None) -> Evaluation:
+    """Apply the policy's checks to a board's answers for N vectors.
+
+    `vectors` holds ``expected_labels`` (N,) and, for the exact check, ``golden_raw`` (N, R).
+    `answered` marks the vectors that have an answer (default: all); `raw_ok` those whose raw
+    answer has the expected width (default: as answered). `extra_checks` (identity, binding…)
+    take part in the overall status.
+    """
+    expected = np.asarray(vectors["expected_labels"], dtype=np.int64).reshape(-1)
+    n = len(expected)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    answered = np.ones(n, bool) if answered is None else np.asarray(answered, bool)
+    if len(labels) != n or len(answered) != n:
+        raise ValueError(f"{len(labels)} labels and {len(answered)} answer flags for {n} vectors")
+    checks = list(extra_checks or [])
+    diff = label_ok = None
+    if n == 0:
+        checks.append(CheckResult("vectors", NO_VERDICT, "no vectors to check"))
+    else:
+        if "exact" in policy.checks:
+            golden = vectors.get("golden_raw")
+            if golden is None:
+                raise InputError("exact check requested but there is no golden raw output")
+            golden = np.asarray(golden, dtype=np.int64).reshape(n, -1)
+            if raw is not None:
+                raw = np.asarray(raw, dtype=np.int64).reshape(n, -1)
+            if raw_ok is None:
+                raw_ok = answered.copy() if raw is not None and raw.shape == golden.shape \
+                    else np.zeros(n, bool)
+            c, diff = exact_check(golden, raw, answered, np.asarray(raw_ok, bool))
+            checks.append(c)
+        if "fingerprint" in policy.checks:
+            c, label_ok = fingerprint_check(expected, labels, answered,
+                                            policy.fingerprint_threshold)
+            checks.append(c)
+    status, reason = combine(checks)
+    return Evaluation(status, reason, checks, diff, label_ok)

@@ -1,0 +1,82 @@
+"""The one pass rule (`core.selftest`): policy validation, exact and fingerprint checks,
+missing answers, and the confidence interval."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fpgaprint.core.errors import InputError
+from fpgaprint.core.selftest import (
+    FAIL,
+    NO_VERDICT,
+    PASS,
+    Policy,
+    clopper_pearson,
+    evaluate,
+)
+
+
+@pytest.mark.parametrize("bad", [
+    {"checks": []}, {"checks": ["exact", "exact"]}, {"checks": ["magic"]},
+    {"checks": ["fingerprint"], "fingerprint_threshold": True},
+    {"checks": ["fingerprint"], "fingerprint_threshold": 1.5},
+    {"checks": ["fingerprint"]}, [], "exact",
+])
+def test_one_policy_validation_refuses(bad):
+    with pytest.raises(InputError, match="policy"):
+        Policy.from_dict(bad)
+
+
+def test_policy_round_trip():
+    p = Policy.from_dict({"checks": ["exact", "fingerprint"], "fingerprint_threshold": 0.9})
+    assert Policy.from_dict(p.to_dict()) == p
+    assert Policy.from_dict({"checks": ["exact"]}).checks == ("exact",)
+    assert p.required_matches(100) == 90 and p.required_matches(7) == 7
+
+
+def _vectors(n=10, width=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"golden_raw": rng.integers(-50, 50, (n, width)),
+            "expected_labels": rng.integers(0, 10, n)}
+
+
+def test_exact_and_fingerprint_pass_and_fail():
+    v = _vectors()
+    policy = Policy(("exact", "fingerprint"), 0.8)
+    ev = evaluate(v["golden_raw"], v["expected_labels"], v, policy)
+    assert ev.status == PASS and ev.match_rate == 1.0
+    raw = v["golden_raw"].copy()
+    raw[4, 1] += 1
+    ev = evaluate(raw, v["expected_labels"], v, policy)
+    assert ev.status == FAIL and ev.check("exact").failed == 1
+    assert "vectors 4" in ev.reason and ev.raw_diff.tolist()[4] == 1
+    labels = v["expected_labels"].copy()
+    labels[:3] = (labels[:3] + 1) % 10  # 7/10 < 0.8
+    ev = evaluate(None, labels, v, Policy(("fingerprint",), 0.8))
+    assert ev.status == FAIL and "7/10" in ev.reason and "8 required" in ev.reason
+
+
+def test_missing_answers_never_pass():
+    v = _vectors()
+    answered = np.ones(10, bool)
+    answered[9] = False
+    ev = evaluate(v["golden_raw"], v["expected_labels"], v, Policy(("exact", "fingerprint"), 0.5),
+                  answered=answered)
+    assert ev.status == NO_VERDICT
+    labels = (v["expected_labels"] + 1) % 10  # already proven below the threshold
+    ev = evaluate(None, labels, v, Policy(("fingerprint",), 0.5), answered=answered)
+    assert ev.status == FAIL
+
+
+def test_interval_and_marginal_flag():
+    lo, hi = clopper_pearson(95, 100)
+    assert lo < 0.95 < hi and 0.88 < lo < 0.9 and 0.98 < hi < 0.99
+    assert clopper_pearson(0, 10)[0] == 0.0 and clopper_pearson(10, 10)[1] == 1.0
+    v = _vectors(n=100)
+    labels = v["expected_labels"].copy()
+    labels[:8] = (labels[:8] + 1) % 10  # 92/100 at threshold 0.9: inside the interval
+    fp = evaluate(None, labels, v, Policy(("fingerprint",), 0.9)).check("fingerprint")
+    assert fp.status == PASS and fp.extra["marginal"]
+    fp = evaluate(None, v["expected_labels"], v, Policy(("fingerprint",), 0.9)).check("fingerprint")
+    assert fp.status == PASS and not fp.extra["marginal"]
