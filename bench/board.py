@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -72,19 +70,6 @@ def rate(fn, x: np.ndarray, seconds: float) -> float:
             return n / elapsed
 
 
-def serve_pty(pkg: Path) -> tuple[subprocess.Popen, str]:
-    """`fpgaprint board serve PKG --pty`; returns the process and its port."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fpgaprint", "board", "serve", str(pkg), "--pty",
-         "--allow-unsigned"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        cwd=ROOT)
-    port = proc.stdout.readline().strip()
-    if not port:
-        proc.kill()
-        raise SystemExit(f"board serve did not start: {proc.stderr.read()}")
-    return proc, port
-
-
 def bench_model(name: str, pkg: Path, seconds: float, pty: bool) -> dict:
     from fpgaprint.core.golden import GoldenModel
     from fpgaprint.hw_targets.agent import BoardAgent
@@ -107,9 +92,10 @@ def bench_model(name: str, pkg: Path, seconds: float, pty: bool) -> dict:
     out["inproc_b64"] = rate(board.infer, x[:64], seconds)
     if pty:
         from fpgaprint.harness.client import BoardClient
+        from fpgaprint.hw_targets.served import ServedBoard
 
-        proc, port = serve_pty(pkg)
-        try:
+        with ServedBoard(pkg, "--allow-unsigned") as served:
+            port = served.port
             with BoardClient(port, timeout=5.0) as client:
                 client.hello()
                 out["pty_b1"] = rate(client.infer, x[:1], seconds)
@@ -119,9 +105,6 @@ def bench_model(name: str, pkg: Path, seconds: float, pty: bool) -> dict:
                 out["pty_b64_big"] = rate(client.infer, x[:64], seconds)
                 raw, _ = client.infer(x)
                 out["pty_exact"] = bool(np.array_equal(raw, vectors["golden_raw"]))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
     return out
 
 

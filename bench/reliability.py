@@ -11,22 +11,13 @@ from __future__ import annotations
 import argparse
 import collections
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-
-def serve(package: Path, *args: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fpgaprint", "board", "serve", str(package), "--pty", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    port = proc.stdout.readline().strip()
-    if not port:
-        raise SystemExit(f"board did not start: {args}")
-    return proc, port
+from fpgaprint.hw_targets.served import ServedBoard
 
 
 def main() -> None:
@@ -49,8 +40,11 @@ def main() -> None:
     key = [k for k in mems if k.endswith("/weights")][-1]
     flip = f"{key}:0:{mems[key].bits - 1}"
     link = ["--noise-ber", str(args.ber), "--drop-rate", str(args.drop), "--seed", "7"]
-    boards = {"healthy": serve(args.package, *link), "flipped": serve(args.package, *link,
-                                                                       "--flip", flip)}
+    boards = {"healthy": ServedBoard(args.package, *link, stderr=subprocess.DEVNULL),
+              "flipped": ServedBoard(args.package, *link, "--flip", flip,
+                                     stderr=subprocess.DEVNULL)}
+    for b in boards.values():
+        b.wait_ready()
     plan = selftest_plan(pkg)
     counts = {name: collections.Counter() for name in boards}
     seconds = {name: 0.0 for name in boards}
@@ -64,16 +58,15 @@ def main() -> None:
                     break
                 name = "healthy" if i % 2 == 0 else "flipped"
                 t0 = time.perf_counter()
-                out = verify_board(boards[name][1], pkg, plan, timeout=args.timeout,
+                out = verify_board(boards[name].port, pkg, plan, timeout=args.timeout,
                                    retries=args.retries)
                 seconds[name] += time.perf_counter() - t0
                 counts[name][out.status] += 1
                 status.update(f"verify {i + 1}/{args.verifies}: {dict(counts['healthy'])} "
                               f"{dict(counts['flipped'])}")
     finally:
-        for proc, _ in boards.values():
-            proc.terminate()
-            proc.wait(timeout=10)
+        for b in boards.values():
+            b.stop()
     table = Table(title=f"{sum(sum(c.values()) for c in counts.values())} verifies of "
                         f"{len(plan.expected)} vectors, BER {args.ber:g}, {args.drop:.0%} "
                         f"dropped bytes, retries {args.retries}")

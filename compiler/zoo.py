@@ -5,6 +5,7 @@ Every zoo model takes inputs in [0, 1] of its `input_shape` and returns class lo
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -76,11 +77,37 @@ def get_entry(name: str) -> ZooEntry:
     return ZOO[key]
 
 
+TRAIN_THREADS = 1  # a fixed thread count: float sums, hence weights, depend on it
+
+
+@contextlib.contextmanager
+def deterministic_torch(threads: int = TRAIN_THREADS):
+    """Deterministic algorithms on a fixed number of threads, restored afterwards.
+
+    The same seed then gives the same weights on one machine, whatever the caller's thread
+    setting. Another CPU may still round differently: never expect trained numbers to carry
+    across machines."""
+    before = torch.get_num_threads()
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        torch.use_deterministic_algorithms(was)
+
+
 def train(
     model: nn.Module, ds: Dataset, epochs: int, lr: float, seed: int = 0, batch: int = 64,
     progress: Callable[[int, float], None] | None = None,
 ) -> nn.Module:
-    """Plain Adam training with cross-entropy; deterministic for a seed."""
+    """Plain Adam training with cross-entropy; deterministic for a seed on one machine."""
+    with deterministic_torch():
+        return _train(model, ds, epochs, lr, seed, batch, progress)
+
+
+def _train(model, ds, epochs, lr, seed, batch, progress) -> nn.Module:
     torch.manual_seed(seed)
     x = torch.from_numpy(ds.x_train.reshape((-1, *ds.input_shape))).float()
     y = torch.from_numpy(ds.y_train).long()

@@ -17,6 +17,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from fpgaprint.hw_targets.served import ServedBoard
+
 console = Console()
 
 
@@ -31,31 +33,6 @@ def fpgaprint(*args, check_codes=(0,), log: Path | None = None) -> subprocess.Co
         console.print(proc.stdout, proc.stderr)
         raise SystemExit(f"fpgaprint {args[0]} exited {proc.returncode}")
     return proc
-
-
-class Board:
-    """`fpgaprint board serve PACKAGE --pty [faults]` as a child process."""
-
-    def __init__(self, package: Path, *faults: str, log: Path):
-        self.log = log.open("a")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fpgaprint", "board", "serve", str(package), "--pty",
-             *faults], stdout=subprocess.PIPE, stderr=self.log, text=True)
-        self.port = self.proc.stdout.readline().strip()
-        if not self.port:
-            self.proc.wait(timeout=10)
-            raise SystemExit(f"board did not start (exit {self.proc.returncode}); see {log}")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 def high_order_flip(package: Path) -> str:
@@ -114,7 +91,7 @@ def main() -> None:
     verdicts = {}
 
     def verify(name: str, *faults: str, expect: int):
-        with Board(pkg, *faults, log=log) as board:
+        with log.open("a") as err, ServedBoard(pkg, *faults, stderr=err) as board:
             proc = fpgaprint("verify", "--port", board.port, "--package", pkg, "--report",
                              out / f"verify-{name}.json", "--junit", out / f"verify-{name}.xml",
                              check_codes=(0, 1, 3), log=log)

@@ -1,10 +1,18 @@
-"""Shared fixtures: FINN's build directory and the CLI runner."""
+"""Shared fixtures: FINN's build directory, the CLI runner, and the artifacts every test file
+shares (one signing key pair, one compile per zoo model, one signed digits package)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import pytest
+
+SELFTEST_COUNT = 48
+META = {"board": "Pynq-Z1", "part": "xc7z020clg400-1", "platform": "zynq", "clock_ns": 10.0}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -48,3 +56,110 @@ def src(one_thread):
     from fpgaprint.fingerprint.source import train_zoo
 
     return train_zoo("digits-mlp", seed=0)
+
+
+# ---------------------------------------------------------------- shared artifacts
+
+
+@pytest.fixture(scope="session")
+def shared_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("shared")
+
+
+@pytest.fixture(scope="session")
+def keypair(shared_dir) -> tuple[Path, Path]:
+    """(private, public) key files of one Ed25519 signing key."""
+    from fpgaprint.core.keys import generate_keypair
+
+    return generate_keypair(shared_dir / "keys")
+
+
+@dataclass
+class Compiled:
+    """A zoo model compiled for Pynq-Z1 (read-only: tests copy what they change)."""
+
+    name: str
+    result: object  # compiler.build.BuildResult
+    inputs: np.ndarray  # int64 test vectors on the input grid
+    expected: np.ndarray  # labels of the pre-trained model
+
+    @property
+    def out(self) -> Path:
+        return self.result.out
+
+    @property
+    def golden(self) -> Path:
+        return self.result.golden_path
+
+    @property
+    def io(self) -> dict:
+        return self.result.report["io"]
+
+
+@pytest.fixture(scope="session")
+def compiled(shared_dir):
+    """compiled(NAME): zoo:NAME built once per test session."""
+    cache: dict[str, Compiled] = {}
+
+    def get(name: str) -> Compiled:
+        if name not in cache:
+            import torch
+
+            from fpgaprint.compiler.build import build_model
+            from fpgaprint.compiler.config import BuildConfig
+            from fpgaprint.core.grid import InputGrid
+
+            result = build_model(f"zoo:{name}", "Pynq-Z1", shared_dir / f"build-{name}",
+                                 BuildConfig(equivalence_samples=16), allow_unsigned=True)
+            fe = result.frontend
+            grid = InputGrid(8)
+            inputs = grid.to_int(fe.data.x_test[:SELFTEST_COUNT]).reshape((-1, *fe.input_shape))
+            model = fe.float_model if fe.float_model is not None else fe.torch_model
+            with torch.no_grad():
+                logits = model.eval()(torch.from_numpy(grid.to_float(inputs)))
+            cache[name] = Compiled(name, result, inputs,
+                                   logits.argmax(1).numpy().astype(np.int64))
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def digits_build(compiled) -> Compiled:
+    return compiled("digits-mlp")
+
+
+@pytest.fixture(scope="session")
+def make_package(compiled, keypair):
+    """make_package(NAME, OUT, threshold=…, golden_from=…, signed=…, hw=…): a finalized package
+    of zoo:NAME whose self-test vectors are the model's test data, expected labels from the
+    pre-trained model (`hw` files, e.g. {"top.bit": …}, go to hw/)."""
+    def make(name: str, out: Path, threshold: float = 0.8, golden_from: Path | None = None,
+             signed: bool = True, hw: dict[str, bytes] | None = None) -> Path:
+        from fpgaprint.compiler.package import finalize_package, write_selftest
+        from fpgaprint.core.golden import GoldenModel
+
+        c = compiled(name)
+        golden = golden_from or c.golden
+        (out / "model").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(golden, out / "model" / "golden.onnx")
+        raw, _, labels = GoldenModel(golden).run(c.inputs)
+        write_selftest(out, c.inputs, raw, labels, c.expected,
+                       {"checks": ["exact", "fingerprint"], "fingerprint_threshold": threshold})
+        meta = {"name": name, **META, "io": c.io}
+        for rel, data in (hw or {}).items():
+            (out / "hw").mkdir(exist_ok=True)
+            (out / "hw" / rel).write_bytes(data)
+            if rel.endswith(".bit"):
+                meta["bitstream"] = {"path": f"hw/{rel}"}
+        finalize_package(out, meta, key_path=keypair[0] if signed else None,
+                         allow_unsigned=not signed)
+        return out
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def digits_package(make_package, shared_dir) -> Path:
+    """A signed digits-mlp package shared read-only by every test."""
+    return make_package("digits-mlp", shared_dir / "pkg-digits")

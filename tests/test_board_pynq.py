@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-from test_board_support import compiled, digits_package, keypair, make_package
 
 from fpgaprint.core.errors import InputError
 from fpgaprint.core.golden import GoldenModel
@@ -27,14 +26,14 @@ from fpgaprint.hw_targets.backends.pynq import (
 )
 
 
-def io_shape_dict(name: str) -> dict:
+def io_shape_dict(c) -> dict:
     """The driver's io_shape_dict for a compiled accelerator, from FINN's HW layer shapes."""
     from finn.util.data_packing import finnpy_to_packed_bytearray
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
     from qonnx.util.basic import gen_finn_dt_tensor
 
-    path = sorted((compiled(name).out / "model" / "steps").glob("*_folding.onnx"))[0]
+    path = sorted((c.out / "model" / "steps").glob("*_folding.onnx"))[0]
     model = ModelWrapper(str(path))
     hw = [n for n in model.graph.node if n.domain.startswith("finn.custom_op.fpgadataflow")]
     first, last = getCustomOp(hw[0]), getCustomOp(hw[-1])
@@ -126,17 +125,19 @@ class BoardDouble:
 
 
 @pytest.fixture(scope="module")
-def digits_io() -> DriverIO:
-    return DriverIO.from_io_shape_dict(io_shape_dict("digits-mlp"))
+def digits_io(digits_build) -> DriverIO:
+    return DriverIO.from_io_shape_dict(io_shape_dict(digits_build))
 
 
 @pytest.fixture(scope="module")
-def package():
-    return verify_package(digits_package(), trusted_key=keypair()[1])
+def package(digits_package, keypair):
+    return verify_package(digits_package, trusted_key=keypair[1])
 
 
-def test_digits_driver_shapes(digits_io):
-    assert digits_io.idt == "UINT8" and digits_io.odt == "INT12"
+def test_digits_driver_shapes(digits_io, digits_build):
+    io = digits_build.io
+    assert (digits_io.idt, digits_io.odt) == (io["input"]["datatype"],
+                                              io["raw_output"]["datatype"])
     assert digits_io.ishape_normal == (1, 64) and digits_io.oshape_normal == (1, 10)
     assert np.prod(digits_io.ishape_folded) == 64 and np.prod(digits_io.oshape_folded) == 10
     assert digits_io.batched("ishape_packed", 5)[0] == 5
@@ -173,12 +174,12 @@ def check_output_unpacking(io: DriverIO, raw: np.ndarray) -> None:
 
 @pytest.mark.parametrize("batch", [1, 7])
 def test_digits_input_packing(digits_io, batch):
-    check_input_packing(digits_io, full_range("UINT8", (batch, 64), seed=batch))
+    check_input_packing(digits_io, full_range(digits_io.idt, (batch, 64), seed=batch))
 
 
 @pytest.mark.parametrize("batch", [1, 7])
 def test_digits_output_unpacking(digits_io, batch):
-    check_output_unpacking(digits_io, full_range("INT12", (batch, 10), seed=batch))
+    check_output_unpacking(digits_io, full_range(digits_io.odt, (batch, 10), seed=batch))
 
 
 def test_fold_input_refuses_wrong_size(digits_io):
@@ -223,22 +224,22 @@ def test_backend_sees_a_corrupted_output_word(package, digits_io):
 # ---------------------------------------------------------------- package and board errors
 
 
-def test_pynq_needs_a_board(tmp_path):
+def test_pynq_needs_a_board(tmp_path, make_package, keypair, digits_build):
     settings = {"driver_information": {"driver_type": "FINNDMAOverlay", "platform": "zynq-iodma",
-                                       "io_shape_dict": io_shape_dict("digits-mlp")}}
+                                       "io_shape_dict": io_shape_dict(digits_build)}}
     pkg = make_package("digits-mlp", tmp_path / "pkg",
                        hw={"top.bit": b"\x00bitfile", "settings.json":
                            json.dumps(settings).encode()})
     with pytest.raises(InputError, match="'pynq' package is not installed here"):
-        open_backend(pkg, backend="pynq", trusted_key=keypair()[1])
+        open_backend(pkg, backend="pynq", trusted_key=keypair[1])
 
 
-def test_bad_driver_settings(tmp_path):
+def test_bad_driver_settings(tmp_path, make_package, keypair):
     bad = {"driver_information": {"io_shape_dict": {"idt": ["DataType['UINT8']"]}}}
     pkg = make_package("digits-mlp", tmp_path / "pkg",
                        hw={"top.bit": b"\x00", "settings.json": json.dumps(bad).encode()})
     with pytest.raises(InputError, match=r"hw/settings.json: not a FINN io_shape_dict"):
-        open_backend(pkg, backend="pynq", trusted_key=keypair()[1])
+        open_backend(pkg, backend="pynq", trusted_key=keypair[1])
     with pytest.raises(InputError, match="unknown FINN datatype"):
         datatype("DataType['FOO8']")
 
@@ -247,19 +248,20 @@ def test_bad_driver_settings(tmp_path):
 
 
 @pytest.mark.slow
-def test_tfc_packing_round_trip():
-    io = DriverIO.from_io_shape_dict(io_shape_dict("tfc-w2a2"))
-    assert (io.idt, io.odt) == ("UINT8", "INT7")
+def test_tfc_packing_round_trip(compiled):
+    tfc = compiled("tfc-w2a2")
+    io = DriverIO.from_io_shape_dict(io_shape_dict(tfc))
+    assert (io.idt, io.odt) == (tfc.io["input"]["datatype"], tfc.io["raw_output"]["datatype"])
     assert io.ishape_normal == (1, 784) and io.oshape_normal == (1, 10)
-    check_input_packing(io, full_range("UINT8", (3, 1, 28, 28), seed=1))
-    check_output_unpacking(io, full_range("INT7", (3, 10), seed=2))
+    check_input_packing(io, full_range(io.idt, (3, 1, 28, 28), seed=1))
+    check_output_unpacking(io, full_range(io.odt, (3, 10), seed=2))
 
 
 @pytest.mark.slow
-def test_tfc_backend_on_board_double(tmp_path):
-    io = DriverIO.from_io_shape_dict(io_shape_dict("tfc-w2a2"))
+def test_tfc_backend_on_board_double(tmp_path, compiled, make_package, keypair):
+    io = DriverIO.from_io_shape_dict(io_shape_dict(compiled("tfc-w2a2")))
     pkg = verify_package(make_package("tfc-w2a2", tmp_path / "tfc", threshold=0.5),
-                         trusted_key=keypair()[1])
+                         trusted_key=keypair[1])
     board = PynqBackend(pkg, overlay=BoardDouble(GoldenModel(pkg.golden_path), io), io=io)
     v = pkg.vectors()
     raw, labels = board.infer(v["inputs"])

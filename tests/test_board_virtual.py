@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_board_support import digits_package, keypair, make_package
 
 from fpgaprint.core.errors import InputError
 from fpgaprint.core.golden import GoldenModel
@@ -20,13 +19,13 @@ from fpgaprint.hw_targets.faults import FaultSpec
 
 
 @pytest.fixture(scope="module")
-def pkg_dir() -> Path:
-    return digits_package()
+def pkg_dir(digits_package) -> Path:
+    return digits_package
 
 
 @pytest.fixture(scope="module")
-def package(pkg_dir):
-    return verify_package(pkg_dir, trusted_key=keypair()[1])
+def package(pkg_dir, keypair):
+    return verify_package(pkg_dir, trusted_key=keypair[1])
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +191,7 @@ def test_stuck_at_semantics(package, golden):
 # ---------------------------------------------------------------- swap and replay
 
 
-def test_swapped_model_answers_like_the_other_model(package, golden, tmp_path):
+def test_swapped_model_answers_like_the_other_model(package, golden, tmp_path, make_package):
     other = golden.flipped([("MVAU_1/weights", i, 3) for i in range(0, 2048, 7)])
     other.model.save(str(tmp_path / "other.onnx"))
     other_pkg = make_package("digits-mlp", tmp_path / "other-pkg",
@@ -280,13 +279,13 @@ def test_replay_excludes_other_faults():
 # ---------------------------------------------------------------- open_backend
 
 
-def test_open_backend_verifies_and_pins(pkg_dir, package):
-    b = open_backend(pkg_dir, trusted_key=keypair()[1], serial="X1")
+def test_open_backend_verifies_and_pins(pkg_dir, package, keypair):
+    b = open_backend(pkg_dir, trusted_key=keypair[1], serial="X1")
     assert b.identity()["package_id"] == package.package_id
     assert b.identity()["serial"] == "X1"
 
 
-def test_tampered_package_is_refused(pkg_dir, tmp_path):
+def test_tampered_package_is_refused(pkg_dir, tmp_path, keypair):
     bad = tmp_path / "pkg"
     shutil.copytree(pkg_dir, bad)
     p = bad / "model" / "golden.onnx"
@@ -294,7 +293,7 @@ def test_tampered_package_is_refused(pkg_dir, tmp_path):
     data[len(data) // 2] ^= 0x01
     p.write_bytes(bytes(data))
     with pytest.raises(InputError, match="model/golden.onnx"):
-        open_backend(bad, trusted_key=keypair()[1])
+        open_backend(bad, trusted_key=keypair[1])
 
 
 def test_foreign_signer_is_refused(pkg_dir, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -20,12 +21,6 @@ def _assert_bit_exact(report: dict) -> None:
         assert stages[name]["label_mismatches"] == 0
     for name in ("convert_to_hw", "minimize_bit_width", "dataflow_parent"):
         assert stages[name]["exact"] and stages[name]["max_abs_diff"] == 0.0
-
-
-@pytest.fixture(scope="module")
-def digits_build(tmp_path_factory):
-    out = tmp_path_factory.mktemp("digits") / "pkg"
-    return build_model("zoo:digits-mlp", "Pynq-Z1", out, BuildConfig(equivalence_samples=16))
 
 
 def test_digits_ptq_bit_exact_with_golden_model(digits_build):
@@ -50,8 +45,9 @@ def test_digits_ptq_bit_exact_with_golden_model(digits_build):
     assert (out / "build.log").read_text().count("step ") >= 10
 
 
-def test_resume_reruns_from_first_changed_step(digits_build):
-    out = digits_build.out
+def test_resume_reruns_from_first_changed_step(digits_build, tmp_path):
+    out = tmp_path / "pkg"
+    shutil.copytree(digits_build.out, out)
     res = build_model("zoo:digits-mlp", "Pynq-Z1", out,
                       BuildConfig(equivalence_samples=16, target_fps=20_000))
     skipped = set(res.skipped_steps)

@@ -28,12 +28,8 @@ def test_baselines_label_with_source_predictions(src):
 
 
 @pytest.fixture(scope="module")
-def golden_path(tmp_path_factory, one_thread):
-    from fpgaprint.compiler.build import build_model
-
-    res = build_model("zoo:digits-mlp", out=tmp_path_factory.mktemp("b") / "pkg",
-                      allow_unsigned=True)
-    return res.golden_path
+def golden_path(digits_build):
+    return digits_build.golden
 
 
 @pytest.fixture(scope="module")

@@ -10,19 +10,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 from junitparser import JUnitXml
+
+from fpgaprint.hw_targets.served import served_boards
 
 pytestmark = pytest.mark.slow
 
@@ -70,41 +70,9 @@ def art(tmp_path_factory) -> dict[str, Path]:
     return {"dir": d, "model": model, "fp": fp, "challenge": ch, "pkg": pkg, "other": other}
 
 
-class Board:
-    def __init__(self, proc: subprocess.Popen, port: str):
-        self.proc, self.port = proc, port
-
-
-def _start(pkg: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [FPGAPRINT, "board", "serve", str(pkg), "--pty", "--allow-unsigned", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-    )
-
-
-def _port(proc: subprocess.Popen, timeout: float = 60) -> str:
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    line = proc.stdout.readline().strip() if ready else ""
-    if not line:
-        proc.kill()
-        raise AssertionError(f"board did not print its port: {proc.stderr.read()}")
-    return line
-
-
-@contextmanager
 def boards(*specs: tuple):
-    """Start boards in parallel: each spec is (package, *serve args); yields Board objects."""
-    procs = [_start(*spec) for spec in specs]
-    try:
-        yield [Board(p, _port(p)) for p in procs]
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    """Start unsigned-package boards in parallel: each spec is (package, *serve args)."""
+    return served_boards(*((pkg, "--allow-unsigned", *args) for pkg, *args in specs))
 
 
 def verify(art, port: str, *extra: str) -> subprocess.CompletedProcess:

@@ -3,12 +3,9 @@ a subprocess on a real pty / TCP port, the host client and the MLPerf Tiny host 
 
 from __future__ import annotations
 
+import json
 import re
-import selectors
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,58 +13,13 @@ import pytest
 
 from fpgaprint.core.errors import LinkError
 from fpgaprint.harness.client import BoardClient
+from fpgaprint.hw_targets.served import ServedBoard
 
 
 @pytest.fixture(scope="module")
-def package(tmp_path_factory):
-    """A signed digits package; self-test vectors are random grid inputs labelled by the
-    golden model itself (enough for the link; the fingerprint has its own tests)."""
-    from fpgaprint.compiler.build import build_model
-    from fpgaprint.compiler.config import BuildConfig
-    from fpgaprint.compiler.package import finalize_package, write_selftest
-    from fpgaprint.core.golden import GoldenModel
-    from fpgaprint.core.keys import generate_keypair
-
-    root = tmp_path_factory.mktemp("board")
-    out = root / "pkg"
-    res = build_model("zoo:digits-mlp", "Pynq-Z1", out, BuildConfig(equivalence_samples=8))
-    io = res.report["io"]
-    x = np.random.default_rng(0).integers(0, 256, size=(24, *io["input"]["shape"][1:]))
-    raw, _, labels = GoldenModel(res.golden_path).run(x)
-    write_selftest(out, x, raw, labels, labels, {"checks": ["exact", "fingerprint"],
-                                                 "fingerprint_threshold": 0.9})
-    priv, pub = generate_keypair(root / "keys")
-    finalize_package(out, {"name": "digits-mlp", "board": "Pynq-Z1", "part": "xc7z020clg400-1",
-                           "platform": "zynq", "clock_ns": 10.0, "io": io}, key_path=priv)
-    return out, pub
-
-
-class Board:
-    """`fpgaprint board serve` as a child process; `port` is its first stdout line."""
-
-    def __init__(self, *args: str, wait: float = 120.0):
-        self.proc = subprocess.Popen([sys.executable, "-m", "fpgaprint", "board", "serve",
-                                      *map(str, args)], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        self.port = self.proc.stdout.readline().strip() if sel.select(wait) else ""
-        sel.close()
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=15)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-
-    def __enter__(self) -> "Board":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.proc.poll() is None:
-            self.stop()
+def package(digits_package, keypair):
+    """The shared signed digits package and its public key."""
+    return digits_package, keypair[1]
 
 
 def vectors(pkg: Path) -> dict:
@@ -84,7 +36,8 @@ def test_serve_on_a_pty_answers_bit_exactly_and_stops_on_sigterm(package, tmp_pa
         package_id = p.package_id
     log = tmp_path / "board.log"
     v = vectors(pkg)
-    with Board(pkg, "--pty", "--trusted-key", pub, "--serial", "SN-42", "--log", log) as board:
+    with ServedBoard(pkg, "--pty", "--trusted-key", pub, "--serial", "SN-42",
+                     "--log", log) as board:
         assert re.fullmatch(r"/dev/pts/\d+", board.port), board.proc.stderr.read()
         with BoardClient(board.port, timeout=2.0) as client:
             hello = client.hello()
@@ -93,7 +46,8 @@ def test_serve_on_a_pty_answers_bit_exactly_and_stops_on_sigterm(package, tmp_pa
         assert board.stop() == 0
     assert hello["package_id"] == package_id and hello["serial"] == "SN-42"
     assert hello["board"] == "Pynq-Z1" and hello["backend"] == "virtual"
-    assert info["selftest"]["passed"] is True and info["selftest"]["count"] == 24
+    assert info["selftest"]["passed"] is True
+    assert info["selftest"]["count"] == len(v["inputs"])
     np.testing.assert_array_equal(raw, v["golden_raw"])
     np.testing.assert_array_equal(labels, v["golden_labels"])
     text = log.read_text()
@@ -103,8 +57,8 @@ def test_serve_on_a_pty_answers_bit_exactly_and_stops_on_sigterm(package, tmp_pa
 def test_serve_on_tcp_with_model_and_link_faults(package):
     pkg, pub = package
     v = vectors(pkg)
-    with Board(pkg, "--tcp", "127.0.0.1:0", "--trusted-key", pub, "--flip-bits", "400",
-               "--seed", "3", "--noise-ber", "1e-4") as board:
+    with ServedBoard(pkg, "--tcp", "127.0.0.1:0", "--trusted-key", pub, "--flip-bits", "400",
+                     "--seed", "3", "--noise-ber", "1e-4") as board:
         assert re.fullmatch(r"socket://127\.0\.0\.1:\d+", board.port), board.proc.stderr.read()
         with BoardClient(board.port, timeout=2.0, retries=6) as client:
             client.hello()
@@ -118,7 +72,7 @@ def test_serve_on_tcp_with_model_and_link_faults(package):
 
 def test_serve_hang_fault_gives_link_error(package):
     pkg, pub = package
-    with Board(pkg, "--pty", "--trusted-key", pub, "--hang-after", "1") as board:
+    with ServedBoard(pkg, "--pty", "--trusted-key", pub, "--hang-after", "1") as board:
         with BoardClient(board.port, timeout=0.5, retries=1) as client:
             client.hello()
             with pytest.raises(LinkError, match="no valid answer after 2 attempts"):
@@ -130,7 +84,7 @@ def test_serve_mlperf_tiny_mode(package):
 
     pkg, pub = package
     v = vectors(pkg)
-    with Board(pkg, "--pty", "--trusted-key", pub, "--protocol", "mlperf-tiny") as board:
+    with ServedBoard(pkg, "--pty", "--trusted-key", pub, "--protocol", "mlperf-tiny") as board:
         with MlperfTinyClient(board.port, timeout=10.0) as host:
             assert host.name() == "fpgaprint-Pynq-Z1"
             raw, labels = host.classify(v["inputs"][:4], "UINT8")
@@ -142,11 +96,13 @@ def test_serve_refuses_a_tampered_package(package, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(pkg, bad)
     policy = bad / "selftest" / "policy.json"
-    policy.write_text(policy.read_text().replace("0.9", "0.1"))
-    board = Board(bad, "--pty", "--trusted-key", pub)
-    assert board.port == ""
-    assert board.proc.wait(timeout=30) == 2
-    assert "selftest/policy.json" in board.proc.stderr.read()
+    doc = json.loads(policy.read_text())
+    doc["fingerprint_threshold"] = 0.1
+    policy.write_text(json.dumps(doc))
+    board = ServedBoard(bad, "--pty", "--trusted-key", pub)
+    with pytest.raises(LinkError, match="selftest/policy.json"):
+        board.wait_ready()
+    assert board.proc.returncode == 2
 
 
 @pytest.mark.parametrize("args, message", [
