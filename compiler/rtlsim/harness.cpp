@@ -148,6 +148,8 @@ bool cycle(Sim* s, const std::vector<Update>& ups) {
     port_bit(clk, 1);
     if (clk2x) port_bit(*clk2x, 1);
     if (!settle(s)) return false;
+    // Inputs change after the rising edge; they may settle together with the next edge,
+    // which sees them either way.
     for (const auto& p : s->pending) port_write(s->ports[p.first], p.second.data(), p.second.size());
     s->pending.clear();
     for (const Update& u : ups) {
@@ -156,7 +158,6 @@ bool cycle(Sim* s, const std::vector<Update>& ups) {
         else
             port_bit(s->ports[u.port], u.bit);
     }
-    if (!settle(s)) return false;
     if (clk2x) {
         port_bit(*clk2x, 0);
         if (!settle(s)) return false;

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
+import numpy as np
+
 from compiler.rtlsim.errors import SimulationError
 
 _c_u64 = ctypes.c_uint64
@@ -256,8 +258,7 @@ class VerilatedSim:
         for nm, values in inputs.items():
             data, valid, ready = self.stream_ports(nm)
             nb = data.nbytes
-            mask = (1 << (8 * nb)) - 1
-            buf = b"".join((int(v) & mask).to_bytes(nb, "little") for v in values)
+            buf = _pack(values, nb)
             lib.fp_add_input(h, data.index, valid.index, ready.index, buf, len(values), nb)
         for nm, count in outputs.items():
             data, valid, ready = self.stream_ports(nm)
@@ -299,9 +300,7 @@ class VerilatedSim:
                 n = int(lib.fp_output_count(h, i))
                 buf = ctypes.create_string_buffer(max(1, n * data.nbytes))
                 lib.fp_read_output(h, i, buf)
-                raw = buf.raw
-                nb = data.nbytes
-                result[nm] = [int.from_bytes(raw[k * nb:(k + 1) * nb], "little") for k in range(n)]
+                result[nm] = _unpack(buf.raw[:n * data.nbytes], data.nbytes)
             return StreamResult(result, self.cycles - start)
         finally:
             lib.fp_clear_streams(h)
@@ -321,6 +320,29 @@ class VerilatedSim:
         msg = self._lib.fp_error(self._h).decode(errors="replace") if self._h else ""
         if msg:
             raise SimulationError(f"{self.name}: runtime error during {when}: {msg}")
+
+
+def _pack(values: Sequence[int], nb: int) -> bytes:
+    """Values as `nb` little-endian bytes each (wider values are truncated)."""
+    if nb <= 8:
+        try:
+            words = np.asarray(values, dtype=np.uint64).astype("<u8", copy=False)
+        except (OverflowError, TypeError, ValueError):
+            words = None
+        if words is not None and words.ndim == 1:
+            return words.view(np.uint8).reshape(-1, 8)[:, :nb].tobytes()
+    mask = (1 << (8 * nb)) - 1
+    return b"".join((int(v) & mask).to_bytes(nb, "little") for v in values)
+
+
+def _unpack(raw: bytes, nb: int) -> list[int]:
+    """Little-endian words of `nb` bytes as Python ints."""
+    n = len(raw) // nb if nb else 0
+    if nb <= 8:
+        b = np.zeros((n, 8), dtype=np.uint8)
+        b[:, :nb] = np.frombuffer(raw, dtype=np.uint8).reshape(n, nb)
+        return b.view("<u8").ravel().tolist()
+    return [int.from_bytes(raw[k * nb:(k + 1) * nb], "little") for k in range(n)]
 
 
 def load_ports(library: str | Path) -> list[dict]:

