@@ -113,7 +113,8 @@ void port_write(Port& p, const uint8_t* buf, size_t n) {
     std::memset(p.data, 0, p.size);
     std::memcpy(p.data, buf, n < used ? n : used);
     if (p.width % 8) {
-        reinterpret_cast<uint8_t*>(p.data)[used - 1] &= static_cast<uint8_t>((1u << (p.width % 8)) - 1);
+        auto* top = reinterpret_cast<uint8_t*>(p.data) + used - 1;
+        *top &= static_cast<uint8_t>((1u << (p.width % 8)) - 1);
     }
 }
 
@@ -150,7 +151,8 @@ bool cycle(Sim* s, const std::vector<Update>& ups) {
     if (!settle(s)) return false;
     // Inputs change after the rising edge; they may settle together with the next edge,
     // which sees them either way.
-    for (const auto& p : s->pending) port_write(s->ports[p.first], p.second.data(), p.second.size());
+    for (const auto& p : s->pending)
+        port_write(s->ports[p.first], p.second.data(), p.second.size());
     s->pending.clear();
     for (const Update& u : ups) {
         if (u.bytes)

@@ -218,13 +218,6 @@ def _prepare_sources(sources: list[Path]) -> tuple[list[tuple[Path, bytes, bool]
     return files, incdirs, run_files, items
 
 
-def build_key(top: str, sources: list[Path], *, defines: dict[str, str] | None = None,
-              params: dict[str, object] | None = None) -> str:
-    """The cache key a build of these sources would have."""
-    _, _, _, items = _prepare_sources([Path(s) for s in sources])
-    return _key(find_verilator(), top, items, defines or {}, params or {})
-
-
 def _key(tool: Verilator, top: str, items: list[tuple[str, str]], defines: dict[str, str],
          params: dict[str, object]) -> str:
     doc = {
@@ -253,10 +246,10 @@ def build_library(top: str, sources: list[str | Path], *, label: str | None = No
     params = dict(params or {})
     try:
         tool = find_verilator()
+        files, incdirs, run_files, items = _prepare_sources([Path(s) for s in sources])
+        key = _key(tool, top, items, defines, params)
     except SimulationError as e:
         raise SimulationError(f"{label}: {e}") from None
-    files, incdirs, run_files, items = _prepare_sources([Path(s) for s in sources])
-    key = _key(tool, top, items, defines, params)
     root = cache_dir()
     final = root / key[:2] / key
     if (final / LIBRARY_NAME).is_file() and (final / "ports.json").is_file():
@@ -291,7 +284,7 @@ def build_library(top: str, sources: list[str | Path], *, label: str | None = No
         (obj / "fp_ports.inc").write_text(
             "".join(f"FP_PORT({p.name}, {p.width}, {('in', 'out', 'inout').index(p.direction)})\n"
                     for p in ports))
-        cxx = _cxx()[0]
+        cxx = _cxx()[0]  # found while computing the key
         make = shutil.which("make")
         if not make:
             raise SimulationError(f"{label}: make not found (needed to build the Verilator model)")
@@ -374,8 +367,8 @@ def _keep_runtime(runtime: tuple[Path, list[str]], obj: Path) -> None:
 
 def _param(v: object) -> str:
     """A parameter value as Verilator's -G expects it (strings quoted)."""
-    if isinstance(v, str) and not re.fullmatch(r"-?\d+(\.\d+)?|\d*'[sS]?[bodhBODH][0-9a-fA-F_xzXZ]+",
-                                               v):
+    literal = r"-?\d+(\.\d+)?|\d*'[sS]?[bodhBODH][0-9a-fA-F_xzXZ]+"
+    if isinstance(v, str) and not re.fullmatch(literal, v):
         return '"' + v + '"'
     return str(v)
 
