@@ -140,6 +140,10 @@ CASES = {
     "fmpadding": (lambda r: _single("FMPadding", [1, 5, 5, 4], [1, 8, 7, 4], "INT4", "INT4",
                                     ImgDim=[5, 5], Padding=[1, 1, 2, 1], NumChannels=4, SIMD=2,
                                     inputDataType="INT4", numInputVectors=1), Z7, "python"),
+    "crop": (lambda r: _single("Crop", [1, 6, 6, 4], [1, 3, 4, 4], "INT4", "INT4",
+                               DataType="INT4", ImgDim=[6, 6], NumChannels=4, CropNorth=1,
+                               CropSouth=2, CropWest=1, CropEast=1, SIMD=2,
+                               numInputVectors=[1]), Z7, "python"),
     "dwc_up": (lambda r: _dwc([1, 4, 12], 8, 24, "INT4"), Z7, "python"),
     "dwc_down": (lambda r: _dwc([1, 4, 12], 48, 16, "INT4"), Z7, "python"),
 }
