@@ -427,6 +427,13 @@ def test_stalled_stream_times_out(toy):
     msg = str(e.value)
     assert msg.startswith("toy:") and "out0_V" in msg and "10 of 50" in msg
     assert "\n" not in msg and time.perf_counter() - t0 < 30
+    # the aborted transfer leaves the design mid-stream: refused until it is reset
+    with pytest.raises(SimulationError, match="reset first"):
+        toy.stream({"in0_V": [1]}, {"out0_V": 1}, liveness=200)
+    toy.set("stall_after", 0)
+    toy.reset()
+    assert toy.stream({"in0_V": [1, 2]}, {"out0_V": 2}, liveness=200).outputs["out0_V"] == [
+        1 ^ 0xA5A5A5, 2 ^ 0xA5A5A5]
 
 
 def test_runtime_fatal_raises_and_process_survives(toy):

@@ -129,6 +129,7 @@ class VerilatedSim:
             self.signals[nm] = SignalInfo(i, nm, self._lib.fp_port_width(self._h, i),
                                           dirs[self._lib.fp_port_dir(self._h, i)])
         self._check("start-up")
+        self._needs_reset = False  # a stream was aborted mid-transfer
 
     # -- life cycle -------------------------------------------------------------------------
     def close(self) -> None:
@@ -225,6 +226,7 @@ class VerilatedSim:
         self.step(cycles)
         self.set_after_edge(rst, 1 if active_low else 0)
         self.step(2)
+        self._needs_reset = False
 
     # -- streams ----------------------------------------------------------------------------
     def stream_ports(self, stream: str) -> tuple[SignalInfo, SignalInfo, SignalInfo]:
@@ -248,23 +250,30 @@ class VerilatedSim:
         Runs until every input is consumed and every output collected. Raises
         SimulationError naming the design and the stream when an output sees no value for
         `liveness` cycles (or nothing moves at all once outputs are complete), when
-        `max_cycles` pass, or on a runtime error in the design.
+        `max_cycles` pass, or on a runtime error in the design. After such an error the
+        streams' handshakes are dropped and the design must be `reset` before streaming again.
         """
         h = self._live()
         lib = self._lib
+        if self._needs_reset:
+            raise SimulationError(f"{self.name}: a previous stream was aborted; reset first")
         lib.fp_clear_streams(h)
         order: list[tuple[str, SignalInfo]] = []
+        driven: list[SignalInfo] = []
         in_names = list(inputs)
         for nm, values in inputs.items():
             data, valid, ready = self.stream_ports(nm)
             nb = data.nbytes
             buf = _pack(values, nb)
             lib.fp_add_input(h, data.index, valid.index, ready.index, buf, len(values), nb)
+            driven.append(valid)
         for nm, count in outputs.items():
             data, valid, ready = self.stream_ports(nm)
             lib.fp_add_output(h, data.index, valid.index, ready.index, int(count), data.nbytes)
             order.append((nm, data))
+            driven.append(ready)
         start = self.cycles
+        done = False
         try:
             while True:
                 budget = CHUNK_CYCLES
@@ -284,7 +293,7 @@ class VerilatedSim:
                     stalled = order[idx][0] if idx < len(order) else \
                         in_names[idx - len(order)] if idx >= 0 else "?"
                     what = timeout_message or \
-                        f"RTL simulation timed out after {int(liveness)} cycles without progress"
+                        f"RTL simulation timed out after {int(liveness)} cycles without progress."
                     raise SimulationError(f"{self.name}: {what} Stalled stream: {stalled} "
                                           f"({self._progress(order, outputs)}).")
                 if rc == 3:
@@ -301,9 +310,14 @@ class VerilatedSim:
                 buf = ctypes.create_string_buffer(max(1, n * data.nbytes))
                 lib.fp_read_output(h, i, buf)
                 result[nm] = _unpack(buf.raw[:n * data.nbytes], data.nbytes)
+            done = True
             return StreamResult(result, self.cycles - start)
         finally:
             lib.fp_clear_streams(h)
+            if not done and self._h:
+                self._needs_reset = True
+                for sig in driven:
+                    self._lib.fp_set(self._h, sig.index, b"\0", 1)
 
     # -- internals --------------------------------------------------------------------------
     def _progress(self, order: list[tuple[str, SignalInfo]], outputs: Mapping[str, int]) -> str:
