@@ -11,6 +11,7 @@ cached library serves any memory contents.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -288,13 +289,17 @@ def build_library(top: str, sources: list[str | Path], *, label: str | None = No
         make = shutil.which("make")
         if not make:
             raise SimulationError(f"{label}: make not found (needed to build the Verilator model)")
-        runtime = _seed_runtime(tool, obj)
+        runtime = _Runtime(tool)
         jobs = jobs or os.cpu_count() or 1
-        _run([make, "-s", "-C", str(obj), "-f", f"{PREFIX}.mk", f"-j{jobs}", f"CXX={cxx}",
-              f"LINK={cxx}", "AR=ar", f"PYTHON3={sys.executable}", f"OPT_FAST={_OPT}",
-              f"OPT_SLOW={_OPT}", f"OPT_GLOBAL={_OPT}", LIBRARY_NAME],
-             tool.env(), log, label, log_dir, key, "C++")
-        _keep_runtime(runtime, obj)
+        try:
+            runtime.seed(obj)
+            _run([make, "-s", "-C", str(obj), "-f", f"{PREFIX}.mk", f"-j{jobs}", f"CXX={cxx}",
+                  f"LINK={cxx}", "AR=ar", f"PYTHON3={sys.executable}", f"OPT_FAST={_OPT}",
+                  f"OPT_SLOW={_OPT}", f"OPT_GLOBAL={_OPT}", LIBRARY_NAME],
+                 tool.env(), log, label, log_dir, key, "C++")
+            runtime.keep(obj)
+        finally:
+            runtime.release()
         out = work / "out"
         out.mkdir()
         shutil.move(str(obj / LIBRARY_NAME), out / LIBRARY_NAME)
@@ -331,38 +336,54 @@ def _runtime_objects(obj: Path) -> list[str]:
     return [n + ".o" for n in names if n]
 
 
-def _seed_runtime(tool: Verilator, obj: Path) -> tuple[Path, list[str]]:
-    """Copy cached Verilator runtime objects into `obj` so make does not rebuild them.
+class _Runtime:
+    """Verilator's runtime objects (verilated.o, ...), cached across builds.
 
     They depend only on Verilator, the compiler and the flags, and are most of a small
-    design's build time. Returns (runtime cache dir, objects that were missing).
+    design's build time. `seed` copies the cached ones into a build directory so make
+    skips them; when some are missing it holds a lock until `keep` stores them, so builds
+    running in parallel (FINN+'s PrepareRTLSim workers) compile them once, not each.
     """
-    rkey = _sha(json.dumps([tool.ident, _cxx(), _CFLAGS, _CONFIG_H, _OPT]).encode())[:24]
-    rdir = cache_dir() / "runtime" / rkey
-    missing = []
-    mk = obj / f"{PREFIX}.mk"
-    past = time.time() - 60
-    os.utime(mk, (past, past))  # the objects must be newer than the makefile
-    for name in _runtime_objects(obj):
-        cached = rdir / name
-        if cached.is_file():
-            shutil.copyfile(cached, obj / name)
-        else:
-            missing.append(name)
-    return rdir, missing
 
+    def __init__(self, tool: Verilator):
+        rkey = _sha(json.dumps([tool.ident, _cxx(), _CFLAGS, _CONFIG_H, _OPT]).encode())[:24]
+        self.dir = cache_dir() / "runtime" / rkey
+        self.missing: list[str] = []
+        self._lock = None
 
-def _keep_runtime(runtime: tuple[Path, list[str]], obj: Path) -> None:
-    """Store runtime objects built by this build for the next ones."""
-    rdir, missing = runtime
-    for name in missing:
-        built = obj / name
-        if not built.is_file():
-            continue
-        rdir.mkdir(parents=True, exist_ok=True)
-        tmp = rdir / f".{name}.{os.getpid()}"
-        shutil.copyfile(built, tmp)
-        os.replace(tmp, rdir / name)
+    def seed(self, obj: Path) -> None:
+        mk = obj / f"{PREFIX}.mk"
+        past = time.time() - 60
+        os.utime(mk, (past, past))  # the objects must be newer than the makefile
+        names = _runtime_objects(obj)
+        if not all((self.dir / n).is_file() for n in names):
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock = open(self.dir.with_suffix(".lock"), "w")
+            fcntl.flock(self._lock, fcntl.LOCK_EX)  # wait for a concurrent build of them
+        self.missing = []
+        for name in names:
+            cached = self.dir / name
+            if cached.is_file():
+                shutil.copyfile(cached, obj / name)
+            else:
+                self.missing.append(name)
+        if not self.missing:
+            self.release()
+
+    def keep(self, obj: Path) -> None:
+        for name in self.missing:
+            built = obj / name
+            if built.is_file():
+                tmp = self.dir / f".{name}.{os.getpid()}"
+                shutil.copyfile(built, tmp)
+                os.replace(tmp, self.dir / name)
+        self.missing = []
+
+    def release(self) -> None:
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
 
 
 def _param(v: object) -> str:
