@@ -11,10 +11,10 @@ name, clock, reset, AXI streams fed and drained in C++); `xsi` implements FINN+'
         execute_onnx(model, inputs)  # nodes with exec_mode="rtlsim"
 """
 
-from compiler.rtlsim.errors import SimulationError
-from compiler.rtlsim.sim import StreamResult, VerilatedSim
-from compiler.rtlsim.verilator import Build, build_library, cache_dir, find_verilator
-from compiler.rtlsim.xsi import install, installed, uninstall, use_verilator
+from .errors import SimulationError
+from .sim import StreamResult, VerilatedSim
+from .verilator import Build, build_library, cache_dir, find_verilator
+from .xsi import install, installed, uninstall, use_verilator
 
 __all__ = ["Build", "SimulationError", "StreamResult", "VerilatedSim", "build_library",
            "cache_dir", "find_verilator", "install", "installed", "uninstall", "use_verilator"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compiler.errors import FpgaprintError
+from ..errors import FpgaprintError
 
 
 class SimulationError(FpgaprintError):

@@ -255,7 +255,6 @@ FP_API int fp_num_ports(void* h) { return static_cast<int>(static_cast<Sim*>(h)-
 FP_API const char* fp_port_name(void* h, int i) { return static_cast<Sim*>(h)->ports[i].name; }
 FP_API int fp_port_width(void* h, int i) { return static_cast<Sim*>(h)->ports[i].width; }
 FP_API int fp_port_dir(void* h, int i) { return static_cast<Sim*>(h)->ports[i].dir; }
-FP_API int fp_clock_port(void* h) { return static_cast<Sim*>(h)->clk; }
 FP_API uint64_t fp_cycles(void* h) { return static_cast<Sim*>(h)->cycles; }
 
 FP_API void fp_set(void* h, int port, const uint8_t* buf, size_t n) {

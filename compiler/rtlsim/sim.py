@@ -18,7 +18,7 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from compiler.rtlsim.errors import SimulationError
+from .errors import SimulationError
 
 _c_u64 = ctypes.c_uint64
 _c_size = ctypes.c_size_t

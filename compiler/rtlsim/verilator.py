@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from compiler.rtlsim.errors import SimulationError
+from .errors import SimulationError
 
 CACHE_ENV = "FPGAPRINT_VERILATOR_CACHE"
 BINARY_ENV = "FPGAPRINT_VERILATOR"

@@ -22,9 +22,9 @@ from typing import Iterator
 
 import numpy as np
 
-from compiler.rtlsim import verilator
-from compiler.rtlsim.errors import SimulationError
-from compiler.rtlsim.sim import VerilatedSim
+from . import verilator
+from .errors import SimulationError
+from .sim import VerilatedSim
 
 HDL_DIR = Path(__file__).with_name("hdl")
 
