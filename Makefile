@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/link.py --package $(DEMO)/package
 	$(BIN)/python bench/reliability.py --package $(DEMO)/package
 	$(BIN)/python bench/fingerprint.py
+	$(BIN)/python bench/rtlsim.py
 
 clean:
 	rm -rf build .pytest_cache

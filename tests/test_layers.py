@@ -38,8 +38,9 @@ def _layer(module: str) -> str:
     return parts[1]
 
 
-def _imports(module: str, path: Path) -> set[str]:
-    """Every fpgaprint module `path` imports, at any depth of the file."""
+def _imports(module: str, path: Path, known: set[str] = frozenset()) -> set[str]:
+    """Every fpgaprint module `path` imports, at any depth of the file (`from PKG import MOD`
+    depends on MOD, not on the rest of PKG)."""
     pkg = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -50,14 +51,15 @@ def _imports(module: str, path: Path) -> set[str]:
             if node.level:
                 up = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
                 base = ".".join(up + ([base] if base else []))
-            found.add(base)
-            found |= {f"{base}.{a.name}" for a in node.names}
+            subs = {f"{base}.{a.name}" for a in node.names}
+            found |= subs & known if subs & known else {base}
     return found
 
 
 def _graph() -> dict[str, set[str]]:
     mods = _modules()
-    return {m: {i for i in _imports(m, p) if i in mods and i != m} for m, p in mods.items()}
+    return {m: {i for i in _imports(m, p, set(mods)) if i in mods and i != m}
+            for m, p in mods.items()}
 
 
 def test_no_generic_top_level_module_is_imported():
