@@ -100,8 +100,11 @@ def test_serve_refuses_a_tampered_package(package, tmp_path):
     doc["fingerprint_threshold"] = 0.1
     policy.write_text(json.dumps(doc))
     board = ServedBoard(bad, "--pty", "--trusted-key", pub)
-    with pytest.raises(LinkError, match="selftest/policy.json"):
-        board.wait_ready()
+    try:
+        with pytest.raises(LinkError, match="selftest/policy.json"):
+            board.wait_ready()
+    finally:
+        board.stop()
     assert board.proc.returncode == 2
 
 
