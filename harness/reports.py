@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
+import re
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -17,7 +17,7 @@ import numpy as np
 from junitparser import Error, Failure, JUnitXml, TestCase, TestSuite
 
 from fpgaprint.core.atomic import write_atomic
-from fpgaprint.harness.verdict import FAIL, NO_VERDICT, PASS, BoardOutcome
+from fpgaprint.harness.verdict import FAIL, NO_VERDICT, PASS, BoardOutcome, CheckResult
 
 REPORT_SCHEMA = "fpgaprint-verify-report/1"
 STYLE = {PASS: "bold green", FAIL: "bold red", NO_VERDICT: "bold yellow"}
@@ -28,58 +28,130 @@ def verify_report(outcome: BoardOutcome) -> dict[str, Any]:
     return {"schema": REPORT_SCHEMA, **outcome.to_dict()}
 
 
-def _write_junit(path: str | Path, suites: list[TestSuite]) -> None:
+def _write_junit(path: str | Path, suites: list[tuple[TestSuite, float]],
+                 seconds: float) -> None:
+    """One <testsuites> with the totals Jenkins' JUnit schema allows (no `skipped` there);
+    each suite's time is its board's whole verification, the root's the run's wall time."""
     xml = JUnitXml("fpgaprint")
-    for s in suites:
-        s.update_statistics()
-        xml.add_testsuite(s)
+    for suite, _ in suites:
+        xml.add_testsuite(suite)
     xml.update_statistics()
+    for suite, suite_s in suites:
+        suite.time = round(suite_s, 3)
+    xml.time = round(seconds, 3)
+    xml._elem.attrib.pop("skipped", None)
     buf = io.BytesIO()
     xml.write(buf, pretty=True)
     write_atomic(path, buf.getvalue())
 
 
-def _result(status: str, message: str) -> list:
+def _name_part(text: str | None, fallback: str) -> str:
+    """A dot-free classname part (Jenkins splits package.class at dots)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text or "").strip("_") or fallback
+
+
+def _vector_lines(outcome: BoardOutcome, check: str, limit: int = 20) -> list[str]:
+    """The vectors a check failed or could not judge, one line each (at most `limit`)."""
+    rows = []
+    for v in outcome.verdict.vectors if outcome.verdict else []:
+        if not v.answered:
+            rows.append(f"  vector {v.index}: no answer")
+        elif check == "exact" and v.exact is False:
+            diff = "" if v.raw_diff is None else f"{v.raw_diff} raw values differ, "
+            rows.append(f"  vector {v.index}: {diff}label {v.label} (golden {v.golden_label})")
+        elif check == "fingerprint" and v.fingerprint is False:
+            rows.append(f"  vector {v.index}: label {v.label}, expected {v.expected_label}")
+    more = len(rows) - limit
+    return rows[:limit] + ([f"  … and {more} more"] if more > 0 else [])
+
+
+def _check_text(outcome: BoardOutcome, c: CheckResult) -> str:
+    """What a CI page shows for one check: result, counts, the board, the vectors."""
+    ident = outcome.identity
+    unit = "identity fields" if c.name == "identity" else "vectors"
+    lines = [f"{c.name}: {c.status}. {c.detail}",
+             f"{unit}: {c.passed} passed, {c.failed} failed, {c.missing} missing",
+             f"board {ident.get('board', '?')} serial {outcome.serial or '?'} on {outcome.port}; "
+             f"package {outcome.package_name or '?'} {outcome.package_id[:16]}; "
+             f"mode {outcome.mode}"]
+    if c.extra:
+        lines.append(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                               for k, v in c.extra.items() if not isinstance(v, (list, dict))))
+    if c.status != PASS and c.name in ("exact", "fingerprint"):
+        lines += _vector_lines(outcome, c.name)
+    return "\n".join(lines)
+
+
+def _result(status: str, message: str, text: str) -> list:
     if status == FAIL:
-        return [Failure(message, "VerdictFail")]
-    if status == NO_VERDICT:
-        return [Error(message, "NoVerdict")]
-    return []
+        r = Failure(message, "VerdictFail")
+    elif status == NO_VERDICT:
+        r = Error(message, "NoVerdict")
+    else:
+        return []
+    r.text = text
+    return [r]
+
+
+def _board_suite(outcome: BoardOutcome, kind: str, name: str, serial: str,
+                 properties: dict[str, Any]) -> TestSuite:
+    """One board's testsuite: its properties and one testcase per check (`link` when no check
+    ran). A testcase's time is that of the exchange its evidence came from: HELLO for
+    `identity`, the vectors for `exact`, `fingerprint` and `binding`."""
+    suite = TestSuite(name)
+    props = {"serial": outcome.serial, "port": outcome.port, "package_id": outcome.package_id,
+             "package_name": outcome.package_name, "mode": outcome.mode,
+             "verdict": outcome.status, **properties}
+    for k in ("board", "backend", "protocol"):
+        props.setdefault(k, outcome.identity.get(k))
+    for k, v in props.items():
+        if v not in (None, ""):
+            suite.add_property(k, str(v))
+    classname = f"fpgaprint.{kind}.{serial}"
+    checks = outcome.verdict.checks if outcome.verdict else []
+    if not checks:
+        case = TestCase("link", classname=classname, time=round(outcome.duration_s, 3))
+        text = f"{outcome.status}: {outcome.reason}\nport {outcome.port}"
+        case.result = _result(outcome.status, outcome.reason, text)
+        suite.add_testcase(case)
+    phases = outcome.phases_s
+    for c in checks:
+        seconds = (phases.get("identity", outcome.duration_s) if c.name == "identity"
+                   else phases.get("vectors", 0.0))
+        case = TestCase(c.name, classname=classname, time=round(seconds, 3))
+        text = _check_text(outcome, c)
+        case.result = _result(c.status, c.detail, text)
+        if not case.result:  # a failure or error carries the text in its body
+            case.system_out = text
+        suite.add_testcase(case)
+    if outcome.started:
+        suite.timestamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(outcome.started))
+    return suite
 
 
 def write_verify_junit(path: str | Path, outcome: BoardOutcome) -> None:
-    """One testsuite per verification, one testcase per check (identity, exact, fingerprint)."""
-    suite = TestSuite(f"verify {outcome.port}")
-    suite.add_property("package_id", outcome.package_id)
-    suite.add_property("mode", outcome.mode)
-    for k in ("board", "serial", "backend"):
-        if outcome.identity.get(k) is not None:
-            suite.add_property(k, str(outcome.identity[k]))
-    checks = outcome.verdict.checks if outcome.verdict else []
-    if not checks:
-        case = TestCase("link", classname="fpgaprint.verify", time=outcome.duration_s)
-        case.result = _result(outcome.status, outcome.reason)
-        suite.add_testcase(case)
-    for c in checks:
-        case = TestCase(c.name, classname="fpgaprint.verify", time=outcome.duration_s)
-        case.result = _result(c.status, c.detail)
-        case.system_out = c.detail
-        suite.add_testcase(case)
-    _write_junit(path, [suite])
+    """One testsuite `verify SERIAL`, one testcase per check, classname
+    `fpgaprint.verify.SERIAL` (valid against Jenkins' JUnit schema)."""
+    serial = _name_part(outcome.serial, "unknown-serial")
+    suite = _board_suite(outcome, "verify", f"verify {serial}", serial, {})
+    _write_junit(path, [(suite, outcome.duration_s)], outcome.duration_s)
 
 
 def write_accept_junit(path: str | Path, outcomes: Iterable[BoardOutcome], station: str) -> None:
-    """One testcase per board: name = serial (or port), classname = station."""
-    suite = TestSuite(f"accept {station}")
-    for o in outcomes:
-        name = f"{o.serial or 'unknown-serial'} @ {o.port}"
-        case = TestCase(name, classname=f"fpgaprint.accept.{station}", time=o.duration_s)
-        case.result = _result(o.status, o.reason)
-        case.system_out = json.dumps(
-            {"identity": o.identity, "match_rate": o.match_rate, "exact_failed": o.exact_failed}
-        )
-        suite.add_testcase(case)
-    _write_junit(path, [suite])
+    """One testsuite per board `accept SERIAL` (board N in --ports order when it reported no
+    serial), one testcase per check, classname `fpgaprint.accept.SERIAL`; the station and the
+    port are properties, so names stay the same from run to run."""
+    outcomes = list(outcomes)
+    suites = []
+    for i, o in enumerate(outcomes):
+        serial = _name_part(o.serial, f"board-{i + 1}")
+        suite = _board_suite(o, "accept", f"accept {serial}", serial, {"station": station})
+        suite.hostname = station
+        suites.append((suite, o.duration_s))
+    spans = [(o.started, o.started + o.duration_s) for o in outcomes if o.started]
+    wall = (max(e for _, e in spans) - min(b for b, _ in spans)) if spans else \
+        sum(o.duration_s for o in outcomes)
+    _write_junit(path, suites, wall)
 
 
 def _png(fig: Any) -> str:
