@@ -169,6 +169,18 @@ def test_accept_html(tmp_path):
     assert len(pngs) == 3
     assert all(base64.b64decode(p).startswith(b"\x89PNG\r\n\x1a\n") for p in pngs)
     assert "SN-B" in page and "FAIL" in page
+    # SN-B's fingerprint passes (its bar is green at 0.75): the page says which check failed
+    assert ("<b>SN-B</b> on b: FAIL: exact check failed: 5/12 vectors differ from the golden "
+            "model (vectors 0, 1, 2, 3, 4) (identity, fingerprint passed)") in page
+    assert "<td>FAIL</td><td>exact (FAIL)</td><td>0.750</td>" in page
+    assert "<b>SN-C</b> on c: NO_VERDICT: exact check reached no verdict" in page
+    captions = re.findall(r"<figcaption>([^<]+)</figcaption>", page)
+    assert [c.split(":")[0] for c in captions] == [
+        "Figure 1. Fingerprint match rate of each board", "Figure 2. Time to verify each board, "
+        "split into the identity exchange (HELLO), the exchange of the vectors, and the rest (con"
+        "necting, the board&#x27;s self-test report, the decision).",
+        "Figure 3. Vectors of each board that failed a check"]
+    assert "alt='Fingerprint match rate per board'" in page
 
 
 def test_rich_renderables(tmp_path):
