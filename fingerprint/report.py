@@ -78,58 +78,116 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_bitflips(res: dict, path: Path) -> None:
+# Okabe & Ito's colour-blind-safe palette; the sequential maps are viridis (perceptually
+# uniform, readable in grey).
+BENIGN, MALICIOUS, THRESHOLD = "#0072B2", "#D55E00", "#000000"
+MODES = {"label": "label-only check at the calibrated threshold",
+         "label_strict": "label-only check, strict (any label differs)",
+         "exact": "exact check (raw output = golden)"}
+ATTACKS = {"random": "random flips", "targeted": "targeted flips (progressive bit search)"}
+
+
+def _model_title(res: dict) -> str:
+    m = res.get("model", {})
+    return f"{m.get('name', 'model')}, {res.get('config', {}).get('count', '?')} vectors per method"
+
+
+def bitflips_figure(res: dict):
+    """Detection rate per method and number of flipped weight bits: one heat map per attack
+    (rows) and check (columns), all on one 0-100 % colour scale, every cell labelled; None
+    without bit-flip results."""
     import matplotlib.pyplot as plt
 
     s = res["summary"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, kind, by in ((axes[0], "random", "random bit flips"),
-                         (axes[1], "targeted", "targeted (progressive bit search)")):
-        for mode, style in (("label", "-"), ("exact", "--")):
-            for i, (m, curve) in enumerate(s.get(f"{kind}_{mode}", {}).items()):
-                xs = [int(c) for c in curve]
-                ys = [np.nan if v is None else v for v in curve.values()]
-                ax.plot(xs, ys, style, marker="o", ms=3, color=f"C{i}",
-                        label=f"{m} ({mode})" if kind == "random" else None)
-        eff = s.get(f"{kind}_effective", {})
-        if eff:
-            ax.plot([int(c) for c in eff], list(eff.values()), ":", color="k",
-                    label="changes any golden output" if kind == "random" else None)
-        if kind == "random":
-            ax.set_xscale("log", base=2)
-        ax.set_xlabel("flipped bits")
-        ax.set_ylabel("detection rate")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(by)
-    fig.legend(loc="lower center", ncol=4, fontsize=7)
-    fig.tight_layout(rect=(0, 0.18, 1, 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    kinds = [k for k in ATTACKS if any(s.get(f"{k}_{m}") for m in MODES)]
+    modes = [m for m in MODES if any(s.get(f"{k}_{m}") for k in kinds)]
+    if not kinds or not modes:
+        return None
+    methods = list(res["methods"])
+    rows = ["any golden output changes", *methods]
+    ncols = max(len(next(iter(s[f"{k}_{m}"].values()))) for k in kinds for m in modes
+                if s.get(f"{k}_{m}"))
+    fig, axes = plt.subplots(len(kinds), len(modes), squeeze=False,
+                             figsize=(1.6 + 0.55 * ncols * len(modes), 1.2 + 0.33 * len(rows)
+                                      * len(kinds)), constrained_layout=True)
+    image = None
+    for r, kind in enumerate(kinds):
+        for c, mode in enumerate(modes):
+            ax = axes[r][c]
+            curve = s.get(f"{kind}_{mode}") or {}
+            counts = list(next(iter(curve.values()))) if curve else []
+            eff = s.get(f"{kind}_effective", {})
+            grid = np.array([[np.nan if (v := (eff if i == 0 else curve.get(name, {})).get(n))
+                              is None else v for n in counts]
+                             for i, name in enumerate(rows)], dtype=float)
+            image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+            for (i, j), v in np.ndenumerate(grid):
+                ax.text(j, i, "–" if np.isnan(v) else f"{100 * v:.0f}", ha="center",
+                        va="center", fontsize=6.5, color="black" if v > 0.6 else "white")
+            ax.axhline(0.5, color="white", lw=2)
+            ax.set_xticks(range(len(counts)), counts, fontsize=7)
+            ax.set_yticks(range(len(rows)), rows if c == 0 else [""] * len(rows), fontsize=7)
+            ax.set_xlabel("flipped weight bits", fontsize=8)
+            ax.set_title(f"{ATTACKS[kind]}\n{MODES[mode]}", fontsize=8.5)
+    cbar = fig.colorbar(image, ax=axes, shrink=0.8, pad=0.01)
+    cbar.set_label("detection rate (% of flip sets detected)", fontsize=8)
+    cbar.ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
+    fig.suptitle("Detection of weight-memory bit flips by fingerprint method "
+                 f"({_model_title(res)})", fontsize=10)
+    return fig
+
+
+def plot_bitflips(res: dict, path: Path) -> None:
+    _save(bitflips_figure(res), path)
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    if fig is not None:
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+
+
+def match_rates_figure(res: dict):
+    """Label match rate of every fingerprint method on every benign and malicious variant,
+    with each method's calibrated threshold; variants below it are detected."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    methods = list(res["methods"])
+    variants = [r for r in res["variants"] if r["family"] != "source"]
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.25 * len(methods) + 3), 4.8),
+                           constrained_layout=True)
+    for i, m in enumerate(methods):
+        for benign, dx, color, marker in ((True, -0.17, BENIGN, "o"),
+                                          (False, 0.17, MALICIOUS, "X")):
+            ys = np.array([r["match"][m] for r in variants if r["benign"] == benign])
+            jitter = (np.arange(len(ys)) % 5 - 2) * 0.035  # spread equal rates sideways
+            ax.scatter(i + dx + jitter, ys, s=26, color=color, marker=marker, alpha=0.85,
+                       edgecolor="white", linewidth=0.4, zorder=3)
+        ax.hlines(res["methods"][m]["threshold"], i - 0.42, i + 0.42, color=THRESHOLD, lw=1.6,
+                  zorder=2)
+    ax.set_xticks(range(len(methods)), methods, rotation=20, fontsize=8)
+    ax.set_xlim(-0.6, len(methods) - 0.4)
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_xlabel("fingerprint method")
+    ax.set_ylabel("label match rate\n(share of vectors labelled as by the source model)")
+    ax.set_title(f"Label match rate on model variants ({_model_title(res)})", fontsize=10)
+    n_b = sum(r["benign"] for r in variants)
+    handles = [Line2D([], [], ls="", marker="o", color=BENIGN,
+                      label=f"benign variant ({n_b}): should stay above"),
+               Line2D([], [], ls="", marker="X", color=MALICIOUS,
+                      label=f"malicious variant ({len(variants) - n_b}): should fall below"),
+               Line2D([], [], color=THRESHOLD, lw=1.6, label="calibrated threshold")]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+              frameon=False)
+    return fig
 
 
 def plot_match_rates(res: dict, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    methods = list(res["methods"])
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(methods)), 4.5))
-    for i, m in enumerate(methods):
-        for r in res["variants"]:
-            if r["family"] == "source":
-                continue
-            dx = -0.15 if r["benign"] else 0.15
-            ax.scatter(i + dx, r["match"][m], s=14, color="C2" if r["benign"] else "C3",
-                       alpha=0.8)
-        ax.hlines(res["methods"][m]["threshold"], i - 0.35, i + 0.35, color="k", lw=1)
-    ax.scatter([], [], color="C2", label="benign variants")
-    ax.scatter([], [], color="C3", label="malicious variants")
-    ax.plot([], [], color="k", label="calibrated threshold")
-    ax.set_xticks(range(len(methods)), methods, rotation=20, fontsize=8)
-    ax.set_ylabel("label match rate")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(match_rates_figure(res), path)
 
 
 def _as_image(x: np.ndarray) -> np.ndarray:
@@ -146,8 +204,8 @@ def plot_examples(sets: dict[str, FingerprintSet], path: Path, per_row: int = 10
     import matplotlib.pyplot as plt
 
     names = list(sets)
-    fig, axes = plt.subplots(len(names), per_row, figsize=(per_row * 0.9, len(names) * 1.0),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(names), per_row, squeeze=False,
+                             figsize=(per_row * 0.9, len(names) * 1.0 + 0.8))
     for r, name in enumerate(names):
         fs = sets[name]
         for c in range(per_row):
@@ -159,7 +217,9 @@ def plot_examples(sets: dict[str, FingerprintSet], path: Path, per_row: int = 10
                 ax.set_title(str(c), fontsize=6)
         axes[r][0].text(-0.3, 0.5, name, transform=axes[r][0].transAxes, ha="right",
                         va="center", fontsize=7)
-    fig.tight_layout(rect=(0.12, 0, 1, 1))
+    fig.suptitle("First example of each class, per method (the class above each image; "
+                 "blank: no example of that class)", fontsize=9)
+    fig.tight_layout(rect=(0.12, 0, 1, 0.97))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

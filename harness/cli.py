@@ -83,7 +83,7 @@ def verify(port, package, timeout, retries, batch, challenge, trusted_key, allow
 @click.option("--db", "db_url", default="sqlite:///accept.db", show_default=True,
               help="SQLAlchemy URL of the results database (postgresql+psycopg://… works)")
 @click.option("--junit", type=click.Path(path_type=Path), default=None,
-              help="write a JUnit XML report (one testcase per board)")
+              help="write a JUnit XML report (one testsuite per board, a testcase per check)")
 @click.option("--html", type=click.Path(path_type=Path), default=None,
               help="write an HTML report with plots")
 @click.option("--station", default=None, help="station name recorded with the run [host name]")

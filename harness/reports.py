@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
+import re
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -17,7 +17,7 @@ import numpy as np
 from junitparser import Error, Failure, JUnitXml, TestCase, TestSuite
 
 from fpgaprint.core.atomic import write_atomic
-from fpgaprint.harness.verdict import FAIL, NO_VERDICT, PASS, BoardOutcome
+from fpgaprint.harness.verdict import FAIL, NO_VERDICT, PASS, BoardOutcome, CheckResult
 
 REPORT_SCHEMA = "fpgaprint-verify-report/1"
 STYLE = {PASS: "bold green", FAIL: "bold red", NO_VERDICT: "bold yellow"}
@@ -28,58 +28,130 @@ def verify_report(outcome: BoardOutcome) -> dict[str, Any]:
     return {"schema": REPORT_SCHEMA, **outcome.to_dict()}
 
 
-def _write_junit(path: str | Path, suites: list[TestSuite]) -> None:
+def _write_junit(path: str | Path, suites: list[tuple[TestSuite, float]],
+                 seconds: float) -> None:
+    """One <testsuites> with the totals Jenkins' JUnit schema allows (no `skipped` there);
+    each suite's time is its board's whole verification, the root's the run's wall time."""
     xml = JUnitXml("fpgaprint")
-    for s in suites:
-        s.update_statistics()
-        xml.add_testsuite(s)
+    for suite, _ in suites:
+        xml.add_testsuite(suite)
     xml.update_statistics()
+    for suite, suite_s in suites:
+        suite.time = round(suite_s, 3)
+    xml.time = round(seconds, 3)
+    xml._elem.attrib.pop("skipped", None)
     buf = io.BytesIO()
     xml.write(buf, pretty=True)
     write_atomic(path, buf.getvalue())
 
 
-def _result(status: str, message: str) -> list:
+def _name_part(text: str | None, fallback: str) -> str:
+    """A dot-free classname part (Jenkins splits package.class at dots)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text or "").strip("_") or fallback
+
+
+def _vector_lines(outcome: BoardOutcome, check: str, limit: int = 20) -> list[str]:
+    """The vectors a check failed or could not judge, one line each (at most `limit`)."""
+    rows = []
+    for v in outcome.verdict.vectors if outcome.verdict else []:
+        if not v.answered:
+            rows.append(f"  vector {v.index}: no answer")
+        elif check == "exact" and v.exact is False:
+            diff = "" if v.raw_diff is None else f"{v.raw_diff} raw values differ, "
+            rows.append(f"  vector {v.index}: {diff}label {v.label} (golden {v.golden_label})")
+        elif check == "fingerprint" and v.fingerprint is False:
+            rows.append(f"  vector {v.index}: label {v.label}, expected {v.expected_label}")
+    more = len(rows) - limit
+    return rows[:limit] + ([f"  … and {more} more"] if more > 0 else [])
+
+
+def _check_text(outcome: BoardOutcome, c: CheckResult) -> str:
+    """What a CI page shows for one check: result, counts, the board, the vectors."""
+    ident = outcome.identity
+    unit = "identity fields" if c.name == "identity" else "vectors"
+    lines = [f"{c.name}: {c.status}. {c.detail}",
+             f"{unit}: {c.passed} passed, {c.failed} failed, {c.missing} missing",
+             f"board {ident.get('board', '?')} serial {outcome.serial or '?'} on {outcome.port}; "
+             f"package {outcome.package_name or '?'} {outcome.package_id[:16]}; "
+             f"mode {outcome.mode}"]
+    if c.extra:
+        lines.append(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                               for k, v in c.extra.items() if not isinstance(v, (list, dict))))
+    if c.status != PASS and c.name in ("exact", "fingerprint"):
+        lines += _vector_lines(outcome, c.name)
+    return "\n".join(lines)
+
+
+def _result(status: str, message: str, text: str) -> list:
     if status == FAIL:
-        return [Failure(message, "VerdictFail")]
-    if status == NO_VERDICT:
-        return [Error(message, "NoVerdict")]
-    return []
+        r = Failure(message, "VerdictFail")
+    elif status == NO_VERDICT:
+        r = Error(message, "NoVerdict")
+    else:
+        return []
+    r.text = text
+    return [r]
+
+
+def _board_suite(outcome: BoardOutcome, kind: str, name: str, serial: str,
+                 properties: dict[str, Any]) -> TestSuite:
+    """One board's testsuite: its properties and one testcase per check (`link` when no check
+    ran). A testcase's time is that of the exchange its evidence came from: HELLO for
+    `identity`, the vectors for `exact`, `fingerprint` and `binding`."""
+    suite = TestSuite(name)
+    props = {"serial": outcome.serial, "port": outcome.port, "package_id": outcome.package_id,
+             "package_name": outcome.package_name, "mode": outcome.mode,
+             "verdict": outcome.status, **properties}
+    for k in ("board", "backend", "protocol"):
+        props.setdefault(k, outcome.identity.get(k))
+    for k, v in props.items():
+        if v not in (None, ""):
+            suite.add_property(k, str(v))
+    classname = f"fpgaprint.{kind}.{serial}"
+    checks = outcome.verdict.checks if outcome.verdict else []
+    if not checks:
+        case = TestCase("link", classname=classname, time=round(outcome.duration_s, 3))
+        text = f"{outcome.status}: {outcome.reason}\nport {outcome.port}"
+        case.result = _result(outcome.status, outcome.reason, text)
+        suite.add_testcase(case)
+    phases = outcome.phases_s
+    for c in checks:
+        seconds = (phases.get("identity", outcome.duration_s) if c.name == "identity"
+                   else phases.get("vectors", 0.0))
+        case = TestCase(c.name, classname=classname, time=round(seconds, 3))
+        text = _check_text(outcome, c)
+        case.result = _result(c.status, c.detail, text)
+        if not case.result:  # a failure or error carries the text in its body
+            case.system_out = text
+        suite.add_testcase(case)
+    if outcome.started:
+        suite.timestamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(outcome.started))
+    return suite
 
 
 def write_verify_junit(path: str | Path, outcome: BoardOutcome) -> None:
-    """One testsuite per verification, one testcase per check (identity, exact, fingerprint)."""
-    suite = TestSuite(f"verify {outcome.port}")
-    suite.add_property("package_id", outcome.package_id)
-    suite.add_property("mode", outcome.mode)
-    for k in ("board", "serial", "backend"):
-        if outcome.identity.get(k) is not None:
-            suite.add_property(k, str(outcome.identity[k]))
-    checks = outcome.verdict.checks if outcome.verdict else []
-    if not checks:
-        case = TestCase("link", classname="fpgaprint.verify", time=outcome.duration_s)
-        case.result = _result(outcome.status, outcome.reason)
-        suite.add_testcase(case)
-    for c in checks:
-        case = TestCase(c.name, classname="fpgaprint.verify", time=outcome.duration_s)
-        case.result = _result(c.status, c.detail)
-        case.system_out = c.detail
-        suite.add_testcase(case)
-    _write_junit(path, [suite])
+    """One testsuite `verify SERIAL`, one testcase per check, classname
+    `fpgaprint.verify.SERIAL` (valid against Jenkins' JUnit schema)."""
+    serial = _name_part(outcome.serial, "unknown-serial")
+    suite = _board_suite(outcome, "verify", f"verify {serial}", serial, {})
+    _write_junit(path, [(suite, outcome.duration_s)], outcome.duration_s)
 
 
 def write_accept_junit(path: str | Path, outcomes: Iterable[BoardOutcome], station: str) -> None:
-    """One testcase per board: name = serial (or port), classname = station."""
-    suite = TestSuite(f"accept {station}")
-    for o in outcomes:
-        name = f"{o.serial or 'unknown-serial'} @ {o.port}"
-        case = TestCase(name, classname=f"fpgaprint.accept.{station}", time=o.duration_s)
-        case.result = _result(o.status, o.reason)
-        case.system_out = json.dumps(
-            {"identity": o.identity, "match_rate": o.match_rate, "exact_failed": o.exact_failed}
-        )
-        suite.add_testcase(case)
-    _write_junit(path, [suite])
+    """One testsuite per board `accept SERIAL` (board N in --ports order when it reported no
+    serial), one testcase per check, classname `fpgaprint.accept.SERIAL`; the station and the
+    port are properties, so names stay the same from run to run."""
+    outcomes = list(outcomes)
+    suites = []
+    for i, o in enumerate(outcomes):
+        serial = _name_part(o.serial, f"board-{i + 1}")
+        suite = _board_suite(o, "accept", f"accept {serial}", serial, {"station": station})
+        suite.hostname = station
+        suites.append((suite, o.duration_s))
+    spans = [(o.started, o.started + o.duration_s) for o in outcomes if o.started]
+    wall = (max(e for _, e in spans) - min(b for b, _ in spans)) if spans else \
+        sum(o.duration_s for o in outcomes)
+    _write_junit(path, suites, wall)
 
 
 def _png(fig: Any) -> str:
@@ -88,58 +160,124 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-COLORS = {PASS: "#2e7d32", FAIL: "#c62828", NO_VERDICT: "#f9a825"}
+# Okabe & Ito's colour-blind-safe palette
+COLORS = {PASS: "#009E73", FAIL: "#D55E00", NO_VERDICT: "#E69F00"}
+GREY = "#999999"
+TITLES = {"match_rate": "Fingerprint match rate per board",
+          "duration": "Verification time per board",
+          "failures": "Vectors that failed a check, per board"}
+CAPTIONS = {
+    "match_rate": "Fingerprint match rate of each board: the share of vectors whose label equals "
+                  "the pre-trained model's. The dashed line is the threshold a board must reach. "
+                  "A bar's colour is the fingerprint check's result; the note above it names "
+                  "every other check that did not pass.",
+    "duration": "Time to verify each board, split into the identity exchange (HELLO), the "
+                "exchange of the vectors, and the rest (connecting, the board's self-test "
+                "report, the decision).",
+    "failures": "Vectors of each board that failed a check: raw output different from the "
+                "golden model's (exact check), label different from the expected one "
+                "(fingerprint check), or no answer at all.",
+}
+
+
+def not_passed(o: BoardOutcome) -> list[CheckResult]:
+    """The checks of a board that did not pass (FAIL or NO_VERDICT), in verdict order."""
+    return [c for c in (o.verdict.checks if o.verdict else []) if c.status != PASS]
+
+
+def _verdict_sentence(o: BoardOutcome) -> str:
+    """One line saying which checks decided a board's verdict."""
+    bad = not_passed(o)
+    if o.status == PASS:
+        return "PASS: every check passed"
+    if not bad:
+        return f"{o.status}: {o.reason}"
+    parts = [f"{c.name} check {'failed' if c.status == FAIL else 'reached no verdict'}: "
+             f"{c.detail}" for c in bad]
+    good = [c.name for c in (o.verdict.checks if o.verdict else []) if c.status == PASS]
+    tail = f" ({', '.join(good)} passed)" if good else ""
+    return f"{o.status}: " + "; ".join(parts) + tail
 
 
 def accept_plots(outcomes: list[BoardOutcome], threshold: float | None) -> dict[str, str]:
-    """Base64 PNGs: per-board match rate, duration, failing vectors."""
+    """Base64 PNGs: per-board match rate, time, failing vectors (keys of CAPTIONS)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     names = [o.serial or o.port for o in outcomes]
-    colors = [COLORS.get(o.status, "#777777") for o in outcomes]
-    width = max(4.0, 0.6 * len(outcomes) + 2)
+    x = np.arange(len(outcomes))
+    width = max(5.0, 0.7 * len(outcomes) + 3.5)
+    legend = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "frameon": False,
+              "fontsize": 8}
     plots = {}
 
-    fig = Figure(figsize=(width, 3))
+    fig = Figure(figsize=(width, 3.4), layout="constrained")
     ax = fig.subplots()
-    ax.bar(names, [o.match_rate or 0.0 for o in outcomes], color=colors)
+    fp = [o.verdict.check("fingerprint") if o.verdict else None for o in outcomes]
+    ax.bar(x, [o.match_rate or 0.0 for o in outcomes],
+           color=[COLORS.get(c.status, GREY) if c else GREY for c in fp])
+    for i, o in enumerate(outcomes):  # every other check that did not pass, above the bar
+        notes = [f"{c.name}: {'FAIL' if c.status == FAIL else 'no verdict'}"
+                 for c in not_passed(o) if c.name != "fingerprint"]
+        if fp[i] is None and not notes:
+            notes = ["no check ran", o.status.replace("_", " ").lower()]
+        if notes:
+            ax.text(i, 1.04, "\n".join(notes), ha="center", va="bottom", fontsize=7,
+                    color=COLORS.get(o.status, "black"))
+    handles = [Patch(color=COLORS[s], label=f"fingerprint {s}") for s in COLORS]
     if threshold is not None:
-        ax.axhline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.2f}")
-        ax.legend(loc="lower right")
-    ax.set_ylim(0, 1.05)
+        ax.axhline(threshold, color="black", linestyle="--", lw=1)
+        handles.append(Line2D([], [], color="black", ls="--", label=f"threshold {threshold:.2f}"))
+    ax.set_xticks(x, names, rotation=45 if len(outcomes) > 4 else 0, ha="right"
+                  if len(outcomes) > 4 else "center")
+    ax.set_ylim(0, 1.3)
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_xlabel("board (serial, else port)")
     ax.set_ylabel("fingerprint match rate")
-    ax.tick_params(axis="x", rotation=45)
+    ax.set_title(TITLES["match_rate"])
+    ax.legend(handles=handles, **legend)
     plots["match_rate"] = _png(fig)
 
-    fig = Figure(figsize=(width, 3))
+    fig = Figure(figsize=(width, 3.4), layout="constrained")
     ax = fig.subplots()
-    ax.bar(names, [o.duration_s for o in outcomes], color=colors)
-    ax.set_ylabel("duration [s]")
-    ax.tick_params(axis="x", rotation=45)
+    hello = np.array([o.phases_s.get("identity", 0.0) for o in outcomes])
+    vectors = np.array([o.phases_s.get("vectors", 0.0) for o in outcomes])
+    rest = np.maximum(np.array([o.duration_s for o in outcomes]) - hello - vectors, 0.0)
+    bottom = np.zeros(len(outcomes))
+    for vals, label, color in ((hello, "identity (HELLO)", "#56B4E9"),
+                               (vectors, "vectors", "#0072B2"), (rest, "rest", GREY)):
+        ax.bar(x, vals, bottom=bottom, color=color, label=label)
+        bottom += vals
+    ax.set_xticks(x, names, rotation=45 if len(outcomes) > 4 else 0, ha="right"
+                  if len(outcomes) > 4 else "center")
+    ax.set_xlabel("board (serial, else port)")
+    ax.set_ylabel("seconds")
+    ax.set_title(TITLES["duration"])
+    ax.legend(**legend)
     plots["duration"] = _png(fig)
 
-    fig = Figure(figsize=(width, 3))
+    fig = Figure(figsize=(width, 3.4), layout="constrained")
     ax = fig.subplots()
     exact = [o.exact_failed or 0 for o in outcomes]
-    fp = [
-        (o.verdict.check("fingerprint").failed if o.verdict and o.verdict.check("fingerprint")
-         else 0)
-        for o in outcomes
-    ]
+    wrong = [c.failed if c else 0 for c in fp]
     unanswered = [o.total - o.answered for o in outcomes]
-    x = np.arange(len(outcomes))
     for k, (vals, label, color) in enumerate(
-        [(exact, "raw != golden", "#c62828"), (fp, "label != expected", "#ef9a9a"),
-         (unanswered, "unanswered", "#f9a825")]
+        [(exact, "raw output ≠ golden (exact)", "#D55E00"),
+         (wrong, "label ≠ expected (fingerprint)", "#CC79A7"),
+         (unanswered, "no answer", "#E69F00")]
     ):
         ax.bar(x + (k - 1) * 0.27, vals, width=0.27, label=label, color=color)
-    ax.set_xticks(x, names)
-    ax.set_ylabel("failing vectors")
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
-    ax.tick_params(axis="x", rotation=45)
+    ax.set_xticks(x, names, rotation=45 if len(outcomes) > 4 else 0, ha="right"
+                  if len(outcomes) > 4 else "center")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("board (serial, else port)")
+    ax.set_ylabel("vectors")
+    ax.set_title(TITLES["failures"])
+    ax.legend(**legend)
     plots["failures"] = _png(fig)
     return plots
 
@@ -147,37 +285,49 @@ def accept_plots(outcomes: list[BoardOutcome], threshold: float | None) -> dict[
 def accept_html(
     outcomes: list[BoardOutcome], meta: dict[str, Any], threshold: float | None
 ) -> str:
-    """A self-contained HTML page: summary, per-board table, plots as base64 PNG."""
+    """A self-contained HTML page: summary, which checks failed, per-board table, plots."""
     e = html.escape
     plots = accept_plots(outcomes, threshold) if outcomes else {}
     rows = []
     for o in outcomes:
         rate = "" if o.match_rate is None else f"{o.match_rate:.3f}"
+        failed = ", ".join(f"{c.name} ({c.status})" for c in not_passed(o))
         rows.append(
-            f"<tr class='{e(o.status)}'><td>{e(o.port)}</td><td>{e(str(o.serial))}</td>"
-            f"<td>{e(str(o.identity.get('board')))}</td><td>{e(o.status)}</td><td>{rate}</td>"
+            f"<tr class='{e(o.status)}'><td>{e(o.port)}</td><td>{e(o.serial or '')}</td>"
+            f"<td>{e(str(o.identity.get('board') or ''))}</td><td>{e(o.status)}</td>"
+            f"<td>{e(failed)}</td><td>{rate}</td>"
             f"<td>{'' if o.exact_failed is None else o.exact_failed}</td>"
             f"<td>{o.answered}/{o.total}</td><td>{o.duration_s:.2f}</td><td>{e(o.reason)}</td></tr>"
         )
+    verdicts = "".join(
+        f"<li class='{e(o.status)}'><b>{e(str(o.serial or o.port))}</b> on {e(o.port)}: "
+        f"{e(_verdict_sentence(o))}</li>" for o in outcomes
+    )
     meta_rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in meta.items())
     imgs = "".join(
-        f"<figure><img alt='{k}' src='data:image/png;base64,{v}'><figcaption>{e(k)}"
-        "</figcaption></figure>"
-        for k, v in plots.items()
+        f"<figure><img alt='{e(TITLES[k])}' src='data:image/png;base64,{v}'>"
+        f"<figcaption>Figure {i}. {e(CAPTIONS[k])}</figcaption></figure>"
+        for i, (k, v) in enumerate(plots.items(), 1)
     )
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>fpgaprint acceptance</title>
 <style>
 body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
-tr.PASS td:nth-child(4){{color:{COLORS[PASS]}}} tr.FAIL td:nth-child(4){{color:{COLORS[FAIL]}}}
-tr.NO_VERDICT td:nth-child(4){{color:{COLORS[NO_VERDICT]}}} figure{{display:inline-block}}
+tr.PASS td:nth-child(4),li.PASS b{{color:{COLORS[PASS]}}}
+tr.FAIL td:nth-child(4),li.FAIL b{{color:{COLORS[FAIL]}}}
+tr.NO_VERDICT td:nth-child(4),li.NO_VERDICT b{{color:{COLORS[NO_VERDICT]}}}
+figure{{display:inline-block;vertical-align:top;max-width:44em;margin:1em}}
+figcaption{{font-size:90%;color:#333}}
 </style></head><body>
 <h1>fpgaprint acceptance</h1>
 <table>{meta_rows}</table>
+<h2>Verdicts</h2>
+<ul>{verdicts}</ul>
 <h2>Boards</h2>
-<table><tr><th>port</th><th>serial</th><th>board</th><th>verdict</th><th>match rate</th>
-<th>raw mismatches</th><th>answered</th><th>duration [s]</th><th>reason</th></tr>
+<table><tr><th>port</th><th>serial</th><th>board</th><th>verdict</th><th>checks not passed</th>
+<th>match rate</th><th>raw mismatches</th><th>answered</th><th>duration [s]</th><th>reason</th>
+</tr>
 {''.join(rows)}</table>
 <h2>Plots</h2>
 {imgs}

@@ -178,6 +178,7 @@ class BoardOutcome:
     started: float = 0.0  # epoch seconds
     duration_s: float = 0.0
     nonce: str | None = None  # challenge nonce (hex)
+    phases_s: dict[str, float] = field(default_factory=dict)  # "identity", "vectors" seconds
 
     @property
     def serial(self) -> str | None:
@@ -215,6 +216,7 @@ class BoardOutcome:
             "board_selftest": self.board_selftest,
             "started": self.started,
             "duration_s": self.duration_s,
+            "phases_s": self.phases_s,
             "verdict": None if self.verdict is None else self.verdict.to_dict(),
         }
 

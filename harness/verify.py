@@ -165,16 +165,22 @@ def verify_board(
     ident: CheckResult | None = None
     link_error: str | None = None
     bound: CheckResult | None = None
+    phases: dict[str, float] = {}  # seconds of the HELLO exchange and of the vectors
     try:
         with client_factory(port, timeout=timeout, retries=retries) as client:
             identity = dict(client.hello())
+            phases["identity"] = time.perf_counter() - t0
             ident = identity_check(expected_identity(pkg, _protocol_version()), identity)
             if ident.status != FAIL:
                 try:  # the board's own self-test result is informational: no verdict needs it
                     board_selftest = dict(client.info()).get("selftest")
                 except LinkError as e:
                     board_selftest = {"unavailable": str(e)}
-                run_plan(client, plan, answers, batch_size, nonces, on_batch)
+                t1 = time.perf_counter()
+                try:
+                    run_plan(client, plan, answers, batch_size, nonces, on_batch)
+                finally:
+                    phases["vectors"] = time.perf_counter() - t1
     except LinkError as e:
         link_error = str(e)
     except VerdictFail as e:  # a challenge answer not bound to its nonce and inputs
@@ -193,5 +199,5 @@ def verify_board(
         port=port, status=verdict.status, reason=reason, package_id=pkg.package_id,
         package_name=pkg.manifest.get("name", ""), mode=plan.mode, identity=identity,
         board_selftest=board_selftest, verdict=verdict, started=started,
-        duration_s=time.perf_counter() - t0, nonce=",".join(nonces) or None,
+        duration_s=time.perf_counter() - t0, nonce=",".join(nonces) or None, phases_s=phases,
     )

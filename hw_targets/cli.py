@@ -58,6 +58,8 @@ def board() -> None:
 @click.option("--tcp", metavar="HOST:PORT", help="Serve on TCP (port 0: any free port).")
 @click.option("--protocol", type=click.Choice(["binary", "mlperf-tiny"]), default="binary",
               show_default=True, help="Wire protocol the board speaks.")
+@click.option("--mlperf-model-id", metavar="ID", help="Model id the MLPerf Tiny mode reports "
+              "(the runner's tests.yaml key, e.g. ic01) [package name].")
 @click.option("--backend", type=click.Choice(["virtual", "pynq"]), default="virtual",
               show_default=True)
 @click.option("--serial", "serial_number", metavar="SN", help="Board serial number to report.")
@@ -83,7 +85,7 @@ def board() -> None:
               help="Write the board's log (requests, errors, faults) to FILE.")
 def serve(package, use_pty, tcp, protocol, backend, serial_number, trusted_key, allow_unsigned,
           baud, noise_ber, drop_rate, hang_after, reset_after, flip_bits, seed, flip, stuck_at,
-          swap_model, replay, log_file) -> None:
+          swap_model, replay, log_file, mlperf_model_id) -> None:
     """Serve PACKAGE as a board on --pty or --tcp HOST:PORT.
 
     The first line on stdout is the port (a /dev/pts/N path or socket://host:port); the board
@@ -115,9 +117,10 @@ def serve(package, use_pty, tcp, protocol, backend, serial_number, trusted_key, 
 
             handler = BoardAgent(dev)
         else:
-            from fpgaprint.hw_targets.mlperf import MlperfTinyHandler
+            from fpgaprint.hw_targets.mlperf import MlperfTinyHandler, class_scores
 
-            handler = MlperfTinyHandler(dev, shape, datatype)
+            handler = MlperfTinyHandler(dev, shape, datatype, model_id=mlperf_model_id,
+                                        scores=class_scores(dev.package))
         link = BoardLink(open_transport(use_pty, tcp), handler, link_faults)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

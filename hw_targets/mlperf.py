@@ -1,17 +1,22 @@
-"""MLPerf Tiny DUT text mode: lets an MLPerf Tiny runner drive the board.
+"""MLPerf Tiny DUT text mode: lets the MLPerf Tiny runner (mlcommons/tiny) drive the board.
 
 Commands end with ``%``; every answer ends with ``m-ready``. Supported: ``name``, ``profile``,
 ``help``, ``timestamp``, ``db load N``, ``db HH…``, ``db print``, ``infer N [W=10]``,
 ``results``. The ``db`` buffer holds one input vector: its elements in the smallest integer
-container of the accelerator's input datatype, little-endian. ``results`` are the raw
-accelerator outputs of the last inference. `MlperfTinyClient` is the host side, sending at
-most 31 bytes per ``db`` command as the reference runner does.
+container of the accelerator's input datatype, little-endian. ``profile`` reports the model id
+the runner looks its test script up by (``m-model-[ic01]``). ``m-results-[…]`` carries class
+probabilities as the reference firmware's does: the softmax of the dequantised output (the
+golden graph's host-side tail applied to the raw accelerator output), printed with as many
+decimals (at least 6) as the runner's normalise-then-argmax needs to find the board's label.
+`MlperfTinyClient` is the host side, sending at most 31 bytes per ``db`` command as the
+reference runner does.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import serial
@@ -19,11 +24,60 @@ import serial
 from fpgaprint.core.errors import InputError, LinkError
 from fpgaprint.hw_targets.agent import Backend
 
+if TYPE_CHECKING:
+    from fpgaprint.core.package import Package
+
 TERMINATOR = b"%"
 READY = "m-ready"
 MAX_COMMAND = 64 * 1024
 MAX_BUFFER = 1 << 20
-FIRMWARE = "fpgaprint MLPerf Tiny mode 1"
+FIRMWARE = "fpgaprint MLPerf Tiny mode 2"
+# the runner reads the id with `m-model-\[([^]]+)]` and looks it up as a tests.yaml key
+MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+MIN_DECIMALS, MAX_DECIMALS = 6, 17
+
+Scores = Callable[[np.ndarray], np.ndarray]
+
+
+def check_model_id(model_id: str) -> str:
+    """The model id `profile` reports; InputError unless it is 1-64 of [A-Za-z0-9_.+-]."""
+    if not isinstance(model_id, str) or not MODEL_ID.fullmatch(model_id):
+        raise InputError(f"MLPerf Tiny model id {model_id!r}: expected 1-64 characters from "
+                         "[A-Za-z0-9_.+-] starting with a letter or digit, e.g. ic01 "
+                         "(set it with --mlperf-model-id)")
+    return model_id
+
+
+def class_scores(package: "Package") -> Scores:
+    """Dequantised class scores (B, C) from raw accelerator outputs (B, R): the host-side tail
+    of the package's golden graph (e.g. the final scale and bias)."""
+    from fpgaprint.hw_targets.backends.pynq import HostGraph
+
+    return HostGraph(package.golden_path, package.io["raw_output"]["name"], tail_only=True).final
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Class probabilities of one row of scores (float64, sums to 1, keeps the argmax)."""
+    z = np.asarray(scores, dtype=np.float64).reshape(-1)
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def runner_label(results: list[float]) -> int:
+    """The label the runner takes from an m-results line: scores / sum(scores), then argmax."""
+    total = sum(results)
+    return int(np.argmax([r / total for r in results] if len(results) > 1 else results))
+
+
+def results_line(probs: np.ndarray, label: int) -> str:
+    """``m-results-[p0,p1,…]`` with the fewest decimals (6…17) that keep `label` the runner's
+    label; a single output is printed as it is."""
+    values = np.asarray(probs, dtype=np.float64).reshape(-1)
+    for decimals in range(MIN_DECIMALS, MAX_DECIMALS + 1):
+        text = [f"{v:.{decimals}f}" for v in values]
+        if len(values) == 1 or runner_label([float(t) for t in text]) == label:
+            break
+    return "m-results-[" + ",".join(text) + "]"
 
 
 def container_dtype(datatype: str) -> np.dtype:
@@ -54,19 +108,25 @@ class MlperfTinyHandler:
     """Board side of the MLPerf Tiny text protocol (a hw_targets.link.StreamHandler)."""
 
     def __init__(self, backend: Backend, input_shape: tuple[int, ...],
-                 input_dtype: np.dtype | str):
-        """`input_shape` excludes the batch; `input_dtype` is a dtype or a FINN name."""
+                 input_dtype: np.dtype | str, *, model_id: str | None = None,
+                 scores: Scores | None = None):
+        """`input_shape` excludes the batch; `input_dtype` is a dtype or a FINN name;
+        `model_id` defaults to the backend's model name; `scores` turns raw outputs into
+        dequantised class scores (default: the raw outputs are the scores)."""
         self.backend = backend
         self.input_shape = tuple(int(d) for d in input_shape)
         self.dtype = as_dtype(input_dtype)
         self.input_bytes = int(np.prod(self.input_shape)) * self.dtype.itemsize
         self.reboot_pending = False
         self._identity = dict(backend.identity())
+        self.model_id = check_model_id(str(self._identity.get("name", "")) if model_id is None
+                                       else model_id)
+        self.scores = scores
         self._text = bytearray()
         self._boot_ns = time.monotonic_ns()
         self._buf: bytearray | None = None
         self._size = 0
-        self._last: np.ndarray | None = None
+        self._last: str | None = None
 
     def banner(self) -> list[bytes]:
         return [b"m-init-done\r\nm-ready\r\n"]
@@ -104,12 +164,13 @@ class MlperfTinyHandler:
         if verb == "name":
             return [f"m-name-dut-[fpgaprint-{self._identity.get('board', 'board')}]"]
         if verb == "profile":
-            return [f"m-profile-[{FIRMWARE}]", f"m-model-[{self._identity.get('name', '')}]"]
+            return [f"m-profile-[{FIRMWARE}]", f"m-model-[{self.model_id}]"]
         if verb == "help":
             return [FIRMWARE, "name : device name", "profile : firmware and model",
                     "timestamp : m-lap-us-N", "db load N : expect N bytes",
                     "db HH[HH]* : append hex bytes", "db print : show the buffer",
-                    "infer N [W=10] : N inferences after W warm-ups", "results : last outputs"]
+                    "infer N [W=10] : N inferences after W warm-ups",
+                    "results : class probabilities of the last inference"]
         if verb == "timestamp":
             return [self._lap()]
         if verb == "db":
@@ -119,14 +180,17 @@ class MlperfTinyHandler:
         if verb == "results":
             if self._last is None:
                 return ["e-[No inference has run]"]
-            return [self._results()]
+            return [self._last]
         return [f"e-[Unknown command '{verb}']"]
 
     def _lap(self) -> str:
         return f"m-lap-us-{(time.monotonic_ns() - self._boot_ns) // 1000}"
 
-    def _results(self) -> str:
-        return "m-results-[" + ",".join(f"{float(v):.3f}" for v in self._last) + "]"
+    def _results(self, raw: np.ndarray, label: int) -> str:
+        """The m-results line of one raw output row: softmax of its class scores."""
+        final = raw.astype(np.float64) if self.scores is None else self.scores(raw)
+        final = np.asarray(final, dtype=np.float64).reshape(-1)
+        return results_line(final if final.size == 1 else softmax(final), label)
 
     def _db(self, args: list[str]) -> list[str]:
         if not args:
@@ -179,12 +243,13 @@ class MlperfTinyHandler:
                 self.backend.infer(x)
             lines += ["m-warmup-done", f"m-infer-start-{n}", self._lap()]
             for _ in range(n):
-                raw, _labels = self.backend.infer(x)
+                raw, labels = self.backend.infer(x)
             lines.append(self._lap())
+            self._last = self._results(np.asarray(raw).reshape(1, -1),
+                                       int(np.asarray(labels).reshape(-1)[0]))
         except Exception as e:  # the board keeps serving
             return lines + [f"e-[Inference failed: {type(e).__name__}: {e}]"]
-        self._last = np.asarray(raw).reshape(-1)
-        return lines + ["m-infer-done", self._results()]
+        return lines + ["m-infer-done", self._last]
 
 
 class MlperfTinyClient:
@@ -248,10 +313,11 @@ class MlperfTinyClient:
         raise LinkError(f"board at {self.url} gave no m-results line for infer")
 
     def classify(self, x: np.ndarray, dtype: np.dtype | str) -> tuple[np.ndarray, np.ndarray]:
-        """Raw outputs and labels of every vector of x, one `db load` + `infer 1 0` each."""
-        raws = []
+        """Class probabilities (N, C) and the labels the runner takes from them
+        (normalise, then argmax) of every vector of x, one `db load` + `infer 1 0` each."""
+        results = []
         for vector in np.asarray(x):
             self.load(np.ascontiguousarray(vector, dtype=as_dtype(dtype)).tobytes())
-            raws.append(self.infer(1, 0)["results"])
-        raw = np.asarray(raws, dtype=np.float64).round().astype(np.int64)
-        return raw, raw.argmax(axis=1)
+            results.append(self.infer(1, 0)["results"])
+        labels = np.array([runner_label(r) for r in results], dtype=np.int64)
+        return np.asarray(results, dtype=np.float64), labels

@@ -32,6 +32,14 @@ FPGAPRINT = str(BIN / "fpgaprint")
 COUNT = 24
 
 
+def assert_jenkins_junit(path: Path) -> None:
+    """The JUnit file validates against the JUnit format Jenkins reads (tests/data/junit.xsd)."""
+    from lxml import etree
+
+    schema = etree.XMLSchema(etree.parse(str(Path(__file__).parent / "data" / "junit.xsd")))
+    schema.assertValid(etree.parse(str(path)))
+
+
 def run(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([FPGAPRINT, *args], capture_output=True, text=True, timeout=timeout,
                           env=env, cwd=ROOT)
@@ -102,7 +110,11 @@ def test_verify_pass_reports_every_vector(art, tmp_path):
     assert all(v["exact"] and v["raw_diff"] == 0 and v["answered"] for v in vecs)
     xml = JUnitXml.fromfile(str(tmp_path / "j.xml"))
     assert [c.name for s in xml for c in s] == ["identity", "exact", "fingerprint"]
+    assert {c.classname for s in xml for c in s} == {"fpgaprint.verify.SN-0001"}
     assert xml.failures == 0 and xml.errors == 0
+    times = [c.time for s in xml for c in s]
+    assert 0 < times[0] < times[1] == times[2] <= next(iter(xml)).time  # HELLO; the vectors
+    assert_jenkins_junit(tmp_path / "j.xml")
 
 
 def test_bit_flips_fail_exact_check(art, tmp_path):
@@ -235,9 +247,11 @@ def test_accept_three_boards_one_faulty(art, tmp_path):
     assert con.execute("select status, station, finished_at is not null from accept_runs "
                        "where id = ?", (run_id,)).fetchone() == ("FAIL", "line-7", 1)
     xml = JUnitXml.fromfile(str(tmp_path / "a.xml"))
-    cases = [c for s in xml for c in s]
-    assert len(cases) == 3 and xml.failures == 1
-    assert [c.name.split(" @ ")[0] for c in cases if c.is_failure] == ["B2"]
+    assert sorted(s.name for s in xml) == ["accept A1", "accept B2", "accept C3"]
+    assert len([c for s in xml for c in s]) == 9 and xml.failures == 1
+    assert [(c.classname, c.name) for s in xml for c in s if c.is_failure] == [
+        ("fpgaprint.accept.B2", "exact")]
+    assert_jenkins_junit(tmp_path / "a.xml")
     page = (tmp_path / "a.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "line-7" in page
 

@@ -1,13 +1,17 @@
-"""Reports and the results database on synthetic outcomes (no board needed)."""
+"""Reports and the results database on synthetic outcomes (no board needed). JUnit files are
+validated with lxml against the JUnit format Jenkins and GitLab read (tests/data/junit.xsd)."""
 
 from __future__ import annotations
 
 import base64
 import json
 import re
+from pathlib import Path
 
 import numpy as np
+import pytest
 from junitparser import JUnitXml
+from lxml import etree
 
 from fpgaprint.core.atomic import write_json
 from fpgaprint.harness.reports import (
@@ -24,14 +28,25 @@ from fpgaprint.harness.verdict import (
     PASS,
     Answers,
     BoardOutcome,
+    CheckResult,
     Expected,
     Policy,
     decide,
     overall,
 )
 
+SCHEMA = etree.XMLSchema(etree.parse(str(Path(__file__).parent / "data" / "junit.xsd")))
 
-def outcome(port: str, serial: str, flip: int = 0, missing: int = 0, n: int = 12) -> BoardOutcome:
+
+def valid(path) -> JUnitXml:
+    """The file parsed by junitparser after it validated against the JUnit schema."""
+    doc = etree.parse(str(path))
+    assert SCHEMA.validate(doc), SCHEMA.error_log
+    return JUnitXml.fromfile(str(path))
+
+
+def outcome(port: str, serial: str | None, flip: int = 0, missing: int = 0, n: int = 12,
+            fp_flip: int = 0) -> BoardOutcome:
     rng = np.random.default_rng(1)
     raw = rng.integers(-50, 50, size=(n, 10))
     exp = Expected(raw.argmax(1), raw, raw.argmax(1))
@@ -40,11 +55,13 @@ def outcome(port: str, serial: str, flip: int = 0, missing: int = 0, n: int = 12
     a = Answers(n, 10)
     k = n - missing
     a.record(np.arange(k), got[:k], got[:k].argmax(1))
-    v = decide(exp, a, Policy(("exact", "fingerprint"), 0.75))
+    ident = CheckResult("identity", PASS, "board reports the expected package_id", 1)
+    v = decide(exp, a, Policy(("exact", "fingerprint"), 0.75), extra_checks=[ident])
     return BoardOutcome(
         port=port, status=v.status, reason=v.reason, package_id="ab" * 32,
         package_name="digits-mlp", identity={"board": "Pynq-Z1", "serial": serial},
         verdict=v, started=1.7e9, duration_s=0.5 + flip,
+        phases_s={"identity": 0.05, "vectors": 0.25 + flip},
     )
 
 
@@ -54,41 +71,115 @@ def test_verify_json_and_junit(tmp_path):
     write_json(tmp_path / "r.json", verify_report(o), sort_keys=False)
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["schema"] == "fpgaprint-verify-report/1"
-    assert rep["status"] == FAIL
+    assert rep["status"] == FAIL and rep["phases_s"] == {"identity": 0.05, "vectors": 2.25}
     vecs = rep["verdict"]["vectors"]
     assert len(vecs) == 12 and vecs[0]["exact"] is False and vecs[5]["exact"] is True
     write_verify_junit(tmp_path / "j.xml", o)
-    xml = JUnitXml.fromfile(str(tmp_path / "j.xml"))
-    cases = {c.name: c for s in xml for c in s}
-    assert set(cases) == {"exact", "fingerprint"}
-    assert cases["exact"].is_failure and not cases["fingerprint"].result
-    assert "2/12 vectors differ" in cases["exact"].result[0].message
-    assert xml.failures == 1 and xml.tests == 2
+    xml = valid(tmp_path / "j.xml")
+    (suite,) = xml
+    assert suite.name == "verify SN1" and suite.time == 2.5
+    assert {p.name: p.value for p in suite.properties()} == {
+        "serial": "SN1", "port": "/dev/pts/9", "board": "Pynq-Z1", "verdict": "FAIL",
+        "mode": "selftest", "package_id": "ab" * 32, "package_name": "digits-mlp"}
+    cases = {c.name: c for c in suite}
+    assert list(cases) == ["identity", "exact", "fingerprint"]
+    assert {c.classname for c in cases.values()} == {"fpgaprint.verify.SN1"}
+    assert [cases[k].time for k in cases] == [0.05, 2.25, 2.25]  # HELLO; the vectors
+    exact = cases["exact"]
+    assert exact.is_failure and not cases["fingerprint"].result
+    failure = exact.result[0]
+    assert "2/12 vectors differ" in failure.message
+    assert failure.text.startswith("exact: FAIL. 2/12 vectors differ")
+    assert "vectors: 10 passed, 2 failed, 0 missing" in failure.text
+    assert "vector 0: 1 raw values differ" in failure.text and "vector 2:" not in failure.text
+    assert "serial SN1 on /dev/pts/9" in failure.text
+    assert "match_rate" in cases["fingerprint"].system_out
+    assert cases["identity"].system_out.startswith("identity: PASS. board reports")
+    assert exact.system_out is None  # the failure body has the text
+    assert xml.failures == 1 and xml.tests == 3 and xml.time == 2.5
+    assert "skipped" not in etree.parse(str(tmp_path / "j.xml")).getroot().attrib
+
+
+def test_fingerprint_failure_names_the_vectors(tmp_path):
+    o = outcome("p", "SN.7/a", flip=6)
+    write_verify_junit(tmp_path / "j.xml", o)
+    cases = {c.name: c for s in valid(tmp_path / "j.xml") for c in s}
+    assert cases["fingerprint"].classname == "fpgaprint.verify.SN_7_a"  # no dots in the class
+    failure = cases["fingerprint"].result[0]
+    assert failure.message == "match rate 0.667 < threshold 0.750 (8/12 labels match, 9 required)"
+    assert "match_rate 0.667" in failure.text
+    wrong = [v.index for v in o.verdict.vectors if v.fingerprint is False]
+    assert len(wrong) == 4
+    for i in wrong:
+        assert f"vector {i}: label 0, expected" in failure.text
 
 
 def test_no_verdict_is_a_junit_error(tmp_path):
     o = outcome("p", "SN2", missing=3)
     assert o.status == NO_VERDICT
     write_verify_junit(tmp_path / "j.xml", o)
-    xml = JUnitXml.fromfile(str(tmp_path / "j.xml"))
+    xml = valid(tmp_path / "j.xml")
     assert xml.errors == 2 and xml.failures == 0
+    cases = {c.name: c for s in xml for c in s}
+    assert "vector 11: no answer" in cases["exact"].result[0].text
 
 
-def test_accept_junit_and_html(tmp_path):
-    outs = [outcome("a", "SN-A"), outcome("b", "SN-B", flip=5), outcome("c", "SN-C", missing=1)]
+def test_board_that_never_answered_is_one_link_error(tmp_path):
+    o = BoardOutcome(port="/dev/pts/3", status=NO_VERDICT, reason="no answer to HELLO",
+                     package_id="cd" * 32, duration_s=6.0)
+    write_verify_junit(tmp_path / "j.xml", o)
+    xml = valid(tmp_path / "j.xml")
+    (suite,) = xml
+    (case,) = suite
+    assert suite.name == "verify unknown-serial" and case.name == "link"
+    assert case.classname == "fpgaprint.verify.unknown-serial" and case.time == 6.0
+    assert case.is_error and "no answer to HELLO" in case.result[0].text
+
+
+@pytest.mark.parametrize("ports", [("/dev/pts/3", "/dev/pts/4", "/dev/pts/5"),
+                                   ("/dev/pts/11", "/dev/pts/7", "socket://h:1")])
+def test_accept_junit_names_stay_the_same_across_ports(tmp_path, ports):
+    outs = [outcome(ports[0], "SN-A"), outcome(ports[1], "SN-B", flip=5),
+            outcome(ports[2], None, missing=1)]
     assert [o.status for o in outs] == [PASS, FAIL, NO_VERDICT]
     assert overall([o.status for o in outs]) == FAIL
     write_accept_junit(tmp_path / "a.xml", outs, "line-1")
-    xml = JUnitXml.fromfile(str(tmp_path / "a.xml"))
-    cases = [c for s in xml for c in s]
-    assert [c.name for c in cases] == ["SN-A @ a", "SN-B @ b", "SN-C @ c"]
-    assert cases[0].is_passed and cases[1].is_failure and cases[2].is_error
+    xml = valid(tmp_path / "a.xml")
+    assert [s.name for s in xml] == ["accept SN-A", "accept SN-B", "accept board-3"]
+    names = [(c.classname, c.name) for s in xml for c in s]
+    assert names[:3] == [("fpgaprint.accept.SN-A", "identity"), ("fpgaprint.accept.SN-A", "exact"),
+                         ("fpgaprint.accept.SN-A", "fingerprint")]
+    assert not any(p in f"{names}" for p in ports)
+    suites = list(xml)
+    props = {p.name: p.value for p in suites[1].properties()}
+    assert props["station"] == "line-1" and props["port"] == ports[1]
+    assert props["serial"] == "SN-B" and props["verdict"] == "FAIL"
+    assert props["package_id"] == "ab" * 32
+    # SN-B fails exact (its fingerprint passes); one answer missing leaves SN-C without verdicts
+    assert xml.failures == 1 and xml.errors == 2 and xml.tests == 9
+    assert xml.time == 5.5  # boards in parallel: the wall time
+
+
+def test_accept_html(tmp_path):
+    outs = [outcome("a", "SN-A"), outcome("b", "SN-B", flip=5), outcome("c", "SN-C", missing=1)]
     write_accept_html(tmp_path / "a.html", outs, {"station": "line-1"}, 0.75)
     page = (tmp_path / "a.html").read_text()
     pngs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
     assert len(pngs) == 3
     assert all(base64.b64decode(p).startswith(b"\x89PNG\r\n\x1a\n") for p in pngs)
     assert "SN-B" in page and "FAIL" in page
+    # SN-B's fingerprint passes (its bar is green at 0.75): the page says which check failed
+    assert ("<b>SN-B</b> on b: FAIL: exact check failed: 5/12 vectors differ from the golden "
+            "model (vectors 0, 1, 2, 3, 4) (identity, fingerprint passed)") in page
+    assert "<td>FAIL</td><td>exact (FAIL)</td><td>0.750</td>" in page
+    assert "<b>SN-C</b> on c: NO_VERDICT: exact check reached no verdict" in page
+    captions = re.findall(r"<figcaption>([^<]+)</figcaption>", page)
+    assert [c.split(":")[0] for c in captions] == [
+        "Figure 1. Fingerprint match rate of each board", "Figure 2. Time to verify each board, "
+        "split into the identity exchange (HELLO), the exchange of the vectors, and the rest (con"
+        "necting, the board&#x27;s self-test report, the decision).",
+        "Figure 3. Vectors of each board that failed a check"]
+    assert "alt='Fingerprint match rate per board'" in page
 
 
 def test_rich_renderables(tmp_path):
@@ -99,3 +190,14 @@ def test_rich_renderables(tmp_path):
     con.print(accept_table([outcome("a", "SN-A")], pending=["b"]))
     text = con.export_text()
     assert "verdict: FAIL" in text and "running" in text and "SN-A" in text
+
+
+def test_schema_rejects_what_jenkins_rejects():
+    bad = [b'<testsuites skipped="0"><testsuite name="a" tests="0"/></testsuites>',
+           b'<testsuites><testsuite tests="1"><testcase name="x"/></testsuite></testsuites>',
+           b'<testsuites><testsuite name="a" tests="1"><testcase/></testsuite></testsuites>']
+    for doc in bad:
+        assert not SCHEMA.validate(etree.fromstring(doc)), doc
+    assert SCHEMA.validate(etree.fromstring(
+        b'<testsuites><testsuite name="a" tests="1"><testcase name="x">'
+        b'<failure message="m">text</failure></testcase></testsuite></testsuites>'))

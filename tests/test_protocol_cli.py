@@ -1,5 +1,6 @@
 """`fpgaprint board serve` end to end: a real digits package (FINN+ build), the virtual board in
-a subprocess on a real pty / TCP port, the host client and the MLPerf Tiny host against it."""
+a subprocess on a real pty / TCP port and the host client against it (the MLPerf Tiny mode is
+in test_protocol_mlperf.py)."""
 
 from __future__ import annotations
 
@@ -77,18 +78,6 @@ def test_serve_hang_fault_gives_link_error(package):
             client.hello()
             with pytest.raises(LinkError, match="no valid answer after 2 attempts"):
                 client.info()
-
-
-def test_serve_mlperf_tiny_mode(package):
-    from fpgaprint.hw_targets.mlperf import MlperfTinyClient
-
-    pkg, pub = package
-    v = vectors(pkg)
-    with ServedBoard(pkg, "--pty", "--trusted-key", pub, "--protocol", "mlperf-tiny") as board:
-        with MlperfTinyClient(board.port, timeout=10.0) as host:
-            assert host.name() == "fpgaprint-Pynq-Z1"
-            raw, labels = host.classify(v["inputs"][:4], "UINT8")
-    np.testing.assert_array_equal(raw, v["golden_raw"][:4])
 
 
 def test_serve_refuses_a_tampered_package(package, tmp_path):

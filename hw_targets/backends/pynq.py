@@ -125,7 +125,8 @@ class HostGraph:
     """The host-side parts of the golden graph around the accelerator: the head (only
     reshapes are allowed there) and the tail that turns raw outputs into final outputs."""
 
-    def __init__(self, golden_path: Path, raw_output: str):
+    def __init__(self, golden_path: Path, raw_output: str, tail_only: bool = False):
+        """`tail_only`: only the tail is used, any host-side head is allowed."""
         from qonnx.core.modelwrapper import ModelWrapper
 
         self.model = ModelWrapper(str(golden_path))
@@ -133,7 +134,7 @@ class HostGraph:
         hw = [i for i, n in enumerate(nodes) if n.domain.startswith(HW_DOMAIN)]
         if not hw:
             raise InputError(f"{golden_path}: no FINN HW layers")
-        bad = [n for n in nodes[:hw[0]] if n.op_type not in HEAD_OPS]
+        bad = [] if tail_only else [n for n in nodes[:hw[0]] if n.op_type not in HEAD_OPS]
         if bad:
             raise InputError(f"{golden_path}: host-side {bad[0].op_type} node {bad[0].name!r} "
                              "before the accelerator; the pynq backend supports only "
