@@ -90,6 +90,9 @@ def headline(model: str, res: dict) -> None:
     tiers = [m for m in (*INTRINSIC, "boundary") if m in methods]
     print(f"\n== {model}: {res['config']['count']} vectors per method ==")
     for m in tiers:
+        print(f"  {m}: {res['config']['count']} vectors generated in "
+              f"{res['methods'][m]['seconds']:.1f} s")
+    for m in tiers:
         c = res["methods"][m]["calibration"]
         if m != "boundary":
             print(f"  {m}: threshold {res['methods'][m]['threshold']:.3f}, "

@@ -20,6 +20,7 @@ checked repeatedly in random order.
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -117,6 +118,7 @@ class Evaluation:
         self.ex = None
         self.sides: Sides | None = None
         self.notes: list[str] = []
+        self.seconds: dict[str, float] = {}  # generation time per method
         self.src_acc = float((self.src.predict(self.data.x_test) == self.data.y_test).mean())
 
     @property
@@ -176,7 +178,9 @@ class Evaluation:
                 self.notes.append("boundary: no golden model")
                 continue
             self.say(f"vectors: {m}")
+            t0 = time.perf_counter()
             fs = makers[m]()
+            self.seconds[m] = round(time.perf_counter() - t0, 3)
             if m != "boundary":
                 thr, report = place_threshold(fs, self.sides)
                 if thr is None:  # no threshold separates the sides: keep a number, flag it
@@ -460,7 +464,8 @@ class Evaluation:
                 "attack": {v.name: {"accuracy": v.accuracy} for v in sides.attack},
                 "skipped": sides.skipped},
             "methods": {m: {"threshold": fs.threshold, "calibration": fs.calibration,
-                            "count": len(fs), "min_margin": float(fs.margins.min())}
+                            "count": len(fs), "min_margin": float(fs.margins.min()),
+                            "seconds": self.seconds.get(m)}
                         for m, fs in self.sets.items()},
             "variants": self.rows,
             "repeated_checks": repeated,
