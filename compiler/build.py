@@ -108,13 +108,18 @@ def build_model(
     allow_unsigned: bool = False,
     tar: bool = False,
     console=None,
+    boundary: str | Path | None = None,
 ) -> BuildResult:
-    """Compile `spec` for `board` into the package directory `out`."""
+    """Compile `spec` for `board` into the package directory `out`.
+
+    `boundary`: a boundary set made from this build's golden model, embedded after the
+    fingerprint's vectors as the strict boundary tier."""
     from fpgaprint.core.boards import check_resources, get_board
 
     config = config or BuildConfig()
     brd = get_board(board)  # fail on bad input before touching OUT
     fp = _load_fingerprint(fingerprint) if fingerprint else None
+    bd = _load_boundary(boundary, fp) if boundary else None
     if fp is not None:
         _check_key(key, allow_unsigned)
     if not spec.startswith("zoo:") and not Path(spec).exists():
@@ -155,7 +160,7 @@ def build_model(
         write_json(out / "reports" / name, report)
         log.close()
     if fp is not None:
-        _package(out, brd, config, fp, result, key, allow_unsigned, tar)
+        _package(out, brd, config, fp, result, key, allow_unsigned, tar, bd)
     return result
 
 
@@ -283,6 +288,23 @@ def _load_fingerprint(path):
     return load_set(path)
 
 
+def _load_boundary(path, fp):
+    """The boundary tier: a set of algorithm `boundary`, beside a fingerprint set."""
+    if fp is None:
+        raise InputError("--boundary: give --fingerprint too (the boundary tier follows the "
+                         "fingerprint's self-test vectors)")
+    bd = _load_fingerprint(path)
+    if bd.algorithm != "boundary":
+        raise InputError(f"{path}: a {bd.algorithm} set, not a boundary set (make one with "
+                         "`fpgaprint fingerprint generate OUT/model/golden.onnx --algorithm "
+                         "boundary`)")
+    if tuple(bd.input_shape) != tuple(fp.input_shape) or bd.grid_bits != fp.grid_bits:
+        raise InputError(f"{path}: boundary inputs {tuple(bd.input_shape)} on a "
+                         f"{bd.grid_bits}-bit grid, the fingerprint's {tuple(fp.input_shape)} "
+                         f"on a {fp.grid_bits}-bit grid")
+    return bd
+
+
 def _check_key(key, allow_unsigned: bool) -> None:
     """Fail before building when the package could not be signed at the end."""
     from fpgaprint.core.keys import default_key_path
@@ -295,10 +317,13 @@ def _check_key(key, allow_unsigned: bool) -> None:
                          "--key, or --unsigned for a development package")
 
 
-def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar: bool) -> None:
-    """Embed the fingerprint as self-test vectors, then write the signed manifest."""
+def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar: bool,
+             bd=None) -> None:
+    """Embed the fingerprint (and the boundary tier) as self-test vectors, then write the
+    signed manifest."""
     from fpgaprint.compiler.package import finalize_package, write_selftest
     from fpgaprint.core.golden import GoldenModel
+    from fpgaprint.core.manifest import sha256_file
 
     report = result.report
     golden = GoldenModel(result.golden_path)
@@ -311,26 +336,45 @@ def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar:
         raise InputError(f"fingerprint set is on a {fp.grid_bits}-bit grid, the accelerator "
                          f"input is {config.input_bits}-bit")
     inputs = fp.inputs_int.reshape((len(fp), *in_shape))
-    raw, _, labels = golden.run(inputs)
+    expected = fp.labels
     policy = Policy(("exact", "fingerprint"), float(fp.threshold))
-    own = evaluate(raw, labels, {"golden_raw": raw, "expected_labels": fp.labels}, policy)
+    extra: dict = {}
+    # -- boundary tier: strict labels of this build's golden model, after the fingerprint's
+    if bd is not None:
+        golden_sha = sha256_file(result.golden_path)
+        if bd.source_sha256 != golden_sha:
+            raise InputError(
+                f"boundary set was made from golden model {bd.source_sha256[:16]}…, this build's "
+                f"is {golden_sha[:16]}… (generate it from {result.golden_path})")
+        inputs = np.concatenate([inputs, bd.inputs_int.reshape((len(bd), *in_shape))])
+        expected = np.concatenate([fp.labels, bd.labels])
+        policy = Policy(("exact", "fingerprint", "boundary"), float(fp.threshold), len(bd))
+        extra = {"boundary_sha256": bd.sha256(), "boundary_source_sha256": bd.source_sha256}
+    raw, _, labels = golden.run(inputs)
+    own = evaluate(raw, labels, {"golden_raw": raw, "expected_labels": expected}, policy)
     match = own.match_rate
     if not own.passed:
         raise InputError(f"the compiled model would fail its own self-test: {own.reason}")
+    if own.marginal:
+        raise InputError(f"the compiled model's own self-test is only marginal (no genuine "
+                         f"board could pass confidently): {own.reason}; recalibrate the "
+                         "fingerprint or use more vectors")
     src = report.get("source_sha256")
     if src and fp.source_sha256 != src:
         report.setdefault("warnings", []).append(
             "fingerprint set was made from a different model (source hashes differ)")
-    write_selftest(out, inputs, raw, labels, fp.labels, {
+    write_selftest(out, inputs, raw, labels, expected, {
         **policy.to_dict(),
         "algorithm": fp.algorithm,
         "fingerprint_sha256": fp.sha256(),
         "source_model_sha256": fp.source_sha256,
         "threshold_note": json.dumps(fp.calibration, sort_keys=True),
         "golden_match_rate": match,
+        **extra,
     })
     report["selftest"] = {"count": len(fp), "golden_match_rate": match,
-                          "threshold": float(fp.threshold)}
+                          "threshold": float(fp.threshold),
+                          **({"boundary_count": len(bd)} if bd is not None else {})}
     write_json(out / "reports" / "build.json", report)
     meta = {"name": Path(report["model"]).stem.removeprefix("zoo:"), "board": brd.name,
             "part": brd.part, "platform": brd.platform,

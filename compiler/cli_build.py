@@ -33,6 +33,8 @@ def train(model: str, out: str, seed: int, epochs: int | None) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="package directory")
 @click.option("--fingerprint", "fingerprint", type=click.Path(dir_okay=False),
               help="fingerprint set (.npz) to embed as self-test vectors")
+@click.option("--boundary", "boundary", type=click.Path(dir_okay=False),
+              help="boundary set made from this build's model/golden.onnx: the strict tier")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="build.yaml")
 @click.option("--weight-bits", type=int)
 @click.option("--act-bits", type=int)
@@ -46,7 +48,8 @@ def train(model: str, out: str, seed: int, epochs: int | None) -> None:
 @click.option("--key", type=click.Path(dir_okay=False), help="Ed25519 private key to sign with")
 @click.option("--unsigned", is_flag=True, help="development package without a signature")
 @click.option("--tar", is_flag=True, help="also write OUT.tar.gz")
-def build(model, board, out, fingerprint, config_path, key, unsigned, tar, **overrides) -> None:
+def build(model, board, out, fingerprint, boundary, config_path, key, unsigned, tar,
+          **overrides) -> None:
     """Compile MODEL (QONNX .onnx, PyTorch/Brevitas checkpoint, or zoo:NAME) for BOARD."""
     from rich.console import Console
 
@@ -58,5 +61,5 @@ def build(model, board, out, fingerprint, config_path, key, unsigned, tar, **ove
     cfg = BuildConfig.load(config_path, **overrides)
     res = build_model(model, board, Path(out), cfg, fingerprint=fingerprint, key=key, tar=tar,
                       allow_unsigned=unsigned,
-                      console=console)
+                      console=console, boundary=boundary)
     summary(res.report, console)

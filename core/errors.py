@@ -33,3 +33,9 @@ class VerdictFail(FpgaprintError):
     """A verdict was reached and it is FAIL."""
 
     exit_code = 1
+
+
+class NoVerdict(FpgaprintError):
+    """No confident verdict: e.g. a pass whose confidence interval straddles the threshold."""
+
+    exit_code = 3

@@ -19,7 +19,7 @@ from fpgaprint.core.errors import InputError
 from fpgaprint.core.grid import InputGrid
 
 FORMAT = "fpgaprint-fingerprint/1"
-DEFAULT_THRESHOLD = 0.9
+DEFAULT_THRESHOLD = 0.8  # uncalibrated; a perfect match is confident above it from N = 17
 REQUIRED = ("format", "inputs", "inputs_int", "labels", "margins", "algorithm", "params", "seed",
             "source_sha256", "input_shape", "grid_bits", "threshold", "calibration")
 

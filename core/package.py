@@ -32,8 +32,9 @@ VECTOR_KEYS = ("inputs", "golden_raw", "golden_labels", "expected_labels")
 
 
 def check_policy(policy: Any, count: int, where: str = "policy") -> dict[str, Any]:
-    """Validate a self-test policy (`Policy.from_dict`); returns a copy with `count` filled in."""
-    Policy.from_dict(policy, where)
+    """Validate a self-test policy (`Policy.from_dict`, its tiers against the vector count);
+    returns a copy with `count` filled in."""
+    Policy.from_dict(policy, where).tiers(count, where)
     if "count" in policy and policy["count"] != count:
         raise InputError(f"{where}: 'count' is {policy['count']!r} but there are {count} vectors")
     out = {**policy, "count": count}

@@ -7,7 +7,14 @@ OpenHTF station, the build (does the compiled model pass its own self-test?) and
 Checks:
 - ``exact``: the board's raw output equals the golden model's raw output, element for element;
 - ``fingerprint``: the board's label equals the pre-trained model's label; the number of
-  matches over *all* N vectors must reach ``ceil(threshold * N)``.
+  matches over *all* vectors of the fingerprint tier must reach ``ceil(threshold * N)``. The
+  match rate's Clopper-Pearson interval is reported; a pass whose interval straddles the
+  threshold is flagged ``marginal`` (callers never present it as a plain PASS);
+- ``boundary`` (fragile tier): the board's label equals the *deployed* model's label on every
+  vector of the boundary tier; one differing label is FAIL.
+
+A set of N vectors holds the fingerprint tier first and the boundary tier (the last
+``boundary_count`` vectors) after it; the exact check covers both.
 
 Missing answers never give PASS. A check is FAIL as soon as the answers received prove it (one
 raw mismatch; too few label matches even if every missing answer matched); otherwise missing
@@ -29,20 +36,24 @@ PASS = "PASS"
 FAIL = "FAIL"
 NO_VERDICT = "NO_VERDICT"
 EXIT_CODES = {PASS: 0, FAIL: 1, NO_VERDICT: 3}
-CHECKS = ("exact", "fingerprint")
+CHECKS = ("exact", "fingerprint", "boundary")
 CONFIDENCE = 0.95  # of the match rate's Clopper-Pearson interval
+MAX_BOUNDARY = 1_000_000  # bound on the boundary tier's size read from a policy
 
 
 @dataclass(frozen=True)
 class Policy:
-    """Which checks apply and the fingerprint match-rate threshold (the one validation)."""
+    """Which checks apply, the fingerprint match-rate threshold and the size of the boundary
+    tier (the last `boundary_count` vectors); the one validation."""
 
     checks: tuple[str, ...]
     fingerprint_threshold: float = 1.0
+    boundary_count: int = 0
 
     def __post_init__(self) -> None:
         check_checks(self.checks, "policy")
         check_threshold(self.fingerprint_threshold, "policy")
+        check_boundary_count(self.boundary_count, self.checks, "policy")
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "policy") -> "Policy":
@@ -50,14 +61,29 @@ class Policy:
             raise InputError(f"{where}: expected a JSON object, got {type(d).__name__}")
         checks = check_checks(d.get("checks"), where)
         thr = d.get("fingerprint_threshold", 1.0 if "fingerprint" not in checks else None)
-        return cls(checks, check_threshold(thr, where))
+        nb = check_boundary_count(d.get("boundary_count", 0), checks, where)
+        return cls(checks, check_threshold(thr, where), nb)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"checks": list(self.checks), "fingerprint_threshold": self.fingerprint_threshold}
+        d: dict[str, Any] = {"checks": list(self.checks),
+                             "fingerprint_threshold": self.fingerprint_threshold}
+        if "boundary" in self.checks:
+            d["boundary_count"] = self.boundary_count
+        return d
 
     def required_matches(self, n: int) -> int:
         """Label matches out of `n` that the fingerprint check needs."""
         return math.ceil(self.fingerprint_threshold * n - 1e-9)
+
+    def tiers(self, n: int, where: str = "policy") -> tuple[slice, slice]:
+        """(fingerprint tier, boundary tier) of `n` vectors; refuses sizes that do not fit."""
+        nb = self.boundary_count
+        if nb > n:
+            raise InputError(f"{where}: 'boundary_count' is {nb} but there are {n} vectors")
+        if "fingerprint" in self.checks and n - nb < 1 <= n:
+            raise InputError(f"{where}: the fingerprint check has no vectors: all {n} are "
+                             "in the boundary tier")
+        return slice(0, n - nb), slice(n - nb, n)
 
 
 def check_checks(checks: Any, where: str) -> tuple[str, ...]:
@@ -67,6 +93,16 @@ def check_checks(checks: Any, where: str) -> tuple[str, ...]:
         raise InputError(f"{where}: 'checks' must be a non-empty list of distinct checks from "
                          f"{list(CHECKS)}, got {checks!r}")
     return tuple(checks)
+
+
+def check_boundary_count(nb: Any, checks: tuple[str, ...], where: str) -> int:
+    if isinstance(nb, bool) or not isinstance(nb, int) or not 0 <= nb <= MAX_BOUNDARY:
+        raise InputError(f"{where}: 'boundary_count' must be an integer from 0 to "
+                         f"{MAX_BOUNDARY}, got {nb!r}")
+    if ("boundary" in checks) != (nb > 0):
+        raise InputError(f"{where}: 'boundary_count' must be positive exactly when the "
+                         f"boundary check applies (checks {list(checks)}, boundary_count {nb})")
+    return nb
 
 
 def check_threshold(t: Any, where: str) -> float:
@@ -110,6 +146,8 @@ class Evaluation:
     checks: list[CheckResult]
     raw_diff: np.ndarray | None  # (N,) differing raw elements; -1 where unknown
     label_ok: np.ndarray | None  # (N,) label matches the expected label
+    label_checked: np.ndarray | None = None  # (N,) the vector's tier has a label check
+    boundary_count: int = 0  # the last vectors form the boundary tier
 
     @property
     def passed(self) -> bool:
@@ -122,6 +160,17 @@ class Evaluation:
     def match_rate(self) -> float | None:
         c = self.check("fingerprint")
         return None if c is None else c.extra["match_rate"]
+
+    @property
+    def marginal(self) -> bool:
+        return is_marginal(self.status, self.checks)
+
+
+def is_marginal(status: str, checks: list[CheckResult]) -> bool:
+    """PASS by the rule, but the fingerprint interval straddles the threshold: callers report
+    it as MARGINAL (no confident verdict, exit 3), never as a plain PASS."""
+    c = next((c for c in checks if c.name == "fingerprint"), None)
+    return status == PASS and c is not None and bool(c.extra.get("marginal"))
 
 
 def _indices(mask: np.ndarray, limit: int = 10) -> str:
@@ -152,30 +201,63 @@ def exact_check(golden_raw: np.ndarray, raw: np.ndarray | None, answered: np.nda
     return CheckResult("exact", status, detail, passed, failed, missing), diff
 
 
+def interval_text(lo: float, hi: float, confidence: float = CONFIDENCE) -> str:
+    return f"{100 * confidence:g} % interval [{lo:.3f}, {hi:.3f}]"
+
+
 def fingerprint_check(expected_labels: np.ndarray, labels: np.ndarray, answered: np.ndarray,
-                      threshold: float) -> tuple[CheckResult, np.ndarray]:
-    """Label == expected label; the matches over all N vectors must reach the threshold."""
+                      threshold: float, confidence: float = CONFIDENCE
+                      ) -> tuple[CheckResult, np.ndarray]:
+    """Label == expected label; the matches over all N vectors must reach the threshold.
+
+    The match rate's Clopper-Pearson interval at `confidence` is reported; `marginal` is set
+    when it straddles the threshold (the status follows the rule alone)."""
     n = len(answered)
     match = answered & (np.asarray(labels) == np.asarray(expected_labels))
     matches, missing = int(match.sum()), int(n - answered.sum())
     need = Policy(("fingerprint",), threshold).required_matches(n)
     rate = matches / n if n else 0.0
-    lo, hi = clopper_pearson(matches, n)
+    lo, hi = clopper_pearson(matches, n, confidence)
+    marginal = bool(lo < threshold <= hi) and not missing
     extra = {"match_rate": rate, "threshold": threshold, "required_matches": need,
-             "interval": [lo, hi], "confidence": CONFIDENCE,
-             "marginal": bool(lo < threshold <= hi) and not missing}
+             "interval": [lo, hi], "confidence": confidence, "marginal": marginal}
+    ci = interval_text(lo, hi, confidence)
     if matches + missing < need:
         status = FAIL
         detail = (f"match rate {rate:.3f} < threshold {threshold:.3f} "
-                  f"({matches}/{n} labels match, {need} required)")
+                  f"({matches}/{n} labels match, {need} required; {ci})")
+        if marginal:
+            detail += "; marginal: the interval reaches the threshold"
     elif missing:
         status = NO_VERDICT
         detail = f"{missing}/{n} vectors unanswered ({matches} match so far, {need} required)"
     else:
         status = PASS
-        detail = f"match rate {rate:.3f} >= threshold {threshold:.3f} ({matches}/{n})"
+        detail = f"match rate {rate:.3f} >= threshold {threshold:.3f} ({matches}/{n}; {ci})"
+        if marginal:
+            detail = (f"MARGINAL: {detail}: the interval straddles the threshold, more vectors "
+                      "are needed for a confident verdict")
     return CheckResult("fingerprint", status, detail, matches, n - matches - missing, missing,
                        extra), match
+
+
+def boundary_check(expected_labels: np.ndarray, labels: np.ndarray, answered: np.ndarray
+                   ) -> tuple[CheckResult, np.ndarray]:
+    """Strict: every label of the boundary tier equals the deployed model's label."""
+    n = len(answered)
+    match = answered & (np.asarray(labels) == np.asarray(expected_labels))
+    bad = answered & ~match
+    matches, failed, missing = int(match.sum()), int(bad.sum()), int(n - answered.sum())
+    extra = {"count": n, "mismatched": [int(i) for i in np.flatnonzero(bad)]}
+    if failed:
+        status = FAIL
+        detail = (f"{failed}/{n} labels differ from the deployed model's (boundary vectors "
+                  f"{_indices(bad)})")
+    elif missing:
+        status, detail = NO_VERDICT, f"{missing}/{n} boundary vectors unanswered"
+    else:
+        status, detail = PASS, f"{n}/{n} labels equal the deployed model's"
+    return CheckResult("boundary", status, detail, matches, failed, missing, extra), match
 
 
 def combine(checks: list[CheckResult]) -> tuple[str, str]:
@@ -192,13 +274,16 @@ def combine(checks: list[CheckResult]) -> tuple[str, str]:
 def evaluate(raw: np.ndarray | None, labels: np.ndarray, vectors: Mapping[str, np.ndarray],
              policy: Policy, answered: np.ndarray | None = None,
              raw_ok: np.ndarray | None = None,
-             extra_checks: list[CheckResult] | None = None) -> Evaluation:
+             extra_checks: list[CheckResult] | None = None,
+             confidence: float = CONFIDENCE) -> Evaluation:
     """Apply the policy's checks to a board's answers for N vectors.
 
-    `vectors` holds ``expected_labels`` (N,) and, for the exact check, ``golden_raw`` (N, R).
-    `answered` marks the vectors that have an answer (default: all); `raw_ok` those whose raw
-    answer has the expected width (default: as answered). `extra_checks` (identity, binding…)
-    take part in the overall status.
+    `vectors` holds ``expected_labels`` (N,) and, for the exact check, ``golden_raw`` (N, R);
+    the last ``policy.boundary_count`` vectors form the boundary tier, whose expected labels
+    are the deployed model's. `answered` marks the vectors that have an answer (default:
+    all); `raw_ok` those whose raw answer has the expected width (default: as answered).
+    `extra_checks` (identity, binding…) take part in the overall status. `confidence` is the
+    level of the fingerprint match rate's interval.
     """
     expected = np.asarray(vectors["expected_labels"], dtype=np.int64).reshape(-1)
     n = len(expected)
@@ -206,11 +291,14 @@ def evaluate(raw: np.ndarray | None, labels: np.ndarray, vectors: Mapping[str, n
     answered = np.ones(n, bool) if answered is None else np.asarray(answered, bool)
     if len(labels) != n or len(answered) != n:
         raise ValueError(f"{len(labels)} labels and {len(answered)} answer flags for {n} vectors")
+    if not 0.0 < confidence < 1.0:
+        raise InputError(f"confidence must be in (0, 1), got {confidence!r}")
     checks = list(extra_checks or [])
     diff = label_ok = None
     if n == 0:
         checks.append(CheckResult("vectors", NO_VERDICT, "no vectors to check"))
     else:
+        fp, bd = policy.tiers(n)
         if "exact" in policy.checks:
             golden = vectors.get("golden_raw")
             if golden is None:
@@ -223,9 +311,17 @@ def evaluate(raw: np.ndarray | None, labels: np.ndarray, vectors: Mapping[str, n
                     else np.zeros(n, bool)
             c, diff = exact_check(golden, raw, answered, np.asarray(raw_ok, bool))
             checks.append(c)
+        if "fingerprint" in policy.checks or "boundary" in policy.checks:
+            label_ok, checked = np.zeros(n, bool), np.zeros(n, bool)
         if "fingerprint" in policy.checks:
-            c, label_ok = fingerprint_check(expected, labels, answered,
-                                            policy.fingerprint_threshold)
+            c, label_ok[fp] = fingerprint_check(expected[fp], labels[fp], answered[fp],
+                                                policy.fingerprint_threshold, confidence)
+            checked[fp] = True
+            checks.append(c)
+        if "boundary" in policy.checks:
+            c, label_ok[bd] = boundary_check(expected[bd], labels[bd], answered[bd])
+            checked[bd] = True
             checks.append(c)
     status, reason = combine(checks)
-    return Evaluation(status, reason, checks, diff, label_ok)
+    return Evaluation(status, reason, checks, diff, label_ok,
+                      None if label_ok is None else checked, policy.boundary_count)

@@ -1,69 +1,295 @@
-"""Threshold calibration on benign variants of the source model.
+"""Two-sided threshold calibration: held-out benign variants against independent models.
 
-Data-free by default: PTQ at 8/6/4 bits calibrated on the set's own inputs and magnitude
-pruning at 50/70 % without fine-tune. With a data set, PTQ is calibrated on the data and
-pruning is followed by a short fine-tune. The threshold is the worst benign match rate minus
-a margin.
+The threshold of a fingerprint set is placed between two sides, each measured on the set:
+
+- benign: variants of the source held out from the generation family (and from the survival
+  family robust generation keeps examples by): lower weight or activation bit widths, BN
+  folding, magnitude pruning with a short fine-tune, and the FINN-compiled golden model when
+  given. A variant losing more than `max_loss` accuracy (5 points) on the evaluator's data is
+  no benign deployment: it is excluded and reported;
+- attack: at least two independently trained models: the zoo recipe with seeds the source
+  never used (or models given explicitly).
+
+With `b` the worst benign match rate and `a` the best attack rate on N vectors, the
+threshold is the midpoint of the benign side's Clopper-Pearson lower bound and the attack
+side's upper bound (of the rates themselves when those bounds cross). `b <= a` means no
+threshold separates the sides: `CalibrationOverlap` (exit 1), and nothing is written.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from fpgaprint.compiler.data import Dataset
-from fpgaprint.core.errors import FpgaprintError
+from fpgaprint.compiler.data import Dataset, load_digits, upsample_digits
+from fpgaprint.core.errors import FpgaprintError, InputError, VerdictFail
 from fpgaprint.core.fpset import FingerprintSet
+from fpgaprint.core.selftest import CONFIDENCE, clopper_pearson
 from fpgaprint.fingerprint import variants
-from fpgaprint.fingerprint.check import match_rate
-from fpgaprint.fingerprint.source import Model
+from fpgaprint.fingerprint.perturb import PerturbConfig
+from fpgaprint.fingerprint.source import Model, load_model
 
-PTQ_BITS = (8, 6, 4)
-PRUNE_FRACTIONS = (0.5, 0.7)
-DEFAULT_MARGIN = 0.05
-FINETUNE_EPOCHS = 3
+ATTACK_SEEDS = (1001, 1002)  # zoo seeds of the attack side; the evaluation's swaps use 1, 2, 3
+MAX_LOSS = 0.05  # accuracy a benign variant may lose
+FINETUNE_EPOCHS = 2
+PRUNE_FRACTION = 0.5
 
 
-def benign_variants(model: Model, calib_x: np.ndarray, data: Dataset | None = None,
-                    seed: int = 0) -> tuple[dict[str, Model], dict[str, str]]:
-    """The calibration variants, and those that do not apply (with the reason)."""
-    made: dict[str, Model] = {"source": model}
+class CalibrationOverlap(VerdictFail):
+    """No threshold separates the benign side from the attack side (exit 1)."""
+
+
+@dataclass
+class Variant:
+    """One model of a side: its spec (for the held-out rule), accuracy and note."""
+
+    name: str
+    spec: dict
+    model: Model | None = None
+    accuracy: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Sides:
+    """The models a set is calibrated against (built once, reused for every set)."""
+
+    source_accuracy: float
+    benign: list[Variant]
+    excluded: list[Variant]
+    attack: list[Variant]
+    skipped: dict[str, str] = field(default_factory=dict)
+    data: str = ""
+    max_loss: float = MAX_LOSS
+
+    def held_out_from(self, families: list[PerturbConfig]) -> bool:
+        """No benign variant is a draw of any of `families`."""
+        return not any(f.covers(v.spec) for v in self.benign + self.excluded for f in families)
+
+
+def dataset_for(model: Model, seed: int = 0) -> Dataset:
+    """The evaluator's data: the zoo model's data set, else digits shaped to the input."""
+    if model.zoo:
+        from fpgaprint.compiler.zoo import get_entry
+
+        return get_entry(model.zoo).data(seed)
+    shape = tuple(model.input_shape)
+    if shape == (64,):
+        return load_digits(seed=seed)
+    if len(shape) == 3 and shape[-1] == shape[-2]:
+        return upsample_digits(load_digits(seed=seed), shape)
+    raise InputError(f"{model.name}: no evaluation data set for input shape {shape}")
+
+
+def golden_model(path: str | Path, model: Model) -> Variant:
+    """The FINN-compiled golden model of `model` (its build report must name the source)."""
+    path = Path(path)
+    check_golden_source(path, model.sha256)
+    g = load_model(path)
+    if g.kind != "golden":
+        raise InputError(f"{path}: not a golden model (no FINN HW layers)")
+    return Variant("finn-golden", {"kind": "golden"}, g)
+
+
+def check_golden_source(golden: Path, source_sha256: str) -> None:
+    """A golden model must come from the model it stands for (its build report says so)."""
+    import json
+
+    report = golden.parent.parent / "reports" / "build.json"
+    if not report.is_file():
+        return
+    try:
+        built_from = json.loads(report.read_text()).get("source_sha256")
+    except ValueError as e:
+        raise InputError(f"{report}: not valid JSON ({e})") from e
+    if built_from and built_from != source_sha256:
+        raise InputError(
+            f"{golden} was built from model {built_from[:12]}…, not from the evaluated model "
+            f"{source_sha256[:12]}… ({report})")
+
+
+def benign_variants(model: Model, data: Dataset, weight_bits: int = 4, act_bits: int = 4,
+                    golden: Variant | None = None, seed: int = 0
+                    ) -> tuple[list[Variant], dict[str, str]]:
+    """The held-out benign variants that apply to `model`, and those that do not (why)."""
+    made: list[Variant] = []
     skipped: dict[str, str] = {}
-    for bits in PTQ_BITS:
-        name = f"ptq{bits}"
-        if model.kind != "float":
-            skipped[name] = f"{model.kind} model is already quantized"
-            continue
+    calib_x = data.x_train[:512]
+
+    def add(name: str, spec: dict, make) -> None:
         try:
-            made[name] = variants.ptq(model, bits, calib_x)
+            made.append(Variant(name, spec, make()))
         except FpgaprintError as e:
             skipped[name] = str(e)
-    for frac in PRUNE_FRACTIONS:
-        v = variants.prune(model, frac, data, epochs=FINETUNE_EPOCHS if data else 0, seed=seed)
-        made[v.name] = v
+
+    if model.kind == "float":
+        if weight_bits > 2:
+            w = weight_bits - 1
+            add(f"ptq-w{w}a{act_bits}", {"kind": "ptq", "weight_bits": w, "act_bits": act_bits},
+                lambda: _named(variants.ptq_wa(model, w, act_bits, calib_x),
+                               f"ptq-w{w}a{act_bits}"))
+        else:
+            skipped["lower weight bits"] = f"the build's weights are {weight_bits}-bit already"
+        a = act_bits - 1
+        if a >= 2:
+            add(f"bnfold-w{weight_bits}a{a}",
+                {"kind": "bnfold", "weight_bits": weight_bits, "act_bits": a},
+                lambda: variants.bnfold(model, weight_bits, a, calib_x))
+        else:
+            skipped["lower activation bits"] = f"the build's activations are {act_bits}-bit"
+    else:
+        skipped["lower bit widths"] = f"{model.kind} model: its quantizers fix the widths"
+        add("bnfold", {"kind": "bnfold"}, lambda: variants.bnfold(model))
+    name = f"prune{round(PRUNE_FRACTION * 100)}+ft{FINETUNE_EPOCHS}"
+    add(name, {"kind": "prune", "fraction": PRUNE_FRACTION, "finetune_epochs": FINETUNE_EPOCHS},
+        lambda: _named(variants.prune(model, PRUNE_FRACTION, data, epochs=FINETUNE_EPOCHS,
+                                      seed=seed + 1), name))
+    if golden is not None:
+        made.append(golden)
+    else:
+        skipped["finn-golden"] = "no golden model given (--golden BUILD/model/golden.onnx)"
     return made, skipped
 
 
-def threshold_from(fs: FingerprintSet, made: dict[str, Model], skipped: dict[str, str],
-                   margin: float = DEFAULT_MARGIN, data: Dataset | None = None
-                   ) -> FingerprintSet:
-    """A copy of `fs` whose threshold sits `margin` below the worst of the `made` variants."""
-    rates = {name: match_rate(m, fs) for name, m in made.items()}
-    worst = min(rates, key=rates.get)
-    info = {
-        "method": (f"worst benign match rate {rates[worst]:.3f} ({worst}) minus margin "
-                   f"{margin:.3f} over {len(rates)} variants"),
-        "variants": rates,
-        "skipped": dict(skipped),
-        "margin": margin,
-        "worst": worst,
-        "data": data.name if data is not None else "none (data-free)",
+def _named(m: Model, name: str) -> Model:
+    m.name = name
+    return m
+
+
+def attack_models(model: Model, given: list[str | Path] | None = None,
+                  seeds: tuple[int, ...] = ATTACK_SEEDS, epochs: int | None = None
+                  ) -> list[Variant]:
+    """Independently trained models: the given ones, else the zoo recipe at `seeds`."""
+    if given:
+        out = []
+        for p in given:
+            m = load_model(p)
+            if m.sha256 == model.sha256:
+                raise InputError(f"{p}: is the source model itself, not an independent one")
+            out.append(Variant(f"independent:{Path(str(p)).name}", {"kind": "independent"}, m))
+        return out
+    if not model.zoo:
+        raise InputError(
+            f"{model.name}: calibration needs at least 2 independently trained models: give "
+            "--attack MODEL (twice or more), or use a zoo model (retrained with new seeds)")
+    own = int(model.meta.get("seed", 0))
+    out = []
+    for s in seeds:
+        if s == own:
+            raise InputError(f"attack seed {s} is the source model's own seed")
+        from fpgaprint.compiler import zoo
+
+        ckpt = zoo.make(model.zoo, seed=s, epochs=epochs)
+        from fpgaprint.fingerprint.source import from_module
+
+        m = from_module(ckpt.model, ckpt.input_shape, ckpt.num_classes, f"swap(seed={s})",
+                        ckpt.kind, ckpt.zoo)
+        out.append(Variant(f"independent-seed{s}", {"kind": "independent", "seed": s}, m))
+    return out
+
+
+def accuracy(model: Model, data: Dataset) -> float:
+    return float((model.predict(data.x_test) == data.y_test).mean())
+
+
+def build_sides(model: Model, data: Dataset | None = None, golden: str | Path | None = None,
+                attack: list[str | Path] | None = None, weight_bits: int = 4, act_bits: int = 4,
+                seed: int = 0, max_loss: float = MAX_LOSS, attack_epochs: int | None = None,
+                say=None) -> Sides:
+    """Make both sides for `model` (trains the attack side and the fine-tuned variants)."""
+    say = say or (lambda msg: None)
+    if model.module is None:
+        raise InputError(f"{model.name}: calibration needs the PyTorch/Brevitas source model")
+    if len(attack or []) == 1:
+        raise InputError("--attack: give at least 2 independently trained models")
+    data = data or dataset_for(model, seed)
+    src_acc = accuracy(model, data)
+    g = golden_model(golden, model) if golden else None
+    say("calibration: held-out benign variants")
+    made, skipped = benign_variants(model, data, weight_bits, act_bits, g, seed)
+    benign, excluded = [], []
+    for v in made:
+        v.accuracy = accuracy(v.model, data)
+        if v.accuracy < src_acc - max_loss:
+            v.note = (f"loses {100 * (src_acc - v.accuracy):.1f} accuracy points "
+                      f"(> {100 * max_loss:g}): not a benign deployment, excluded")
+            excluded.append(v)
+        else:
+            benign.append(v)
+    if not benign:
+        raise InputError("calibration: no held-out benign variant applies or keeps its accuracy "
+                         f"(skipped: {skipped}; excluded: {[v.name for v in excluded]})")
+    say("calibration: independently trained models")
+    att = attack_models(model, attack, epochs=attack_epochs)
+    for v in att:
+        v.accuracy = accuracy(v.model, data)
+    return Sides(src_acc, benign, excluded, att, skipped, data.name, max_loss)
+
+
+def place_threshold(fs: FingerprintSet, sides: Sides, confidence: float = CONFIDENCE
+                    ) -> tuple[float | None, dict]:
+    """(threshold, report) for `fs` between the sides; threshold None when they overlap."""
+    n = len(fs)
+
+    def rates(vs: list[Variant]) -> dict[str, dict]:
+        out = {}
+        for v in vs:
+            k = int((v.model.predict(fs.inputs) == fs.labels).sum())
+            lo, hi = clopper_pearson(k, n, confidence)
+            out[v.name] = {"match_rate": k / n, "matches": k, "interval": [lo, hi],
+                           "accuracy": v.accuracy, "spec": v.spec,
+                           **({"note": v.note} if v.note else {})}
+        return out
+
+    ben, att, exc = rates(sides.benign), rates(sides.attack), rates(sides.excluded)
+    worst = min(ben, key=lambda k: ben[k]["match_rate"])
+    best = max(att, key=lambda k: att[k]["match_rate"])
+    b, a = ben[worst], att[best]
+    gap = b["match_rate"] - a["match_rate"]
+    lo_b, hi_a = b["interval"][0], a["interval"][1]
+    confident = lo_b > hi_a
+    report = {
+        "method": "",
+        "benign": ben, "attack": att, "excluded": exc, "skipped": dict(sides.skipped),
+        "worst_benign": worst, "best_attack": best, "gap": gap,
+        "confidence": confidence, "count": n, "confident": confident,
+        "source_accuracy": sides.source_accuracy, "max_loss": sides.max_loss,
+        "data": sides.data,
     }
-    return fs.with_threshold(max(0.0, rates[worst] - margin), info)
+    if gap <= 0:
+        report["method"] = (f"sides overlap: benign {worst} matches {b['match_rate']:.3f}, "
+                            f"independent {best} matches {a['match_rate']:.3f}")
+        return None, report
+    thr = (lo_b + hi_a) / 2 if confident else (b["match_rate"] + a["match_rate"]) / 2
+    ci = f"{100 * confidence:g} %"
+    report["method"] = (
+        f"two-sided: threshold {thr:.3f} between held-out benign (worst {worst} "
+        f"{b['match_rate']:.3f}, {ci} lower bound {lo_b:.3f}) and {len(att)} independently "
+        f"trained models (best {best} {a['match_rate']:.3f}, upper bound {hi_a:.3f}); gap "
+        f"{gap:.3f} at N={n}" + ("" if confident else
+                                 "; the bounds overlap: the gap is within binomial noise"))
+    return thr, report
+
+
+def calibrate_with(fs: FingerprintSet, sides: Sides, confidence: float = CONFIDENCE
+                   ) -> FingerprintSet:
+    """A copy of `fs` with its two-sided threshold; `CalibrationOverlap` if none exists."""
+    if fs.algorithm == "boundary":
+        raise InputError("boundary sets are strict (threshold 1.0): nothing to calibrate")
+    thr, report = place_threshold(fs, sides, confidence)
+    if thr is None:
+        raise CalibrationOverlap(
+            f"cannot calibrate: {report['method']} on {len(fs)} {fs.algorithm} vectors; no "
+            "threshold separates them, none written")
+    return fs.with_threshold(thr, report)
 
 
 def calibrate(fs: FingerprintSet, model: Model, data: Dataset | None = None,
-              margin: float = DEFAULT_MARGIN, seed: int = 0) -> FingerprintSet:
-    """Calibrate `fs` on variants of `model`: data-free unless `data` is given."""
-    calib_x = fs.inputs if data is None else data.x_train[:512]
-    made, skipped = benign_variants(model, calib_x, data, seed)
-    return threshold_from(fs, made, skipped, margin, data)
+              golden: str | Path | None = None, attack: list[str | Path] | None = None,
+              weight_bits: int | None = None, act_bits: int | None = None, seed: int = 0,
+              say=None) -> FingerprintSet:
+    """Calibrate `fs` two-sided for `model` (widths default to the set's generation widths)."""
+    wb = weight_bits or int(fs.params.get("weight_bits", 4))
+    ab = act_bits or int(fs.params.get("act_bits", 4))
+    sides = build_sides(model, data, golden, attack, wb, ab, seed, say=say)
+    return calibrate_with(fs, sides)

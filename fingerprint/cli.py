@@ -1,13 +1,67 @@
-"""`fpgaprint fingerprint`: generate, check and evaluate fingerprint sets."""
+"""`fpgaprint fingerprint`: generate, calibrate, check and evaluate fingerprint sets.
+
+Every numeric option is range-checked: a bad value is one line naming the flag, exit 2.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
 
 from fpgaprint.core.atomic import write_json
-from fpgaprint.core.errors import InputError, VerdictFail
+from fpgaprint.core.errors import InputError, NoVerdict, VerdictFail
+
+MAX_SEED = 2**32 - 1
+
+
+class Ranged(click.ParamType):
+    """An int or a finite float within [lo, hi]; anything else is an InputError naming the
+    flag (one line, exit 2)."""
+
+    def __init__(self, kind: type, lo: float, hi: float):
+        self.kind, self.lo, self.hi = kind, lo, hi
+        self.name = f"INTEGER {lo}..{hi}" if kind is int else f"NUMBER {lo:g}..{hi:g}"
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return self.name
+
+    def convert(self, value, param, ctx):
+        flag = param.opts[0] if param is not None else "value"
+        what = "an integer" if self.kind is int else "a number"
+        if isinstance(value, self.kind) and not isinstance(value, bool):
+            v = value
+        else:
+            try:
+                v = self.kind(str(value).strip())
+            except ValueError:
+                v = None
+        if v is None or (self.kind is float and not math.isfinite(v)) \
+                or not self.lo <= v <= self.hi:
+            lo, hi = (self.lo, self.hi) if self.kind is int else (f"{self.lo:g}", f"{self.hi:g}")
+            raise InputError(f"{flag}: expected {what} from {lo} to {hi}, got {value!r}")
+        return v
+
+
+class Algorithm(click.ParamType):
+    """vanilla | robust | ltrc | boundary (the former name `sensitive` is accepted)."""
+
+    name = "[vanilla|robust|ltrc|boundary]"
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return self.name
+
+    def convert(self, value, param, ctx):
+        from fpgaprint.fingerprint.generate import canonical
+
+        return canonical(str(value))
+
+
+def _count_type():
+    from fpgaprint.fingerprint.generate import MAX_COUNT
+
+    return Ranged(int, 1, MAX_COUNT)
 
 
 def _seed_torch() -> None:
@@ -16,52 +70,159 @@ def _seed_torch() -> None:
     torch.manual_seed(0)
 
 
+def _say():
+    from rich.console import Console
+
+    console = Console(stderr=True, log_path=False)
+    return lambda msg: console.log(msg)
+
+
 @click.group()
-@click.option("--threads", type=int, default=1, show_default=True,
+@click.option("--threads", type=Ranged(int, 1, 256), default=1, show_default=True,
               help="Torch threads (small models run fastest on one).")
 def fingerprint(threads: int) -> None:
     """Intrinsic examples: data-free fingerprints of a pre-trained model."""
     import torch
 
-    if threads < 1:
-        raise InputError(f"--threads must be at least 1, got {threads}")
     torch.set_num_threads(threads)
+
+
+_calibration_options = [
+    click.option("--golden", type=click.Path(dir_okay=False, path_type=Path),
+                 help="The build's model/golden.onnx: a benign variant of the calibration."),
+    click.option("--attack", multiple=True,
+                 help="An independently trained model for the attack side (repeat; default: "
+                      "the zoo recipe retrained with 2 new seeds)."),
+]
+
+
+def _with(options):
+    def deco(f):
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+    return deco
 
 
 @fingerprint.command()
 @click.argument("model")
-@click.option("--algorithm", type=click.Choice(["vanilla", "robust", "sensitive"]),
-              default="robust", show_default=True)
-@click.option("--count", type=int, default=100, show_default=True)
+@click.option("--algorithm", type=Algorithm(), default="robust", show_default=True,
+              help="vanilla (C-), robust (RC-), ltrc (LTRC-examples) from the pre-trained "
+                   "model; boundary: the fragile tier, from the build's model/golden.onnx.")
+@click.option("--count", type=_count_type(), default=100, show_default=True,
+              help="Examples in the set (1 to 10000).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--calibrate", is_flag=True, help="Set the threshold from benign variants.")
-@click.option("--margin", type=float, default=None, help="Minimum logit margin to keep.")
-@click.option("--steps", type=int, default=None, help="Gradient steps per round.")
+@click.option("--seed", type=Ranged(int, 0, MAX_SEED), default=0, show_default=True)
+@click.option("--calibrate", is_flag=True,
+              help="Two-sided threshold: held-out benign variants vs independent models.")
+@_with(_calibration_options)
+@click.option("--challenge-out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a challenge set, disjoint from the embedded one.")
+@click.option("--challenge-count", type=_count_type(), default=None,
+              help="Examples in the challenge set (default: --count).")
+@click.option("--margin", type=Ranged(float, 0.0, 100.0), default=None,
+              help="Minimum logit margin to keep (intrinsic examples).")
+@click.option("--steps", type=Ranged(int, 1, 100_000), default=None,
+              help="Gradient steps per round (intrinsic examples).")
+@click.option("--weight-bits", type=Ranged(int, 2, 16), default=None,
+              help="The build's weight width the robust family draws [build default].")
+@click.option("--act-bits", type=Ranged(int, 2, 16), default=None,
+              help="The build's activation width the robust family draws [build default].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="build.yaml: take the widths and the input grid from it.")
 def generate(model: str, algorithm: str, count: int, out: Path, seed: int, calibrate: bool,
-             margin: float | None, steps: int | None) -> None:
-    """Generate COUNT intrinsic examples of MODEL (a .pt file or zoo:NAME) into OUT."""
-    from fpgaprint.fingerprint.calibrate import calibrate as do_calibrate
-    from fpgaprint.fingerprint.generate import GenParams
-    from fpgaprint.fingerprint.generate import generate as do_generate
+             golden: Path | None, attack: tuple[str, ...], challenge_out: Path | None,
+             challenge_count: int | None, margin: float | None, steps: int | None,
+             weight_bits: int | None, act_bits: int | None, config_path: Path | None) -> None:
+    """Generate COUNT examples of MODEL (.pt, zoo:NAME, or golden.onnx for boundary) into OUT."""
+    from fpgaprint.compiler.config import BuildConfig
+    from fpgaprint.fingerprint.calibrate import build_sides, calibrate_with
+    from fpgaprint.fingerprint.generate import PAPER_NAMES, GenParams, generate_pair
     from fpgaprint.fingerprint.source import load_model
 
-    if count < 1:
-        raise InputError(f"--count must be at least 1, got {count}")
-    params = GenParams()
-    if margin is not None:
-        params.min_margin = margin
-    if steps is not None:
-        params.steps = steps
+    if challenge_count is not None and challenge_out is None:
+        raise InputError("--challenge-count: give --challenge-out for the challenge set")
+    if challenge_out is not None and Path(challenge_out).resolve() == Path(out).resolve():
+        raise InputError("--challenge-out: must differ from --out")
+    n_chal = (challenge_count or count) if challenge_out else 0
+    if algorithm == "boundary":
+        if calibrate:
+            raise InputError("--calibrate: boundary sets are strict (threshold 1.0)")
+        bad = [f for f, v in (("--margin", margin), ("--steps", steps),
+                               ("--weight-bits", weight_bits), ("--act-bits", act_bits),
+                               ("--golden", golden), ("--attack", attack)) if v]
+        if bad:
+            raise InputError(f"{bad[0]}: does not apply to boundary vectors")
+        params = None
+    else:
+        cfg = BuildConfig.load(config_path)
+        params = GenParams(weight_bits=weight_bits or cfg.weight_bits,
+                           act_bits=act_bits or cfg.act_bits, grid_bits=cfg.input_bits)
+        if margin is not None:
+            params.min_margin = margin
+        if steps is not None:
+            params.steps = steps
     _seed_torch()
     src = load_model(model)
-    fs = do_generate(src, algorithm, count, seed=seed, params=params, progress=True)
+    fs, chal = generate_pair(src, algorithm, count, n_chal, seed=seed, params=params,
+                             progress=True)
     if calibrate:
-        fs = do_calibrate(fs, src)
+        sides = build_sides(src, golden=golden, attack=list(attack) or None,
+                            weight_bits=params.weight_bits, act_bits=params.act_bits,
+                            seed=seed, say=_say())
+        fs = calibrate_with(fs, sides)
+        chal = calibrate_with(chal, sides) if chal is not None else None
     fs.save(out)
-    click.echo(f"{out}: {len(fs)} {algorithm} examples of {src.name} "
-               f"(source sha256 {src.sha256[:16]}), threshold {fs.threshold:.3f}")
+    click.echo(f"{out}: {len(fs)} {algorithm} examples ({PAPER_NAMES[algorithm]}) of "
+               f"{src.name} (source sha256 {src.sha256[:16]}), threshold {fs.threshold:.3f}")
     click.echo(f"threshold: {fs.calibration.get('method')}")
+    if chal is not None:
+        chal.save(challenge_out)
+        click.echo(f"{challenge_out}: {len(chal)} challenge examples, disjoint from {out} "
+                   f"(no quantized input in common), threshold {chal.threshold:.3f}")
+    if calibrate:
+        _print_sides(fs.calibration)
+
+
+def _print_sides(cal: dict) -> None:
+    for side in ("benign", "attack", "excluded"):
+        for name, r in cal.get(side, {}).items():
+            lo, hi = r["interval"]
+            acc = "" if r.get("accuracy") is None else f", accuracy {r['accuracy']:.3f}"
+            note = f" — {r['note']}" if r.get("note") else ""
+            click.echo(f"  {side:<8} {name:<26} match {r['match_rate']:.3f} "
+                       f"[{lo:.3f}, {hi:.3f}]{acc}{note}")
+    for name, why in cal.get("skipped", {}).items():
+        click.echo(f"  skipped  {name}: {why}")
+
+
+@fingerprint.command(name="calibrate")
+@click.argument("model")
+@click.argument("fpset", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the calibrated set here [FPSET, replaced atomically].")
+@_with(_calibration_options)
+@click.option("--seed", type=Ranged(int, 0, MAX_SEED), default=0, show_default=True)
+def calibrate_cmd(model: str, fpset: Path, out: Path | None, golden: Path | None,
+                  attack: tuple[str, ...], seed: int) -> None:
+    """Place FPSET's threshold between held-out benign variants of MODEL and independently
+    trained models (exit 1, nothing written, when no threshold separates them)."""
+    from fpgaprint.core.fpset import load_set
+    from fpgaprint.fingerprint.calibrate import calibrate
+    from fpgaprint.fingerprint.source import load_model
+
+    fs = load_set(fpset)
+    _seed_torch()
+    src = load_model(model)
+    if src.sha256 != fs.source_sha256:
+        raise InputError(f"{model}: not the source of {fpset} (sha256 {src.sha256[:16]}…, the "
+                         f"set was made from {fs.source_sha256[:16]}…)")
+    fs = calibrate(fs, src, golden=golden, attack=list(attack) or None, seed=seed, say=_say())
+    dest = out or fpset
+    fs.save(dest)
+    click.echo(f"{dest}: threshold {fs.threshold:.3f}")
+    click.echo(f"threshold: {fs.calibration['method']}")
+    _print_sides(fs.calibration)
 
 
 @fingerprint.command()
@@ -71,31 +232,49 @@ def generate(model: str, algorithm: str, count: int, out: Path, seed: int, calib
               help="MODEL must be the set's source model (hash mismatch is an error).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the result as JSON.")
-def check(model: str, fpset: Path, expect_source: bool, json_out: Path | None) -> None:
-    """Match rate and verdict of MODEL on the fingerprint set FPSET (exit 1 on FAIL)."""
+@click.option("--confidence", type=Ranged(float, 0.5, 0.999), default=0.95, show_default=True,
+              help="Level of the match rate's Clopper-Pearson interval.")
+def check(model: str, fpset: Path, expect_source: bool, json_out: Path | None,
+          confidence: float) -> None:
+    """Match rate, interval and verdict of MODEL on FPSET: exit 0 PASS, 1 FAIL, 3 MARGINAL
+    (the interval straddles the threshold: no confident verdict)."""
     from fpgaprint.core.fpset import load_set
+    from fpgaprint.fingerprint.check import MARGINAL
     from fpgaprint.fingerprint.check import check as do_check
     from fpgaprint.fingerprint.source import load_model
 
     fs = load_set(fpset)
     _seed_torch()
-    result = do_check(load_model(model), fs, expect_source=expect_source)
+    result = do_check(load_model(model), fs, expect_source=expect_source,
+                      confidence=confidence)
     click.echo(result.explain())
     if json_out:
         write_json(json_out, result.to_dict(), sort_keys=False)
+    lo, hi = result.interval
+    if result.verdict == MARGINAL:
+        raise NoVerdict(f"marginal: match rate {result.match_rate:.3f}, interval [{lo:.3f}, "
+                        f"{hi:.3f}] straddles threshold {result.threshold:.3f} at N="
+                        f"{result.count}: no confident verdict")
     if not result.passed:
-        raise VerdictFail(f"fingerprint mismatch: {result.matches}/{result.count} labels match, "
-                          f"below threshold {result.threshold:.3f}")
+        raise VerdictFail(f"fingerprint mismatch: {result.matches}/{result.count} labels match"
+                          + (" (strict)" if result.strict else
+                             f", below threshold {result.threshold:.3f}"))
 
 
 @fingerprint.command(name="eval")
 @click.argument("model")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--count", type=int, default=100, show_default=True, help="Vectors per method.")
-@click.option("--flip-seeds", type=int, default=20, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--count", type=_count_type(), default=100, show_default=True,
+              help="Vectors per method.")
+@click.option("--flip-seeds", type=Ranged(int, 1, 1000), default=20, show_default=True)
+@click.option("--single-flips", type=Ranged(int, 1, 100_000), default=400, show_default=True,
+              help="Single random weight-bit flips of the deployed model.")
+@click.option("--seed", type=Ranged(int, 0, MAX_SEED), default=0, show_default=True)
+@click.option("--golden", type=click.Path(dir_okay=False, path_type=Path),
+              help="An existing model/golden.onnx of MODEL (no build).")
 @click.option("--quick", is_flag=True, help="Fewer flip counts, seeds and epochs (smoke run).")
-def eval_(model: str, out: Path, count: int, flip_seeds: int, seed: int, quick: bool) -> None:
+def eval_(model: str, out: Path, count: int, flip_seeds: int, single_flips: int, seed: int,
+          golden: Path | None, quick: bool) -> None:
     """Fidelity table of MODEL: benign and malicious variants against every method."""
     from fpgaprint.fingerprint.evaluate import EvalConfig, evaluate
     from fpgaprint.fingerprint.report import write_report
@@ -103,8 +282,10 @@ def eval_(model: str, out: Path, count: int, flip_seeds: int, seed: int, quick: 
     cfg = EvalConfig.quick() if quick else EvalConfig()
     cfg.count = count
     cfg.seed = seed
+    cfg.golden = str(golden) if golden else None
     if not quick:
         cfg.flip_seeds = flip_seeds
+        cfg.single_flip_seeds = single_flips
     _seed_torch()
     results, sets = evaluate(model, cfg, progress=True)
     paths = write_report(results, out, sets)

@@ -1,14 +1,19 @@
-"""Data-free intrinsic examples: vanilla, robust and sensitive.
+"""Data-free intrinsic examples: the paper's C-, RC- and LTRC-examples (vanilla, robust, ltrc).
 
 All three start from uniform noise, take projected sign-gradient steps on the cross-entropy
 toward balanced target classes and keep examples whose label and logit margin hold on the
-source model after projection onto the accelerator's input grid.
+source model after projection onto the accelerator's input grid (docs/fingerprint.md compares
+each objective with the paper's).
 
-- vanilla: the source model as it is.
-- robust: the loss averaged over perturbed copies of the model (parameter noise, pruning and
-  fake weight quantization, see `perturb`), and kept only if the label survives fresh draws.
-- sensitive: robust, with the examples confined to mid-gray plus high frequencies
-  (`highpass`), where a model trained or fine-tuned on other data behaves differently.
+- vanilla (C-examples): the source model as it is.
+- robust (RC-examples): the loss averaged over copies drawn from the deployment chain (the
+  build's weight and activation bit widths, parameter noise: `perturb.generation_family`);
+  kept only if the label survives every draw of a held-out family (`survival_family`).
+- ltrc (LTRC-examples): robust, with the examples confined to mid-gray plus the high
+  frequencies of a 2-D Fourier high-pass (`highpass`), where a model trained or fine-tuned on
+  other data behaves differently. `sensitive` is accepted as its former name.
+
+The fragile `boundary` tier is made from the deployed model instead (`fingerprint.boundary`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -26,10 +31,30 @@ from fpgaprint.core.errors import InputError
 from fpgaprint.core.fpset import FingerprintSet
 from fpgaprint.core.grid import InputGrid
 from fpgaprint.fingerprint.highpass import highpass
-from fpgaprint.fingerprint.perturb import ParamSampler, PerturbConfig
+from fpgaprint.fingerprint.perturb import (
+    ParamSampler,
+    PerturbConfig,
+    generation_family,
+    survival_family,
+)
+from fpgaprint.fingerprint.sets import split_disjoint
 from fpgaprint.fingerprint.source import Model
 
-ALGORITHMS = ("vanilla", "robust", "sensitive")
+INTRINSIC = ("vanilla", "robust", "ltrc")
+ALGORITHMS = (*INTRINSIC, "boundary")
+ALIASES = {"sensitive": "ltrc"}  # former name, still accepted
+PAPER_NAMES = {"vanilla": "C-examples", "robust": "RC-examples", "ltrc": "LTRC-examples",
+               "boundary": "boundary examples (fragile tier, not in the paper)"}
+MAX_COUNT = 10_000  # examples per set (and per challenge set) in one run
+
+
+def canonical(algorithm: str) -> str:
+    """The algorithm's name, aliases resolved; unknown names are an InputError."""
+    name = ALIASES.get(algorithm, algorithm)
+    if name not in ALGORITHMS:
+        raise InputError(
+            f"unknown algorithm {algorithm!r}; choose from {', '.join(ALGORITHMS)}")
+    return name
 
 
 @dataclass
@@ -44,9 +69,17 @@ class GenParams:
     max_rounds: int = 10
     batch: int = 512
     grid_bits: int = 8
-    check_samples: int = 16  # fresh perturbed models an example's label must survive
+    weight_bits: int = 4  # the build's widths (BuildConfig): the generation family draws them
+    act_bits: int = 4
     highpass_cutoff: float = 0.35
-    perturb: PerturbConfig = field(default_factory=PerturbConfig)
+    perturb: PerturbConfig | None = None  # default: generation_family(weight_bits, act_bits)
+    survival: PerturbConfig | None = None  # default: survival_family(weight_bits, act_bits)
+
+    def __post_init__(self) -> None:
+        if self.perturb is None:
+            self.perturb = generation_family(self.weight_bits, self.act_bits)
+        if self.survival is None:
+            self.survival = survival_family(self.weight_bits, self.act_bits)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
@@ -71,12 +104,13 @@ def _margin(logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 class Generator:
-    """Runs one algorithm on one differentiable model."""
+    """Runs one intrinsic-example algorithm on one differentiable model."""
 
     def __init__(self, model: Model, algorithm: str, params: GenParams, seed: int):
-        if algorithm not in ALGORITHMS:
-            raise InputError(
-                f"unknown algorithm {algorithm!r}; choose from {', '.join(ALGORITHMS)}")
+        algorithm = canonical(algorithm)
+        if algorithm not in INTRINSIC:
+            raise InputError(f"{algorithm}: not an intrinsic-example algorithm "
+                             f"({', '.join(INTRINSIC)})")
         if model.module is None:
             raise InputError(
                 f"{model.name}: generation needs a PyTorch/Brevitas model (gradients); "
@@ -89,10 +123,13 @@ class Generator:
         self.gen = torch.Generator().manual_seed(seed)
         self.grid = InputGrid(params.grid_bits)
         self.module = model.module.eval()
-        self.robust = algorithm in ("robust", "sensitive")
-        self.sampler = ParamSampler(self.module, params.perturb, model.kind == "float", self.gen)
+        self.robust = algorithm in ("robust", "ltrc")
+        quantize = model.kind == "float"
+        self.sampler = ParamSampler(self.module, params.perturb, quantize, self.gen)
+        self.checker = ParamSampler(self.module, params.survival, quantize,
+                                    torch.Generator().manual_seed(seed + 1_000_003))
         self.hp = highpass(model.input_shape, params.highpass_cutoff) \
-            if algorithm == "sensitive" else None
+            if algorithm == "ltrc" else None
 
     def loss(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed cross-entropy toward `t` and each example's worst margin over the models."""
@@ -138,24 +175,27 @@ class Generator:
         return x.detach().numpy()
 
     def survives(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Whether each example keeps its label on `check_samples` fresh perturbed models."""
+        """Whether each example keeps its label on every draw of the survival family (held
+        out from the generation family)."""
         ok = np.ones(len(t), dtype=bool)
         if not self.robust:
             return ok
         xt = torch.from_numpy(x)
         with torch.no_grad():
-            for _ in range(self.p.check_samples):
-                pred = self.sampler.forward(self.sampler.sample(), xt).argmax(1).numpy()
+            for _ in range(self.p.survival.samples):
+                pred = self.checker.forward(self.checker.sample(), xt).argmax(1).numpy()
                 ok &= pred == t
         return ok
 
     def run(self, count: int, progress: bool = False) -> FingerprintSet:
+        """`count` distinct examples (no two equal on the grid), labels balanced."""
         ncls = self.model.num_classes
         want = balanced_targets(count, ncls, self.gen)
         need = np.bincount(want, minlength=ncls)
         kept_q: list[np.ndarray] = []
-        kept_t: list[np.ndarray] = []
-        kept_m: list[np.ndarray] = []
+        kept_t: list[int] = []
+        kept_m: list[float] = []
+        seen: set[bytes] = set()
         have = np.zeros(ncls, dtype=np.int64)
         bar = _progress(progress)
         with bar if bar is not None else nullcontext():
@@ -163,23 +203,29 @@ class Generator:
                 missing = np.repeat(np.arange(ncls), np.maximum(need - have, 0))
                 if len(missing) == 0:
                     break
-                n = min(self.p.batch, max(64, int(math.ceil(len(missing) * self.p.oversample))))
-                t = np.resize(missing[torch.randperm(len(missing), generator=self.gen).numpy()],
-                              n)
-                task = bar.add_task(f"{self.algorithm} round {rnd + 1}", total=self.p.steps) \
+                n = max(64, int(math.ceil(len(missing) * self.p.oversample)))
+                t_all = np.resize(
+                    missing[torch.randperm(len(missing), generator=self.gen).numpy()], n)
+                chunks = range(0, n, self.p.batch)
+                task = bar.add_task(f"{self.algorithm} round {rnd + 1}",
+                                    total=self.p.steps * len(chunks)) \
                     if bar is not None else None
-                x = self.optimize(t, (lambda: bar.advance(task)) if bar is not None else None)
-                q = self.grid.to_int(x)
-                xf = self.grid.to_float(q)
-                m = margins_of(self.model.logits(xf), t)
-                ok = (m >= self.p.min_margin) & self.survives(xf, t)
-                for i in np.flatnonzero(ok):
-                    c = t[i]
-                    if have[c] < need[c]:
-                        have[c] += 1
-                        kept_q.append(q[i])
-                        kept_t.append(c)
-                        kept_m.append(m[i])
+                for lo in chunks:
+                    t = t_all[lo:lo + self.p.batch]
+                    x = self.optimize(t, (lambda: bar.advance(task)) if bar is not None
+                                      else None)
+                    q = self.grid.to_int(x)
+                    xf = self.grid.to_float(q)
+                    m = margins_of(self.model.logits(xf), t)
+                    ok = (m >= self.p.min_margin) & self.survives(xf, t)
+                    for i in np.flatnonzero(ok):
+                        c, key = t[i], q[i].tobytes()
+                        if have[c] < need[c] and key not in seen:
+                            seen.add(key)
+                            have[c] += 1
+                            kept_q.append(q[i])
+                            kept_t.append(int(c))
+                            kept_m.append(float(m[i]))
         if (have < need).any():
             short = {int(c): int(need[c] - have[c]) for c in np.flatnonzero(have < need)}
             raise InputError(
@@ -210,9 +256,39 @@ def _progress(enabled: bool):
                     "/{task.total} steps"), TimeElapsedColumn(), transient=True)
 
 
+def check_count(count: int, flag: str = "count") -> int:
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
+        raise InputError(f"{flag} must be an integer from 1 to {MAX_COUNT}, got {count!r}")
+    return count
+
+
 def generate(model: Model, algorithm: str, count: int, seed: int = 0,
              params: GenParams | None = None, progress: bool = False) -> FingerprintSet:
-    """A fingerprint set of `count` intrinsic examples of `model` (labels balanced)."""
-    if count < 1:
-        raise InputError(f"count must be at least 1, got {count}")
-    return Generator(model, algorithm, params or GenParams(), seed).run(count, progress)
+    """A fingerprint set of `count` examples of `model` (labels balanced).
+
+    `boundary` needs the deployed model (a golden graph): see `fingerprint.boundary`."""
+    return generate_pair(model, algorithm, count, 0, seed, params, progress)[0]
+
+
+def generate_pair(model: Model, algorithm: str, count: int, challenge: int = 0, seed: int = 0,
+                  params=None, progress: bool = False
+                  ) -> tuple[FingerprintSet, FingerprintSet | None]:
+    """An embedded set of `count` examples and, when `challenge` > 0, a disjoint challenge set
+    of that many, from one run: no quantized input of one appears in the other."""
+    algorithm = canonical(algorithm)
+    check_count(count)
+    if challenge:
+        check_count(challenge, "challenge count")
+    if algorithm == "boundary":
+        from fpgaprint.fingerprint.boundary import BoundaryParams, generate_boundary
+
+        if params is not None and not isinstance(params, BoundaryParams):
+            raise InputError("boundary generation takes BoundaryParams")
+        return generate_boundary(model, count, challenge, seed, params, progress)
+    if params is not None and not isinstance(params, GenParams):
+        raise InputError(f"{algorithm} generation takes GenParams")
+    fs = Generator(model, algorithm, params or GenParams(), seed).run(count + challenge,
+                                                                     progress)
+    if not challenge:
+        return fs, None
+    return split_disjoint(fs, count, seed)

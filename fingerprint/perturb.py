@@ -1,14 +1,22 @@
-"""Random parameter perturbations standing in for deployment: noise, pruning, fake quantization.
+"""Random copies of a model standing in for its deployment: the perturbation families.
 
-The robust objectives average their loss over models drawn here: every weight and bias scaled
-by (1 + eps), eps ~ U(-r, r); weight matrices magnitude-pruned and fake-quantized with the
-deployment's weight quantizer (per-tensor symmetric, max-abs scale, narrow range) at a bit
-width drawn per sample. Brevitas models quantize their own weights in forward, so for them the
-noise and pruning act on the float weights before their quantizers.
+A family (`PerturbConfig`) draws models: every weight and bias scaled by (1 + eps),
+eps ~ U(-r, r); weight matrices magnitude-pruned at a drawn fraction and fake-quantized with
+the deployment's weight quantizer (per-tensor symmetric, max-abs scale, narrow range) at a drawn
+bit width; for float models, the outputs of every ReLU fake-quantized as the deployment's
+unsigned activation quantizer does, with a clip drawn relative to the batch's largest
+activation (data-free: the deployed clip comes from calibration data the generator never sees).
+Brevitas models quantize their own weights and activations in forward, so for them noise and
+pruning act on the float weights before their quantizers.
+
+Robust generation averages its loss over one family (the generation family, drawn from the
+build's bit widths) and keeps examples that survive another (the survival family); the
+calibration's benign variants are chosen outside both (`covers`).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -18,15 +26,45 @@ from torch.func import functional_call
 
 @dataclass(frozen=True)
 class PerturbConfig:
-    """How deployed models may differ from the source."""
+    """How drawn copies of the model differ from the source."""
 
     samples: int = 8
     rel_noise: float = 0.03
-    quant_bits: tuple[int, ...] = (8, 6, 4)  # 0 = keep float weights
-    prune: tuple[float, ...] = (0.0, 0.5, 0.7)
+    quant_bits: tuple[int, ...] = (4,)  # weight bit widths (float models); 0 = float weights
+    act_bits: tuple[int, ...] = (4,)  # ReLU output bit widths (float models); 0 = float
+    prune: tuple[float, ...] = (0.0,)
+    act_clip: tuple[float, float] = (0.4, 1.0)  # clip / largest activation of the batch
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def covers(self, spec: dict) -> bool:
+        """Whether a variant described by `spec` (see `calibrate`) is a draw of this family.
+
+        Draws have no fine-tune, no BN folding and no compiler: only parameter noise within
+        `rel_noise`, a pruning fraction, and weight/activation quantization at drawn widths.
+        """
+        kind = spec.get("kind")
+        if kind == "ptq":
+            return (spec.get("weight_bits") in self.quant_bits
+                    and spec.get("act_bits") in self.act_bits and 0.0 in self.prune)
+        if kind == "prune":
+            return not spec.get("finetune_epochs") and spec.get("fraction") in self.prune
+        if kind == "noise":
+            return float(spec.get("rel_noise", 1.0)) <= self.rel_noise
+        return False
+
+
+def generation_family(weight_bits: int, act_bits: int) -> PerturbConfig:
+    """The deployment chain as the build runs it: its widths, with parameter noise."""
+    return PerturbConfig(quant_bits=(weight_bits,), act_bits=(act_bits,), rel_noise=0.03,
+                         prune=(0.0,))
+
+
+def survival_family(weight_bits: int, act_bits: int) -> PerturbConfig:
+    """Held out from generation: stronger noise and pruning without fine-tune."""
+    return PerturbConfig(samples=16, quant_bits=(weight_bits,), act_bits=(act_bits,),
+                         rel_noise=0.06, prune=(0.2, 0.4), act_clip=(0.3, 1.0))
 
 
 def fake_quant(w: torch.Tensor, bits: int) -> torch.Tensor:
@@ -34,6 +72,14 @@ def fake_quant(w: torch.Tensor, bits: int) -> torch.Tensor:
     qmax = (1 << (bits - 1)) - 1
     scale = w.abs().max().clamp_min(1e-12) / qmax
     return torch.clamp(torch.round(w / scale), -qmax, qmax) * scale
+
+
+def fake_quant_act(h: torch.Tensor, bits: int, clip: torch.Tensor) -> torch.Tensor:
+    """Unsigned activation quantization to `bits` with clip `clip`; straight-through gradient."""
+    levels = (1 << bits) - 1
+    scale = clip.clamp_min(1e-12) / levels
+    q = torch.clamp(torch.round(h / scale), 0, levels) * scale
+    return h + (q - h).detach()
 
 
 def magnitude_prune(w: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -55,7 +101,7 @@ def perturbable(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 class ParamSampler:
-    """Draws perturbed parameter sets for `functional_call`."""
+    """Draws perturbed copies (parameters and activation quantizers) for `functional_call`."""
 
     def __init__(self, module: nn.Module, cfg: PerturbConfig, quantize: bool,
                  gen: torch.Generator):
@@ -64,15 +110,16 @@ class ParamSampler:
         self.quantize = quantize
         self.gen = gen
         self.base = perturbable(module)
+        self.relus = [m for m in module.modules() if isinstance(m, nn.ReLU)] if quantize else []
 
     def _choice(self, options: tuple) -> object:
         return options[int(torch.randint(len(options), (1,), generator=self.gen))]
 
-    def sample(self) -> dict[str, torch.Tensor]:
+    def sample(self) -> dict:
         r = self.cfg.rel_noise
         bits = self._choice(self.cfg.quant_bits) if self.quantize and self.cfg.quant_bits else 0
         frac = self._choice(self.cfg.prune) if self.cfg.prune else 0.0
-        out = {}
+        params = {}
         for name, p in self.base.items():
             eps = (torch.rand(p.shape, generator=self.gen) * 2 - 1) * r
             q = p * (1 + eps)
@@ -80,8 +127,34 @@ class ParamSampler:
                 q = magnitude_prune(q, float(frac))
                 if bits:
                     q = fake_quant(q, int(bits))
-            out[name] = q
-        return out
+            params[name] = q
+        acts = []
+        if self.relus and self.cfg.act_bits:
+            lo, hi = self.cfg.act_clip
+            for _ in self.relus:
+                abits = int(self._choice(self.cfg.act_bits))
+                frac_clip = lo + (hi - lo) * float(torch.rand((), generator=self.gen))
+                acts.append((abits, frac_clip))
+        return {"params": params, "acts": acts}
 
-    def forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.module, params, (x,))
+    @contextmanager
+    def _act_quant(self, acts: list):
+        hooks = []
+        for relu, (bits, frac) in zip(self.relus, acts):
+            if not bits:
+                continue
+
+            def hook(_m, _inp, out, bits=bits, frac=frac):
+                clip = out.detach().amax() * frac
+                return fake_quant_act(out, bits, clip)
+
+            hooks.append(relu.register_forward_hook(hook))
+        try:
+            yield
+        finally:
+            for h in hooks:
+                h.remove()
+
+    def forward(self, draw: dict, x: torch.Tensor) -> torch.Tensor:
+        with self._act_quant(draw["acts"]):
+            return functional_call(self.module, draw["params"], (x,))

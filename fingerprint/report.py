@@ -15,47 +15,78 @@ def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.0f}%"
 
 
+def _cell(r: dict, k: str) -> str:
+    v = r["verdict"][k]
+    txt = f"{r['match'][k]:.2f}"
+    return f"**{txt}**" if v == "FAIL" else (f"{txt}?" if v == "MARGINAL" else txt)
+
+
 def markdown(res: dict) -> str:
     methods = list(res["methods"])
     head = "| " + " | ".join(methods) + " |"
     sep = "|" + "---|" * len(methods)
     m = res["model"]
+    cal = res.get("calibration", {})
     lines = [f"# Fingerprint fidelity: {m['name']}", "",
              f"Model sha256 `{m['sha256'][:16]}`, {m['kind']}, input {tuple(m['input_shape'])}, "
-             f"evaluation data {m['data']}; {res['config']['count']} vectors per method.", "",
-             "## Thresholds (data-free calibration: PTQ 8/6/4, pruning 50/70 %)", "",
+             f"evaluation data {m['data']} (accuracy {m.get('accuracy', float('nan')):.3f}); "
+             f"{res['config']['count']} vectors per method.", "",
+             "## Thresholds (two-sided: held-out benign variants vs independent models)", "",
+             "Benign side: " + (", ".join(f"{k} (accuracy {v['accuracy']:.3f})"
+                                          for k, v in cal.get("benign", {}).items()) or "none")
+             + ". Excluded (lose more than 5 points): "
+             + (", ".join(f"{k} ({v['accuracy']:.3f})" for k, v in cal.get("excluded", {}).items())
+                or "none") + ". Attack side: "
+             + (", ".join(cal.get("attack", {})) or "none") + ".", "",
              "| | " + head[2:], "|---" + sep,
-             "| threshold | " + " | ".join(f"{res['methods'][k]['threshold']:.2f}"
+             "| threshold | " + " | ".join(f"{res['methods'][k]['threshold']:.3f}"
                                           for k in methods) + " |",
-             "| threshold calibrated with data (PTQ on data, pruning + fine-tune) | "
-             + " | ".join(f"{res['methods'][k]['threshold_data']:.2f}" for k in methods) + " |",
+             "| gap (worst benign - best attack) | "
+             + " | ".join("strict" if k == "boundary" else
+                          f"{res['methods'][k]['calibration'].get('gap', float('nan')):.3f}"
+                          for k in methods) + " |",
              "",
-             "## Match rate per variant (**bold** = detected: below the threshold)", "",
+             "## Match rate per variant (**bold** = FAIL, ? = MARGINAL: the interval straddles "
+             "the threshold)", "",
+             "Boundary: share of labels equal to the deployed model's (strict: any difference "
+             "fails, so it flags every model variant by design).", "",
              "| variant | family | accuracy | " + head[2:], "|---|---|---" + sep]
     for r in res["variants"]:
-        cells = [f"**{r['match'][k]:.2f}**" if r["detected"][k] else f"{r['match'][k]:.2f}"
-                 for k in methods]
         kind = "benign" if r["benign"] else "attack"
-        lines.append(f"| {r['name']} | {r['family']} ({kind}) | {r['accuracy']:.3f} | "
-                     + " | ".join(cells) + " |")
+        if r["benign"] and not r.get("in_scope", True):
+            kind = "benign, loses > 5 points"
+        seen = r.get("info", {}).get("seen_by")
+        if seen:
+            kind += f"; seen by the {seen.split(' ', 1)[1]}"
+        acc = "n/a" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
+        lines.append(f"| {r['name']} | {r['family']} ({kind}) | {acc} | "
+                     + " | ".join(_cell(r, k) for k in methods) + " |")
     s = res["summary"]
-    for title, key in (("False alarms per benign family", "false_alarm"),
-                       ("Detection per attack family", "detection"),
-                       ("False alarms per benign family, threshold calibrated with data",
-                        "false_alarm_data"),
-                       ("Detection per attack family, threshold calibrated with data",
-                        "detection_data")):
+    for title, key in (("False alarms (FAIL) per benign family, variants losing at most 5 "
+                        "points", "false_alarm"),
+                       ("MARGINAL verdicts per benign family (no confident verdict, exit 3)",
+                        "marginal_benign"),
+                       ("Detection (FAIL) per attack and fault family", "detection"),
+                       ("Not passed (FAIL or MARGINAL) per attack and fault family",
+                        "not_pass")):
         lines += ["", f"## {title}", "", "| family | " + head[2:], "|---" + sep]
         for fam, by in s.get(key, {}).items():
             lines.append(f"| {fam} | " + " | ".join(_pct(by[k]) for k in methods) + " |")
+    rep = s.get("repeated_checks") or {}
+    if rep:
+        lines += ["", "## The unmodified deployed model, checked repeatedly in random order", "",
+                  "| | " + head[2:], "|---" + sep,
+                  "| checks not PASS | " + " | ".join(
+                      f"{rep[k]['not_pass']}/{rep[k]['checks']}" if k in rep else "n/a"
+                      for k in methods) + " |"]
     for kind, by, label in (("random", "n", "random flips"), ("targeted", "k", "targeted flips")):
         for mode in ("label", "label_strict", "exact"):
             curve = s.get(f"{kind}_{mode}")
-            if not curve:
+            if not curve or not next(iter(curve.values())):
                 continue
             counts = list(next(iter(curve.values())))
             eff = s.get(f"{kind}_effective", {})
-            title = {"label": "label-only mode at the calibrated threshold",
+            title = {"label": "label-only mode: the set's verdict is FAIL",
                      "label_strict": "label-only mode, strict: any label differs from the "
                                      "golden's", "exact": "exact mode"}[mode]
             lines += ["", f"## Detection of {label} ({title}) by number of flipped bits", "",
@@ -66,9 +97,11 @@ def markdown(res: dict) -> str:
                              + " | ".join(_pct(curve[k][c]) for k in methods) + " |")
     sw = s.get("single_weight")
     if sw:
-        lines += ["", f"## Single random weight-bit flips ({sw['flips']}, {sw['effective']} "
-                  "change some golden output)", "", "| mode | " + head[2:], "|---" + sep,
-                  "| label-only | " + " | ".join(_pct(sw["label"][k]) for k in methods) + " |",
+        lines += ["", f"## Single random weight-bit flips of the deployed model ({sw['flips']}, "
+                  f"{sw['effective']} change some golden output)", "",
+                  "| mode | " + head[2:], "|---" + sep,
+                  "| label-only: the set's verdict is FAIL | "
+                  + " | ".join(_pct(sw["label"][k]) for k in methods) + " |",
                   "| label-only, strict (any label differs from the golden's) | "
                   + " | ".join(_pct(sw["label_strict"][k]) for k in methods) + " |",
                   "| exact, of effective flips | "

@@ -1,4 +1,5 @@
-"""Variants of a source model: benign (deployment) and malicious (swap, transfer, tampering).
+"""Variants of a source model: benign (deployment) and malicious (swap, transfer, extraction,
+tampering).
 
 Every function returns a new `Model`; the source is never modified. Variants that train use
 the evaluator's data set (never the generator's: generation is data-free).
@@ -37,13 +38,18 @@ def _finetune(module: nn.Module, data: Dataset, epochs: int, lr: float, seed: in
 # -- benign -------------------------------------------------------------------------------------
 def ptq(model: Model, bits: int, calib_x: np.ndarray) -> Model:
     """Post-training quantization with the deployment's quantizer (weights and activations)."""
+    return _wrap(ptq_wa(model, bits, bits, calib_x).module, model, f"ptq{bits}")
+
+
+def ptq_wa(model: Model, weight_bits: int, act_bits: int, calib_x: np.ndarray) -> Model:
+    """PTQ with separate weight and activation widths."""
     from fpgaprint.compiler.quantize import quantize_ptq
 
     if model.kind != "float":
         raise InputError(f"{model.name}: PTQ applies to float models, this one is {model.kind}")
     x = np.asarray(calib_x, dtype=np.float32).reshape((-1, *model.input_shape))
-    q = quantize_ptq(_module(model), x, weight_bits=bits, act_bits=bits)
-    return _wrap(q, model, f"ptq{bits}")
+    q = quantize_ptq(_module(model), x, weight_bits=weight_bits, act_bits=act_bits)
+    return _wrap(q, model, f"ptq-w{weight_bits}a{act_bits}")
 
 
 def qat(model: Model, bits: int, data: Dataset, epochs: int = 5, lr: float = 1e-3,
@@ -57,6 +63,69 @@ def qat(model: Model, bits: int, data: Dataset, epochs: int = 5, lr: float = 1e-
         module = quantize_ptq(_module(model), data.x_train[:512], weight_bits=bits,
                               act_bits=bits)
     return _wrap(finetune_qat(module, data, epochs=epochs, lr=lr, seed=seed), model, f"qat{bits}")
+
+
+def bnfold(model: Model, weight_bits: int | None = None, act_bits: int | None = None,
+           calib_x: np.ndarray | None = None) -> Model:
+    """BatchNorm folded into the preceding Linear/Conv weights (the BN keeps only its shift),
+    then, for float models, PTQ at the given widths. Brevitas models re-quantize the folded
+    weights with their own quantizers."""
+    module = _module(model)
+    folded = fold_batchnorm(module)
+    if not folded:
+        raise InputError(f"{model.name}: no BatchNorm after a Linear/Conv layer to fold")
+    tag = "bnfold"
+    if model.kind == "float" and weight_bits:
+        from fpgaprint.compiler.quantize import quantize_ptq
+
+        x = np.asarray(calib_x, dtype=np.float32).reshape((-1, *model.input_shape))
+        module = quantize_ptq(module, x, weight_bits=weight_bits, act_bits=act_bits)
+        tag += f"-w{weight_bits}a{act_bits}"
+    return _wrap(module.eval(), model, tag)
+
+
+def fold_batchnorm(module: nn.Module) -> int:
+    """Fold each BatchNorm1d/2d's scale into the weight layer right before it (in place).
+
+    W' = W * g / sqrt(v + eps) per output channel; the BN becomes a pure shift
+    (weight 1, mean 0, variance 1 - eps, bias beta - mean * g / sqrt(v + eps)), so layers
+    without a bias keep their structure. Returns the number of folded BatchNorms."""
+    import torch
+
+    layer_types = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
+
+    def walk(m: nn.Module):
+        children = list(m.children())
+        if isinstance(m, layer_types) or not children:
+            yield m
+            return
+        for c in children:
+            yield from walk(c)
+
+    seq = list(walk(module))
+    n = 0
+    for prev, bn in zip(seq, seq[1:]):
+        if not isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)) or not bn.track_running_stats:
+            continue
+        if not isinstance(prev, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            continue
+        with torch.no_grad():
+            g = (bn.weight if bn.affine else torch.ones_like(bn.running_var))
+            scale = g / torch.sqrt(bn.running_var + bn.eps)
+            prev.weight.mul_(scale.reshape((-1,) + (1,) * (prev.weight.dim() - 1)))
+            shift = -bn.running_mean * scale
+            if prev.bias is not None:
+                shift = shift + prev.bias * scale
+                prev.bias.zero_()
+            if bn.affine:
+                bn.bias.add_(shift)
+                bn.weight.fill_(1.0)
+            else:
+                raise InputError("BatchNorm without affine parameters cannot keep its shift")
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)
+        n += 1
+    return n
 
 
 def prunable(module: nn.Module) -> list[nn.Module]:
@@ -108,6 +177,39 @@ def shifted_finetune(model: Model, data: Dataset, epochs: int = 5, lr: float = 1
     """Fine-tuning on brightened and shifted inputs (same labels)."""
     return _wrap(_finetune(_module(model), shift_data(data), epochs, lr, seed), model,
                  "finetune-shifted")
+
+
+def mixed_finetune(model: Model, data: Dataset, epochs: int = 5, lr: float = 1e-3,
+                   seed: int = 0) -> Model:
+    """Fine-tuning on the original training data plus its shifted copy."""
+    sh = shift_data(data)
+    both = Dataset(data.name + "+shifted", np.concatenate([data.x_train, sh.x_train]),
+                   np.concatenate([data.y_train, sh.y_train]), data.x_test, data.y_test,
+                   data.input_shape, data.num_classes)
+    return _wrap(_finetune(_module(model), both, epochs, lr, seed), model, "finetune-mixed")
+
+
+def extraction(model: Model, data: Dataset, seed: int = 1, epochs: int | None = None
+               ) -> tuple[Model, dict]:
+    """Model extraction: a freshly initialized copy of the architecture trained on the
+    source's labels of natural inputs (the training split), as a thief with query access
+    would. Zoo models only (the architecture recipe)."""
+    from fpgaprint.compiler import zoo
+
+    if not model.zoo:
+        raise InputError(f"{model.name}: extraction needs the architecture (a zoo model)")
+    entry = zoo.get_entry(model.zoo)
+    stolen = Dataset(data.name + "-queried", data.x_train, model.predict(data.x_train),
+                     data.x_test, data.y_test, data.input_shape, data.num_classes)
+    import torch
+
+    torch.manual_seed(seed)
+    module = entry.build()
+    module = zoo.train(module, stolen, entry.epochs if epochs is None else epochs, entry.lr,
+                       seed=seed)
+    m = _wrap(module, model, "extraction")
+    agree = float((m.predict(data.x_test) == model.predict(data.x_test)).mean())
+    return m, {"test_agreement": agree}
 
 
 def _image_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:

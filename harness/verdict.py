@@ -21,6 +21,7 @@ from fpgaprint.core.selftest import (  # noqa: F401  (re-exported for the harnes
     Policy,
     combine,
     evaluate,
+    is_marginal,
 )
 
 
@@ -85,7 +86,8 @@ class VectorResult:
     golden_label: int | None
     exact: bool | None  # None: check not applied or no answer
     raw_diff: int | None  # differing raw elements; None when unknown
-    fingerprint: bool | None
+    fingerprint: bool | None  # the label check of the vector's tier; None: none or no answer
+    tier: str = "fingerprint"  # "fingerprint" or "boundary" (strict, deployed model's label)
 
 
 @dataclass
@@ -102,6 +104,11 @@ class Verdict:
     def match_rate(self) -> float | None:
         c = self.check("fingerprint")
         return None if c is None else c.extra.get("match_rate")
+
+    @property
+    def marginal(self) -> bool:
+        """PASS by the rule with a fingerprint interval straddling the threshold."""
+        return is_marginal(self.status, self.checks)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -127,7 +134,8 @@ def decide(
         vectors["golden_raw"] = expected.golden_raw
     ev = evaluate(answers.raw, answers.labels, vectors, policy, answers.answered,
                   answers.raw_ok, extra_checks)
-    diff, label_ok = ev.raw_diff, ev.label_ok
+    diff, label_ok, checked = ev.raw_diff, ev.label_ok, ev.label_checked
+    first_boundary = n - ev.boundary_count
     vectors_out = []
     for i in range(n):
         a = bool(answers.answered[i])
@@ -142,7 +150,9 @@ def decide(
                 ),
                 exact=None if diff is None or not a else bool(diff[i] == 0),
                 raw_diff=None if diff is None or diff[i] < 0 else int(diff[i]),
-                fingerprint=None if label_ok is None or not a else bool(label_ok[i]),
+                fingerprint=(None if label_ok is None or not a or not checked[i]
+                             else bool(label_ok[i])),
+                tier="boundary" if i >= first_boundary else "fingerprint",
             )
         )
     return Verdict(ev.status, ev.reason, ev.checks, vectors_out)

@@ -3,8 +3,12 @@
 Two modes:
 - ``selftest``: the package's embedded vectors (exact and/or fingerprint check per its policy).
 - ``challenge``: a verifier-held fingerprint set the board never stored, sent in random order,
-  each batch bound to a fresh nonce; checked by label against the set (fingerprint check), so a
+  each batch bound to a fresh nonce; checked by label against the set (fingerprint check; a
+  boundary set made from the package's golden model gets the strict boundary check), so a
   board that replays stored answers fails.
+
+A PASS whose fingerprint interval straddles the threshold is reported as NO_VERDICT (exit 3),
+with a reason starting "MARGINAL": never as a plain PASS.
 """
 
 from __future__ import annotations
@@ -90,14 +94,22 @@ def challenge_plan(pkg: "Package", fp_path: str | Path, rng: np.random.Generator
             f"{fp_path}: challenge set is on the {fp.grid.datatype} grid, the package's input "
             f"datatype is {dtype}"
         )
+    if len(fp) == 0:
+        raise InputError(f"{fp_path}: empty challenge set")
+    if fp.algorithm == "boundary":  # labels of the deployed model: bound to its golden graph
+        golden = pkg.manifest.get("files", {}).get("model/golden.onnx")
+        if fp.source_sha256 != golden:
+            raise InputError(
+                f"{fp_path}: boundary set was made from the golden model {fp.source_sha256[:16]}…"
+                f", the package {pkg.dir} holds {str(golden)[:16]}…")
+        return Plan("challenge", fp.inputs_int, Expected(fp.labels),
+                    Policy(("boundary",), 1.0, len(fp)), rng.permutation(len(fp)))
     source = pkg.policy().get("source_model_sha256")
     if source and fp.source_sha256 and source != fp.source_sha256:
         raise InputError(
             f"{fp_path}: challenge set comes from model {fp.source_sha256[:16]}…, the package "
             f"was built from {source[:16]}…"
         )
-    if len(fp) == 0:
-        raise InputError(f"{fp_path}: empty challenge set")
     policy = Policy(("fingerprint",), float(fp.threshold))
     return Plan("challenge", fp.inputs_int, Expected(fp.labels), policy,
                 rng.permutation(len(fp)))
@@ -192,11 +204,14 @@ def verify_board(
     else:
         extra = [ident] if bound is None else [ident, bound]
         verdict = decide(plan.expected, answers, plan.policy, extra_checks=extra)
-    reason = verdict.reason
+    status, reason = verdict.status, verdict.reason
     if link_error and verdict.status == NO_VERDICT and "HELLO" not in reason:
         reason = f"link error: {link_error}; {reason}"
+    if verdict.marginal:  # a pass the interval does not support: no confident verdict
+        status = NO_VERDICT
+        reason = f"no confident verdict: fingerprint: {verdict.check('fingerprint').detail}"
     return BoardOutcome(
-        port=port, status=verdict.status, reason=reason, package_id=pkg.package_id,
+        port=port, status=status, reason=reason, package_id=pkg.package_id,
         package_name=pkg.manifest.get("name", ""), mode=plan.mode, identity=identity,
         board_selftest=board_selftest, verdict=verdict, started=started,
         duration_s=time.perf_counter() - t0, nonce=",".join(nonces) or None, phases_s=phases,

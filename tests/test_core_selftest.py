@@ -80,3 +80,62 @@ def test_interval_and_marginal_flag():
     assert fp.status == PASS and fp.extra["marginal"]
     fp = evaluate(None, v["expected_labels"], v, Policy(("fingerprint",), 0.9)).check("fingerprint")
     assert fp.status == PASS and not fp.extra["marginal"]
+
+
+def test_boundary_tier_is_strict_and_separate_from_the_fingerprint_tier():
+    v = _vectors(n=30)
+    policy = Policy(("exact", "fingerprint", "boundary"), 0.5, 10)  # vectors 20..29: boundary
+    labels = v["expected_labels"].copy()
+    labels[:5] = (labels[:5] + 1) % 10  # 15/20 fingerprint matches: still a pass at 0.5
+    ev = evaluate(None, labels, v, Policy(("fingerprint", "boundary"), 0.5, 10))
+    assert ev.status == PASS and ev.check("fingerprint").extra["match_rate"] == 0.75
+    assert ev.check("boundary").detail == "10/10 labels equal the deployed model's"
+    labels[27] = (labels[27] + 1) % 10  # one boundary label moves: FAIL
+    ev = evaluate(v["golden_raw"], labels, v, policy)
+    assert ev.status == FAIL and ev.check("boundary").failed == 1
+    assert "boundary vectors 7" in ev.check("boundary").detail
+    assert ev.check("fingerprint").status == PASS and ev.check("exact").status == PASS
+    assert ev.label_ok.tolist()[27] is False and ev.label_checked.all()
+    answered = np.ones(30, bool)
+    answered[29] = False
+    ev = evaluate(None, v["expected_labels"], v, Policy(("boundary",), 1.0, 10),
+                  answered=answered)
+    assert ev.check("boundary").status == NO_VERDICT
+    assert not ev.label_checked[:20].any()  # no label check on the untiered vectors
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"checks": ["boundary"]}, "positive exactly when"),
+    ({"checks": ["exact"], "boundary_count": 3}, "positive exactly when"),
+    ({"checks": ["boundary"], "boundary_count": -1}, "from 0 to"),
+    ({"checks": ["boundary"], "boundary_count": True}, "from 0 to"),
+])
+def test_boundary_policy_fields_are_validated(bad, message):
+    with pytest.raises(InputError, match=message):
+        Policy.from_dict(bad)
+
+
+def test_boundary_count_must_fit_the_vectors():
+    p = Policy.from_dict({"checks": ["fingerprint", "boundary"], "fingerprint_threshold": 0.5,
+                          "boundary_count": 4})
+    assert p.to_dict()["boundary_count"] == 4
+    assert Policy(("exact", "fingerprint"), 0.5).to_dict() == {
+        "checks": ["exact", "fingerprint"], "fingerprint_threshold": 0.5}  # unchanged form
+    with pytest.raises(InputError, match="'boundary_count' is 4 but there are 3 vectors"):
+        p.tiers(3)
+    with pytest.raises(InputError, match="the fingerprint check has no vectors"):
+        p.tiers(4)
+    assert p.tiers(10) == (slice(0, 6), slice(6, 10))
+
+
+def test_marginal_pass_is_flagged_and_the_interval_is_in_the_detail():
+    v = _vectors(n=100)
+    labels = v["expected_labels"].copy()
+    labels[:8] = (labels[:8] + 1) % 10
+    ev = evaluate(None, labels, v, Policy(("fingerprint",), 0.9))
+    fp = ev.check("fingerprint")
+    assert ev.status == PASS and ev.marginal  # the rule passes; callers must not say PASS
+    assert fp.detail.startswith("MARGINAL: match rate 0.920 >= threshold 0.900 (92/100; "
+                                "95 % interval [0.848, 0.965])")
+    ev = evaluate(None, labels, v, Policy(("fingerprint",), 0.8), confidence=0.99)
+    assert not ev.marginal and "99 % interval" in ev.check("fingerprint").detail

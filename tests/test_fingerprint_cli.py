@@ -49,7 +49,13 @@ def run(argv, capsys):
 def test_generate_writes_calibrated_set(models, fpset):
     fs = load_set(fpset)
     assert len(fs) == 30 and fs.algorithm == "robust" and fs.seed == 1
-    assert 0 < fs.threshold < 1 and "ptq4" in fs.calibration["variants"]
+    cal = fs.calibration
+    assert {"ptq-w3a4", "prune50+ft2"} <= set(cal["benign"]) | set(cal["excluded"])
+    assert set(cal["attack"]) == {"independent-seed1001", "independent-seed1002"}
+    worst = cal["benign"][cal["worst_benign"]]["match_rate"]
+    best = cal["attack"][cal["best_attack"]]["match_rate"]
+    assert best < fs.threshold < worst and cal["gap"] == pytest.approx(worst - best)
+    assert cal["count"] == 30 and "two-sided" in cal["method"]
     assert not list(models.glob(".fp.npz.*"))  # no temporary file left behind
 
 
@@ -57,7 +63,7 @@ def test_check_source_passes(models, fpset, capsys, tmp_path):
     code, out, _ = run(["fingerprint", "check", str(models / "src.pt"), str(fpset),
                         "--expect-source", "--json", str(tmp_path / "r.json")], capsys)
     assert code == 0
-    assert out.startswith("PASS: 30/30 labels match")
+    assert out.startswith("PASS: 30/30 labels match") and "95 % interval [0.884, 1.000]" in out
     assert json.loads((tmp_path / "r.json").read_text())["passed"] is True
 
 
@@ -74,7 +80,7 @@ def test_check_swapped_fails_with_exit_1(models, fpset, capsys):
     ("foreign-npz", "not a fingerprint set"),
     ("missing-model", "no such model file"),
     ("missing-set", "no such fingerprint set"),
-    ("bad-count", "--count must be at least 1"),
+    ("bad-count", "--count: expected an integer from 1 to 10000"),
     ("unknown-zoo", "unknown zoo model"),
 ])
 def test_bad_input_exits_2(models, fpset, capsys, tmp_path, case, message):

@@ -70,33 +70,44 @@ def test_progressive_bit_search_lowers_accuracy(src, golden):
 @pytest.mark.slow
 def test_fidelity_table_quick(tmp_path, golden_path, one_thread):
     cfg = EvalConfig.quick()
-    cfg.methods = ("robust", "natural")
+    cfg.methods = ("robust", "boundary", "natural")
     cfg.flip_counts = (1, 64)
     cfg.single_flip_seeds = 5
     cfg.golden = str(golden_path)
+    cfg.attack_epochs = 20
     res, sets = evaluate("zoo:digits-mlp", cfg)
     rows = {r["name"]: r for r in res["variants"]}
-    assert rows["source"]["match"] == {"robust": 1.0, "natural": 1.0}
-    assert not rows["ptq8"]["detected"]["robust"] and not rows["finn-golden"]["detected"]["robust"]
+    assert rows["source"]["match"]["robust"] == 1.0
+    assert rows["finn-golden"]["verdict"]["boundary"] == "PASS"
+    assert rows["finn-golden"]["match"]["boundary"] == 1.0
     assert rows["swap-seed1"]["detected"]["robust"] and rows["transfer"]["detected"]["robust"]
     assert rows["transfer"]["accuracy"] < 0.2
+    assert rows["ptq8"]["info"]["spec"] == {"kind": "ptq", "weight_bits": 8, "act_bits": 8}
+    assert {"ptq3", "bnfold-w4a4", "prune70+ft", "extraction", "finetune-mixed",
+            "stuck0-1n-s0"} <= set(rows)
+    thr = res["methods"]["robust"]["threshold"]
+    cal = res["methods"]["robust"]["calibration"]
+    assert cal["attack"][cal["best_attack"]]["match_rate"] < thr
+    assert res["repeated_checks"]["boundary"] == {"checks": 3, "not_pass": 0}
     s = res["summary"]
     assert s["random_exact"]["robust"]["64"] == 1.0
+    assert s["single_weight"]["flips"] == 5
     assert len(res["bitflips"]["targeted"]) == 3
     paths = write_report(res, tmp_path / "out", sets)
     names = {p.name for p in paths}
     assert {"results.json", "table.md", "bitflips.png", "match_rates.png",
-            "examples.png", "robust.npz"} <= names
+            "examples.png", "robust.npz", "boundary.npz"} <= names
     assert json.loads((tmp_path / "out" / "results.json").read_text())["model"]["kind"] == "float"
     md = (tmp_path / "out" / "table.md").read_text()
-    assert "| swap-seed1 | swap (attack) |" in md and "## Detection per attack family" in md
+    assert "| swap-seed1 | swap (attack) |" in md and "## Detection (FAIL) per attack" in md
+    assert "checked repeatedly in random order" in md
 
 
 @pytest.mark.slow
 def test_check_runs_golden_and_qonnx_files(src, golden_path, tmp_path, capsys):
     from fpgaprint.cli import main
 
-    fs = generate(src, "robust", 20, seed=5).with_threshold(0.9, {"method": "fixed"})
+    fs = generate(src, "robust", 20, seed=5).with_threshold(0.8, {"method": "fixed"})
     fs.save(tmp_path / "fp.npz")
     qonnx = golden_path.parent / "qonnx.onnx"
     for path, kind in ((golden_path, "golden"), (qonnx, "qonnx")):
@@ -114,7 +125,7 @@ def test_check_runs_golden_and_qonnx_files(src, golden_path, tmp_path, capsys):
 def test_stale_golden_model_is_refused(tmp_path):
     """A golden model built from another model would make every method 'detect' the build."""
     from fpgaprint.core.errors import InputError
-    from fpgaprint.fingerprint.evaluate import _check_golden_source
+    from fpgaprint.fingerprint.calibrate import check_golden_source as _check_golden_source
 
     (tmp_path / "model").mkdir()
     (tmp_path / "reports").mkdir()

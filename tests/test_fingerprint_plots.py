@@ -34,16 +34,19 @@ def results() -> dict:
     summary["random_label"]["vanilla"]["256"] = 0.15
     summary["targeted_exact"]["robust"]["3"] = None
     variants = [{"name": "source", "family": "source", "benign": True, "accuracy": 0.97,
-                 "match": {m: 1.0 for m in METHODS}, "detected": {m: False for m in METHODS}}]
+                 "match": {m: 1.0 for m in METHODS}, "detected": {m: False for m in METHODS},
+                 "verdict": {m: "PASS" for m in METHODS}}]
     for i in range(14):
         match = {m: 0.95 if i < 4 else float(rng.uniform()) for m in METHODS}
         variants.append({"name": f"v{i}", "family": "ptq" if i < 8 else "swap",
                          "benign": i < 8, "accuracy": 0.9, "match": match,
-                         "detected": {m: v < 0.5 for m, v in match.items()}})
+                         "detected": {m: v < 0.5 for m, v in match.items()},
+                         "verdict": {m: "FAIL" if v < 0.5 else "PASS"
+                                     for m, v in match.items()}})
     return {"model": {"name": "zoo:digits-mlp", "sha256": "ab" * 32, "kind": "float",
                       "input_shape": [64], "data": "digits"},
             "config": {"count": 100},
-            "methods": {m: {"threshold": 0.5, "threshold_data": 0.5} for m in METHODS},
+            "methods": {m: {"threshold": 0.5, "calibration": {"gap": 0.3}} for m in METHODS},
             "variants": variants, "bitflips": True, "summary": summary}
 
 

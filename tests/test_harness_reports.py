@@ -106,7 +106,8 @@ def test_fingerprint_failure_names_the_vectors(tmp_path):
     cases = {c.name: c for s in valid(tmp_path / "j.xml") for c in s}
     assert cases["fingerprint"].classname == "fpgaprint.verify.SN_7_a"  # no dots in the class
     failure = cases["fingerprint"].result[0]
-    assert failure.message == "match rate 0.667 < threshold 0.750 (8/12 labels match, 9 required)"
+    assert failure.message.startswith(
+        "match rate 0.667 < threshold 0.750 (8/12 labels match, 9 required; 95 % interval")
     assert "match_rate 0.667" in failure.text
     wrong = [v.index for v in o.verdict.vectors if v.fingerprint is False]
     assert len(wrong) == 4
