@@ -1,0 +1,47 @@
+"""Progress: timestamped lines with a heartbeat off a terminal, nothing without a console."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+
+from rich.console import Console
+
+from fpgaprint.core.progress import Progress
+
+
+def test_lines_off_a_terminal_never_go_quiet():
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=False, width=200)
+    with Progress(console, heartbeat=0.2) as p:
+        with p.task("build", total=3) as t:
+            t.advance(detail="step streamline")
+            time.sleep(0.9)
+            t.advance(2)
+        p.log("summary line")
+    lines = buf.getvalue().splitlines()
+    assert all(re.match(r"\d\d:\d\d:\d\d ", line) for line in lines), lines
+    assert lines[0].endswith("build …")
+    assert any("build 1/3: step streamline" in line for line in lines)
+    beats = [line for line in lines if re.search(r"build 1/3: step streamline … \d+ s$", line)]
+    assert len(beats) >= 2  # at least one line per heartbeat while the step runs
+    assert re.search(r"build 3/3: step streamline \(done in \d+\.\d s\)$", lines[-2])
+    assert lines[-1].endswith("summary line")
+
+
+def test_no_console_shows_nothing_and_costs_no_thread():
+    with Progress(None) as p:
+        assert p._beat is None
+        with p.task("x", total=1) as t:
+            t.advance()
+
+
+def test_terminal_gets_bars_not_lines():
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=120)
+    with Progress(console, heartbeat=0.05) as p:
+        assert p._rich is not None and p._beat is None
+        with p.task("train", total=2) as t:
+            t.advance(detail="epoch 1")
+    assert not re.search(r"^\d\d:\d\d:\d\d ", buf.getvalue(), re.M)
