@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/reliability.py --package $(DEMO)/package
 	$(BIN)/python bench/fingerprint.py
 	$(BIN)/python bench/rtlsim.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf build .pytest_cache

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fpgaprint.core.atomic import write_atomic, write_json
 from fpgaprint.core.cluster import (
+    PROCESS_LOCK,
     Cluster,
     TaskView,
     code_identity,
@@ -339,10 +340,15 @@ def _read_report(out: Path) -> dict:
 def run_build(job: BuildJob) -> dict[str, Any]:
     """Build one matrix entry here (a Dask worker or the client); never raises for a build
     error: the record carries it. Writes the record to OUT/../.matrix/NAME.json."""
+    with PROCESS_LOCK:
+        task_started()
+        return _run_build(job)
+
+
+def _run_build(job: BuildJob) -> dict[str, Any]:
     from fpgaprint.compiler.build import build_model
     from fpgaprint.compiler.config import BuildConfig
 
-    task_started()
     t0 = time.perf_counter()
     out = Path(job.out)
     rec: dict[str, Any] = {"name": job.name, "model": job.model, "board": job.board,

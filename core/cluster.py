@@ -78,6 +78,12 @@ def code_identity() -> dict[str, str]:
     return {"version": fpgaprint.__version__, "code": h.hexdigest()}
 
 
+# One task at a time per process: builds redirect stdout and set FINN's environment, jobs
+# set torch's global thread count and seeds (a worker started with --nthreads > 1 still runs
+# our tasks one after the other).
+PROCESS_LOCK = threading.Lock()
+
+
 def task_started(**info: Any) -> None:
     """Tell the client that the current task started (on a Dask worker; a no-op elsewhere)."""
     try:
@@ -151,7 +157,7 @@ def _check_workers(client, mode: str) -> tuple[list[str], dict[str, str]]:
 
 @contextlib.contextmanager
 def connect(mode: str | None, workers: int | None = None, say: Callable[[str], None] | None
-            = None) -> Iterator[Cluster]:
+            = None, timeout: float = CONNECT_TIMEOUT) -> Iterator[Cluster]:
     """A `Cluster` for `mode` (serial, local, or a scheduler address), closed on exit.
 
     local: a LocalCluster of `workers` processes (default: one per core) with one thread each;
@@ -177,7 +183,7 @@ def connect(mode: str | None, workers: int | None = None, say: Callable[[str], N
             client = stack.enter_context(Client(cluster))
         else:
             try:
-                client = stack.enter_context(Client(mode, timeout=CONNECT_TIMEOUT))
+                client = stack.enter_context(Client(mode, timeout=timeout))
             except (OSError, TimeoutError) as e:
                 raise LinkError(f"--scheduler {mode}: cannot reach the Dask scheduler "
                                 f"({type(e).__name__}: {e})") from None

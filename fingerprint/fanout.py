@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any, Callable
 
-from fpgaprint.core.cluster import Cluster, Outcome, describe_error, fan_out
+from fpgaprint.core.cluster import PROCESS_LOCK, Cluster, Outcome, describe_error, fan_out
 
 Job = tuple[str, Callable[..., Any], tuple]  # (name, function, arguments)
 
@@ -31,7 +31,7 @@ def run_job(job: Job) -> tuple[Any, float]:
 
     name, fn, args = job
     seed = job_seed(name)
-    with deterministic_torch():
+    with PROCESS_LOCK, deterministic_torch():
         torch.manual_seed(seed)
         np.random.seed(seed)
         t0 = time.perf_counter()
