@@ -24,7 +24,6 @@ import torch.nn.functional as F
 
 from fpgaprint.core.errors import InputError
 from fpgaprint.core.fpset import FingerprintSet
-from fpgaprint.core.grid import InputGrid
 from fpgaprint.fingerprint.highpass import highpass
 from fpgaprint.fingerprint.perturb import ParamSampler, PerturbConfig
 from fpgaprint.fingerprint.source import Model
@@ -87,7 +86,7 @@ class Generator:
         self.p = params
         self.seed = seed
         self.gen = torch.Generator().manual_seed(seed)
-        self.grid = InputGrid(params.grid_bits)
+        self.grid = model.input_grid(params.grid_bits)
         self.module = model.module.eval()
         self.robust = algorithm in ("robust", "sensitive")
         self.sampler = ParamSampler(self.module, params.perturb, model.kind == "float", self.gen)
@@ -110,18 +109,19 @@ class Generator:
     def project(self, x: torch.Tensor, low: torch.Tensor | None) -> torch.Tensor:
         if self.hp is not None:
             x = low + self.hp(x).reshape(x.shape)
-        return x.clamp(0.0, 1.0)
+        return x.clamp(self.grid.lo, self.grid.hi)
 
     def optimize(self, t: np.ndarray, on_step=None) -> np.ndarray:
-        """PGD from uniform noise toward targets `t`; returns float inputs in [0, 1].
+        """PGD from uniform noise toward targets `t`; returns float inputs in the grid's range.
 
         An example stops moving once its worst margin reaches `target_margin`, so it stays
         close to its noise start instead of drifting to a class prototype that every model
         trained on the same task would recognize.
         """
         shape = (len(t), *self.model.input_shape)
-        x = torch.rand(shape, generator=self.gen)
-        low = torch.full(shape, 0.5) if self.hp is not None else None
+        lo, span = self.grid.lo, self.grid.hi - self.grid.lo
+        x = lo + span * torch.rand(shape, generator=self.gen)
+        low = torch.full(shape, lo + 0.5 * span) if self.hp is not None else None
         x = self.project(x, low)
         target = torch.from_numpy(t).long()
         bshape = (-1,) + (1,) * len(self.model.input_shape)
@@ -132,7 +132,8 @@ class Generator:
             active = (worst < self.p.target_margin).float().reshape(bshape)
             decay = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, self.p.steps)))
             with torch.no_grad():
-                x = self.project(x - self.p.step_size * decay * active * grad.sign(), low)
+                x = self.project(x - self.p.step_size * span * decay * active * grad.sign(),
+                                 low)
             if on_step:
                 on_step()
         return x.detach().numpy()
@@ -197,7 +198,7 @@ class Generator:
             seed=self.seed,
             source_sha256=self.model.sha256,
             input_shape=self.model.input_shape,
-            grid_bits=self.p.grid_bits,
+            grid=self.grid,
         )
 
 

@@ -15,7 +15,7 @@ from fpgaprint.core.golden import GoldenModel
 
 def _assert_bit_exact(report: dict) -> None:
     stages = {r["stage"]: r for r in report["equivalence"]}
-    for name in ("qonnx", "tidy_up", "input_grid", "streamline", "convert_to_hw",
+    for name in ("qonnx", "input_grid", "qonnx_to_finn", "tidy_up", "streamline", "convert_to_hw",
                  "minimize_bit_width", "dataflow_parent"):
         assert stages[name]["ok"], (name, stages[name])
         assert stages[name]["label_mismatches"] == 0
@@ -51,7 +51,8 @@ def test_resume_reruns_from_first_changed_step(digits_build, tmp_path):
     res = build_model("zoo:digits-mlp", "Pynq-Z1", out,
                       BuildConfig(equivalence_samples=16, target_fps=20_000))
     skipped = set(res.skipped_steps)
-    assert {"qonnx_to_finn", "streamline", "convert_to_hw", "specialize_layers"} <= skipped
+    assert {"input_grid", "qonnx_to_finn", "streamline", "convert_to_hw",
+            "specialize_layers"} <= skipped
     assert "folding" not in skipped and "codegen" not in skipped
     again = build_model("zoo:digits-mlp", "Pynq-Z1", out,
                         BuildConfig(equivalence_samples=16, target_fps=20_000))
@@ -116,12 +117,12 @@ def test_a_stage_that_changes_the_function_fails_the_build_and_is_named(tmp_path
     assert orig.name == "minimize_bit_width"
 
     def corrupting(model, ctx):
-        model = orig.fn(model, ctx)
+        model, fragment = orig.fn(model, ctx)
         node = model.get_nodes_by_op_type("MVAU")[-1]
         w = model.get_initializer(node.input[1]).copy()
         w.flat[0] = -w.flat[0] if w.flat[0] else 1.0
         model.set_initializer(node.input[1], w)
-        return model
+        return model, fragment
 
     steps = list(cb.STEPS)
     steps[5] = dataclasses.replace(orig, fn=corrupting)
@@ -133,14 +134,18 @@ def test_a_stage_that_changes_the_function_fails_the_build_and_is_named(tmp_path
     assert not (out / "reports" / "build.json").exists()
     failed = json.loads((out / "reports" / "build.failed.json").read_text())
     assert failed["status"] == "failed" and "minimize_bit_width" in failed["error"]
+    stages = {r["stage"]: r["ok"] for r in failed["equivalence"]}
+    assert stages["convert_to_hw"] and not stages["minimize_bit_width"]
+    assert EquivalenceError.exit_code == 1  # the compiled model does not match: a FAIL
 
 
 def test_equivalence_checker_tolerates_round_off_but_not_integer_drift():
     from fpgaprint.compiler.equivalence import EquivalenceChecker
+    from fpgaprint.core.grid import InputGrid
 
     x = np.zeros((3, 4), np.int64)
     ref = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0], [0.5, 0.1, 0.2]], np.float32)
-    eq = EquivalenceChecker(x, 255)
+    eq = EquivalenceChecker(x, InputGrid())
     eq.add("float_a", ref, exact=False)
     eq.add("float_b", ref + 1e-6, exact=False)  # float32 round-off
     eq.add("int_a", ref, exact=True)
