@@ -187,6 +187,12 @@ def export_qonnx(module, input_shape, dst: Path) -> None:
     import torch
     from brevitas.export import export_qonnx as _export
 
+    import onnx
+
     module.eval()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         _export(module, torch.zeros((1, *input_shape)), str(dst))
+    # one self-contained file: the exporter may put the tensors beside it (.onnx.data)
+    proto = onnx.load(str(dst))
+    onnx.save(proto, str(dst))
+    Path(f"{dst}.data").unlink(missing_ok=True)

@@ -341,11 +341,14 @@ def grid_of(model, input_bits: int):
 
     from fpgaprint.core.grid import InputGrid
 
-    model = cleanup_model(copy.deepcopy(model))
+    model = copy.deepcopy(model)
+    mark_user_nodes(model)
+    model = cleanup_model(model)
     quant = _input_quant(model)
     if quant is None:
         return InputGrid(input_bits)
-    where = f"input quantizer {quant.name}"
+    name = user_node(model, quant).split(" ", 1)[1]
+    where = f"input quantizer {name}"
     if quant.op_type == "BipolarQuant":
         raise UnsupportedModelError(f"{where}: a bipolar (±1) input cannot be the "
                                     "accelerator's integer input; use a 2-bit or wider Quant")
@@ -369,7 +372,7 @@ def grid_of(model, input_bits: int):
     s = float(np.asarray(scale).reshape(-1)[0])
     if not (np.isfinite(s) and s > 0):
         raise UnsupportedModelError(f"{where}: scale {s!r} is not a positive number")
-    return InputGrid(int(b), signed, s, narrow and signed, quant.name)
+    return InputGrid(int(b), signed, s, narrow and signed, name)
 
 
 def step_streamline(model, ctx):
@@ -381,10 +384,13 @@ def step_convert_to_hw(model, ctx):
     """FINN+'s step_convert_to_hw (MVAU, VVAU, Thresholding, Pool, ConvInpGen, elementwise…).
 
     fpgaprint: float elementwise layers at the end of the graph (the output scale and bias)
-    go back to the host, so the accelerator's raw output is the integer the exact check
-    compares; then every node left outside the HW layers is named as the user wrote it."""
+    and reshapes at either end go back to the host, so the accelerator's raw output is the
+    integer the exact check compares and its input the grid's integers; a node left outside
+    the HW layers is named as the user wrote it."""
+    _check_integer_inputs(model)
     model = finn_steps().step_convert_to_hw(model, ctx.finn)
     model = _float_tail_to_host(model)
+    model = _edge_reshapes_to_host(model)
     _check_mapped(model)
     first = next(n for n in model.graph.node if n.domain.startswith(HW_DOMAIN))
     dt = model.get_tensor_datatype(first.input[0]).name
@@ -392,6 +398,69 @@ def step_convert_to_hw(model, ctx):
         raise UnsupportedModelError(f"the accelerator's first layer {first.name} takes {dt}, "
                                     f"not the input grid's {ctx.grid.datatype}")
     return model, {}
+
+
+JOIN_OPS = ("Add", "Sub", "Concat", "Mul")  # where branches with different scales meet
+
+
+def _check_integer_inputs(model) -> None:
+    """A MatMul/Conv whose input streamlining left in float cannot become an integer HW
+    layer: name the user's node that kept the scale from being absorbed (often a residual
+    join), rather than a node FINN+ inserted later."""
+    for n in model.graph.node:
+        if n.op_type not in ("MatMul", "Conv") or model.get_initializer(n.input[1]) is None:
+            continue
+        if model.get_tensor_datatype(n.input[0]).is_integer():
+            continue
+        culprit = _nearest_user_node(model, n)
+        raise UnsupportedModelError(
+            f"operator {culprit} could not be mapped onto FINN+ HW layers: streamlining "
+            f"cannot move the float scale past it, so {n.op_type} {n.name} "
+            f"gets non-integer inputs")
+
+
+def _nearest_user_node(model, node) -> str:
+    """The closest marked node upstream of `node` or beside it, joins first."""
+    seen, frontier, found = {node.name}, [node], []
+    for _ in range(6):
+        nxt = []
+        for n in frontier:
+            for t in n.input:
+                p = model.find_producer(t)
+                if p is None or p.name in seen:
+                    continue
+                seen.add(p.name)
+                nxt.append(p)
+                for c in model.find_consumers(p.output[0]):
+                    if c.name not in seen:
+                        seen.add(c.name)
+                        nxt.append(c)
+        found += [n for n in nxt if n.doc_string.startswith(USER_NODE)]
+        frontier = nxt
+    joins = [n for n in found if n.op_type in JOIN_OPS]
+    pick = (joins or found or [node])[0]
+    return user_node(model, pick)
+
+
+def _edge_reshapes_to_host(model):
+    """HW Reshape layers that read the graph input or write its output: host Reshapes."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    ends = {model.graph.input[0].name} | {o.name for o in model.graph.output}
+    for i, node in enumerate(list(model.graph.node)):
+        if node.op_type != "Reshape" or not node.domain.startswith(HW_DOMAIN):
+            continue
+        if node.input[0] not in ends and node.output[0] not in ends:
+            continue
+        shape = np.asarray(getCustomOp(node).get_nodeattr("out_shape"), dtype=np.int64)
+        init = f"{node.name}_shape"
+        model.graph.initializer.append(helper.make_tensor(init, TensorProto.INT64,
+                                                          [len(shape)], shape.tolist()))
+        host = helper.make_node("Reshape", [node.input[0], init], list(node.output),
+                                name=node.name, doc_string=node.doc_string)
+        model.graph.node.remove(node)
+        model.graph.node.insert(i, host)
+    return model
 
 
 def _float_tail_to_host(model):
