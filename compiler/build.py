@@ -118,8 +118,11 @@ def build_model(
     fp = _load_fingerprint(fingerprint) if fingerprint else None
     if fp is not None:
         _check_key(key, allow_unsigned)
-    if not spec.startswith("zoo:") and not Path(spec).exists():
-        raise InputError(f"{spec}: no such model file")
+    if not spec.startswith("zoo:"):
+        if not Path(spec).is_file():
+            raise InputError(f"{spec}: no such model file")
+        if Path(spec).stat().st_size == 0:
+            raise InputError(f"{spec}: empty file, not a model")
     out = Path(out)
     _prepare_out(out)
     log = _Log(out, console)

@@ -184,10 +184,9 @@ def export_qonnx(module, input_shape, dst: Path) -> None:
     import contextlib
     import io
 
+    import onnx
     import torch
     from brevitas.export import export_qonnx as _export
-
-    import onnx
 
     module.eval()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
