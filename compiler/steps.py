@@ -75,8 +75,19 @@ def finn_steps():
 # ---------------------------------------------------------------- recorded inputs
 
 
-def _plain(value: Any) -> Any:
-    """A JSON-comparable form of a config value."""
+# config values naming files whose contents are the step's input
+FILE_KEYS = {"config.folding_config", "finn.folding_config_file",
+             "finn.specialize_layers_config_file", "finn.layouts_config_file"}
+
+
+def _plain(key: str, value: Any) -> Any:
+    """A JSON-comparable form of a config value (a named file: its path and SHA-256)."""
+    if key in FILE_KEYS and value is not None:
+        import hashlib
+
+        p = Path(value)
+        digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+        return {"path": str(value), "sha256": digest}
     return json.loads(json.dumps(value, default=str, sort_keys=True))
 
 
@@ -90,7 +101,8 @@ class Recorder:
 
     def note(self, key: str, value: Any) -> None:
         if key not in self.IGNORED and not callable(value):
-            self.reads.setdefault(key, _plain(value))
+            if key not in self.reads:
+                self.reads[key] = _plain(key, value)
 
     def proxy(self, prefix: str, obj: Any) -> Any:
         """`obj` with attribute reads recorded (methods of the object included)."""
@@ -129,7 +141,7 @@ def current_value(key: str, sources: dict[str, Any]) -> Any:
     prefix, name = key.split(".", 1)
     obj = sources.get(prefix)
     try:
-        return _plain(getattr(obj, name))
+        return _plain(key, getattr(obj, name))
     except AttributeError:
         return ("missing", key)
 
@@ -615,8 +627,6 @@ def step_folding(model, ctx):
 
 def _check_folding_names(model, path) -> None:
     """Every node a folding JSON names exists (FINN+ would ignore it silently)."""
-    from qonnx.transformation.general import GiveUniqueNodeNames  # noqa: F401
-
     p = Path(path)
     try:
         cfg = json.loads(p.read_text())

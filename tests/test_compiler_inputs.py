@@ -156,7 +156,8 @@ def test_cli_edges_exit_2_naming_the_flag(tmp_path, run_cli, args, flag):
     assert not (tmp_path / "o").exists() and not (tmp_path / "m.pt").exists()
 
 
-def test_folding_entry_for_an_unknown_node_is_an_error(digits_build, tmp_path):
+def test_folding_json_contents_are_a_step_input(digits_build, tmp_path):
+    """An edited folding JSON reruns the folding step; an entry for no node is an error."""
     import json
     import shutil
 
@@ -164,9 +165,16 @@ def test_folding_entry_for_an_unknown_node_is_an_error(digits_build, tmp_path):
 
     out = tmp_path / "pkg"
     shutil.copytree(digits_build.out, out)
+    names = [s for s in json.loads((out / "finn" / "state.json").read_text())["steps"]]
+    assert "folding" in names
     fold = tmp_path / "fold.json"
+    cfg = BuildConfig(equivalence_samples=16, folding_config=str(fold))
+    fold.write_text(json.dumps({"Defaults": {}, "MVAU_hls_0": {"PE": 1}}))
+    first = build_model("zoo:digits-mlp", "Pynq-Z1", out, cfg)
+    assert "folding" not in first.skipped_steps and first.report["folding"]["source"]
+    again = build_model("zoo:digits-mlp", "Pynq-Z1", out, cfg)
+    assert "folding" in again.skipped_steps
     fold.write_text(json.dumps({"Defaults": {}, "MVAU_hls_0": {"PE": 1},
                                 "MVAU_hls_9": {"PE": 2}}))
     with pytest.raises(InputError, match="folding entry 'MVAU_hls_9' names no node"):
-        build_model("zoo:digits-mlp", "Pynq-Z1", out,
-                    BuildConfig(equivalence_samples=16, folding_config=str(fold)))
+        build_model("zoo:digits-mlp", "Pynq-Z1", out, cfg)

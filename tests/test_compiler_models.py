@@ -174,20 +174,25 @@ def test_two_builds_give_one_package_id(depthwise):
     assert (a / "build.log").read_bytes() != (b / "build.log").read_bytes()
     r = _cli("package", "diff", a, b)
     assert r.returncode == 0 and "identical" in r.stdout, r.stdout + r.stderr
+    from fpgaprint.compiler.package import write_tar
+
+    os.environ["SOURCE_DATE_EPOCH"] = EPOCH
+    try:
+        tars = [write_tar(p).read_bytes() for p in (a, b)]
+    finally:
+        del os.environ["SOURCE_DATE_EPOCH"]
+    assert tars[0] == tars[1]  # the tar too, extras left out
 
 
-def test_package_diff_names_what_differs(depthwise, tmp_path, keypair):
-    d = depthwise["dir"]
-    other = tmp_path / "pkg"
-    r = _cli("build", depthwise["onnx"], "--out", other, "--fingerprint", d / "fp.npz",
-             "--key", keypair[0], "--samples", 4, "--clock-ns", "8",
-             env={"SOURCE_DATE_EPOCH": EPOCH, "FINN_BUILD_DIR": str(d)})
-    assert r.returncode == 0, r.stderr
-    r = _cli("package", "diff", depthwise["pkgs"][0], other)
+def test_package_diff_names_what_differs(depthwise, signed):
+    r = _cli("package", "diff", depthwise["pkgs"][0], signed["pkg"])
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "manifest:  clock_ns: 10.0 / 8.0" in r.stdout
-    assert "differs:   hw/src/" in r.stdout  # the HLS scripts carry the clock
-    assert "model/golden.onnx" not in r.stdout
+    lines = r.stdout.splitlines()
+    assert "differs:   model/golden.onnx" in lines
+    assert any(line.startswith("only in A: hw/src/VVAU") for line in lines)
+    assert "manifest:  name: 'dw' / 'signed'" in lines
+    assert any(line.startswith("manifest:  io: ") for line in lines)
+    assert not any("build.log" in line or "reports/" in line for line in lines)  # extras
 
 
 def test_avgpool_round_is_refused_naming_the_layer(tmp_path, run_cli):
