@@ -114,7 +114,7 @@ def finn_config(config: BuildConfig, board, output_dir: str | Path, **extra: Any
     """FINN+'s DataflowBuildConfig for `config` on `board` (what FINN+'s steps read)."""
     from finn.builder import build_dataflow_config as bc
 
-    return bc.DataflowBuildConfig(
+    values = dict(
         output_dir=str(output_dir),
         synth_clk_period_ns=float(config.clock_ns or board.clock_ns),
         board=board.finn_board,
@@ -127,5 +127,6 @@ def finn_config(config: BuildConfig, board, output_dir: str | Path, **extra: Any
         mvau_wwidth_max=config.mvau_wwidth_max,
         standalone_thresholds=config.standalone_thresholds,
         minimize_bit_width=True,
-        **extra,
     )
+    values.update(extra)
+    return bc.DataflowBuildConfig(**values)
