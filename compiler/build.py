@@ -88,13 +88,16 @@ def _prepare_out(out: Path) -> None:
 
 
 def _code_key(step) -> str:
-    """What a step's code is: its wrapper's source, the FINN+ step functions it calls and
-    the FINN+ version (a changed step invalidates its saved results)."""
+    """What a step's code is: the source of the module defining it (its wrapper and helpers),
+    the FINN+ step functions it calls and the FINN+ version (a changed step invalidates its
+    saved results)."""
+    import sys
     from importlib import metadata
 
     from fpgaprint.compiler.steps import finn_steps
 
-    parts = [inspect.getsource(step.fn), metadata.version("finn-plus")]
+    parts = [inspect.getsource(sys.modules[step.fn.__module__]), step.name,
+             metadata.version("finn-plus")]
     parts += [inspect.getsource(getattr(finn_steps(), f)) for f in step.finn]
     return _sha("\n".join(parts))
 
