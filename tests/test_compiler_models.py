@@ -34,12 +34,12 @@ def _stages_exact(report: dict) -> None:
         assert stages[name]["exact"] and stages[name]["max_abs_diff"] == 0.0
 
 
-def _fingerprint(module, shape, classes: int, path: Path, count: int = 16):
+def _fingerprint(module, shape, classes: int, path: Path, count: int = 12):
     from fpgaprint.fingerprint.generate import GenParams, generate
     from fpgaprint.fingerprint.source import from_module
 
     fs = generate(from_module(module, shape, classes), "vanilla", count, seed=0,
-                  params=GenParams(steps=80, min_margin=0.02, target_margin=0.2))
+                  params=GenParams(steps=30, min_margin=0.02, target_margin=0.1))
     fs.save(path)
     return fs
 
@@ -59,9 +59,8 @@ def signed(tmp_path_factory, keypair):
     module, shape = models.signed_input_mlp()
     onnx_path = models.export(module, shape, d / "signed.onnx")
     fs = _fingerprint(module, shape, 5, d / "fp.npz")
-    r = _cli("build", onnx_path, "--out", d / "pkg", "--fingerprint", d / "fp.npz",
-             "--key", keypair[0], "--samples", 8, env={"FINN_BUILD_DIR": str(d)})
-    assert r.returncode == 0, r.stderr
+    build_model(str(onnx_path), "Pynq-Z1", d / "pkg", BuildConfig(equivalence_samples=8),
+                fingerprint=d / "fp.npz", key=keypair[0])
     return {"dir": d, "pkg": d / "pkg", "fs": fs, "onnx": onnx_path}
 
 
