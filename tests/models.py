@@ -30,6 +30,23 @@ def signed_input_mlp(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
     return _settle(model, (16,)), (16,)
 
 
+def unsigned4_input_mlp(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
+    """An unsigned 4-bit input quantizer of its own (not the default 8-bit grid)."""
+    import brevitas.nn as qnn
+    from brevitas.quant import Uint8ActPerTensorFloat
+
+    _seed(seed)
+    model = nn.Sequential(
+        qnn.QuantIdentity(act_quant=Uint8ActPerTensorFloat, bit_width=4,
+                          return_quant_tensor=True),
+        qnn.QuantLinear(16, 12, bias=False, weight_bit_width=3),
+        nn.BatchNorm1d(12),
+        qnn.QuantReLU(bit_width=3),
+        qnn.QuantLinear(12, 5, bias=False, weight_bit_width=3),
+    )
+    return _settle(model, (16,)), (16,)
+
+
 def depthwise_cnn(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
     """Conv → depthwise conv (groups = channels, VVAU) → linear."""
     import brevitas.nn as qnn

@@ -110,6 +110,25 @@ def test_fingerprint_grid_must_match_the_accelerator(signed, tmp_path, run_cli):
         "status"] == "failed"
 
 
+def test_own_4_bit_input_quantizer_is_the_grid(tmp_path):
+    """Every integer of the model's own UINT4 grid gives the Brevitas model's label."""
+    import torch
+
+    module, shape = models.unsigned4_input_mlp()
+    path = models.export(module, shape, tmp_path / "m.onnx")
+    res = build_model(str(path), "Pynq-Z1", tmp_path / "o", BuildConfig(equivalence_samples=8),
+                      allow_unsigned=True)
+    grid = res.frontend.grid
+    assert (grid.datatype, grid.qmin, grid.qmax) == ("UINT4", 0, 15)
+    _stages_exact(res.report)
+    x = np.random.default_rng(0).integers(0, 16, (64, *shape))
+    _, logits, labels = GoldenModel(res.golden_path).run(x)
+    with torch.no_grad():
+        ref = module(torch.from_numpy(grid.to_float(x))).numpy()
+    np.testing.assert_allclose(logits, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    assert (labels == ref.argmax(1)).all()
+
+
 def test_unrepresentable_input_range_names_the_quantizer(tmp_path, run_cli):
     """An asymmetric (non-zero zero point) input quantizer cannot be the integer input."""
     module, shape = models.signed_input_mlp()
