@@ -111,38 +111,54 @@ def test_reference_topologies_bit_exact(tmp_path, name):
         assert {"ConvolutionInputGenerator", "Pool"} <= ops
 
 
-def test_a_stage_that_changes_the_function_fails_the_build_and_is_named(tmp_path, monkeypatch):
-    """Corrupt one weight inside a step: the build fails naming that stage, and no report
-    claims success."""
+def _flip_mvau_weight(model):
+    node = model.get_nodes_by_op_type("MVAU")[-1]
+    w = model.get_initializer(node.input[1]).copy()
+    w.flat[0] = -w.flat[0] if w.flat[0] else 1.0
+    model.set_initializer(node.input[1], w)
+
+
+def _quarter_output_scale(model):
+    """What a miscompiled average pool did: 0.25x the output."""
+    node = [n for n in model.graph.node if n.op_type == "Mul"
+            and model.get_initializer(n.input[1]) is not None][-1]
+    model.set_initializer(node.input[1], model.get_initializer(node.input[1]) * 0.25)
+
+
+@pytest.mark.parametrize("step, corrupt, kind, before", [
+    ("minimize_bit_width", _flip_mvau_weight, "bit-exact", "convert_to_hw"),
+    ("qonnx_to_finn", _quarter_output_scale, "float32 round-off", "input_grid"),
+])
+def test_a_stage_that_changes_the_function_fails_the_build_and_is_named(
+        tmp_path, monkeypatch, run_cli, step, corrupt, kind, before):
+    """Corrupt a step's result: the build exits 1 naming that step, fills build.failed.json
+    with the stages compared, and no report claims success."""
     import dataclasses
 
     import fpgaprint.compiler.build as cb
-    from fpgaprint.core.errors import EquivalenceError
 
-    orig = cb.STEPS[5]
-    assert orig.name == "minimize_bit_width"
+    i = [s.name for s in cb.STEPS].index(step)
+    orig = cb.STEPS[i]
 
     def corrupting(model, ctx):
         model, fragment = orig.fn(model, ctx)
-        node = model.get_nodes_by_op_type("MVAU")[-1]
-        w = model.get_initializer(node.input[1]).copy()
-        w.flat[0] = -w.flat[0] if w.flat[0] else 1.0
-        model.set_initializer(node.input[1], w)
+        corrupt(model)
         return model, fragment
 
     steps = list(cb.STEPS)
-    steps[5] = dataclasses.replace(orig, fn=corrupting)
+    steps[i] = dataclasses.replace(orig, fn=corrupting)
     monkeypatch.setattr(cb, "STEPS", steps)
     out = tmp_path / "bad"
-    with pytest.raises(EquivalenceError, match="stage 'minimize_bit_width'.*bit-exact"):
-        build_model("zoo:digits-mlp", "Pynq-Z1", out,
-                    BuildConfig(equivalence_samples=8, zoo_epochs=1))
+    cfg = tmp_path / "b.yaml"
+    cfg.write_text("zoo_epochs: 1\nequivalence_samples: 8\n")
+    code, _, err = run_cli("build", "zoo:digits-mlp", "--out", out, "--config", cfg)
+    assert code == 1, err
+    assert f"stage '{step}'" in err and kind in err and err.count("error:") == 1, err
     assert not (out / "reports" / "build.json").exists()
     failed = json.loads((out / "reports" / "build.failed.json").read_text())
-    assert failed["status"] == "failed" and "minimize_bit_width" in failed["error"]
+    assert failed["status"] == "failed" and step in failed["error"]
     stages = {r["stage"]: r["ok"] for r in failed["equivalence"]}
-    assert stages["convert_to_hw"] and not stages["minimize_bit_width"]
-    assert EquivalenceError.exit_code == 1  # the compiled model does not match: a FAIL
+    assert stages[before] and not stages[step]
 
 
 def test_equivalence_checker_tolerates_round_off_but_not_integer_drift():
