@@ -23,16 +23,18 @@ def bare_finn(qonnx: Path, out: Path, config, board) -> dict[str, float]:
     """The same FINN+ transformations as the build's steps, without checks or reports."""
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from fpgaprint.compiler.steps import STEPS, BuildContext
+    from fpgaprint.compiler.config import finn_config
+    from fpgaprint.compiler.steps import STEPS, StepContext, grid_of
 
     (out / "model").mkdir(parents=True, exist_ok=True)
-    ctx = BuildContext(config, board, out, lambda *a, **k: None, {})
     model = ModelWrapper(str(qonnx))
+    ctx = StepContext(config, board, finn_config(config, board, (out / "finn").resolve()),
+                      grid_of(model, config.input_bits), out, lambda *a, **k: None)
     times = {}
     for step in STEPS:
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
-            model = step.fn(model, ctx)
+            model, _ = step.fn(model, ctx)
         times[step.name] = time.perf_counter() - t0
     return times
 

@@ -18,7 +18,7 @@ from fpgaprint.compiler import vivado
 from fpgaprint.compiler.config import BuildConfig
 from fpgaprint.compiler.equivalence import EquivalenceChecker, run_onnx, run_torch, sample_inputs
 from fpgaprint.compiler.stage_runner import StageRunner
-from fpgaprint.compiler.steps import GOLDEN_AFTER, STEPS, BuildContext
+from fpgaprint.compiler.steps import GOLDEN_AFTER, PARENT, STEPS
 from fpgaprint.core.atomic import write_json
 from fpgaprint.core.errors import FpgaprintError, InputError
 from fpgaprint.core.finn_env import ensure_finn
@@ -26,6 +26,7 @@ from fpgaprint.core.selftest import Policy, evaluate
 
 GOLDEN = Path("model/golden.onnx")
 STATE = Path("finn/state.json")
+STATE_SCHEMA = "fpgaprint-build-state/2"
 _STREAMLINE = [s.name for s in STEPS].index("streamline")  # integer domain from here on
 COMPLETION_MARKERS = ("manifest.json", "manifest.sig", "reports/build.json")
 
@@ -86,16 +87,19 @@ def _prepare_out(out: Path) -> None:
         (out / d).mkdir(parents=True, exist_ok=True)
 
 
-def _step_keys(qonnx_path: Path, config: BuildConfig, board) -> list[str]:
-    key = _sha(qonnx_path.read_bytes())
-    keys = []
-    for step in STEPS:
-        cfg = {k: getattr(config, k) for k in step.config_keys}
-        code = _sha(inspect.getsource(step.fn))  # a changed step invalidates its results
-        key = _sha(json.dumps([key, step.name, code, cfg, board.part], sort_keys=True,
-                              default=str))
-        keys.append(key)
-    return keys
+def _code_key(step) -> str:
+    """What a step's code is: the source of the module defining it (its wrapper and helpers),
+    the FINN+ step functions it calls and the FINN+ version (a changed step invalidates its
+    saved results)."""
+    import sys
+    from importlib import metadata
+
+    from fpgaprint.compiler.steps import finn_steps
+
+    parts = [inspect.getsource(sys.modules[step.fn.__module__]), step.name,
+             metadata.version("finn-plus")]
+    parts += [inspect.getsource(getattr(finn_steps(), f)) for f in step.finn]
+    return _sha("\n".join(parts))
 
 
 def build_model(
@@ -122,8 +126,11 @@ def build_model(
     bd = _load_boundary(boundary, fp) if boundary else None
     if fp is not None:
         _check_key(key, allow_unsigned)
-    if not spec.startswith("zoo:") and not Path(spec).exists():
-        raise InputError(f"{spec}: no such model file")
+    if not spec.startswith("zoo:"):
+        if not Path(spec).is_file():
+            raise InputError(f"{spec}: no such model file")
+        if Path(spec).stat().st_size == 0:
+            raise InputError(f"{spec}: empty file, not a model")
     out = Path(out)
     _prepare_out(out)
     log = _Log(out, console)
@@ -143,6 +150,8 @@ def build_model(
             raise InputError(f"the design does not fit {brd.name}: " +
                              "; ".join(m for lv, m in findings if lv == "fail"))
         report["vivado"] = vivado.run_or_explain(out, brd, config, log)
+        if fp is not None:
+            _package(out, brd, config, fp, result, key, allow_unsigned, tar, bd)
         report["status"] = "ok"
     except FpgaprintError as e:
         report["status"] = "failed"
@@ -156,11 +165,11 @@ def build_model(
         raise
     finally:
         report["seconds"] = round(time.perf_counter() - t_all, 3)
+        report["equivalence"] = [r.as_dict() if hasattr(r, "as_dict") else r
+                                 for r in report["equivalence"]]
         name = "build.json" if report["status"] == "ok" else "build.failed.json"
         write_json(out / "reports" / name, report)
         log.close()
-    if fp is not None:
-        _package(out, brd, config, fp, result, key, allow_unsigned, tar, bd)
     return result
 
 
@@ -168,7 +177,6 @@ def _run(spec, brd, out, config, fp, log, report, result, console):
     from qonnx.core.modelwrapper import ModelWrapper
 
     from fpgaprint.compiler import frontend
-    from fpgaprint.core.grid import InputGrid
 
     ensure_finn(out / "finn")
     progress = _progress(console)
@@ -179,16 +187,17 @@ def _run(spec, brd, out, config, fp, log, report, result, console):
             fe = frontend.resolve(spec, config, out / "model", log)
         result.frontend = fe
         report["source_sha256"] = fe.source_sha256
+        report["input_grid"] = fe.grid.to_dict()
         report["steps"].append({"name": "frontend", "seconds": round(time.perf_counter() - t0, 3),
                                 "skipped": False})
-        log(f"front end: {fe.source} -> {fe.qonnx_path}")
+        log(f"front end: {fe.source} -> {fe.qonnx_path}; input grid {fe.grid.describe()}")
         progress.advance(task)
 
-        grid = InputGrid(config.input_bits)
         data_x = fe.data.x_test if fe.data is not None else None
-        x_int = sample_inputs(fe.input_shape, grid.qmax, config.equivalence_samples,
+        x_int = sample_inputs(fe.input_shape, fe.grid, config.equivalence_samples,
                               config.seed, data_x)
-        eq = EquivalenceChecker(x_int, grid.qmax)
+        eq = EquivalenceChecker(x_int, fe.grid)
+        report["equivalence"] = eq.results  # filled as stages compare (JSON at the end)
         if fe.torch_model is not None:
             t0 = time.perf_counter()
             eq.add("brevitas", run_torch(fe.torch_model, eq.x_float, fe.input_shape), False,
@@ -199,11 +208,13 @@ def _run(spec, brd, out, config, fp, log, report, result, console):
             eq.add("qonnx", run_onnx(qmodel, eq.x_float), False, time.perf_counter() - t0)
 
         with StageRunner(out / "finn") as stages:
-            _run_steps(fe, brd, out, config, log, report, result, progress, task, qmodel,
-                       x_int, eq, stages)
-            progress.update(task, description="equivalence")
-            stages.drain(eq)
-        report["equivalence"] = [r.as_dict() for r in eq.results]
+            try:
+                _run_steps(fe, brd, out, config, log, report, result, progress, task, qmodel,
+                           x_int, eq, stages)
+                progress.update(task, description="equivalence")
+            finally:
+                # a failed step may leave stages queued: a mismatch before it is the cause
+                stages.drain(eq)
         report["equivalence_inputs"] = int(len(x_int))
         progress.update(task, description="done")
         progress.advance(task)
@@ -211,39 +222,55 @@ def _run(spec, brd, out, config, fp, log, report, result, console):
 
 def _run_steps(fe, brd, out, config, log, report, result, progress, task, qmodel, x_int, eq,
                stages) -> None:
-    """The FINN+ steps, reusing unchanged results; stage executions queued on `stages`."""
+    """The steps, reusing a saved result when the step's recorded inputs are unchanged;
+    stage executions queued on `stages`."""
     from qonnx.core.modelwrapper import ModelWrapper
+
+    from fpgaprint.compiler.config import finn_config
+    from fpgaprint.compiler.steps import StepContext, current_value
 
     state_path = out / STATE
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    keys = _step_keys(fe.qonnx_path, config, brd)
-    ctx = BuildContext(config, brd, out, log, report)
-    model, integer_input, reusing, golden = qmodel, False, True, None
-    for i, (step, key) in enumerate(zip(STEPS, keys)):
+    saved_steps = state.get("steps", {}) if state.get("schema") == STATE_SCHEMA else {}
+    state = {"schema": STATE_SCHEMA, "steps": saved_steps}
+    finn_cfg = finn_config(config, brd, (out / "finn" / "build").resolve())
+    ctx = StepContext(config, brd, finn_cfg, fe.grid, out, log)
+    sources = {"config": config, "board": brd, "finn": finn_cfg, "grid": fe.grid}
+    model, integer_input = qmodel, False
+    in_sha = _sha(fe.qonnx_path.read_bytes())
+    golden = None
+    for i, step in enumerate(STEPS):
         progress.update(task, description=step.name)
         path = out / "model" / "steps" / f"{i + 1:02d}_{step.name}.onnx"
         t0 = time.perf_counter()
-        saved = state.get("steps", {}).get(step.name, {})
-        reusing = reusing and saved.get("key") == key and path.is_file()
-        if reusing:
+        code = _code_key(step)
+        saved = saved_steps.get(step.name, {})
+        reuse = (saved.get("in") == in_sha and saved.get("code") == code and path.is_file()
+                 and all(current_value(k, sources) == v
+                         for k, v in saved.get("reads", {}).items())
+                 and _sha(path.read_bytes()) == saved.get("out"))
+        if reuse:
             model = ModelWrapper(str(path))
-            report.update(saved.get("report", {}))
+            fragment, out_sha = saved.get("fragment", {}), saved["out"]
         else:
-            before = set(report)
+            run = ctx.recording()
             with log.capture():
-                model = step.fn(model, ctx)
+                model, fragment = step.fn(model, run)
             model.save(str(path))
-            state.setdefault("steps", {})[step.name] = {
-                "key": key, "report": {k: report[k] for k in set(report) - before}}
+            out_sha = _sha(path.read_bytes())
+            saved_steps[step.name] = {"in": in_sha, "code": code, "reads": run.recorder.reads,
+                                      "out": out_sha, "fragment": fragment}
             write_json(state_path, state)
+        report.update(fragment)
+        in_sha = out_sha
         secs = time.perf_counter() - t0
         report["steps"].append({"name": step.name, "seconds": round(secs, 3),
-                                "skipped": reusing, "model": str(path.relative_to(out))})
-        log(f"step {step.name}: {'reused' if reusing else 'done'} in {secs:.2f} s")
-        if reusing:
+                                "skipped": reuse, "model": str(path.relative_to(out))})
+        log(f"step {step.name}: {'reused' if reuse else 'done'} in {secs:.2f} s")
+        if reuse:
             result.skipped_steps.append(step.name)
         integer_input = integer_input or step.name == "input_grid"
-        if step.executable and step.name != "qonnx_to_finn":
+        if step.executable:
             stages.stage(step.name, model, path, x_int if integer_input else eq.x_float,
                          exact=i >= _STREAMLINE)
         if step.name == GOLDEN_AFTER:
@@ -251,8 +278,7 @@ def _run_steps(fe, brd, out, config, log, report, result, progress, task, qmodel
             model.save(str(out / GOLDEN))
             report["io"] = _io_spec(model)
         if step.name == "dataflow_partition":
-            stages.partition(out / "model" / "dataflow_parent.onnx", golden, out / GOLDEN,
-                             x_int[:PARENT_VECTORS])
+            stages.partition(out / PARENT, golden, out / GOLDEN, x_int[:PARENT_VECTORS])
         progress.advance(task)
 
 
@@ -332,9 +358,10 @@ def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar:
             np.prod(in_shape)):
         raise InputError(f"fingerprint inputs have shape {fp.input_shape}, the accelerator "
                          f"takes {in_shape}")
-    if fp.grid_bits != config.input_bits:
-        raise InputError(f"fingerprint set is on a {fp.grid_bits}-bit grid, the accelerator "
-                         f"input is {config.input_bits}-bit")
+    grid = result.frontend.grid
+    if not fp.grid.same_integers(grid):
+        raise InputError(f"fingerprint set is on the input grid {fp.grid.describe()}, the "
+                         f"accelerator's is {grid.describe()}")
     inputs = fp.inputs_int.reshape((len(fp), *in_shape))
     expected = fp.labels
     policy = Policy(("exact", "fingerprint"), float(fp.threshold))
@@ -375,10 +402,10 @@ def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar:
     report["selftest"] = {"count": len(fp), "golden_match_rate": match,
                           "threshold": float(fp.threshold),
                           **({"boundary_count": len(bd)} if bd is not None else {})}
-    write_json(out / "reports" / "build.json", report)
     meta = {"name": Path(report["model"]).stem.removeprefix("zoo:"), "board": brd.name,
             "part": brd.part, "platform": brd.platform,
-            "clock_ns": config.clock_ns or brd.clock_ns, "io": report["io"]}
+            "clock_ns": config.clock_ns or brd.clock_ns, "io": report["io"],
+            "input_grid": grid.to_dict()}
     bit = sorted((out / "hw").glob("*.bit")) if (out / "hw").is_dir() else []
     if bit:
         meta["bitstream"] = {"path": str(bit[0].relative_to(out))}

@@ -45,3 +45,27 @@ def verify(pkg: Path, trusted_key: Path | None, allow_unsigned: bool) -> None:
         for line in describe(p):
             click.echo(line)
         click.echo("OK")
+
+
+@package.command("diff")
+@click.argument("a", metavar="A", type=click.Path(path_type=Path))
+@click.argument("b", metavar="B", type=click.Path(path_type=Path))
+def diff(a: Path, b: Path) -> None:
+    """Name what differs between two packages' identities (files and manifest fields).
+
+    Each package's files are checked against its own manifest first. Exit 0 when the
+    package ids are equal, 1 when they differ (like diff(1)), 2 for a bad package.
+    """
+    from fpgaprint.compiler.package import diff_manifests
+    from fpgaprint.core.package import verify_package
+
+    with verify_package(a, allow_unsigned=True) as pa, \
+            verify_package(b, allow_unsigned=True) as pb:
+        click.echo(f"A  {pa.package_id}  {a}")
+        click.echo(f"B  {pb.package_id}  {b}")
+        if pa.package_id == pb.package_id:
+            click.echo("identical")
+            return
+        for line in diff_manifests(pa.manifest, pb.manifest):
+            click.echo(line)
+    raise SystemExit(1)

@@ -1,61 +1,132 @@
-"""Build configuration: defaults, YAML file, CLI overrides (CLI wins)."""
+"""Build configuration: defaults, YAML file, CLI overrides (CLI wins), type-checked by pydantic.
+
+FINN+'s own key names are accepted where they mean the same thing (`synth_clk_period_ns` for
+`clock_ns`, `folding_config_file` for `folding_config`); `finn_config` turns a config and a
+board into FINN+'s `DataflowBuildConfig` for the FINN+ steps the build calls.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from fpgaprint.core.errors import InputError
 
+# FINN+ DataflowBuildConfig key -> fpgaprint key (same meaning)
+FINN_ALIASES = {
+    "synth_clk_period_ns": "clock_ns",
+    "folding_config_file": "folding_config",
+}
 
-@dataclass
-class BuildConfig:
-    weight_bits: int = 4            # PTQ/QAT of float models
-    act_bits: int = 4
-    input_bits: int = 8             # accelerator input grid: UINT<input_bits>, x = q / (2^b - 1)
-    qat: bool = False               # QAT fine-tune after PTQ (needs data)
-    qat_epochs: int = 10
-    calibration_samples: int = 512
-    target_fps: int | None = None   # folding target; default: fully folded within clock budget
-    folding_config: str | None = None  # FINN folding JSON (overrides target_fps)
-    mvau_wwidth_max: int = 36
-    clock_ns: float | None = None   # default: the board's clock
+
+def _alias(name: str) -> AliasChoices:
+    finn = [k for k, v in FINN_ALIASES.items() if v == name]
+    return AliasChoices(name, *finn)
+
+
+class BuildConfig(BaseModel):
+    """Every value is checked on construction and assignment; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True,
+                              populate_by_name=True, frozen=False)
+
+    weight_bits: int = Field(4, ge=1, le=16, description="PTQ/QAT weight bits (float models)")
+    act_bits: int = Field(4, ge=1, le=16, description="PTQ/QAT activation bits")
+    input_bits: int = Field(8, ge=1, le=16, description="input grid of float models without an "
+                            "input quantizer: UINT<input_bits>, x = q / (2^b - 1)")
+    qat: bool = False
+    qat_epochs: int = Field(10, ge=1, le=10_000)
+    calibration_samples: int = Field(512, ge=1, le=1_000_000)
+    target_fps: int | None = Field(None, ge=1, description="folding target (FINN+ target_fps)")
+    folding_config: str | None = Field(None, validation_alias=_alias("folding_config"),
+                                       description="FINN folding JSON (overrides target_fps)")
+    mvau_wwidth_max: int = Field(36, ge=1, le=8192)
+    clock_ns: float | None = Field(None, gt=0, le=1000,
+                                   validation_alias=_alias("clock_ns"),
+                                   description="default: the board's clock")
     standalone_thresholds: bool = False
-    equivalence_samples: int = 32
-    seed: int = 0
-    zoo_epochs: int | None = None   # zoo:NAME models: override the entry's training epochs
-    resource_warn: float = 0.8
+    equivalence_samples: int = Field(32, ge=1, le=100_000)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    zoo_epochs: int | None = Field(None, ge=0, le=10_000,
+                                   description="zoo:NAME models: override the training epochs")
+    resource_warn: float = Field(0.8, gt=0, le=1)
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides) -> "BuildConfig":
-        """Defaults, then the YAML file, then non-None overrides; unknown keys are errors."""
+        """Defaults, then the YAML file, then non-None overrides (keys or FINN+ aliases)."""
         values: dict = {}
+        where = ""
         if path is not None:
             p = Path(path)
+            where = f" in {p}"
             if not p.is_file():
                 raise InputError(f"{p}: no such config file")
             try:
                 values = yaml.safe_load(p.read_text()) or {}
-            except yaml.YAMLError as e:
+            except (yaml.YAMLError, UnicodeDecodeError) as e:
                 raise InputError(f"{p}: not valid YAML ({e})") from e
             if not isinstance(values, dict):
                 raise InputError(f"{p}: expected a mapping of build options")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name: f for f in fields(cls)}
-        bad = sorted(set(values) - set(known))
+            values = {FINN_ALIASES.get(k, k): v for k, v in values.items()}
+        values.update({FINN_ALIASES.get(k, k): v for k, v in overrides.items() if v is not None})
+        bad = sorted(str(k) for k in values if k not in cls.model_fields)
         if bad:
-            where = f" in {path}" if path else ""
             raise InputError(
-                f"unknown config key(s) {', '.join(bad)}{where}; valid keys: {', '.join(known)}"
-            )
-        cfg = cls(**values)
-        for name in ("weight_bits", "act_bits", "input_bits"):
-            v = getattr(cfg, name)
-            if not isinstance(v, int) or not 1 <= v <= 16:
-                raise InputError(f"config {name}={v!r}: expected an integer from 1 to 16")
-        return cfg
+                f"unknown config key(s) {', '.join(bad)}{where}; valid keys: "
+                f"{', '.join(cls.model_fields)} (FINN+ names: {', '.join(FINN_ALIASES)})")
+        return cls.checked(where, **values)
+
+    @classmethod
+    def checked(cls, where: str = "", **values) -> "BuildConfig":
+        try:
+            return cls(**values)
+        except ValidationError as e:
+            raise InputError(describe(e, where)) from None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return self.model_dump()
+
+
+_TYPES = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
+          "string_type": "a string", "int_parsing": "an integer", "float_parsing": "a number"}
+
+
+def describe(err: ValidationError, where: str = "") -> str:
+    """One line naming the first bad key, its value and what was expected."""
+    e = err.errors()[0]
+    key = ".".join(str(x) for x in e["loc"] if not isinstance(x, int)) or "?"
+    key = key.split(".")[0]
+    field = BuildConfig.model_fields.get(key)
+    expected = _TYPES.get(e["type"])
+    if expected is None:
+        expected = e["msg"][0].lower() + e["msg"][1:]
+        expected = expected.removeprefix("input should be ")
+    else:
+        optional = field is not None and field.default is None
+        expected += " (or null)" if optional else ""
+    return f"config {key}={e.get('input')!r}{where}: expected {expected}"
+
+
+def finn_config(config: BuildConfig, board, output_dir: str | Path, **extra: Any):
+    """FINN+'s DataflowBuildConfig for `config` on `board` (what FINN+'s steps read)."""
+    from finn.builder import build_dataflow_config as bc
+
+    values = dict(
+        output_dir=str(output_dir),
+        synth_clk_period_ns=float(config.clock_ns or board.clock_ns),
+        board=board.finn_board,
+        fpga_part=board.part,
+        shell_flow_type=(bc.ShellFlowType.VIVADO_ZYNQ if board.platform == "zynq"
+                         else bc.ShellFlowType.VITIS_ALVEO),
+        generate_outputs=[bc.DataflowOutputType.ESTIMATE_REPORTS],
+        folding_config_file=config.folding_config,
+        target_fps=config.target_fps,
+        mvau_wwidth_max=config.mvau_wwidth_max,
+        standalone_thresholds=config.standalone_thresholds,
+        minimize_bit_width=True,
+    )
+    values.update(extra)
+    return bc.DataflowBuildConfig(**values)

@@ -88,14 +88,14 @@ class EquivalenceChecker:
     """Feeds the same vectors to each stage and compares with the previous one."""
 
     x_int: np.ndarray
-    qmax: int
+    grid: object  # core.grid.InputGrid
     tie_tol: float = 1e-4
     results: list[StageResult] = field(default_factory=list)
     _prev: tuple[str, np.ndarray, bool] | None = None
 
     @property
     def x_float(self) -> np.ndarray:
-        return (self.x_int.astype(np.float32) / np.float32(self.qmax)).astype(np.float32)
+        return self.grid.to_float(self.x_int)
 
     def add(self, stage: str, out: np.ndarray, exact: bool, seconds: float = 0.0,
             rows: int | None = None) -> StageResult:
@@ -138,11 +138,10 @@ class EquivalenceChecker:
         return res
 
 
-def sample_inputs(shape, qmax: int, n: int, seed: int, data: np.ndarray | None = None):
-    """n vectors on the integer grid: uniform random, plus data samples when given."""
+def sample_inputs(shape, grid, n: int, seed: int, data: np.ndarray | None = None):
+    """n vectors on the input grid: uniform random, plus data samples when given."""
     rng = np.random.default_rng(seed)
-    parts = [rng.integers(0, qmax + 1, size=(n, *shape))]
+    parts = [grid.random(rng, (n, *shape))]
     if data is not None and len(data):
-        take = data[: n].reshape((-1, *shape))
-        parts.append(np.clip(np.rint(take * qmax), 0, qmax).astype(np.int64))
+        parts.append(grid.to_int(data[: n].reshape((-1, *shape))))
     return np.concatenate(parts).astype(np.int64)

@@ -6,7 +6,6 @@ calibration and equivalence samples when the model comes with a data set.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,24 +22,32 @@ class FrontEnd:
     source: str
     source_sha256: str
     input_shape: tuple[int, ...]
+    grid: object = None  # core.grid.InputGrid: the accelerator's input integers
     torch_model: object | None = None  # Brevitas module computing what the QONNX computes
     float_model: object | None = None  # the pre-trained model (fingerprint source)
     data: object | None = None  # compiler.data.Dataset
     notes: list[str] = field(default_factory=list)
 
 
+MAX_ONNX_BYTES = 2 << 30  # protobuf's limit for one file
+
+
 def check_onnx_file(path: Path):
-    """Load and sanity-check a user's ONNX file: readable, quantized, supported ops."""
+    """Load and sanity-check a user's ONNX file (external data included, from beside it):
+    readable, quantized, supported ops."""
     import onnx
 
     from fpgaprint.compiler.steps import check_supported_ops
 
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file, not an ONNX model")
     try:
-        proto = onnx.load(str(path))
+        proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:
         raise InputError(f"{path}: not an ONNX model ({type(e).__name__}: {e})") from e
+    _load_external_data(proto, path)
     if not proto.graph.node:
         raise InputError(f"{path}: the ONNX graph has no nodes")
     ops = {n.op_type for n in proto.graph.node}
@@ -55,6 +62,41 @@ def check_onnx_file(path: Path):
     model = ModelWrapper(proto)
     check_supported_ops(model)
     return model
+
+
+def _load_external_data(proto, path: Path) -> None:
+    """Bring tensors stored beside the model (`.onnx.data`) into it; each location must be a
+    file in the model's own folder."""
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    external = [t for t in _all_tensors(proto) if uses_external_data(t)]
+    if not external:
+        return
+    base = path.parent.resolve()
+    total = 0
+    for t in external:
+        loc = next((e.value for e in t.external_data if e.key == "location"), "")
+        f = (base / loc).resolve()
+        if not loc or f.parent != base:
+            raise InputError(f"{path}: tensor {t.name} points to external data {loc!r} "
+                             "outside the model's folder")
+        if not f.is_file():
+            raise InputError(f"{path}: tensor {t.name} needs its external data file {loc}, "
+                             "which is missing (copy it beside the model)")
+        total += f.stat().st_size
+    if total > MAX_ONNX_BYTES:
+        raise InputError(f"{path}: {total} bytes of external data; at most {MAX_ONNX_BYTES} "
+                         "fit one QONNX file")
+    try:
+        load_external_data_for_model(proto, str(base))
+    except Exception as e:
+        raise InputError(f"{path}: external data unreadable ({type(e).__name__}: {e})") from e
+
+
+def _all_tensors(proto):
+    from onnx.external_data_helper import _get_all_tensors
+
+    return list(_get_all_tensors(proto))
 
 
 def resolve(spec: str, config, workdir: Path, log) -> FrontEnd:
@@ -73,9 +115,11 @@ def resolve(spec: str, config, workdir: Path, log) -> FrontEnd:
         raise InputError(f"{path}: no such model file")
     if path.suffix == ".onnx":
         model = check_onnx_file(path)
-        shutil.copyfile(path, dst)
+        model.save(str(dst))  # one self-contained file, external data included
         shape = tuple(model.get_tensor_shape(model.graph.input[0].name)[1:])
-        return FrontEnd(dst, str(path), modelio.file_sha256(path), shape)
+        sha = modelio.file_sha256(path) if dst.stat().st_size == path.stat().st_size \
+            else modelio.file_sha256(dst)
+        return FrontEnd(dst, str(path), sha, shape, _grid(model, config))
     ckpt = modelio.load(path)
     return _from_checkpoint(ckpt, str(path), modelio.state_sha256(ckpt.model), config, dst, log)
 
@@ -104,7 +148,35 @@ def _from_checkpoint(ckpt, source, sha, config, dst: Path, log) -> FrontEnd:
     else:
         qmodel = ckpt.model
     export_qonnx(qmodel, ckpt.input_shape, dst)
-    return FrontEnd(dst, source, sha, tuple(ckpt.input_shape), qmodel.eval(), float_model, data)
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    grid = _grid(ModelWrapper(str(dst)), config)
+    return FrontEnd(dst, source, sha, tuple(ckpt.input_shape), grid, qmodel.eval(),
+                    float_model, data)
+
+
+def _grid(model, config):
+    from fpgaprint.compiler.steps import grid_of
+
+    return grid_of(model, config.input_bits)
+
+
+def module_grid(module, input_shape, input_bits: int = 8):
+    """The input grid of a torch/Brevitas module: its input quantizer's, else the default."""
+    import tempfile
+
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from fpgaprint.core.grid import InputGrid
+
+    if not any(type(m).__module__.startswith("brevitas") for m in module.modules()):
+        return InputGrid(input_bits)
+    with tempfile.TemporaryDirectory(prefix="fpgaprint-grid-") as d:
+        path = Path(d) / "m.onnx"
+        export_qonnx(module, tuple(input_shape), path)
+        from fpgaprint.compiler.steps import grid_of
+
+        return grid_of(ModelWrapper(str(path)), input_bits)
 
 
 def export_qonnx(module, input_shape, dst: Path) -> None:
@@ -112,9 +184,14 @@ def export_qonnx(module, input_shape, dst: Path) -> None:
     import contextlib
     import io
 
+    import onnx
     import torch
     from brevitas.export import export_qonnx as _export
 
     module.eval()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         _export(module, torch.zeros((1, *input_shape)), str(dst))
+    # one self-contained file: the exporter may put the tensors beside it (.onnx.data)
+    proto = onnx.load(str(dst))
+    onnx.save(proto, str(dst))
+    Path(f"{dst}.data").unlink(missing_ok=True)

@@ -18,10 +18,12 @@ from fpgaprint.core.atomic import atomic_file, write_atomic
 from fpgaprint.core.errors import InputError
 from fpgaprint.core.keys import default_key_path, load_private_key
 from fpgaprint.core.manifest import (
+    EXTRAS,
     MANIFEST,
     SIGNATURE,
     build_manifest,
     canonical_json,
+    is_extra,
     sha256_file,
     sign_manifest,
     verify_manifest,
@@ -92,10 +94,27 @@ def _versions(given: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def _created() -> str:
+def source_date_epoch() -> int | None:
+    """SOURCE_DATE_EPOCH (reproducible-builds.org) when set, else None."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    t = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch else datetime.now(timezone.utc)
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if epoch is None or epoch == "":
+        return None
+    try:
+        value = int(epoch)
+    except ValueError:
+        raise InputError(f"SOURCE_DATE_EPOCH={epoch!r}: expected an integer (seconds)") from None
+    if value < 0:
+        raise InputError(f"SOURCE_DATE_EPOCH={epoch!r}: expected a non-negative integer")
+    return value
+
+
+def _created() -> str | None:
+    """The build time for the manifest: only from SOURCE_DATE_EPOCH (a clock reading would
+    make every build's package id differ; the build report records when it ran)."""
+    epoch = source_date_epoch()
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _bitstream(out: Path, info: Any) -> dict[str, Any]:
@@ -121,19 +140,30 @@ def _bitstream(out: Path, info: Any) -> dict[str, Any]:
     return info
 
 
-def _tar_filter(ti: tarfile.TarInfo) -> tarfile.TarInfo:
-    ti.uid = ti.gid = 0
-    ti.uname = ti.gname = ""
-    ti.mode = 0o755 if ti.isdir() else 0o644
-    return ti
+def write_tar(pkg_dir: str | Path, extras: tuple[str, ...] = EXTRAS) -> Path:
+    """Write `DIR.tar.gz` beside the package (one top-level folder named like DIR, extras
+    left out), atomically; with SOURCE_DATE_EPOCH, byte-identical for identical packages."""
+    import gzip
 
-
-def write_tar(pkg_dir: str | Path) -> Path:
-    """Write `DIR.tar.gz` beside the package (one top-level folder named like DIR), atomically."""
     src = Path(pkg_dir)
     dest = src.parent / f"{src.name}.tar.gz"
-    with atomic_file(dest) as f, tarfile.open(fileobj=f, mode="w:gz", compresslevel=6) as tar:
-        tar.add(src, arcname=src.name, filter=_tar_filter)
+    epoch = source_date_epoch()
+
+    def keep(ti: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        rel = PurePosixPath(ti.name).relative_to(src.name).as_posix()
+        if rel != "." and (is_extra(rel, extras) or is_extra(rel + "/", extras)):
+            return None
+        ti.uid = ti.gid = 0
+        ti.uname = ti.gname = ""
+        ti.mode = 0o755 if ti.isdir() else 0o644
+        if epoch is not None:
+            ti.mtime = min(int(ti.mtime), epoch)
+        return ti
+
+    with atomic_file(dest) as f, gzip.GzipFile(filename="", mode="wb", fileobj=f,
+                                               compresslevel=6, mtime=epoch) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.add(src, arcname=src.name, filter=keep)
     return dest
 
 
@@ -159,7 +189,7 @@ def finalize_package(
     for req in REQUIRED:
         if not (out / req).is_file():
             raise InputError(f"{out}: missing file {req} (needed before finalizing)")
-    for computed in ("files", "schema", "selftest"):
+    for computed in ("files", "schema", "selftest", "extras"):
         if computed in meta:
             raise InputError(f"package metadata must not set '{computed}' (it is computed)")
     name = meta.get("name")
@@ -195,8 +225,11 @@ def finalize_package(
         "bitstream": bitstream,
         "selftest": {"count": policy["count"], "checks": policy["checks"], "header": HEADER,
                      "crc32": crcs},
-        "created": meta.get("created") or _created(),
+        "extras": list(EXTRAS),
     }
+    created = meta.get("created") or _created()
+    if created:
+        full["created"] = created
     write_manifest(out, build_manifest(out, full))
     trusted = None
     if signing_key is not None:
@@ -206,3 +239,25 @@ def finalize_package(
     if tar:
         write_tar(out)
     return Package(out, verification)
+
+
+def diff_manifests(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """What differs between two packages' identities, one line each (empty: identical)."""
+    lines = []
+    fa, fb = a.get("files", {}), b.get("files", {})
+    for rel in sorted(set(fa) | set(fb)):
+        if rel not in fb:
+            lines.append(f"only in A: {rel}")
+        elif rel not in fa:
+            lines.append(f"only in B: {rel}")
+        elif fa[rel] != fb[rel]:
+            lines.append(f"differs:   {rel}")
+    for key in sorted((set(a) | set(b)) - {"files"}):
+        if a.get(key) != b.get(key):
+            if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+                subs = sorted(k for k in set(a[key]) | set(b[key])
+                              if a[key].get(k) != b[key].get(k))
+                lines.append(f"manifest:  {key}: {', '.join(subs)}")
+            else:
+                lines.append(f"manifest:  {key}: {a.get(key)!r} / {b.get(key)!r}")
+    return lines

@@ -22,6 +22,10 @@ def summary(report: dict, console) -> None:
         fps = est.get("estimated_fps")
         console.print(f"estimate: {res}; {est.get('max_cycles')} cycles/frame"
                       + (f", {fps:,.0f} FPS at {est['clock_ns']} ns" if fps else ""))
+    grid = report.get("input_grid")
+    if grid:
+        console.print(f"input grid: {grid['datatype']}, x = q · {grid['scale']:.6g} "
+                      f"({'default' if grid['source'] == 'default' else grid['source']})")
     steps = report.get("steps", [])
     reused = [s["name"] for s in steps if s.get("skipped")]
     console.print(f"{len(steps)} steps in {report.get('seconds', 0):.1f} s"

@@ -38,20 +38,19 @@ def run_or_explain(out: Path, board, config, log) -> dict:
 def _run_hardware_steps(out: Path, board, config, log) -> dict:
     """ipgen → stitched IP → bitfile + hwh + driver, via FINN+'s own build steps."""
     from finn.builder import build_dataflow_config as bc
-    from finn.builder import build_dataflow_steps as bs
     from qonnx.core.modelwrapper import ModelWrapper
+
+    from fpgaprint.compiler.config import finn_config
+    from fpgaprint.compiler.steps import finn_steps
+
+    bs = finn_steps()
 
     steps = sorted((out / "model" / "steps").glob("*_codegen.onnx"))
     model = ModelWrapper(str(steps[-1]))
-    cfg = bc.DataflowBuildConfig(
-        output_dir=str(out / "finn" / "vivado"),
-        synth_clk_period_ns=config.clock_ns or board.clock_ns,
-        board=board.finn_board,
-        shell_flow_type=(bc.ShellFlowType.VIVADO_ZYNQ if board.platform == "zynq"
-                         else bc.ShellFlowType.VITIS_ALVEO),
-        generate_outputs=[bc.DataflowOutputType.STITCHED_IP, bc.DataflowOutputType.BITFILE,
-                          bc.DataflowOutputType.PYNQ_DRIVER],
-    )
+    cfg = finn_config(config, board, out / "finn" / "vivado",
+                      generate_outputs=[bc.DataflowOutputType.STITCHED_IP,
+                                        bc.DataflowOutputType.BITFILE,
+                                        bc.DataflowOutputType.PYNQ_DRIVER])
     for step in (bs.step_hw_ipgen, bs.step_create_stitched_ip, bs.step_synthesize_bitfile,
                  bs.step_make_driver):
         log(f"vivado step {step.__name__}", show=True)

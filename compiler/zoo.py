@@ -62,6 +62,11 @@ ZOO: dict[str, ZooEntry] = {
         lambda s: upsample_digits(load_digits(seed=s), (1, 28, 28)), 20, 1e-2,
         "FINN TFC (3x64, 2-bit weights/activations), trained on digits resized to 28x28",
     ),
+    "lfc-w1a2": ZooEntry(
+        "lfc-w1a2", "brevitas", (1, 28, 28), lambda: _bnn_pynq("LFC_1W2A"),
+        lambda s: upsample_digits(load_digits(seed=s), (1, 28, 28)), 2, 1e-2,
+        "FINN LFC (3x1024, bipolar weights, 2-bit activations), on digits resized to 28x28",
+    ),
     "cnv-w2a2": ZooEntry(
         "cnv-w2a2", "brevitas", (3, 32, 32), lambda: _bnn_pynq("CNV_2W2A"),
         lambda s: upsample_digits(load_digits(seed=s), (3, 32, 32)), 2, 1e-2,

@@ -18,9 +18,10 @@ class UnsupportedModelError(InputError):
 
 
 class EquivalenceError(FpgaprintError):
-    """Two stages of the build computed different outputs (names the first that differs)."""
+    """Two stages of the build computed different outputs (names the first that differs):
+    the compiled model does not match its source, a FAIL of the build's own check."""
 
-    exit_code = 2
+    exit_code = 1
 
 
 class LinkError(FpgaprintError):

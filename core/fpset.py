@@ -36,11 +36,13 @@ class FingerprintSet:
     seed: int
     source_sha256: str
     input_shape: tuple[int, ...]
-    grid_bits: int = 8
+    grid: InputGrid = field(default_factory=InputGrid)  # an int means InputGrid(bits)
     threshold: float = DEFAULT_THRESHOLD
     calibration: dict = field(default_factory=lambda: {"method": "default, not calibrated"})
 
     def __post_init__(self) -> None:
+        if not isinstance(self.grid, InputGrid):
+            self.grid = InputGrid(int(self.grid))
         self.inputs_int = np.asarray(self.inputs_int, dtype=np.int64)
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
         self.margins = np.asarray(self.margins, dtype=np.float32).reshape(-1)
@@ -53,12 +55,12 @@ class FingerprintSet:
             )
 
     @property
-    def grid(self) -> InputGrid:
-        return InputGrid(self.grid_bits)
+    def grid_bits(self) -> int:
+        return self.grid.bits
 
     @property
     def inputs(self) -> np.ndarray:
-        """Float inputs in [0, 1], exactly on the grid."""
+        """Float inputs, exactly on the grid."""
         return self.grid.to_float(self.inputs_int)
 
     def __len__(self) -> int:
@@ -69,7 +71,9 @@ class FingerprintSet:
         h = hashlib.sha256()
         h.update(self.inputs_int.tobytes())
         h.update(self.labels.tobytes())
-        h.update(f"{self.threshold:.6f}{self.source_sha256}{self.grid_bits}".encode())
+        grid = "" if self.grid.same_integers(InputGrid(self.grid.bits)) else \
+            json.dumps(self.grid.to_dict(), sort_keys=True)
+        h.update(f"{self.threshold:.6f}{self.source_sha256}{self.grid_bits}{grid}".encode())
         return h.hexdigest()
 
     def with_threshold(self, threshold: float, calibration: dict) -> "FingerprintSet":
@@ -93,6 +97,7 @@ class FingerprintSet:
             "source_sha256": np.array(self.source_sha256),
             "input_shape": np.array(self.input_shape, dtype=np.int64),
             "grid_bits": np.array(int(self.grid_bits)),
+            "grid": np.array(json.dumps(self.grid.to_dict(), sort_keys=True)),
             "threshold": np.array(float(self.threshold)),
             "calibration": np.array(json.dumps(self.calibration, sort_keys=True)),
         }
@@ -129,12 +134,13 @@ def load_set(path: str | Path) -> FingerprintSet:
             seed=int(data["seed"]),
             source_sha256=str(data["source_sha256"]),
             input_shape=tuple(int(s) for s in data["input_shape"]),
-            grid_bits=int(data["grid_bits"]),
+            grid=(InputGrid.from_dict(json.loads(str(data["grid"])), f"{path}: grid")
+                  if "grid" in data else InputGrid(int(data["grid_bits"]))),
             threshold=float(data["threshold"]),
             calibration=json.loads(str(data["calibration"])),
         )
     except (ValueError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: malformed fingerprint set: {e}") from e
-    if fs.inputs_int.min(initial=0) < 0 or fs.inputs_int.max(initial=0) > fs.grid.qmax:
+    if not fs.grid.contains(fs.inputs_int):
         raise InputError(f"{path}: inputs outside the {fs.grid.datatype} grid")
     return fs

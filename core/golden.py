@@ -126,7 +126,10 @@ class GoldenModel:
                 return None
             if node.domain.startswith(HW_DOMAIN):
                 inst = getCustomOp(node)
-                if list(inst.get_nodeattr("numInputVectors")) != [1]:
+                try:
+                    if list(inst.get_nodeattr("numInputVectors")) != [1]:
+                        return None
+                except AttributeError:  # a HW layer without a vector count (e.g. Reshape)
                     return None
                 if node.op_type == "MVAU":
                     # bound sums by the datatypes, not the minimized accumulator: a

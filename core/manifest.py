@@ -32,8 +32,30 @@ def sha256_file(path: str | Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def package_files(pkg_dir: str | Path) -> list[str]:
-    """Relative POSIX paths of every file in the package except manifest.json/.sig, sorted.
+# Files outside the package identity: logs, timings, host facts and FINN+'s working files.
+# The manifest lists these prefixes (a directory ends with "/"); they are neither hashed nor
+# signed, and nothing that decides a verdict reads them.
+EXTRAS = ("build.log", "finn/", "model/steps/", "reports/")
+
+
+def is_extra(rel: str, extras: tuple[str, ...] | list[str]) -> bool:
+    return any(rel == e or (e.endswith("/") and rel.startswith(e)) for e in extras)
+
+
+def check_extras(root: Path, extras: Any) -> tuple[str, ...]:
+    """The manifest's `extras`: a list of safe relative paths or directories ("x/")."""
+    if extras is None:
+        return ()
+    if not isinstance(extras, list) or len(extras) > 64:
+        raise InputError(f"{root}: {MANIFEST}: 'extras' must be a list of paths")
+    for e in extras:
+        _safe_rel(root, e[:-1] if isinstance(e, str) and e.endswith("/") else e)
+    return tuple(extras)
+
+
+def package_files(pkg_dir: str | Path, extras: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Relative POSIX paths of every file in the package except manifest.json/.sig and the
+    extras, sorted.
 
     Anything that is not a regular file or directory (a symlink, a fifo) is refused.
     """
@@ -49,16 +71,18 @@ def package_files(pkg_dir: str | Path) -> list[str]:
                 continue
             if not p.is_file():
                 raise InputError(f"{root}: {rel} is not a regular file")
-            if rel not in (MANIFEST, SIGNATURE):
+            if rel not in (MANIFEST, SIGNATURE) and not is_extra(rel, extras):
                 out.append(rel)
     return sorted(out)
 
 
 def build_manifest(pkg_dir: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """`meta` plus the schema and the SHA-256 of every file of the package."""
+    """`meta` plus the schema and the SHA-256 of every file of the package (extras, listed in
+    `meta['extras']`, left out)."""
     if "files" in meta or "schema" in meta:
         raise InputError("package metadata must not set 'files' or 'schema' (they are computed)")
-    files = {rel: sha256_file(Path(pkg_dir, rel)) for rel in package_files(pkg_dir)}
+    extras = check_extras(Path(pkg_dir), meta.get("extras"))
+    files = {rel: sha256_file(Path(pkg_dir, rel)) for rel in package_files(pkg_dir, extras)}
     return {**meta, "schema": SCHEMA, "files": files}
 
 
@@ -147,12 +171,15 @@ def _safe_rel(root: Path, rel: Any) -> str:
     return rel
 
 
-def check_files(root: Path, files: Any) -> None:
-    """Every listed file present with its hash; no file that is not listed."""
+def check_files(root: Path, files: Any, extras: tuple[str, ...] = ()) -> None:
+    """Every listed file present with its hash; no file that is neither listed nor an
+    extra."""
     if not isinstance(files, dict) or not files:
         raise InputError(f"{root}: {MANIFEST}: 'files' must be a non-empty object")
     for rel, want in sorted(files.items()):
         _safe_rel(root, rel)
+        if is_extra(rel, extras):
+            raise InputError(f"{root}: {MANIFEST} lists {rel} both as a file and an extra")
         p = root / rel
         if p.is_symlink() or not p.is_file():
             raise InputError(f"{root}: missing file {rel} (listed in {MANIFEST})")
@@ -161,7 +188,7 @@ def check_files(root: Path, files: Any) -> None:
             raise InputError(
                 f"{root}: file changed: {rel} (sha256 {got}, manifest says {want})"
             )
-    extra = sorted(set(package_files(root)) - set(files))
+    extra = sorted(set(package_files(root, extras)) - set(files))
     if extra:
         raise InputError(f"{root}: unexpected file not listed in {MANIFEST}: {extra[0]}"
                          + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
@@ -202,5 +229,5 @@ def verify_manifest(
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
         got = manifest.get("schema") if isinstance(manifest, dict) else type(manifest).__name__
         raise InputError(f"{root}: {MANIFEST}: schema {got!r}, expected {SCHEMA!r}")
-    check_files(root, manifest.get("files"))
+    check_files(root, manifest.get("files"), check_extras(root, manifest.get("extras")))
     return Verification(manifest, hashlib.sha256(data).hexdigest(), pub is not None, pinned, pub)

@@ -29,7 +29,7 @@ def _as_set(model: Model, x: np.ndarray, name: str, seed: int, params: dict,
     logits = model.logits(grid.to_float(q))
     labels = logits.argmax(1)
     return FingerprintSet(q, labels, margins_of(logits, labels), name, params, seed,
-                          model.sha256, model.input_shape, grid.bits)
+                          model.sha256, model.input_shape, grid)
 
 
 def natural_pick(data: Dataset, count: int, seed: int) -> np.ndarray:
@@ -45,13 +45,13 @@ def natural_pick(data: Dataset, count: int, seed: int) -> np.ndarray:
 def natural(model: Model, data: Dataset, count: int, seed: int = 0,
             grid: InputGrid | None = None) -> FingerprintSet:
     x = data.x_test[natural_pick(data, count, seed)]
-    return _as_set(model, x, "natural", seed, {}, grid or InputGrid())
+    return _as_set(model, x, "natural", seed, {}, grid or model.input_grid())
 
 
 def noise(model: Model, count: int, seed: int = 0, grid: InputGrid | None = None
           ) -> FingerprintSet:
     x = np.random.default_rng(seed).random((count, *model.input_shape), dtype=np.float32)
-    return _as_set(model, x, "noise", seed, {}, grid or InputGrid())
+    return _as_set(model, x, "noise", seed, {}, grid or model.input_grid())
 
 
 def adversarial(model: Model, data: Dataset, count: int, seed: int = 0, eps: float = 0.1,
@@ -65,7 +65,7 @@ def adversarial(model: Model, data: Dataset, count: int, seed: int = 0, eps: flo
                                       eps_step=eps / 8, max_iter=20, verbose=False)
     adv = attack.generate(x=x.astype(np.float32))
     params = {"eps": eps, "eps_step": eps / 8, "max_iter": 20, "norm": "inf"}
-    return _as_set(model, adv, "adversarial", seed, params, grid or InputGrid())
+    return _as_set(model, adv, "adversarial", seed, params, grid or model.input_grid())
 
 
 def art_classifier(model: Model):
@@ -131,4 +131,5 @@ def sensitive_samples(model: Model, data: Dataset, count: int, seed: int = 0, st
     except (RuntimeError, NotImplementedError, TypeError):  # modules torch.func cannot vmap
         x = _sensitivity_ascent_loop(module, names, x, y, steps, step_size)
     p = {"steps": steps, "step_size": step_size, "objective": "||d logit_y / d weights||^2"}
-    return _as_set(model, x.detach().numpy(), "sensitive-samples", seed, p, grid or InputGrid())
+    return _as_set(model, x.detach().numpy(), "sensitive-samples", seed, p,
+                   grid or model.input_grid())

@@ -29,7 +29,6 @@ import torch.nn.functional as F
 
 from fpgaprint.core.errors import InputError
 from fpgaprint.core.fpset import FingerprintSet
-from fpgaprint.core.grid import InputGrid
 from fpgaprint.fingerprint.highpass import highpass
 from fpgaprint.fingerprint.perturb import (
     ParamSampler,
@@ -121,7 +120,7 @@ class Generator:
         self.p = params
         self.seed = seed
         self.gen = torch.Generator().manual_seed(seed)
-        self.grid = InputGrid(params.grid_bits)
+        self.grid = model.input_grid(params.grid_bits)
         self.module = model.module.eval()
         self.robust = algorithm in ("robust", "ltrc")
         quantize = model.kind == "float"
@@ -147,18 +146,19 @@ class Generator:
     def project(self, x: torch.Tensor, low: torch.Tensor | None) -> torch.Tensor:
         if self.hp is not None:
             x = low + self.hp(x).reshape(x.shape)
-        return x.clamp(0.0, 1.0)
+        return x.clamp(self.grid.lo, self.grid.hi)
 
     def optimize(self, t: np.ndarray, on_step=None) -> np.ndarray:
-        """PGD from uniform noise toward targets `t`; returns float inputs in [0, 1].
+        """PGD from uniform noise toward targets `t`; returns float inputs in the grid's range.
 
         An example stops moving once its worst margin reaches `target_margin`, so it stays
         close to its noise start instead of drifting to a class prototype that every model
         trained on the same task would recognize.
         """
         shape = (len(t), *self.model.input_shape)
-        x = torch.rand(shape, generator=self.gen)
-        low = torch.full(shape, 0.5) if self.hp is not None else None
+        lo, span = self.grid.lo, self.grid.hi - self.grid.lo
+        x = lo + span * torch.rand(shape, generator=self.gen)
+        low = torch.full(shape, lo + 0.5 * span) if self.hp is not None else None
         x = self.project(x, low)
         target = torch.from_numpy(t).long()
         bshape = (-1,) + (1,) * len(self.model.input_shape)
@@ -169,7 +169,8 @@ class Generator:
             active = (worst < self.p.target_margin).float().reshape(bshape)
             decay = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, self.p.steps)))
             with torch.no_grad():
-                x = self.project(x - self.p.step_size * decay * active * grad.sign(), low)
+                x = self.project(x - self.p.step_size * span * decay * active * grad.sign(),
+                                 low)
             if on_step:
                 on_step()
         return x.detach().numpy()
@@ -188,7 +189,11 @@ class Generator:
         return ok
 
     def run(self, count: int, progress: bool = False) -> FingerprintSet:
-        """`count` distinct examples (no two equal on the grid), labels balanced."""
+        """`count` distinct examples (no two equal on the grid), labels balanced.
+
+        A class whose examples do not survive (robust, ltrc) within `max_rounds` cedes its
+        share to the classes that do; the set records the shortfall per class in its params.
+        Only when no class yields an example is it an error."""
         ncls = self.model.num_classes
         want = balanced_targets(count, ncls, self.gen)
         need = np.bincount(want, minlength=ncls)
@@ -197,9 +202,21 @@ class Generator:
         kept_m: list[float] = []
         seen: set[bytes] = set()
         have = np.zeros(ncls, dtype=np.int64)
+        tried = np.zeros(ncls, dtype=np.int64)
+        reasons = {"margin": 0, "survival": 0}
+        shortfall: dict[int, int] = {}
         bar = _progress(progress)
         with bar if bar is not None else nullcontext():
-            for rnd in range(self.p.max_rounds):
+            for rnd in range(self.p.max_rounds + 1):
+                if rnd == self.p.max_rounds:  # one more round: other classes fill the gap
+                    short = np.maximum(need - have, 0)
+                    donors = np.flatnonzero((have > 0) & (short == 0))
+                    if not short.any() or not len(donors):
+                        break
+                    shortfall = {int(c): int(short[c]) for c in np.flatnonzero(short)}
+                    need = have.copy()
+                    for i in range(int(short.sum())):
+                        need[donors[i % len(donors)]] += 1
                 missing = np.repeat(np.arange(ncls), np.maximum(need - have, 0))
                 if len(missing) == 0:
                     break
@@ -217,7 +234,11 @@ class Generator:
                     q = self.grid.to_int(x)
                     xf = self.grid.to_float(q)
                     m = margins_of(self.model.logits(xf), t)
-                    ok = (m >= self.p.min_margin) & self.survives(xf, t)
+                    strong = m >= self.p.min_margin
+                    ok = strong & self.survives(xf, t)
+                    np.add.at(tried, t, 1)
+                    reasons["margin"] += int((~strong).sum())
+                    reasons["survival"] += int((strong & ~ok).sum())
                     for i in np.flatnonzero(ok):
                         c, key = t[i], q[i].tobytes()
                         if have[c] < need[c] and key not in seen:
@@ -226,24 +247,29 @@ class Generator:
                             kept_q.append(q[i])
                             kept_t.append(int(c))
                             kept_m.append(float(m[i]))
-        if (have < need).any():
+        if (have < need).any() or not kept_t:
             short = {int(c): int(need[c] - have[c]) for c in np.flatnonzero(have < need)}
+            why = ("the margin" if reasons["margin"] >= reasons["survival"] else
+                   "survival of the held-out perturbations")
             raise InputError(
-                f"{self.algorithm}: could not reach margin {self.p.min_margin} for "
-                f"{sum(short.values())} of {count} examples (missing per class: {short}) in "
-                f"{self.p.max_rounds} rounds; lower the margin or raise the steps"
-            )
+                f"{self.algorithm}: {sum(short.values())} of {count} examples missing (per "
+                f"class: {short}) after {self.p.max_rounds} rounds; the limit was {why} "
+                f"({reasons['margin']} candidates below margin {self.p.min_margin}, "
+                f"{reasons['survival']} did not survive); raise --steps or lower the margin")
+        params = self.p.to_dict()
+        if shortfall:
+            params["class_shortfall"] = shortfall
         order = np.argsort(np.array(kept_t), kind="stable")
         return FingerprintSet(
             inputs_int=np.stack(kept_q)[order],
             labels=np.array(kept_t)[order],
             margins=np.array(kept_m)[order],
             algorithm=self.algorithm,
-            params=self.p.to_dict(),
+            params=params,
             seed=self.seed,
             source_sha256=self.model.sha256,
             input_shape=self.model.input_shape,
-            grid_bits=self.p.grid_bits,
+            grid=self.grid,
         )
 
 

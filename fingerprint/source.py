@@ -42,13 +42,28 @@ class Model:
     runner: Any = None
     zoo: str | None = None
     meta: dict = field(default_factory=dict)
+    grid: Any = None  # core.grid.InputGrid, found on first use (see `input_grid`)
+
+    def input_grid(self, bits: int = 8):
+        """The accelerator's input grid for this model: its input quantizer's datatype and
+        scale, else the default UINT<bits> grid (x = q / (2^bits - 1))."""
+        from fpgaprint.core.grid import InputGrid
+
+        if self.grid is None:
+            if self.module is not None:
+                from fpgaprint.compiler.frontend import module_grid
+
+                self.grid = module_grid(self.module, self.input_shape, bits)
+            else:
+                self.grid = InputGrid(bits)
+        return self.grid
 
     @property
     def differentiable(self) -> bool:
         return self.module is not None
 
     def logits(self, x: np.ndarray, batch: int = 512) -> np.ndarray:
-        """Logits for float inputs in [0, 1] of shape (N, *input_shape)."""
+        """Logits for float inputs (on the input grid's range) of shape (N, *input_shape)."""
         x = np.asarray(x, dtype=np.float32).reshape((-1, *self.input_shape))
         if self.module is None:
             return np.asarray(self.runner.logits(x), dtype=np.float32)
@@ -117,11 +132,11 @@ class GoldenRunner:
 
     kind = "golden"
 
-    def __init__(self, golden, grid_bits: int = 8):
+    def __init__(self, golden, grid=8):
         from fpgaprint.core.grid import InputGrid
 
         self.golden = golden
-        self.grid = InputGrid(grid_bits)
+        self.grid = grid if isinstance(grid, InputGrid) else InputGrid(int(grid))
         self.input_shape = tuple(golden.input_shape)
 
     def raw(self, x: np.ndarray) -> np.ndarray:

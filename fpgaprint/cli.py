@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(2)
-    except click.ClickException as e:
-        e.show()
+    except click.ClickException as e:  # usage errors: one line naming the option
+        click.echo(f"error: {e.format_message()}", err=True)
         sys.exit(2)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)

@@ -104,3 +104,77 @@ def test_config_cli_overrides_yaml(tmp_path):
     assert (c.weight_bits, c.act_bits) == (2, 3)
     with pytest.raises(InputError, match="weight_bits=0"):
         BuildConfig.load(None, weight_bits=0)
+
+
+def test_config_accepts_finn_key_names(tmp_path):
+    cfg = tmp_path / "finn.yaml"
+    (tmp_path / "fold.json").write_text("{}")
+    cfg.write_text(f"synth_clk_period_ns: 5\nfolding_config_file: {tmp_path / 'fold.json'}\n"
+                   "target_fps: 1000\nmvau_wwidth_max: 64\nstandalone_thresholds: true\n")
+    c = BuildConfig.load(cfg)
+    assert c.clock_ns == 5.0 and c.folding_config == str(tmp_path / "fold.json")
+    assert (c.target_fps, c.mvau_wwidth_max, c.standalone_thresholds) == (1000, 64, True)
+    from fpgaprint.compiler.config import finn_config
+
+    finn = finn_config(c, get_board("Pynq-Z1"), tmp_path / "out")
+    assert finn.synth_clk_period_ns == 5.0 and finn.fpga_part == "xc7z020clg400-1"
+    assert str(finn.folding_config_file).endswith("fold.json") and finn.target_fps == 1000
+
+
+@pytest.mark.parametrize("text, key, expected", [
+    ("weight_bits: '4'", "weight_bits", "an integer"),
+    ("qat: 1", "qat", "true or false"),
+    ("clock_ns: fast", "clock_ns", "a number (or null)"),
+    ("synth_clk_period_ns: -1", "clock_ns", "greater than 0"),
+    ("equivalence_samples: 0", "equivalence_samples", "greater than or equal to 1"),
+    ("resource_warn: 2", "resource_warn", "less than or equal to 1"),
+])
+def test_config_wrong_type_names_key_and_type(tmp_path, text, key, expected):
+    cfg = tmp_path / "b.yaml"
+    cfg.write_text(text + "\n")
+    with pytest.raises(InputError) as e:
+        BuildConfig.load(cfg)
+    msg = str(e.value)
+    assert msg.startswith(f"config {key}=") and expected in msg and str(cfg) in msg, msg
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["train", "zoo:digits-mlp", "--epochs", "0", "--out", "{tmp}/m.pt"], "--epochs"),
+    (["train", "zoo:digits-mlp", "--out", "{tmp}/file/m.pt"], "--out"),
+    (["build", "zoo:digits-mlp", "--clock-ns", "-1", "--out", "{tmp}/o"], "--clock-ns"),
+    (["build", "zoo:digits-mlp", "--samples", "0", "--out", "{tmp}/o"], "--samples"),
+    (["build", "zoo:digits-mlp", "--weight-bits", "0", "--out", "{tmp}/o"], "--weight-bits"),
+    (["build", "zoo:digits-mlp", "--out", "{tmp}/file/o"], "--out"),
+    (["build", "{tmp}/empty.onnx", "--out", "{tmp}/o"], "empty"),
+])
+def test_cli_edges_exit_2_naming_the_flag(tmp_path, run_cli, args, flag):
+    (tmp_path / "file").write_text("a file, not a directory")
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    code, _, err = run_cli(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert code == 2, err
+    assert flag in err and len(err.strip().splitlines()) <= 3, err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "m.pt").exists()
+
+
+def test_folding_json_contents_are_a_step_input(digits_build, tmp_path):
+    """An edited folding JSON reruns the folding step; an entry for no node is an error."""
+    import json
+    import shutil
+
+    from fpgaprint.compiler.build import build_model
+
+    out = tmp_path / "pkg"
+    shutil.copytree(digits_build.out, out)
+    names = [s for s in json.loads((out / "finn" / "state.json").read_text())["steps"]]
+    assert "folding" in names
+    fold = tmp_path / "fold.json"
+    cfg = BuildConfig(equivalence_samples=16, folding_config=str(fold))
+    fold.write_text(json.dumps({"Defaults": {}, "MVAU_hls_0": {"PE": 1}}))
+    first = build_model("zoo:digits-mlp", "Pynq-Z1", out, cfg)
+    assert "folding" not in first.skipped_steps and first.report["folding"]["source"]
+    again = build_model("zoo:digits-mlp", "Pynq-Z1", out, cfg)
+    assert "folding" in again.skipped_steps
+    fold.write_text(json.dumps({"Defaults": {}, "MVAU_hls_0": {"PE": 1},
+                                "MVAU_hls_9": {"PE": 2}}))
+    with pytest.raises(InputError, match="folding entry 'MVAU_hls_9' names no node"):
+        build_model("zoo:digits-mlp", "Pynq-Z1", out, cfg)

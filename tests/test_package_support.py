@@ -10,15 +10,16 @@ from fpgaprint.compiler.package import finalize_package, write_selftest
 from fpgaprint.core.package import Package
 
 N, IN, RAW = 6, 64, 10
-# Every file of a package built by build_package (besides manifest.json/.sig).
+# The identity files of a package built by build_package (besides manifest.json/.sig), and
+# its extras (a build report: outside the identity).
 CONTENT_FILES = [
     "firmware/selftest_vectors.h",
     "hw/top.bit",
     "model/golden.onnx",
-    "reports/build.json",
     "selftest/policy.json",
     "selftest/vectors.npz",
 ]
+EXTRA_FILES = ["reports/build.json"]
 ALL_FILES = sorted(CONTENT_FILES + ["manifest.json", "manifest.sig"])
 
 

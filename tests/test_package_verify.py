@@ -12,6 +12,7 @@ import pytest
 from test_package_support import (
     ALL_FILES,
     CONTENT_FILES,
+    EXTRA_FILES,
     POLICY,
     build_package,
     make_meta,
@@ -69,7 +70,20 @@ def test_unpinned_signer_is_reported(pkg_dir):
 
 def test_package_lists_every_file(pkg_dir):
     assert sorted(p.relative_to(pkg_dir).as_posix()
-                  for p in pkg_dir.rglob("*") if p.is_file()) == ALL_FILES
+                  for p in pkg_dir.rglob("*") if p.is_file()) == sorted(ALL_FILES + EXTRA_FILES)
+
+
+def test_extras_are_outside_the_identity(pkg_dir, keypair):
+    """A build report may change (timings, logs); anything else unlisted is refused."""
+    before = verify_package(pkg_dir, trusted_key=keypair[1]).package_id
+    (pkg_dir / "reports/build.json").write_text('{"steps": [], "seconds": 9.5}\n')
+    (pkg_dir / "reports/more.json").write_text("{}\n")
+    assert verify_package(pkg_dir, trusted_key=keypair[1]).package_id == before
+    assert json.loads((pkg_dir / "manifest.json").read_text())["extras"] == [
+        "build.log", "finn/", "model/steps/", "reports/"]
+    (pkg_dir / "hw/report.json").write_text("{}\n")
+    with pytest.raises(InputError, match=r"unexpected file not listed .*: hw/report\.json"):
+        verify_package(pkg_dir, trusted_key=keypair[1])
 
 
 @pytest.mark.parametrize("where", ["first", "middle", "last"])
@@ -87,8 +101,8 @@ def test_one_changed_byte_is_refused_and_named(pkg_dir, keypair, rel, where):
 
 
 def test_missing_file_refused(pkg_dir):
-    (pkg_dir / "reports/build.json").unlink()
-    with pytest.raises(InputError, match=r"missing file reports/build\.json"):
+    (pkg_dir / "hw/top.bit").unlink()
+    with pytest.raises(InputError, match=r"missing file hw/top\.bit"):
         verify_package(pkg_dir)
 
 
@@ -213,11 +227,11 @@ def test_tampered_tar_refused(tmp_path, keypair):
     with tarfile.open(src) as tin, tarfile.open(out, "w:gz") as tout:
         for m in tin.getmembers():
             data = tin.extractfile(m).read() if m.isfile() else None
-            if m.name == "pkg/reports/build.json":
-                data = b'{"steps": [1]}\n'
+            if m.name == "pkg/selftest/policy.json":
+                data = data.replace(b"0.", b"0.0", 1)
                 m.size = len(data)
             tout.addfile(m, io.BytesIO(data) if data is not None else None)
-    with pytest.raises(InputError, match=r"file changed: reports/build\.json"):
+    with pytest.raises(InputError, match=r"file changed: selftest/policy\.json"):
         verify_package(out, trusted_key=keypair[1])
 
 

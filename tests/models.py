@@ -1,0 +1,143 @@
+"""Tiny Brevitas models of the shapes users bring (built here, never downloaded): each
+exports to QONNX in well under a second and compiles in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+
+def _seed(seed: int) -> None:
+    torch.manual_seed(seed)
+
+
+def signed_input_mlp(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
+    """A signed 8-bit input quantizer with scale 1/128 (inputs in [-1, 1)), then an MLP."""
+    import brevitas.nn as qnn
+    from brevitas.quant import Int8ActPerTensorFixedPoint
+
+    _seed(seed)
+    model = nn.Sequential(
+        qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, scaling_impl_type="const",
+                          scaling_init=1.0, return_quant_tensor=True),
+        qnn.QuantLinear(16, 12, bias=False, weight_bit_width=3),
+        nn.BatchNorm1d(12),
+        qnn.QuantReLU(bit_width=3),
+        qnn.QuantLinear(12, 5, bias=False, weight_bit_width=3),
+    )
+    return _settle(model, (16,)), (16,)
+
+
+def unsigned4_input_mlp(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
+    """An unsigned 4-bit input quantizer of its own (not the default 8-bit grid)."""
+    import brevitas.nn as qnn
+    from brevitas.quant import Uint8ActPerTensorFloat
+
+    _seed(seed)
+    model = nn.Sequential(
+        qnn.QuantIdentity(act_quant=Uint8ActPerTensorFloat, bit_width=4,
+                          return_quant_tensor=True),
+        qnn.QuantLinear(16, 12, bias=False, weight_bit_width=3),
+        nn.BatchNorm1d(12),
+        qnn.QuantReLU(bit_width=3),
+        qnn.QuantLinear(12, 5, bias=False, weight_bit_width=3),
+    )
+    return _settle(model, (16,)), (16,)
+
+
+def depthwise_cnn(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
+    """Conv → depthwise conv (groups = channels, VVAU) → linear."""
+    import brevitas.nn as qnn
+
+    _seed(seed)
+    model = nn.Sequential(
+        qnn.QuantIdentity(bit_width=4, return_quant_tensor=True),
+        qnn.QuantConv2d(2, 4, 3, bias=False, weight_bit_width=3),
+        nn.BatchNorm2d(4),
+        qnn.QuantReLU(bit_width=3, return_quant_tensor=True),
+        qnn.QuantConv2d(4, 4, 3, groups=4, bias=False, weight_bit_width=3),
+        nn.BatchNorm2d(4),
+        qnn.QuantReLU(bit_width=3, return_quant_tensor=True),
+        nn.Flatten(),
+        qnn.QuantLinear(4 * 2 * 2, 5, bias=False, weight_bit_width=3),
+    )
+    return _settle(model, (2, 6, 6)), (2, 6, 6)
+
+
+def avgpool_cnn(rounding: str, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
+    """Conv → Brevitas TruncAvgPool2d with the given rounding ("round" or "floor")."""
+    import brevitas.nn as qnn
+
+    _seed(seed)
+    model = nn.Sequential(
+        qnn.QuantIdentity(bit_width=4, return_quant_tensor=True),
+        qnn.QuantConv2d(2, 4, 3, bias=False, weight_bit_width=3),
+        nn.BatchNorm2d(4),
+        qnn.QuantReLU(bit_width=3, return_quant_tensor=True),
+        qnn.TruncAvgPool2d(2, bit_width=3, float_to_int_impl_type=rounding.upper(),
+                           return_quant_tensor=True),
+        nn.Flatten(),
+        qnn.QuantLinear(4 * 2 * 2, 5, bias=False, weight_bit_width=3),
+    )
+    return _settle(model, (2, 6, 6)), (2, 6, 6)
+
+
+class Residual(nn.Module):
+    """x → fc1 → relu → (fc2 → relu) + skip → fc3: the Add joins two quantized branches."""
+
+    def __init__(self):
+        import brevitas.nn as qnn
+
+        super().__init__()
+        self.inp = qnn.QuantIdentity(bit_width=4, return_quant_tensor=True)
+        self.fc1 = qnn.QuantLinear(8, 8, bias=False, weight_bit_width=3)
+        self.relu1 = qnn.QuantReLU(bit_width=4, return_quant_tensor=True)
+        self.fc2 = qnn.QuantLinear(8, 8, bias=False, weight_bit_width=3)
+        self.relu2 = qnn.QuantReLU(act_quant=self.relu1.act_quant, return_quant_tensor=True)
+        self.join = qnn.QuantIdentity(bit_width=4, return_quant_tensor=True)
+        self.fc3 = qnn.QuantLinear(8, 4, bias=False, weight_bit_width=3)
+
+    def forward(self, x):
+        a = self.relu1(self.fc1(self.inp(x)))
+        b = self.relu2(self.fc2(a))
+        return self.fc3(self.join(a + b))
+
+
+def residual_mlp(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
+    _seed(seed)
+    return _settle(Residual(), (8,)), (8,)
+
+
+def binary_weight_mlp(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
+    """Bipolar (±1) weights, 2-bit activations: the 1-bit memories of FINN's BNNs."""
+    import brevitas.nn as qnn
+    from brevitas.quant import SignedBinaryWeightPerTensorConst
+
+    _seed(seed)
+    model = nn.Sequential(
+        qnn.QuantIdentity(bit_width=2, return_quant_tensor=True),
+        qnn.QuantLinear(32, 64, bias=False, weight_quant=SignedBinaryWeightPerTensorConst),
+        nn.BatchNorm1d(64),
+        qnn.QuantReLU(bit_width=2, return_quant_tensor=True),
+        qnn.QuantLinear(64, 10, bias=False, weight_quant=SignedBinaryWeightPerTensorConst),
+    )
+    return _settle(model, (32,)), (32,)
+
+
+def _settle(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
+    """Give batch norms non-trivial statistics (a few forward passes in training mode)."""
+    g = torch.Generator().manual_seed(1)
+    model.train()
+    with torch.no_grad():
+        for _ in range(4):
+            model(torch.rand((32, *shape), generator=g) * 2 - 1)
+    return model.eval()
+
+
+def export(model: nn.Module, shape: tuple[int, ...], path: Path) -> Path:
+    from fpgaprint.compiler.frontend import export_qonnx
+
+    export_qonnx(model, shape, path)
+    return path
