@@ -440,7 +440,9 @@ def run_matrix(matrix: Matrix, out: str | Path, cluster: Cluster, console=None
             rec = o.value if o.error is None else _lost(jobs[o.index], o.error)
             records[o.index] = rec
             pkg = (rec.get("package_id") or "")[:12]
-            view.update(o.index, rec["status"], seconds=rec.get("seconds"), package=pkg,
+            secs = rec.get("seconds")
+            view.update(o.index, rec["status"], seconds=None if secs is None else f"{secs:.1f}",
+                        package=pkg,
                         worker=rec.get("worker"),
                         detail=rec.get("error") or rec.get("detail") or rec.get("fit") or "")
     wall = time.perf_counter() - t0
@@ -593,7 +595,10 @@ def build_matrix(path: str | Path, out: str | Path, scheduler: str | None = None
     """Load the matrix, connect to the cluster, run every build, write the reports."""
     matrix = load_matrix(path, out, key, unsigned)
     say = (lambda m: console.print(m, highlight=False)) if console is not None else None
-    with connect(scheduler, workers, say) as cluster:
+    log = Path(out) / STATE / "workers.log"
+    with connect(scheduler, workers, say, worker_log=log) as cluster:
+        if cluster.client is not None and cluster.mode == "local":
+            say and say(f"worker output: {log}")
         return run_matrix(matrix, out, cluster, console)
 
 

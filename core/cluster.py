@@ -157,11 +157,14 @@ def _check_workers(client, mode: str) -> tuple[list[str], dict[str, str]]:
 
 @contextlib.contextmanager
 def connect(mode: str | None, workers: int | None = None, say: Callable[[str], None] | None
-            = None, timeout: float = CONNECT_TIMEOUT) -> Iterator[Cluster]:
+            = None, timeout: float = CONNECT_TIMEOUT, worker_log: str | Path | None = None
+            ) -> Iterator[Cluster]:
     """A `Cluster` for `mode` (serial, local, or a scheduler address), closed on exit.
 
     local: a LocalCluster of `workers` processes (default: one per core) with one thread each;
-    worker processes may start their own children (the build's equivalence worker)."""
+    worker processes may start their own children (the build's equivalence worker). With
+    `worker_log`, their stdout and stderr (libraries print there) go to that file instead of
+    this terminal."""
     mode = check_scheduler(mode) or LOCAL
     say = say or (lambda msg: None)
     if mode == SERIAL:
@@ -181,6 +184,8 @@ def connect(mode: str | None, workers: int | None = None, say: Callable[[str], N
                     dashboard_address="127.0.0.1:0", host="127.0.0.1",
                     silence_logs=40))
             client = stack.enter_context(Client(cluster))
+            if worker_log is not None:
+                client.register_plugin(_output_to(worker_log), name="fpgaprint-output")
         else:
             try:
                 client = stack.enter_context(Client(mode, timeout=timeout))
@@ -195,6 +200,29 @@ def connect(mode: str | None, workers: int | None = None, say: Callable[[str], N
             say(f"{len(threads)} worker(s) run {max(threads.values())} threads: builds on one "
                 "worker process run one at a time (start workers with --nthreads 1)")
         yield Cluster(mode, client, ok, refused, _dashboard(client), restrict=bool(refused))
+
+
+def _output_to(path: str | Path):
+    """A worker plugin sending the worker process's stdout and stderr to `path` (appended);
+    workers started later (a lost worker's replacement) get it too."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class OutputTo(WorkerPlugin):
+        def __init__(self, path: str):
+            self.path = path
+
+        def setup(self, worker) -> None:
+            import sys
+
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.close(fd)
+
+    return OutputTo(str(Path(path).resolve()))
 
 
 def _dashboard(client) -> str | None:

@@ -298,7 +298,7 @@ def eval_(model: str, out: Path, count: int, flip_seeds: int, single_flips: int,
         cfg.single_flip_seeds = single_flips
     _seed_torch()
     say = _say()
-    with connect(scheduler, workers, say) as cluster:
+    with connect(scheduler, workers, say, worker_log=out / "workers.log") as cluster:
         if cluster.client is not None:
             say(cluster.describe())
         results, sets = evaluate(model, cfg, progress=True, cluster=cluster)
