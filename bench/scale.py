@@ -86,9 +86,10 @@ def main() -> None:
     path = prepare(d)
     cold = _warm(str(d / "model.pt"), str(d))
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     serial = run_matrix(load_matrix(path, d / "serial"), d / "serial", Cluster("serial"))
     t_serial = time.perf_counter() - t0
+    cpu_serial = time.process_time() - c0  # all threads of this process
 
     t0 = time.perf_counter()
     with connect("local", workers) as cluster:
@@ -123,7 +124,8 @@ def main() -> None:
     print(f"{'build':<22}{'serial s':>10}{'cluster s':>11}  worker")
     for a, b in zip(serial.records, fanned.records):
         print(f"{a['name']:<22}{a['seconds']:>10.2f}{b['seconds']:>11.2f}  {b['worker']}")
-    print(f"\nserial wall            {t_serial:8.2f} s  (sum of builds {sum(s_secs):.2f} s)")
+    print(f"\nserial wall            {t_serial:8.2f} s  (sum of builds {sum(s_secs):.2f} s; "
+          f"CPU {cpu_serial:.2f} s = {cpu_serial / t_serial:.2f} cores busy on average)")
     print(f"cluster wall           {t_cluster:8.2f} s  (sum of builds {sum(c_secs):.2f} s; "
           f"cluster start {t_start:.2f} s, one warm-up build per worker {t_warm:.2f} s, "
           "not counted)")
@@ -144,7 +146,10 @@ def main() -> None:
           "worker, no-op overhead per task):")
     for n in (1, 2, 4, 8, 16):
         wall = makespan(s_secs, n, noop)
-        print(f"  {n:>2} workers: {wall:7.2f} s wall, speed-up {sum(s_secs) / wall:5.2f} x")
+        big = makespan(s_secs * 8, n, noop)
+        print(f"  {n:>2} workers: this matrix {wall:7.2f} s (speed-up "
+              f"{sum(s_secs) / wall:5.2f} x); 64 such builds {big:7.2f} s (speed-up "
+              f"{8 * sum(s_secs) / big:5.2f} x)")
     print(f"load average after: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
 
 
