@@ -55,27 +55,33 @@ def local_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+PACKAGES = ("fpgaprint", "fpgaprint.core", "fpgaprint.compiler", "fpgaprint.fingerprint",
+            "fpgaprint.hw_targets", "fpgaprint.harness")
+
+
 @functools.lru_cache(maxsize=1)
 def code_identity() -> dict[str, str]:
-    """fpgaprint's version and a SHA-256 of its installed sources (what a worker must match)."""
-    import fpgaprint
+    """fpgaprint's version and a SHA-256 of its installed sources (what a worker must match);
+    the sources are read as files, not imported."""
+    import importlib.util
+    from importlib import metadata
 
-    root = Path(fpgaprint.__file__).resolve().parent
     h = hashlib.sha256()
-    # the namespace's packages live in sibling folders of a source tree, or below `root`
-    import importlib
-
-    for pkg in ("fpgaprint", "fpgaprint.core", "fpgaprint.compiler", "fpgaprint.fingerprint",
-                "fpgaprint.hw_targets", "fpgaprint.harness"):
-        base = Path(importlib.import_module(pkg).__file__).resolve().parent
+    for pkg in PACKAGES:
+        spec = importlib.util.find_spec(pkg)
+        base = Path(spec.origin).resolve().parent
         files = sorted(p for p in base.rglob("*") if p.suffix in (".py", ".yaml", ".sv", ".cpp")
                        and "__pycache__" not in p.parts)
         for p in files:
-            if pkg == "fpgaprint" and p.parent != root:
+            if pkg == "fpgaprint" and p.parent != base:
                 continue  # the top package only: the others are hashed under their own name
             h.update(f"{pkg}/{p.relative_to(base).as_posix()}\0".encode())
             h.update(p.read_bytes())
-    return {"version": fpgaprint.__version__, "code": h.hexdigest()}
+    try:
+        version = metadata.version("fpgaprint")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    return {"version": version, "code": h.hexdigest()}
 
 
 # One task at a time per process: builds redirect stdout and set FINN's environment, jobs
