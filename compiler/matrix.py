@@ -597,8 +597,8 @@ def build_matrix(path: str | Path, out: str | Path, scheduler: str | None = None
     say = (lambda m: console.print(m, highlight=False)) if console is not None else None
     log = Path(out) / STATE / "workers.log"
     with connect(scheduler, workers, say, worker_log=log) as cluster:
-        if cluster.client is not None and cluster.mode == "local":
-            say and say(f"worker output: {log}")
+        if say is not None and cluster.mode == "local":
+            say(f"worker output: {log}")
         return run_matrix(matrix, out, cluster, console)
 
 

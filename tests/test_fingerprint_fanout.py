@@ -75,3 +75,14 @@ def test_predictions_answer_only_their_inputs():
     assert p.predict(x.copy()).tolist() == [1, 2, 3, 4]
     with pytest.raises(InputError, match="no labels for these inputs"):
         p.predict(x[:2])
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--workers", "2"), "--workers: only with --scheduler local"),
+    (("--scheduler", "ftp://h:1"), "--scheduler 'ftp://h:1': expected"),
+    (("--scheduler", "local", "--workers", "0"), "--workers: expected an integer from 1"),
+])
+def test_eval_cli_refuses_bad_scheduler_options(run_cli, tmp_path, args, message):
+    code, _, err = run_cli("fingerprint", "eval", "zoo:digits-mlp", "--out", tmp_path / "o",
+                           *args)
+    assert code == 2 and message in err, err
