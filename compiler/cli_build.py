@@ -41,6 +41,8 @@ def train(model: str, out: str, seed: int, epochs: int | None) -> None:
 @click.option("--target-fps", type=int)
 @click.option("--folding-config", type=click.Path(dir_okay=False))
 @click.option("--clock-ns", type=float)
+@click.option("--impl-style", type=click.Choice(["auto", "rtl", "hls"]),
+              help="FINN+ RTL or HLS variant of each layer (default auto: RTL where it exists)")
 @click.option("--samples", "equivalence_samples", type=int, help="equivalence vectors")
 @click.option("--seed", type=int)
 @click.option("--key", type=click.Path(dir_okay=False), help="Ed25519 private key to sign with")

@@ -23,6 +23,7 @@ class BuildConfig:
     mvau_wwidth_max: int = 36
     clock_ns: float | None = None   # default: the board's clock
     standalone_thresholds: bool = False
+    impl_style: str = "auto"        # rtl | hls | auto (compiler/rtlsim/impl.py)
     equivalence_samples: int = 32
     seed: int = 0
     zoo_epochs: int | None = None   # zoo:NAME models: override the entry's training epochs
@@ -51,6 +52,9 @@ class BuildConfig:
                 f"unknown config key(s) {', '.join(bad)}{where}; valid keys: {', '.join(known)}"
             )
         cfg = cls(**values)
+        from fpgaprint.compiler.rtlsim.impl import check_style
+
+        check_style(cfg.impl_style)  # impl_style: one of rtl, hls, auto
         for name in ("weight_bits", "act_bits", "input_bits"):
             v = getattr(cfg, name)
             if not isinstance(v, int) or not 1 <= v <= 16:

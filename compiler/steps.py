@@ -142,7 +142,9 @@ def step_convert_to_hw(model, ctx):
     from qonnx.transformation.infer_datatypes import InferDataTypes
     from qonnx.transformation.infer_shapes import InferShapes
 
-    if ctx.config.standalone_thresholds:
+    from fpgaprint.compiler.rtlsim.impl import standalone_thresholds
+
+    if standalone_thresholds(ctx.config):  # also implied by impl_style rtl/auto
         model = model.transform(InferThresholdingLayer())
     for t in (InferBinaryMatrixVectorActivation(), InferQuantizedMatrixVectorActivation(),
               InferLabelSelectLayer(), InferThresholdingLayer(), InferPool(), InferConvInpGen(),
@@ -216,6 +218,9 @@ def step_specialize_layers(model, ctx):
     from qonnx.transformation.infer_datatypes import InferDataTypes
     from qonnx.transformation.infer_shapes import InferShapes
 
+    from fpgaprint.compiler.rtlsim.impl import prefer
+
+    model = prefer(model, ctx.config.impl_style)  # impl_style: each layer's preferred variant
     model = model.transform(SpecializeLayers(ctx.board.part))
     for t in (GiveUniqueNodeNames(), InferShapes(), InferDataTypes()):
         model = model.transform(t)
@@ -321,10 +326,10 @@ STEPS: list[Step] = [
     Step("tidy_up", step_tidy_up),
     Step("input_grid", step_input_grid, ("input_bits",)),
     Step("streamline", step_streamline),
-    Step("convert_to_hw", step_convert_to_hw, ("standalone_thresholds",)),
+    Step("convert_to_hw", step_convert_to_hw, ("standalone_thresholds", "impl_style")),
     Step("minimize_bit_width", step_minimize_bit_width),
     Step("dataflow_partition", step_dataflow_partition, (), False),  # checked via its parent
-    Step("specialize_layers", step_specialize_layers, (), False),
+    Step("specialize_layers", step_specialize_layers, ("impl_style",), False),
     Step("folding", step_folding, ("target_fps", "folding_config", "mvau_wwidth_max",
                                    "resource_warn", "clock_ns"), False),
     Step("minimize_hw_widths", step_minimize_hw_widths, (), False),
