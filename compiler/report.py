@@ -22,6 +22,9 @@ def summary(report: dict, console) -> None:
         fps = est.get("estimated_fps")
         console.print(f"estimate: {res}; {est.get('max_cycles')} cycles/frame"
                       + (f", {fps:,.0f} FPS at {est['clock_ns']} ns" if fps else ""))
+    from fpgaprint.compiler.rtlsim.stage import summary as rtl_summary
+
+    rtl_summary(report, console)  # layers, implementation, rtlsim, stitched cycles per frame
     steps = report.get("steps", [])
     reused = [s["name"] for s in steps if s.get("skipped")]
     console.print(f"{len(steps)} steps in {report.get('seconds', 0):.1f} s"
