@@ -164,9 +164,13 @@ class StageRunner:
             self._pending.append(_Pending("dataflow_parent", True, chunks=[task],
                                           rows=len(x), partition=True))
 
-    def task(self, name: str, fn, args: tuple, on_result) -> None:
-        """Run fn(*args) on the worker; `drain` calls on_result(result, error) in queue order
-        (fn must be importable and its result picklable)."""
+    def task(self, name: str, fn, args: tuple, on_result, inline: bool = False) -> None:
+        """Run fn(*args) on the worker, or here and now when `inline` (cheap work is done
+        before a worker would have started); `drain` calls on_result(result, error) in queue
+        order (fn must be importable and its result picklable)."""
+        if inline:
+            self._pending.append(_Pending(name, True, _guarded(fn, *args), on_result=on_result))
+            return
         t = _Task(self._worker().submit(_guarded, fn, *args), _guarded, (fn, *args))
         self._pending.append(_Pending(name, True, chunks=[t], on_result=on_result))
 

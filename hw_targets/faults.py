@@ -1,7 +1,8 @@
 """Fault injection for the board backends: bit upsets and stuck-at bits in the accelerator's
 weight/threshold memories, a swapped model, and a board that replays stored answers.
 
-Memory faults act on the memory images of the golden model (`GoldenModel.memories()`), word by
+Memory faults act on memory images (`apply_memory_faults`): the golden model's
+(`GoldenModel.memories()`) on the virtual board, the stitched RTL's on the rtlsim board, word by
 word in each memory's own datatype (two's complement for signed types, BIPOLAR as one bit with
 0 = -1). Every applied fault is logged with its ground truth.
 """

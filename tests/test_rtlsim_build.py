@@ -222,9 +222,7 @@ def test_missing_verilator_is_one_line_naming_the_layer(scratch, run_cli, monkey
     assert line.startswith("error: MVAU_rtl_0: FPGAPRINT_VERILATOR=") and "not a file" in line
 
 
-def test_failing_compile_is_one_line_naming_the_layer_with_the_log_in_build_log(
-        scratch, run_cli, monkeypatch, tmp_path):
-    monkeypatch.setenv("FPGAPRINT_VERILATOR_CACHE", str(tmp_path / "cache"))
+def test_failing_compile_is_one_line_naming_the_layer_with_the_log_in_build_log(scratch, run_cli):
     wrapper = _code_gen(scratch, "MVAU_rtl_1") / "MVAU_rtl_1_wrapper.v"
     with _Edited(wrapper, lambda t: t + "\nmodule broken; wire w = ; endmodule\n"):
         code, _, err = run_cli("build", _source(scratch), "--out", scratch,
@@ -266,3 +264,53 @@ def test_hls_build_lists_its_layers_as_not_simulated(digits_build, run_cli, tmp_
                r["note"] == "not simulated here: needs Vitis HLS" for r in rtl["layers"])
     assert rtl["stitched"] is None and not (out / "hw" / "rtl").exists()
     assert "not simulated here: needs Vitis HLS" in err
+
+
+def test_memory_images_have_the_documented_layout(digits_build):
+    """docs/package-format.md's layout of the weight and threshold images, decoded from the
+    packaged files, gives back the golden model's memories."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    from fpgaprint.core.words import WordFormat
+
+    rtl = digits_build.out / "hw" / "rtl"
+    design = json.loads((rtl / "design.json").read_text())
+    model = ModelWrapper(str(rtl / "design.onnx"))
+    mems = GoldenModel(digits_build.golden).memories()
+    kinds = set()
+    for m in design["memories"]:
+        op = getCustomOp(model.get_node_from_name(m["layer"]))
+        fmt = WordFormat.of(m["datatype"])
+        w, mask = fmt.bits, (1 << fmt.bits) - 1
+        want = mems[m["key"]].values
+        got = np.zeros_like(want)
+
+        def lines(name):
+            return [int(x, 16) for x in (rtl / m["files"][name]).read_text().split()]
+
+        pe = op.get_nodeattr("PE")
+        if m["op_type"] == "MVAU_rtl":
+            mw, mh = want.shape
+            simd = op.get_nodeattr("SIMD")
+            words = lines("memblock.dat")
+            assert len(words) == mw * mh // (pe * simd)
+            for i in range(mw):
+                for n in range(mh):
+                    word = words[(n // pe) * (mw // simd) + i // simd]
+                    got[i, n] = fmt.from_word(word >> ((n % pe) * simd + i % simd) * w & mask)
+        else:
+            c_all, steps = want.shape
+            o = op.get_output_datatype().bitwidth()
+            for p in range(pe):
+                for s in range(o):
+                    words = lines(f"{m['layer']}_threshs_{p}_{s}.dat")
+                    assert len(words) == (c_all // pe) << s
+                    for c in range(c_all // pe):
+                        for j in range(1 << s):
+                            step = (j << (o - s)) + (1 << (o - s - 1)) - 1
+                            if step < steps:
+                                got[c * pe + p, step] = fmt.from_word(words[(c << s) + j] & mask)
+        np.testing.assert_array_equal(got, want, err_msg=m["key"])
+        kinds.add(m["op_type"])
+    assert kinds == {"MVAU_rtl", "Thresholding_rtl"}

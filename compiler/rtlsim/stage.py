@@ -4,8 +4,9 @@ generated) and its part of the terminal summary (`summary`).
 * Every layer is listed with its implementation (`impl_style`); HLS layers are named "not
   simulated here: needs Vitis HLS".
 * Node by node: every RTL layer runs FINN+'s node-level rtlsim on Verilator over the build's
-  equivalence vectors, fed with the golden model's tensors (`layers.check_layers`), on the
-  stage runner's worker while the build goes on; `drain` reports it in order.
+  equivalence vectors, fed with the golden model's tensors (`layers.check_layers`): here
+  when the golden model runs batched (MLPs: a second or two), else on the stage runner's
+  worker while the build goes on; `drain` reports it in order.
 * Stitched: an all-RTL design gets FINN+'s FIFOs and width converters and one Verilog top
   (`stitch`), written to `OUT/hw/rtl/` (a package folder), built with Verilator and run on the
   same vectors; its raw outputs must equal the golden model's, and its measured cycles per
@@ -83,8 +84,13 @@ def run(out: Path, board, config, log, report: dict, eq, stages, model_path: Pat
                                       result["seconds"]))
         eq.results.extend(results)
 
+    # like the other stages: graphs the golden model runs batched are quick enough to run
+    # here; the others (convolutions, one vector at a time) go to the worker
+    from fpgaprint.core.golden import GoldenModel
+
     stages.task("rtlsim_layers", check_layers,
-                (str(model_path), str(golden_path), x_int, str(out / "finn")), layers_done)
+                (str(model_path), str(golden_path), x_int, str(out / "finn")), layers_done,
+                inline=GoldenModel(golden_path).batchable)
     t0 = time.perf_counter()
     try:
         section["stitched"] = _stitched(out, board, config, log, model, golden_path, x_int)

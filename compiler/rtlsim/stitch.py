@@ -166,6 +166,7 @@ class Netlist:
     instances: dict[str, tuple[str, str]] = field(default_factory=dict)  # path -> (module, node)
     in_width: int = 0
     out_width: int = 0
+    tied: list[str] = field(default_factory=list)  # instance inputs tied to 0 (unused)
 
     def __post_init__(self):
         self._parent: dict = {}
@@ -302,7 +303,7 @@ class Netlist:
         for f in self.files:
             if f.suffix in (".v", ".sv") and f.is_file():
                 text = f.read_text(errors="replace")
-                if re.search(rf"\bmodule\s+{re.escape(module)}\b", text):
+                if re.search(rf"\bmodule\s+{re.escape(module)}\b", _strip_comments(text)):
                     return f, module_ports(text, module)
         raise NotStitchable(f"module {module} is not defined in the layer's sources")
 
@@ -488,12 +489,14 @@ def export(model, rtl_dir: Path, golden, estimates: dict | None = None) -> dict:
 
 
 def _save_graph(model, path: Path) -> None:
-    """The stitched graph without build-machine paths (FINN+'s node attributes)."""
+    """The stitched graph without build-machine paths (FINN+'s node attributes) and with
+    readable tensor names instead of the random ones FINN+ gives inserted streams."""
     import copy
 
     from qonnx.custom_op.registry import getCustomOp
+    from qonnx.transformation.general import GiveReadableTensorNames
 
-    m = copy.deepcopy(model)
+    m = copy.deepcopy(model).transform(GiveReadableTensorNames())
     for node in m.graph.node:
         op = getCustomOp(node)
         for attr in PATH_ATTRS:
