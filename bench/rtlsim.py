@@ -1,12 +1,19 @@
-"""RTL co-simulation benchmark (Verilator): compile seconds, simulated cycles per second,
-vectors per second node by node. Prints figures only.
+"""RTL co-simulation benchmark (Verilator). Prints figures only.
 
-    .venv/bin/python bench/rtlsim.py [--work DIR] [--part PART] [--seconds S]
+    .venv/bin/python bench/rtlsim.py [--work DIR] [--models digits-mlp,tfc-w2a2]
+                                     [--skip-chain] [--part PART] [--seconds S]
 
-Layers: an FC chain MVAU_rtl(64x64, INT4 weights) -> Thresholding_rtl(64 channels, 15
-steps) -> MVAU_rtl(64x10), SIMD/PE 8 (Pynq-Z1 part by default). Compile seconds are
-measured three ways: cold (empty cache: Verilator's runtime objects are built too), a new
-design with the runtime objects cached, and a cache hit.
+Zoo models (digits-mlp, tfc-w2a2, built with impl_style auto): Verilator compile seconds
+(node-level layers and the stitched design, empty cache), simulated cycles per second and
+vectors per second node by node and stitched, measured cycles per frame (latency, initiation
+interval) next to FINN+'s estimates, the added build time as a ratio to the same build
+without the rtlsim stage (same QONNX, alternating, in one run), and 100 self-test vectors
+through the stitched design including its compile.
+
+FC chain: MVAU_rtl(64x64, INT4 weights) -> Thresholding_rtl(64 channels, 15 steps) ->
+MVAU_rtl(64x10), SIMD/PE 8 (Pynq-Z1 part by default). Compile seconds are measured three
+ways: cold (empty cache: Verilator's runtime objects are built too), a new design with the
+runtime objects cached, and a cache hit.
 """
 
 from __future__ import annotations
@@ -132,6 +139,9 @@ def main() -> None:
     ap.add_argument("--part", default="xc7z020clg400-1")
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--models", default="digits-mlp,tfc-w2a2")
+    ap.add_argument("--repeats", type=int, default=2, help="builds with and without rtlsim")
+    ap.add_argument("--skip-chain", action="store_true", help="zoo models only")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="fpgaprint-bench-rtlsim-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -142,13 +152,21 @@ def main() -> None:
     from fpgaprint.core.finn_env import ensure_finn
 
     ensure_finn(work / "finn")
+    console = Console()
+    if args.models:
+        zoo_figures(args, work, console)
+    if not args.skip_chain:
+        chain_figures(args, work, cache, console)
+    console.print(f"work dir: {work}")
+
+
+def chain_figures(args, work: Path, cache: Path, console) -> None:
     from finn.core.onnx_exec import execute_onnx
     from finn.util.data_packing import npy_to_rtlsim_input
     from qonnx.custom_op.registry import getCustomOp
 
     from fpgaprint.compiler.rtlsim import find_verilator, use_verilator
 
-    console = Console()
     tool = find_verilator()
     console.print(f"Verilator {tool.version} ({tool.executable}), {os.cpu_count()} cores")
 
@@ -228,7 +246,144 @@ def main() -> None:
             finally:
                 sim.close()
         console.print(t)
-    console.print(f"work dir: {work}")
+
+
+# -- zoo models: node by node, stitched, in the build ---------------------------------------
+
+def _fresh_cache(work: Path, name: str, keep_runtime: Path | None = None) -> Path:
+    """An empty Verilator cache (with a copy of the runtime objects when given)."""
+    d = work / name
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    if keep_runtime is not None and (keep_runtime / "runtime").is_dir():
+        shutil.copytree(keep_runtime / "runtime", d / "runtime")
+    os.environ["FPGAPRINT_VERILATOR_CACHE"] = str(d)
+    return d
+
+
+def zoo_figures(args, work: Path, console) -> None:
+    import statistics
+
+    from fpgaprint.compiler import build as build_mod
+    from fpgaprint.compiler.build import build_model
+    from fpgaprint.compiler.config import BuildConfig
+    from fpgaprint.compiler.rtlsim.design import StitchedDesign
+    from fpgaprint.compiler.rtlsim.layers import check_layers
+    from fpgaprint.compiler.rtlsim.stage import check_stitched
+    from fpgaprint.core.golden import GoldenModel
+
+    rows = []
+    shared = work / "verilator-cache"
+    for name in args.models.split(","):
+        # one zoo build (trains the model, warms the cache), then builds of its QONNX export
+        os.environ["FPGAPRINT_VERILATOR_CACHE"] = str(shared)
+        zoo = build_model(f"zoo:{name}", "Pynq-Z1", work / name / "zoo",
+                          BuildConfig(equivalence_samples=32), allow_unsigned=True)
+        qonnx = zoo.frontend.qonnx_path
+        golden = GoldenModel(zoo.golden_path)
+        steps = zoo.out / "model" / "steps"
+        codegen = sorted(steps.glob("*_codegen.onnx"))[0]
+        rtl_dir = zoo.out / "hw" / "rtl"
+        shape = golden.input_shape[1:]
+        rng = np.random.default_rng(0)
+
+        # compile seconds on an empty cache (runtime objects kept: they are built once per
+        # machine and Verilator version), node by node and stitched
+        _fresh_cache(work, f"cold-{name}", keep_runtime=shared)
+        x64 = rng.integers(0, 256, (64, *shape))
+        t0 = time.perf_counter()
+        layers = check_layers(codegen, zoo.golden_path, x64)
+        node_cold = time.perf_counter() - t0
+        design = StitchedDesign(rtl_dir)
+        t0 = time.perf_counter()
+        build = design.build()
+        stitched_compile = time.perf_counter() - t0
+        # 100 self-test vectors through the stitched design, including its compile
+        _fresh_cache(work, f"cold100-{name}", keep_runtime=shared)
+        x100 = rng.integers(0, 256, (100, *shape))
+        t0 = time.perf_counter()
+        d100 = StitchedDesign(rtl_dir)
+        with d100.simulator() as sim:
+            raw, _ = sim.run(x100)
+        hundred = time.perf_counter() - t0
+        check_stitched(d100.top, raw, golden.run(x100)[0])
+
+        # warm: node-by-node vectors/s, stitched vectors/s and cycles/s
+        os.environ["FPGAPRINT_VERILATOR_CACHE"] = str(shared)
+        t0 = time.perf_counter()
+        warm = check_layers(codegen, zoo.golden_path, x64)
+        node_s = sum(r["seconds"] for r in warm["layers"])
+        node_cycles = sum(r["cycles"] for r in warm["layers"])
+        n_long = 2000 if name == "digits-mlp" else 500
+        xl = rng.integers(0, 256, (n_long, *shape))
+        with design.simulator(build=build) as sim:
+            sim.run(xl[:4])
+            t0 = time.perf_counter()
+            raw, cycles = sim.run(xl)
+            stitched_s = time.perf_counter() - t0
+            perf = sim.measure(x64)
+        check_stitched(design.top, raw, golden.run(xl)[0])
+        est = zoo.report["rtl"]["stitched"]["estimate"]
+
+        # added build time: same QONNX, with and without the rtlsim stage, alternating
+        cfg = BuildConfig(equivalence_samples=32)
+        real = build_mod.rtl_stage.run
+        with_rtl, without = [], []
+        for r in range(args.repeats):
+            for enabled in (True, False):
+                build_mod.rtl_stage.run = real if enabled else (lambda *a, **k: None)
+                try:
+                    t0 = time.perf_counter()
+                    build_model(str(qonnx), "Pynq-Z1", work / name / f"b{r}{int(enabled)}", cfg,
+                                allow_unsigned=True)
+                    (with_rtl if enabled else without).append(time.perf_counter() - t0)
+                finally:
+                    build_mod.rtl_stage.run = real
+        ratio = statistics.median(with_rtl) / statistics.median(without)
+        rows.append({
+            "model": name, "layers": len(layers["layers"]),
+            "node compile s": layers["compile_seconds"], "node cold s": node_cold,
+            "stitched compile s": stitched_compile, "100 vectors incl. compile s": hundred,
+            "node cycles/s": node_cycles / node_s if node_s else 0.0,
+            "node vectors/s": 64 / node_s if node_s else 0.0,
+            "stitched cycles/s": cycles / stitched_s, "stitched vectors/s": n_long / stitched_s,
+            "latency": (perf["latency_cycles"], est["latency_cycles"]),
+            "ii": (perf["ii_cycles"], est["ii_cycles"]),
+            "build with s": statistics.median(with_rtl),
+            "build without s": statistics.median(without), "ratio": ratio,
+            "ratios": [a / b for a, b in zip(with_rtl, without)],
+        })
+    t = Table(title="RTL co-simulation of the zoo models (impl_style auto, Pynq-Z1)")
+    t.add_column("figure")
+    for r in rows:
+        t.add_column(r["model"], justify="right")
+    fmt = [
+        ("RTL layers simulated node by node", lambda r: str(r["layers"])),
+        ("Verilator compile s, node-level layers (empty cache)",
+         lambda r: f"{r['node compile s']:.1f}"),
+        ("Verilator compile s, stitched design (empty cache)",
+         lambda r: f"{r['stitched compile s']:.1f}"),
+        ("100 vectors through the stitched design incl. compile s",
+         lambda r: f"{r['100 vectors incl. compile s']:.1f}"),
+        ("simulated cycles/s, stitched", lambda r: f"{r['stitched cycles/s']:,.0f}"),
+        ("simulated cycles/s, node by node (FINN+ execute_node)",
+         lambda r: f"{r['node cycles/s']:,.0f}"),
+        ("vectors/s, stitched", lambda r: f"{r['stitched vectors/s']:,.0f}"),
+        ("vectors/s, node by node (all layers)", lambda r: f"{r['node vectors/s']:,.0f}"),
+        ("latency cycles: measured / FINN+ estimate",
+         lambda r: f"{r['latency'][0]:,} / {r['latency'][1]:,}"),
+        ("initiation interval cycles: measured / FINN+ estimate",
+         lambda r: f"{r['ii'][0]:,.0f} / {r['ii'][1]:,}"),
+        ("build s with / without rtlsim (median)",
+         lambda r: f"{r['build with s']:.1f} / {r['build without s']:.1f}"),
+        ("added build time, ratio (median; min-max)",
+         lambda r: f"{r['ratio']:.2f} ({min(r['ratios']):.2f}-{max(r['ratios']):.2f})"),
+    ]
+    for label, f in fmt:
+        t.add_row(label, *(f(r) for r in rows))
+    console.print(t)
+    console.print("goals: stitched >= 1 M cycles/s; 100 self-test vectors through the stitched "
+                  "digits-mlp < 5 s including the compile (runtime objects cached)")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import numpy as np
 from fpgaprint.compiler import vivado
 from fpgaprint.compiler.config import BuildConfig
 from fpgaprint.compiler.equivalence import EquivalenceChecker, run_onnx, run_torch, sample_inputs
+from fpgaprint.compiler.rtlsim import stage as rtl_stage
 from fpgaprint.compiler.stage_runner import StageRunner
 from fpgaprint.compiler.steps import GOLDEN_AFTER, PARENT, STEPS
 from fpgaprint.core.atomic import write_json
@@ -211,6 +212,10 @@ def _run(spec, brd, out, config, fp, log, report, result, console):
             try:
                 _run_steps(fe, brd, out, config, log, report, result, progress, task, qmodel,
                            x_int, eq, stages)
+                # RTL co-simulation: node by node on the worker, the stitched design here
+                progress.update(task, description="rtlsim")
+                rtl_stage.run(out, brd, config, log, report, eq, stages,
+                              out / report["steps"][-1]["model"], out / GOLDEN, x_int)
                 progress.update(task, description="equivalence")
             finally:
                 # a failed step may leave stages queued: a mismatch before it is the cause

@@ -65,6 +65,8 @@ def train(model: str, out: str, seed: int, epochs: int | None) -> None:
               help="FINN folding JSON (node names of the specialized accelerator)")
 @click.option("--clock-ns", type=click.FloatRange(min=0, min_open=True, max=1000),
               help="clock period [default: the board's]")
+@click.option("--impl-style", type=click.Choice(["auto", "rtl", "hls"]),
+              help="FINN+ RTL or HLS variant of each layer (default auto: RTL where it exists)")
 @click.option("--samples", "equivalence_samples", type=click.IntRange(1, 100_000),
               help="equivalence vectors")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="training/calibration seed")

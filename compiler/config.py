@@ -8,7 +8,7 @@ board into FINN+'s `DataflowBuildConfig` for the FINN+ steps the build calls.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
@@ -48,6 +48,9 @@ class BuildConfig(BaseModel):
                                    validation_alias=_alias("clock_ns"),
                                    description="default: the board's clock")
     standalone_thresholds: bool = False
+    impl_style: Literal["auto", "rtl", "hls"] = Field(
+        "auto", description="FINN+ RTL or HLS variant of each layer: auto = RTL where FINN+ "
+        "has one (implies standalone thresholds), rtl = fail on any HLS layer, hls")
     equivalence_samples: int = Field(32, ge=1, le=100_000)
     seed: int = Field(0, ge=0, le=2**32 - 1)
     zoo_epochs: int | None = Field(None, ge=0, le=10_000,
@@ -114,6 +117,8 @@ def finn_config(config: BuildConfig, board, output_dir: str | Path, **extra: Any
     """FINN+'s DataflowBuildConfig for `config` on `board` (what FINN+'s steps read)."""
     from finn.builder import build_dataflow_config as bc
 
+    from fpgaprint.compiler.rtlsim.impl import standalone_thresholds
+
     values = dict(
         output_dir=str(output_dir),
         synth_clk_period_ns=float(config.clock_ns or board.clock_ns),
@@ -125,7 +130,7 @@ def finn_config(config: BuildConfig, board, output_dir: str | Path, **extra: Any
         folding_config_file=config.folding_config,
         target_fps=config.target_fps,
         mvau_wwidth_max=config.mvau_wwidth_max,
-        standalone_thresholds=config.standalone_thresholds,
+        standalone_thresholds=standalone_thresholds(config),  # implied by impl_style rtl/auto
         minimize_bit_width=True,
     )
     values.update(extra)

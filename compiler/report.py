@@ -26,6 +26,9 @@ def summary(report: dict, console) -> None:
     if grid:
         console.print(f"input grid: {grid['datatype']}, x = q · {grid['scale']:.6g} "
                       f"({'default' if grid['source'] == 'default' else grid['source']})")
+    from fpgaprint.compiler.rtlsim.stage import summary as rtl_summary
+
+    rtl_summary(report, console)  # layers, implementation, rtlsim, stitched cycles per frame
     steps = report.get("steps", [])
     reused = [s["name"] for s in steps if s.get("skipped")]
     console.print(f"{len(steps)} steps in {report.get('seconds', 0):.1f} s"

@@ -73,6 +73,20 @@ def partition_outputs(parent_path: str, golden_path: str, x: np.ndarray):
             time.perf_counter() - t0)
 
 
+def _guarded(fn, *args) -> tuple:
+    """(result, None) or (None, the exception): the caller decides when to raise it."""
+    import pickle
+
+    try:
+        return fn(*args), None
+    except Exception as e:  # handed to the task's callback
+        try:
+            pickle.dumps(e)
+        except Exception:
+            e = RuntimeError(f"{type(e).__name__}: {e}")
+        return None, e
+
+
 CHUNK = 8  # vectors per worker task: small tasks let the main process share the tail
 
 
@@ -101,6 +115,7 @@ class _Pending:
     chunks: list[_Task] | None = None  # while on the worker
     rows: int | None = None
     partition: bool = False
+    on_result: object = None  # a `task`: called with its result (or exception) by drain
 
 
 class StageRunner:
@@ -149,13 +164,23 @@ class StageRunner:
             self._pending.append(_Pending("dataflow_parent", True, chunks=[task],
                                           rows=len(x), partition=True))
 
+    def task(self, name: str, fn, args: tuple, on_result, inline: bool = False) -> None:
+        """Run fn(*args) on the worker, or here and now when `inline` (cheap work is done
+        before a worker would have started); `drain` calls on_result(result, error) in queue
+        order (fn must be importable and its result picklable)."""
+        if inline:
+            self._pending.append(_Pending(name, True, _guarded(fn, *args), on_result=on_result))
+            return
+        t = _Task(self._worker().submit(_guarded, fn, *args), _guarded, (fn, *args))
+        self._pending.append(_Pending(name, True, chunks=[t], on_result=on_result))
+
     @staticmethod
     def _collect(p: _Pending) -> tuple:
         """The result of a queued item, from the worker or from this process."""
         if p.result is not None:
             return p.result
         results = [t.result() for t in p.chunks]
-        if p.partition:
+        if p.partition or p.on_result is not None:
             return results[0]
         return np.concatenate([r[0] for r in results]), sum(r[1] for r in results)
 
@@ -170,6 +195,9 @@ class StageRunner:
                 task.steal()
         for p in self._pending:
             res = self._collect(p)
+            if p.on_result is not None:
+                p.on_result(*res)
+                continue
             if not p.partition:
                 out, secs = res
                 eq.add(p.stage, out, p.exact, secs)

@@ -575,7 +575,12 @@ PARENT = Path("model/steps/dataflow_parent.onnx")
 
 
 def step_specialize_layers(model, ctx):
-    """FINN+'s step_specialize_layers: RTL or HLS implementations for the board's part."""
+    """FINN+'s step_specialize_layers: RTL or HLS implementations for the board's part.
+
+    fpgaprint first sets each layer's preferred variant from `impl_style`."""
+    from fpgaprint.compiler.rtlsim.impl import prefer
+
+    model = prefer(model, ctx.config.impl_style)
     return finn_steps().step_specialize_layers(model, ctx.finn), {}
 
 

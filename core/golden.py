@@ -80,30 +80,45 @@ class GoldenModel:
             return (np.zeros((0, int(np.prod(self.raw_shape[1:]))), np.int64),
                     np.zeros((0, int(np.prod(out_shape[1:]))), np.float32),
                     np.zeros((0,), np.int64))
-        raws, outs = [], []
+        out = self.tensors(x, (self.raw_output, self.output_name), batch)
+        raw = np.rint(out[self.raw_output].reshape(n, -1)).astype(np.int64)
+        logits = out[self.output_name].reshape(n, -1).astype(np.float32)
+        return raw, logits, logits.argmax(axis=1).astype(np.int64)
+
+    def tensors(self, x_int: np.ndarray, names, batch: bool = True) -> dict[str, np.ndarray]:
+        """Values of the named tensors for N >= 1 input vectors, each (N, *shape[1:]) where
+        shape is the tensor's shape for one vector (batched as `run` is)."""
+        from finn.core.onnx_exec import execute_onnx
+
+        names = list(names)
+        x = np.asarray(x_int)
+        per = int(np.prod(self.input_shape[1:]))
+        if x.size % per or x.size == 0:
+            raise InputError(
+                f"input of {x.size} values does not fit the model input {self.input_shape}"
+            )
+        shapes = {}
+        for name in names:
+            shapes[name] = self.model.get_tensor_shape(name)
+            if shapes[name] is None:
+                raise InputError(f"the golden model has no tensor {name!r}")
+        x = x.reshape((-1, *self.input_shape[1:]))
+        n = x.shape[0]
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
         step = MAX_BATCH if batch and self.batchable else 1
         for start in range(0, n, step):
             rows = x[start:start + step]
             size = 1 << (len(rows) - 1).bit_length()  # a few cached batch sizes
             if size > len(rows):
                 rows = np.concatenate([rows, np.repeat(rows[:1], size - len(rows), axis=0)])
-            raw, out = self._execute(rows, size)
+            model = self.model if size == 1 else self._batched(size)
+            ctx = execute_onnx(model, {self.input_name: rows.astype(np.float32)},
+                               return_full_exec_context=True)
             keep = min(step, n - start)
-            raws.append(raw[:keep])
-            outs.append(out[:keep])
-        raw = np.rint(np.concatenate(raws)).astype(np.int64)
-        logits = np.concatenate(outs).astype(np.float32)
-        return raw, logits, logits.argmax(axis=1).astype(np.int64)
-
-    def _execute(self, rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-        from finn.core.onnx_exec import execute_onnx
-
-        model = self.model if size == 1 else self._batched(size)
-        ctx = execute_onnx(
-            model, {self.input_name: rows.astype(np.float32)}, return_full_exec_context=True
-        )
-        return (np.asarray(ctx[self.raw_output]).reshape(size, -1),
-                np.asarray(ctx[self.output_name], dtype=np.float32).reshape(size, -1))
+            for name in names:
+                value = np.asarray(ctx[name]).reshape(size, *shapes[name][1:])
+                parts[name].append(value[:keep])
+        return {name: np.concatenate(v) for name, v in parts.items()}
 
     @property
     def batchable(self) -> bool:

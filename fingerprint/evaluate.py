@@ -320,10 +320,7 @@ class Evaluation:
         if self.ex is None:
             self.notes.append("stuck-at-zero rows need the fast executor: left out")
             return
-        hidden = [(layer.name, layer.thresholds.shape[0] if layer.thresholds is not None
-                   and layer.thresholds.shape[0] > 1 else None)
-                  for layer in self.ex.layers if layer.op == "mvau"
-                  and layer.thresholds is not None]
+        hidden = hidden_neurons(self.ex)
         x_test = self.grid.to_int(self.data.x_test).reshape(len(self.data.x_test), -1)
         for k in self.cfg.stuck_neurons:
             for s in range(self.cfg.stuck_seeds):
@@ -551,6 +548,20 @@ def _jsonable(d):
     if isinstance(d, (list, tuple)):
         return [_jsonable(v) for v in d]
     return d
+
+
+def hidden_neurons(ex) -> list[tuple[str, int]]:
+    """(layer, neurons) of every thresholded activation after a matrix layer: an MVAU with its
+    thresholds, or a standalone Thresholding layer behind an MVAU."""
+    out, width = [], None
+    for layer in ex.layers:
+        if layer.op == "mvau":
+            width = int(ex.weights[layer.weights].shape[1])
+            if layer.thresholds is not None:
+                out.append((layer.name, width))
+        elif layer.op == "thr" and width is not None:
+            out.append((layer.name, width))
+    return out
 
 
 def _variant_labels(build: Callable[[], object], inputs: dict[str, np.ndarray], data

@@ -12,7 +12,7 @@ import click
 from fpgaprint.core.errors import InputError
 
 _LINK_FAULTS = "Link faults (board side of the line)"
-_MODEL_FAULTS = "Model faults (virtual backend)"
+_MODEL_FAULTS = "Model faults (virtual and rtlsim backends)"
 
 
 def _split(value: str, parts: int, fmt: str, option: str) -> list[str]:
@@ -60,8 +60,9 @@ def board() -> None:
               show_default=True, help="Wire protocol the board speaks.")
 @click.option("--mlperf-model-id", metavar="ID", help="Model id the MLPerf Tiny mode reports "
               "(the runner's tests.yaml key, e.g. ic01) [package name].")
-@click.option("--backend", type=click.Choice(["virtual", "pynq"]), default="virtual",
-              show_default=True)
+@click.option("--backend", type=click.Choice(["virtual", "rtlsim", "pynq"]), default="virtual",
+              show_default=True, help="virtual: the golden model; rtlsim: the package's "
+              "stitched RTL in Verilator; pynq: the bitfile on a PYNQ board.")
 @click.option("--serial", "serial_number", metavar="SN", help="Board serial number to report.")
 @click.option("--trusted-key", type=click.Path(dir_okay=False), metavar="PUB",
               help="Public key the package must be signed with.")

@@ -1,7 +1,8 @@
-"""Fault injection for the virtual board: bit upsets and stuck-at bits in the accelerator's
+"""Fault injection for the board backends: bit upsets and stuck-at bits in the accelerator's
 weight/threshold memories, a swapped model, and a board that replays stored answers.
 
-Memory faults act on the memory images of the golden model (`GoldenModel.memories()`), word by
+Memory faults act on memory images (`apply_memory_faults`): the golden model's
+(`GoldenModel.memories()`) on the virtual board, the stitched RTL's on the rtlsim board, word by
 word in each memory's own datatype (two's complement for signed types, BIPOLAR as one bit with
 0 = -1). Every applied fault is logged with its ground truth.
 """
@@ -186,15 +187,25 @@ def _locate(mems: dict[str, MemoryImage], layer: str, index: int, bit: int) -> s
 
 
 def inject(golden: GoldenModel, spec: FaultSpec | None) -> tuple[GoldenModel, list[dict]]:
-    """A copy of `golden` with the spec's memory faults applied, and the ground-truth log.
+    """A copy of `golden` with the spec's memory faults applied, and the ground-truth log
+    (see `apply_memory_faults`)."""
+    if spec is None or not spec.memory_faults:
+        return golden, []
+    changed, log = apply_memory_faults(golden.memories(), spec)
+    return golden.with_memories(changed), log
+
+
+def apply_memory_faults(mems: dict[str, MemoryImage], spec: FaultSpec | None
+                        ) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """The spec's memory faults applied to memory images: the changed memories' new values
+    (their original shapes) and the ground-truth log.
 
     Order: chosen flips, then random flips, then stuck-at bits (a stuck bit reads its value
     whatever was written). Log entries: kind, memory, layer, tensor, datatype, index, bit,
     old, new (and value for stuck-at; `effective` says whether the word changed).
     """
     if spec is None or not spec.memory_faults:
-        return golden, []
-    mems = golden.memories()
+        return {}, []
     values = {k: m.values.copy().reshape(-1) for k, m in mems.items()}
     log: list[dict] = []
 
@@ -218,7 +229,7 @@ def inject(golden: GoldenModel, spec: FaultSpec | None) -> tuple[GoldenModel, li
                lambda v, b, dt, level=value: stick(v, b, level, dt), {"value": value})
     changed = {k: v.reshape(mems[k].values.shape) for k, v in values.items()
                if any(e["memory"] == k for e in log)}
-    return golden.with_memories(changed), log
+    return changed, log
 
 
 def load_swap_model(path: str | Path, io: dict[str, Any]) -> GoldenModel:

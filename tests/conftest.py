@@ -131,11 +131,13 @@ def digits_build(compiled) -> Compiled:
 
 @pytest.fixture(scope="session")
 def make_package(compiled, keypair):
-    """make_package(NAME, OUT, threshold=…, golden_from=…, signed=…, hw=…): a finalized package
-    of zoo:NAME whose self-test vectors are the model's test data, expected labels from the
-    pre-trained model (`hw` files, e.g. {"top.bit": …}, go to hw/)."""
+    """make_package(NAME, OUT, threshold=…, golden_from=…, signed=…, hw=…, rtl=…): a finalized
+    package of zoo:NAME whose self-test vectors are the model's test data, expected labels from
+    the pre-trained model (`hw` files, e.g. {"top.bit": …}, go to hw/; `rtl` copies the build's
+    stitched RTL to hw/rtl/)."""
     def make(name: str, out: Path, threshold: float = 0.8, golden_from: Path | None = None,
-             signed: bool = True, hw: dict[str, bytes] | None = None) -> Path:
+             signed: bool = True, hw: dict[str, bytes] | None = None,
+             rtl: bool = False) -> Path:
         from fpgaprint.compiler.package import finalize_package, write_selftest
         from fpgaprint.core.golden import GoldenModel
 
@@ -147,6 +149,8 @@ def make_package(compiled, keypair):
         write_selftest(out, c.inputs, raw, labels, c.expected,
                        {"checks": ["exact", "fingerprint"], "fingerprint_threshold": threshold})
         meta = {"name": name, **META, "io": c.io}
+        if rtl:
+            shutil.copytree(c.out / "hw" / "rtl", out / "hw" / "rtl")
         for rel, data in (hw or {}).items():
             (out / "hw").mkdir(exist_ok=True)
             (out / "hw" / rel).write_bytes(data)
@@ -163,3 +167,9 @@ def make_package(compiled, keypair):
 def digits_package(make_package, shared_dir) -> Path:
     """A signed digits-mlp package shared read-only by every test."""
     return make_package("digits-mlp", shared_dir / "pkg-digits")
+
+
+@pytest.fixture(scope="session")
+def digits_rtl_package(make_package, shared_dir) -> Path:
+    """The signed digits-mlp package with its stitched RTL (hw/rtl/), read-only."""
+    return make_package("digits-mlp", shared_dir / "pkg-digits-rtl", rtl=True)

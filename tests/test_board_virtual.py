@@ -164,24 +164,25 @@ def test_random_flips_cover_every_memory(package, golden):
 
 
 def test_stuck_at_semantics(package, golden):
-    img = golden.memories()["MVAU_0/thresholds"]
+    img = golden.memories()["Thresholding_0/thresholds"]
     flat = img.values.reshape(-1)
     index = 5
     word = int(flat[index]) & ((1 << img.bits) - 1)
     bit = next(b for b in range(img.bits - 1) if not word >> b & 1)  # a bit that reads 0
-    spec = FaultSpec.from_strings(stuck_at=[f"MVAU_0/thresholds:{index}:{bit}:1",
-                                            f"MVAU_0/thresholds:{index}:{bit + 1}:"
+    spec = FaultSpec.from_strings(stuck_at=[f"Thresholding_0/thresholds:{index}:{bit}:1",
+                                            f"Thresholding_0/thresholds:{index}:{bit + 1}:"
                                             f"{word >> (bit + 1) & 1}"])
     board = VirtualBackend(package, spec)
     log = board.fault_log()
     assert [e["effective"] for e in log] == [True, False]
     assert log[0]["new"] == flip(int(flat[index]), bit, img.datatype)
     assert log[1]["old"] == log[1]["new"] == log[0]["new"]
-    stored = int(board.memories()["MVAU_0/thresholds"].values.reshape(-1)[index])
+    stored = int(board.memories()["Thresholding_0/thresholds"].values.reshape(-1)[index])
     assert (stored & ((1 << img.bits) - 1)) >> bit & 1 == 1
     # a stuck bit wins over a flip of the same bit
-    both = VirtualBackend(package, FaultSpec(flips=[("MVAU_0/thresholds", index, bit)],
-                                             stuck_at=[("MVAU_0/thresholds", index, bit, 0)]))
+    key = "Thresholding_0/thresholds"
+    both = VirtualBackend(package, FaultSpec(flips=[(key, index, bit)],
+                                             stuck_at=[(key, index, bit, 0)]))
     kinds = [(e["kind"], e["new"]) for e in both.fault_log()]
     assert kinds == [("flip", log[0]["new"]), ("stuck_at", int(flat[index]))]
     x = package.vectors()["inputs"]
@@ -305,9 +306,11 @@ def test_foreign_signer_is_refused(pkg_dir, tmp_path):
 
 
 def test_unknown_backend_and_faults_on_pynq(pkg_dir):
-    with pytest.raises(InputError, match="unknown backend 'fpga'; valid backends: virtual, pynq"):
+    with pytest.raises(InputError,
+                       match="unknown backend 'fpga'; valid backends: virtual, pynq, rtlsim"):
         open_backend(pkg_dir, backend="fpga")
-    with pytest.raises(InputError, match="fault injection needs the virtual backend"):
+    with pytest.raises(InputError, match=r"fault injection needs a backend that supports it "
+                                         r"\(virtual, rtlsim\), not 'pynq'"):
         open_backend(pkg_dir, backend="pynq", faults=FaultSpec(replay=True))
     with pytest.raises(InputError, match="no bitfile in hw/"):
         open_backend(pkg_dir, backend="pynq")

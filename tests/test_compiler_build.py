@@ -107,8 +107,21 @@ def test_reference_topologies_bit_exact(tmp_path, name):
     _assert_bit_exact(res.report)
     ops = {n.op_type for n in GoldenModel(res.golden_path).model.graph.node}
     assert "MVAU" in ops
+    rtl = res.report["rtl"]
+    simulated = [r for r in rtl["layers"] if r["impl"] == "rtl"]
+    assert simulated and all(r["simulated"] for r in simulated)
+    assert rtl["node_by_node"]["ok"] and rtl["node_by_node"]["layers"] == len(simulated)
     if name.startswith("cnv"):
         assert {"ConvolutionInputGenerator", "Pool"} <= ops
+        # mixed: FINN+ has no RTL pool; its HLS layers are listed, not simulated
+        hls = [r for r in rtl["layers"] if r["impl"] == "hls"]
+        assert {r["op_type"] for r in hls} == {"Pool_hls"}
+        assert all(r["note"] == "not simulated here: needs Vitis HLS" and not r["simulated"]
+                   for r in hls)
+        assert not rtl["stitched"]["built"] and "Pool_hls_0" in rtl["stitched"]["reason"]
+        assert not (res.out / "hw" / "rtl").exists()
+    else:
+        assert len(simulated) == len(rtl["layers"]) and rtl["stitched"]["ok"]
 
 
 def _flip_mvau_weight(model):

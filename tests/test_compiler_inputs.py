@@ -167,14 +167,18 @@ def test_folding_json_contents_are_a_step_input(digits_build, tmp_path):
     shutil.copytree(digits_build.out, out)
     names = [s for s in json.loads((out / "finn" / "state.json").read_text())["steps"]]
     assert "folding" in names
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    (step,) = (out / "model" / "steps").glob("*_folding.onnx")
+    mvau = next(n.name for n in ModelWrapper(str(step)).graph.node
+                if n.op_type.startswith("MVAU"))
     fold = tmp_path / "fold.json"
     cfg = BuildConfig(equivalence_samples=16, folding_config=str(fold))
-    fold.write_text(json.dumps({"Defaults": {}, "MVAU_hls_0": {"PE": 1}}))
+    fold.write_text(json.dumps({"Defaults": {}, mvau: {"PE": 1}}))
     first = build_model("zoo:digits-mlp", "Pynq-Z1", out, cfg)
     assert "folding" not in first.skipped_steps and first.report["folding"]["source"]
     again = build_model("zoo:digits-mlp", "Pynq-Z1", out, cfg)
     assert "folding" in again.skipped_steps
-    fold.write_text(json.dumps({"Defaults": {}, "MVAU_hls_0": {"PE": 1},
-                                "MVAU_hls_9": {"PE": 2}}))
-    with pytest.raises(InputError, match="folding entry 'MVAU_hls_9' names no node"):
+    fold.write_text(json.dumps({"Defaults": {}, mvau: {"PE": 1}, "MVAU_x_9": {"PE": 2}}))
+    with pytest.raises(InputError, match="folding entry 'MVAU_x_9' names no node"):
         build_model("zoo:digits-mlp", "Pynq-Z1", out, cfg)

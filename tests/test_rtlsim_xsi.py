@@ -455,3 +455,45 @@ def test_missing_port_is_named(toy):
         toy.set("nope", 1)
     with pytest.raises(SimulationError, match="no AXI stream 'in9_V'"):
         toy.stream({"in9_V": [1]}, {}, liveness=10)
+
+
+# -- FINN+'s rtlsim stream packing, vectorized ---------------------------------------------
+
+@pytest.fixture
+def packing():
+    from fpgaprint.compiler.rtlsim import packing
+
+    undo = packing.install()  # also records FINN+'s originals
+    yield packing
+    packing.uninstall(undo)
+
+
+@pytest.mark.parametrize("dt, shape", [("INT2", (3, 5, 18)), ("UINT8", (2, 64)),
+                                       ("INT13", (4, 7, 5)), ("BIPOLAR", (6, 9)),
+                                       ("UINT1", (2, 3, 70)), ("INT32", (3, 4)),
+                                       ("INT4", (5, 1))])
+def test_vectorized_packing_gives_finn_words(packing, dt, shape):
+    """Same stream words and arrays as FINN+'s own (per-element) packing, which it replaces
+    in FINN+'s layer modules while installed."""
+    from finn.custom_op.fpgadataflow.rtl import matrixvectoractivation_rtl as mvau
+    from qonnx.core.datatype import DataType
+
+    assert mvau.npy_to_rtlsim_input is packing.npy_to_rtlsim_input
+    t = DataType[dt]
+    rng = np.random.default_rng(len(shape))
+    a = rng.integers(int(t.min()), int(t.max()) + 1, size=shape).astype(np.float32)
+    if dt == "BIPOLAR":
+        a = np.where(a > 0, 1.0, -1.0).astype(np.float32)
+    bits = shape[-1] * t.bitwidth()
+    words = packing.npy_to_rtlsim_input(a, t, bits)
+    assert words == packing._original["npy_to_rtlsim_input"](a, t, bits)
+    back = packing.rtlsim_output_to_npy(words, None, t, shape, bits, t.bitwidth())
+    want = packing._original["rtlsim_output_to_npy"](words, None, t, shape, bits, t.bitwidth())
+    assert back.dtype == want.dtype and np.array_equal(back, want) and np.array_equal(back, a)
+
+
+def test_vectorized_packing_falls_back_for_values_outside_the_datatype(packing):
+    from qonnx.core.datatype import DataType
+
+    with pytest.raises(AssertionError):  # FINN+'s own check
+        packing.npy_to_rtlsim_input(np.array([[1.0, 9.0]], np.float32), DataType["INT4"], 8)

@@ -1,8 +1,8 @@
-"""The RTL simulation error."""
+"""RTL simulation errors."""
 
 from __future__ import annotations
 
-from fpgaprint.core.errors import FpgaprintError
+from fpgaprint.core.errors import EquivalenceError, FpgaprintError
 
 
 class SimulationError(FpgaprintError):
@@ -17,3 +17,13 @@ class SimulationError(FpgaprintError):
     def __init__(self, message: str, log: str | None = None):
         super().__init__(message)
         self.log = log
+
+    def __reduce__(self):  # keeps `log` across processes
+        return type(self), (str(self), self.log)
+
+
+class RtlMismatchError(EquivalenceError):
+    """The RTL computes something else than the golden model: names the layer (or the stitched
+    design), the vector and the first differing element, or the memory image and its line."""
+
+    exit_code = 1

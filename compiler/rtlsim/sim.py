@@ -244,8 +244,11 @@ class VerilatedSim:
 
     def stream(self, inputs: Mapping[str, Sequence[int]], outputs: Mapping[str, int], *,
                liveness: int = 10000, max_cycles: int | None = None,
-               timeout_message: str | None = None) -> StreamResult:
+               timeout_message: str | None = None, as_bytes: bool = False) -> StreamResult:
         """Feed `inputs` (stream -> values) and collect `outputs` (stream -> count).
+
+        Values are ints, or a uint8 array (n, bytes per word) of little-endian words; with
+        `as_bytes` the outputs come back as such arrays.
 
         Runs until every input is consumed and every output collected. Raises
         SimulationError naming the design and the stream when an output sees no value for
@@ -309,7 +312,9 @@ class VerilatedSim:
                 n = int(lib.fp_output_count(h, i))
                 buf = ctypes.create_string_buffer(max(1, n * data.nbytes))
                 lib.fp_read_output(h, i, buf)
-                result[nm] = _unpack(buf.raw[:n * data.nbytes], data.nbytes)
+                raw = buf.raw[:n * data.nbytes]
+                result[nm] = (np.frombuffer(raw, np.uint8).reshape(n, data.nbytes) if as_bytes
+                              else _unpack(raw, data.nbytes))
             done = True
             return StreamResult(result, self.cycles - start)
         finally:
@@ -337,7 +342,13 @@ class VerilatedSim:
 
 
 def _pack(values: Sequence[int], nb: int) -> bytes:
-    """Values as `nb` little-endian bytes each (wider values are truncated)."""
+    """Values as `nb` little-endian bytes each (wider values are truncated); a uint8 array
+    (n, nb) is taken as it is."""
+    if isinstance(values, np.ndarray) and values.dtype == np.uint8 and values.ndim == 2:
+        if values.shape[1] != nb:
+            raise SimulationError(f"stream words of {values.shape[1]} bytes for a port of "
+                                  f"{nb} bytes")
+        return np.ascontiguousarray(values).tobytes()
     if nb <= 8:
         try:
             words = np.asarray(values, dtype=np.uint64).astype("<u8", copy=False)

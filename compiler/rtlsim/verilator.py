@@ -40,11 +40,16 @@ _FORMAT = 1
 _VFLAGS = ("--cc", "--no-timing", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0",
            "--x-initial", "0", "-O3")
 _CFLAGS = ("-fPIC", "-fvisibility=hidden", f"-DFP_TOP={PREFIX}", "-DVL_USER_FATAL",
-           "-DVL_USER_STOP", "-DVL_USER_FINISH", "-DVL_PRINTF=fp_printf", "-include fp_config.h")
-# Force-included into every C++ file of a build (VL_PRINTF must be declared everywhere).
+           "-DVL_USER_STOP", "-DVL_USER_FINISH", "-DVL_PRINTF=fp_printf",
+           "'-DVL_VERILATED_INCLUDE=\"fp_config.h\"'")
+# Included by verilated.h into every C++ file of a build (VL_PRINTF must be declared everywhere;
+# through verilated.h rather than -include, so Verilator's precompiled headers stay usable).
 _CONFIG_H = "#pragma once\nint fp_printf(const char* fmt, ...);\n"
 _LDFLAGS = ("-shared", "-Wl,-Bsymbolic", "-pthread")
 _OPT = "-O1"
+# The wheel's verilated.mk leaves GCC's precompiled-header include flag empty, which breaks the
+# parallel builds Verilator selects for larger designs.
+_MAKE_VARS = ("CFG_CXXFLAGS_PCH_I=-include",)
 
 # Verilator runs of this process (a cache hit does not run Verilator).
 stats = {"verilator_runs": 0, "cache_hits": 0}
@@ -225,7 +230,7 @@ def _key(tool: Verilator, top: str, items: list[tuple[str, str]], defines: dict[
         "format": _FORMAT, "verilator": tool.ident, "cxx": _cxx()[1],
         "harness": _sha(HARNESS.read_bytes()), "config": _CONFIG_H, "vflags": _VFLAGS,
         "cflags": _CFLAGS,
-        "ldflags": _LDFLAGS, "opt": _OPT, "top": top,
+        "ldflags": _LDFLAGS, "opt": _OPT, "make": _MAKE_VARS, "top": top,
         "defines": sorted((str(k), str(v)) for k, v in defines.items()),
         "params": sorted((str(k), str(v)) for k, v in params.items()),
         "sources": items,
@@ -295,7 +300,7 @@ def build_library(top: str, sources: list[str | Path], *, label: str | None = No
             runtime.seed(obj)
             _run([make, "-s", "-C", str(obj), "-f", f"{PREFIX}.mk", f"-j{jobs}", f"CXX={cxx}",
                   f"LINK={cxx}", "AR=ar", f"PYTHON3={sys.executable}", f"OPT_FAST={_OPT}",
-                  f"OPT_SLOW={_OPT}", f"OPT_GLOBAL={_OPT}", LIBRARY_NAME],
+                  f"OPT_SLOW={_OPT}", f"OPT_GLOBAL={_OPT}", *_MAKE_VARS, LIBRARY_NAME],
                  tool.env(), log, label, log_dir, key, "C++")
             runtime.keep(obj)
         finally:

@@ -37,6 +37,12 @@ _SUBSTITUTES = {"mvu/add_multi.sv": HDL_DIR / "add_multi.sv",
 SimEngine = VerilatedSim
 
 
+def substitute(rtllib_path: str) -> Path | None:
+    """This package's replacement of a finn-rtllib source (path relative to finn-rtllib) that
+    Verilator cannot compile, or None."""
+    return _SUBSTITUTES.get(rtllib_path)
+
+
 def verilator_sources(source_list: list[str]) -> list[Path]:
     """FINN+'s file list as Verilator compiles it: packages first, unsupported files swapped."""
     from finn.util.settings import get_settings
@@ -47,7 +53,7 @@ def verilator_sources(source_list: list[str]) -> list[Path]:
     for src in order_pkg_first([str(s) for s in source_list]):
         p = Path(os.path.realpath(src))
         if p.is_relative_to(rtllib):
-            p = _SUBSTITUTES.get(p.relative_to(rtllib).as_posix(), p)
+            p = substitute(p.relative_to(rtllib).as_posix()) or p
         if p not in out:
             out.append(p)
     return out
@@ -184,14 +190,20 @@ _API = ("compile_sim_obj", "load_sim_obj", "reset_rtlsim", "close_rtlsim", "rtls
         "get_simkernel_so", "locate_glbl", "SimEngine", "is_available", "ensure_available")
 _saved: list[dict[str, object]] = []
 _MISSING = object()
+_PACKING = "(packing)"
 
 
 def install() -> None:
-    """Make `finn.xsi` use this module (nestable; undo with `uninstall`)."""
+    """Make `finn.xsi` use this module, and FINN+'s rtlsim stream packing the vectorized one
+    (`packing`), nestable; undo with `uninstall`."""
     import finn.xsi as finn_xsi
 
+    from fpgaprint.compiler.rtlsim import packing
+
     this = sys.modules[__name__]
-    _saved.append({n: finn_xsi.__dict__.get(n, _MISSING) for n in _API})
+    saved = {n: finn_xsi.__dict__.get(n, _MISSING) for n in _API}
+    saved[_PACKING] = packing.install()
+    _saved.append(saved)
     for n in _API:
         setattr(finn_xsi, n, getattr(this, n))
 
@@ -200,9 +212,13 @@ def uninstall() -> None:
     """Undo the latest `install`."""
     import finn.xsi as finn_xsi
 
+    from fpgaprint.compiler.rtlsim import packing
+
     if not _saved:
         return
-    for n, v in _saved.pop().items():
+    saved = _saved.pop()
+    packing.uninstall(saved.pop(_PACKING))
+    for n, v in saved.items():
         if v is _MISSING:
             finn_xsi.__dict__.pop(n, None)
         else:

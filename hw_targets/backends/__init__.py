@@ -1,5 +1,6 @@
-"""Board backends: `virtual` (golden model, fault injection) and `pynq` (FINN+ driver on a
-PYNQ board), registered by name in `base`. `open_backend` verifies the package before any
+"""Board backends: `virtual` (golden model, fault injection), `rtlsim` (the package's
+stitched RTL in Verilator, fault injection) and `pynq` (FINN+ driver on a PYNQ board),
+registered by name in `base`. `open_backend` verifies the package before any
 backend sees it."""
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ def open_backend(
     cls = backend_class(backend)
     active = faults is not None and faults.active
     if active and not cls.fault_injection:
-        raise InputError(f"fault injection needs the virtual backend, not {backend!r}")
+        able = [n for n in BACKENDS if backend_class(n).fault_injection]
+        raise InputError(f"fault injection needs a backend that supports it "
+                         f"({', '.join(able)}), not {backend!r}")
     package = verify_package(package_dir, trusted_key=trusted_key, allow_unsigned=allow_unsigned)
     try:
         return cls(package, serial=serial, **({"faults": faults} if active else {}))

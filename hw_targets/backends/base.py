@@ -27,6 +27,7 @@ from fpgaprint.core.selftest import Policy, evaluate
 BACKEND_MODULES = {
     "virtual": "fpgaprint.hw_targets.backends.virtual",
     "pynq": "fpgaprint.hw_targets.backends.pynq",
+    "rtlsim": "fpgaprint.hw_targets.backends.rtlsim",
 }
 _REGISTRY: dict[str, type["Backend"]] = {}
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,106 +18,19 @@ import numpy as np
 
 from fpgaprint.core.errors import InputError, LinkError
 from fpgaprint.core.package import Package
+from fpgaprint.core.streams import (  # noqa: F401  (the driver data path, re-exported)
+    DriverIO,
+    datatype,
+    fold_input,
+    pack_input,
+    unfold_output,
+    unpack_output,
+)
 from fpgaprint.hw_targets.backends.base import Backend, check_inputs, register
 
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
 SETTINGS = ("hw/settings.json", "hw/driver/settings.json")
 HEAD_OPS = ("Reshape", "Flatten")  # host-side ops before the accelerator that keep row order
-
-
-def _packing():
-    """FINN's packing functions: the board's finn-plus-driver copy, else finn-plus's own."""
-    try:
-        from finn_plus_driver import packing
-    except ImportError:
-        try:
-            from finn.util import data_packing as packing
-        except ImportError:
-            raise InputError("neither finn-plus-driver nor finn-plus is installed: FINN's data "
-                             "packing is needed to drive the accelerator") from None
-    return packing
-
-
-def datatype(name: Any):
-    """A qonnx DataType from `UINT8` or the driver's `DataType['UINT8']` notation."""
-    from qonnx.core.datatype import DataType
-
-    if not isinstance(name, str):
-        return name
-    text = name.strip()
-    if text.startswith("DataType["):
-        text = text[len("DataType["):].rstrip("]").strip("'\"")
-    try:
-        return DataType[text]
-    except KeyError:
-        raise InputError(f"unknown FINN datatype {name!r}") from None
-
-
-@dataclass(frozen=True)
-class DriverIO:
-    """One input and one output of the accelerator as the driver's io_shape_dict states them
-    (shapes with batch 1 in the first dimension)."""
-
-    idt: str
-    odt: str
-    ishape_normal: tuple[int, ...]
-    ishape_folded: tuple[int, ...]
-    ishape_packed: tuple[int, ...]
-    oshape_normal: tuple[int, ...]
-    oshape_folded: tuple[int, ...]
-    oshape_packed: tuple[int, ...]
-
-    @classmethod
-    def from_io_shape_dict(cls, d: dict[str, Any], where: str = "io_shape_dict") -> "DriverIO":
-        try:
-            if len(d["idt"]) != 1 or len(d["odt"]) != 1:
-                raise InputError(f"{where}: {len(d['idt'])} inputs and {len(d['odt'])} outputs;"
-                                 " the pynq backend drives accelerators with one of each")
-            fields = {k: tuple(int(v) for v in d[k][0]) for k in (
-                "ishape_normal", "ishape_folded", "ishape_packed",
-                "oshape_normal", "oshape_folded", "oshape_packed")}
-            return cls(datatype(d["idt"][0]).name, datatype(d["odt"][0]).name, **fields)
-        except (KeyError, TypeError, ValueError, IndexError) as e:
-            raise InputError(f"{where}: not a FINN io_shape_dict ({type(e).__name__}: {e})") \
-                from None
-
-    def batched(self, name: str, batch: int) -> tuple[int, ...]:
-        """Shape `name` (e.g. "ishape_folded") for a batch of `batch`."""
-        return (batch, *getattr(self, name)[1:])
-
-
-def fold_input(x: np.ndarray, io: DriverIO) -> np.ndarray:
-    """(B, ...) inputs in row-major order -> the driver's folded input shape for batch B."""
-    b = x.shape[0]
-    if x[0].size != int(np.prod(io.ishape_normal[1:])):
-        raise InputError(f"input of {x[0].size} values per vector does not fit the "
-                         f"accelerator input {io.ishape_normal}")
-    return np.asarray(x).reshape(io.batched("ishape_folded", b))
-
-
-def pack_input(folded: np.ndarray, io: DriverIO) -> np.ndarray:
-    """Folded inputs -> uint8 buffer of the driver's packed shape (FINN packing, SIMD and
-    byte order reversed as the accelerator's DMA expects)."""
-    packed = _packing().finnpy_to_packed_bytearray(
-        folded.astype(np.float32), datatype(io.idt), reverse_inner=True, reverse_endian=True)
-    want = io.batched("ishape_packed", folded.shape[0])
-    if tuple(packed.shape) != want:
-        raise InputError(f"packed input has shape {packed.shape}, the driver expects {want}")
-    return np.ascontiguousarray(packed, dtype=np.uint8)
-
-
-def unpack_output(packed: np.ndarray, io: DriverIO) -> np.ndarray:
-    """uint8 output buffer -> folded outputs (float32 carrying integers)."""
-    b = packed.shape[0]
-    return _packing().packed_bytearray_to_finnpy(
-        np.ascontiguousarray(packed, dtype=np.uint8), datatype(io.odt),
-        io.batched("oshape_folded", b), reverse_inner=True, reverse_endian=True)
-
-
-def unfold_output(folded: np.ndarray, io: DriverIO) -> np.ndarray:
-    """Folded outputs -> raw int64 (B, R)."""
-    b = folded.shape[0]
-    return np.rint(folded).astype(np.int64).reshape(io.batched("oshape_normal", b)).reshape(b, -1)
 
 
 class HostGraph:

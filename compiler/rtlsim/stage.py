@@ -1,0 +1,228 @@
+"""RTL co-simulation as a build stage (entry point `run`, called once the layers' code is
+generated) and its part of the terminal summary (`summary`).
+
+* Every layer is listed with its implementation (`impl_style`); HLS layers are named "not
+  simulated here: needs Vitis HLS".
+* Node by node: every RTL layer runs FINN+'s node-level rtlsim on Verilator over the build's
+  equivalence vectors, fed with the golden model's tensors (`layers.check_layers`): here
+  when the golden model runs batched (MLPs: a second or two), else on the stage runner's
+  worker while the build goes on; `drain` reports it in order.
+* Stitched: an all-RTL design gets FINN+'s FIFOs and width converters and one Verilog top
+  (`stitch`), written to `OUT/hw/rtl/` (a package folder), built with Verilator and run on the
+  same vectors; its raw outputs must equal the golden model's, and its measured cycles per
+  frame (latency, initiation interval) are reported next to FINN+'s estimates.
+
+A difference is an RtlMismatchError (exit 1) naming the layer or memory image, the vector and
+the first differing element; a design that does not build or stalls is a SimulationError
+(exit 2) naming it, its full log appended to build.log.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fpgaprint.compiler.rtlsim.errors import RtlMismatchError, SimulationError
+from fpgaprint.compiler.rtlsim.impl import layer_table, require_rtl
+
+RTL_DIR = Path("hw/rtl")
+
+
+def run(out: Path, board, config, log, report: dict, eq, stages, model_path: Path,
+        golden_path: Path, x_int: np.ndarray) -> None:
+    """Queue the node-level runs on `stages`, build and check the stitched design here."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from fpgaprint.compiler.equivalence import StageResult
+    from fpgaprint.compiler.rtlsim.layers import check_layers
+    from fpgaprint.compiler.rtlsim.xsi import ensure_available
+
+    style = getattr(config, "impl_style", "auto")
+    rtl_dir = out / RTL_DIR
+    if rtl_dir.exists():
+        shutil.rmtree(rtl_dir)  # never ship the RTL of an earlier build
+    model = ModelWrapper(str(model_path))
+    golden_of = _golden_layers(golden_path)
+    rows = layer_table(model)
+    for r in rows:
+        node = model.get_node_from_name(r["layer"])
+        r["golden_layer"] = golden_of.get(node.output[0], "")
+    section = {"impl_style": style, "layers": rows, "node_by_node": None, "stitched": None}
+    report["rtl"] = section
+    require_rtl(rows, style, board.part)
+    if not any(r["impl"] == "rtl" for r in rows):
+        return
+    first = next(r["layer"] for r in rows if r["impl"] == "rtl")
+    try:
+        ensure_available()
+    except SimulationError as e:
+        raise SimulationError(f"{first}: {e}") from None
+    results: list = []
+
+    def layers_done(result, error) -> None:
+        if error is not None:
+            _log_failure(log, error)
+            raise error
+        by_name = {r["layer"]: r for r in result["layers"]}
+        for r in rows:
+            if r["layer"] in by_name:
+                sim = by_name[r["layer"]]
+                r.update(simulated=True, cycles_rtlsim=sim["cycles"],
+                         reference=sim["reference"], seconds=sim["seconds"],
+                         compile_seconds=sim["compile_seconds"])
+        section["node_by_node"] = {"ok": True, "vectors": result["vectors"],
+                                   "layers": len(result["layers"]),
+                                   "seconds": result["seconds"],
+                                   "compile_seconds": result["compile_seconds"]}
+        log(f"rtlsim: {len(result['layers'])} RTL layers bit-exact with the golden model on "
+            f"{result['vectors']} vectors ({result['seconds']:.1f} s)")
+        eq.results.append(StageResult("rtlsim_layers", True, 0.0, 0, 0, True,
+                                      result["seconds"]))
+        eq.results.extend(results)
+
+    # like the other stages: graphs the golden model runs batched are quick enough to run
+    # here; the others (convolutions, one vector at a time) go to the worker
+    from fpgaprint.core.golden import GoldenModel
+
+    stages.task("rtlsim_layers", check_layers,
+                (str(model_path), str(golden_path), x_int, str(out / "finn")), layers_done,
+                inline=GoldenModel(golden_path).batchable)
+    t0 = time.perf_counter()
+    try:
+        section["stitched"] = _stitched(out, board, config, log, model, golden_path, x_int)
+    except SimulationError as e:
+        _log_failure(log, e)
+        raise
+    st = section["stitched"]
+    if st.get("built"):
+        results.append(StageResult("rtlsim_stitched", True, 0.0, 0, 0, True,
+                                   round(time.perf_counter() - t0, 3)))
+
+
+def _golden_layers(golden_path: Path) -> dict[str, str]:
+    """Output tensor -> golden HW layer name."""
+    from fpgaprint.core.golden import GoldenModel
+
+    g = GoldenModel(golden_path)
+    return {n.output[0]: n.name for n in g.model.graph.node}
+
+
+def _log_failure(log, error: Exception) -> None:
+    path = getattr(error, "log", None)
+    if path and Path(path).is_file():
+        log(f"{error}\n--- full log ({path}) ---\n{Path(path).read_text(errors='replace')}")
+
+
+def _stitched(out: Path, board, config, log, model, golden_path: Path, x_int) -> dict:
+    """Build, check and measure the stitched design; {"built": False, "reason"} when the
+    design cannot be stitched."""
+    from fpgaprint.compiler.rtlsim import stitch
+    from fpgaprint.compiler.rtlsim.design import StitchedDesign
+    from fpgaprint.core.golden import GoldenModel
+
+    clock_ns = config.clock_ns or board.clock_ns
+    golden = GoldenModel(golden_path)
+    t0 = time.perf_counter()
+    try:
+        with log.capture():
+            plumbed = stitch.plumb(model, board.part, clock_ns)
+            est = estimates(plumbed)
+            stitch.export(plumbed, out / RTL_DIR, golden, est)
+    except stitch.NotStitchable as e:
+        log(f"rtlsim: no stitched design: {e}")
+        shutil.rmtree(out / RTL_DIR, ignore_errors=True)
+        return {"built": False, "reason": str(e)}
+    design = StitchedDesign(out / RTL_DIR)
+    t1 = time.perf_counter()
+    try:
+        build = design.build(log_dir=out / "finn")
+    except SimulationError as e:
+        raise SimulationError(f"{_culprit(str(e), design)}{e}", e.log) from None
+    compile_s = time.perf_counter() - t1
+    want = golden.run(x_int)[0]
+    with design.simulator(build=build) as sim:
+        t2 = time.perf_counter()
+        raw, cycles = sim.run(x_int)
+        sim_s = time.perf_counter() - t2
+        check_stitched(design.top, raw, want)
+        perf = sim.measure(x_int)
+    clock_mhz = 1000.0 / clock_ns
+    res = {
+        "built": True, "ok": True, "top": design.top, "path": RTL_DIR.as_posix(),
+        "layers": len(design.raw["layers"]), "vectors": int(len(x_int)),
+        "latency_cycles": perf["latency_cycles"], "ii_cycles": perf["ii_cycles"],
+        "estimate": est, "compile_seconds": round(compile_s, 3), "cached": build.cached,
+        "sim_seconds": round(sim_s, 4), "cycles_per_second": round(cycles / sim_s) if sim_s
+        else None,
+        "measured_fps": round(clock_mhz * 1e6 / perf["ii_cycles"]) if perf["ii_cycles"]
+        else None,
+        "export_seconds": round(t1 - t0, 3),
+    }
+    log(f"rtlsim: stitched design {design.top} bit-exact on {len(x_int)} vectors; latency "
+        f"{res['latency_cycles']} cycles (FINN+ estimate {est['latency_cycles']}), initiation "
+        f"interval {res['ii_cycles']} (estimate {est['ii_cycles']})")
+    return res
+
+
+def _culprit(message: str, design) -> str:
+    """"LAYER: " for the layer whose source the first compiler error names, else ""."""
+    for layer in design.raw["layers"]:
+        if re.search(rf"layers/{re.escape(layer['name'])}(_\w+)?\.s?v\b", message):
+            return f"{layer['name']}: "
+    return ""
+
+
+def estimates(model) -> dict:
+    """FINN+'s cycle estimates of a stitched graph: latency (critical path) and initiation
+    interval (slowest layer)."""
+    from finn.analysis.fpgadataflow.dataflow_performance import dataflow_performance
+    from finn.transformation.fpgadataflow.annotate_cycles import AnnotateCycles
+
+    perf = model.transform(AnnotateCycles()).analysis(dataflow_performance)
+    return {"latency_cycles": int(perf["critical_path_cycles"]),
+            "ii_cycles": int(perf["max_cycles"]), "slowest_layer": perf["max_cycles_node_name"]}
+
+
+def check_stitched(top: str, raw: np.ndarray, want: np.ndarray) -> None:
+    """The stitched design's raw outputs equal the golden model's, or name the first
+    difference."""
+    from fpgaprint.compiler.rtlsim.layers import first_difference
+
+    diff = first_difference(raw.reshape(want.shape), want)
+    if diff is not None:
+        v, idx = diff
+        raise RtlMismatchError(
+            f"stitched RTL design {top} differs from the golden model on equivalence vector "
+            f"{v}: raw output [{', '.join(map(str, idx))}] is {raw.reshape(want.shape)[(v, *idx)]}"
+            f", the golden model gives {want[(v, *idx)]}")
+
+
+def summary(report: dict, console) -> None:
+    """Layers, their implementation and simulation; the stitched design's cycles per frame."""
+    from rich.table import Table
+
+    rtl = report.get("rtl")
+    if not rtl or not rtl.get("layers"):
+        return
+    t = Table(title=f"layers (impl_style {rtl['impl_style']})", box=None)
+    for c in ("layer", "golden", "implementation", "simulated"):
+        t.add_column(c)
+    for r in rtl["layers"]:
+        sim = (r.get("note") or "not simulated") if not r.get("simulated") else \
+            "rtlsim bit-exact" if r.get("reference") != "reordered" else \
+            "rtlsim bit-exact (output order by design)"
+        t.add_row(r["layer"], r.get("golden_layer", ""), r["impl"].upper(), sim)
+    console.print(t)
+    st = rtl.get("stitched") or {}
+    if st.get("built"):
+        e = st["estimate"]
+        console.print(f"stitched RTL ({st['path']}, {st['layers']} layers incl. FIFOs and width "
+                      f"converters): bit-exact on {st['vectors']} vectors; cycles per frame "
+                      f"measured latency {st['latency_cycles']} / interval {st['ii_cycles']}, "
+                      f"FINN+ estimate {e['latency_cycles']} / {e['ii_cycles']}")
+    elif st.get("reason"):
+        console.print(f"stitched RTL: not built ({st['reason']})")
