@@ -489,8 +489,8 @@ def _cells(r: dict[str, Any]) -> dict[str, str]:
                                                      if (r.get("attempts") or 0) > 1 else ""),
         "fit": r.get("fit") or "", "resources": resources,
         "estimated cycles": "" if est.get("ii_cycles") is None else f"{est['ii_cycles']}",
-        "measured cycles": "" if not meas else f"{meas.get('ii_cycles')} "
-                                               f"(latency {meas.get('latency_cycles')})",
+        "measured cycles": "" if not meas else f"{meas.get('ii_cycles'):g} "
+                                               f"(latency {meas.get('latency_cycles'):g})",
         "equivalence": eqs, "package id": r.get("package_id") or "",
         "seconds": "" if secs is None else f"{secs:.1f}",
         "error": r.get("error") or "",
