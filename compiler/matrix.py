@@ -542,12 +542,22 @@ def _plot(doc: dict[str, Any]) -> str | None:
     ax1.set_xlabel("seconds (task wall time)")
     ax1.set_title("Time per build")
     ax1.legend(handles=[Patch(color=v, label=k) for k, v in STATUS_COLORS.items()],
-               loc="lower right", fontsize=8)
-    lut = [((r.get("resources") or {}).get("LUT") or {}).get("percent") or 0 for r in recs]
-    ax2.barh(y, lut, color="#0072B2")
-    ax2.axvline(100, color="black", ls="--", lw=1)
-    ax2.set_xlabel("LUT estimate, % of the board")
+               loc="upper left", bbox_to_anchor=(0.0, -0.12 - 0.6 / len(recs)), ncol=3,
+               frameon=False, fontsize=8)
+    kinds = (("LUT", "#0072B2"), ("BRAM_18K", "#E69F00"), ("DSP", "#CC79A7"))
+    h = 0.8 / len(kinds)
+    top = 0.0
+    for k, (res, color) in enumerate(kinds):
+        pct = [((r.get("resources") or {}).get(res) or {}).get("percent") or 0 for r in recs]
+        top = max(top, *pct)
+        ax2.barh([v - 0.4 + h * (k + 0.5) for v in y], pct, height=h, color=color, label=res)
+    if top >= 80:
+        ax2.axvline(100, color="black", ls="--", lw=1)
+    ax2.set_xlim(0, max(5.0, 1.15 * top))
+    ax2.set_xlabel("estimate, % of the board's resource")
     ax2.set_title("Resource use per build")
+    ax2.legend(loc="upper left", bbox_to_anchor=(0.0, -0.12 - 0.6 / len(recs)), ncol=3,
+               frameon=False, fontsize=8)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     return base64.b64encode(buf.getvalue()).decode("ascii")
@@ -563,9 +573,10 @@ def html_page(doc: dict[str, Any]) -> str:
         + "</tr>" for r, row in zip(doc["builds"], rows))
     png = _plot(doc)
     fig = "" if png is None else (
-        f"<figure><img alt='time and LUT use per build' src='data:image/png;base64,{png}'>"
+        f"<figure><img alt='time and resource use per build' src='data:image/png;base64,{png}'>"
         "<figcaption>Left: each build's task wall time, coloured by its status. Right: its "
-        "LUT estimate as a share of the board's LUTs (dashed: 100 %).</figcaption></figure>")
+        "LUT, BRAM and DSP estimates as shares of the board's (a dashed line at 100 % when a "
+        "build comes near it).</figcaption></figure>")
     c = doc["counts"]
     meta = "".join(f"<tr><th>{e(k)}</th><td>{e(str(doc[k]))}</td></tr>" for k in (
         "matrix", "cluster", "wall_seconds", "version", "finished") if doc.get(k) is not None)
