@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -243,10 +244,11 @@ def unpack_array(buf: bytes | memoryview, offset: int = 0) -> tuple[np.ndarray, 
         raise ProtocolError(ErrorCode.BAD_PAYLOAD, "truncated array shape")
     shape = struct.unpack_from(f"<{ndim}I", buf, offset)
     offset += 4 * ndim
+    if 0 in shape:
+        raise ProtocolError(ErrorCode.BAD_PAYLOAD, f"array of shape {tuple(shape)} has a zero "
+                            "dimension (every dimension must be >= 1)")
     dtype = _CODES[code]
-    count = 1
-    for d in shape:
-        count *= d
+    count = math.prod(shape)
     nbytes = count * dtype.itemsize
     if len(buf) - offset < nbytes:
         raise ProtocolError(ErrorCode.BAD_PAYLOAD, f"array of shape {tuple(shape)} needs "
@@ -269,11 +271,17 @@ def pack_json(obj: dict) -> bytes:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def unpack_json(payload: bytes) -> dict:
+    """A JSON object; NaN, Infinity and nesting deeper than the parser's stack are refused."""
     try:
-        obj = json.loads(payload.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ProtocolError(ErrorCode.BAD_PAYLOAD, f"bad JSON payload: {e}") from None
+        obj = json.loads(payload.decode(), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ProtocolError(ErrorCode.BAD_PAYLOAD, f"bad JSON payload: {str(e)[:200]}") \
+            from None
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_PAYLOAD, "JSON payload is not an object")
     return obj

@@ -6,6 +6,7 @@ tests the protocol layer; the virtual board's own tests cover the real golden mo
 
 from __future__ import annotations
 
+import re
 import time
 import zlib
 
@@ -24,6 +25,7 @@ from fpgaprint.hw_targets.link import (
     PtyTransport,
     TcpTransport,
     open_transport,
+    serve_url,
 )
 
 SHAPE = (8, 8)
@@ -331,8 +333,28 @@ def test_link_fault_settings_are_checked(kwargs, message):
         LinkFaults(**kwargs)
 
 
-def test_open_transport_checks_its_arguments():
-    with pytest.raises(InputError, match="exactly one of --pty and --tcp"):
-        open_transport()
-    with pytest.raises(InputError, match="--tcp expects HOST:PORT, got 'nohost'"):
-        open_transport(tcp="nohost")
+def test_transports_are_chosen_by_url():
+    for url, prefix in (("pty://", "/dev/pts/"), ("socket://127.0.0.1:0", "socket://127.0.0.1:")):
+        t = open_transport(url)
+        try:
+            assert t.url.startswith(prefix) and t.url != url
+        finally:
+            t.close()
+    assert serve_url(pty=True) == "pty://"
+    assert serve_url(tcp="127.0.0.1:0") == "socket://127.0.0.1:0"
+    assert serve_url(port="socket://h:1") == "socket://h:1"
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: serve_url(), "exactly one of --port URL, --pty and --tcp"),
+    (lambda: serve_url(pty=True, tcp="h:1"), "exactly one of"),
+    (lambda: serve_url(tcp="nohost"), "--tcp expects HOST:PORT, got 'nohost'"),
+    (lambda: open_transport("foo://bar"), "a board serves on pty://, socket://"),
+    (lambda: open_transport("/dev/ttyS0"), "a board serves on"),
+    (lambda: open_transport("pty://x"), "a pty takes no address"),
+    (lambda: open_transport("socket://127.0.0.1"), "expected socket://HOST:PORT"),
+    (lambda: open_transport("socket://127.0.0.1:99999"), "Port out of range"),
+])
+def test_open_transport_checks_its_arguments(call, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        call()
