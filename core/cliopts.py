@@ -3,6 +3,7 @@ paths and the trust options. A bad value is an InputError (exit 2) naming the fl
 
 from __future__ import annotations
 
+import contextvars
 import importlib.util
 import math
 import os
@@ -39,7 +40,8 @@ class Number(click.ParamType):
             try:
                 v = self.kind(str(value).strip())
             except ValueError:
-                raise InputError(f"{_flag(param)} {value!r}: not {'an integer' if self.kind is int else 'a number'}") from None
+                what = "an integer" if self.kind is int else "a number"
+                raise InputError(f"{_flag(param)} {value!r}: not {what}") from None
         if isinstance(v, float) and not math.isfinite(v):
             raise InputError(f"{_flag(param)} {value!r}: must be a finite number")
         low_bad = self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo)
@@ -174,3 +176,26 @@ def trust_options(f):
 def warn(message: str) -> None:
     """One warning line on stderr."""
     click.echo(f"warning: {message}", err=True)
+
+
+_PICKLE = contextvars.ContextVar("fpgaprint_trust_pickle", default=False)
+
+
+def allow_pickle(allowed: bool = True) -> None:
+    """Let model loaders unpickle files that need it (runs code from them: trusted files)."""
+    _PICKLE.set(allowed)
+
+
+def pickle_allowed() -> bool:
+    return _PICKLE.get()
+
+
+def _set_trust_pickle(ctx, param, value: bool) -> bool:
+    allow_pickle(bool(value))
+    return value
+
+
+trust_pickle_option = click.option(
+    "--trust-pickle", is_flag=True, expose_value=False, callback=_set_trust_pickle,
+    help="Load a model file that needs unpickling (a whole pickled nn.Module). Unpickling "
+         "runs code from the file: only for files you trust.")

@@ -26,8 +26,8 @@ from fpgaprint.core.manifest import (
     Verification,
     check_signature,
     check_sizes,
-    safe_rel,
     parse_manifest,
+    safe_rel,
     verify_manifest,
 )
 from fpgaprint.core.selftest import Policy

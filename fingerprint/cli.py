@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from fpgaprint.core.atomic import write_json
+from fpgaprint.core.cliopts import trust_pickle_option
 from fpgaprint.core.errors import InputError, VerdictFail
 
 
@@ -30,6 +31,7 @@ def fingerprint(threads: int) -> None:
 
 @fingerprint.command()
 @click.argument("model")
+@trust_pickle_option
 @click.option("--algorithm", type=click.Choice(["vanilla", "robust", "sensitive"]),
               default="robust", show_default=True)
 @click.option("--count", type=int, default=100, show_default=True)
@@ -66,6 +68,7 @@ def generate(model: str, algorithm: str, count: int, out: Path, seed: int, calib
 
 @fingerprint.command()
 @click.argument("model")
+@trust_pickle_option
 @click.argument("fpset", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--expect-source", is_flag=True,
               help="MODEL must be the set's source model (hash mismatch is an error).")
@@ -90,6 +93,7 @@ def check(model: str, fpset: Path, expect_source: bool, json_out: Path | None) -
 
 @fingerprint.command(name="eval")
 @click.argument("model")
+@trust_pickle_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--count", type=int, default=100, show_default=True, help="Vectors per method.")
 @click.option("--flip-seeds", type=int, default=20, show_default=True)

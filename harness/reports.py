@@ -55,6 +55,10 @@ def write_verify_junit(path: str | Path, outcome: BoardOutcome) -> None:
     for k in ("board", "serial", "backend"):
         if outcome.identity.get(k) is not None:
             suite.add_property(k, str(outcome.identity[k]))
+    if outcome.trust:
+        suite.add_property("trust", str(outcome.trust.get("trust")))
+        if outcome.trust.get("warning"):
+            suite.add_property("trust_warning", outcome.trust["warning"])
     checks = outcome.verdict.checks if outcome.verdict else []
     if not checks:
         case = TestCase("link", classname="fpgaprint.verify", time=outcome.duration_s)

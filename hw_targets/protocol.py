@@ -428,10 +428,16 @@ def pack_error(code: ErrorCode, message: str) -> bytes:
     return bytes((int(code),)) + message.encode()[:240]
 
 
+def printable(text: str, limit: int = 240) -> str:
+    """`text` cut to `limit` characters with anything unprintable (terminal escapes, control
+    characters) replaced by '?': what a host shows of text a board sent."""
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
 def unpack_error(payload: bytes) -> tuple[int, str]:
     if not payload:
         return int(ErrorCode.INTERNAL), "empty ERROR payload"
-    return payload[0], payload[1:].decode(errors="replace")
+    return payload[0], printable(payload[1:].decode(errors="replace"))
 
 
 def error_name(code: int) -> str:
