@@ -32,15 +32,17 @@ _DEFAULTS = LinkSettings()
 MAX_BATCH = 4096
 
 
-def _existing(ctx, param, value: Path | None) -> Path | None:
-    if value is not None and not str(value).strip():
-        raise InputError(f"--{param.name.replace('_', '-')} '': empty path")
-    return value
+def _path(ctx, param, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    if not value.strip():
+        raise InputError(f"--{param.name.replace('_', '-')} {value!r}: empty path")
+    return Path(value)
 
 
 _common = [
-    click.option("--package", "package", required=True, type=click.Path(path_type=Path),
-                 callback=_existing, help="deployment package (directory or .tar.gz)"),
+    click.option("--package", "package", required=True, callback=_path,
+                 help="deployment package (directory or .tar.gz)"),
     click.option("--timeout", type=seconds(), default=_DEFAULTS.timeout, show_default=True,
                  help="longest silence for one answer in seconds (shortened to what the line "
                       "shows)"),
@@ -55,8 +57,7 @@ _common = [
     click.option("--deadline", type=seconds(), default=None,
                  help="seconds one board's verification may take [default: 20 + 10x the line "
                       "time of the vectors + 0.1 per vector]"),
-    click.option("--challenge", type=click.Path(path_type=Path), default=None,
-                 callback=_existing,
+    click.option("--challenge", default=None, callback=_path,
                  help="verifier-held fingerprint set (.npz) for a challenge instead of the "
                       "embedded vectors; must share no input with the package"),
     trust_options,
@@ -215,7 +216,7 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge, t
             todo = [p for p in run["ports"] if p not in done]
             if ports is not None:
                 todo = [p for p in ports if p not in done]
-            store.set_ports(resume, [p for p in run["ports"] if p in done] + todo)
+                store.set_ports(resume, [p for p in run["ports"] if p in done] + todo)
             run_id, station = resume, station or run["station"]
             ports = todo
         station = station or default_station()

@@ -261,14 +261,16 @@ class _Exchange:
                                 f"{P.error_name(code)}: {msg}")
             self._fail(job, f"board error {P.error_name(code)}: {msg}")
             return
+        # past the CRC, a wrong answer is the board's doing (a damaged frame passes the CRC
+        # with probability 2^-32): no retry, no verdict
         if frame.type != job.type:
-            self._fail(job, f"answer of type 0x{frame.type:02x} to {job.type.name}")
-            return
+            raise LinkError(f"board at {pipe.port.url} broke the protocol: answer of type "
+                            f"0x{frame.type:02x} to {job.type.name}")
         try:
             result = job.parse(frame.payload)
         except P.ProtocolError as e:
-            self._fail(job, f"malformed answer: {e}")
-            return
+            raise LinkError(f"board at {pipe.port.url} broke the protocol: {job.type.name} "
+                            f"answer: {e}") from None
         pipe.health.answered(now - started - (allowance - pipe.health.silence))
         self.outstanding.popleft()
         self.done.append((job, result))

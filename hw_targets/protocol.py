@@ -271,14 +271,11 @@ def pack_json(obj: dict) -> bytes:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
 
 
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def unpack_json(payload: bytes) -> dict:
-    """A JSON object; NaN, Infinity and nesting deeper than the parser's stack are refused."""
+    """A JSON object (nesting deeper than the parser's stack is refused). Numbers may be
+    NaN or infinite: whoever uses a field checks it."""
     try:
-        obj = json.loads(payload.decode(), parse_constant=_no_constant)
+        obj = json.loads(payload.decode())
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ProtocolError(ErrorCode.BAD_PAYLOAD, f"bad JSON payload: {str(e)[:200]}") \
             from None
