@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ TARGET_LOSS = 1e-6  # accepted probability that a request is lost for good on a 
 MAX_ATTEMPTS = 64  # sends of one request, whatever the line
 MIN_SILENCE = 0.1  # seconds: the shortest silence that counts as a lost answer
 SILENCE_FACTOR = 4.0  # times the slowest recent answer
+MAX_MALFORMED = 3  # well-framed answers that break the protocol before the board is blamed
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Job:
     vectors: int = 0
     attempts: int = 0
     silent: int = 0  # attempts that got no byte of answer
+    malformed: int = 0  # answers that passed the CRC but not the protocol
     seq: int = 0
     heard: int = 0  # frames (whole or damaged) heard from the board when it was sent
     sent_at: float = 0.0
@@ -129,7 +132,7 @@ class Pipeline:
         self.deadline = math.inf  # monotonic time no wait may pass
         self.vector_s = 0.0  # the board's compute time per vector (bounded)
         self.boot: int | None = None
-        self._seq = 0
+        self._seq = int.from_bytes(os.urandom(2), "little") % 0xFFFF  # unlike an earlier host
         self._given_up: set[int] = set()
 
     # -- sequence, boot -----------------------------------------------------------------
@@ -261,21 +264,27 @@ class _Exchange:
                                 f"{P.error_name(code)}: {msg}")
             self._fail(job, f"board error {P.error_name(code)}: {msg}")
             return
-        # past the CRC, a wrong answer is the board's doing (a damaged frame passes the CRC
-        # with probability 2^-32): no retry, no verdict
+        # past the CRC, a wrong answer is a stale one (an earlier host's request with the
+        # same number) or the board's doing: retried, but not past MAX_MALFORMED
         if frame.type != job.type:
-            raise LinkError(f"board at {pipe.port.url} broke the protocol: answer of type "
-                            f"0x{frame.type:02x} to {job.type.name}")
+            self._malformed(job, f"answer of type 0x{frame.type:02x} to {job.type.name}")
+            return
         try:
             result = job.parse(frame.payload)
         except P.ProtocolError as e:
-            raise LinkError(f"board at {pipe.port.url} broke the protocol: {job.type.name} "
-                            f"answer: {e}") from None
+            self._malformed(job, f"{job.type.name} answer: {e}")
+            return
         pipe.health.answered(now - started - (allowance - pipe.health.silence))
         self.outstanding.popleft()
         self.done.append((job, result))
         if self.batcher is not None:
             self.batcher.succeeded()
+
+    def _malformed(self, job: Job, reason: str) -> None:
+        job.malformed += 1
+        if job.malformed >= MAX_MALFORMED:
+            raise LinkError(f"board at {self.pipe.port.url} broke the protocol: {reason}")
+        self._fail(job, f"malformed answer: {reason}")
 
     def _fail(self, job: Job, reason: str, damaged: bool = False, silent: bool = False,
               counts: bool = True) -> None:
@@ -302,6 +311,7 @@ class _Exchange:
         log.info("retrying %s (%s)", job.type.name, reason)
         pieces = self.batcher.split(job) if shrink else [job]
         for piece in pieces:
-            piece.attempts, piece.silent, piece.reasons = job.attempts, job.silent, \
-                list(job.reasons)
+            piece.attempts, piece.silent, piece.malformed = job.attempts, job.silent, \
+                job.malformed
+            piece.reasons = list(job.reasons)
         self.pending.extendleft(reversed(pieces))

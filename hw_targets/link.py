@@ -29,8 +29,8 @@ from fpgaprint.core.errors import InputError, LinkError
 log = logging.getLogger("fpgaprint.link")
 
 _POLL = 0.05
-RX_CHUNKS = 16  # reads waiting for the processor (each at most 64 KiB)
-TX_MESSAGES = 64  # answers waiting for the line
+RX_CHUNKS = 4  # reads waiting for the processor (each at most 64 KiB)
+TX_MESSAGES = 32  # answers waiting for the line
 
 
 class StreamHandler(Protocol):

@@ -115,3 +115,49 @@ def test_agent_survives_fuzzed_frames(agent):
         P.Frame(P.MsgType.HELLO, 7, P.pack_hello())))[0][:-1])
     assert hello.type == P.MsgType.HELLO and P.unpack_json(hello.payload)["protocol"] == 1
     assert elapsed < 60, f"{FRAMES} frames took {elapsed:.1f} s"
+
+
+def test_a_never_reading_flood_holds_the_board_still(digits_package, keypair):
+    """The board's queues stay within their bounds while a host floods it and never reads,
+    and a fresh host is answered afterwards (memory and time: bench/flood.py)."""
+    import threading
+
+    import serial
+
+    from fpgaprint.harness.client import BoardClient
+    from fpgaprint.hw_targets.backends import open_backend
+    from fpgaprint.hw_targets.link import RX_CHUNKS, TX_MESSAGES, BoardLink, PtyTransport
+
+    backend = open_backend(digits_package, trusted_key=keypair[1])
+    link = BoardLink(PtyTransport(), BoardAgent(backend)).start()
+    stop = threading.Event()
+    peak = {"rx": 0, "tx": 0}
+
+    def watch():
+        while not stop.is_set():
+            peak["rx"] = max(peak["rx"], link._rx.qsize())
+            peak["tx"] = max(peak["tx"], link._tx.qsize())
+            time.sleep(0.005)
+
+    frame = P.encode_frame(P.Frame(P.MsgType.INFER, 1, P.pack_array(
+        np.random.default_rng(0).integers(0, 256, (16, 64)))))
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        held = 0
+        with serial.serial_for_url(link.url, timeout=0, write_timeout=0.05) as host:
+            end = time.monotonic() + 3.0
+            while time.monotonic() < end:
+                try:
+                    host.write(frame * 8)
+                except serial.SerialTimeoutException:
+                    held += 1
+        with BoardClient(link.url, timeout=2.0, deadline=30) as client:
+            assert client.hello()["protocol"] == 1
+    finally:
+        stop.set()
+        watcher.join()
+        link.stop()
+        backend.close()
+    assert held > 0  # the board held the flooding host back
+    assert peak["rx"] <= RX_CHUNKS and peak["tx"] <= TX_MESSAGES

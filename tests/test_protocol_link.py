@@ -309,6 +309,14 @@ def test_agent_answers_busy_beyond_its_window():
     assert P.unpack_error(answers[3].payload)[0] == P.ErrorCode.BUSY
 
 
+def test_a_flood_in_one_delivery_earns_at_most_window_refusals():
+    agent = BoardAgent(MatBackend(), window=3)
+    wire = b"".join(P.encode_frame(P.Frame(P.MsgType.INFO, s)) for s in range(1, 41))
+    answers = [P.decode_frame(a[:-1]) for a in agent.feed(wire + b"junk\x00" * 10)]
+    assert [a.type for a in answers] == [P.MsgType.INFO] * 3 + [P.MsgType.ERROR] * 3
+    assert agent.counters["dropped"] == 37 - 3 + 10
+
+
 def test_agent_reset_drops_the_rest_of_the_input_and_ignores_responses():
     backend = MatBackend()
     agent = BoardAgent(backend)
