@@ -90,12 +90,15 @@ def package() -> None:
 
 
 @package.command("verify")
-@click.argument("pkg", metavar="PACKAGE", type=click.Path(path_type=Path))
+@click.argument("pkg", metavar="PACKAGE")
 @trust_options
-def verify(pkg: Path, trusted_key: tuple[str, ...], allow_unsigned: bool,
+def verify(pkg: str, trusted_key: tuple[str, ...], allow_unsigned: bool,
            allow_unpinned: bool) -> None:
     """Verify signature, hashes and self-test files; exit 0 if valid, 2 naming the bad file."""
     from fpgaprint.core.package import describe, verify_package
+
+    if not pkg.strip():
+        raise InputError("PACKAGE '': empty path")
 
     with verify_package(pkg, trusted_key=trusted_key, allow_unsigned=allow_unsigned,
                         allow_unpinned=allow_unpinned) as p:

@@ -75,6 +75,11 @@ def write_verify_junit(path: str | Path, outcome: BoardOutcome) -> None:
 def write_accept_junit(path: str | Path, outcomes: Iterable[BoardOutcome], station: str) -> None:
     """One testcase per board: name = serial (or port), classname = station."""
     suite = TestSuite(f"accept {station}")
+    outcomes = list(outcomes)
+    warning = next((o.trust["warning"] for o in outcomes if o.trust and o.trust.get("warning")),
+                   None)
+    if warning:
+        suite.add_property("trust_warning", warning)
     for o in outcomes:
         name = f"{o.serial or 'unknown-serial'} @ {o.port}"
         case = TestCase(name, classname=f"fpgaprint.accept.{station}", time=o.duration_s)
