@@ -63,6 +63,9 @@ def run(package: Path, trusted_key: Path, seconds: float, sample: float = 1.0) -
         while t.is_alive():
             time.sleep(sample)
             rss.append(proc.memory_info().rss)
+            if len(rss) % 10 == 0:
+                print(f"{time.strftime('%H:%M:%S')} flooding: board at "
+                      f"{rss[-1] / 2**20:.1f} MB", flush=True)
         t.join()
         t0 = time.monotonic()
         with BoardClient(b.port, timeout=2.0, deadline=60) as c:

@@ -56,9 +56,15 @@ def main() -> None:
     stop_at = time.monotonic() + 60 * args.minutes
     console = Console()
     bounded = False
+    last_line = time.monotonic()
     try:
         with console.status("verifying") as status:
             for i in range(args.verifies):
+                if not console.is_terminal and time.monotonic() - last_line >= 10:
+                    last_line = time.monotonic()
+                    print(f"{time.strftime('%H:%M:%S')} verify {i}/{args.verifies}: healthy "
+                          f"{dict(counts['healthy'])}, flipped {dict(counts['flipped'])}",
+                          flush=True)
                 if time.monotonic() > stop_at:
                     bounded = True
                     break

@@ -41,9 +41,10 @@ def _path(ctx, param, value: str | None) -> Path | None:
 
 
 _common = [
-    click.option("--package", "package", required=True, callback=_path,
+    click.option("--package", "package", required=True, callback=_path, metavar="PKG",
                  help="deployment package (directory or .tar.gz)"),
     click.option("--timeout", type=seconds(), default=_DEFAULTS.timeout, show_default=True,
+                 metavar="SECONDS",
                  help="longest silence for one answer in seconds (shortened to what the line "
                       "shows)"),
     click.option("--retries", type=Number(int, 0, 100), default=_DEFAULTS.retries,
@@ -54,10 +55,10 @@ _common = [
                  show_default=True, help="vectors per INFER/CHALLENGE request"),
     click.option("--baud", type=Number(int, 50, 100_000_000), default=_DEFAULTS.baud,
                  show_default=True, help="line rate of the board's serial port"),
-    click.option("--deadline", type=seconds(), default=None,
+    click.option("--deadline", type=seconds(), default=None, metavar="SECONDS",
                  help="seconds one board's verification may take [default: 20 + 10x the line "
                       "time of the vectors + 0.1 per vector]"),
-    click.option("--challenge", default=None, callback=_path,
+    click.option("--challenge", default=None, callback=_path, metavar="FP.npz",
                  help="verifier-held fingerprint set (.npz) for a challenge instead of the "
                       "embedded vectors; must share no input with the package"),
     trust_options,
@@ -112,7 +113,7 @@ def _port(ctx, param, value: str) -> str:
 
 
 @click.command()
-@click.option("--port", required=True, callback=_port,
+@click.option("--port", required=True, callback=_port, metavar="URL",
               help="pyserial URL of the board (/dev/ttyUSB0, /dev/pts/N, socket://HOST:PORT, "
                    "rfc2217://HOST:PORT)")
 @common
@@ -151,13 +152,13 @@ def _ports(ctx, param, value: str | None) -> list[str] | None:
 
 
 @click.command()
-@click.option("--ports", callback=_ports,
+@click.option("--ports", callback=_ports, metavar="URL,URL,…",
               help="comma-separated pyserial URLs, one per board (with --resume: the boards "
                    "that replace the run's unfinished ones)")
 @common
-@click.option("--db", "db_url", default="sqlite:///accept.db", show_default=True,
+@click.option("--db", "db_url", default="sqlite:///accept.db", show_default=True, metavar="URL",
               help="SQLAlchemy URL of the results database (postgresql+psycopg://… works)")
-@click.option("--db-wait", type=seconds(), default=30.0, show_default=True,
+@click.option("--db-wait", type=seconds(), default=30.0, show_default=True, metavar="SECONDS",
               help="seconds a locked or unreachable database is retried before results are "
                    "spooled to the journal")
 @click.option("--journal", type=OutputPath(), default=None,
@@ -169,7 +170,8 @@ def _ports(ctx, param, value: str | None) -> list[str] | None:
               help="write a JUnit XML report (one testcase per board)")
 @click.option("--html", type=OutputPath(), default=None,
               help="write an HTML report with plots")
-@click.option("--station", default=None, help="station name recorded with the run [host name]")
+@click.option("--station", default=None, metavar="NAME",
+              help="station name recorded with the run [host name]")
 def accept(ports, package, timeout, retries, batch, baud, deadline, challenge, trusted_key,
            allow_unsigned, allow_unpinned, db_url, db_wait, journal, resume, junit, html,
            station) -> None:

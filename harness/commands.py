@@ -99,7 +99,7 @@ class BoardClient:
         if self.deadline_s is not None:
             self.pipe.deadline = time.monotonic() + self.deadline_s
         self.port.open()
-        self.port.write(P.DELIMITER)  # ends any partial frame the board may hold
+        self.port.write(P.DELIMITER, self.pipe.deadline)  # ends a partial frame the board holds
 
     def close(self) -> None:
         self.port.close()
@@ -265,7 +265,7 @@ class BoardClient:
         for _ in range(self.retries + 1):
             pipe.check_deadline("RESET")
             seq = pipe.next_seq()
-            self.port.write(P.encode_frame(P.Frame(P.MsgType.RESET, seq, b"")))
+            self.port.write(P.encode_frame(P.Frame(P.MsgType.RESET, seq, b"")), pipe.deadline)
             self.stats["frames_sent"] += 1
             deadline = pipe.wait_until(self.timeout + self.long_timeout)
             while (answer := self.port.next_good_frame(deadline)) is not None:

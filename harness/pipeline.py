@@ -229,7 +229,7 @@ class _Exchange:
             wire = P.encode_frame(P.Frame(job.type, job.seq, job.payload))
             job.wire, job.sent_at = len(wire), time.monotonic()
             job.heard = pipe.heard()
-            pipe.port.write(wire)
+            pipe.port.write(wire, pipe.deadline)
             pipe.stats["frames_sent"] += 1
             pipe.health.sent += 1
             self.outstanding.append(job)

@@ -90,8 +90,13 @@ class BoardPort:
 
     # -- bytes ----------------------------------------------------------------------------
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, deadline: float = float("inf")) -> None:
+        """Write all of `data`; where the backend takes a write timeout, never past
+        `deadline` (monotonic)."""
         port = self._port()
+        left = deadline - time.monotonic()
+        if self.write_timeout_applied and left < (port.write_timeout or float("inf")):
+            port.write_timeout = max(left, 0.01)  # the last writes before the deadline
         try:
             port.write(data)
         except serial.SerialTimeoutException:
