@@ -10,7 +10,9 @@ How many times a request may be sent, and how long silence may last, follow the 
 (`LinkHealth`): on a line that answers but damages frames the budget grows with the observed
 loss, so that a request is lost with probability below `TARGET_LOSS`; silence alone (a hung
 board) gets only the configured retries. The silence allowance shrinks to a few times the
-slowest answer seen, never below `MIN_SILENCE`, and doubles when an answer arrives late.
+slowest recent answer, never below `MIN_SILENCE`; it doubles on each timeout (as TCP backs off
+its retransmission timer), and an answer that arrives after its request timed out counts as a
+recent answer, so the allowance grows to what a slow board needs.
 """
 
 from __future__ import annotations
@@ -112,15 +114,17 @@ class LinkHealth:
         need = math.ceil(math.log(TARGET_LOSS) / math.log(p)) if p > 0 else base
         return int(min(max(base, need), MAX_ATTEMPTS))
 
+    def timed_out(self) -> None:
+        """No answer within the allowance: back off (double the silence, as TCP does)."""
+        self.silence = min(self.timeout, self.silence * 2)
+
     def answered(self, delay: float) -> None:
-        """An answer came `delay` s after its allowance started (line and compute excluded)."""
+        """An answer came `delay` s after its allowance started (line and compute excluded),
+        in time or after its request timed out."""
         self.delays.append(max(delay, 0.0))
         if len(self.delays) >= 3:
             self.silence = min(self.timeout, max(MIN_SILENCE, SILENCE_FACTOR * max(self.delays)))
 
-    def late(self) -> None:
-        """An answer came after its request was given up: allow more silence."""
-        self.silence = min(self.timeout, self.silence * 2)
 
 
 class Pipeline:
@@ -133,7 +137,8 @@ class Pipeline:
         self.vector_s = 0.0  # the board's compute time per vector (bounded)
         self.boot: int | None = None
         self._seq = int.from_bytes(os.urandom(2), "little") % 0xFFFF  # unlike an earlier host
-        self._given_up: set[int] = set()
+        # requests given up after a timeout: seq -> (allowance start, line and compute part)
+        self._timed_out: dict[int, tuple[float, float]] = {}
 
     # -- sequence, boot -----------------------------------------------------------------
 
@@ -208,6 +213,11 @@ class _Exchange:
                                          if head.reasons else head.type.name)
                 self.pipe.stats["timeouts"] += 1
                 silent = self.pipe.heard() == head.heard
+                if len(self.pipe._timed_out) > 4096:
+                    self.pipe._timed_out.clear()
+                self.pipe._timed_out[head.seq] = (started, allowance - self.pipe.health.silence)
+                self.pipe.health.timed_out()
+                self.progress = time.monotonic()  # the next request's allowance starts now
                 self._fail(head, "timeout", silent=silent)
             elif isinstance(frame, P.ProtocolError):  # answers come in order: the head's is lost
                 self._fail(head, f"damaged answer ({frame})", damaged=True)
@@ -243,8 +253,9 @@ class _Exchange:
             return
         job = next((j for j in self.outstanding if j.seq == frame.seq), None)
         if job is None:
-            if frame.seq in pipe._given_up:
-                pipe.health.late()
+            late = pipe._timed_out.pop(frame.seq, None)
+            if late is not None:  # the board was slower than allowed: a delay sample
+                pipe.health.answered(time.monotonic() - late[0] - late[1])
             if frame.type == P.MsgType.ERROR:
                 pipe.stats["board_errors"] += 1
                 code, msg = P.unpack_error(frame.payload)
@@ -293,9 +304,6 @@ class _Exchange:
         plus log2(chunk) times."""
         pipe = self.pipe
         self.outstanding.remove(job)
-        pipe._given_up.add(job.seq)
-        if len(pipe._given_up) > 4096:
-            pipe._given_up.clear()
         job.reasons.append(reason)
         if counts:
             pipe.health.failed += 1

@@ -366,3 +366,46 @@ def test_transports_are_chosen_by_url():
 def test_open_transport_checks_its_arguments(call, message):
     with pytest.raises(InputError, match=re.escape(message)):
         call()
+
+
+def test_retries_follow_the_line_and_silence_follows_the_board():
+    from fpgaprint.harness.pipeline import MAX_ATTEMPTS, MIN_SILENCE, Job, LinkHealth
+
+    h = LinkHealth(timeout=2.0, retries=3)
+    job = Job(P.MsgType.INFO, b"", P.unpack_json)
+    h.sent, h.failed = 100, 0
+    assert h.attempts_allowed(job) == 4  # a clean line: the configured retries
+    h.sent, h.failed = 100, 50  # half the sends damaged: enough for p(lost) < 1e-6
+    assert h.attempts_allowed(job) == 20
+    h.failed = 99
+    assert h.attempts_allowed(job) == MAX_ATTEMPTS
+    job.silent = 4  # but a board that stays silent gets no more than the retries
+    assert h.attempts_allowed(job) == 4
+    assert h.silence == 2.0
+    for _ in range(3):
+        h.answered(0.001)
+    assert h.silence == MIN_SILENCE
+    h.answered(0.3)  # an answer after its request timed out: the board needs more
+    assert h.silence == pytest.approx(1.2)
+    h.answered(5.0)
+    assert h.silence == 2.0  # never more than --timeout
+
+
+def test_a_slow_board_is_waited_for_after_one_late_answer(serve):
+    """Answers slower than the shrunken silence are timed out once, then waited for."""
+    class Slow(MatBackend):
+        def infer(self, x):
+            if self.calls >= 4:
+                time.sleep(0.35)
+            return super().infer(x)
+
+    link, backend = serve(backend=Slow())
+    x = inputs(12)
+    with BoardClient(link.url, timeout=2.0, chunk_bytes=64 * 8) as client:
+        client.hello()
+        for _ in range(4):
+            client.infer(x[:1])
+        assert client.health.silence == pytest.approx(0.1)
+        raw, _ = client.infer(x)
+        assert client.health.silence > 0.35
+    np.testing.assert_array_equal(raw, expected(backend, x)[0])
