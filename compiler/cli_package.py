@@ -73,7 +73,7 @@ def untrust(key: str) -> None:
 
 @keys.command("list")
 def list_keys() -> None:
-    """The keys this host trusts (trust store and $FPGAPRINT_TRUSTED_KEYS)."""
+    """The keys this host trusts (trust store, trust.toml, $FPGAPRINT_TRUSTED_KEYS)."""
     from fpgaprint.core.trust import list_trusted, trust_store_dir
 
     anchors = list_trusted()

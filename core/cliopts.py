@@ -168,8 +168,8 @@ def trust_options(f):
     f = click.option(
         "--trusted-key", "trusted_key", multiple=True, metavar="PUB",
         help="Public key (PEM file or 64 hex digits in a file) the package must be signed "
-             "with; repeatable. Without it, the keys of the trust store "
-             "(`fpgaprint keys trust PUB`) and $FPGAPRINT_TRUSTED_KEYS are used.")(f)
+             "with; repeatable. Without it, the keys provisioned on this host are used "
+             "(`fpgaprint keys trust PUB`, trust.toml, $FPGAPRINT_TRUSTED_KEYS).")(f)
     return f
 
 

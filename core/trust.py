@@ -5,7 +5,9 @@ A package's signer is *pinned* when its key is one of the trust anchors:
 - `--trusted-key PUB` on the command line (then only these keys count for that command);
 - otherwise every key of the trust store, a folder of public key files under the config
   folder (`fpgaprint keys trust PUB` adds one; `$FPGAPRINT_TRUST_STORE` moves the folder),
-  and every key in `$FPGAPRINT_TRUSTED_KEYS` (key files or 64 hex digits, separated by `:`).
+  every key the config file `~/.config/fpgaprint/trust.toml` lists
+  (`trusted_keys = ["release.pub", "<64 hex>"]`; `$FPGAPRINT_TRUST_CONFIG` moves it), and every
+  key in `$FPGAPRINT_TRUSTED_KEYS` (key files or 64 hex digits, separated by `:`).
 
 A signed package whose signer is not pinned is refused unless the caller allows it
 (`--allow-unpinned`); an unsigned package only with `--allow-unsigned`.
@@ -24,7 +26,9 @@ from fpgaprint.core.errors import InputError
 from fpgaprint.core.keys import default_key_dir, load_public_key, public_key_hex, public_pem
 
 TRUST_STORE_ENV = "FPGAPRINT_TRUST_STORE"
+TRUST_CONFIG_ENV = "FPGAPRINT_TRUST_CONFIG"
 TRUSTED_KEYS_ENV = "FPGAPRINT_TRUSTED_KEYS"
+MAX_CONFIG = 64 * 1024
 STORE_SUFFIX = ".pub"
 MAX_STORE_KEYS = 256
 
@@ -80,20 +84,54 @@ def _store_anchors(store: Path) -> list[Anchor]:
     return out
 
 
+def _anchor(item: str, source: str, base: Path | None = None) -> Anchor:
+    """A key given as 64 hex digits or as a key file (relative to `base`)."""
+    item = item.strip()
+    if len(item) == 64 and all(c in "0123456789abcdefABCDEF" for c in item):
+        try:
+            key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(item))
+        except ValueError as e:
+            raise InputError(f"{source}: {item[:16]}… is not an Ed25519 key ({e})") from None
+    else:
+        path = Path(item).expanduser()
+        try:
+            key = load_public_key(base / path if base is not None else path)
+        except InputError as e:
+            raise InputError(f"{source}: {e}") from None
+    return Anchor(key, public_key_hex(key), source)
+
+
 def _env_anchors() -> list[Anchor]:
-    out = []
-    for item in filter(None, os.environ.get(TRUSTED_KEYS_ENV, "").split(os.pathsep)):
-        item = item.strip()
-        if len(item) == 64 and all(c in "0123456789abcdefABCDEF" for c in item):
-            try:
-                key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(item))
-            except ValueError as e:
-                raise InputError(f"{TRUSTED_KEYS_ENV}: {item[:16]}… is not an Ed25519 key "
-                                 f"({e})") from None
-        else:
-            key = load_public_key(item)
-        out.append(Anchor(key, public_key_hex(key), TRUSTED_KEYS_ENV))
-    return out
+    return [_anchor(item, TRUSTED_KEYS_ENV)
+            for item in os.environ.get(TRUSTED_KEYS_ENV, "").split(os.pathsep) if item.strip()]
+
+
+def trust_config_path() -> Path:
+    """The trust config file: `$FPGAPRINT_TRUST_CONFIG`, else `~/.config/fpgaprint/trust.toml`."""
+    env = os.environ.get(TRUST_CONFIG_ENV)
+    return Path(env).expanduser() if env else default_key_dir() / "trust.toml"
+
+
+def _config_anchors() -> list[Anchor]:
+    import tomllib
+
+    path = trust_config_path()
+    if not path.exists():
+        return []
+    try:
+        with open(path, "rb") as f:
+            text = f.read(MAX_CONFIG + 1)
+        if len(text) > MAX_CONFIG:
+            raise InputError(f"{path}: trust config larger than {MAX_CONFIG} B")
+        doc = tomllib.loads(text.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise InputError(f"{path}: not a readable trust config ({e})") from None
+    unknown = sorted(set(doc) - {"trusted_keys"})
+    keys = doc.get("trusted_keys", [])
+    if unknown or not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise InputError(f"{path}: expected only trusted_keys = [\"key file or 64 hex\", …]"
+                         + (f", not {unknown[0]!r}" if unknown else ""))
+    return [_anchor(k, f"trust config {path}", path.parent) for k in keys]
 
 
 def resolve_trust(
@@ -101,8 +139,8 @@ def resolve_trust(
     allow_unpinned: bool = False,
     allow_unsigned: bool = False,
 ) -> Trust:
-    """The trust of one command: `trusted_key` (one or several) if given, else the trust store
-    and `$FPGAPRINT_TRUSTED_KEYS`."""
+    """The trust of one command: `trusted_key` (one or several) if given, else the trust
+    store, the trust config file and `$FPGAPRINT_TRUSTED_KEYS`."""
     if trusted_key is not None and not isinstance(trusted_key, (list, tuple)):
         trusted_key = [trusted_key]
     if trusted_key:
@@ -115,7 +153,7 @@ def resolve_trust(
             src = "the signing key" if isinstance(k, Ed25519PublicKey) else f"--trusted-key {k}"
             anchors.append(Anchor(key, public_key_hex(key), src))
         return Trust(tuple(anchors), True, allow_unpinned, allow_unsigned)
-    anchors = _store_anchors(trust_store_dir()) + _env_anchors()
+    anchors = _store_anchors(trust_store_dir()) + _config_anchors() + _env_anchors()
     unique = {a.hex: a for a in reversed(anchors)}  # first source wins
     ordered = tuple(a for a in anchors if unique.get(a.hex) is a)
     return Trust(ordered, False, allow_unpinned, allow_unsigned)
@@ -153,5 +191,5 @@ def untrust_key(hex_prefix: str, store: str | Path | None = None) -> list[Path]:
 
 
 def list_trusted() -> list[Anchor]:
-    """Every provisioned trust anchor (trust store and environment)."""
+    """Every provisioned trust anchor (trust store, config file, environment)."""
     return list(resolve_trust().anchors)

@@ -78,6 +78,22 @@ def test_trusted_keys_from_the_environment(tmp_path, capsys, monkeypatch):
     assert code == 2 and "zzzz" in err and err.count("\n") == 1
 
 
+def test_trusted_keys_from_the_config_file(tmp_path, capsys, monkeypatch):
+    run(["keys", "generate", "--out", str(tmp_path / "k")], capsys)
+    build_package(tmp_path / "pkg", tmp_path / "k/signing.key")
+    config = tmp_path / "trust.toml"
+    monkeypatch.setenv("FPGAPRINT_TRUST_CONFIG", str(config))
+    config.write_text('trusted_keys = ["k/signing.pub"]\n')  # relative to the config file
+    code, out, _ = run(["package", "verify", str(tmp_path / "pkg")], capsys)
+    assert code == 0 and f"(trust config {config})" in out
+    for text, message in (('trusted_keys = "k"\n', "expected only trusted_keys"),
+                          ('keys = []\n', "not 'keys'"), ("[[[", "not a readable trust config"),
+                          ('trusted_keys = ["nope.pub"]\n', "nope.pub: public key not found")):
+        config.write_text(text)
+        code, _, err = run(["package", "verify", str(tmp_path / "pkg")], capsys)
+        assert code == 2 and str(config) in err and message in err, err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["keys", "trust", "{tmp}/nope.pub"], "nope.pub: public key not found"),
     (["keys", "trust", "{tmp}"], "cannot read public key"),
