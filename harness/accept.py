@@ -32,6 +32,7 @@ class AcceptResult:
     status: str
     outcomes: list[BoardOutcome]  # in the order of the ports given
     spooled: list[str] = field(default_factory=list)  # what went to the journal
+    unsaved: list[str] = field(default_factory=list)  # what neither place could keep
     db_error: str | None = None  # why
 
 
@@ -88,9 +89,13 @@ def accept(
     def spool(entry: dict[str, Any], what: str, e: Exception) -> None:
         if journal is None:
             raise e
-        journal.append({**entry, "db": store.url, "run_id": run_id})
-        result.spooled.append(what)
         result.db_error = str(e)
+        try:
+            journal.append({**entry, "db": store.url, "run_id": run_id})
+            result.spooled.append(what)
+        except OSError as je:  # still no verdict lost: it is printed and is the exit code
+            result.unsaved.append(what)
+            result.db_error += f"; journal {journal.path}: {je.strerror or je}"
 
     with progress, ThreadPoolExecutor(max_workers=len(ports), thread_name_prefix="board") as ex:
         futures: dict[Future, str] = {
@@ -112,7 +117,7 @@ def accept(
                 except (DatabaseUnavailable, InputError) as e:
                     spool({"kind": "result", "outcome": outcome.to_dict()}, port, e)
                 done[port] = outcome
-                progress.finish(outcome, committed=port not in result.spooled)
+                progress.finish(outcome, committed=port not in result.spooled + result.unsaved)
     result.outcomes = [done[p] for p in ports]
     statuses = [o.status for o in result.outcomes]
     try:

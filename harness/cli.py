@@ -248,6 +248,9 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge, t
         errors.append(f"--db {db_shown}: {result.db_error}; {', '.join(result.spooled)} "
                       f"spooled to {spool.path}: committed at the next `fpgaprint accept` with "
                       f"this database, or `fpgaprint accept --resume {result.run_id}`")
+    if result.unsaved:
+        errors.append(f"--db {db_shown}: {result.db_error}; {', '.join(result.unsaved)} "
+                      "could not be saved (the verdicts above are the only record)")
     for line in errors:
         click.echo(f"error: {line}", err=True)
     failed = [o for o in result.outcomes if o.status != PASS]
