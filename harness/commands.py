@@ -125,7 +125,12 @@ class BoardClient:
         except LinkError:
             if mtype not in P.READABLE or self.stats["bad_frames"] == damaged:
                 raise  # no answer at all (hung board): do not spend more time
-        return parse(self._read(mtype, payload, compute))
+        answer = self._read(mtype, payload, compute)
+        try:
+            return parse(answer)
+        except P.ProtocolError as e:
+            raise LinkError(f"board at {self.url} broke the protocol: {mtype.name} answer read "
+                            f"in slices: {e}") from None
 
     def _read(self, mtype: P.MsgType, payload: bytes, compute: float | None) -> bytes:
         """The whole answer to `mtype`, READ_SLICE bytes per frame, checked by its CRC-32."""
@@ -271,7 +276,11 @@ class BoardClient:
             while (answer := self.port.next_good_frame(deadline)) is not None:
                 if answer.type == P.MsgType.BOOT and pipe.rebooted(answer):
                     self.identity = None
-                    return P.unpack_json(answer.payload)
+                    try:
+                        return P.unpack_json(answer.payload)
+                    except P.ProtocolError as e:
+                        raise LinkError(f"board at {self.url} broke the protocol: BOOT: "
+                                        f"{e}") from None
                 if answer.type == P.MsgType.ERROR and answer.seq == seq:
                     code, msg = P.unpack_error(answer.payload)
                     if code not in P.RETRYABLE_ERRORS:
