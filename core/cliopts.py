@@ -191,7 +191,8 @@ def pickle_allowed() -> bool:
 
 
 def _set_trust_pickle(ctx, param, value: bool) -> bool:
-    allow_pickle(bool(value))
+    token = _PICKLE.set(bool(value))
+    ctx.call_on_close(lambda: _PICKLE.reset(token))  # for this command only
     return value
 
 

@@ -91,3 +91,13 @@ def test_zoo_checkpoints_load_without_unpickling(tmp_path, src):
     assert modelio.state_sha256(back.model) == modelio.state_sha256(src.module)
     with pytest.raises(InputError, match="only zoo models are saved"):
         modelio.save(modelio.Checkpoint(_Net(), "float", (4,), 3), tmp_path / "n.pt")
+
+
+def test_trust_pickle_holds_for_one_command_only(run_cli, evil, tmp_path):
+    """--trust-pickle on one command leaves later loads refusing pickles."""
+    path, marker = evil
+    run_cli("fingerprint", "check", tmp_path / "none.pt", tmp_path / "none.npz",
+            "--trust-pickle")
+    with pytest.raises(InputError, match="needs unpickling"):
+        modelio.load(path)
+    assert not marker.exists()
