@@ -34,7 +34,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/compile.py
 	$(BIN)/python bench/board.py
 	$(BIN)/python bench/link.py --package $(DEMO)/package
-	$(BIN)/python bench/reliability.py --package $(DEMO)/package
+	$(BIN)/python bench/reliability.py --package $(DEMO)/package --trusted-key $(DEMO)/keys/signing.pub
+	$(BIN)/python bench/flood.py --package $(DEMO)/package --trusted-key $(DEMO)/keys/signing.pub
 	$(BIN)/python bench/fingerprint.py
 	$(BIN)/python bench/rtlsim.py
 	$(BIN)/python bench/scale.py

@@ -161,7 +161,8 @@ def main() -> None:
     if args.package is not None:
         from fpgaprint.hw_targets.backends import open_backend
 
-        dev = open_backend(args.package, "virtual", None, None, allow_unsigned=True)
+        dev = open_backend(args.package, "virtual", None, None, allow_unsigned=True,
+                           allow_unpinned=True)  # wire efficiency, not trust
         boards.append((f"{dev.package.name} (virtual)", dev, dev.input_datatype))
 
     for name, backend, dtype in boards:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from fpgaprint.core.cliopts import trust_pickle_option
 from fpgaprint.core.errors import InputError
 
 
@@ -48,6 +49,7 @@ def train(model: str, out: str, seed: int, epochs: int | None) -> None:
 
 @click.command()
 @click.argument("model", required=False)
+@trust_pickle_option
 @click.option("--board", default="Pynq-Z1", show_default=True, help="see `fpgaprint boards`")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="package directory")
 @click.option("--fingerprint", "fingerprint", type=click.Path(dir_okay=False),

@@ -1,4 +1,5 @@
-"""`fpgaprint keys ...` and `fpgaprint package ...`: signing keys and package verification."""
+"""`fpgaprint keys ...` and `fpgaprint package ...`: signing keys, the trust store and package
+verification."""
 
 from __future__ import annotations
 
@@ -6,16 +7,34 @@ from pathlib import Path
 
 import click
 
+from fpgaprint.core.cliopts import trust_options, warn
+from fpgaprint.core.errors import InputError
 from fpgaprint.core.keys import default_key_dir, generate_keypair, load_private_key, public_key_hex
 
 
 @click.group()
 def keys() -> None:
-    """Ed25519 signing keys for deployment packages."""
+    """Ed25519 signing keys and the trust store of keys this host accepts."""
+
+
+def _key_dir(ctx, param, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    p = Path(value)
+    if not value.strip():
+        raise InputError("--out '': empty path")
+    if p.exists() and not p.is_dir():
+        raise InputError(f"--out {p}: is a file, expected a folder for the key pair")
+    parent = p
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"--out {p}: {parent} is a file, not a folder")
+    return p
 
 
 @keys.command("generate")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", "out", callback=_key_dir, metavar="DIR", default=None,
               help="Directory for signing.key (0600) and signing.pub "
                    "[default: ~/.config/fpgaprint].")
 @click.option("--force", is_flag=True, help="Replace an existing key pair.")
@@ -27,21 +46,64 @@ def generate(out: Path | None, force: bool) -> None:
     click.echo(f"public hex   {public_key_hex(load_private_key(priv))}")
 
 
+@keys.command("trust")
+@click.argument("pub", metavar="PUB")
+def trust(pub: str) -> None:
+    """Provision PUB (a public key file) as a trusted signer of packages on this host.
+
+    verify, accept and board serve then accept packages signed by it without --trusted-key.
+    The trust store is ~/.config/fpgaprint/trusted/ ($FPGAPRINT_TRUST_STORE moves it).
+    """
+    from fpgaprint.core.trust import trust_key
+
+    path, hex_key = trust_key(pub)
+    click.echo(f"trusted      {hex_key}")
+    click.echo(f"stored in    {path}")
+
+
+@keys.command("untrust")
+@click.argument("key", metavar="HEX")
+def untrust(key: str) -> None:
+    """Remove the trusted key(s) whose public key starts with HEX (8 or more hex digits)."""
+    from fpgaprint.core.trust import untrust_key
+
+    for p in untrust_key(key):
+        click.echo(f"removed      {p}")
+
+
+@keys.command("list")
+def list_keys() -> None:
+    """The keys this host trusts (trust store, trust.toml, $FPGAPRINT_TRUSTED_KEYS)."""
+    from fpgaprint.core.trust import list_trusted, trust_store_dir
+
+    anchors = list_trusted()
+    click.echo(f"trust store  {trust_store_dir()}")
+    if not anchors:
+        click.echo("no trusted key: packages are refused unless --trusted-key is given")
+    for a in anchors:
+        click.echo(f"{a.hex}  {a.source}")
+
+
 @click.group()
 def package() -> None:
     """Deployment packages (directories or .tar.gz)."""
 
 
 @package.command("verify")
-@click.argument("pkg", metavar="PACKAGE", type=click.Path(path_type=Path))
-@click.option("--trusted-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Public key the package must be signed with (pins the signer).")
-@click.option("--allow-unsigned", is_flag=True, help="Accept a package without manifest.sig.")
-def verify(pkg: Path, trusted_key: Path | None, allow_unsigned: bool) -> None:
+@click.argument("pkg", metavar="PACKAGE")
+@trust_options
+def verify(pkg: str, trusted_key: tuple[str, ...], allow_unsigned: bool,
+           allow_unpinned: bool) -> None:
     """Verify signature, hashes and self-test files; exit 0 if valid, 2 naming the bad file."""
     from fpgaprint.core.package import describe, verify_package
 
-    with verify_package(pkg, trusted_key=trusted_key, allow_unsigned=allow_unsigned) as p:
+    if not pkg.strip():
+        raise InputError("PACKAGE '': empty path")
+
+    with verify_package(pkg, trusted_key=trusted_key, allow_unsigned=allow_unsigned,
+                        allow_unpinned=allow_unpinned) as p:
+        if p.verification.warning:
+            warn(p.verification.warning)
         for line in describe(p):
             click.echo(line)
         click.echo("OK")

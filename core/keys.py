@@ -13,6 +13,7 @@ from fpgaprint.core.errors import InputError
 
 PRIVATE_NAME = "signing.key"
 PUBLIC_NAME = "signing.pub"
+MAX_KEY_FILE = 16 * 1024
 
 
 def default_key_dir() -> Path:
@@ -49,18 +50,19 @@ def generate_keypair(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    pub_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
     write_atomic(priv_path, priv_pem, 0o600, sync=True)
-    write_atomic(pub_path, pub_pem, 0o644, sync=True)
+    write_atomic(pub_path, public_pem(key), 0o644, sync=True)
     return priv_path, pub_path
 
 
 def _read(path: str | Path, what: str) -> tuple[Path, bytes]:
     p = Path(path).expanduser()
     try:
-        return p, p.read_bytes()
+        with open(p, "rb") as f:
+            data = f.read(MAX_KEY_FILE + 1)
+        if len(data) > MAX_KEY_FILE:
+            raise InputError(f"{p}: not a {what} (larger than {MAX_KEY_FILE} B)")
+        return p, data
     except FileNotFoundError:
         raise InputError(f"{p}: {what} not found") from None
     except OSError as e:
@@ -95,6 +97,13 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
         return load_private_key(p).public_key()
     return _load_pem(p, lambda: serialization.load_pem_public_key(data), "a PEM public key",
                      Ed25519PublicKey)
+
+
+def public_pem(key: Ed25519PublicKey | Ed25519PrivateKey) -> bytes:
+    """The public key as a PEM SubjectPublicKeyInfo."""
+    pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return pub.public_bytes(serialization.Encoding.PEM,
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def public_key_hex(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:

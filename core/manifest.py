@@ -14,12 +14,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fpgaprint.core.atomic import write_atomic
 from fpgaprint.core.errors import InputError
-from fpgaprint.core.keys import load_private_key, load_public_key, public_key_hex
+from fpgaprint.core.keys import load_private_key, public_key_hex
+from fpgaprint.core.trust import Anchor, Trust, resolve_trust
 
 SCHEMA = "fpgaprint-manifest/1"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 ALGORITHM = "ed25519"
+MAX_MANIFEST = 16 * 1024 * 1024
+MAX_SIGNATURE = 4096
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -49,7 +52,7 @@ def check_extras(root: Path, extras: Any) -> tuple[str, ...]:
     if not isinstance(extras, list) or len(extras) > 64:
         raise InputError(f"{root}: {MANIFEST}: 'extras' must be a list of paths")
     for e in extras:
-        _safe_rel(root, e[:-1] if isinstance(e, str) and e.endswith("/") else e)
+        safe_rel(root, e[:-1] if isinstance(e, str) and e.endswith("/") else e)
     return tuple(extras)
 
 
@@ -77,13 +80,16 @@ def package_files(pkg_dir: str | Path, extras: tuple[str, ...] | list[str] = ())
 
 
 def build_manifest(pkg_dir: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """`meta` plus the schema and the SHA-256 of every file of the package (extras, listed in
-    `meta['extras']`, left out)."""
-    if "files" in meta or "schema" in meta:
-        raise InputError("package metadata must not set 'files' or 'schema' (they are computed)")
+    """`meta` plus the schema, and the SHA-256 and size of every file of the package (extras,
+    listed in `meta['extras']`, left out)."""
+    if "files" in meta or "schema" in meta or "sizes" in meta:
+        raise InputError("package metadata must not set 'files', 'sizes' or 'schema' (they are "
+                         "computed)")
     extras = check_extras(Path(pkg_dir), meta.get("extras"))
-    files = {rel: sha256_file(Path(pkg_dir, rel)) for rel in package_files(pkg_dir, extras)}
-    return {**meta, "schema": SCHEMA, "files": files}
+    rels = package_files(pkg_dir, extras)
+    files = {rel: sha256_file(Path(pkg_dir, rel)) for rel in rels}
+    sizes = {rel: Path(pkg_dir, rel).stat().st_size for rel in rels}
+    return {**meta, "schema": SCHEMA, "files": files, "sizes": sizes}
 
 
 def write_manifest(pkg_dir: str | Path, manifest: dict[str, Any]) -> bytes:
@@ -111,31 +117,86 @@ def sign_manifest(pkg_dir: str | Path, key_path: str | Path) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Verification:
-    """What verify_manifest established about a package."""
+    """What verify_manifest established about a package.
+
+    `trust` is "pinned" (signed by a trust anchor), "unpinned" (signed by a key that is not
+    one, accepted because the caller allowed it) or "unsigned" (allowed by the caller).
+    """
 
     manifest: dict[str, Any]
     package_id: str
     signed: bool
     signer_pinned: bool
     public_key: str | None
+    anchor_source: str | None = None
+
+    @property
+    def trust(self) -> str:
+        return "pinned" if self.signer_pinned else "unpinned" if self.signed else "unsigned"
 
     @property
     def signer_note(self) -> str:
         if not self.signed:
             return "UNSIGNED package (accepted because unsigned packages were allowed)"
         if self.signer_pinned:
-            return f"signed by the trusted key {self.public_key}"
-        return f"signed by {self.public_key} (signer NOT pinned: no trusted key given)"
+            return f"signed by the trusted key {self.public_key} ({self.anchor_source})"
+        return (f"signed by {self.public_key} (signer NOT pinned: accepted because unpinned "
+                "signers were allowed)")
+
+    @property
+    def warning(self) -> str | None:
+        """The line every command prints (and every report records) when the signer is not
+        pinned; None when it is."""
+        if self.signer_pinned:
+            return None
+        if not self.signed:
+            return ("package is UNSIGNED (--allow-unsigned): nothing proves who made it; "
+                    "this verdict is only as good as the package file")
+        return (f"package signer {self.public_key} is NOT pinned (--allow-unpinned): anyone "
+                "who can write the package can re-sign it; pin the signer with --trusted-key "
+                "PUB or `fpgaprint keys trust PUB`")
+
+    def trust_record(self) -> dict[str, Any]:
+        """What reports record about the package's trust."""
+        return {"trust": self.trust, "signer": self.public_key,
+                "anchor": self.anchor_source, "warning": self.warning}
 
 
-def _check_signature(
-    root: Path, data: bytes, trusted: Ed25519PublicKey | None
-) -> tuple[str, bool]:
-    """Verify manifest.sig over `data`; return (signer public key hex, pinned)."""
-    where = f"{root}: {SIGNATURE}"
+def read_bounded(path: Path, limit: int, what: str) -> bytes:
+    """A package file of at most `limit` bytes; InputError naming it otherwise."""
     try:
-        sig = json.loads(Path(root, SIGNATURE).read_bytes())
-    except (ValueError, UnicodeDecodeError) as e:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise InputError(f"{path.parent}: missing file {path.name}") from None
+    except IsADirectoryError:
+        raise InputError(f"{path.parent}: {path.name} is a folder, not a {what}") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read the {what}: {e.strerror}") from None
+    if len(data) > limit:
+        raise InputError(f"{path}: {what} larger than {limit} B")
+    return data
+
+
+def check_signature(
+    where: str, data: bytes, sig_bytes: bytes | None, trust: Trust
+) -> tuple[str | None, Anchor | None]:
+    """Verify manifest.sig (`sig_bytes`, None when absent) over `data` under `trust`.
+
+    Returns (signer public key hex or None when unsigned, the anchor that pinned it or None).
+    The signature is checked with the anchor's key when the signer is pinned, else with the
+    key it carries (to name tampering as such) and then refused unless unpinned signers are
+    allowed. InputError names what failed.
+    """
+    if sig_bytes is None:
+        if trust.allow_unsigned and not trust.explicit:
+            return None, None
+        why = " and a trusted key was given" if trust.explicit else ""
+        raise InputError(f"{where}: missing file {SIGNATURE}: package is unsigned{why}")
+    where = f"{where}: {SIGNATURE}"
+    try:
+        sig = json.loads(sig_bytes)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise InputError(f"{where}: not valid JSON ({e})") from None
     if not isinstance(sig, dict):
         raise InputError(f"{where}: expected a JSON object")
@@ -147,22 +208,28 @@ def _check_signature(
         embedded = Ed25519PublicKey.from_public_bytes(pub_raw)
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{where}: malformed public_key/signature ({e!r})") from None
-    if trusted is not None and public_key_hex(trusted) != pub_raw.hex():
-        raise InputError(
-            f"{where}: signed by key {pub_raw.hex()}, not by the trusted key "
-            f"{public_key_hex(trusted)}"
-        )
+    signer = pub_raw.hex()
+    anchor = trust.find(signer)
+    if anchor is None and trust.explicit:
+        shown = ", ".join(a.hex for a in trust.anchors)
+        raise InputError(f"{where}: signed by key {signer}, not by the trusted key {shown}")
     try:
-        (trusted or embedded).verify(sig_raw, data)
+        (anchor.key if anchor is not None else embedded).verify(sig_raw, data)
     except InvalidSignature:
         raise InputError(
             f"{where}: signature does not verify over the bytes of {MANIFEST} "
             f"({MANIFEST} or {SIGNATURE} was changed)"
         ) from None
-    return pub_raw.hex(), trusted is not None
+    if anchor is None and not trust.allow_unpinned:
+        raise InputError(
+            f"{where}: signed by key {signer}, which is not pinned ({trust.describe()}); "
+            "pin the signer with --trusted-key PUB or `fpgaprint keys trust PUB` "
+            "(--allow-unpinned accepts it, not recommended)"
+        )
+    return signer, anchor
 
 
-def _safe_rel(root: Path, rel: Any) -> str:
+def safe_rel(root: Path, rel: Any) -> str:
     p = PurePosixPath(rel) if isinstance(rel, str) else None
     if p is None or not rel or p.is_absolute() or ".." in p.parts or p.as_posix() != rel:
         raise InputError(f"{root}: {MANIFEST} lists an unsafe file path {rel!r}")
@@ -171,18 +238,37 @@ def _safe_rel(root: Path, rel: Any) -> str:
     return rel
 
 
-def check_files(root: Path, files: Any, extras: tuple[str, ...] = ()) -> None:
-    """Every listed file present with its hash; no file that is neither listed nor an
+def check_sizes(root: Path | str, files: dict, sizes: Any) -> dict[str, int] | None:
+    """The manifest's `sizes` (bytes of every listed file), checked; None for a manifest
+    written before sizes were recorded."""
+    if sizes is None:
+        return None
+    if (not isinstance(sizes, dict) or set(sizes) != set(files)
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 0
+                   for v in sizes.values())):
+        raise InputError(f"{root}: {MANIFEST}: 'sizes' must give a byte count >= 0 for "
+                         "every listed file")
+    return sizes
+
+
+def check_files(root: Path, files: Any, sizes: Any = None,
+                extras: tuple[str, ...] = ()) -> None:
+    """Every listed file present with its size and hash; no file that is neither listed nor an
     extra."""
     if not isinstance(files, dict) or not files:
         raise InputError(f"{root}: {MANIFEST}: 'files' must be a non-empty object")
+    for rel in files:
+        safe_rel(root, rel)
+    sizes = check_sizes(root, files, sizes)
     for rel, want in sorted(files.items()):
-        _safe_rel(root, rel)
         if is_extra(rel, extras):
             raise InputError(f"{root}: {MANIFEST} lists {rel} both as a file and an extra")
         p = root / rel
         if p.is_symlink() or not p.is_file():
             raise InputError(f"{root}: missing file {rel} (listed in {MANIFEST})")
+        if sizes is not None and p.stat().st_size != sizes[rel]:
+            raise InputError(f"{root}: file changed: {rel} ({p.stat().st_size} B, manifest "
+                             f"says {sizes[rel]} B)")
         got = sha256_file(p)
         if got != want:
             raise InputError(
@@ -194,40 +280,45 @@ def check_files(root: Path, files: Any, extras: tuple[str, ...] = ()) -> None:
                          + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
 
 
+def parse_manifest(where: str, data: bytes) -> dict[str, Any]:
+    """The manifest object from its bytes: JSON of the expected schema."""
+    try:
+        manifest = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise InputError(f"{where}: {MANIFEST}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
+        got = manifest.get("schema") if isinstance(manifest, dict) else type(manifest).__name__
+        raise InputError(f"{where}: {MANIFEST}: schema {got!r}, expected {SCHEMA!r}")
+    return manifest
+
+
 def verify_manifest(
     pkg_dir: str | Path,
-    trusted_key: str | Path | Ed25519PublicKey | None = None,
+    trusted_key: str | Path | Ed25519PublicKey | list | None = None,
     allow_unsigned: bool = False,
+    allow_unpinned: bool = False,
+    trust: Trust | None = None,
 ) -> Verification:
-    """Verify the signature (pinned to `trusted_key` if given), then every file hash.
+    """Verify the signature under the host's trust anchors, then every file size and hash.
 
-    `trusted_key` is a public key file (see keys.load_public_key) or a loaded key.
-    Raises InputError naming the package and the file that failed.
+    `trust` defaults to `resolve_trust(trusted_key, allow_unpinned, allow_unsigned)`: the
+    given key(s), else the trust store and `$FPGAPRINT_TRUSTED_KEYS`. Raises InputError naming
+    the package and the file or key that failed.
     """
     root = Path(pkg_dir)
     if not root.is_dir():
         raise InputError(f"{root}: package directory not found")
-    try:
-        data = Path(root, MANIFEST).read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{root}: missing file {MANIFEST}") from None
-    if trusted_key is None or isinstance(trusted_key, Ed25519PublicKey):
-        trusted = trusted_key
-    else:
-        trusted = load_public_key(trusted_key)
-    if Path(root, SIGNATURE).exists():
-        pub, pinned = _check_signature(root, data, trusted)
-    elif allow_unsigned and trusted is None:
-        pub, pinned = None, False
-    else:
-        why = " and a trusted key was given" if trusted is not None else ""
-        raise InputError(f"{root}: missing file {SIGNATURE}: package is unsigned{why}")
-    try:
-        manifest = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InputError(f"{root}: {MANIFEST}: not valid JSON ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
-        got = manifest.get("schema") if isinstance(manifest, dict) else type(manifest).__name__
-        raise InputError(f"{root}: {MANIFEST}: schema {got!r}, expected {SCHEMA!r}")
-    check_files(root, manifest.get("files"), check_extras(root, manifest.get("extras")))
-    return Verification(manifest, hashlib.sha256(data).hexdigest(), pub is not None, pinned, pub)
+    if trust is None:
+        trust = resolve_trust(trusted_key, allow_unpinned, allow_unsigned)
+    for name in (MANIFEST, SIGNATURE):
+        if (root / name).is_symlink():
+            raise InputError(f"{root}: {name} is a symbolic link (not allowed in a package)")
+    data = read_bounded(root / MANIFEST, MAX_MANIFEST, "manifest")
+    sig_path = root / SIGNATURE
+    sig_bytes = read_bounded(sig_path, MAX_SIGNATURE, "signature") if sig_path.exists() else None
+    pub, anchor = check_signature(str(root), data, sig_bytes, trust)
+    manifest = parse_manifest(str(root), data)
+    check_files(root, manifest.get("files"), manifest.get("sizes"),
+                check_extras(root, manifest.get("extras")))
+    return Verification(manifest, hashlib.sha256(data).hexdigest(), pub is not None,
+                        anchor is not None, pub, None if anchor is None else anchor.source)

@@ -10,6 +10,7 @@ import math
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -17,8 +18,20 @@ import numpy as np
 
 from fpgaprint.core import carrays
 from fpgaprint.core.errors import InputError
-from fpgaprint.core.manifest import MANIFEST, Verification, verify_manifest
+from fpgaprint.core.manifest import (
+    MANIFEST,
+    MAX_MANIFEST,
+    MAX_SIGNATURE,
+    SIGNATURE,
+    Verification,
+    check_signature,
+    check_sizes,
+    parse_manifest,
+    safe_rel,
+    verify_manifest,
+)
 from fpgaprint.core.selftest import Policy
+from fpgaprint.core.trust import Trust, resolve_trust
 
 GOLDEN = "model/golden.onnx"
 VECTORS = "selftest/vectors.npz"
@@ -239,30 +252,158 @@ def _check_contents(pkg: Package) -> None:
                              f"records {want.get(key)}")
 
 
-def _safe_extract(archive: Path) -> tuple[tempfile.TemporaryDirectory, Path]:
-    """Extract a package archive into a temp dir, refusing unsafe members; returns its root."""
+MAX_PACKAGE_BYTES = 4 << 30  # overall cap on what an archive may declare and extract
+MAX_MEMBERS = 10_000
+_CHUNK = 1 << 20
+
+
+def _member_rel(archive: Path, m: tarfile.TarInfo) -> str:
+    """The member's path, refused when absolute, with '..' or not a file or folder."""
+    p = PurePosixPath(m.name)
+    if p.is_absolute() or ".." in p.parts or m.name.startswith("\\"):
+        raise InputError(f"{archive}: unsafe member path {m.name!r} "
+                         "(absolute or containing '..')")
+    if not (m.isfile() or m.isdir()):
+        raise InputError(f"{archive}: member {m.name!r} is not a regular file "
+                         "or directory (links and devices are refused)")
+    return p.as_posix()
+
+
+def _read_member(tar: tarfile.TarFile, m: tarfile.TarInfo, limit: int, what: str,
+                 archive: Path) -> bytes:
+    if m.size > limit:
+        raise InputError(f"{archive}: {m.name} ({m.size} B) is larger than a {what} may be "
+                         f"({limit} B)")
+    f = tar.extractfile(m)
+    return b"" if f is None else f.read(limit)
+
+
+def _scan(archive: Path, tar: tarfile.TarFile, trust: Trust, max_bytes: int):
+    """Pass 1, nothing written: member headers checked, manifest.json and manifest.sig read
+    and verified as soon as both have come, every file header checked against the manifest
+    (those before it once it is verified)."""
+    members: list[tuple[str, tarfile.TarInfo]] = []
+    head: dict[str, bytes] = {}
+    prefix: str | None = None
+    checked: dict[str, Any] | None = None
+    total = 0
+    while (m := tar.next()) is not None:
+        rel = _member_rel(archive, m)
+        if len(members) >= MAX_MEMBERS:
+            raise InputError(f"{archive}: more than {MAX_MEMBERS} members")
+        total += m.size
+        if total > max_bytes:
+            raise InputError(f"{archive}: members declare more than {max_bytes} B "
+                             "(refused before extraction)")
+        members.append((rel, m))
+        name = PurePosixPath(rel).name
+        if m.isfile() and name in (MANIFEST, SIGNATURE) and rel.count("/") <= 1:
+            where = rel[: len(rel) - len(name)]
+            if prefix is not None and where != prefix:
+                raise InputError(f"{archive}: {MANIFEST} and {SIGNATURE} in different folders")
+            if name in head:
+                raise InputError(f"{archive}: {rel} appears twice in the archive")
+            prefix = where
+            limit, what = ((MAX_MANIFEST, "manifest") if name == MANIFEST
+                           else (MAX_SIGNATURE, "signature"))
+            head[name] = _read_member(tar, m, limit, what, archive)
+            if len(head) == 2:
+                checked = _check_head(archive, head[MANIFEST], head[SIGNATURE], trust)
+                for r, earlier in members:
+                    if earlier.isfile():
+                        _check_member(archive, r, earlier, prefix, checked)
+        elif checked is not None and m.isfile():
+            _check_member(archive, rel, m, prefix, checked)
+    if MANIFEST not in head:
+        raise InputError(f"{archive}: no {MANIFEST} at the top of the archive")
+    if checked is None:  # no signature in the archive
+        checked = _check_head(archive, head[MANIFEST], None, trust)
+        for r, m in members:
+            if m.isfile():
+                _check_member(archive, r, m, prefix, checked)
+    return members, prefix, head[MANIFEST], head.get(SIGNATURE), checked
+
+
+def _check_head(archive: Path, manifest: bytes, sig: bytes | None, trust: Trust):
+    check_signature(str(archive), manifest, sig, trust)
+    m = parse_manifest(str(archive), manifest)
+    files = m.get("files")
+    if not isinstance(files, dict) or not files:
+        raise InputError(f"{archive}: {MANIFEST}: 'files' must be a non-empty object")
+    for rel in files:
+        safe_rel(archive, rel)
+    return {"files": files, "sizes": check_sizes(archive, files, m.get("sizes")),
+            "names": set()}
+
+
+def _check_member(archive: Path, rel: str, m: tarfile.TarInfo, prefix: str,
+                  checked: dict[str, Any]) -> None:
+    """A file member must be the manifest, its signature, or listed once with its size."""
+    if rel in (prefix + MANIFEST, prefix + SIGNATURE):
+        return
+    inner = rel[len(prefix):] if rel.startswith(prefix) else None
+    if inner not in checked["files"]:
+        raise InputError(f"{archive}: unexpected file not listed in {MANIFEST}: {rel} "
+                         "(refused before extraction)")
+    if inner in checked["names"]:
+        raise InputError(f"{archive}: {inner} appears twice in the archive")
+    sizes = checked["sizes"]
+    if sizes is not None and m.size != sizes[inner]:
+        raise InputError(f"{archive}: {inner} is {m.size} B in the archive, the manifest says "
+                         f"{sizes[inner]} B (refused before extraction)")
+    checked["names"].add(inner)
+
+
+def _extract(archive: Path, tar: tarfile.TarFile, members, prefix: str, dest: Path,
+             checked: dict[str, Any], max_bytes: int) -> None:
+    """Pass 2: only listed files, each streamed with its size and hash checked as it goes."""
+    files, sizes = checked["files"], checked["sizes"]
+    written = 0
+    for rel, m in members:
+        if not m.isfile() or rel in (prefix + MANIFEST, prefix + SIGNATURE):
+            continue
+        inner = rel[len(prefix):]
+        limit = sizes[inner] if sizes is not None else max_bytes - written
+        out = dest / inner
+        out.parent.mkdir(parents=True, exist_ok=True)
+        src = tar.extractfile(m)
+        h = hashlib.sha256()
+        n = 0
+        with open(out, "xb") as f:
+            while chunk := src.read(_CHUNK):
+                n += len(chunk)
+                if n > limit:
+                    raise InputError(f"{archive}: {inner} is longer than the manifest allows "
+                                     f"({limit} B)")
+                h.update(chunk)
+                f.write(chunk)
+        written += n
+        if h.hexdigest() != files[inner]:
+            raise InputError(f"{archive}: file changed: {inner} (sha256 {h.hexdigest()}, "
+                             f"manifest says {files[inner]})")
+    missing = sorted(set(files) - checked["names"])
+    if missing:
+        raise InputError(f"{archive}: missing file {missing[0]} (listed in {MANIFEST})")
+
+
+def _safe_extract(archive: Path, trust: Trust, max_bytes: int = MAX_PACKAGE_BYTES
+                  ) -> tuple[tempfile.TemporaryDirectory, Path]:
+    """Extract a package archive into a temp dir: manifest and signature read and verified
+    first, then only the listed files, each checked against its listed size while it streams;
+    returns (temp dir, package root)."""
     tmp = tempfile.TemporaryDirectory(prefix="fpgaprint-pkg-")
     try:
+        root = Path(tmp.name) / "package"
+        root.mkdir()
         try:
             with tarfile.open(archive, "r:*") as tar:
-                for m in tar.getmembers():
-                    p = PurePosixPath(m.name)
-                    if p.is_absolute() or ".." in p.parts or m.name.startswith("\\"):
-                        raise InputError(f"{archive}: unsafe member path {m.name!r} "
-                                         "(absolute or containing '..')")
-                    if not (m.isfile() or m.isdir()):
-                        raise InputError(f"{archive}: member {m.name!r} is not a regular file "
-                                         "or directory (links and devices are refused)")
-                tar.extractall(tmp.name, filter="data")
-        except (tarfile.TarError, OSError, EOFError) as e:
+                members, prefix, manifest, sig, checked = _scan(archive, tar, trust, max_bytes)
+                _extract(archive, tar, members, prefix, root, checked, max_bytes)
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
             raise InputError(f"{archive}: not a readable package archive ({e})") from None
-        root = Path(tmp.name)
-        if not (root / MANIFEST).is_file():
-            tops = [p for p in root.iterdir()]
-            if len(tops) == 1 and tops[0].is_dir() and (tops[0] / MANIFEST).is_file():
-                root = tops[0]
-            else:
-                raise InputError(f"{archive}: no {MANIFEST} at the top of the archive")
+        (root / MANIFEST).write_bytes(manifest)
+        if sig is not None:
+            (root / SIGNATURE).write_bytes(sig)
         return tmp, root
     except BaseException:
         tmp.cleanup()
@@ -271,24 +412,31 @@ def _safe_extract(archive: Path) -> tuple[tempfile.TemporaryDirectory, Path]:
 
 def verify_package(
     dir_or_tar: str | Path,
-    trusted_key: str | Path | None = None,
+    trusted_key: str | Path | list | None = None,
     allow_unsigned: bool = False,
+    allow_unpinned: bool = False,
+    trust: Trust | None = None,
+    max_bytes: int = MAX_PACKAGE_BYTES,
 ) -> Package:
     """Verify a package directory or .tar.gz and return a view of it.
 
-    Checks the signature (pinned to `trusted_key` when given), every file hash, no unlisted
-    files, the required files, and the self-test arrays against io and their CRC-32s.
+    Checks the signature under the host's trust anchors (`trusted_key`, else the trust store;
+    see `fpgaprint.core.trust`), every file size and hash, no unlisted files, the required
+    files, and the self-test arrays against io and their CRC-32s. An archive is extracted
+    only after its manifest and signature verify, and only the files they list.
     Raises InputError naming what failed and where.
     """
+    if trust is None:
+        trust = resolve_trust(trusted_key, allow_unpinned, allow_unsigned)
     src = Path(dir_or_tar)
     if src.is_dir():
         tmp, root = None, src
     elif src.is_file():
-        tmp, root = _safe_extract(src)
+        tmp, root = _safe_extract(src, trust, max_bytes)
     else:
         raise InputError(f"{src}: package not found (expected a directory or a .tar.gz)")
     try:
-        verification = verify_manifest(root, trusted_key, allow_unsigned)
+        verification = verify_manifest(root, trust=trust)
         pkg = Package(root, verification, tmp)
         _check_contents(pkg)
     except BaseException:

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from fpgaprint.core.atomic import write_json
+from fpgaprint.core.cliopts import trust_pickle_option
 from fpgaprint.core.errors import InputError, NoVerdict, VerdictFail
 
 MAX_SEED = 2**32 - 1
@@ -106,6 +107,7 @@ def _with(options):
 
 @fingerprint.command()
 @click.argument("model")
+@trust_pickle_option
 @click.option("--algorithm", type=Algorithm(), default="robust", show_default=True,
               help="vanilla (C-), robust (RC-), ltrc (LTRC-examples) from the pre-trained "
                    "model; boundary: the fragile tier, from the build's model/golden.onnx.")
@@ -227,6 +229,7 @@ def calibrate_cmd(model: str, fpset: Path, out: Path | None, golden: Path | None
 
 @fingerprint.command()
 @click.argument("model")
+@trust_pickle_option
 @click.argument("fpset", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--expect-source", is_flag=True,
               help="MODEL must be the set's source model (hash mismatch is an error).")
@@ -263,6 +266,7 @@ def check(model: str, fpset: Path, expect_source: bool, json_out: Path | None,
 
 @fingerprint.command(name="eval")
 @click.argument("model")
+@trust_pickle_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--count", type=_count_type(), default=100, show_default=True,
               help="Vectors per method.")

@@ -1,7 +1,9 @@
 """Factory acceptance: verify N boards in parallel, commit each result as soon as it completes.
 
 Boards run in worker threads; the calling thread commits every finished board to the database
-in its own transaction, so a run that is killed keeps every result committed before the kill.
+in its own transaction, so a run that is killed keeps every result committed before the kill
+(`fpgaprint accept --resume RUN` verifies the boards it lacks and finishes it). A result the
+database refuses even after the store's retries is spooled to the journal, never lost.
 """
 
 from __future__ import annotations
@@ -9,13 +11,14 @@ from __future__ import annotations
 import socket
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from fpgaprint.core.cliopts import check_port_url
 from fpgaprint.core.errors import InputError
-from fpgaprint.harness.db import ResultStore
+from fpgaprint.harness.db import DatabaseUnavailable, Journal, ResultStore
 from fpgaprint.harness.verdict import NO_VERDICT, BoardOutcome, overall
-from fpgaprint.harness.verify import DEFAULT_BATCH, Plan, verify_board
+from fpgaprint.harness.verify import LinkSettings, Plan, verify_board
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -28,6 +31,9 @@ class AcceptResult:
     run_id: int
     status: str
     outcomes: list[BoardOutcome]  # in the order of the ports given
+    spooled: list[str] = field(default_factory=list)  # what went to the journal
+    unsaved: list[str] = field(default_factory=list)  # what neither place could keep
+    db_error: str | None = None  # why
 
 
 def parse_ports(spec: str) -> list[str]:
@@ -35,6 +41,8 @@ def parse_ports(spec: str) -> list[str]:
     ports = [p.strip() for p in spec.split(",")]
     if not spec.strip() or any(not p for p in ports):
         raise InputError(f"--ports {spec!r}: expected a comma-separated list of port URLs")
+    for p in ports:
+        check_port_url(p, "--ports")
     dup = sorted({p for p in ports if ports.count(p) > 1})
     if dup:
         raise InputError(f"--ports: port {dup[0]} given more than once")
@@ -59,25 +67,40 @@ def accept(
     plan_for: Callable[[str], Plan],
     store: ResultStore,
     station: str,
-    timeout: float = 2.0,
-    retries: int = 3,
-    batch_size: int = DEFAULT_BATCH,
+    settings: LinkSettings = LinkSettings(),
     console: "Console | None" = None,
     client_factory: Callable[..., Any] | None = None,
+    journal: Journal | None = None,
+    run_id: int | None = None,
 ) -> AcceptResult:
-    """Verify every port in parallel; commit each outcome as it completes; finish the run."""
-    run_id = store.start_run(station, pkg.package_id, pkg.manifest.get("name", ""), ports)
+    """Verify every port in parallel; commit each outcome as it completes; finish the run.
+
+    With `run_id`, the boards are added to that run (a resumed run) and its status covers
+    every result committed for it.
+    """
+    if run_id is None:
+        run_id = store.start_run(station, pkg.package_id, pkg.manifest.get("name", ""), ports)
     plans = {p: plan_for(p) for p in ports}
     done: dict[str, BoardOutcome] = {}
+    result = AcceptResult(run_id, NO_VERDICT, [])
     progress = _Progress(ports, {p: len(plans[p].order) for p in ports}, console)
     t0 = time.time()
 
+    def spool(entry: dict[str, Any], what: str, e: Exception) -> None:
+        if journal is None:
+            raise e
+        result.db_error = str(e)
+        try:
+            journal.append({**entry, "db": store.url, "run_id": run_id})
+            result.spooled.append(what)
+        except OSError as je:  # still no verdict lost: it is printed and is the exit code
+            result.unsaved.append(what)
+            result.db_error += f"; journal {journal.path}: {je.strerror or je}"
+
     with progress, ThreadPoolExecutor(max_workers=len(ports), thread_name_prefix="board") as ex:
         futures: dict[Future, str] = {
-            ex.submit(
-                verify_board, p, pkg, plans[p], timeout, retries, batch_size, client_factory,
-                progress.advancer(p),
-            ): p
+            ex.submit(verify_board, p, pkg, plans[p], settings, client_factory,
+                      progress.advancer(p)): p
             for p in ports
         }
         pending = set(futures)
@@ -89,13 +112,25 @@ def accept(
                     outcome = fut.result()
                 except Exception as e:  # a bug must not turn into a missing or passing board
                     outcome = _crashed(port, pkg, plans[port], e, t0)
-                store.record(run_id, outcome)
+                try:
+                    store.record(run_id, outcome)
+                except (DatabaseUnavailable, InputError) as e:
+                    spool({"kind": "result", "outcome": outcome.to_dict()}, port, e)
                 done[port] = outcome
-                progress.finish(outcome)
-    outcomes = [done[p] for p in ports]
-    status = overall([o.status for o in outcomes])
-    store.finish_run(run_id, status)
-    return AcceptResult(run_id, status, outcomes)
+                progress.finish(outcome, committed=port not in result.spooled + result.unsaved)
+    result.outcomes = [done[p] for p in ports]
+    statuses = [o.status for o in result.outcomes]
+    try:
+        prior = store.run(run_id)["results"]
+        statuses += [r["status"] for r in prior if r["port"] not in done]
+    except DatabaseUnavailable:
+        pass
+    result.status = overall(statuses)
+    try:
+        store.finish_run(run_id, result.status)
+    except DatabaseUnavailable as e:
+        spool({"kind": "finish", "status": result.status}, f"end of run {run_id}", e)
+    return result
 
 
 class _Progress:
@@ -129,11 +164,12 @@ class _Progress:
             return None
         return lambda n: self.bars.advance(self.tasks[port], n)
 
-    def finish(self, o: BoardOutcome) -> None:
+    def finish(self, o: BoardOutcome, committed: bool = True) -> None:
         if self.bars is None:
             return
         from fpgaprint.harness.reports import STYLE
 
         style = STYLE.get(o.status, "")
         serial = f" {o.serial}" if o.serial else ""
-        self.bars.update(self.tasks[o.port], verdict=f"[{style}]{o.status}[/]{serial} (committed)")
+        where = "committed" if committed else "spooled to the journal"
+        self.bars.update(self.tasks[o.port], verdict=f"[{style}]{o.status}[/]{serial} ({where})")

@@ -1,31 +1,67 @@
-"""`fpgaprint verify` and `fpgaprint accept` (exit 0 PASS, 1 FAIL, 2 input error, 3 no verdict)."""
+"""`fpgaprint verify` and `fpgaprint accept` (exit 0 PASS, 1 FAIL, 2 input error, 3 no verdict).
+
+Every input is checked before a board is touched (exit 2 naming the flag); output paths too,
+so that a verdict is never lost to a report that cannot be written. If writing a report still
+fails, the verdict is printed, the command exits with the verdict's code, and one error line
+names the report.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import click
 import numpy as np
 
-from fpgaprint.core.errors import LinkError, VerdictFail
+from fpgaprint.core.cliopts import (
+    Number,
+    OutputPath,
+    check_port_url,
+    distinct_outputs,
+    seconds,
+    trust_options,
+    warn,
+)
+from fpgaprint.core.errors import InputError, LinkError, VerdictFail
 from fpgaprint.harness.verdict import FAIL, NO_VERDICT, PASS
+from fpgaprint.harness.verify import DEFAULT_BATCH, LinkSettings
+
+_DEFAULTS = LinkSettings()
+MAX_BATCH = 4096
+
+
+def _path(ctx, param, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    if not value.strip():
+        raise InputError(f"--{param.name.replace('_', '-')} {value!r}: empty path")
+    return Path(value)
+
 
 _common = [
-    click.option("--package", "package", required=True, type=click.Path(path_type=Path),
+    click.option("--package", "package", required=True, callback=_path, metavar="PKG",
                  help="deployment package (directory or .tar.gz)"),
-    click.option("--timeout", type=click.FloatRange(min=0.01), default=2.0, show_default=True,
-                 help="seconds to wait for each answer"),
-    click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True,
-                 help="resends per request before giving up"),
-    click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True,
-                 help="vectors per INFER/CHALLENGE request"),
-    click.option("--challenge", type=click.Path(path_type=Path), default=None,
+    click.option("--timeout", type=seconds(), default=_DEFAULTS.timeout, show_default=True,
+                 metavar="SECONDS",
+                 help="longest silence for one answer in seconds (shortened to what the line "
+                      "shows)"),
+    click.option("--retries", type=Number(int, 0, 100), default=_DEFAULTS.retries,
+                 show_default=True,
+                 help="resends of a request to a silent board (a line that answers but damages "
+                      "frames gets more, from its observed error rate)"),
+    click.option("--batch", type=Number(int, 1, MAX_BATCH), default=DEFAULT_BATCH,
+                 show_default=True, help="vectors per INFER/CHALLENGE request"),
+    click.option("--baud", type=Number(int, 50, 100_000_000), default=_DEFAULTS.baud,
+                 show_default=True, help="line rate of the board's serial port"),
+    click.option("--deadline", type=seconds(), default=None, metavar="SECONDS",
+                 help="seconds one board's verification may take [default: 20 + 10x the line "
+                      "time of the vectors + 0.1 per vector]"),
+    click.option("--challenge", default=None, callback=_path, metavar="FP.npz",
                  help="verifier-held fingerprint set (.npz) for a challenge instead of the "
-                      "embedded vectors"),
-    click.option("--trusted-key", type=click.Path(path_type=Path), default=None,
-                 help="Ed25519 public key the package must be signed with"),
-    click.option("--allow-unsigned", is_flag=True, help="accept an unsigned package"),
+                      "embedded vectors; must share no input with the package"),
+    trust_options,
 ]
 
 
@@ -49,79 +85,174 @@ def _rng() -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(os.urandom(8), "little"))
 
 
+def _write_reports(writers: list[tuple[str, Path | None, Callable[[], None]]]) -> list[str]:
+    """Write every report; one error line per report that could not be written."""
+    errors = []
+    for flag, path, write in writers:
+        if path is None:
+            continue
+        try:
+            write()
+        except Exception as e:  # a report must never cost the verdict
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            errors.append(f"{flag} {path}: the report could not be written ({why})")
+    return errors
+
+
+def _load(package, trusted_key, allow_unsigned, allow_unpinned):
+    from fpgaprint.harness.verify import load_package
+
+    pkg = load_package(package, trusted_key, allow_unsigned, allow_unpinned)
+    if pkg.verification is not None and pkg.verification.warning:
+        warn(pkg.verification.warning)
+    return pkg
+
+
+def _port(ctx, param, value: str) -> str:
+    return check_port_url(value, "--port")
+
+
 @click.command()
-@click.option("--port", required=True, help="pyserial URL of the board (/dev/pts/N, socket://…)")
+@click.option("--port", required=True, callback=_port, metavar="URL",
+              help="pyserial URL of the board (/dev/ttyUSB0, /dev/pts/N, socket://HOST:PORT, "
+                   "rfc2217://HOST:PORT)")
 @common
-@click.option("--report", type=click.Path(path_type=Path), default=None,
+@click.option("--report", type=OutputPath(), default=None,
               help="write the per-vector JSON report here")
-@click.option("--junit", type=click.Path(path_type=Path), default=None,
+@click.option("--junit", type=OutputPath(), default=None,
               help="write a JUnit XML report here")
-def verify(port, package, timeout, retries, batch, challenge, trusted_key, allow_unsigned,
-           report, junit) -> None:
+def verify(port, package, timeout, retries, batch, baud, deadline, challenge, trusted_key,
+           allow_unsigned, allow_unpinned, report, junit) -> None:
     """Verify one board against its deployment package and give the verdict."""
     from rich.console import Console
 
     from fpgaprint.core.atomic import write_json
     from fpgaprint.harness.reports import verify_report, verify_summary, write_verify_junit
-    from fpgaprint.harness.verify import challenge_plan, load_package, selftest_plan, verify_board
+    from fpgaprint.harness.verify import challenge_plan, selftest_plan, verify_board
 
-    with load_package(package, trusted_key, allow_unsigned) as pkg:
+    distinct_outputs(**{"--report": report, "--junit": junit})
+    settings = LinkSettings(timeout, retries, batch, baud, deadline)
+    with _load(package, trusted_key, allow_unsigned, allow_unpinned) as pkg:
         plan = challenge_plan(pkg, challenge, _rng()) if challenge else selftest_plan(pkg)
-        outcome = verify_board(port, pkg, plan, timeout=timeout, retries=retries,
-                               batch_size=batch)
-    if report:
-        write_json(report, verify_report(outcome), sort_keys=False)
-    if junit:
-        write_verify_junit(junit, outcome)
+        outcome = verify_board(port, pkg, plan, settings)
+    errors = _write_reports([
+        ("--report", report, lambda: write_json(report, verify_report(outcome), sort_keys=False)),
+        ("--junit", junit, lambda: write_verify_junit(junit, outcome)),
+    ])
     Console(highlight=False).print(verify_summary(outcome))
+    for line in errors:
+        click.echo(f"error: {line}", err=True)
     _raise_for(outcome.status, outcome.reason)
 
 
+def _ports(ctx, param, value: str | None) -> list[str] | None:
+    from fpgaprint.harness.accept import parse_ports
+
+    return None if value is None else parse_ports(value)
+
+
 @click.command()
-@click.option("--ports", required=True, help="comma-separated pyserial URLs, one per board")
+@click.option("--ports", callback=_ports, metavar="URL,URL,…",
+              help="comma-separated pyserial URLs, one per board (with --resume: the boards "
+                   "that replace the run's unfinished ones)")
 @common
-@click.option("--db", "db_url", default="sqlite:///accept.db", show_default=True,
+@click.option("--db", "db_url", default="sqlite:///accept.db", show_default=True, metavar="URL",
               help="SQLAlchemy URL of the results database (postgresql+psycopg://… works)")
-@click.option("--junit", type=click.Path(path_type=Path), default=None,
+@click.option("--db-wait", type=seconds(), default=30.0, show_default=True, metavar="SECONDS",
+              help="seconds a locked or unreachable database is retried before results are "
+                   "spooled to the journal")
+@click.option("--journal", type=OutputPath(), default=None,
+              help="where results the database refuses are spooled [default: beside a SQLite "
+                   "file, else ~/.local/state/fpgaprint/]")
+@click.option("--resume", type=Number(int, 1), default=None, metavar="RUN",
+              help="finish run RUN: verify its boards without a committed result, then close it")
+@click.option("--junit", type=OutputPath(), default=None,
               help="write a JUnit XML report (one testsuite per board, a testcase per check)")
-@click.option("--html", type=click.Path(path_type=Path), default=None,
+@click.option("--html", type=OutputPath(), default=None,
               help="write an HTML report with plots")
-@click.option("--station", default=None, help="station name recorded with the run [host name]")
-def accept(ports, package, timeout, retries, batch, challenge, trusted_key, allow_unsigned,
-           db_url, junit, html, station) -> None:
+@click.option("--station", default=None, metavar="NAME",
+              help="station name recorded with the run [host name]")
+def accept(ports, package, timeout, retries, batch, baud, deadline, challenge, trusted_key,
+           allow_unsigned, allow_unpinned, db_url, db_wait, journal, resume, junit, html,
+           station) -> None:
     """Accept several boards in parallel; every result is committed to the database."""
     from rich.console import Console
 
     from fpgaprint.harness.accept import accept as run_accept
-    from fpgaprint.harness.accept import default_station, parse_ports
-    from fpgaprint.harness.db import ResultStore
+    from fpgaprint.harness.accept import default_station
+    from fpgaprint.harness.db import RUNNING, Journal, ResultStore
     from fpgaprint.harness.reports import accept_table, write_accept_html, write_accept_junit
-    from fpgaprint.harness.verify import challenge_plan, load_package, selftest_plan
+    from fpgaprint.harness.verify import challenge_plan, selftest_plan
 
-    port_list = parse_ports(ports)
-    with load_package(package, trusted_key, allow_unsigned) as pkg:
+    if ports is None and resume is None:
+        raise InputError("--ports: required (a comma-separated list of port URLs) unless "
+                         "--resume RUN is given")
+    if station is not None and (not station.strip() or len(station) > 128):
+        raise InputError(f"--station {station!r}: expected 1 to 128 characters")
+    distinct_outputs(**{"--junit": junit, "--html": html, "--journal": journal})
+    settings = LinkSettings(timeout, retries, batch, baud, deadline)
+    console = Console(highlight=False)
+    with _load(package, trusted_key, allow_unsigned, allow_unpinned) as pkg, \
+            ResultStore(db_url, wait=db_wait) as store:
+        spool = Journal(journal or Journal.default_path(db_url))
+        replayed = store.replay(spool)
+        if replayed:
+            console.print(f"committed {replayed} spooled result(s) from {spool.path}")
         if challenge:
             challenge_plan(pkg, challenge, _rng())  # validate once before any board is touched
-        station = station or default_station()
 
         def plan_for(_port: str):
             return challenge_plan(pkg, challenge, _rng()) if challenge else selftest_plan(pkg)
 
-        console = Console(highlight=False)
-        with ResultStore(db_url) as store:
-            result = run_accept(port_list, pkg, plan_for, store, station, timeout=timeout,
-                                retries=retries, batch_size=batch, console=console)
-            db_shown = store.url
-        if junit:
-            write_accept_junit(junit, result.outcomes, station)
-        if html:
-            threshold = plan_for(port_list[0]).policy.fingerprint_threshold
-            meta = {"station": station, "run": result.run_id, "database": db_shown,
-                    "package": pkg.manifest.get("name", ""), "package_id": pkg.package_id,
-                    "mode": "challenge" if challenge else "selftest", "verdict": result.status}
-            write_accept_html(html, result.outcomes, meta, threshold)
+        run_id = None
+        if resume is not None:
+            run = store.run(resume)
+            if run["package_id"] != pkg.package_id:
+                raise InputError(f"--resume {resume}: run {resume} verified package "
+                                 f"{run['package_id'][:16]}…, not {pkg.package_id[:16]}…")
+            if run["status"] != RUNNING:
+                console.print(f"run {resume} in {store.url} is finished: [bold]{run['status']}[/]")
+                _raise_for(run["status"], f"run {resume} finished as {run['status']}")
+                return
+            done = {r["port"] for r in run["results"]}
+            todo = [p for p in run["ports"] if p not in done]
+            if ports is not None:
+                todo = [p for p in ports if p not in done]
+                store.set_ports(resume, [p for p in run["ports"] if p in done] + todo)
+            run_id, station = resume, station or run["station"]
+            ports = todo
+        station = station or default_station()
+        if ports:
+            result = run_accept(ports, pkg, plan_for, store, station, settings,
+                                console=console, journal=spool, run_id=run_id)
+        else:  # a resumed run whose boards all have results: only close it
+            from fpgaprint.harness.accept import AcceptResult
+
+            status = store.run_status(resume)
+            store.finish_run(resume, status)
+            result = AcceptResult(resume, status, [])
+        db_shown = store.url
+        threshold = plan_for("").policy.fingerprint_threshold
+        meta = {"station": station, "run": result.run_id, "database": db_shown,
+                "package": pkg.manifest.get("name", ""), "package_id": pkg.package_id,
+                "mode": "challenge" if challenge else "selftest", "verdict": result.status}
+        if pkg.verification is not None and pkg.verification.warning:
+            meta["trust"] = pkg.verification.warning
+        errors = _write_reports([
+            ("--junit", junit, lambda: write_accept_junit(junit, result.outcomes, station)),
+            ("--html", html, lambda: write_accept_html(html, result.outcomes, meta, threshold)),
+        ])
     console.print(accept_table(result.outcomes))
     console.print(f"run {result.run_id} in {db_shown}: [bold]{result.status}[/]")
+    if result.spooled:
+        errors.append(f"--db {db_shown}: {result.db_error}; {', '.join(result.spooled)} "
+                      f"spooled to {spool.path}: committed at the next `fpgaprint accept` with "
+                      f"this database, or `fpgaprint accept --resume {result.run_id}`")
+    if result.unsaved:
+        errors.append(f"--db {db_shown}: {result.db_error}; {', '.join(result.unsaved)} "
+                      "could not be saved (the verdicts above are the only record)")
+    for line in errors:
+        click.echo(f"error: {line}", err=True)
     failed = [o for o in result.outcomes if o.status != PASS]
-    reason = "; ".join(f"{o.port}: {o.status} ({o.reason})" for o in failed)
+    reason = "; ".join(f"{o.port}: {o.status} ({o.reason})" for o in failed) or result.status
     _raise_for(result.status, reason)

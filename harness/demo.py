@@ -64,7 +64,7 @@ def main() -> None:
         rows.append((title, detail, time.perf_counter() - t0))
         console.print(f"[green]✓[/] {title}: {detail}")
 
-    model, fp, pkg = out / "digits-mlp.pt", out / "fpgaprint.fingerprint.npz", out / "package"
+    model, fp, pkg = out / "digits-mlp.pt", out / "fingerprint.npz", out / "package"
 
     stage("train", lambda: fpgaprint("train", "zoo:digits-mlp", "--out", model,
                                      log=log).stdout.strip().split(": ", 1)[-1])
@@ -90,11 +90,15 @@ def main() -> None:
 
     verdicts = {}
 
+    pub = out / "keys" / "signing.pub"  # the pinned signer: never taken from the package
+
     def verify(name: str, *faults: str, expect: int):
-        with log.open("a") as err, ServedBoard(pkg, *faults, stderr=err) as board:
-            proc = fpgaprint("verify", "--port", board.port, "--package", pkg, "--report",
-                             out / f"verify-{name}.json", "--junit", out / f"verify-{name}.xml",
-                             check_codes=(0, 1, 3), log=log)
+        with log.open("a") as err, ServedBoard(pkg, "--trusted-key", pub, *faults,
+                                               stderr=err) as board:
+            proc = fpgaprint("verify", "--port", board.port, "--package", pkg,
+                             "--trusted-key", pub, "--report", out / f"verify-{name}.json",
+                             "--junit", out / f"verify-{name}.xml", check_codes=(0, 1, 3),
+                             log=log)
         verdicts[name] = proc.returncode
         word = {0: "PASS", 1: "FAIL", 3: "NO VERDICT"}[proc.returncode]
         ok = "as expected" if proc.returncode == expect else "[red]UNEXPECTED[/]"

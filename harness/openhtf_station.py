@@ -81,9 +81,10 @@ def make_test(
     timeout: float = 2.0,
     retries: int = 3,
     batch_size: int = DEFAULT_BATCH,
+    allow_unpinned: bool = False,
 ) -> htf.Test:
     """Build the station's OpenHTF test for one board (package verified here, InputError)."""
-    pkg = load_package(pkg_path, trusted_key, allow_unsigned)
+    pkg = load_package(pkg_path, trusted_key, allow_unsigned, allow_unpinned)
     plug = board_plug(port, timeout, retries)
     ident = expected_identity(pkg, _protocol())
     st_plan = selftest_plan(pkg)
@@ -202,13 +203,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--challenge")
     ap.add_argument("--trusted-key")
     ap.add_argument("--allow-unsigned", action="store_true")
+    ap.add_argument("--allow-unpinned", action="store_true")
     ap.add_argument("--timeout", type=float, default=2.0)
     ap.add_argument("--retries", type=int, default=3)
     ap.add_argument("--record", help="write the OpenHTF test record as JSON here")
     args = ap.parse_args(argv)
     try:
         test = make_test(args.package, args.port, args.challenge, args.trusted_key,
-                         args.allow_unsigned, args.timeout, args.retries)
+                         args.allow_unsigned, args.timeout, args.retries,
+                         allow_unpinned=args.allow_unpinned)
     except FpgaprintError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

@@ -1,7 +1,8 @@
 """pytest plugin (entry point `fpgaprint_board`): a `board` fixture for hardware-in-the-loop tests.
 
 Options: `--board-port URL` (pyserial URL of the board), `--board-package DIR` (its deployment
-package), `--board-trusted-key PUB`, `--board-allow-unsigned`, `--board-timeout S`. Tests that use
+package), `--board-trusted-key PUB` (else the host's trust store), `--board-allow-unsigned`,
+`--board-allow-unpinned`, `--board-timeout S`. Tests that use
 `board` are skipped with a reason when the port or package is not given. Heavy imports happen
 only when the fixture is used, so normal pytest runs are unaffected.
 """
@@ -26,6 +27,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--board-allow-unsigned", action="store_true", default=False,
         help="accept an unsigned package",
+    )
+    group.addoption(
+        "--board-allow-unpinned", action="store_true", default=False,
+        help="accept a package whose signer is not a trusted key",
     )
     group.addoption("--board-timeout", type=float, default=2.0, help="link timeout in seconds")
 
@@ -60,6 +65,7 @@ def board(request: pytest.FixtureRequest) -> Iterator[Board]:
         pkg_dir,
         trusted_key=cfg.getoption("--board-trusted-key"),
         allow_unsigned=cfg.getoption("--board-allow-unsigned"),
+        allow_unpinned=cfg.getoption("--board-allow-unpinned"),
     )
     with BoardClient(port, timeout=cfg.getoption("--board-timeout")) as client:
         yield Board(client=client, package=package, port=port)

@@ -104,6 +104,9 @@ def _board_suite(outcome: BoardOutcome, kind: str, name: str, serial: str,
              "verdict": outcome.status, **properties}
     for k in ("board", "backend", "protocol"):
         props.setdefault(k, outcome.identity.get(k))
+    if outcome.trust:
+        props["trust"] = outcome.trust.get("trust")
+        props["trust_warning"] = outcome.trust.get("warning")
     for k, v in props.items():
         if v not in (None, ""):
             suite.add_property(k, str(v))
@@ -131,7 +134,7 @@ def _board_suite(outcome: BoardOutcome, kind: str, name: str, serial: str,
 
 def write_verify_junit(path: str | Path, outcome: BoardOutcome) -> None:
     """One testsuite `verify SERIAL`, one testcase per check, classname
-    `fpgaprint.verify.SERIAL` (valid against Jenkins' JUnit schema)."""
+    `fpgaprint.verify.SERIAL` (the JUnit format Jenkins and GitLab read)."""
     serial = _name_part(outcome.serial, "unknown-serial")
     suite = _board_suite(outcome, "verify", f"verify {serial}", serial, {})
     _write_junit(path, [(suite, outcome.duration_s)], outcome.duration_s)

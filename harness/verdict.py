@@ -189,6 +189,8 @@ class BoardOutcome:
     duration_s: float = 0.0
     nonce: str | None = None  # challenge nonce (hex)
     phases_s: dict[str, float] = field(default_factory=dict)  # "identity", "vectors" seconds
+    deadline_s: float | None = None  # the verification's overall deadline
+    trust: dict[str, Any] | None = None  # the package's trust (pinned/unpinned/unsigned)
 
     @property
     def serial(self) -> str | None:
@@ -227,8 +229,22 @@ class BoardOutcome:
             "started": self.started,
             "duration_s": self.duration_s,
             "phases_s": self.phases_s,
+            "deadline_s": self.deadline_s,
+            "trust": self.trust,
             "verdict": None if self.verdict is None else self.verdict.to_dict(),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BoardOutcome":
+        """The outcome back from `to_dict` (a spooled result)."""
+        v = d.get("verdict")
+        verdict = None if v is None else Verdict(
+            v["status"], v["reason"], [CheckResult(**c) for c in v["checks"]],
+            [VectorResult(**r) for r in v["vectors"]])
+        fields = {k: d[k] for k in ("port", "status", "reason", "package_id", "package_name",
+                                    "mode", "nonce", "identity", "board_selftest", "started",
+                                    "duration_s", "deadline_s", "trust") if k in d}
+        return cls(**fields, verdict=verdict)
 
 
 def overall(statuses: list[str]) -> str:

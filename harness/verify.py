@@ -5,14 +5,19 @@ Two modes:
 - ``challenge``: a verifier-held fingerprint set the board never stored, sent in random order,
   each batch bound to a fresh nonce; checked by label against the set (fingerprint check; a
   boundary set made from the package's golden model gets the strict boundary check), so a
-  board that replays stored answers fails.
+  board that replays stored answers fails. A set sharing any input with the package's vectors
+  is refused: a board may hold the package, and the answers to those inputs with it.
 
 A PASS whose fingerprint interval straddles the threshold is reported as NO_VERDICT (exit 3),
 with a reason starting "MARGINAL": never as a plain PASS.
+
+Everything is bounded by one deadline (`LinkSettings.deadline`, by default derived from the
+number of vectors and the line rate); a board that does not finish in time gives NO_VERDICT.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -23,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from fpgaprint.core.errors import InputError, LinkError, VerdictFail
+from fpgaprint.core.grid import InputGrid
 from fpgaprint.harness.verdict import (
     FAIL,
     NO_VERDICT,
@@ -54,13 +60,39 @@ class Plan:
     order: np.ndarray  # the sending order (a permutation of range(N))
 
 
+@dataclass(frozen=True)
+class LinkSettings:
+    """How the host talks to a board; the defaults are the CLI's defaults."""
+
+    timeout: float = 2.0  # longest silence for one answer (adapted down to the line)
+    retries: int = 3  # resends of a request while the board stays silent (more on live lines)
+    batch: int = DEFAULT_BATCH  # vectors per INFER/CHALLENGE call
+    baud: int = 115200  # line rate: port speed and time allowances
+    deadline: float | None = None  # seconds for the whole verification; None: derived
+
+    def deadline_for(self, plan: "Plan") -> float:
+        return self.deadline if self.deadline is not None else default_deadline(
+            len(plan.order), int(plan.inputs[0].size) if len(plan.inputs) else 0, self.baud)
+
+
+def default_deadline(vectors: int, values_per_vector: int, baud: int) -> float:
+    """Seconds a whole verification may take: 20 s for set-up (port, HELLO, INFO), ten times
+    the line time of the vectors and their answers (8 B per input value at worst, 64 B of
+    answer and framing per vector), and 0.1 s of compute per vector."""
+    line = vectors * (8 * values_per_vector + 64) * 10.0 / baud
+    return 20.0 + 10.0 * line + 0.1 * vectors
+
+
 def load_package(
-    path: str | Path, trusted_key: str | Path | None = None, allow_unsigned: bool = False
+    path: str | Path, trusted_key: str | Path | tuple | None = None,
+    allow_unsigned: bool = False, allow_unpinned: bool = False,
 ) -> "Package":
-    """Verify the package (signature, hashes, contents); InputError names what failed."""
+    """Verify the package (signature under the host's trust anchors, hashes, contents);
+    InputError names what failed."""
     from fpgaprint.core.package import verify_package
 
-    return verify_package(path, trusted_key=trusted_key, allow_unsigned=allow_unsigned)
+    return verify_package(path, trusted_key=trusted_key, allow_unsigned=allow_unsigned,
+                          allow_unpinned=allow_unpinned)
 
 
 def raw_width(pkg: "Package") -> int:
@@ -94,8 +126,14 @@ def challenge_plan(pkg: "Package", fp_path: str | Path, rng: np.random.Generator
             f"{fp_path}: challenge set is on the {fp.grid.datatype} grid, the package's input "
             f"datatype is {dtype}"
         )
+    if pkg.manifest.get("input_grid") is not None:
+        grid = InputGrid.from_dict(pkg.manifest["input_grid"], f"{pkg.dir}: input_grid")
+        if not fp.grid.same_integers(grid):
+            raise InputError(f"{fp_path}: challenge set is on the input grid "
+                             f"{fp.grid.describe()}, the package's is {grid.describe()}")
     if len(fp) == 0:
         raise InputError(f"{fp_path}: empty challenge set")
+    check_disjoint(pkg, fp.inputs_int, fp_path)
     if fp.algorithm == "boundary":  # labels of the deployed model: bound to its golden graph
         golden = pkg.manifest.get("files", {}).get("model/golden.onnx")
         if fp.source_sha256 != golden:
@@ -113,6 +151,27 @@ def challenge_plan(pkg: "Package", fp_path: str | Path, rng: np.random.Generator
     policy = Policy(("fingerprint",), float(fp.threshold))
     return Plan("challenge", fp.inputs_int, Expected(fp.labels), policy,
                 rng.permutation(len(fp)))
+
+
+def input_digests(x: np.ndarray) -> list[bytes]:
+    """SHA-256 of each input vector as the accelerator sees it (int64 little-endian)."""
+    rows = np.ascontiguousarray(np.asarray(x).reshape(len(x), -1), dtype="<i8")
+    return [hashlib.sha256(r.tobytes()).digest() for r in rows]
+
+
+def check_disjoint(pkg: "Package", challenge: np.ndarray, where: str | Path) -> None:
+    """Refuse a challenge that shares an input with the package's self-test vectors: the
+    board holds the package, so it can look those answers up instead of computing them."""
+    embedded = {d: i for i, d in enumerate(input_digests(pkg.vectors()["inputs"]))}
+    shared = [(i, embedded[d]) for i, d in enumerate(input_digests(challenge)) if d in embedded]
+    if shared:
+        i, j = shared[0]
+        raise InputError(
+            f"{where}: challenge set shares {len(shared)} of its {len(challenge)} inputs with "
+            f"the package's self-test vectors (challenge input {i} is self-test vector {j}); "
+            "a board holds its package and can look those answers up, so a challenge must be "
+            "a set the board never saw"
+        )
 
 
 def expected_identity(pkg: "Package", protocol: Any) -> dict[str, Any]:
@@ -158,17 +217,17 @@ def verify_board(
     port: str,
     pkg: "Package",
     plan: Plan,
-    timeout: float = 2.0,
-    retries: int = 3,
-    batch_size: int = DEFAULT_BATCH,
+    settings: LinkSettings = LinkSettings(),
     client_factory: Callable[..., Any] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> BoardOutcome:
-    """Connect, check identity, run the plan; never raises LinkError (it becomes NO_VERDICT)."""
+    """Connect, check identity, run the plan; never raises LinkError (it becomes NO_VERDICT)
+    and never takes longer than the deadline (plus closing the port)."""
     if client_factory is None:
         from fpgaprint.harness.client import BoardClient as client_factory
     started = time.time()
     t0 = time.perf_counter()
+    deadline = settings.deadline_for(plan)
     width = raw_width(pkg) if "exact" in plan.policy.checks else None
     answers = Answers(len(plan.expected), width)
     identity: dict[str, Any] = {}
@@ -179,7 +238,8 @@ def verify_board(
     bound: CheckResult | None = None
     phases: dict[str, float] = {}  # seconds of the HELLO exchange and of the vectors
     try:
-        with client_factory(port, timeout=timeout, retries=retries) as client:
+        with client_factory(port, timeout=settings.timeout, retries=settings.retries,
+                            baud=settings.baud, deadline=deadline) as client:
             identity = dict(client.hello())
             phases["identity"] = time.perf_counter() - t0
             ident = identity_check(expected_identity(pkg, _protocol_version()), identity)
@@ -190,7 +250,7 @@ def verify_board(
                     board_selftest = {"unavailable": str(e)}
                 t1 = time.perf_counter()
                 try:
-                    run_plan(client, plan, answers, batch_size, nonces, on_batch)
+                    run_plan(client, plan, answers, settings.batch, nonces, on_batch)
                 finally:
                     phases["vectors"] = time.perf_counter() - t1
     except LinkError as e:
@@ -210,9 +270,12 @@ def verify_board(
     if verdict.marginal:  # a pass the interval does not support: no confident verdict
         status = NO_VERDICT
         reason = f"no confident verdict: fingerprint: {verdict.check('fingerprint').detail}"
+    verification = pkg.verification
     return BoardOutcome(
         port=port, status=status, reason=reason, package_id=pkg.package_id,
         package_name=pkg.manifest.get("name", ""), mode=plan.mode, identity=identity,
         board_selftest=board_selftest, verdict=verdict, started=started,
         duration_s=time.perf_counter() - t0, nonce=",".join(nonces) or None, phases_s=phases,
+        deadline_s=deadline,
+        trust=None if verification is None else verification.trust_record(),
     )

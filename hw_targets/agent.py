@@ -50,7 +50,7 @@ class BoardAgent:
         self.window = window
         self.boots = 0
         self.reboot_pending = False
-        self.counters = {"requests": 0, "errors": 0}
+        self.counters = {"requests": 0, "errors": 0, "dropped": 0}
         self._read_cache: dict[P.MsgType, bytes] = {}  # answers being fetched by READ
         self._decoder = P.FrameDecoder(max_payload)
         self._power_on()
@@ -90,23 +90,33 @@ class BoardAgent:
         """Answer every complete frame in `data`; one encoded frame per answer.
 
         After a RESET request the remaining input is dropped and `reboot_pending` is set: the
-        link then calls `reboot()`. Frames beyond `window` in one delivery are answered BUSY.
+        link then calls `reboot()`. Frames beyond `window` in one delivery are answered BUSY;
+        at most `window` BUSY or damaged-frame answers per delivery, the rest are dropped
+        (counted in `dropped`), so a flood never earns more answers than it sends requests.
         """
         out: list[bytes] = []
-        pending = 0
+        pending = refused = 0
+
+        def refuse(seq: int, code: P.ErrorCode, message: str) -> None:
+            nonlocal refused
+            refused += 1
+            if refused > self.window:  # a flood: no more answers than requests served
+                self.counters["dropped"] += 1
+                return
+            out.append(self._error(seq, code, message))
+
         for item in self._decoder.feed(data):
             if isinstance(item, P.ProtocolError):
                 self.counters["errors"] += 1
                 log.warning("bad frame: %s", item)
-                out.append(self._error(0, item.code, str(item)))
+                refuse(0, item.code, str(item))
                 continue
             if item.is_response:
                 log.warning("ignored %s", item.describe())
                 continue
             pending += 1
             if pending > self.window:
-                out.append(self._error(item.seq, P.ErrorCode.BUSY,
-                                       f"more than {self.window} requests pending"))
+                refuse(item.seq, P.ErrorCode.BUSY, f"more than {self.window} requests pending")
                 continue
             out.append(P.encode_frame(self.handle(item)))
             if item.type == P.MsgType.RESET:

@@ -9,6 +9,7 @@ import threading
 
 import click
 
+from fpgaprint.core.cliopts import Number, OutputPath, trust_options, warn
 from fpgaprint.core.errors import InputError
 
 _LINK_FAULTS = "Link faults (board side of the line)"
@@ -18,7 +19,7 @@ _MODEL_FAULTS = "Model faults (virtual and rtlsim backends)"
 def _split(value: str, parts: int, fmt: str, option: str) -> list[str]:
     fields = value.rsplit(":", parts - 1)
     if len(fields) != parts or not all(fields):
-        raise click.BadParameter(f"expected {fmt}, got {value!r}", param_hint=option)
+        raise InputError(f"{option} {value!r}: expected {fmt}")
     return fields
 
 
@@ -52,10 +53,25 @@ def board() -> None:
     """Serve a deployment package as a board."""
 
 
+def _serial(ctx, param, value: str | None) -> str | None:
+    if value is not None and (not value or len(value) > 64 or not value.isprintable()):
+        raise InputError(f"--serial {value!r}: expected 1 to 64 printable characters")
+    return value
+
+
+def _port(ctx, param, value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise InputError("--port '': empty; give pty:// or socket://HOST:PORT")
+    return value
+
+
 @board.command()
 @click.argument("package")
-@click.option("--pty", "use_pty", is_flag=True, help="Serve on a new pseudo-terminal.")
-@click.option("--tcp", metavar="HOST:PORT", help="Serve on TCP (port 0: any free port).")
+@click.option("--port", "port_url", metavar="URL", callback=_port,
+              help="Where to serve: pty:// (a new pseudo-terminal) or socket://HOST:PORT "
+                   "(port 0: any free port).")
+@click.option("--pty", "use_pty", is_flag=True, help="Shorthand for --port pty://.")
+@click.option("--tcp", metavar="HOST:PORT", help="Shorthand for --port socket://HOST:PORT.")
 @click.option("--protocol", type=click.Choice(["binary", "mlperf-tiny"]), default="binary",
               show_default=True, help="Wire protocol the board speaks.")
 @click.option("--mlperf-model-id", metavar="ID", help="Model id the MLPerf Tiny mode reports "
@@ -63,18 +79,22 @@ def board() -> None:
 @click.option("--backend", type=click.Choice(["virtual", "rtlsim", "pynq"]), default="virtual",
               show_default=True, help="virtual: the golden model; rtlsim: the package's "
               "stitched RTL in Verilator; pynq: the bitfile on a PYNQ board.")
-@click.option("--serial", "serial_number", metavar="SN", help="Board serial number to report.")
-@click.option("--trusted-key", type=click.Path(dir_okay=False), metavar="PUB",
-              help="Public key the package must be signed with.")
-@click.option("--allow-unsigned", is_flag=True, help="Accept a package without a signature.")
-@click.option("--baud", type=int, help=f"{_LINK_FAULTS}: 8N1 line rate (baud/10 bytes/s).")
-@click.option("--noise-ber", type=float, default=0.0, help="Bit error rate of board output.")
-@click.option("--drop-rate", type=float, default=0.0, help="Share of output bytes dropped.")
-@click.option("--hang-after", type=int, metavar="K", help="Stop answering after K answers.")
-@click.option("--reset-after", type=int, metavar="K", help="Reboot once after K answers.")
-@click.option("--flip-bits", type=int, default=0, metavar="N",
+@click.option("--serial", "serial_number", metavar="SN", callback=_serial,
+              help="Board serial number to report.")
+@trust_options
+@click.option("--baud", type=Number(int, 10, 100_000_000), metavar="B",
+              help=f"{_LINK_FAULTS}: 8N1 line rate (baud/10 bytes/s).")
+@click.option("--noise-ber", type=Number(float, 0.0), default=0.0,
+              help="Bit error rate of board output.")
+@click.option("--drop-rate", type=Number(float, 0.0), default=0.0,
+              help="Share of output bytes dropped.")
+@click.option("--hang-after", type=Number(int, 0), metavar="K",
+              help="Stop answering after K answers.")
+@click.option("--reset-after", type=Number(int, 0), metavar="K",
+              help="Reboot once after K answers.")
+@click.option("--flip-bits", type=Number(int, 0, 10_000_000), default=0, metavar="N",
               help=f"{_MODEL_FAULTS}: flip N random memory bits.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=Number(int, 0, 2**63 - 1), default=0, show_default=True,
               help="Seed of the random model and link faults.")
 @click.option("--flip", multiple=True, metavar="LAYER:INDEX:BIT", callback=_check_flips,
               help="Flip one memory bit (repeatable).")
@@ -82,22 +102,28 @@ def board() -> None:
               callback=_check_stuck, help="Hold one memory bit at 0 or 1 (repeatable).")
 @click.option("--swap-model", metavar="OTHER", help="Answer with another package's model.")
 @click.option("--replay", is_flag=True, help="Answer with stored self-test answers.")
-@click.option("--log", "log_file", type=click.Path(dir_okay=False), metavar="FILE",
+@click.option("--log", "log_file", type=OutputPath(), metavar="FILE",
               help="Write the board's log (requests, errors, faults) to FILE.")
-def serve(package, use_pty, tcp, protocol, backend, serial_number, trusted_key, allow_unsigned,
-          baud, noise_ber, drop_rate, hang_after, reset_after, flip_bits, seed, flip, stuck_at,
-          swap_model, replay, log_file, mlperf_model_id) -> None:
-    """Serve PACKAGE as a board on --pty or --tcp HOST:PORT.
+def serve(package, port_url, use_pty, tcp, protocol, mlperf_model_id, backend, serial_number,
+          trusted_key, allow_unsigned, allow_unpinned, baud, noise_ber, drop_rate, hang_after,
+          reset_after, flip_bits, seed, flip, stuck_at, swap_model, replay, log_file) -> None:
+    """Serve PACKAGE as a board on --port URL (or --pty, --tcp HOST:PORT).
 
-    The first line on stdout is the port (a /dev/pts/N path or socket://host:port); the board
-    then serves until SIGTERM or SIGINT.
+    The package's signer must be pinned (--trusted-key, the trust store), as the board's boot
+    loader would require. The first line on stdout is the port (a /dev/pts/N path or
+    socket://host:port); the board then serves until SIGTERM or SIGINT.
     """
     from fpgaprint.hw_targets.backends import open_backend
     from fpgaprint.hw_targets.faults import FaultSpec
-    from fpgaprint.hw_targets.link import BoardLink, LinkFaults, open_transport
+    from fpgaprint.hw_targets.link import (
+        BoardLink,
+        LinkFaults,
+        check_serve_url,
+        open_transport,
+        serve_url,
+    )
 
-    if use_pty == (tcp is not None):
-        raise InputError("give exactly one of --pty and --tcp HOST:PORT")
+    url = check_serve_url(serve_url(use_pty, tcp, port_url))
     link_faults = LinkFaults(baud=baud, noise_ber=noise_ber, drop_rate=drop_rate,
                              hang_after=hang_after, reset_after=reset_after, seed=seed)
     faults = FaultSpec.from_strings(flip_bits=flip_bits, seed=seed, flips=flip,
@@ -106,8 +132,13 @@ def serve(package, use_pty, tcp, protocol, backend, serial_number, trusted_key, 
     log = logging.getLogger("fpgaprint.board")
 
     dev = open_backend(package, backend, faults if faults.active else None, serial_number,
-                       trusted_key=trusted_key, allow_unsigned=allow_unsigned)
+                       trusted_key=trusted_key, allow_unsigned=allow_unsigned,
+                       allow_unpinned=allow_unpinned)
     try:
+        verification = dev.package.verification
+        if verification is not None and verification.warning:
+            warn(verification.warning)
+            log.warning("%s", verification.warning)
         io = dev.package.io  # the package open_backend verified
         shape = tuple(int(d) for d in io["input"]["shape"][1:])
         datatype = str(io["input"]["datatype"])
@@ -122,7 +153,7 @@ def serve(package, use_pty, tcp, protocol, backend, serial_number, trusted_key, 
 
             handler = MlperfTinyHandler(dev, shape, datatype, model_id=mlperf_model_id,
                                         scores=class_scores(dev.package))
-        link = BoardLink(open_transport(use_pty, tcp), handler, link_faults)
+        link = BoardLink(open_transport(url), handler, link_faults)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())

@@ -1,9 +1,11 @@
-"""The board's serial line: serve a byte-stream handler on a pty or TCP, with link faults.
+"""The board's serial line: serve a byte-stream handler on a transport chosen by URL
+(`pty://`, `socket://HOST:PORT`), with link faults.
 
 Three threads model a UART with DMA: the receiver reads the port at line rate into a queue,
 the processor feeds the handler and queues its answers, the transmitter sends them at line
-rate through the fault model (bit noise, dropped bytes). Message-level faults (`hang_after`,
-`reset_after`) count the handler's answers.
+rate through the fault model (bit noise, dropped bytes). Both queues are bounded: a host that
+sends faster than the board answers, or never reads, is held back instead of growing the
+board's memory. Message-level faults (`hang_after`, `reset_after`) count the handler's answers.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from fpgaprint.core.errors import InputError, LinkError
 log = logging.getLogger("fpgaprint.link")
 
 _POLL = 0.05
+RX_CHUNKS = 4  # reads waiting for the processor (each at most 64 KiB)
+TX_MESSAGES = 32  # answers waiting for the line
 
 
 class StreamHandler(Protocol):
@@ -253,16 +257,70 @@ class TcpTransport:
         self._server.close()
 
 
-def open_transport(pty: bool = False, tcp: str | None = None) -> Transport:
-    """A pty (`pty=True`) or a TCP listener on "HOST:PORT" (port 0 picks a free port)."""
-    if pty == (tcp is not None):
-        raise InputError("give exactly one of --pty and --tcp HOST:PORT")
+# Transports by URL scheme, as pyserial's serial_for_url picks its handlers: `pty://` (a new
+# pseudo-terminal; the host opens the /dev/pts/N path printed) and `socket://HOST:PORT`.
+# Each entry: (parse the URL into constructor arguments, the transport class).
+TRANSPORTS: dict[str, tuple[Callable[[str], tuple], Callable[..., Transport]]] = {}
+
+
+def transport(scheme: str, parse: Callable[[str], tuple]):
+    """Register a Transport class for `scheme://…`; `parse(url)` gives its arguments."""
+    def deco(cls):
+        TRANSPORTS[scheme] = (parse, cls)
+        return cls
+    return deco
+
+
+def _parse_pty(url: str) -> tuple:
+    if url.rstrip("/") != "pty:":
+        raise InputError(f"--port {url!r}: a pty takes no address, give pty://")
+    return ()
+
+
+def _parse_socket(url: str) -> tuple:
+    from fpgaprint.core.cliopts import check_host_port
+
+    return check_host_port(url, "--port")
+
+
+transport("pty", _parse_pty)(PtyTransport)
+transport("socket", _parse_socket)(TcpTransport)
+
+
+def _lookup(url: str) -> tuple[Callable[..., Transport], tuple]:
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme not in TRANSPORTS:
+        raise InputError(f"--port {url!r}: a board serves on "
+                         f"{', '.join(s + '://' for s in TRANSPORTS)}")
+    parse, cls = TRANSPORTS[scheme]
+    return cls, parse(url)
+
+
+def serve_url(pty: bool = False, tcp: str | None = None, port: str | None = None) -> str:
+    """The transport URL from `--port URL` or its shorthands `--pty` and `--tcp HOST:PORT`."""
+    given = [g for g in (pty, tcp is not None, port is not None) if g]
+    if len(given) != 1:
+        raise InputError("give exactly one of --port URL, --pty and --tcp HOST:PORT")
     if pty:
-        return PtyTransport()
-    host, sep, port = tcp.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise InputError(f"--tcp expects HOST:PORT, got {tcp!r}")
-    return TcpTransport(host, int(port))
+        return "pty://"
+    if tcp is not None:
+        host, sep, num = tcp.rpartition(":")
+        if not sep or not host or not num.isdigit() or int(num) > 65535:
+            raise InputError(f"--tcp expects HOST:PORT, got {tcp!r}")
+        return f"socket://{tcp}"
+    return port
+
+
+def check_serve_url(url: str) -> str:
+    """`url` if a board can serve on it; InputError naming --port otherwise (opens nothing)."""
+    _lookup(url)
+    return url
+
+
+def open_transport(url: str) -> Transport:
+    """The transport for `url` (`pty://`, `socket://HOST:PORT`; port 0 picks a free port)."""
+    cls, args = _lookup(url)
+    return cls(*args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,8 +340,10 @@ class BoardLink:
         self._bytes = ByteFaults(self.faults.noise_ber, self.faults.drop_rate, self.faults.seed)
         self._rx_clock = LineClock(self.faults.bytes_per_s)
         self._tx_clock = LineClock(self.faults.bytes_per_s)
-        self._rx: queue.Queue[bytes] = queue.Queue()
-        self._tx: queue.Queue[bytes] = queue.Queue()
+        # bounded: a host that floods and never reads holds the board still (as a full UART
+        # FIFO does), it cannot grow the board's memory
+        self._rx: queue.Queue[bytes] = queue.Queue(RX_CHUNKS)
+        self._tx: queue.Queue[bytes] = queue.Queue(TX_MESSAGES)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._reset_done = False
@@ -338,7 +398,7 @@ class BoardLink:
             if data:  # back to back only after a full read: the host had bytes waiting
                 self._rx_clock.take(len(data), self._stop, busy=full and was_full)
                 self.stats["bytes_in"] += len(data)
-                self._rx.put(data)
+                self._put(self._rx, data)
             was_full = full
 
     def _process(self) -> None:
@@ -363,7 +423,7 @@ class BoardLink:
                     log.warning("link fault: hung after %d answers", self.stats["answers"])
                     break
                 self.stats["answers"] += 1
-                self._tx.put(msg)
+                self._put(self._tx, msg)
                 if (self.faults.reset_after is not None and not self._reset_done
                         and self.stats["answers"] == self.faults.reset_after):
                     self._reset_done = True
@@ -379,7 +439,16 @@ class BoardLink:
         _drain(self._rx)
         self.stats["reboots"] += 1
         for msg in self.handler.reboot():
-            self._tx.put(msg)
+            self._put(self._tx, msg)
+
+    def _put(self, q: queue.Queue, item: bytes) -> None:
+        """Queue `item`, waiting while the queue is full (until the link stops)."""
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=_POLL)
+                return
+            except queue.Full:
+                continue
 
     def _transmit(self) -> None:
         while not self._stop.is_set():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -243,10 +244,11 @@ def unpack_array(buf: bytes | memoryview, offset: int = 0) -> tuple[np.ndarray, 
         raise ProtocolError(ErrorCode.BAD_PAYLOAD, "truncated array shape")
     shape = struct.unpack_from(f"<{ndim}I", buf, offset)
     offset += 4 * ndim
+    if 0 in shape:
+        raise ProtocolError(ErrorCode.BAD_PAYLOAD, f"array of shape {tuple(shape)} has a zero "
+                            "dimension (every dimension must be >= 1)")
     dtype = _CODES[code]
-    count = 1
-    for d in shape:
-        count *= d
+    count = math.prod(shape)
     nbytes = count * dtype.itemsize
     if len(buf) - offset < nbytes:
         raise ProtocolError(ErrorCode.BAD_PAYLOAD, f"array of shape {tuple(shape)} needs "
@@ -270,10 +272,13 @@ def pack_json(obj: dict) -> bytes:
 
 
 def unpack_json(payload: bytes) -> dict:
+    """A JSON object (nesting deeper than the parser's stack is refused). Numbers may be
+    NaN or infinite: whoever uses a field checks it."""
     try:
         obj = json.loads(payload.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ProtocolError(ErrorCode.BAD_PAYLOAD, f"bad JSON payload: {e}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ProtocolError(ErrorCode.BAD_PAYLOAD, f"bad JSON payload: {str(e)[:200]}") \
+            from None
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_PAYLOAD, "JSON payload is not an object")
     return obj
@@ -420,10 +425,16 @@ def pack_error(code: ErrorCode, message: str) -> bytes:
     return bytes((int(code),)) + message.encode()[:240]
 
 
+def printable(text: str, limit: int = 240) -> str:
+    """`text` cut to `limit` characters with anything unprintable (terminal escapes, control
+    characters) replaced by '?': what a host shows of text a board sent."""
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
 def unpack_error(payload: bytes) -> tuple[int, str]:
     if not payload:
         return int(ErrorCode.INTERNAL), "empty ERROR payload"
-    return payload[0], payload[1:].decode(errors="replace")
+    return payload[0], printable(payload[1:].decode(errors="replace"))
 
 
 def error_name(code: int) -> str:

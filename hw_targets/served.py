@@ -16,12 +16,13 @@ from fpgaprint.core.errors import LinkError
 
 
 class ServedBoard:
-    """`fpgaprint board serve PACKAGE --pty ARGS…` (or `--tcp` in ARGS) as a child process."""
+    """`fpgaprint board serve PACKAGE --pty ARGS…` (or `--port URL`, `--tcp` in ARGS) as a
+    child process."""
 
     def __init__(self, package: str | Path, *args: str, stderr: IO | int | None = None,
                  env: dict | None = None, start: bool = True):
         serve_args = [str(a) for a in args]
-        if "--tcp" not in serve_args and "--pty" not in serve_args:
+        if not {"--tcp", "--pty", "--port"} & set(serve_args):
             serve_args.insert(0, "--pty")
         self.cmd = [sys.executable, "-m", "fpgaprint", "board", "serve", str(package),
                     *serve_args]

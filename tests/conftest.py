@@ -22,6 +22,16 @@ def _finn_build_dir(tmp_path_factory):
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _empty_trust_store(tmp_path_factory):
+    """No trust anchor from the machine running the tests: an empty trust store, no trust
+    config file, no keys in the environment (subprocesses inherit all three)."""
+    os.environ["FPGAPRINT_TRUST_STORE"] = str(tmp_path_factory.mktemp("trust-store"))
+    os.environ["FPGAPRINT_TRUST_CONFIG"] = str(tmp_path_factory.mktemp("trust") / "none.toml")
+    os.environ.pop("FPGAPRINT_TRUSTED_KEYS", None)
+    yield
+
+
 @pytest.fixture
 def run_cli(capsys):
     """Run `fpgaprint ARGS` in-process; returns (exit code, stdout, stderr)."""

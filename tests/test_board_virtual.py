@@ -305,7 +305,7 @@ def test_foreign_signer_is_refused(pkg_dir, tmp_path):
         open_backend(pkg_dir, trusted_key=other_pub)
 
 
-def test_unknown_backend_and_faults_on_pynq(pkg_dir):
+def test_unknown_backend_and_faults_on_pynq(pkg_dir, keypair):
     with pytest.raises(InputError,
                        match="unknown backend 'fpga'; valid backends: virtual, pynq, rtlsim"):
         open_backend(pkg_dir, backend="fpga")
@@ -313,4 +313,6 @@ def test_unknown_backend_and_faults_on_pynq(pkg_dir):
                                          r"\(virtual, rtlsim\), not 'pynq'"):
         open_backend(pkg_dir, backend="pynq", faults=FaultSpec(replay=True))
     with pytest.raises(InputError, match="no bitfile in hw/"):
-        open_backend(pkg_dir, backend="pynq")
+        open_backend(pkg_dir, backend="pynq", trusted_key=keypair[1])
+    with pytest.raises(InputError, match="which is not pinned"):
+        open_backend(pkg_dir, backend="virtual")

@@ -87,7 +87,7 @@ def test_bad_input_exits_2(models, fpset, capsys, tmp_path, case, message):
     np.savez(tmp_path / "other.npz", inputs=np.zeros((2, 64)))
     argv = {
         "expect-source": ["check", str(models / "swap.pt"), str(fpset), "--expect-source"],
-        "wrong-shape": ["check", str(models / "mnist.pt"), str(fpset)],
+        "wrong-shape": ["check", str(models / "mnist.pt"), str(fpset), "--trust-pickle"],
         "foreign-npz": ["check", str(models / "src.pt"), str(tmp_path / "other.npz")],
         "missing-model": ["check", str(tmp_path / "nope.pt"), str(fpset)],
         "missing-set": ["check", str(models / "src.pt"), str(tmp_path / "nope.npz")],

@@ -28,7 +28,7 @@ def test_verify_missing_package_is_input_error(tmp_path, capsys):
 
 def test_accept_requires_ports_and_package(capsys):
     assert _exit(["accept", "--package", "x"]) == 2
-    assert "Missing option '--ports'" in capsys.readouterr().err
+    assert "--ports: required" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

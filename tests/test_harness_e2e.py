@@ -191,14 +191,16 @@ def test_signed_package_pinned_to_trusted_key(art, tmp_path):
     signed = tmp_path / "signed"
     shutil.copytree(art["pkg"], signed)
     sign_manifest(signed, keys / "good" / "signing.key")
-    with boards((signed,)) as (b,):
+    with boards((signed, "--trusted-key", str(keys / "good" / "signing.pub"))) as (b,):
         ok = run("verify", "--port", b.port, "--package", str(signed),
                  "--trusted-key", str(keys / "good" / "signing.pub"))
         wrong = run("verify", "--port", b.port, "--package", str(signed),
                     "--trusted-key", str(keys / "other" / "signing.pub"))
+        unpinned = run("verify", "--port", b.port, "--package", str(signed))
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert wrong.returncode == 2
     assert "not by the trusted key" in wrong.stderr
+    assert unpinned.returncode == 2 and "which is not pinned" in unpinned.stderr
     unsigned = run("verify", "--port", "/dev/null", "--package", str(art["pkg"]))
     assert unsigned.returncode == 2
 

@@ -29,8 +29,93 @@ def test_keys_generate_then_verify(tmp_path, capsys):
     assert f"id         {pkg.package_id}" in out
     assert "signed by the trusted key" in out and out.rstrip().endswith("OK")
 
-    code, out, _ = run(["package", "verify", str(tmp_path / "pkg.tar.gz")], capsys)
+    code, out, err = run(["package", "verify", str(tmp_path / "pkg.tar.gz")], capsys)
+    assert code == 2 and "which is not pinned (no trusted key is provisioned)" in err
+    assert "OK" not in out
+    code, out, err = run(["package", "verify", str(tmp_path / "pkg.tar.gz"),
+                          "--allow-unpinned"], capsys)
     assert code == 0 and "signer NOT pinned" in out
+    assert err.startswith("warning: package signer ") and "is NOT pinned" in err
+
+
+def test_keys_trust_pins_the_signer_for_every_command(tmp_path, capsys, monkeypatch):
+    """`keys trust` provisions the root of trust once; the package never supplies it."""
+    store = tmp_path / "store"
+    monkeypatch.setenv("FPGAPRINT_TRUST_STORE", str(store))
+    run(["keys", "generate", "--out", str(tmp_path / "k")], capsys)
+    run(["keys", "generate", "--out", str(tmp_path / "other")], capsys)
+    build_package(tmp_path / "pkg", tmp_path / "k/signing.key")
+    code, out, _ = run(["keys", "trust", str(tmp_path / "k/signing.pub")], capsys)
+    hex_key = out.split()[1]
+    assert code == 0 and (store / f"{hex_key[:16]}.pub").is_file()
+    code, out, err = run(["package", "verify", str(tmp_path / "pkg")], capsys)
+    assert code == 0 and f"signed by the trusted key {hex_key} (trust store" in out
+    assert err == ""
+    code, out, _ = run(["keys", "list"], capsys)
+    assert hex_key in out
+    # an explicit --trusted-key replaces the store for that command
+    code, _, err = run(["package", "verify", str(tmp_path / "pkg"), "--trusted-key",
+                        str(tmp_path / "other/signing.pub")], capsys)
+    assert code == 2 and "not by the trusted key" in err
+    code, out, _ = run(["keys", "untrust", hex_key[:12]], capsys)
+    assert code == 0 and not list(store.iterdir())
+    code, _, err = run(["package", "verify", str(tmp_path / "pkg")], capsys)
+    assert code == 2 and "not pinned" in err
+
+
+def test_trusted_keys_from_the_environment(tmp_path, capsys, monkeypatch):
+    run(["keys", "generate", "--out", str(tmp_path / "k")], capsys)
+    build_package(tmp_path / "pkg", tmp_path / "k/signing.key")
+    from fpgaprint.core.keys import load_public_key, public_key_hex
+
+    hex_key = public_key_hex(load_public_key(tmp_path / "k/signing.pub"))
+    for value in (hex_key, str(tmp_path / "k/signing.pub")):
+        monkeypatch.setenv("FPGAPRINT_TRUSTED_KEYS", value)
+        code, out, _ = run(["package", "verify", str(tmp_path / "pkg")], capsys)
+        assert code == 0 and "(FPGAPRINT_TRUSTED_KEYS)" in out
+    monkeypatch.setenv("FPGAPRINT_TRUSTED_KEYS", "zz" * 32)
+    code, _, err = run(["package", "verify", str(tmp_path / "pkg")], capsys)
+    assert code == 2 and "zzzz" in err and err.count("\n") == 1
+
+
+def test_trusted_keys_from_the_config_file(tmp_path, capsys, monkeypatch):
+    run(["keys", "generate", "--out", str(tmp_path / "k")], capsys)
+    build_package(tmp_path / "pkg", tmp_path / "k/signing.key")
+    config = tmp_path / "trust.toml"
+    monkeypatch.setenv("FPGAPRINT_TRUST_CONFIG", str(config))
+    config.write_text('trusted_keys = ["k/signing.pub"]\n')  # relative to the config file
+    code, out, _ = run(["package", "verify", str(tmp_path / "pkg")], capsys)
+    assert code == 0 and f"(trust config {config})" in out
+    for text, message in (('trusted_keys = "k"\n', "expected only trusted_keys"),
+                          ('keys = []\n', "not 'keys'"), ("[[[", "not a readable trust config"),
+                          ('trusted_keys = ["nope.pub"]\n', "nope.pub: public key not found")):
+        config.write_text(text)
+        code, _, err = run(["package", "verify", str(tmp_path / "pkg")], capsys)
+        assert code == 2 and str(config) in err and message in err, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["keys", "trust", "{tmp}/nope.pub"], "nope.pub: public key not found"),
+    (["keys", "trust", "{tmp}"], "cannot read public key"),
+    (["keys", "untrust", "abc"], "give at least 8 hex digits"),
+    (["keys", "generate", "--out", "{tmp}/file/k"], "is a file, not a folder"),
+    (["package", "verify", "{tmp}/pkg", "--trusted-key", "{tmp}"], "--trusted-key"),
+    (["package", "verify", "{tmp}/pkg", "--trusted-key", "{tmp}/none.pub"],
+     "--trusted-key {tmp}/none.pub: public key not found"),
+])
+def test_keys_and_package_inputs_are_checked(tmp_path, capsys, argv, message):
+    (tmp_path / "file").write_text("x")
+    build_package(tmp_path / "pkg", None, allow_unsigned=True)
+    code, out, err = run([a.format(tmp=tmp_path) for a in argv], capsys)
+    assert code == 2 and message.format(tmp=tmp_path) in err
+    assert err.count("\n") == 1, err
+
+
+def test_signature_that_is_a_folder_is_named(tmp_path, capsys):
+    build_package(tmp_path / "pkg", None, allow_unsigned=True)
+    (tmp_path / "pkg/manifest.sig").mkdir()
+    code, _, err = run(["package", "verify", str(tmp_path / "pkg")], capsys)
+    assert code == 2 and "manifest.sig is a folder, not a signature" in err
 
 
 def test_keys_generate_default_location(tmp_path, capsys, monkeypatch):

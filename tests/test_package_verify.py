@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -62,10 +64,14 @@ def test_round_trip(pkg_dir, keypair):
     assert json.dumps(json.loads(raw), sort_keys=True, indent=2).encode() + b"\n" == raw
 
 
-def test_unpinned_signer_is_reported(pkg_dir):
-    v = verify_package(pkg_dir).verification
-    assert v.signed and not v.signer_pinned
-    assert "NOT pinned" in v.signer_note
+def test_unpinned_signer_is_refused_unless_allowed(pkg_dir):
+    """The root of trust is provisioned, never read from the package."""
+    with pytest.raises(InputError, match=r"manifest\.sig: signed by key [0-9a-f]{64}, which is "
+                                         r"not pinned \(no trusted key is provisioned\)"):
+        verify_package(pkg_dir)
+    v = verify_package(pkg_dir, allow_unpinned=True).verification
+    assert v.signed and not v.signer_pinned and v.trust == "unpinned"
+    assert "NOT pinned" in v.signer_note and "--allow-unpinned" in v.warning
 
 
 def test_package_lists_every_file(pkg_dir):
@@ -96,36 +102,36 @@ def test_one_changed_byte_is_refused_and_named(pkg_dir, keypair, rel, where):
     p.write_bytes(bytes(data))
     for trusted in (None, keypair[1]):
         with pytest.raises(InputError) as e:
-            verify_package(pkg_dir, trusted_key=trusted)
+            verify_package(pkg_dir, trusted_key=trusted, allow_unpinned=trusted is None)
         assert rel in str(e.value)
 
 
-def test_missing_file_refused(pkg_dir):
+def test_missing_file_refused(pkg_dir, keypair):
     (pkg_dir / "hw/top.bit").unlink()
     with pytest.raises(InputError, match=r"missing file hw/top\.bit"):
-        verify_package(pkg_dir)
+        verify_package(pkg_dir, trusted_key=keypair[1])
 
 
-def test_extra_file_refused(pkg_dir):
+def test_extra_file_refused(pkg_dir, keypair):
     (pkg_dir / "hw/extra.bin").write_bytes(b"x")
     with pytest.raises(InputError, match=r"unexpected file not listed .*: hw/extra\.bin"):
-        verify_package(pkg_dir)
+        verify_package(pkg_dir, trusted_key=keypair[1])
 
 
-def test_symlink_refused(pkg_dir, tmp_path):
+def test_symlink_refused(pkg_dir, keypair, tmp_path):
     (tmp_path / "outside").write_text("secret")
     (pkg_dir / "model/link.onnx").symlink_to(tmp_path / "outside")
     with pytest.raises(InputError, match=r"model/link\.onnx is a symbolic link"):
-        verify_package(pkg_dir)
+        verify_package(pkg_dir, trusted_key=keypair[1])
 
 
-def test_missing_manifest_and_signature(pkg_dir):
+def test_missing_manifest_and_signature(pkg_dir, keypair):
     (pkg_dir / "manifest.sig").unlink()
     with pytest.raises(InputError, match=r"missing file manifest\.sig"):
-        verify_package(pkg_dir)
+        verify_package(pkg_dir, trusted_key=keypair[1])
     (pkg_dir / "manifest.json").unlink()
     with pytest.raises(InputError, match=r"missing file manifest\.json"):
-        verify_package(pkg_dir)
+        verify_package(pkg_dir, trusted_key=keypair[1])
 
 
 def test_unsigned_refused_unless_allowed(tmp_path, keypair):
@@ -160,10 +166,10 @@ def test_resigned_by_attacker_only_caught_when_pinned(pkg_dir, keypair, tmp_path
     (pkg_dir / "model/golden.onnx").write_bytes(b"tampered model")
     manifest = json.loads((pkg_dir / "manifest.json").read_text())
     rebuilt = build_manifest(pkg_dir, {k: v for k, v in manifest.items()
-                                       if k not in ("files", "schema")})
+                                       if k not in ("files", "sizes", "schema")})
     write_manifest(pkg_dir, rebuilt)
     sign_manifest(pkg_dir, evil_priv)
-    assert not verify_package(pkg_dir).verification.signer_pinned
+    assert not verify_package(pkg_dir, allow_unpinned=True).verification.signer_pinned
     with pytest.raises(InputError, match="not by the trusted key"):
         verify_package(pkg_dir, trusted_key=keypair[1])
 
@@ -214,13 +220,18 @@ def test_malicious_tar_member_rejected(tmp_path, bad):
         members = [(ok, b"{}"), (evil, None)]
     _tar_with(archive, members)
     with pytest.raises(InputError) as e:
-        verify_package(archive)
+        verify_package(archive, allow_unpinned=True)
     assert repr(evil.name) in str(e.value)
     assert not (tmp_path.parent / "escaped").exists()
     assert not Path("/tmp/fpgaprint-evil").exists()
 
 
-def test_tampered_tar_refused(tmp_path, keypair):
+@pytest.mark.parametrize("bad, message", [
+    ("same-size", r"bad\.tar\.gz: file changed: selftest/policy\.json"),
+    ("longer", r"selftest/policy\.json is (\d+) B in the archive, the manifest says \d+ B "
+               r"\(refused before extraction\)"),
+])
+def test_tampered_tar_refused(tmp_path, keypair, bad, message):
     build_package(tmp_path / "pkg", keypair[0], tar=True)
     src = tmp_path / "pkg.tar.gz"
     out = tmp_path / "bad.tar.gz"
@@ -228,10 +239,10 @@ def test_tampered_tar_refused(tmp_path, keypair):
         for m in tin.getmembers():
             data = tin.extractfile(m).read() if m.isfile() else None
             if m.name == "pkg/selftest/policy.json":
-                data = data.replace(b"0.", b"0.0", 1)
+                data = data + b" " if bad == "longer" else data.replace(b"0.", b"1.", 1)
                 m.size = len(data)
             tout.addfile(m, io.BytesIO(data) if data is not None else None)
-    with pytest.raises(InputError, match=r"file changed: selftest/policy\.json"):
+    with pytest.raises(InputError, match=message):
         verify_package(out, trusted_key=keypair[1])
 
 
@@ -302,3 +313,99 @@ def test_finalize_requires_golden_model(tmp_path):
     write_selftest(out, *make_vectors(), dict(POLICY))
     with pytest.raises(InputError, match=r"missing file model/golden\.onnx"):
         finalize_package(out, make_meta(), allow_unsigned=True)
+
+
+class _Zeros(io.RawIOBase):
+    """`n` zero bytes as a stream (a bomb member without holding it in memory)."""
+
+    def __init__(self, n: int):
+        self.left = n
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        k = min(len(b), self.left)
+        b[:k] = bytes(k)
+        self.left -= k
+        return k
+
+
+def _bomb(src: Path, out: Path, member: str, size: int, first: bool) -> None:
+    """`src` re-packed with `member` replaced (or added) as `size` zero bytes."""
+    with tarfile.open(src) as tin, tarfile.open(out, "w:gz", compresslevel=1) as tout:
+        bomb = tarfile.TarInfo(member)
+        bomb.size = size
+        if first:
+            tout.addfile(bomb, _Zeros(size))
+        for m in tin.getmembers():
+            if m.name != member:
+                tout.addfile(m, tin.extractfile(m) if m.isfile() else None)
+        if not first:
+            tout.addfile(bomb, _Zeros(size))
+
+
+@pytest.mark.parametrize("member, first", [
+    ("pkg/model/golden.onnx", True), ("pkg/model/golden.onnx", False),
+    ("pkg/hw/extra.bin", False),
+])
+def test_tar_bomb_is_refused_before_it_is_written(tmp_path, keypair, member, first):
+    """A 64 MiB member compressed to ~64 kB: refused at its header, in a process that may not
+    write any file beyond 8 MiB."""
+    build_package(tmp_path / "pkg", keypair[0], tar=True)
+    archive = tmp_path / "bomb.tar.gz"
+    _bomb(tmp_path / "pkg.tar.gz", archive, member, 64 << 20, first)
+    assert archive.stat().st_size < 1 << 20
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 20, 8 << 20))\n"
+        "from fpgaprint.core.errors import InputError\n"
+        "from fpgaprint.core.package import verify_package\n"
+        "try:\n"
+        f"    verify_package({str(archive)!r}, trusted_key={str(keypair[1])!r})\n"
+        "except InputError as e:\n"
+        "    print(e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    inner = member.removeprefix("pkg/")
+    if inner == "model/golden.onnx":
+        assert f"{inner} is {64 << 20} B in the archive, the manifest says" in r.stdout
+    else:
+        assert f"unexpected file not listed in manifest.json: {member}" in r.stdout
+    assert "refused before extraction" in r.stdout
+
+
+def test_archive_over_the_overall_cap_is_refused(tmp_path, keypair):
+    build_package(tmp_path / "pkg", keypair[0], tar=True)
+    with pytest.raises(InputError, match=r"members declare more than 4096 B \(refused before "
+                                         r"extraction\)"):
+        verify_package(tmp_path / "pkg.tar.gz", trusted_key=keypair[1], max_bytes=4096)
+
+
+def test_archive_is_extracted_only_after_its_signature_verifies(tmp_path, keypair):
+    """A re-signed archive is refused from its manifest, before any file is extracted."""
+    build_package(tmp_path / "pkg", keypair[0], tar=True)
+    evil, _ = generate_keypair(tmp_path / "evil")
+    sign_manifest(tmp_path / "pkg", evil)
+    from fpgaprint.compiler.package import write_tar
+
+    write_tar(tmp_path / "pkg")
+    written = []
+    real_open = open
+
+    def spy(file, mode="r", *a, **kw):
+        if "x" in mode or "w" in mode:
+            written.append(str(file))
+        return real_open(file, mode, *a, **kw)
+
+    import builtins
+
+    builtins.open = spy
+    try:
+        with pytest.raises(InputError, match="not by the trusted key"):
+            verify_package(tmp_path / "pkg.tar.gz", trusted_key=keypair[1])
+    finally:
+        builtins.open = real_open
+    assert written == []

@@ -98,16 +98,27 @@ def test_serve_refuses_a_tampered_package(package, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--pty", "--tcp", "127.0.0.1:0"], "exactly one of --pty and --tcp"),
-    ([], "exactly one of --pty and --tcp"),
-    (["--pty", "--flip", "fc0:3"], "expected LAYER:INDEX:BIT, got 'fc0:3'"),
+    (["--pty", "--tcp", "127.0.0.1:0"], "exactly one of --port URL, --pty and --tcp"),
+    ([], "exactly one of --port URL, --pty and --tcp"),
+    (["--port", ""], "--port '': empty"),
+    (["--port", "foo://bar"], "--port 'foo://bar': a board serves on pty://, socket://"),
+    (["--port", "socket://127.0.0.1"], "expected socket://HOST:PORT"),
+    (["--tcp", "127.0.0.1"], "--tcp expects HOST:PORT"),
+    (["--pty", "--baud", "5"], "--baud '5': must be >= 10"),
+    (["--pty", "--noise-ber", "nan"], "--noise-ber 'nan': must be a finite number"),
+    (["--pty", "--seed", "-1"], "--seed '-1': must be >= 0"),
+    (["--pty", "--hang-after", "x"], "--hang-after 'x': not an integer"),
+    (["--pty", "--serial", ""], "--serial '': expected 1 to 64 printable"),
+    (["--pty", "--log", "/etc/passwd/board.log"], "--log /etc/passwd/board.log: /etc/passwd "
+                                                  "is a file"),
+    (["--pty", "--flip", "fc0:3"], "--flip 'fc0:3': expected LAYER:INDEX:BIT"),
     (["--pty", "--stuck-at", "fc0:3:1"], "expected LAYER:INDEX:BIT:0|1"),
     (["--pty", "--noise-ber", "2"], "--noise-ber must be in [0, 1)"),
 ])
 def test_serve_checks_its_options_before_anything_else(run_cli, tmp_path, args, message):
     code, out, err = run_cli("board", "serve", tmp_path / "no-package", *args)
     assert code == 2 and out == ""
-    assert message in err
+    assert message in err and err.count("\n") == 1, err
 
 
 def test_boards_lists_every_board(run_cli):

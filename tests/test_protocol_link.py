@@ -6,6 +6,7 @@ tests the protocol layer; the virtual board's own tests cover the real golden mo
 
 from __future__ import annotations
 
+import re
 import time
 import zlib
 
@@ -24,6 +25,7 @@ from fpgaprint.hw_targets.link import (
     PtyTransport,
     TcpTransport,
     open_transport,
+    serve_url,
 )
 
 SHAPE = (8, 8)
@@ -307,6 +309,14 @@ def test_agent_answers_busy_beyond_its_window():
     assert P.unpack_error(answers[3].payload)[0] == P.ErrorCode.BUSY
 
 
+def test_a_flood_in_one_delivery_earns_at_most_window_refusals():
+    agent = BoardAgent(MatBackend(), window=3)
+    wire = b"".join(P.encode_frame(P.Frame(P.MsgType.INFO, s)) for s in range(1, 41))
+    answers = [P.decode_frame(a[:-1]) for a in agent.feed(wire + b"junk\x00" * 10)]
+    assert [a.type for a in answers] == [P.MsgType.INFO] * 3 + [P.MsgType.ERROR] * 3
+    assert agent.counters["dropped"] == 37 - 3 + 10
+
+
 def test_agent_reset_drops_the_rest_of_the_input_and_ignores_responses():
     backend = MatBackend()
     agent = BoardAgent(backend)
@@ -331,8 +341,71 @@ def test_link_fault_settings_are_checked(kwargs, message):
         LinkFaults(**kwargs)
 
 
-def test_open_transport_checks_its_arguments():
-    with pytest.raises(InputError, match="exactly one of --pty and --tcp"):
-        open_transport()
-    with pytest.raises(InputError, match="--tcp expects HOST:PORT, got 'nohost'"):
-        open_transport(tcp="nohost")
+def test_transports_are_chosen_by_url():
+    for url, prefix in (("pty://", "/dev/pts/"), ("socket://127.0.0.1:0", "socket://127.0.0.1:")):
+        t = open_transport(url)
+        try:
+            assert t.url.startswith(prefix) and t.url != url
+        finally:
+            t.close()
+    assert serve_url(pty=True) == "pty://"
+    assert serve_url(tcp="127.0.0.1:0") == "socket://127.0.0.1:0"
+    assert serve_url(port="socket://h:1") == "socket://h:1"
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: serve_url(), "exactly one of --port URL, --pty and --tcp"),
+    (lambda: serve_url(pty=True, tcp="h:1"), "exactly one of"),
+    (lambda: serve_url(tcp="nohost"), "--tcp expects HOST:PORT, got 'nohost'"),
+    (lambda: open_transport("foo://bar"), "a board serves on pty://, socket://"),
+    (lambda: open_transport("/dev/ttyS0"), "a board serves on"),
+    (lambda: open_transport("pty://x"), "a pty takes no address"),
+    (lambda: open_transport("socket://127.0.0.1"), "expected socket://HOST:PORT"),
+    (lambda: open_transport("socket://127.0.0.1:99999"), "Port out of range"),
+])
+def test_open_transport_checks_its_arguments(call, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        call()
+
+
+def test_retries_follow_the_line_and_silence_follows_the_board():
+    from fpgaprint.harness.pipeline import MAX_ATTEMPTS, MIN_SILENCE, Job, LinkHealth
+
+    h = LinkHealth(timeout=2.0, retries=3)
+    job = Job(P.MsgType.INFO, b"", P.unpack_json)
+    h.sent, h.failed = 100, 0
+    assert h.attempts_allowed(job) == 4  # a clean line: the configured retries
+    h.sent, h.failed = 100, 50  # half the sends damaged: enough for p(lost) < 1e-6
+    assert h.attempts_allowed(job) == 20
+    h.failed = 99
+    assert h.attempts_allowed(job) == MAX_ATTEMPTS
+    job.silent = 4  # but a board that stays silent gets no more than the retries
+    assert h.attempts_allowed(job) == 4
+    assert h.silence == 2.0
+    for _ in range(3):
+        h.answered(0.001)
+    assert h.silence == MIN_SILENCE
+    h.answered(0.3)  # an answer after its request timed out: the board needs more
+    assert h.silence == pytest.approx(1.2)
+    h.answered(5.0)
+    assert h.silence == 2.0  # never more than --timeout
+
+
+def test_a_slow_board_is_waited_for_after_one_late_answer(serve):
+    """Answers slower than the shrunken silence are timed out once, then waited for."""
+    class Slow(MatBackend):
+        def infer(self, x):
+            if self.calls >= 4:
+                time.sleep(0.35)
+            return super().infer(x)
+
+    link, backend = serve(backend=Slow())
+    x = inputs(12)
+    with BoardClient(link.url, timeout=2.0, chunk_bytes=64 * 8) as client:
+        client.hello()
+        for _ in range(4):
+            client.infer(x[:1])
+        assert client.health.silence == pytest.approx(0.1)
+        raw, _ = client.infer(x)
+        assert client.health.silence > 0.35
+    np.testing.assert_array_equal(raw, expected(backend, x)[0])

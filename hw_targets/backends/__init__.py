@@ -19,11 +19,12 @@ def open_backend(
     backend: str = "virtual",
     faults: FaultSpec | None = None,
     serial: str | None = None,
-    trusted_key: str | Path | None = None,
+    trusted_key: str | Path | list | tuple | None = None,
     allow_unsigned: bool = False,
+    allow_unpinned: bool = False,
 ) -> Backend:
     """A Backend for the verified package (directory or .tar.gz); refuses a package whose
-    signature or hashes do not verify."""
+    signature or hashes do not verify, or whose signer is not pinned (unless allowed)."""
     from fpgaprint.core.package import verify_package
 
     cls = backend_class(backend)
@@ -32,7 +33,8 @@ def open_backend(
         able = [n for n in BACKENDS if backend_class(n).fault_injection]
         raise InputError(f"fault injection needs a backend that supports it "
                          f"({', '.join(able)}), not {backend!r}")
-    package = verify_package(package_dir, trusted_key=trusted_key, allow_unsigned=allow_unsigned)
+    package = verify_package(package_dir, trusted_key=trusted_key, allow_unsigned=allow_unsigned,
+                             allow_unpinned=allow_unpinned)
     try:
         return cls(package, serial=serial, **({"faults": faults} if active else {}))
     except BaseException:

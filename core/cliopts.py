@@ -1,0 +1,202 @@
+"""Command-line values checked once for every command: bounded numbers, port URLs, output
+paths and the trust options. A bad value is an InputError (exit 2) naming the flag."""
+
+from __future__ import annotations
+
+import contextvars
+import importlib.util
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+
+from fpgaprint.core.errors import InputError
+
+
+def _flag(param: click.Parameter | None) -> str:
+    if param is None:
+        return "value"
+    if isinstance(param, click.Option):
+        return max(param.opts, key=len)
+    return (param.name or "value").upper()
+
+
+class Number(click.ParamType):
+    """A finite int or float within [lo, hi] (`lo_open`: strictly above lo)."""
+
+    def __init__(self, kind: type = float, lo: float | None = None, hi: float | None = None,
+                 lo_open: bool = False):
+        self.kind, self.lo, self.hi, self.lo_open = kind, lo, hi, lo_open
+        self.name = "integer" if kind is int else "number"
+
+    def convert(self, value: Any, param, ctx) -> Any:
+        if isinstance(value, self.kind) and not isinstance(value, bool):
+            v = value
+        else:
+            try:
+                v = self.kind(str(value).strip())
+            except ValueError:
+                what = "an integer" if self.kind is int else "a number"
+                raise InputError(f"{_flag(param)} {value!r}: not {what}") from None
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InputError(f"{_flag(param)} {value!r}: must be a finite number")
+        low_bad = self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo)
+        if low_bad or (self.hi is not None and v > self.hi):
+            raise InputError(f"{_flag(param)} {value!r}: must be {self.describe()}")
+        return v
+
+    def describe(self) -> str:
+        lo = "" if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        hi = "" if self.hi is None else f"<= {self.hi:g}"
+        return " and ".join(p for p in (lo, hi) if p) or "a number"
+
+
+def seconds(lo: float = 0.0, hi: float = 24 * 3600.0) -> Number:
+    """A finite, positive number of seconds (at most a day by default)."""
+    return Number(float, lo, hi, lo_open=True)
+
+
+PYSERIAL_HOST_SCHEMES = ("socket", "rfc2217")
+
+
+def check_port_url(url: str, flag: str = "--port") -> str:
+    """A device path or a pyserial URL whose scheme pyserial knows; socket:// and rfc2217://
+    need HOST:PORT."""
+    text = url.strip()
+    if not text:
+        raise InputError(f"{flag} {url!r}: empty; give a device path (/dev/ttyUSB0) or a pyserial "
+                         "URL (socket://HOST:PORT, rfc2217://HOST:PORT)")
+    if "\x00" in text:
+        raise InputError(f"{flag} {url!r}: contains a NUL byte")
+    if "://" not in text:
+        return text
+    scheme = text.split("://", 1)[0].lower()
+    known = _pyserial_schemes()
+    if scheme not in known:
+        raise InputError(f"{flag} {url!r}: unknown URL scheme {scheme!r}; pyserial knows "
+                         f"{', '.join(s + '://' for s in known)}")
+    if scheme in PYSERIAL_HOST_SCHEMES:
+        check_host_port(text, flag)
+    return text
+
+
+def check_host_port(url: str, flag: str) -> tuple[str, int]:
+    """(host, port) of SCHEME://HOST:PORT; InputError naming the flag otherwise."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise InputError(f"{flag} {url!r}: {e}") from None
+    if not parts.hostname or port is None:
+        raise InputError(f"{flag} {url!r}: expected {parts.scheme}://HOST:PORT")
+    if parts.path not in ("", "/"):
+        raise InputError(f"{flag} {url!r}: unexpected path {parts.path!r} after HOST:PORT")
+    return parts.hostname, port
+
+
+def _pyserial_schemes() -> list[str]:
+    import serial
+
+    found = set()
+    for pkg in serial.protocol_handler_packages:
+        spec = importlib.util.find_spec(pkg)
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            for p in Path(folder).glob("protocol_*.py"):
+                found.add(p.stem.removeprefix("protocol_"))
+    return sorted(found)
+
+
+def check_output_path(path: str | Path | None, flag: str) -> Path | None:
+    """An output file that can be written: not a folder, under a writable folder (created as
+    needed). Checked before any work so that a verdict is never lost to a bad path."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not str(path).strip():
+        raise InputError(f"{flag} {str(path)!r}: empty path")
+    if p.is_dir():
+        raise InputError(f"{flag} {p}: is a folder, expected a file path")
+    if p.exists() and not p.is_file():
+        raise InputError(f"{flag} {p}: exists and is not a regular file")
+    parent = p.parent.resolve()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{flag} {p}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {p}: cannot write in {parent}")
+    return p
+
+
+def distinct_outputs(**paths: Path | None) -> None:
+    """No two output flags name the same file."""
+    seen: dict[Path, str] = {}
+    for flag, p in paths.items():
+        if p is None:
+            continue
+        key = p.resolve()
+        if key in seen:
+            raise InputError(f"{flag} {p}: same file as {seen[key]}")
+        seen[key] = flag
+
+
+class OutputPath(click.ParamType):
+    """An output file checked with `check_output_path` when the command line is parsed."""
+
+    name = "path"
+
+    def convert(self, value: Any, param, ctx) -> Path:
+        return check_output_path(value, _flag(param))
+
+
+_HEX = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def trust_options(f):
+    """`--trusted-key PUB` (repeatable), `--allow-unsigned`, `--allow-unpinned`."""
+    f = click.option(
+        "--allow-unpinned", is_flag=True,
+        help="Accept a package whose signer is not a trusted key (warns on every run and is "
+             "recorded in every report; not for production).")(f)
+    f = click.option(
+        "--allow-unsigned", is_flag=True,
+        help="Accept a package without a signature (warns on every run; recorded).")(f)
+    f = click.option(
+        "--trusted-key", "trusted_key", multiple=True, metavar="PUB",
+        help="Public key (PEM file or 64 hex digits in a file) the package must be signed "
+             "with; repeatable. Without it, the keys provisioned on this host are used "
+             "(`fpgaprint keys trust PUB`, trust.toml, $FPGAPRINT_TRUSTED_KEYS).")(f)
+    return f
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr."""
+    click.echo(f"warning: {message}", err=True)
+
+
+_PICKLE = contextvars.ContextVar("fpgaprint_trust_pickle", default=False)
+
+
+def allow_pickle(allowed: bool = True) -> None:
+    """Let model loaders unpickle files that need it (runs code from them: trusted files)."""
+    _PICKLE.set(allowed)
+
+
+def pickle_allowed() -> bool:
+    return _PICKLE.get()
+
+
+def _set_trust_pickle(ctx, param, value: bool) -> bool:
+    token = _PICKLE.set(bool(value))
+    ctx.call_on_close(lambda: _PICKLE.reset(token))  # for this command only
+    return value
+
+
+trust_pickle_option = click.option(
+    "--trust-pickle", is_flag=True, expose_value=False, callback=_set_trust_pickle,
+    help="Load a model file that needs unpickling (a whole pickled nn.Module). Unpickling "
+         "runs code from the file: only for files you trust.")

@@ -1,0 +1,143 @@
+"""The host's end of the line: any pyserial URL opened with the timeouts its backend accepts,
+bytes written and answer frames read until a deadline.
+
+pyserial's backends differ: a device or `socket://` takes a `write_timeout`, RFC 2217
+(`rfc2217://`, labgrid's network serial ports over ser2net) refuses one (its socket bounds a
+write at 5 s instead), and only some have a file descriptor to wait on. `BoardPort` asks each
+backend for what it supports and otherwise polls, so every URL works the same way above it.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import time
+from collections import deque
+
+import serial
+
+from fpgaprint.core.errors import LinkError
+from fpgaprint.hw_targets import protocol as P
+
+log = logging.getLogger("fpgaprint.client")
+
+READ_SIZE = 65536
+
+
+class BoardPort:
+    """An open pyserial port that writes whole frames and yields decoded answer frames."""
+
+    def __init__(self, url: str, baud: int, write_timeout: float, stats: dict[str, int]):
+        self.url, self.baud = url, baud
+        self.write_timeout = write_timeout
+        self.stats = stats
+        self.write_timeout_applied = False
+        self._ser: serial.SerialBase | None = None
+        self._fd: int | None = None
+        self._decoder = P.FrameDecoder(P.MAX_PAYLOAD)
+        self._frames: deque[P.Frame | P.ProtocolError] = deque()
+
+    # -- opening ------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open the port; a write timeout is set where the backend takes one."""
+        try:
+            self._ser = self._open(self.write_timeout)
+            self.write_timeout_applied = True
+        except NotImplementedError:  # e.g. rfc2217: "write_timeout is currently not supported"
+            log.info("%s: no write timeout on this backend; its own bounds apply", self.url)
+            self._ser = self._open(None)
+        try:
+            self._fd = self._ser.fileno()
+        except (AttributeError, OSError, ValueError, NotImplementedError):
+            self._fd = None
+        try:
+            self._ser.reset_input_buffer()
+        except (serial.SerialException, OSError) as e:
+            raise LinkError(f"board port {self.url}: {e}") from None
+        self._decoder.reset()
+        self._frames.clear()
+
+    def _open(self, write_timeout: float | None) -> serial.SerialBase:
+        try:
+            port = serial.serial_for_url(self.url, do_not_open=True)
+            port.baudrate = self.baud
+            port.timeout = 0
+            port.write_timeout = write_timeout
+            port.open()
+            return port
+        except NotImplementedError:
+            raise
+        except (serial.SerialException, ValueError, OSError) as e:
+            raise LinkError(f"cannot open board port {self.url}: {e}") from None
+
+    def close(self) -> None:
+        if self._ser is not None:
+            try:
+                self._ser.close()
+            finally:
+                self._ser = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._ser is not None
+
+    def _port(self) -> serial.SerialBase:
+        if self._ser is None:
+            raise LinkError(f"board port {self.url} is not open (use BoardClient as a context "
+                            f"manager or call open())")
+        return self._ser
+
+    # -- bytes ----------------------------------------------------------------------------
+
+    def write(self, data: bytes, deadline: float = float("inf")) -> None:
+        """Write all of `data`; where the backend takes a write timeout, never past
+        `deadline` (monotonic)."""
+        port = self._port()
+        left = deadline - time.monotonic()
+        if self.write_timeout_applied and left < (port.write_timeout or float("inf")):
+            port.write_timeout = max(left, 0.01)  # the last writes before the deadline
+        try:
+            port.write(data)
+        except serial.SerialTimeoutException:
+            raise LinkError(f"board port {self.url}: write of {len(data)} B timed out") from None
+        except (serial.SerialException, OSError) as e:
+            raise LinkError(f"board port {self.url}: write failed: {e}") from None
+        self.stats["bytes_sent"] += len(data)
+
+    def next_frame(self, deadline: float) -> P.Frame | P.ProtocolError | None:
+        """The next answer frame or damaged chunk from the board, or None at `deadline`."""
+        port = self._port()
+        idle = 0.0005
+        while not self._frames:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                data = port.read(READ_SIZE)
+            except (serial.SerialException, OSError) as e:
+                raise LinkError(f"board port {self.url}: read failed: {e}") from None
+            if not data:
+                if self._fd is not None:
+                    select.select([self._fd], [], [], min(left, 0.1))
+                else:
+                    time.sleep(min(left, idle))
+                    idle = min(idle * 2, 0.005)
+                continue
+            idle = 0.0005
+            self.stats["bytes_received"] += len(data)
+            for item in self._decoder.feed(data):
+                if isinstance(item, P.ProtocolError):
+                    self.stats["bad_frames"] += 1
+                    log.debug("damaged frame: %s", item)
+                    self._frames.append(item)
+                elif item.is_response:
+                    self.stats["frames_received"] += 1
+                    self._frames.append(item)
+        return self._frames.popleft()
+
+    def next_good_frame(self, deadline: float) -> P.Frame | None:
+        while True:
+            item = self.next_frame(deadline)
+            if not isinstance(item, P.ProtocolError):
+                return item

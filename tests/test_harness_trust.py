@@ -1,0 +1,423 @@
+"""A verdict people can trust, against a board and files that lie: the regressions of the
+adversarial review (challenge sets the board knows, re-signed packages, board values that
+would hang the host or reach parsers unchecked, reports that cannot be written, CLI edges).
+
+Misbehaving boards are test doubles of a physical board gone bad: the real agent and link on a
+real pty, with one method changed to lie, as a compromised firmware would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fpgaprint.core.fpset import FingerprintSet
+from fpgaprint.core.golden import GoldenModel
+from fpgaprint.core.package import verify_package
+from fpgaprint.hw_targets import protocol as P
+from fpgaprint.hw_targets.agent import BoardAgent
+from fpgaprint.hw_targets.backends import open_backend
+from fpgaprint.hw_targets.link import BoardLink, PtyTransport
+from fpgaprint.hw_targets.served import ServedBoard
+
+
+@pytest.fixture
+def serve(digits_package, keypair):
+    """serve(agent_cls=BoardAgent, backend_cls=None) -> pty URL of an in-process board."""
+    started = []
+
+    def start(agent_cls=BoardAgent, wrap=None, **faults):
+        backend = open_backend(digits_package, trusted_key=keypair[1])
+        if wrap is not None:
+            backend = wrap(backend)
+        link = BoardLink(PtyTransport(), agent_cls(backend)).start()
+        started.append((link, backend))
+        return link.url
+
+    yield start
+    for link, backend in started:
+        link.stop()
+        backend.close()
+
+
+def verify(run_cli, pkg, pub, port, *extra):
+    return run_cli("verify", "--port", port, "--package", pkg, "--trusted-key", pub, *extra)
+
+
+# ---------------------------------------------------------------- 1. challenge the board knows
+
+
+class LookupBoard:
+    """A cheating board: it holds its package and answers the stored answer to any stored
+    input, and garbage to everything else (it runs no model)."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        v = backend.package.vectors()
+        self.table = {r.tobytes(): (g, lab) for r, g, lab in
+                      zip(v["inputs"].astype("<i8"), v["golden_raw"], v["golden_labels"])}
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def infer(self, x):
+        x = np.asarray(x, dtype="<i8").reshape(len(x), -1)
+        hits = [self.table.get(r.tobytes()) for r in x]
+        raw = np.stack([h[0] if h else np.zeros(10, np.int64) for h in hits])
+        labels = np.array([h[1] if h else 0 for h in hits], dtype=np.int64)
+        return raw, (labels + np.array([0 if h else 3 for h in hits])) % 10
+
+
+def _challenge_set(pkg_dir: Path, inputs: np.ndarray, out: Path) -> Path:
+    """A verifier-held set of `inputs`, labelled by the package's golden model."""
+    with verify_package(pkg_dir, allow_unpinned=True) as pkg:
+        _, _, labels = GoldenModel(pkg.golden_path).run(inputs)
+    FingerprintSet(inputs, labels, np.ones(len(inputs)), "robust", {}, 0, "",
+                   inputs.shape[1:], threshold=0.9).save(out)
+    return out
+
+
+def test_a_challenge_sharing_inputs_with_the_package_is_refused(
+        run_cli, serve, digits_package, keypair, tmp_path):
+    """With the package's own vectors as the challenge, a look-up board used to PASS."""
+    port = serve(wrap=LookupBoard)
+    vectors = verify_package(digits_package, trusted_key=keypair[1]).vectors()["inputs"]
+    fresh = (vectors + 1) % 256
+    fresh[:, 0] = 0  # no row equals a stored one
+    same = _challenge_set(digits_package, vectors, tmp_path / "same.npz")
+    one = _challenge_set(digits_package, np.concatenate([fresh[:10], vectors[7:8]]),
+                         tmp_path / "one.npz")
+    disjoint = _challenge_set(digits_package, fresh, tmp_path / "fresh.npz")
+    for fp, shared in ((same, len(vectors)), (one, 1)):
+        code, out, err = verify(run_cli, digits_package, keypair[1], port, "--challenge", fp)
+        assert code == 2 and out == "", err
+        assert f"shares {shared} of its" in err and "self-test vectors" in err
+    code, out, err = verify(run_cli, digits_package, keypair[1], port, "--challenge", disjoint)
+    assert code == 1 and "verdict FAIL: fingerprint: match rate" in err, out + err
+
+
+def test_a_healthy_board_passes_a_disjoint_challenge(run_cli, serve, digits_package, keypair,
+                                                     tmp_path):
+    vectors = verify_package(digits_package, trusted_key=keypair[1]).vectors()["inputs"]
+    fresh = (vectors + 1) % 256
+    fp = _challenge_set(digits_package, fresh, tmp_path / "fresh.npz")
+    code, out, err = verify(run_cli, digits_package, keypair[1], serve(), "--challenge", fp)
+    assert code == 0 and "verdict: PASS" in out, out + err
+
+
+# ---------------------------------------------------------------- 2. a re-signed package
+
+
+def _resign(src: Path, dst: Path, key: Path) -> Path:
+    """The attacker's copy: fingerprint check only, threshold 0, signed with their key."""
+    from fpgaprint.core.manifest import build_manifest, sign_manifest, write_manifest
+
+    shutil.copytree(src, dst)
+    policy = dst / "selftest" / "policy.json"
+    doc = json.loads(policy.read_text())
+    doc.update(checks=["fingerprint"], fingerprint_threshold=0.0)
+    policy.write_text(json.dumps(doc))
+    (dst / "manifest.sig").unlink()
+    m = json.loads((dst / "manifest.json").read_text())
+    m["selftest"]["checks"] = ["fingerprint"]
+    write_manifest(dst, build_manifest(dst, {k: v for k, v in m.items()
+                                             if k not in ("files", "sizes", "schema")}))
+    sign_manifest(dst, key)
+    return dst
+
+
+def test_a_resigned_package_is_refused_unless_its_signer_is_pinned(
+        run_cli, digits_package, keypair, tmp_path):
+    from fpgaprint.core.keys import generate_keypair
+
+    evil_key, evil_pub = generate_keypair(tmp_path / "evil")
+    evil = _resign(digits_package, tmp_path / "evil-pkg", evil_key)
+    with ServedBoard(evil, "--trusted-key", evil_pub, "--flip-bits", "200", "--seed", "1") as b:
+        code, out, err = run_cli("verify", "--port", b.port, "--package", evil)
+        assert code == 2 and out == "" and "which is not pinned" in err
+        code, _, err = verify(run_cli, evil, keypair[1], b.port)
+        assert code == 2 and "not by the trusted key" in err
+        code, out, err = run_cli("verify", "--port", b.port, "--package", evil,
+                                 "--allow-unpinned", "--report", tmp_path / "r.json")
+    assert code == 0  # what the attacker wanted, now said loudly and recorded
+    assert err.startswith("warning: package signer ") and "NOT pinned" in err
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["trust"]["trust"] == "unpinned" and "NOT pinned" in rep["trust"]["warning"]
+
+
+def test_board_serve_requires_a_pinned_signer(digits_package, tmp_path):
+    from fpgaprint.core.errors import LinkError
+
+    board = ServedBoard(digits_package, "--pty")
+    with pytest.raises(LinkError, match="which is not pinned"):
+        board.wait_ready()
+    assert board.proc.returncode == 2
+    with open(tmp_path / "err", "w") as err:
+        with ServedBoard(digits_package, "--allow-unpinned", stderr=err) as b:
+            assert b.port.startswith("/dev/pts/")
+    assert "warning: package signer" in (tmp_path / "err").read_text()
+
+
+# ---------------------------------------------------------------- 3. board values
+
+
+def hello_agent(**fields):
+    class Lying(BoardAgent):
+        def _hello(self, payload):
+            ident = P.unpack_json(BoardAgent._hello(self, payload))
+            ident.update(fields)
+            return json.dumps(ident).encode()  # json.dumps writes Infinity / NaN as such
+
+        _handlers = {**BoardAgent._handlers, P.MsgType.HELLO: _hello}
+
+    return Lying
+
+
+@pytest.mark.parametrize("fields, name", [
+    ({"infer_s_per_vector": math.inf}, "infer_s_per_vector"),
+    ({"infer_s_per_vector": math.nan}, "infer_s_per_vector"),
+    ({"infer_s_per_vector": -1}, "infer_s_per_vector"),
+    ({"window": -3}, "window"),
+    ({"window": "8"}, "window"),
+    ({"max_payload": -1}, "max_payload"),
+    ({"max_payload": 10**12}, "max_payload"),
+    ({"boot": None}, "boot"),
+    ({"package_id": ["x"]}, "package_id"),
+    ({"serial": "SN\x1b[2J"}, "serial"),
+    ({"board": "x" * 300}, "board"),
+])
+def test_a_board_breaking_the_rules_is_a_board_error_naming_the_field(
+        run_cli, serve, digits_package, keypair, fields, name):
+    code, out, err = verify(run_cli, digits_package, keypair[1], serve(hello_agent(**fields)))
+    assert code == 3, out + err
+    assert f"HELLO field {name!r}" in err and "broke the protocol" in err
+    assert "\x1b" not in out + err
+
+
+def test_a_huge_compute_time_cannot_hang_the_host(run_cli, serve, digits_package, keypair):
+    """infer_s_per_vector = 1e6 and no answer to INFER: the deadline still holds."""
+    class Slow(hello_agent(infer_s_per_vector=1e6)):
+        def _infer(self, payload):
+            time.sleep(3600)
+
+        _handlers = {**hello_agent(infer_s_per_vector=1e6)._handlers, P.MsgType.INFER: _infer}
+
+    t0 = time.monotonic()
+    code, out, err = verify(run_cli, digits_package, keypair[1], serve(Slow), "--deadline", "3")
+    elapsed = time.monotonic() - t0
+    assert code == 3 and "overall deadline reached" in err, out + err
+    assert elapsed < 3 + 2.0
+
+
+def test_the_default_deadline_follows_vectors_and_line_rate():
+    from fpgaprint.harness.verify import default_deadline
+
+    assert default_deadline(100, 64, 115200) == pytest.approx(20 + 10 * 100 * 576 * 10 / 115200
+                                                              + 10)
+    assert default_deadline(100, 64, 9600) > default_deadline(100, 64, 115200)
+
+
+def test_the_board_refuses_a_zero_dimension_array_as_bad_payload(digits_package, keypair):
+    backend = open_backend(digits_package, trusted_key=keypair[1])
+    agent = BoardAgent(backend)
+    try:
+        for dims in ((0xFFFFFFFF, 0), (1, 0), (0xFFFFFFFF,) * 7 + (0,)):
+            payload = bytes((0x11, len(dims))) + b"".join(d.to_bytes(4, "little") for d in dims)
+            answer = agent.handle(P.Frame(P.MsgType.INFER, 1, payload))
+            code, msg = P.unpack_error(answer.payload)
+            assert (answer.type, code) == (P.MsgType.ERROR, P.ErrorCode.BAD_PAYLOAD), msg
+            assert "zero dimension" in msg
+    finally:
+        backend.close()
+
+
+# ---------------------------------------------------------------- 7. verdicts never lost
+
+
+def test_an_unwritable_report_never_hides_a_fail(run_cli, digits_package, keypair, tmp_path,
+                                                 monkeypatch):
+    """The report path passes the early check, then the disk is full when it is written (the
+    write is the test double): the FAIL is printed and is the exit code."""
+    import fpgaprint.core.atomic as atomic
+
+    def full_disk(*a, **kw):
+        raise OSError(28, "No space left on device")
+
+    with ServedBoard(digits_package, "--trusted-key", keypair[1], "--flip-bits", "50",
+                     "--seed", "2") as b:
+        monkeypatch.setattr(atomic, "write_json", full_disk)
+        code, out, err = verify(run_cli, digits_package, keypair[1], b.port,
+                                "--report", tmp_path / "r.json", "--junit", tmp_path / "j.xml")
+    assert code == 1 and "verdict: FAIL" in out
+    lines = err.strip().splitlines()
+    assert lines[0] == (f"error: --report {tmp_path / 'r.json'}: the report could not be "
+                        "written (No space left on device)")
+    assert lines[1].startswith("error: verdict FAIL: exact:")
+    assert (tmp_path / "j.xml").is_file()  # the other report was written
+
+
+@pytest.mark.parametrize("flag", ["--report", "--junit"])
+def test_output_paths_are_checked_before_any_board_is_touched(run_cli, digits_package, keypair,
+                                                              tmp_path, flag):
+    (tmp_path / "file").write_text("x")
+    for path, message in ((tmp_path / "file" / "r.json", "is a file, not a folder"),
+                          (tmp_path, "is a folder, expected a file path")):
+        code, out, err = verify(run_cli, digits_package, keypair[1], "/dev/null", flag, path)
+        assert code == 2 and out == "" and f"{flag} {path}: " in err and message in err
+
+
+# ---------------------------------------------------------------- 9. CLI edges
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--port", ""], "--port '': empty"),
+    (["--port", "foo://bar"], "--port 'foo://bar': unknown URL scheme 'foo'"),
+    (["--port", "socket://127.0.0.1"], "--port 'socket://127.0.0.1': expected socket://HOST:PORT"),
+    (["--port", "rfc2217://h:99999"], "--port 'rfc2217://h:99999': Port out of range"),
+    (["--timeout", "nan"], "--timeout 'nan': must be a finite number"),
+    (["--timeout", "inf"], "--timeout 'inf': must be a finite number"),
+    (["--timeout", "0"], "--timeout '0': must be > 0"),
+    (["--timeout", "-1"], "--timeout '-1': must be > 0"),
+    (["--deadline", "1e9"], "--deadline '1e9': must be > 0 and <= 86400"),
+    (["--retries", "1000"], "--retries '1000': must be >= 0 and <= 100"),
+    (["--retries", "1.5"], "--retries '1.5': not an integer"),
+    (["--batch", "0"], "--batch '0': must be >= 1 and <= 4096"),
+    (["--baud", "0"], "--baud '0': must be >= 50"),
+    (["--report", "{tmp}/r.json", "--junit", "{tmp}/r.json"], "--junit {tmp}/r.json: same file as"),
+    (["--trusted-key", "{tmp}"], "--trusted-key"),
+    (["--challenge", ""], "--challenge '': empty path"),
+])
+def test_verify_usage_errors_exit_2_naming_the_flag(run_cli, digits_package, keypair, tmp_path,
+                                                    argv, message):
+    args = {"--port": "/dev/null", "--package": str(digits_package),
+            "--trusted-key": str(keypair[1])}
+    extra = [a.format(tmp=tmp_path) for a in argv]
+    for flag in ("--port", "--trusted-key"):
+        if flag in extra:
+            args.pop(flag)
+    argv = [x for kv in args.items() for x in kv] + extra
+    code, out, err = run_cli("verify", *argv)
+    assert code == 2 and out == "", out + err
+    assert message.format(tmp=tmp_path) in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ports", "a,,b"], "--ports 'a,,b': expected a comma-separated list"),
+    (["--ports", "foo://x"], "--ports 'foo://x': unknown URL scheme"),
+    (["--ports", "/dev/null", "--db", "{tmp}/garbage.db"], "not a usable database URL"),
+    (["--ports", "/dev/null", "--db", "sqlite:///{tmp}/garbage.db"], "not a database"),
+    (["--ports", "/dev/null", "--db", "sqlite:///{tmp}/no/such/dir/a.db"], "cannot open"),
+    (["--ports", "/dev/null", "--db-wait", "nan"], "--db-wait 'nan': must be a finite number"),
+    (["--resume", "0"], "--resume '0': must be >= 1"),
+    (["--resume", "7", "--db", "sqlite:///{tmp}/a.db"], "no run 7"),
+    (["--ports", "/dev/null", "--html", "{tmp}/garbage.db/h.html"], "is a file, not a folder"),
+    (["--ports", "/dev/null", "--station", ""], "--station '': expected 1 to 128 characters"),
+])
+def test_accept_usage_errors_exit_2_naming_the_flag(run_cli, digits_package, keypair, tmp_path,
+                                                    argv, message):
+    (tmp_path / "garbage.db").write_bytes(b"this is not a database file at all" * 40)
+    code, out, err = run_cli("accept", "--package", digits_package, "--trusted-key", keypair[1],
+                             *(a.format(tmp=tmp_path) for a in argv))
+    assert code == 2, out + err
+    assert message.format(tmp=tmp_path) in err and err.count("\n") == 1, err
+
+
+# ---------------------------------------------------------------- 7. the acceptance database
+
+
+def _accept(*args, timeout=180):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "fpgaprint", "accept", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_locked_database_loses_no_result_and_resume_finishes_the_run(
+        digits_package, keypair, tmp_path):
+    """The database is locked by another writer after the run started: both results (the FAIL
+    included) and the run's end go to the journal, the verdict is the exit code, and the next
+    start commits them."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    db = tmp_path / "acc.db"
+    common = ["--package", digits_package, "--trusted-key", keypair[1], "--db",
+              f"sqlite:///{db}", "--baud", "9600"]
+    with ServedBoard(digits_package, "--trusted-key", keypair[1], "--baud", "9600",
+                     "--serial", "OK-1") as good, \
+            ServedBoard(digits_package, "--trusted-key", keypair[1], "--baud", "9600",
+                        "--serial", "BAD-2", "--flip-bits", "50", "--seed", "2") as bad:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fpgaprint", "accept", "--ports", f"{good.port},{bad.port}",
+             "--db-wait", "1", *map(str, common)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                con = sqlite3.connect(db, timeout=0.1, isolation_level=None)
+                if con.execute("select count(*) from accept_runs").fetchone()[0]:
+                    break
+                con.close()
+            except sqlite3.OperationalError:
+                pass
+            time.sleep(0.02)
+        con.execute("begin immediate")  # another writer holds the database
+        try:
+            out, err = proc.communicate(timeout=120)
+        finally:
+            con.execute("rollback")
+            con.close()
+    assert proc.returncode == 1, out + err
+    assert "verdict: FAIL" not in out and "FAIL" in out  # the table shows the FAIL board
+    errors = [line for line in err.splitlines() if line.startswith("error: --db")]
+    assert len(errors) == 1 and "database is locked" in errors[0]
+    assert "spooled to" in errors[0] and "--resume 1" in errors[0]
+    journal = Path(f"{db}.pending.jsonl")
+    assert [json.loads(x)["kind"] for x in journal.read_text().splitlines()] == \
+        ["result", "result", "finish"]
+    con = sqlite3.connect(db)
+    assert con.execute("select status from accept_runs").fetchall() == [("RUNNING",)]
+    assert con.execute("select count(*) from accept_results").fetchone() == (0,)
+    con.close()
+
+    r = _accept("--resume", "1", *common)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "committed 3 spooled result(s)" in r.stdout and "is finished: FAIL" in r.stdout
+    assert not journal.exists()
+    con = sqlite3.connect(db)
+    assert con.execute("select status, finished_at is not null from accept_runs").fetchall() \
+        == [("FAIL", 1)]
+    assert sorted(con.execute("select serial, status, n_answered from accept_results")) == [
+        ("BAD-2", "FAIL", 48), ("OK-1", "PASS", 48)]
+
+
+def test_resume_finishes_a_run_left_running(digits_package, keypair, tmp_path):
+    """A run killed before any board finished is finished by --resume, on the run's ports or
+    on new ones."""
+    from fpgaprint.harness.db import ResultStore
+
+    db = f"sqlite:///{tmp_path}/acc.db"
+    pid = verify_package(digits_package, trusted_key=keypair[1]).package_id
+    with ServedBoard(digits_package, "--trusted-key", keypair[1], "--serial", "R1") as b1, \
+            ServedBoard(digits_package, "--trusted-key", keypair[1], "--serial", "R2") as b2:
+        with ResultStore(db) as store:
+            first = store.start_run("line", pid, "digits-mlp", [b1.port, "/dev/gone"])
+            other = store.start_run("line", "0" * 64, "x", [b1.port])
+        common = ["--package", digits_package, "--trusted-key", keypair[1], "--db", db]
+        wrong = _accept("--resume", other, *common)
+        r = _accept("--resume", first, "--ports", f"{b1.port},{b2.port}", *common)
+    assert wrong.returncode == 2 and f"run {other} verified package 0000" in wrong.stderr
+    assert r.returncode == 0, r.stdout + r.stderr
+    with ResultStore(db) as store:
+        run = store.run(first)
+    assert run["status"] == "PASS" and sorted(x["serial"] for x in run["results"]) == ["R1", "R2"]
+    again = _accept("--resume", first, *common)
+    assert again.returncode == 0 and f"run {first} in" in again.stdout

@@ -1,0 +1,103 @@
+"""Model files are untrusted: nothing is unpickled unless the user says so (--trust-pickle)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from fpgaprint.compiler import modelio
+from fpgaprint.core.cliopts import allow_pickle
+from fpgaprint.core.errors import InputError
+
+
+class _Payload:
+    """Unpickling this runs a shell command (the attack: code execution from a .pt)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture
+def evil(tmp_path):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": modelio.FORMAT, "zoo": None, "module": _Payload(marker)}, path)
+    return path, marker
+
+
+def test_loading_a_pickle_payload_runs_nothing(evil):
+    path, marker = evil
+    with pytest.raises(InputError, match=r"evil\.pt: loading this file needs unpickling, which "
+                                         r"runs code from it .* --trust-pickle"):
+        modelio.load(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["build", "{evil}", "--out", "{tmp}/out"],
+    ["fingerprint", "check", "{evil}", "{tmp}/fp.npz"],
+    ["fingerprint", "generate", "{evil}", "--count", "4", "--out", "{tmp}/fp.npz"],
+])
+def test_commands_refuse_a_pickle_payload(run_cli, evil, tmp_path, argv):
+    import numpy as np
+
+    from fpgaprint.core.fpset import FingerprintSet
+
+    FingerprintSet(np.zeros((2, 64)), [0, 0], [1.0, 1.0], "robust", {}, 0, "0" * 64,
+                   (64,)).save(tmp_path / "fp.npz")
+    path, marker = evil
+    code, _, err = run_cli(*(a.format(evil=path, tmp=tmp_path) for a in argv))
+    assert code == 2 and "needs unpickling" in err, err
+    assert not marker.exists()
+
+
+class _Net(torch.nn.Module):
+    input_shape = (4,)
+    num_classes = 3
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def test_a_whole_module_loads_only_when_pickle_is_trusted(tmp_path):
+    path = tmp_path / "net.pt"
+    torch.save(_Net(), path)
+    with pytest.raises(InputError, match="needs unpickling"):
+        modelio.load(path)
+    allow_pickle(True)
+    try:
+        ckpt = modelio.load(path)
+    finally:
+        allow_pickle(False)
+    assert ckpt.input_shape == (4,) and ckpt.num_classes == 3 and ckpt.kind == "float"
+
+
+def test_zoo_checkpoints_load_without_unpickling(tmp_path, src):
+    ckpt = modelio.Checkpoint(src.module, "float", (64,), 10, zoo="digits-mlp",
+                              meta={"seed": 0, "data": "digits"})
+    modelio.save(ckpt, tmp_path / "m.pt")
+    torch.load(tmp_path / "m.pt", weights_only=True)  # plain tensors and values only
+    back = modelio.load(tmp_path / "m.pt")
+    assert back.zoo == "digits-mlp" and back.meta == {"seed": 0, "data": "digits"}
+    assert modelio.state_sha256(back.model) == modelio.state_sha256(src.module)
+    with pytest.raises(InputError, match="only zoo models are saved"):
+        modelio.save(modelio.Checkpoint(_Net(), "float", (4,), 3), tmp_path / "n.pt")
+
+
+def test_trust_pickle_holds_for_one_command_only(run_cli, evil, tmp_path):
+    """--trust-pickle on one command leaves later loads refusing pickles."""
+    path, marker = evil
+    run_cli("fingerprint", "check", tmp_path / "none.pt", tmp_path / "none.npz",
+            "--trust-pickle")
+    with pytest.raises(InputError, match="needs unpickling"):
+        modelio.load(path)
+    assert not marker.exists()
