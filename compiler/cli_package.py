@@ -115,16 +115,17 @@ def verify(pkg: str, trusted_key: tuple[str, ...], allow_unsigned: bool,
 def diff(a: Path, b: Path) -> None:
     """Name what differs between two packages' identities (files and manifest fields).
 
-    Each package's files are checked against its own manifest first. Exit 0 when the
-    package ids are equal, 1 when they differ (like diff(1)), 2 for a bad package.
+    Each package's files are checked against its own manifest first; who signed it is shown,
+    not required (a diff decides nothing about trust). Exit 0 when the package ids are equal,
+    1 when they differ (like diff(1)), 2 for a bad package.
     """
     from fpgaprint.compiler.package import diff_manifests
     from fpgaprint.core.package import verify_package
 
-    with verify_package(a, allow_unsigned=True) as pa, \
-            verify_package(b, allow_unsigned=True) as pb:
-        click.echo(f"A  {pa.package_id}  {a}")
-        click.echo(f"B  {pb.package_id}  {b}")
+    with verify_package(a, allow_unsigned=True, allow_unpinned=True) as pa, \
+            verify_package(b, allow_unsigned=True, allow_unpinned=True) as pb:
+        click.echo(f"A  {pa.package_id}  {a}  ({pa.verification.signer_note})")
+        click.echo(f"B  {pb.package_id}  {b}  ({pb.verification.signer_note})")
         if pa.package_id == pb.package_id:
             click.echo("identical")
             return
