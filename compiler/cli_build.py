@@ -48,7 +48,7 @@ def train(model: str, out: str, seed: int, epochs: int | None) -> None:
 
 
 @click.command()
-@click.argument("model")
+@click.argument("model", required=False)
 @trust_pickle_option
 @click.option("--board", default="Pynq-Z1", show_default=True, help="see `fpgaprint boards`")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="package directory")
@@ -75,9 +75,23 @@ def train(model: str, out: str, seed: int, epochs: int | None) -> None:
 @click.option("--key", type=click.Path(dir_okay=False), help="Ed25519 private key to sign with")
 @click.option("--unsigned", is_flag=True, help="development package without a signature")
 @click.option("--tar", is_flag=True, help="also write OUT.tar.gz")
-def build(model, board, out, fingerprint, boundary, config_path, key, unsigned, tar,
-          **overrides) -> None:
-    """Compile MODEL (QONNX .onnx, PyTorch/Brevitas checkpoint, or zoo:NAME) for BOARD."""
+@click.option("--matrix", type=click.Path(dir_okay=False), metavar="MATRIX.yaml",
+              help="models x boards x config overrides, one build each, into OUT/NAME/")
+@click.option("--scheduler", metavar="tcp://HOST:8786",
+              help="with --matrix: a Dask scheduler, 'local' (a LocalCluster, the default) or "
+                   "'serial'")
+@click.option("--workers", type=click.IntRange(1, 1024),
+              help="with --matrix: LocalCluster workers [one per core]")
+def build(model, board, out, fingerprint, boundary, config_path, key, unsigned, tar, matrix,
+          scheduler, workers, **overrides) -> None:
+    """Compile MODEL (QONNX .onnx, PyTorch/Brevitas checkpoint, or zoo:NAME) for BOARD, or
+    every build of a --matrix file."""
+    from fpgaprint.compiler.matrix import check_build_args, cli_matrix
+
+    if check_build_args(model, matrix, scheduler, workers, fingerprint, boundary, config_path,
+                        tar, overrides):
+        check_output_path(out, "--out", directory=True)
+        return cli_matrix(matrix, out, scheduler, workers, key, unsigned)
     from rich.console import Console
 
     from fpgaprint.compiler.build import build_model

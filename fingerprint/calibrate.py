@@ -18,6 +18,7 @@ threshold separates the sides: `CalibrationOverlap` (exit 1), and nothing is wri
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,18 +110,19 @@ def check_golden_source(golden: Path, source_sha256: str) -> None:
 
 
 def benign_variants(model: Model, data: Dataset, weight_bits: int = 4, act_bits: int = 4,
-                    golden: Variant | None = None, seed: int = 0
-                    ) -> tuple[list[Variant], dict[str, str]]:
-    """The held-out benign variants that apply to `model`, and those that do not (why)."""
+                    golden: Variant | None = None, seed: int = 0, runner=None,
+                    predict_on: list | None = None) -> tuple[list[Variant], dict[str, str]]:
+    """The held-out benign variants that apply to `model`, and those that do not (why).
+
+    `runner` (a `fingerprint.fanout.Runner`) makes them as jobs, each variant standing as its
+    labels on `predict_on`; default: here, in order."""
     made: list[Variant] = []
     skipped: dict[str, str] = {}
     calib_x = data.x_train[:512]
+    todo: list[tuple[str, dict, object]] = []
 
     def add(name: str, spec: dict, make) -> None:
-        try:
-            made.append(Variant(name, spec, make()))
-        except FpgaprintError as e:
-            skipped[name] = str(e)
+        todo.append((name, spec, make))
 
     if model.kind == "float":
         if weight_bits > 2:
@@ -144,11 +146,67 @@ def benign_variants(model: Model, data: Dataset, weight_bits: int = 4, act_bits:
     add(name, {"kind": "prune", "fraction": PRUNE_FRACTION, "finetune_epochs": FINETUNE_EPOCHS},
         lambda: _named(variants.prune(model, PRUNE_FRACTION, data, epochs=FINETUNE_EPOCHS,
                                       seed=seed + 1), name))
+    for (name, spec, _), (model_made, error) in zip(todo, _made(todo, "benign", runner,
+                                                               predict_on)):
+        if error is None:
+            made.append(Variant(name, spec, model_made))
+        elif isinstance(error, FpgaprintError):
+            skipped[name] = str(error)
+        else:
+            raise error
     if golden is not None:
         made.append(golden)
     else:
         skipped["finn-golden"] = "no golden model given (--golden BUILD/model/golden.onnx)"
     return made, skipped
+
+
+def _made(todo: list[tuple], side: str, runner, predict_on: list | None = None
+          ) -> list[tuple[object, BaseException | None]]:
+    """(model, error) of each maker in `todo` (name first, maker last), here; or, as jobs of
+    `runner`, (its `Predictions` on the arrays `predict_on`, error): a model does not travel
+    back from a worker (Brevitas modules do not pickle), its labels do."""
+    if runner is None:
+        out = []
+        for item in todo:
+            try:
+                out.append((item[-1](), None))
+            except FpgaprintError as e:
+                out.append((None, e))
+        return out
+    res = runner.map([(f"calibration:{side}:{item[0]}", _predictions,
+                       (item[0], item[-1], predict_on or [])) for item in todo])
+    return [(None, o.error) if o.error is not None else (o.value[0], None) for o in res]
+
+
+def _digest(x) -> str:
+    import hashlib
+
+    import numpy as np
+
+    a = np.ascontiguousarray(x, dtype=np.float32)
+    return hashlib.sha256(repr(a.shape).encode() + a.tobytes()).hexdigest()
+
+
+class Predictions:
+    """A model's labels on fixed input arrays: stands for the model in `place_threshold` and
+    `accuracy` (any other input is an error)."""
+
+    def __init__(self, name: str, arrays: list, labels: list):
+        self.name = name
+        self._labels = {_digest(x): y for x, y in zip(arrays, labels)}
+
+    def predict(self, x):
+        try:
+            return self._labels[_digest(x)]
+        except KeyError:
+            raise InputError(f"{self.name}: no labels for these inputs (made on a worker for "
+                             "other inputs)") from None
+
+
+def _predictions(name: str, make, arrays: list) -> Predictions:
+    model = make()
+    return Predictions(name, arrays, [model.predict(x) for x in arrays])
 
 
 def _named(m: Model, name: str) -> Model:
@@ -157,9 +215,10 @@ def _named(m: Model, name: str) -> Model:
 
 
 def attack_models(model: Model, given: list[str | Path] | None = None,
-                  seeds: tuple[int, ...] = ATTACK_SEEDS, epochs: int | None = None
-                  ) -> list[Variant]:
-    """Independently trained models: the given ones, else the zoo recipe at `seeds`."""
+                  seeds: tuple[int, ...] = ATTACK_SEEDS, epochs: int | None = None,
+                  runner=None, predict_on: list | None = None) -> list[Variant]:
+    """Independently trained models: the given ones, else the zoo recipe at `seeds` (as
+    jobs of `runner` when given)."""
     if given:
         out = []
         for p in given:
@@ -173,19 +232,28 @@ def attack_models(model: Model, given: list[str | Path] | None = None,
             f"{model.name}: calibration needs at least 2 independently trained models: give "
             "--attack MODEL (twice or more), or use a zoo model (retrained with new seeds)")
     own = int(model.meta.get("seed", 0))
-    out = []
     for s in seeds:
         if s == own:
             raise InputError(f"attack seed {s} is the source model's own seed")
-        from fpgaprint.compiler import zoo
-
-        ckpt = zoo.make(model.zoo, seed=s, epochs=epochs)
-        from fpgaprint.fingerprint.source import from_module
-
-        m = from_module(ckpt.model, ckpt.input_shape, ckpt.num_classes, f"swap(seed={s})",
-                        ckpt.kind, ckpt.zoo)
-        out.append(Variant(f"independent-seed{s}", {"kind": "independent", "seed": s}, m))
+    todo = [(f"independent-seed{s}", functools.partial(_independent, model.zoo, s, epochs))
+            for s in seeds]
+    out = []
+    for (name, _), (m, error) in zip(todo, _made(todo, "attack", runner, predict_on)):
+        if error is not None:
+            raise error
+        out.append(Variant(name, {"kind": "independent", "seed": int(name.rsplit("seed", 1)[1])},
+                           m))
     return out
+
+
+def _independent(zoo_name: str, seed: int, epochs: int | None) -> Model:
+    """The zoo recipe trained with `seed`: an independently trained model."""
+    from fpgaprint.compiler import zoo
+    from fpgaprint.fingerprint.source import from_module
+
+    ckpt = zoo.make(zoo_name, seed=seed, epochs=epochs)
+    return from_module(ckpt.model, ckpt.input_shape, ckpt.num_classes, f"swap(seed={seed})",
+                       ckpt.kind, ckpt.zoo)
 
 
 def accuracy(model: Model, data: Dataset) -> float:
@@ -195,8 +263,10 @@ def accuracy(model: Model, data: Dataset) -> float:
 def build_sides(model: Model, data: Dataset | None = None, golden: str | Path | None = None,
                 attack: list[str | Path] | None = None, weight_bits: int = 4, act_bits: int = 4,
                 seed: int = 0, max_loss: float = MAX_LOSS, attack_epochs: int | None = None,
-                say=None) -> Sides:
-    """Make both sides for `model` (trains the attack side and the fine-tuned variants)."""
+                say=None, runner=None, predict_on: list | None = None) -> Sides:
+    """Make both sides for `model` (trains the attack side and the fine-tuned variants; as
+    jobs of `runner`, a `fingerprint.fanout.Runner`, when given: then each trained model
+    stands as its labels on the arrays `predict_on` and on the data's test split)."""
     say = say or (lambda msg: None)
     if model.module is None:
         raise InputError(f"{model.name}: calibration needs the PyTorch/Brevitas source model")
@@ -206,7 +276,10 @@ def build_sides(model: Model, data: Dataset | None = None, golden: str | Path | 
     src_acc = accuracy(model, data)
     g = golden_model(golden, model) if golden else None
     say("calibration: held-out benign variants")
-    made, skipped = benign_variants(model, data, weight_bits, act_bits, g, seed)
+    if runner is not None:
+        predict_on = list(predict_on or []) + [data.x_test]
+    made, skipped = benign_variants(model, data, weight_bits, act_bits, g, seed, runner,
+                                    predict_on)
     benign, excluded = [], []
     for v in made:
         v.accuracy = accuracy(v.model, data)
@@ -220,7 +293,8 @@ def build_sides(model: Model, data: Dataset | None = None, golden: str | Path | 
         raise InputError("calibration: no held-out benign variant applies or keeps its accuracy "
                          f"(skipped: {skipped}; excluded: {[v.name for v in excluded]})")
     say("calibration: independently trained models")
-    att = attack_models(model, attack, epochs=attack_epochs)
+    att = attack_models(model, attack, epochs=attack_epochs, runner=runner,
+                        predict_on=predict_on)
     for v in att:
         v.accuracy = accuracy(v.model, data)
     return Sides(src_acc, benign, excluded, att, skipped, data.name, max_loss)

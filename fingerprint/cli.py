@@ -277,11 +277,21 @@ def check(model: str, fpset: Path, expect_source: bool, json_out: Path | None,
 @click.option("--golden", type=click.Path(dir_okay=False, path_type=Path),
               help="An existing model/golden.onnx of MODEL (no build).")
 @click.option("--quick", is_flag=True, help="Fewer flip counts, seeds and epochs (smoke run).")
+@click.option("--scheduler", metavar="tcp://HOST:8786",
+              help="Fan trainings and generations out on Dask: a scheduler address, or 'local' "
+                   "(a LocalCluster on this machine) [default: serial, in this process]")
+@click.option("--workers", type=Ranged(int, 1, 1024), default=None,
+              help="LocalCluster workers [one per core].")
 def eval_(model: str, out: Path, count: int, flip_seeds: int, single_flips: int, seed: int,
-          golden: Path | None, quick: bool) -> None:
+          golden: Path | None, quick: bool, scheduler: str | None, workers: int | None) -> None:
     """Fidelity table of MODEL: benign and malicious variants against every method."""
+    from fpgaprint.core.cluster import SERIAL, check_scheduler, connect
     from fpgaprint.fingerprint.evaluate import EvalConfig, evaluate
     from fpgaprint.fingerprint.report import write_report
+
+    scheduler = check_scheduler(scheduler) or SERIAL
+    if workers and scheduler != "local":
+        raise InputError("--workers: only with --scheduler local")
 
     cfg = EvalConfig.quick() if quick else EvalConfig()
     cfg.count = count
@@ -291,7 +301,11 @@ def eval_(model: str, out: Path, count: int, flip_seeds: int, single_flips: int,
         cfg.flip_seeds = flip_seeds
         cfg.single_flip_seeds = single_flips
     _seed_torch()
-    results, sets = evaluate(model, cfg, progress=True)
+    say = _say()
+    with connect(scheduler, workers, say, worker_log=out / "workers.log") as cluster:
+        if cluster.client is not None:
+            say(cluster.describe())
+        results, sets = evaluate(model, cfg, progress=True, cluster=cluster)
     paths = write_report(results, out, sets)
     for p in paths:
         click.echo(str(p))

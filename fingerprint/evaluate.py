@@ -27,6 +27,7 @@ from typing import Callable
 
 import numpy as np
 
+from fpgaprint.core.cluster import Cluster
 from fpgaprint.core.errors import FpgaprintError, InputError
 from fpgaprint.core.fpset import FingerprintSet
 from fpgaprint.core.grid import InputGrid
@@ -42,6 +43,7 @@ from fpgaprint.fingerprint.calibrate import (
     place_threshold,
 )
 from fpgaprint.fingerprint.check import judge
+from fpgaprint.fingerprint.fanout import Runner
 from fpgaprint.fingerprint.generate import INTRINSIC, GenParams, generate
 from fpgaprint.fingerprint.intexec import executor, flipped_memories
 from fpgaprint.fingerprint.perturb import PerturbConfig
@@ -100,9 +102,11 @@ def in_family(spec: dict, params: GenParams) -> str | None:
 
 
 class Evaluation:
-    def __init__(self, spec, cfg: EvalConfig, progress: bool = False):
+    def __init__(self, spec, cfg: EvalConfig, progress: bool = False,
+                 cluster: Cluster | None = None):
         self.cfg = cfg
         self.say = _say(progress)
+        self.runner = Runner(cluster, self.say)  # trainings and generations as seeded jobs
         self.spec = spec
         self.src = load_model(spec)
         if self.src.module is None:
@@ -166,21 +170,28 @@ class Evaluation:
             "sensitive-samples": lambda: baselines.sensitive_samples(
                 src, data, c, s, steps=20 if src.kind == "float" else 5),
         }
+        methods = [m for m in self.cfg.methods if m != "boundary" or self.golden_model is not None]
+        if len(methods) < len(self.cfg.methods):
+            self.notes.append("boundary: no golden model")
+        self.say(f"vectors: {', '.join(methods)}")
+        # the boundary tier runs on the golden graph here; the others are jobs
+        made = dict(zip([m for m in methods if m != "boundary"], self.runner.values(
+            [(f"vectors:{m}", makers[m], ()) for m in methods if m != "boundary"])))
+        if "boundary" in methods:
+            t0 = time.perf_counter()
+            made["boundary"] = (makers["boundary"](), time.perf_counter() - t0)
         self.say("calibration sides: held-out benign variants, independent models")
         self.sides = build_sides(src, data, self.golden_path, seed=s,
                                  weight_bits=self.gen_params.weight_bits,
                                  act_bits=self.gen_params.act_bits,
-                                 attack_epochs=self.cfg.attack_epochs, say=self.say)
+                                 attack_epochs=self.cfg.attack_epochs, say=self.say,
+                                 runner=self.runner,
+                                 predict_on=[made[m][0].inputs for m in methods])
         if not self.sides.held_out_from([self.gen_params.perturb, self.gen_params.survival]):
             raise InputError("calibration variants overlap the generation families")
-        for m in self.cfg.methods:
-            if m == "boundary" and self.golden_model is None:
-                self.notes.append("boundary: no golden model")
-                continue
-            self.say(f"vectors: {m}")
-            t0 = time.perf_counter()
-            fs = makers[m]()
-            self.seconds[m] = round(time.perf_counter() - t0, 3)
+        for m in methods:
+            fs, secs = made[m]
+            self.seconds[m] = round(secs, 3)
             if m != "boundary":
                 thr, report = place_threshold(fs, self.sides)
                 if thr is None:  # no threshold separates the sides: keep a number, flag it
@@ -265,14 +276,16 @@ class Evaluation:
             ("backdoor-c", "backdoor", False, None,
              lambda: variants.backdoor(src, data, rate=0.3, epochs=3 * cfg.epochs, lr=5e-3)),
         ]
-        for name, family, benign, spec, build in jobs:
-            self.say(f"variant: {name}")
-            try:
-                made = build()
-            except FpgaprintError as e:
-                self.notes.append(f"{name}: {e}")
+        inputs = {m: fs.inputs for m, fs in self.sets.items()}
+        outcomes = self.runner.map([(f"variant:{name}", _variant_labels, (build, inputs, data))
+                                    for name, _, _, _, build in jobs])
+        for (name, family, benign, spec, _), o in zip(jobs, outcomes):
+            if o.error is not None:
+                if not isinstance(o.error, FpgaprintError):
+                    raise o.error
+                self.notes.append(f"{name}: {o.error}")
                 continue
-            model, info = made if isinstance(made, tuple) else (made, {})
+            labels, acc, info = o.value[0]
             if family == "backdoor":  # weak or strong by the measured attack success
                 family = ("backdoor-strong" if info["attack_success"] >= STRONG_BACKDOOR
                           else "backdoor-weak")
@@ -281,7 +294,7 @@ class Evaluation:
                 seen = in_family(spec, self.gen_params)
                 if seen:
                     info["seen_by"] = f"robust/ltrc {seen} family"
-            self.model_row(name, family, benign, model, info)
+            self.add_row(name, family, benign, labels, acc, info)
 
     # -- deployed-model rows ---------------------------------------------------------------
     def _golden_labels(self, mems: dict | None = None, stuck: dict | None = None
@@ -551,9 +564,21 @@ def hidden_neurons(ex) -> list[tuple[str, int]]:
     return out
 
 
-def evaluate(spec, cfg: EvalConfig | None = None, progress: bool = False
-             ) -> tuple[dict, dict[str, FingerprintSet]]:
-    """Run the whole evaluation of the model named by `spec`: (results, calibrated sets)."""
-    ev = Evaluation(spec, cfg or EvalConfig(), progress)
+def _variant_labels(build: Callable[[], object], inputs: dict[str, np.ndarray], data
+                    ) -> tuple[dict[str, np.ndarray], float, dict]:
+    """Make a variant and label every set's inputs with it (a job: only labels travel)."""
+    made = build()
+    model, info = made if isinstance(made, tuple) else (made, {})
+    labels = {m: model.predict(x) for m, x in inputs.items()}
+    return labels, float((model.predict(data.x_test) == data.y_test).mean()), info
+
+
+def evaluate(spec, cfg: EvalConfig | None = None, progress: bool = False,
+             cluster: Cluster | None = None) -> tuple[dict, dict[str, FingerprintSet]]:
+    """Run the whole evaluation of the model named by `spec`: (results, calibrated sets).
+
+    Trainings (calibration sides, variants) and vector generations are seeded jobs: on
+    `cluster` (a `core.cluster.Cluster`) or here, with identical results."""
+    ev = Evaluation(spec, cfg or EvalConfig(), progress, cluster)
     return ev.run(), ev.sets
 

@@ -2,4 +2,5 @@
 
 from fpgaprint.cli import main
 
-main()
+if __name__ == "__main__":  # not again in worker processes started by spawn
+    main()

@@ -25,6 +25,7 @@ COMMANDS = {
     "board": "fpgaprint.hw_targets.cli:board",
     "verify": "fpgaprint.harness.cli:verify",
     "accept": "fpgaprint.harness.cli:accept",
+    "report": "fpgaprint.harness.cli_report:report",
 }
 
 

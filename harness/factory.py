@@ -1,0 +1,502 @@
+"""The factory view: every acceptance run in a results database, across stations.
+
+`fpgaprint report --db URL [--since WHEN] --out DIR` reads the database `accept` writes
+(PostgreSQL shared by several stations, or a local SQLite file) without changing it and
+writes `factory.json`, `factory.md` and `factory.html` (with plots):
+
+- yield per station, per package and per day: boards tested, results, PASS / FAIL /
+  NO_VERDICT, first-pass yield (a board's first result in the group is PASS) and final yield
+  (its last result is PASS). A board is its reported serial, else its port at its station;
+- failure causes: which check failed or reached no verdict, link errors (NO_VERDICT results
+  whose reason is the link), and which vectors failed (raw output, label, no answer) per
+  package;
+- boards that needed retries: boards with more than one result for a package, in order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fpgaprint.core.errors import InputError, LinkError
+from fpgaprint.harness.verdict import FAIL, NO_VERDICT, PASS
+
+STATUSES = (PASS, FAIL, NO_VERDICT)
+TOP_VECTORS = 20
+_REL = re.compile(r"^(\d+)\s*([hdw])$")
+
+
+def parse_since(value: str | None, now: dt.datetime | None = None) -> dt.datetime | None:
+    """An ISO date or date-time (UTC unless it says otherwise), or `Nh`, `Nd`, `Nw` ago."""
+    if value is None:
+        return None
+    text = value.strip()
+    now = now or dt.datetime.now(dt.timezone.utc)
+    m = _REL.match(text)
+    if m:
+        n, unit = int(m.group(1)), m.group(2)
+        return now - dt.timedelta(**{{"h": "hours", "d": "days", "w": "weeks"}[unit]: n})
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"--since {value!r}: expected a date (2026-11-01), a date-time "
+                         "(2026-11-01T08:00) or an age (12h, 7d, 2w)") from None
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+def _utc(t: dt.datetime | None) -> dt.datetime | None:
+    if t is None:
+        return None
+    return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t.astimezone(
+        dt.timezone.utc)
+
+
+@dataclass
+class Result:
+    """One board result as the report needs it."""
+
+    run_id: int
+    station: str
+    package_id: str
+    package_name: str
+    port: str
+    serial: str | None
+    status: str
+    reason: str
+    started: dt.datetime
+    checks: list[dict[str, Any]]
+    match_rate: float | None
+
+    @property
+    def board(self) -> str:
+        return self.serial or f"{self.station}:{self.port}"
+
+    @property
+    def day(self) -> str:
+        return self.started.date().isoformat()
+
+    @property
+    def package(self) -> str:
+        return f"{self.package_name or '?'} {self.package_id[:12]}"
+
+
+@dataclass
+class FactoryData:
+    url: str
+    since: dt.datetime | None
+    results: list[Result]
+    runs: list[dict[str, Any]]
+    vectors: list[dict[str, Any]]  # failing vectors per package, most frequent first
+    generated: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def load(url: str, since: dt.datetime | None = None) -> FactoryData:
+    """Every run and board result (started at or after `since`) of the database at `url`."""
+    from sqlalchemy import and_, case, create_engine, func, inspect, or_, select
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+    from sqlalchemy.orm import Session
+
+    from fpgaprint.harness.db import BoardResult, Run, VectorRow
+
+    try:
+        parsed = make_url(url)
+        backend = parsed.get_backend_name()
+        if backend == "sqlite" and parsed.database not in (None, "", ":memory:") \
+                and not Path(parsed.database).is_file():
+            raise InputError(f"--db {url}: no such database file")
+        engine = create_engine(parsed)
+    except (ArgumentError, NoSuchModuleError, ValueError) as e:
+        raise InputError(f"--db {url!r}: not a usable database URL ({e})") from None
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        if not inspect(engine).has_table(Run.__tablename__):
+            raise InputError(f"--db {shown}: no acceptance results (no table "
+                             f"{Run.__tablename__}; `fpgaprint accept` creates it)")
+        cutoff = None if since is None else (
+            since.astimezone(dt.timezone.utc) if backend != "sqlite"
+            else since.astimezone(dt.timezone.utc).replace(tzinfo=None))
+        with Session(engine) as s:
+            q = select(BoardResult, Run).join(Run, BoardResult.run_id == Run.id)
+            if cutoff is not None:
+                q = q.where(BoardResult.started_at >= cutoff)
+            results = [Result(r.run_id, run.station, run.package_id, run.package_name or "",
+                              r.port, r.serial, r.status, r.reason or "", _utc(r.started_at),
+                              list(r.checks or []), r.match_rate)
+                       for r, run in s.execute(q.order_by(BoardResult.started_at,
+                                                          BoardResult.id))]
+            rq = select(Run.station, Run.status, func.count(Run.id)).group_by(
+                Run.station, Run.status)
+            if cutoff is not None:
+                rq = rq.where(Run.started_at >= cutoff)
+            runs = [{"station": st, "status": status, "runs": n}
+                    for st, status, n in s.execute(rq)]
+            bad_exact = case((VectorRow.exact.is_(False), 1), else_=0)
+            bad_label = case((VectorRow.fingerprint.is_(False), 1), else_=0)
+            unanswered = case((VectorRow.answered.is_(False), 1), else_=0)
+            vq = (select(Run.package_id, Run.package_name, VectorRow.index,
+                         func.sum(bad_exact), func.sum(bad_label), func.sum(unanswered),
+                         func.count(func.distinct(VectorRow.result_id)))
+                  .join(BoardResult, VectorRow.result_id == BoardResult.id)
+                  .join(Run, BoardResult.run_id == Run.id)
+                  .where(or_(VectorRow.exact.is_(False), VectorRow.fingerprint.is_(False),
+                             VectorRow.answered.is_(False)))
+                  .group_by(Run.package_id, Run.package_name, VectorRow.index))
+            if cutoff is not None:
+                vq = vq.where(and_(BoardResult.started_at >= cutoff))
+            vectors = [{"package_id": pid, "package": f"{name or '?'} {pid[:12]}",
+                        "vector": int(i), "exact_failed": int(e), "label_failed": int(lab),
+                        "unanswered": int(u), "boards": int(n)}
+                       for pid, name, i, e, lab, u, n in s.execute(vq)]
+    except OperationalError as e:
+        raise LinkError(f"--db {shown}: cannot read the database "
+                        f"({str(e.orig).strip().splitlines()[0][:200]})") from None
+    except SQLAlchemyError as e:
+        raise InputError(f"--db {shown}: cannot read acceptance results ({type(e).__name__})") \
+            from None
+    finally:
+        engine.dispose()
+    vectors.sort(key=lambda v: (-(v["exact_failed"] + v["label_failed"] + v["unanswered"]),
+                                v["package_id"], v["vector"]))
+    return FactoryData(shown, since, results, runs, vectors)
+
+
+# ------------------------------------------------------------------------------ aggregates
+
+def _yield(results: list[Result]) -> dict[str, Any]:
+    """Counts and yields of a group of results (in time order)."""
+    by_board: dict[str, list[Result]] = defaultdict(list)
+    for r in results:
+        by_board[r.board].append(r)
+    counts = Counter(r.status for r in results)
+    boards = len(by_board)
+    first = sum(rs[0].status == PASS for rs in by_board.values())
+    final = sum(rs[-1].status == PASS for rs in by_board.values())
+    return {"boards": boards, "results": len(results),
+            **{s: counts.get(s, 0) for s in STATUSES},
+            "first_pass_yield": first / boards if boards else None,
+            "final_yield": final / boards if boards else None}
+
+
+def _group(results: list[Result], key) -> dict[str, dict[str, Any]]:
+    groups: dict[str, list[Result]] = defaultdict(list)
+    for r in results:
+        groups[key(r)].append(r)
+    return {k: _yield(v) for k, v in sorted(groups.items())}
+
+
+def link_cause(r: Result) -> str | None:
+    """The link error of a NO_VERDICT result, as a short category; None for other results."""
+    if r.status != NO_VERDICT:
+        return None
+    text = r.reason
+    m = re.search(r"link error: (.*)", text)
+    if m:
+        text = _first_clause(m.group(1))
+    elif "HELLO" not in text and "error while verifying" not in text:
+        return None
+    text = re.sub(r"(/dev/\S+|socket://\S+|pty://\S+|rfc2217://\S+)", "PORT", text)
+    text = re.sub(r"\d+(\.\d+)?", "N", text)
+    return text.strip()[:120]
+
+
+def _first_clause(text: str) -> str:
+    """Text up to the first `; ` outside parentheses."""
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == ";" and depth <= 0:
+            return text[:i]
+    return text
+
+
+def causes(results: list[Result]) -> dict[str, Any]:
+    """Which checks failed or reached no verdict, and the link errors."""
+    checks: dict[str, Counter] = defaultdict(Counter)
+    for r in results:
+        for c in r.checks:
+            if c.get("status") in (FAIL, NO_VERDICT):
+                checks[str(c.get("name"))][c["status"]] += 1
+    link = Counter(c for c in (link_cause(r) for r in results) if c)
+    return {"checks": {k: {FAIL: v.get(FAIL, 0), NO_VERDICT: v.get(NO_VERDICT, 0)}
+                       for k, v in sorted(checks.items())},
+            "link_errors": dict(link.most_common())}
+
+
+def retries(results: list[Result]) -> list[dict[str, Any]]:
+    """Boards with more than one result for the same package, their attempts in order."""
+    by: dict[tuple[str, str], list[Result]] = defaultdict(list)
+    for r in results:
+        by[(r.board, r.package_id)].append(r)
+    out = []
+    for (board, _), rs in sorted(by.items()):
+        if len(rs) < 2:
+            continue
+        out.append({"board": board, "package": rs[0].package, "attempts": len(rs),
+                    "statuses": [r.status for r in rs],
+                    "stations": sorted({r.station for r in rs}),
+                    "runs": [r.run_id for r in rs], "final": rs[-1].status,
+                    "first": rs[0].started.isoformat(), "last": rs[-1].started.isoformat(),
+                    "reasons": [r.reason for r in rs if r.status != PASS]})
+    return out
+
+
+def aggregate(data: FactoryData) -> dict[str, Any]:
+    res = data.results
+    return {
+        "schema": "fpgaprint-factory/1",
+        "database": data.url,
+        "since": data.since.isoformat() if data.since else None,
+        "generated": data.generated,
+        "total": _yield(res),
+        "stations": _group(res, lambda r: r.station),
+        "packages": _group(res, lambda r: r.package),
+        "days": _group(res, lambda r: r.day),
+        "station_day": _group(res, lambda r: f"{r.station} {r.day}"),
+        "runs": data.runs,
+        "causes": causes(res),
+        "vectors": data.vectors[:TOP_VECTORS],
+        "vectors_total": len(data.vectors),
+        "retries": retries(res),
+    }
+
+
+# ------------------------------------------------------------------------------ outputs
+
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:.1f} %"
+
+
+def _yield_rows(groups: dict[str, dict[str, Any]]) -> list[list[str]]:
+    return [[k, str(g["boards"]), str(g["results"]), str(g[PASS]), str(g[FAIL]),
+             str(g[NO_VERDICT]), _pct(g["first_pass_yield"]), _pct(g["final_yield"])]
+            for k, g in groups.items()]
+
+
+YIELD_COLS = ["boards", "results", "PASS", "FAIL", "NO_VERDICT", "first-pass yield",
+              "final yield"]
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    def table(head: list[str], rows: list[list[str]]) -> list[str]:
+        if not rows:
+            return ["(none)", ""]
+        return (["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                + ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+                + [""])
+
+    t = doc["total"]
+    lines = ["# Factory acceptance report", "",
+             f"Database {doc['database']}" + (f", results since {doc['since']}"
+                                              if doc["since"] else "") + f"; generated "
+             f"{doc['generated']}.", "",
+             f"{t['boards']} boards, {t['results']} results: first-pass yield "
+             f"{_pct(t['first_pass_yield']) or 'n/a'}, final yield "
+             f"{_pct(t['final_yield']) or 'n/a'}.", ""]
+    for title, key, first in (("Yield per station", "stations", "station"),
+                              ("Yield per package", "packages", "package"),
+                              ("Yield per day (UTC)", "days", "day")):
+        lines += [f"## {title}", ""] + table([first] + YIELD_COLS, _yield_rows(doc[key]))
+    c = doc["causes"]
+    lines += ["## Failure causes", "", "### Checks that did not pass", ""]
+    lines += table(["check", "FAIL", "NO_VERDICT"],
+                   [[k, str(v[FAIL]), str(v[NO_VERDICT])] for k, v in c["checks"].items()])
+    lines += ["### Link errors (NO_VERDICT)", ""]
+    lines += table(["error", "results"], [[k, str(v)] for k, v in c["link_errors"].items()])
+    lines += [f"### Failing vectors (top {TOP_VECTORS} of {doc['vectors_total']})", ""]
+    lines += table(["package", "vector", "raw ≠ golden", "label ≠ expected", "no answer",
+                    "boards"],
+                   [[v["package"], str(v["vector"]), str(v["exact_failed"]),
+                     str(v["label_failed"]), str(v["unanswered"]), str(v["boards"])]
+                    for v in doc["vectors"]])
+    lines += ["## Boards that needed retries", ""]
+    lines += table(["board", "package", "attempts", "results in order", "stations", "final"],
+                   [[r["board"], r["package"], str(r["attempts"]), " → ".join(r["statuses"]),
+                     ", ".join(r["stations"]), r["final"]] for r in doc["retries"]])
+    return "\n".join(lines)
+
+
+def plots(doc: dict[str, Any]) -> dict[str, str]:
+    """Base64 PNGs (keys of CAPTIONS) in the acceptance report's palette."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from fpgaprint.harness.reports import COLORS, _png
+
+    out: dict[str, str] = {}
+    legend = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "frameon": False,
+              "fontsize": 8}
+
+    def yield_bars(groups: dict[str, dict], title: str, xlabel: str) -> str:
+        names = list(groups)
+        x = np.arange(len(names))
+        fig = Figure(figsize=(max(5.0, 0.9 * len(names) + 3.5), 3.6), layout="constrained")
+        ax = fig.subplots()
+        first = [100 * (g["first_pass_yield"] or 0) for g in groups.values()]
+        final = [100 * (g["final_yield"] or 0) for g in groups.values()]
+        ax.bar(x - 0.2, first, width=0.4, color="#56B4E9", label="first-pass yield")
+        ax.bar(x + 0.2, final, width=0.4, color=COLORS[PASS], label="final yield")
+        for i, g in enumerate(groups.values()):
+            ax.text(i, 103, f"{g['boards']} boards", ha="center", fontsize=7)
+        ax.set_xticks(x, names, rotation=30 if len(names) > 3 else 0,
+                      ha="right" if len(names) > 3 else "center", fontsize=8)
+        ax.set_ylim(0, 112)
+        ax.set_ylabel("yield (% of boards)")
+        ax.set_xlabel(xlabel)
+        ax.set_title(title)
+        ax.legend(**legend)
+        return _png(fig)
+
+    if doc["stations"]:
+        out["stations"] = yield_bars(doc["stations"], TITLES["stations"], "station")
+    if doc["days"]:
+        out["days"] = yield_bars(doc["days"], TITLES["days"], "day (UTC)")
+    c = doc["causes"]
+    labels = [f"{k}: FAIL" for k, v in c["checks"].items() if v[FAIL]] + \
+             [f"{k}: no verdict" for k, v in c["checks"].items() if v[NO_VERDICT]] + \
+             [f"link: {k}" for k in c["link_errors"]]
+    counts = [v[FAIL] for v in c["checks"].values() if v[FAIL]] + \
+             [v[NO_VERDICT] for v in c["checks"].values() if v[NO_VERDICT]] + \
+             list(c["link_errors"].values())
+    colors = [COLORS[FAIL]] * sum(1 for v in c["checks"].values() if v[FAIL]) + \
+             [COLORS[NO_VERDICT]] * (len(labels) - sum(1 for v in c["checks"].values()
+                                                       if v[FAIL]))
+    if labels:
+        fig = Figure(figsize=(8, 1.4 + 0.35 * len(labels)), layout="constrained")
+        ax = fig.subplots()
+        y = np.arange(len(labels))
+        ax.barh(y, counts, color=colors)
+        ax.set_yticks(y, [lab[:60] for lab in labels], fontsize=8)
+        ax.invert_yaxis()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlabel("board results")
+        ax.set_title(TITLES["causes"])
+        out["causes"] = _png(fig)
+    if doc["vectors"]:
+        vs = doc["vectors"]
+        names = [f"{v['package'].split()[0]} #{v['vector']}" for v in vs]
+        x = np.arange(len(vs))
+        fig = Figure(figsize=(max(5.0, 0.45 * len(vs) + 3.5), 3.6), layout="constrained")
+        ax = fig.subplots()
+        bottom = np.zeros(len(vs))
+        for key, label, color in (("exact_failed", "raw output ≠ golden", "#D55E00"),
+                                  ("label_failed", "label ≠ expected", "#CC79A7"),
+                                  ("unanswered", "no answer", "#E69F00")):
+            vals = np.array([v[key] for v in vs], dtype=float)
+            ax.bar(x, vals, bottom=bottom, color=color, label=label)
+            bottom += vals
+        ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlabel("package and vector index")
+        ax.set_ylabel("board results")
+        ax.set_title(TITLES["vectors"])
+        ax.legend(**legend)
+        out["vectors"] = _png(fig)
+    return out
+
+
+TITLES = {"stations": "Yield per station", "days": "Yield per day",
+          "causes": "Why boards did not pass", "vectors": "Vectors that failed most often"}
+CAPTIONS = {
+    "stations": "Share of boards whose first result at the station was PASS (first-pass "
+                "yield) and whose last result was PASS (final yield); the number of boards "
+                "tested is above each pair.",
+    "days": "The same yields per day (UTC) over every station.",
+    "causes": "Board results per cause: a check that failed (red), a check that reached no "
+              "verdict or a link error (orange).",
+    "vectors": "The self-test vectors that failed most often, per package: raw output "
+               "different from the golden model's, label different from the expected one, or "
+               "no answer, counted over board results.",
+}
+
+
+def html_page(doc: dict[str, Any]) -> str:
+    from fpgaprint.harness.reports import COLORS
+
+    e = html.escape
+    imgs = "".join(
+        f"<figure><img alt='{e(TITLES[k])}' src='data:image/png;base64,{v}'>"
+        f"<figcaption>Figure {i}. {e(CAPTIONS[k])}</figcaption></figure>"
+        for i, (k, v) in enumerate(plots(doc).items(), 1))
+
+    def table(head: list[str], rows: list[list[str]]) -> str:
+        if not rows:
+            return "<p>(none)</p>"
+        return ("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"
+                + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>"
+                          for r in rows) + "</table>")
+
+    t = doc["total"]
+    c = doc["causes"]
+    sections = []
+    for title, key, first in (("Yield per station", "stations", "station"),
+                              ("Yield per package", "packages", "package"),
+                              ("Yield per day (UTC)", "days", "day"),
+                              ("Yield per station and day", "station_day", "station, day")):
+        sections.append(f"<h2>{e(title)}</h2>" + table([first] + YIELD_COLS,
+                                                        _yield_rows(doc[key])))
+    sections.append("<h2>Failure causes</h2><h3>Checks that did not pass</h3>" + table(
+        ["check", "FAIL", "NO_VERDICT"],
+        [[k, str(v[FAIL]), str(v[NO_VERDICT])] for k, v in c["checks"].items()]))
+    sections.append("<h3>Link errors (NO_VERDICT)</h3>" + table(
+        ["error", "results"], [[k, str(v)] for k, v in c["link_errors"].items()]))
+    sections.append(f"<h3>Failing vectors (top {TOP_VECTORS} of {doc['vectors_total']})</h3>"
+                    + table(["package", "vector", "raw ≠ golden", "label ≠ expected",
+                             "no answer", "boards"],
+                            [[v["package"], str(v["vector"]), str(v["exact_failed"]),
+                              str(v["label_failed"]), str(v["unanswered"]), str(v["boards"])]
+                             for v in doc["vectors"]]))
+    sections.append("<h2>Boards that needed retries</h2>" + table(
+        ["board", "package", "attempts", "results in order", "stations", "final"],
+        [[r["board"], r["package"], str(r["attempts"]), " → ".join(r["statuses"]),
+          ", ".join(r["stations"]), r["final"]] for r in doc["retries"]]))
+    since = f", results since {e(doc['since'])}" if doc["since"] else ""
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>fpgaprint factory report</title>
+<style>
+body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;margin-bottom:1em}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
+figure{{display:inline-block;vertical-align:top;max-width:48em;margin:1em}}
+figcaption{{font-size:90%;color:#333}} .pass{{color:{COLORS[PASS]}}}
+</style></head><body>
+<h1>Factory acceptance report</h1>
+<p>Database {e(doc['database'])}{since}; generated {e(doc['generated'])}.</p>
+<p>{t['boards']} boards, {t['results']} results: first-pass yield
+<b class='pass'>{e(_pct(t['first_pass_yield']) or 'n/a')}</b>, final yield
+<b class='pass'>{e(_pct(t['final_yield']) or 'n/a')}</b>.</p>
+{imgs}
+{''.join(sections)}
+</body></html>
+"""
+
+
+def write_report(doc: dict[str, Any], out: str | Path) -> list[Path]:
+    from fpgaprint.core.atomic import write_atomic, write_json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "factory.json", doc, sort_keys=False)
+    write_atomic(out / "factory.md", markdown(doc) + "\n")
+    write_atomic(out / "factory.html", html_page(doc).encode("utf-8"))
+    return [out / "factory.json", out / "factory.md", out / "factory.html"]
+
+
+def summary_table(doc: dict[str, Any]):
+    """A rich table: yield per station."""
+    from rich.table import Table
+
+    t = Table(title="yield per station", header_style="bold")
+    for col in ["station"] + YIELD_COLS:
+        t.add_column(col)
+    for row in _yield_rows(doc["stations"]):
+        t.add_row(*row)
+    return t

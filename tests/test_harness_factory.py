@@ -1,0 +1,172 @@
+"""`fpgaprint report`: the factory view over acceptance runs of several stations.
+
+Two `fpgaprint accept` stations write into one PostgreSQL database at the same time (each
+board a real `fpgaprint board serve` on a pty: good boards, a board with weight-bit flips, a
+board whose link hangs, then that board tested again); the report must aggregate exactly
+what the database holds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from fpgaprint.core.errors import InputError
+from fpgaprint.harness.factory import parse_since
+from fpgaprint.hw_targets.served import served_boards
+
+FPGAPRINT = str(Path(sys.executable).parent / "fpgaprint")
+
+
+@pytest.fixture
+def pg_schema():
+    """A PostgreSQL URL whose tables live in a schema of their own (dropped afterwards), so
+    the report sees this test's stations only."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+    from test_harness_db import require_pg
+
+    url = require_pg()
+    u = make_url(url)
+    schema = f"factory_{uuid.uuid4().hex[:12]}"
+    args = dict(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
+                dbname=u.database, autocommit=True)
+    with psycopg.connect(**args) as con:
+        con.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(**args) as con:
+            con.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def _accept(pkg: Path, pub: Path, url: str, station: str, ports: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [FPGAPRINT, "accept", "--ports", ",".join(ports), "--package", str(pkg),
+         "--trusted-key", str(pub), "--db", url, "--station", station, "--timeout", "0.3",
+         "--retries", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _expected_vectors(url: str) -> dict[tuple[str, int], tuple[int, int, int]]:
+    """Failing vectors counted straight from the rows (package, index) -> counts."""
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.orm import Session
+
+    from fpgaprint.harness.db import BoardResult, Run, VectorRow
+
+    engine = create_engine(url)
+    got: dict = {}
+    with Session(engine) as s:
+        q = select(Run.package_id, VectorRow).join(BoardResult, VectorRow.result_id ==
+                                                    BoardResult.id).join(Run)
+        for pid, v in s.execute(q):
+            bad = (v.exact is False, v.fingerprint is False, v.answered is False)
+            if any(bad):
+                c = got.setdefault((pid, v.index), [0, 0, 0])
+                for k, b in enumerate(bad):
+                    c[k] += int(b)
+    engine.dispose()
+    return {k: tuple(v) for k, v in got.items()}
+
+
+@pytest.mark.postgres
+def test_two_concurrent_stations_into_postgresql_are_aggregated(digits_package, keypair,
+                                                               pg_schema, run_cli, tmp_path):
+    pkg, pub = digits_package, keypair[1]
+    with served_boards((pkg, "--serial", "A1"), (pkg, "--serial", "A2", "--flip-bits", "20",
+                                                 "--seed", "3"),
+                       (pkg, "--serial", "B1"), (pkg, "--serial", "B2", "--hang-after", "1")
+                       ) as (a1, a2, b1, b2):
+        procs = [_accept(pkg, pub, pg_schema, "station-a", [a1.port, a2.port]),
+                 _accept(pkg, pub, pg_schema, "station-b", [b1.port, b2.port])]
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [1, 3], outs  # a FAIL at a, no verdict at b
+    with served_boards((pkg, "--serial", "B2")) as (b2_again,):  # B2 on a good link
+        retry = _accept(pkg, pub, pg_schema, "station-b", [b2_again.port])
+        out = retry.communicate(timeout=300)[0]
+    assert retry.returncode == 0, out
+
+    code, stdout, err = run_cli("report", "--db", pg_schema, "--out", tmp_path / "r")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "r" / "factory.json").read_text())
+    a, b = doc["stations"]["station-a"], doc["stations"]["station-b"]
+    assert (a["boards"], a["results"], a["PASS"], a["FAIL"], a["NO_VERDICT"]) == (2, 2, 1, 1, 0)
+    assert (a["first_pass_yield"], a["final_yield"]) == (0.5, 0.5)
+    assert (b["boards"], b["results"], b["PASS"], b["FAIL"], b["NO_VERDICT"]) == (2, 3, 2, 0, 1)
+    assert (b["first_pass_yield"], b["final_yield"]) == (0.5, 1.0)
+    assert (doc["total"]["boards"], doc["total"]["results"]) == (4, 5)
+    (pkg_group,) = doc["packages"].values()
+    assert pkg_group["results"] == 5
+    assert sum(g["results"] for g in doc["days"].values()) == 5
+    assert Counter(r["station"] for r in doc["runs"] for _ in range(r["runs"])) == \
+        {"station-a": 1, "station-b": 2}
+    assert all(r["status"] != "RUNNING" for r in doc["runs"])
+    # causes: the flipped board fails the exact check, the hung one is a link error
+    assert doc["causes"]["checks"]["exact"]["FAIL"] == 1
+    assert sum(doc["causes"]["link_errors"].values()) == 1
+    (retried,) = doc["retries"]
+    assert retried["board"] == "B2" and retried["statuses"] == ["NO_VERDICT", "PASS"]
+    assert retried["stations"] == ["station-b"] and retried["final"] == "PASS"
+    # failing vectors: exactly what the vector rows say
+    want = _expected_vectors(pg_schema)
+    assert doc["vectors_total"] == len(want) > 0
+    for v in doc["vectors"]:
+        assert want[(v["package_id"], v["vector"])] == (
+            v["exact_failed"], v["label_failed"], v["unanswered"])
+    page = (tmp_path / "r" / "factory.html").read_text()
+    assert page.count("data:image/png;base64,") == 4
+    assert "Yield per station" in page and "B2" in page
+    md = (tmp_path / "r" / "factory.md").read_text()
+    assert "| station-b | 2 | 3 | 2 | 0 | 1 | 50.0 % | 100.0 % |" in md
+    assert "station-a" in stdout and "5 results" in stdout.replace("\n", " ")
+    # --since after every result: nothing, and still a report
+    code, _, err = run_cli("report", "--db", pg_schema, "--since", "2999-01-01",
+                           "--out", tmp_path / "none")
+    assert code == 0, err
+    empty = json.loads((tmp_path / "none" / "factory.json").read_text())
+    assert empty["total"]["results"] == 0 and empty["stations"] == {}
+
+
+def test_report_reads_sqlite_and_refuses_bad_databases(tmp_path, run_cli):
+    from fpgaprint.harness.db import ResultStore
+
+    db = tmp_path / "acc.db"
+    with ResultStore(f"sqlite:///{db}") as store:
+        store.finish_run(store.start_run("s1", "ab" * 32, "digits", []), "PASS")
+    code, _, err = run_cli("report", "--db", f"sqlite:///{db}", "--since", "7d",
+                           "--out", tmp_path / "r")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "r" / "factory.json").read_text())
+    assert doc["runs"] == [{"station": "s1", "status": "PASS", "runs": 1}]
+    assert doc["total"]["results"] == 0
+    for url, message in ((f"sqlite:///{tmp_path}/missing.db", "no such database file"),
+                         ("nope://x", "not a usable database URL")):
+        code, _, err = run_cli("report", "--db", url, "--out", tmp_path / "x")
+        assert code == 2 and message in err, err
+    other = tmp_path / "other.db"
+    import sqlite3
+
+    sqlite3.connect(other).execute("create table t (x int)").connection.commit()
+    code, _, err = run_cli("report", "--db", f"sqlite:///{other}", "--out", tmp_path / "x")
+    assert code == 2 and "no acceptance results" in err, err
+    code, _, err = run_cli("report", "--db", f"sqlite:///{db}", "--since", "yesterday",
+                           "--out", tmp_path / "x")
+    assert code == 2 and "--since 'yesterday': expected" in err
+
+
+def test_since_accepts_dates_and_ages():
+    now = dt.datetime(2026, 11, 25, 12, tzinfo=dt.timezone.utc)
+    assert parse_since("2026-11-01", now) == dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+    assert parse_since("12h", now) == now - dt.timedelta(hours=12)
+    assert parse_since("2w", now) == now - dt.timedelta(weeks=2)
+    assert parse_since("2026-11-01T08:00+01:00", now).utcoffset() == dt.timedelta(hours=1)
+    with pytest.raises(InputError):
+        parse_since("soon", now)
