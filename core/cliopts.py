@@ -1,5 +1,6 @@
 """Command-line values checked once for every command: bounded numbers, port URLs, output
-paths and the trust options. A bad value is an InputError (exit 2) naming the flag."""
+paths, the trust options and the one flag vocabulary (old spellings kept as hidden aliases).
+A bad value is an InputError (exit 2) naming the flag."""
 
 from __future__ import annotations
 
@@ -149,11 +150,48 @@ class OutputPath(click.ParamType):
 
     name = "path"
 
+    def get_metavar(self, param, ctx=None) -> str:
+        return "FILE"
+
     def convert(self, value: Any, param, ctx) -> Path:
         return check_output_path(value, _flag(param))
 
 
 _HEX = re.compile(r"[0-9a-fA-F]{64}")
+
+
+# The metavars of the vocabulary: the same kind of value is spelled the same in every command.
+PUB = "PUB"  # a public key file (PEM, or 64 hex digits in a file)
+KEY = "KEY"  # a private signing key file
+FPSET = "FPSET"  # a fingerprint set (.npz): embedded, boundary or challenge
+PACKAGE = "PACKAGE"  # a package directory or .tar.gz
+
+
+def option(*decls: str, old: tuple[str, ...] = (), **attrs: Any):
+    """`click.option`, with the `old` spellings of the flag still parsed for one release: each
+    is a hidden option into the same value that warns, when used, naming the new spelling."""
+    primary = click.Option(list(decls), **attrs)
+    if old and attrs.get("required"):
+        raise ValueError(f"{primary.opts[0]}: a required option cannot have old spellings")
+
+    def deco(f):
+        for spelling in old:
+            alias_attrs = {k: v for k, v in attrs.items()
+                           if k not in ("help", "default", "show_default", "required")}
+            alias_attrs["callback"] = _old_spelling(spelling, primary.opts[0],
+                                                    attrs.get("callback"))
+            f = click.option(spelling, primary.name, hidden=True,
+                             help=f"Old spelling of {primary.opts[0]}.", **alias_attrs)(f)
+        return click.option(*decls, **attrs)(f)
+    return deco
+
+
+def _old_spelling(spelling: str, new: str, callback):
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE:
+            warn(f"{spelling} is now {new} (the old spelling is kept for one release)")
+        return callback(ctx, param, value) if callback else value
+    return check
 
 
 def trust_options(f):
@@ -166,7 +204,7 @@ def trust_options(f):
         "--allow-unsigned", is_flag=True,
         help="Accept a package without a signature (warns on every run; recorded).")(f)
     f = click.option(
-        "--trusted-key", "trusted_key", multiple=True, metavar="PUB",
+        "--trusted-key", "trusted_key", multiple=True, metavar=PUB,
         help="Public key (PEM file or 64 hex digits in a file) the package must be signed "
              "with; repeatable. Without it, the keys provisioned on this host are used "
              "(`fpgaprint keys trust PUB`, trust.toml, $FPGAPRINT_TRUSTED_KEYS).")(f)
