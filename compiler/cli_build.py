@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fpgaprint.core.cliopts import FPSET, KEY, option, trust_pickle_option
+from fpgaprint.core.cliopts import FPSET, KEY, option, stderr_console, trust_pickle_option
 from fpgaprint.core.errors import InputError
 
 
@@ -35,15 +35,14 @@ def check_output_path(path: str, flag: str, directory: bool) -> None:
               help="Override the zoo entry's epochs (1 to 10000).")
 def train(model: str, out: str, seed: int, epochs: int | None) -> None:
     """Train a zoo model (e.g. zoo:digits-mlp) on its embedded data set and save it."""
-    from rich.console import Console
-
     from fpgaprint.compiler import modelio, zoo
+    from fpgaprint.core.liblog import library_output
+    from fpgaprint.core.progress import Progress
 
-    console = Console(stderr=True)
     check_output_path(out, "--out", directory=False)
     entry = zoo.get_entry(model)
-    with console.status(f"training {entry.name}: {entry.description}"):
-        ckpt = zoo.make(entry.name, seed=seed, epochs=epochs)
+    with library_output(), Progress(stderr_console()) as progress:
+        ckpt = zoo.make(entry.name, seed=seed, epochs=epochs, progress=progress)
     modelio.save(ckpt, out)
     click.echo(f"{out}: {entry.name} ({entry.kind}), test accuracy "
                f"{ckpt.meta['test_accuracy']:.3f} on {ckpt.meta['data']}, seed {seed}")
@@ -92,16 +91,14 @@ def train(model: str, out: str, seed: int, epochs: int | None) -> None:
 def build(model, board, out, fingerprint, boundary, config_path, key, allow_unsigned, tar,
           **overrides) -> None:
     """Compile MODEL (QONNX .onnx, PyTorch/Brevitas checkpoint, or zoo:NAME) for BOARD."""
-    from rich.console import Console
-
     from fpgaprint.compiler.build import build_model
     from fpgaprint.compiler.config import BuildConfig
     from fpgaprint.compiler.report import summary
 
-    console = Console(stderr=True)
+    console = stderr_console()
     check_output_path(out, "--out", directory=True)
     cfg = BuildConfig.load(config_path, **overrides)
     res = build_model(model, board, Path(out), cfg, fingerprint=fingerprint, key=key, tar=tar,
                       allow_unsigned=allow_unsigned,
                       console=console, boundary=boundary)
-    summary(res.report, console)
+    summary(res.report, console, out)

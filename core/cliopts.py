@@ -211,6 +211,16 @@ def trust_options(f):
     return f
 
 
+def stderr_console():
+    """The console progress and summaries go to: stderr, bound now, so that a library's output
+    redirected into a log while a step runs never takes the progress lines with it."""
+    import sys
+
+    from rich.console import Console
+
+    return Console(file=sys.stderr, highlight=False)
+
+
 def warn(message: str) -> None:
     """One warning line on stderr."""
     click.echo(f"warning: {message}", err=True)

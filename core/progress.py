@@ -33,18 +33,20 @@ class Task:
         self.started = time.monotonic()
         self._id = None
 
-    def advance(self, n: float = 1, detail: str | None = None) -> None:
-        self.update(completed=self.completed + n, detail=detail)
+    def advance(self, n: float = 1, detail: str | None = None, line: bool = True) -> None:
+        self.update(completed=self.completed + n, detail=detail, line=line)
 
     def update(self, completed: float | None = None, detail: str | None = None,
-               total: float | None = None) -> None:
+               total: float | None = None, line: bool = True) -> None:
+        """A new detail is a line off a terminal unless `line=False` (frequent updates, e.g.
+        per epoch: the heartbeat shows them)."""
         if completed is not None:
             self.completed = completed
         if total is not None:
             self.total = total
         if detail is not None:
             self.detail = detail
-        self._p._changed(self, line=detail is not None)
+        self._p._changed(self, line=line and detail is not None)
 
     def text(self) -> str:
         count = ""

@@ -71,11 +71,11 @@ def _seed_torch() -> None:
     torch.manual_seed(0)
 
 
-def _say():
-    from rich.console import Console
+def _progress():
+    from fpgaprint.core.cliopts import stderr_console
+    from fpgaprint.core.progress import Progress
 
-    console = Console(stderr=True, log_path=False)
-    return lambda msg: console.log(msg)
+    return Progress(stderr_console())
 
 
 def _set_threads(ctx, param, value: int | None) -> int | None:
@@ -95,11 +95,15 @@ threads_option = click.option(
 @click.group()
 @click.option("--threads", type=Ranged(int, 1, 256), default=1, hidden=True,
               help=_THREADS_HELP)  # the old place, before the subcommand: still accepted
-def fingerprint(threads: int) -> None:
+@click.pass_context
+def fingerprint(ctx: click.Context, threads: int) -> None:
     """Intrinsic examples: data-free fingerprints of a pre-trained model."""
     import torch
 
+    from fpgaprint.core.liblog import library_output
+
     torch.set_num_threads(threads)
+    ctx.with_resource(library_output())  # torch's loggers exist now: route them too
 
 
 _calibration_options = [
@@ -183,14 +187,16 @@ def generate(model: str, algorithm: str, count: int, out: Path, seed: int, calib
             params.steps = steps
     _seed_torch()
     src = load_model(model)
-    fs, chal = generate_pair(src, algorithm, count, n_chal, seed=seed, params=params,
-                             progress=True)
-    if calibrate:
-        sides = build_sides(src, golden=golden, attack=list(attack) or None,
-                            weight_bits=params.weight_bits, act_bits=params.act_bits,
-                            seed=seed, say=_say())
-        fs = calibrate_with(fs, sides)
-        chal = calibrate_with(chal, sides) if chal is not None else None
+    with _progress() as progress:
+        fs, chal = generate_pair(src, algorithm, count, n_chal, seed=seed, params=params,
+                                 progress=progress)
+        if calibrate:
+            with progress.task("calibration"):
+                sides = build_sides(src, golden=golden, attack=list(attack) or None,
+                                    weight_bits=params.weight_bits, act_bits=params.act_bits,
+                                    seed=seed, say=progress.log)
+            fs = calibrate_with(fs, sides)
+            chal = calibrate_with(chal, sides) if chal is not None else None
     fs.save(out)
     click.echo(f"{out}: {len(fs)} {algorithm} examples ({PAPER_NAMES[algorithm]}) of "
                f"{src.name} (source sha256 {src.sha256[:16]}), threshold {fs.threshold:.3f}")
@@ -238,7 +244,9 @@ def calibrate_cmd(model: str, fpset: Path, out: Path | None, golden: Path | None
     if src.sha256 != fs.source_sha256:
         raise InputError(f"{model}: not the source of {fpset} (sha256 {src.sha256[:16]}…, the "
                          f"set was made from {fs.source_sha256[:16]}…)")
-    fs = calibrate(fs, src, golden=golden, attack=list(attack) or None, seed=seed, say=_say())
+    with _progress() as progress, progress.task("calibration"):
+        fs = calibrate(fs, src, golden=golden, attack=list(attack) or None, seed=seed,
+                       say=progress.log)
     dest = out or fpset
     fs.save(dest)
     click.echo(f"{dest}: threshold {fs.threshold:.3f}")
@@ -315,7 +323,8 @@ def eval_(model: str, out: Path, count: int, flip_seeds: int, single_flips: int,
         cfg.flip_seeds = flip_seeds
         cfg.single_flip_seeds = single_flips
     _seed_torch()
-    results, sets = evaluate(model, cfg, progress=True)
+    with _progress() as progress:
+        results, sets = evaluate(model, cfg, progress=progress)
     paths = write_report(results, out, sets)
     for p in paths:
         click.echo(str(p))

@@ -30,6 +30,7 @@ import numpy as np
 from fpgaprint.core.errors import FpgaprintError, InputError
 from fpgaprint.core.fpset import FingerprintSet
 from fpgaprint.core.grid import InputGrid
+from fpgaprint.core.progress import Progress
 from fpgaprint.core.words import random_flips
 from fpgaprint.fingerprint import baselines, bitflips, variants
 from fpgaprint.fingerprint.boundary import generation_flips
@@ -84,15 +85,6 @@ class EvalConfig:
                    single_flip_seeds=20, pbs_flips=3, pbs_seeds=1, pool_noise=100)
 
 
-def _say(progress: bool) -> Callable[[str], None]:
-    if not progress:
-        return lambda msg: None
-    from rich.console import Console
-
-    console = Console(stderr=True, log_path=False)
-    return lambda msg: console.log(msg)
-
-
 def in_family(spec: dict, params: GenParams) -> str | None:
     """Which generation or selection family draws a variant like `spec`, if any."""
     fams: dict[str, PerturbConfig] = {"generation": params.perturb, "survival": params.survival}
@@ -100,9 +92,10 @@ def in_family(spec: dict, params: GenParams) -> str | None:
 
 
 class Evaluation:
-    def __init__(self, spec, cfg: EvalConfig, progress: bool = False):
+    def __init__(self, spec, cfg: EvalConfig, progress: Progress | None = None):
         self.cfg = cfg
-        self.say = _say(progress)
+        self.progress = progress or Progress(None)
+        self.say = self.progress.log
         self.spec = spec
         self.src = load_model(spec)
         if self.src.module is None:
@@ -265,8 +258,8 @@ class Evaluation:
             ("backdoor-c", "backdoor", False, None,
              lambda: variants.backdoor(src, data, rate=0.3, epochs=3 * cfg.epochs, lr=5e-3)),
         ]
-        for name, family, benign, spec, build in jobs:
-            self.say(f"variant: {name}")
+        for k, (name, family, benign, spec, build) in enumerate(jobs, 1):
+            self.say(f"variant {k}/{len(jobs)}: {name}")
             try:
                 made = build()
             except FpgaprintError as e:
@@ -440,12 +433,17 @@ class Evaluation:
         return out
 
     def run(self) -> dict:
-        self.build_golden()
-        self.make_sets()
-        self.make_variants()
-        self.golden_rows()
-        repeated = self.repeated_checks()
-        flips = self.bitflips()
+        phases = [("golden model", self.build_golden), ("fingerprint sets", self.make_sets),
+                  ("model variants", self.make_variants), ("deployed-model rows",
+                                                           self.golden_rows),
+                  ("repeated checks", self.repeated_checks), ("bit flips", self.bitflips)]
+        done = {}
+        with self.progress.task("fidelity table", total=len(phases)) as task:
+            for name, phase in phases:
+                task.update(detail=name)
+                done[name] = phase()
+                task.advance(line=False)
+        repeated, flips = done["repeated checks"], done["bit flips"]
         sides = self.sides
         return {
             "model": {"name": self.src.name, "kind": self.src.kind, "sha256": self.src.sha256,
@@ -551,9 +549,10 @@ def hidden_neurons(ex) -> list[tuple[str, int]]:
     return out
 
 
-def evaluate(spec, cfg: EvalConfig | None = None, progress: bool = False
+def evaluate(spec, cfg: EvalConfig | None = None, progress: Progress | None = None
              ) -> tuple[dict, dict[str, FingerprintSet]]:
-    """Run the whole evaluation of the model named by `spec`: (results, calibrated sets)."""
+    """Run the whole evaluation of the model named by `spec`: (results, calibrated sets);
+    `progress` shows its phases."""
     ev = Evaluation(spec, cfg or EvalConfig(), progress)
     return ev.run(), ev.sets
 

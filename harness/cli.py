@@ -24,6 +24,7 @@ from fpgaprint.core.cliopts import (
     distinct_outputs,
     option,
     seconds,
+    stderr_console,
     trust_options,
     warn,
 )
@@ -230,7 +231,7 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge, t
         station = station or default_station()
         if ports:
             result = run_accept(ports, pkg, plan_for, store, station, settings,
-                                console=console, journal=spool, run_id=run_id)
+                                console=stderr_console(), journal=spool, run_id=run_id)
         else:  # a resumed run whose boards all have results: only close it
             from fpgaprint.harness.accept import AcceptResult
 
