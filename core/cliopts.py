@@ -169,29 +169,33 @@ PACKAGE = "PACKAGE"  # a package directory or .tar.gz
 
 def option(*decls: str, old: tuple[str, ...] = (), **attrs: Any):
     """`click.option`, with the `old` spellings of the flag still parsed for one release: each
-    is a hidden option into the same value that warns, when used, naming the new spelling."""
+    is a hidden option that, when used, sets the same value and warns naming the new spelling."""
     primary = click.Option(list(decls), **attrs)
     if old and attrs.get("required"):
         raise ValueError(f"{primary.opts[0]}: a required option cannot have old spellings")
 
     def deco(f):
         for spelling in old:
-            alias_attrs = {k: v for k, v in attrs.items()
-                           if k not in ("help", "default", "show_default", "required")}
-            alias_attrs["callback"] = _old_spelling(spelling, primary.opts[0],
-                                                    attrs.get("callback"))
-            f = click.option(spelling, primary.name, hidden=True,
-                             help=f"Old spelling of {primary.opts[0]}.", **alias_attrs)(f)
+            alias = {k: v for k, v in attrs.items()
+                     if k not in ("help", "default", "show_default", "required", "callback")}
+            f = click.option(
+                spelling, f"{primary.name}__{spelling.lstrip('-')}", hidden=True,
+                expose_value=False, help=f"Old spelling of {primary.opts[0]}.",
+                callback=_old_spelling(spelling, primary, attrs.get("callback")), **alias)(f)
         return click.option(*decls, **attrs)(f)
     return deco
 
 
-def _old_spelling(spelling: str, new: str, callback):
-    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-        if ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE:
-            warn(f"{spelling} is now {new} (the old spelling is kept for one release)")
-        return callback(ctx, param, value) if callback else value
-    return check
+def _old_spelling(spelling: str, new: click.Option, callback):
+    def use(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if ctx.get_parameter_source(param.name) != click.core.ParameterSource.COMMANDLINE:
+            return
+        if ctx.get_parameter_source(new.name) == click.core.ParameterSource.COMMANDLINE:
+            raise InputError(f"{spelling}: the old spelling of {new.opts[0]}; give one of them")
+        warn(f"{spelling} is now {new.opts[0]} (the old spelling is kept for one release)")
+        ctx.params[new.name] = callback(ctx, param, value) if callback else value
+        ctx.set_parameter_source(new.name, click.core.ParameterSource.COMMANDLINE)
+    return use
 
 
 def trust_options(f):

@@ -5,6 +5,7 @@ runs, so a log never goes quiet during a long step."""
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from typing import Iterator
@@ -20,7 +21,15 @@ from rich.progress import (
     Progress as _RichProgress,
 )
 
-HEARTBEAT_S = 10.0
+HEARTBEAT_S = 10.0  # off a terminal, the longest silence; $FPGAPRINT_HEARTBEAT_S overrides
+
+
+def _heartbeat_s() -> float:
+    try:
+        value = float(os.environ.get("FPGAPRINT_HEARTBEAT_S", HEARTBEAT_S))
+    except ValueError:
+        return HEARTBEAT_S
+    return value if 0.1 <= value <= 3600 else HEARTBEAT_S
 
 
 class Task:
@@ -64,10 +73,10 @@ class Progress:
     `console=None` shows nothing (library use); a console that is not a terminal gets lines.
     """
 
-    def __init__(self, console: Console | None, heartbeat: float = HEARTBEAT_S,
+    def __init__(self, console: Console | None, heartbeat: float | None = None,
                  transient: bool = True):
         self.console = console
-        self.heartbeat = heartbeat
+        self.heartbeat = heartbeat or _heartbeat_s()
         self.lines = console is not None and not console.is_terminal
         self._rich = None
         if console is not None and console.is_terminal:
