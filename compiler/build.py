@@ -341,7 +341,7 @@ def _check_key(key, allow_unsigned: bool) -> None:
     path = Path(key) if key else default_key_path()
     if not path.is_file():
         raise InputError(f"signing key {path} not found: run `fpgaprint keys generate`, pass "
-                         "--key, or --unsigned for a development package")
+                         "--key, or --allow-unsigned for a development package")
 
 
 def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar: bool,

@@ -451,13 +451,13 @@ BUILD_MARKERS = ("reports/build.json", "reports/build.failed.json", "model/golde
 
 
 def _check_is_package(d: Path) -> None:
-    """A directory without a manifest: name a build directory as such."""
-    if (d / MANIFEST).exists():
+    """A build directory that never became a package (no manifest, signature or self-test
+    files) is named as such; a damaged package is left to the manifest checks."""
+    if any((d / m).exists() for m in (MANIFEST, SIGNATURE, "selftest")):
         return
     if any((d / m).is_file() for m in BUILD_MARKERS):
         raise InputError(f"{d}: no package here: a build without a package (build with "
                          "--fingerprint FPSET to write one)")
-    raise InputError(f"{d}: not a package (no {MANIFEST})")
 
 
 def describe(pkg: Package) -> list[str]:

@@ -96,7 +96,7 @@ def main() -> None:
         with log.open("a") as err, ServedBoard(pkg, "--trusted-key", pub, *faults,
                                                stderr=err) as board:
             proc = fpgaprint("verify", "--port", board.port, "--package", pkg,
-                             "--trusted-key", pub, "--report", out / f"verify-{name}.json",
+                             "--trusted-key", pub, "--json", out / f"verify-{name}.json",
                              "--junit", out / f"verify-{name}.xml", check_codes=(0, 1, 3),
                              log=log)
         verdicts[name] = proc.returncode
