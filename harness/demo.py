@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from fpgaprint.core.progress import Progress
 from fpgaprint.hw_targets.served import ServedBoard
 
 console = Console()
@@ -59,7 +60,7 @@ def main() -> None:
 
     def stage(title: str, fn):
         t0 = time.perf_counter()
-        with console.status(title):
+        with Progress(console) as progress, progress.task(title):
             detail = fn()
         rows.append((title, detail, time.perf_counter() - t0))
         console.print(f"[green]✓[/] {title}: {detail}")
