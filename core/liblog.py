@@ -8,7 +8,7 @@ import contextlib
 import logging
 import os
 import warnings
-from typing import Iterator
+from typing import Callable, Iterator
 
 LIBRARIES = ("py.warnings", "torch", "brevitas", "qonnx", "finn", "onnx", "onnxscript",
              "onnxruntime")
@@ -26,6 +26,17 @@ def library_output(handler: logging.Handler | None = None) -> Iterator[None]:
     if os.environ.get("FPGAPRINT_DEBUG"):
         yield
         return
+    with warnings.catch_warnings():  # restores showwarning, nested blocks included
+        restore = route(handler)
+        try:
+            yield
+        finally:
+            restore()
+
+
+def route(handler: logging.Handler | None) -> Callable[[], None]:
+    """Send library warnings and log records to `handler` (None: nowhere) from now on, e.g.
+    for the whole life of a worker process; returns what puts the loggers back."""
     target = handler if handler is not None else logging.NullHandler()
     names = {n for n in logging.root.manager.loggerDict if _ours(n)} | set(LIBRARIES)
     saved = []
@@ -35,13 +46,12 @@ def library_output(handler: logging.Handler | None = None) -> Iterator[None]:
             saved.append((lg, lg.handlers[:], lg.propagate))
             lg.handlers = [target]
             lg.propagate = False
-    with warnings.catch_warnings():  # restores showwarning, nested blocks included
-        warnings.showwarning = _to_log
-        try:
-            yield
-        finally:
-            for lg, handlers, propagate in saved:
-                lg.handlers, lg.propagate = handlers, propagate
+    warnings.showwarning = _to_log
+
+    def restore() -> None:
+        for lg, handlers, propagate in saved:
+            lg.handlers, lg.propagate = handlers, propagate
+    return restore
 
 
 def _to_log(message, category, filename, lineno, file=None, line=None) -> None:
