@@ -121,8 +121,9 @@ def diff(a: Path, b: Path) -> None:
     from fpgaprint.compiler.package import diff_manifests
     from fpgaprint.core.package import verify_package
 
-    with verify_package(a, allow_unsigned=True) as pa, \
-            verify_package(b, allow_unsigned=True) as pb:
+    # identities only: whoever signed them, each package must match its own manifest
+    with verify_package(a, allow_unsigned=True, allow_unpinned=True) as pa, \
+            verify_package(b, allow_unsigned=True, allow_unpinned=True) as pb:
         click.echo(f"A  {pa.package_id}  {a}")
         click.echo(f"B  {pb.package_id}  {b}")
         if pa.package_id == pb.package_id:
