@@ -149,9 +149,10 @@ class Progress:
                                highlight=False, soft_wrap=True)
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(min(1.0, self.heartbeat / 4)):
-            with self._lock:
-                quiet = time.monotonic() - self._last >= self.heartbeat
+        poll = min(1.0, self.heartbeat / 4)
+        while not self._stop.wait(poll):
+            with self._lock:  # a line before the silence reaches `heartbeat`, not after
+                quiet = time.monotonic() - self._last >= self.heartbeat - poll
                 current = self._tasks[-1] if self._tasks else None
             if quiet and current is not None:
                 self._line(f"{current.text()} … {time.monotonic() - current.started:.0f} s")

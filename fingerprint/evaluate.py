@@ -151,8 +151,10 @@ class Evaluation:
     def make_sets(self) -> None:
         c, s, src, data = self.cfg.count, self.cfg.seed, self.src, self.data
         makers = {
-            **{a: (lambda a=a: generate(src, a, c, seed=s)) for a in INTRINSIC},
-            "boundary": lambda: generate(self.golden_model, "boundary", c, seed=s),
+            **{a: (lambda a=a: generate(src, a, c, seed=s, progress=self.progress))
+               for a in INTRINSIC},
+            "boundary": lambda: generate(self.golden_model, "boundary", c, seed=s,
+                                         progress=self.progress),
             "natural": lambda: baselines.natural(src, data, c, s),
             "noise": lambda: baselines.noise(src, c, s),
             "adversarial": lambda: baselines.adversarial(src, data, c, s),
