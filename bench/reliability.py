@@ -19,6 +19,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from fpgaprint.core.progress import Progress
 from fpgaprint.hw_targets.served import ServedBoard
 
 
@@ -56,15 +57,10 @@ def main() -> None:
     stop_at = time.monotonic() + 60 * args.minutes
     console = Console()
     bounded = False
-    last_line = time.monotonic()
     try:
-        with console.status("verifying") as status:
+        with Progress(Console(stderr=True)) as progress, \
+                progress.task("verify", total=args.verifies) as task:
             for i in range(args.verifies):
-                if not console.is_terminal and time.monotonic() - last_line >= 10:
-                    last_line = time.monotonic()
-                    print(f"{time.strftime('%H:%M:%S')} verify {i}/{args.verifies}: healthy "
-                          f"{dict(counts['healthy'])}, flipped {dict(counts['flipped'])}",
-                          flush=True)
                 if time.monotonic() > stop_at:
                     bounded = True
                     break
@@ -73,8 +69,8 @@ def main() -> None:
                 out = verify_board(boards[name].port, pkg, plan, settings)
                 times[name].append(time.perf_counter() - t0)
                 counts[name][out.status] += 1
-                status.update(f"verify {i + 1}/{args.verifies}: healthy "
-                              f"{dict(counts['healthy'])}, flipped {dict(counts['flipped'])}")
+                task.advance(detail=f"healthy {dict(counts['healthy'])}, flipped "
+                                    f"{dict(counts['flipped'])}", line=False)
     finally:
         for b in boards.values():
             b.stop()

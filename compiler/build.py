@@ -23,6 +23,8 @@ from fpgaprint.compiler.steps import GOLDEN_AFTER, PARENT, STEPS
 from fpgaprint.core.atomic import write_json
 from fpgaprint.core.errors import FpgaprintError, InputError
 from fpgaprint.core.finn_env import ensure_finn
+from fpgaprint.core.liblog import library_output
+from fpgaprint.core.progress import Progress
 from fpgaprint.core.selftest import Policy, evaluate
 
 GOLDEN = Path("model/golden.onnx")
@@ -139,38 +141,41 @@ def build_model(
                     "config": config.as_dict(), "steps": [], "equivalence": [],
                     "status": "running"}
     result = BuildResult(out, out / GOLDEN, report)
+    import torch  # noqa: F401  (its loggers exist before they are routed to the log)
+
     t_all = time.perf_counter()
-    try:
-        _run(spec, brd, out, config, fp, log, report, result, console)
-        findings = check_resources(brd, report.get("estimates", {}).get("resources_total", {}),
-                                   config.resource_warn)
-        report["resource_check"] = [{"level": lv, "message": m} for lv, m in findings]
-        for lv, m in findings:
-            log(f"[{'red' if lv == 'fail' else 'yellow'}]{lv}: {m}[/]", show=True)
-        if any(lv == "fail" for lv, _ in findings):
-            raise InputError(f"the design does not fit {brd.name}: " +
-                             "; ".join(m for lv, m in findings if lv == "fail"))
-        report["vivado"] = vivado.run_or_explain(out, brd, config, log)
-        if fp is not None:
-            _package(out, brd, config, fp, result, key, allow_unsigned, tar, bd)
-        report["status"] = "ok"
-    except FpgaprintError as e:
-        report["status"] = "failed"
-        report["error"] = str(e)
-        log(f"build failed: {e}")
-        raise
-    except Exception as e:
-        report["status"] = "failed"
-        report["error"] = f"{type(e).__name__}: {e}"
-        log(f"build failed: {report['error']}")
-        raise
-    finally:
-        report["seconds"] = round(time.perf_counter() - t_all, 3)
-        report["equivalence"] = [r.as_dict() if hasattr(r, "as_dict") else r
-                                 for r in report["equivalence"]]
-        name = "build.json" if report["status"] == "ok" else "build.failed.json"
-        write_json(out / "reports" / name, report)
-        log.close()
+    with library_output(log.handler):
+        try:
+            _run(spec, brd, out, config, fp, log, report, result, console)
+            findings = check_resources(brd, report.get("estimates", {}).get("resources_total", {}),
+                                       config.resource_warn)
+            report["resource_check"] = [{"level": lv, "message": m} for lv, m in findings]
+            for lv, m in findings:
+                log(f"[{'red' if lv == 'fail' else 'yellow'}]{lv}: {m}[/]", show=True)
+            if any(lv == "fail" for lv, _ in findings):
+                raise InputError(f"the design does not fit {brd.name}: " +
+                                 "; ".join(m for lv, m in findings if lv == "fail"))
+            report["vivado"] = vivado.run_or_explain(out, brd, config, log)
+            if fp is not None:
+                _package(out, brd, config, fp, result, key, allow_unsigned, tar, bd)
+            report["status"] = "ok"
+        except FpgaprintError as e:
+            report["status"] = "failed"
+            report["error"] = str(e)
+            log(f"build failed: {e}")
+            raise
+        except Exception as e:
+            report["status"] = "failed"
+            report["error"] = f"{type(e).__name__}: {e}"
+            log(f"build failed: {report['error']}")
+            raise
+        finally:
+            report["seconds"] = round(time.perf_counter() - t_all, 3)
+            report["equivalence"] = [r.as_dict() if hasattr(r, "as_dict") else r
+                                     for r in report["equivalence"]]
+            name = "build.json" if report["status"] == "ok" else "build.failed.json"
+            write_json(out / "reports" / name, report)
+            log.close()
     return result
 
 
@@ -180,19 +185,19 @@ def _run(spec, brd, out, config, fp, log, report, result, console):
     from fpgaprint.compiler import frontend
 
     ensure_finn(out / "finn")
-    progress = _progress(console)
-    with progress:
-        task = progress.add_task("front end", total=len(STEPS) + 2)
+    progress = Progress(console)
+    with progress, progress.task("build", total=len(STEPS) + 2) as task:
+        task.update(detail="front end")
         t0 = time.perf_counter()
         with log.capture():
-            fe = frontend.resolve(spec, config, out / "model", log)
+            fe = frontend.resolve(spec, config, out / "model", log, progress)
         result.frontend = fe
         report["source_sha256"] = fe.source_sha256
         report["input_grid"] = fe.grid.to_dict()
         report["steps"].append({"name": "frontend", "seconds": round(time.perf_counter() - t0, 3),
                                 "skipped": False})
         log(f"front end: {fe.source} -> {fe.qonnx_path}; input grid {fe.grid.describe()}")
-        progress.advance(task)
+        task.advance()
 
         data_x = fe.data.x_test if fe.data is not None else None
         x_int = sample_inputs(fe.input_shape, fe.grid, config.equivalence_samples,
@@ -210,22 +215,21 @@ def _run(spec, brd, out, config, fp, log, report, result, console):
 
         with StageRunner(out / "finn") as stages:
             try:
-                _run_steps(fe, brd, out, config, log, report, result, progress, task, qmodel,
-                           x_int, eq, stages)
+                _run_steps(fe, brd, out, config, log, report, result, task, qmodel, x_int, eq,
+                           stages)
                 # RTL co-simulation: node by node on the worker, the stitched design here
-                progress.update(task, description="rtlsim")
+                task.update(detail="rtlsim")
                 rtl_stage.run(out, brd, config, log, report, eq, stages,
                               out / report["steps"][-1]["model"], out / GOLDEN, x_int)
-                progress.update(task, description="equivalence")
+                task.update(detail="equivalence")
             finally:
                 # a failed step may leave stages queued: a mismatch before it is the cause
                 stages.drain(eq)
         report["equivalence_inputs"] = int(len(x_int))
-        progress.update(task, description="done")
-        progress.advance(task)
+        task.advance(detail="", line=False)
 
 
-def _run_steps(fe, brd, out, config, log, report, result, progress, task, qmodel, x_int, eq,
+def _run_steps(fe, brd, out, config, log, report, result, task, qmodel, x_int, eq,
                stages) -> None:
     """The steps, reusing a saved result when the step's recorded inputs are unchanged;
     stage executions queued on `stages`."""
@@ -245,7 +249,7 @@ def _run_steps(fe, brd, out, config, log, report, result, progress, task, qmodel
     in_sha = _sha(fe.qonnx_path.read_bytes())
     golden = None
     for i, step in enumerate(STEPS):
-        progress.update(task, description=step.name)
+        task.update(detail=step.name)
         path = out / "model" / "steps" / f"{i + 1:02d}_{step.name}.onnx"
         t0 = time.perf_counter()
         code = _code_key(step)
@@ -284,7 +288,7 @@ def _run_steps(fe, brd, out, config, log, report, result, progress, task, qmodel
             report["io"] = _io_spec(model)
         if step.name == "dataflow_partition":
             stages.partition(out / PARENT, golden, out / GOLDEN, x_int[:PARENT_VECTORS])
-        progress.advance(task)
+        task.advance()
 
 
 PARENT_VECTORS = 8  # the parent graph runs one vector per execution: check a subset
@@ -303,14 +307,6 @@ def _io_spec(golden_model) -> dict:
                        "datatype": g.raw_datatype},
         "output": {"name": g.output_name, "shape": list(m.get_tensor_shape(g.output_name))},
     }
-
-
-def _progress(console):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("[bold]{task.description:<20}"), BarColumn(),
-                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                    console=console, transient=True, disable=console is None)
 
 
 def _load_fingerprint(path):
@@ -345,7 +341,7 @@ def _check_key(key, allow_unsigned: bool) -> None:
     path = Path(key) if key else default_key_path()
     if not path.is_file():
         raise InputError(f"signing key {path} not found: run `fpgaprint keys generate`, pass "
-                         "--key, or --unsigned for a development package")
+                         "--key, or --allow-unsigned for a development package")
 
 
 def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar: bool,
@@ -414,4 +410,7 @@ def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar:
     bit = sorted((out / "hw").glob("*.bit")) if (out / "hw").is_dir() else []
     if bit:
         meta["bitstream"] = {"path": str(bit[0].relative_to(out))}
-    finalize_package(out, meta, key_path=key, allow_unsigned=allow_unsigned, tar=tar)
+    pkg = finalize_package(out, meta, key_path=key, allow_unsigned=allow_unsigned, tar=tar)
+    v = pkg.verification
+    report["package"] = {"package_id": v.package_id, "signed": v.signed,
+                         "signer": v.public_key, "tar": tar}

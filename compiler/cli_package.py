@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fpgaprint.core.cliopts import trust_options, warn
+from fpgaprint.core.cliopts import PACKAGE, PUB, trust_options, warn
 from fpgaprint.core.errors import InputError
 from fpgaprint.core.keys import default_key_dir, generate_keypair, load_private_key, public_key_hex
 
@@ -47,7 +47,7 @@ def generate(out: Path | None, force: bool) -> None:
 
 
 @keys.command("trust")
-@click.argument("pub", metavar="PUB")
+@click.argument("pub", metavar=PUB)
 def trust(pub: str) -> None:
     """Provision PUB (a public key file) as a trusted signer of packages on this host.
 
@@ -90,7 +90,7 @@ def package() -> None:
 
 
 @package.command("verify")
-@click.argument("pkg", metavar="PACKAGE")
+@click.argument("pkg", metavar=PACKAGE)
 @trust_options
 def verify(pkg: str, trusted_key: tuple[str, ...], allow_unsigned: bool,
            allow_unpinned: bool) -> None:

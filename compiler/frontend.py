@@ -99,8 +99,9 @@ def _all_tensors(proto):
     return list(_get_all_tensors(proto))
 
 
-def resolve(spec: str, config, workdir: Path, log) -> FrontEnd:
-    """Bring the model named by `spec` into QONNX at workdir/qonnx.onnx."""
+def resolve(spec: str, config, workdir: Path, log, progress=None) -> FrontEnd:
+    """Bring the model named by `spec` into QONNX at workdir/qonnx.onnx (`progress`: a
+    `fpgaprint.core.progress.Progress` for training and QAT epochs)."""
     from fpgaprint.compiler import modelio, zoo
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -108,8 +109,10 @@ def resolve(spec: str, config, workdir: Path, log) -> FrontEnd:
     if spec.startswith("zoo:"):
         entry = zoo.get_entry(spec)
         log(f"training {entry.name} (seed {config.seed}): {entry.description}")
-        ckpt = zoo.make(entry.name, seed=config.seed, epochs=config.zoo_epochs)
-        return _from_checkpoint(ckpt, spec, modelio.state_sha256(ckpt.model), config, dst, log)
+        ckpt = zoo.make(entry.name, seed=config.seed, epochs=config.zoo_epochs,
+                        progress=progress)
+        return _from_checkpoint(ckpt, spec, modelio.state_sha256(ckpt.model), config, dst, log,
+                                progress)
     path = Path(spec)
     if not path.exists():
         raise InputError(f"{path}: no such model file")
@@ -121,10 +124,11 @@ def resolve(spec: str, config, workdir: Path, log) -> FrontEnd:
             else modelio.file_sha256(dst)
         return FrontEnd(dst, str(path), sha, shape, _grid(model, config))
     ckpt = modelio.load(path)
-    return _from_checkpoint(ckpt, str(path), modelio.state_sha256(ckpt.model), config, dst, log)
+    return _from_checkpoint(ckpt, str(path), modelio.state_sha256(ckpt.model), config, dst, log,
+                            progress)
 
 
-def _from_checkpoint(ckpt, source, sha, config, dst: Path, log) -> FrontEnd:
+def _from_checkpoint(ckpt, source, sha, config, dst: Path, log, progress=None) -> FrontEnd:
     from fpgaprint.compiler import quantize, zoo
 
     data = zoo.get_entry(ckpt.zoo).data(config.seed) if ckpt.zoo else None
@@ -143,7 +147,7 @@ def _from_checkpoint(ckpt, source, sha, config, dst: Path, log) -> FrontEnd:
         if config.qat:
             if data is None:
                 raise InputError("--qat needs training data: only zoo models carry a data set")
-            quantize.finetune_qat(qmodel, data, config.qat_epochs, 1e-3, config.seed)
+            quantize.finetune_qat(qmodel, data, config.qat_epochs, 1e-3, config.seed, progress)
             log(f"QAT: {config.qat_epochs} epochs")
     else:
         qmodel = ckpt.model

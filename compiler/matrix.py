@@ -227,7 +227,7 @@ def load_matrix(path: str | Path, out: str | Path, key: str | None = None,
 
         if not default_key_path().is_file():
             raise InputError(f"{p}: packages need a signing key: `key:` in the matrix, --key, "
-                             "or `unsigned: true` / --unsigned")
+                             "or `unsigned: true` / --allow-unsigned")
     return Matrix(p, jobs, {"models": len(spec.models), "boards": boards,
                             "variants": len(variants)})
 

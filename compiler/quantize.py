@@ -79,8 +79,10 @@ def quantize_ptq(model: nn.Module, calib_x: np.ndarray, weight_bits: int = 4,
     return qmodel.eval()
 
 
-def finetune_qat(qmodel: nn.Module, ds, epochs: int = 10, lr: float = 1e-3, seed: int = 0):
-    """Quantization-aware fine-tuning of a Brevitas model on a data set."""
+def finetune_qat(qmodel: nn.Module, ds, epochs: int = 10, lr: float = 1e-3, seed: int = 0,
+                 progress=None):
+    """Quantization-aware fine-tuning of a Brevitas model on a data set (`progress`: a
+    `fpgaprint.core.progress.Progress` showing the epochs)."""
     from fpgaprint.compiler.zoo import train
 
-    return train(qmodel, ds, epochs, lr, seed=seed)
+    return train(qmodel, ds, epochs, lr, seed=seed, progress=progress, name="QAT")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 
-def summary(report: dict, console) -> None:
+def summary(report: dict, console, out=None) -> None:
+    """Equivalence, estimates, layers, steps, then what was produced in `out`."""
     from rich.table import Table
 
     t = Table(title=f"{report['model']} → {report['board']} ({report['part']})", box=None)
@@ -33,3 +34,21 @@ def summary(report: dict, console) -> None:
     reused = [s["name"] for s in steps if s.get("skipped")]
     console.print(f"{len(steps)} steps in {report.get('seconds', 0):.1f} s"
                   + (f" ({len(reused)} reused from the previous build)" if reused else ""))
+    for line in produced(report, out):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def produced(report: dict, out=None) -> list[str]:
+    """What the build wrote: the package (path, id, signed or not), or that there is none."""
+    where = out if out is not None else "the build directory"
+    pkg = report.get("package")
+    if pkg is None:
+        return [f"no package written: {where} holds the build (golden model, steps, reports); "
+                "build with --fingerprint FPSET to write a signed package"]
+    signed = (f"signed by {pkg['signer']}" if pkg["signed"] else
+              "UNSIGNED (--allow-unsigned: for development only)")
+    lines = [f"package: {where}", f"package id: {pkg['package_id']}", f"signature: {signed}"]
+    if pkg.get("tar"):
+        lines.append(f"archive: {str(out).rstrip('/')}.tar.gz" if out is not None else
+                     "archive: DIR.tar.gz")
+    return lines

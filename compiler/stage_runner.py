@@ -37,8 +37,16 @@ def _quiet(fn, *args):
 
 
 def _init_worker(finn_dir: str) -> None:
-    from fpgaprint.core.finn_env import ensure_finn
+    import logging
+    import os
 
+    from fpgaprint.core.finn_env import ensure_finn
+    from fpgaprint.core.liblog import route
+
+    if not os.environ.get("FPGAPRINT_DEBUG"):  # the worker's library warnings: the build log
+        handler = logging.FileHandler(Path(finn_dir).parent / "build.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        route(handler)
     ensure_finn(finn_dir)
 
 

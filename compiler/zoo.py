@@ -16,6 +16,7 @@ import torch.nn as nn
 from fpgaprint.compiler.checkpoint import Checkpoint
 from fpgaprint.compiler.data import Dataset, load_digits, upsample_digits
 from fpgaprint.core.errors import InputError
+from fpgaprint.core.progress import Progress
 
 
 def digits_mlp(hidden: tuple[int, ...] = (64, 32), num_classes: int = 10) -> nn.Module:
@@ -105,14 +106,15 @@ def deterministic_torch(threads: int = TRAIN_THREADS):
 
 def train(
     model: nn.Module, ds: Dataset, epochs: int, lr: float, seed: int = 0, batch: int = 64,
-    progress: Callable[[int, float], None] | None = None,
+    progress: Progress | None = None, name: str = "train",
 ) -> nn.Module:
-    """Plain Adam training with cross-entropy; deterministic for a seed on one machine."""
-    with deterministic_torch():
-        return _train(model, ds, epochs, lr, seed, batch, progress)
+    """Plain Adam training with cross-entropy; deterministic for a seed on one machine.
+    `progress` shows task `name` advancing per epoch."""
+    with deterministic_torch(), (progress or Progress(None)).task(name, epochs) as task:
+        return _train(model, ds, epochs, lr, seed, batch, task)
 
 
-def _train(model, ds, epochs, lr, seed, batch, progress) -> nn.Module:
+def _train(model, ds, epochs, lr, seed, batch, task) -> nn.Module:
     torch.manual_seed(seed)
     x = torch.from_numpy(ds.x_train.reshape((-1, *ds.input_shape))).float()
     y = torch.from_numpy(ds.y_train).long()
@@ -131,8 +133,7 @@ def _train(model, ds, epochs, lr, seed, batch, progress) -> nn.Module:
             opt.step()
             total += float(loss.detach()) * len(idx)
         sched.step()
-        if progress:
-            progress(epoch, total / len(x))
+        task.update(completed=epoch + 1, detail=f"loss {total / len(x):.3f}", line=False)
     return model.eval()
 
 
@@ -143,14 +144,15 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, input_shape: tuple[
     return float((logits.argmax(1).numpy() == y).mean())
 
 
-def make(name: str, seed: int = 0, epochs: int | None = None, progress=None):
+def make(name: str, seed: int = 0, epochs: int | None = None,
+         progress: Progress | None = None):
     """Build and train a zoo model deterministically; returns a Checkpoint."""
     entry = get_entry(name)
     torch.manual_seed(seed)
     ds = entry.data(seed)
     model = entry.build()
     train(model, ds, entry.epochs if epochs is None else epochs, entry.lr, seed=seed,
-          progress=progress)
+          progress=progress, name=f"train {entry.name}")
     acc = accuracy(model, ds.x_test, ds.y_test, ds.input_shape)
     return Checkpoint(model, entry.kind, entry.input_shape, ds.num_classes, entry.name,
                       {"seed": seed, "test_accuracy": acc, "data": ds.name,

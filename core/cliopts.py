@@ -1,5 +1,6 @@
 """Command-line values checked once for every command: bounded numbers, port URLs, output
-paths and the trust options. A bad value is an InputError (exit 2) naming the flag."""
+paths, the trust options and the one flag vocabulary (old spellings kept as hidden aliases).
+A bad value is an InputError (exit 2) naming the flag."""
 
 from __future__ import annotations
 
@@ -149,11 +150,52 @@ class OutputPath(click.ParamType):
 
     name = "path"
 
+    def get_metavar(self, param, ctx=None) -> str:
+        return "FILE"
+
     def convert(self, value: Any, param, ctx) -> Path:
         return check_output_path(value, _flag(param))
 
 
 _HEX = re.compile(r"[0-9a-fA-F]{64}")
+
+
+# The metavars of the vocabulary: the same kind of value is spelled the same in every command.
+PUB = "PUB"  # a public key file (PEM, or 64 hex digits in a file)
+KEY = "KEY"  # a private signing key file
+FPSET = "FPSET"  # a fingerprint set (.npz): embedded, boundary or challenge
+PACKAGE = "PACKAGE"  # a package directory or .tar.gz
+
+
+def option(*decls: str, old: tuple[str, ...] = (), **attrs: Any):
+    """`click.option`, with the `old` spellings of the flag still parsed for one release: each
+    is a hidden option that, when used, sets the same value and warns naming the new spelling."""
+    primary = click.Option(list(decls), **attrs)
+    if old and attrs.get("required"):
+        raise ValueError(f"{primary.opts[0]}: a required option cannot have old spellings")
+
+    def deco(f):
+        for spelling in old:
+            alias = {k: v for k, v in attrs.items()
+                     if k not in ("help", "default", "show_default", "required", "callback")}
+            f = click.option(
+                spelling, f"{primary.name}__{spelling.lstrip('-')}", hidden=True,
+                expose_value=False, help=f"Old spelling of {primary.opts[0]}.",
+                callback=_old_spelling(spelling, primary, attrs.get("callback")), **alias)(f)
+        return click.option(*decls, **attrs)(f)
+    return deco
+
+
+def _old_spelling(spelling: str, new: click.Option, callback):
+    def use(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if ctx.get_parameter_source(param.name) != click.core.ParameterSource.COMMANDLINE:
+            return
+        if ctx.get_parameter_source(new.name) == click.core.ParameterSource.COMMANDLINE:
+            raise InputError(f"{spelling}: the old spelling of {new.opts[0]}; give one of them")
+        warn(f"{spelling} is now {new.opts[0]} (the old spelling is kept for one release)")
+        ctx.params[new.name] = callback(ctx, param, value) if callback else value
+        ctx.set_parameter_source(new.name, click.core.ParameterSource.COMMANDLINE)
+    return use
 
 
 def trust_options(f):
@@ -166,11 +208,21 @@ def trust_options(f):
         "--allow-unsigned", is_flag=True,
         help="Accept a package without a signature (warns on every run; recorded).")(f)
     f = click.option(
-        "--trusted-key", "trusted_key", multiple=True, metavar="PUB",
+        "--trusted-key", "trusted_key", multiple=True, metavar=PUB,
         help="Public key (PEM file or 64 hex digits in a file) the package must be signed "
              "with; repeatable. Without it, the keys provisioned on this host are used "
              "(`fpgaprint keys trust PUB`, trust.toml, $FPGAPRINT_TRUSTED_KEYS).")(f)
     return f
+
+
+def stderr_console():
+    """The console progress and summaries go to: stderr, bound now, so that a library's output
+    redirected into a log while a step runs never takes the progress lines with it."""
+    import sys
+
+    from rich.console import Console
+
+    return Console(file=sys.stderr, highlight=False)
 
 
 def warn(message: str) -> None:

@@ -30,6 +30,10 @@ class LinkError(FpgaprintError):
     exit_code = 3
 
 
+class PortUnavailable(LinkError):
+    """The board's port could not be opened: no board was reached at all."""
+
+
 class VerdictFail(FpgaprintError):
     """A verdict was reached and it is FAIL."""
 

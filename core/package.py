@@ -430,6 +430,7 @@ def verify_package(
         trust = resolve_trust(trusted_key, allow_unpinned, allow_unsigned)
     src = Path(dir_or_tar)
     if src.is_dir():
+        _check_is_package(src)
         tmp, root = None, src
     elif src.is_file():
         tmp, root = _safe_extract(src, trust, max_bytes)
@@ -444,6 +445,19 @@ def verify_package(
             tmp.cleanup()
         raise
     return pkg
+
+
+BUILD_MARKERS = ("reports/build.json", "reports/build.failed.json", "model/golden.onnx")
+
+
+def _check_is_package(d: Path) -> None:
+    """A build directory that never became a package (no manifest, signature or self-test
+    files) is named as such; a damaged package is left to the manifest checks."""
+    if any((d / m).exists() for m in (MANIFEST, SIGNATURE, "selftest")):
+        return
+    if any((d / m).is_file() for m in BUILD_MARKERS):
+        raise InputError(f"{d}: no package here: a build without a package (build with "
+                         "--fingerprint FPSET to write one)")
 
 
 def describe(pkg: Package) -> list[str]:

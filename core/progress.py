@@ -5,6 +5,7 @@ runs, so a log never goes quiet during a long step."""
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from typing import Iterator
@@ -20,7 +21,15 @@ from rich.progress import (
     Progress as _RichProgress,
 )
 
-HEARTBEAT_S = 10.0
+HEARTBEAT_S = 10.0  # off a terminal, the longest silence; $FPGAPRINT_HEARTBEAT_S overrides
+
+
+def _heartbeat_s() -> float:
+    try:
+        value = float(os.environ.get("FPGAPRINT_HEARTBEAT_S", HEARTBEAT_S))
+    except ValueError:
+        return HEARTBEAT_S
+    return value if 0.1 <= value <= 3600 else HEARTBEAT_S
 
 
 class Task:
@@ -33,18 +42,20 @@ class Task:
         self.started = time.monotonic()
         self._id = None
 
-    def advance(self, n: float = 1, detail: str | None = None) -> None:
-        self.update(completed=self.completed + n, detail=detail)
+    def advance(self, n: float = 1, detail: str | None = None, line: bool = True) -> None:
+        self.update(completed=self.completed + n, detail=detail, line=line)
 
     def update(self, completed: float | None = None, detail: str | None = None,
-               total: float | None = None) -> None:
+               total: float | None = None, line: bool = True) -> None:
+        """A new detail is a line off a terminal unless `line=False` (frequent updates, e.g.
+        per epoch: the heartbeat shows them)."""
         if completed is not None:
             self.completed = completed
         if total is not None:
             self.total = total
         if detail is not None:
             self.detail = detail
-        self._p._changed(self, line=detail is not None)
+        self._p._changed(self, line=line and detail is not None)
 
     def text(self) -> str:
         count = ""
@@ -62,10 +73,10 @@ class Progress:
     `console=None` shows nothing (library use); a console that is not a terminal gets lines.
     """
 
-    def __init__(self, console: Console | None, heartbeat: float = HEARTBEAT_S,
+    def __init__(self, console: Console | None, heartbeat: float | None = None,
                  transient: bool = True):
         self.console = console
-        self.heartbeat = heartbeat
+        self.heartbeat = heartbeat or _heartbeat_s()
         self.lines = console is not None and not console.is_terminal
         self._rich = None
         if console is not None and console.is_terminal:
@@ -138,9 +149,10 @@ class Progress:
                                highlight=False, soft_wrap=True)
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(min(1.0, self.heartbeat / 4)):
-            with self._lock:
-                quiet = time.monotonic() - self._last >= self.heartbeat
+        poll = min(1.0, self.heartbeat / 4)
+        while not self._stop.wait(poll):
+            with self._lock:  # a line before the silence reaches `heartbeat`, not after
+                quiet = time.monotonic() - self._last >= self.heartbeat - poll
                 current = self._tasks[-1] if self._tasks else None
             if quiet and current is not None:
                 self._line(f"{current.text()} … {time.monotonic() - current.started:.0f} s")

@@ -154,7 +154,7 @@ def _greedy(detect: np.ndarray, margins: np.ndarray, count: int, taken: np.ndarr
 
 
 def generate_boundary(model: Model, count: int, challenge: int = 0, seed: int = 0,
-                      params: BoundaryParams | None = None, progress: bool = False
+                      params: BoundaryParams | None = None, progress=None
                       ) -> tuple[FingerprintSet, FingerprintSet | None]:
     """`count` boundary vectors of the deployed model (and a disjoint challenge set)."""
     from fpgaprint.fingerprint.source import GoldenRunner
@@ -167,7 +167,7 @@ def generate_boundary(model: Model, count: int, challenge: int = 0, seed: int = 
             "exactly at the near-ties these vectors sit on)")
     golden = model.runner.golden
     grid = model.runner.grid
-    say = _say(progress)
+    say = progress.log if progress is not None else (lambda msg: None)
     run = _Runner(golden)
     eps = _tie_eps(golden, p)
     rng = np.random.default_rng([seed, 0xB0])
@@ -213,12 +213,3 @@ def generate_boundary(model: Model, count: int, challenge: int = 0, seed: int = 
     if chal is not None:
         check_disjoint(emb, chal)
     return emb, chal
-
-
-def _say(progress: bool):
-    if not progress:
-        return lambda msg: None
-    from rich.console import Console
-
-    console = Console(stderr=True, log_path=False)
-    return lambda msg: console.log(msg)

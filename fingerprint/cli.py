@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from fpgaprint.core.atomic import write_json
-from fpgaprint.core.cliopts import trust_pickle_option
+from fpgaprint.core.cliopts import FPSET, trust_pickle_option
 from fpgaprint.core.errors import InputError, NoVerdict, VerdictFail
 
 MAX_SEED = 2**32 - 1
@@ -71,27 +71,45 @@ def _seed_torch() -> None:
     torch.manual_seed(0)
 
 
-def _say():
-    from rich.console import Console
+def _progress():
+    from fpgaprint.core.cliopts import stderr_console
+    from fpgaprint.core.progress import Progress
 
-    console = Console(stderr=True, log_path=False)
-    return lambda msg: console.log(msg)
+    return Progress(stderr_console())
+
+
+def _set_threads(ctx, param, value: int | None) -> int | None:
+    if value is not None:
+        import torch
+
+        torch.set_num_threads(value)
+    return value
+
+
+_THREADS_HELP = "Torch threads (small models run fastest on one)."
+threads_option = click.option(
+    "--threads", type=Ranged(int, 1, 256), default=None, expose_value=False,
+    callback=_set_threads, help=f"{_THREADS_HELP}  [default: 1]")
 
 
 @click.group()
-@click.option("--threads", type=Ranged(int, 1, 256), default=1, show_default=True,
-              help="Torch threads (small models run fastest on one).")
-def fingerprint(threads: int) -> None:
+@click.option("--threads", type=Ranged(int, 1, 256), default=1, hidden=True,
+              help=_THREADS_HELP)  # the old place, before the subcommand: still accepted
+@click.pass_context
+def fingerprint(ctx: click.Context, threads: int) -> None:
     """Intrinsic examples: data-free fingerprints of a pre-trained model."""
     import torch
 
+    from fpgaprint.core.liblog import library_output
+
     torch.set_num_threads(threads)
+    ctx.with_resource(library_output())  # torch's loggers exist now: route them too
 
 
 _calibration_options = [
-    click.option("--golden", type=click.Path(dir_okay=False, path_type=Path),
+    click.option("--golden", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
                  help="The build's model/golden.onnx: a benign variant of the calibration."),
-    click.option("--attack", multiple=True,
+    click.option("--attack", multiple=True, metavar="MODEL",
                  help="An independently trained model for the attack side (repeat; default: "
                       "the zoo recipe retrained with 2 new seeds)."),
 ]
@@ -113,13 +131,16 @@ def _with(options):
                    "model; boundary: the fragile tier, from the build's model/golden.onnx.")
 @click.option("--count", type=_count_type(), default=100, show_default=True,
               help="Examples in the set (1 to 10000).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--seed", type=Ranged(int, 0, MAX_SEED), default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              metavar=FPSET, help="The fingerprint set to write (.npz).")
+@click.option("--seed", type=Ranged(int, 0, MAX_SEED), default=0, show_default=True,
+              help="Generation seed.")
+@threads_option
 @click.option("--calibrate", is_flag=True,
               help="Two-sided threshold: held-out benign variants vs independent models.")
 @_with(_calibration_options)
 @click.option("--challenge-out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write a challenge set, disjoint from the embedded one.")
+              metavar=FPSET, help="Also write a challenge set, disjoint from the embedded one.")
 @click.option("--challenge-count", type=_count_type(), default=None,
               help="Examples in the challenge set (default: --count).")
 @click.option("--margin", type=Ranged(float, 0.0, 100.0), default=None,
@@ -131,7 +152,7 @@ def _with(options):
 @click.option("--act-bits", type=Ranged(int, 2, 16), default=None,
               help="The build's activation width the robust family draws [build default].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="build.yaml: take the widths and the input grid from it.")
+              metavar="FILE", help="build.yaml: take the widths and the input grid from it.")
 def generate(model: str, algorithm: str, count: int, out: Path, seed: int, calibrate: bool,
              golden: Path | None, attack: tuple[str, ...], challenge_out: Path | None,
              challenge_count: int | None, margin: float | None, steps: int | None,
@@ -166,14 +187,16 @@ def generate(model: str, algorithm: str, count: int, out: Path, seed: int, calib
             params.steps = steps
     _seed_torch()
     src = load_model(model)
-    fs, chal = generate_pair(src, algorithm, count, n_chal, seed=seed, params=params,
-                             progress=True)
-    if calibrate:
-        sides = build_sides(src, golden=golden, attack=list(attack) or None,
-                            weight_bits=params.weight_bits, act_bits=params.act_bits,
-                            seed=seed, say=_say())
-        fs = calibrate_with(fs, sides)
-        chal = calibrate_with(chal, sides) if chal is not None else None
+    with _progress() as progress:
+        fs, chal = generate_pair(src, algorithm, count, n_chal, seed=seed, params=params,
+                                 progress=progress)
+        if calibrate:
+            with progress.task("calibration"):
+                sides = build_sides(src, golden=golden, attack=list(attack) or None,
+                                    weight_bits=params.weight_bits, act_bits=params.act_bits,
+                                    seed=seed, say=progress.log)
+            fs = calibrate_with(fs, sides)
+            chal = calibrate_with(chal, sides) if chal is not None else None
     fs.save(out)
     click.echo(f"{out}: {len(fs)} {algorithm} examples ({PAPER_NAMES[algorithm]}) of "
                f"{src.name} (source sha256 {src.sha256[:16]}), threshold {fs.threshold:.3f}")
@@ -200,11 +223,13 @@ def _print_sides(cal: dict) -> None:
 
 @fingerprint.command(name="calibrate")
 @click.argument("model")
-@click.argument("fpset", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.argument("fpset", type=click.Path(dir_okay=False, path_type=Path), metavar=FPSET)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar=FPSET,
               help="Write the calibrated set here [FPSET, replaced atomically].")
 @_with(_calibration_options)
-@click.option("--seed", type=Ranged(int, 0, MAX_SEED), default=0, show_default=True)
+@click.option("--seed", type=Ranged(int, 0, MAX_SEED), default=0, show_default=True,
+              help="Seed of the calibration's variants and independent models.")
+@threads_option
 def calibrate_cmd(model: str, fpset: Path, out: Path | None, golden: Path | None,
                   attack: tuple[str, ...], seed: int) -> None:
     """Place FPSET's threshold between held-out benign variants of MODEL and independently
@@ -219,7 +244,9 @@ def calibrate_cmd(model: str, fpset: Path, out: Path | None, golden: Path | None
     if src.sha256 != fs.source_sha256:
         raise InputError(f"{model}: not the source of {fpset} (sha256 {src.sha256[:16]}…, the "
                          f"set was made from {fs.source_sha256[:16]}…)")
-    fs = calibrate(fs, src, golden=golden, attack=list(attack) or None, seed=seed, say=_say())
+    with _progress() as progress, progress.task("calibration"):
+        fs = calibrate(fs, src, golden=golden, attack=list(attack) or None, seed=seed,
+                       say=progress.log)
     dest = out or fpset
     fs.save(dest)
     click.echo(f"{dest}: threshold {fs.threshold:.3f}")
@@ -230,11 +257,12 @@ def calibrate_cmd(model: str, fpset: Path, out: Path | None, golden: Path | None
 @fingerprint.command()
 @click.argument("model")
 @trust_pickle_option
-@click.argument("fpset", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("fpset", type=click.Path(dir_okay=False, path_type=Path), metavar=FPSET)
+@threads_option
 @click.option("--expect-source", is_flag=True,
               help="MODEL must be the set's source model (hash mismatch is an error).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the result as JSON.")
+              metavar="FILE", help="Also write the result as JSON.")
 @click.option("--confidence", type=Ranged(float, 0.5, 0.999), default=0.95, show_default=True,
               help="Level of the match rate's Clopper-Pearson interval.")
 def check(model: str, fpset: Path, expect_source: bool, json_out: Path | None,
@@ -267,14 +295,18 @@ def check(model: str, fpset: Path, expect_source: bool, json_out: Path | None,
 @fingerprint.command(name="eval")
 @click.argument("model")
 @trust_pickle_option
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              metavar="DIR", help="Directory for the table (JSON, Markdown) and plots.")
 @click.option("--count", type=_count_type(), default=100, show_default=True,
               help="Vectors per method.")
-@click.option("--flip-seeds", type=Ranged(int, 1, 1000), default=20, show_default=True)
+@click.option("--flip-seeds", type=Ranged(int, 1, 1000), default=20, show_default=True,
+              help="Random draws per number of flipped weight bits.")
 @click.option("--single-flips", type=Ranged(int, 1, 100_000), default=400, show_default=True,
               help="Single random weight-bit flips of the deployed model.")
-@click.option("--seed", type=Ranged(int, 0, MAX_SEED), default=0, show_default=True)
-@click.option("--golden", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--seed", type=Ranged(int, 0, MAX_SEED), default=0, show_default=True,
+              help="Seed of the sets, variants and attacks.")
+@threads_option
+@click.option("--golden", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="An existing model/golden.onnx of MODEL (no build).")
 @click.option("--quick", is_flag=True, help="Fewer flip counts, seeds and epochs (smoke run).")
 @click.option("--scheduler", metavar="tcp://HOST:8786",
@@ -301,11 +333,11 @@ def eval_(model: str, out: Path, count: int, flip_seeds: int, single_flips: int,
         cfg.flip_seeds = flip_seeds
         cfg.single_flip_seeds = single_flips
     _seed_torch()
-    say = _say()
-    with connect(scheduler, workers, say, worker_log=out / "workers.log") as cluster:
-        if cluster.client is not None:
-            say(cluster.describe())
-        results, sets = evaluate(model, cfg, progress=True, cluster=cluster)
+    with _progress() as progress:
+        with connect(scheduler, workers, progress.log, worker_log=out / "workers.log") as cluster:
+            if cluster.client is not None:
+                progress.log(cluster.describe())
+            results, sets = evaluate(model, cfg, progress=progress, cluster=cluster)
     paths = write_report(results, out, sets)
     for p in paths:
         click.echo(str(p))

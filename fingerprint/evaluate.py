@@ -31,6 +31,7 @@ from fpgaprint.core.cluster import Cluster
 from fpgaprint.core.errors import FpgaprintError, InputError
 from fpgaprint.core.fpset import FingerprintSet
 from fpgaprint.core.grid import InputGrid
+from fpgaprint.core.progress import Progress
 from fpgaprint.core.words import random_flips
 from fpgaprint.fingerprint import baselines, bitflips, variants
 from fpgaprint.fingerprint.boundary import generation_flips
@@ -86,15 +87,6 @@ class EvalConfig:
                    single_flip_seeds=20, pbs_flips=3, pbs_seeds=1, pool_noise=100)
 
 
-def _say(progress: bool) -> Callable[[str], None]:
-    if not progress:
-        return lambda msg: None
-    from rich.console import Console
-
-    console = Console(stderr=True, log_path=False)
-    return lambda msg: console.log(msg)
-
-
 def in_family(spec: dict, params: GenParams) -> str | None:
     """Which generation or selection family draws a variant like `spec`, if any."""
     fams: dict[str, PerturbConfig] = {"generation": params.perturb, "survival": params.survival}
@@ -102,10 +94,11 @@ def in_family(spec: dict, params: GenParams) -> str | None:
 
 
 class Evaluation:
-    def __init__(self, spec, cfg: EvalConfig, progress: bool = False,
+    def __init__(self, spec, cfg: EvalConfig, progress: Progress | None = None,
                  cluster: Cluster | None = None):
         self.cfg = cfg
-        self.say = _say(progress)
+        self.progress = progress or Progress(None)
+        self.say = self.progress.log
         self.runner = Runner(cluster, self.say)  # trainings and generations as seeded jobs
         self.spec = spec
         self.src = load_model(spec)
@@ -162,8 +155,10 @@ class Evaluation:
     def make_sets(self) -> None:
         c, s, src, data = self.cfg.count, self.cfg.seed, self.src, self.data
         makers = {
-            **{a: (lambda a=a: generate(src, a, c, seed=s)) for a in INTRINSIC},
-            "boundary": lambda: generate(self.golden_model, "boundary", c, seed=s),
+            **{a: (lambda a=a: generate(src, a, c, seed=s, progress=self.progress))
+               for a in INTRINSIC},
+            "boundary": lambda: generate(self.golden_model, "boundary", c, seed=s,
+                                         progress=self.progress),
             "natural": lambda: baselines.natural(src, data, c, s),
             "noise": lambda: baselines.noise(src, c, s),
             "adversarial": lambda: baselines.adversarial(src, data, c, s),
@@ -453,12 +448,17 @@ class Evaluation:
         return out
 
     def run(self) -> dict:
-        self.build_golden()
-        self.make_sets()
-        self.make_variants()
-        self.golden_rows()
-        repeated = self.repeated_checks()
-        flips = self.bitflips()
+        phases = [("golden model", self.build_golden), ("fingerprint sets", self.make_sets),
+                  ("model variants", self.make_variants), ("deployed-model rows",
+                                                           self.golden_rows),
+                  ("repeated checks", self.repeated_checks), ("bit flips", self.bitflips)]
+        done = {}
+        with self.progress.task("fidelity table", total=len(phases)) as task:
+            for name, phase in phases:
+                task.update(detail=name)
+                done[name] = phase()
+                task.advance(line=False)
+        repeated, flips = done["repeated checks"], done["bit flips"]
         sides = self.sides
         return {
             "model": {"name": self.src.name, "kind": self.src.kind, "sha256": self.src.sha256,
@@ -573,9 +573,10 @@ def _variant_labels(build: Callable[[], object], inputs: dict[str, np.ndarray], 
     return labels, float((model.predict(data.x_test) == data.y_test).mean()), info
 
 
-def evaluate(spec, cfg: EvalConfig | None = None, progress: bool = False,
+def evaluate(spec, cfg: EvalConfig | None = None, progress: Progress | None = None,
              cluster: Cluster | None = None) -> tuple[dict, dict[str, FingerprintSet]]:
-    """Run the whole evaluation of the model named by `spec`: (results, calibrated sets).
+    """Run the whole evaluation of the model named by `spec`: (results, calibrated sets);
+    `progress` shows its phases.
 
     Trainings (calibration sides, variants) and vector generations are seeded jobs: on
     `cluster` (a `core.cluster.Cluster`) or here, with identical results."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 
 from fpgaprint.core.errors import InputError
 from fpgaprint.core.fpset import FingerprintSet
+from fpgaprint.core.progress import Progress
 from fpgaprint.fingerprint.highpass import highpass
 from fpgaprint.fingerprint.perturb import (
     ParamSampler,
@@ -188,7 +188,7 @@ class Generator:
                 ok &= pred == t
         return ok
 
-    def run(self, count: int, progress: bool = False) -> FingerprintSet:
+    def run(self, count: int, progress: Progress | None = None) -> FingerprintSet:
         """`count` distinct examples (no two equal on the grid), labels balanced.
 
         A class whose examples do not survive (robust, ltrc) within `max_rounds` cedes its
@@ -205,8 +205,7 @@ class Generator:
         tried = np.zeros(ncls, dtype=np.int64)
         reasons = {"margin": 0, "survival": 0}
         shortfall: dict[int, int] = {}
-        bar = _progress(progress)
-        with bar if bar is not None else nullcontext():
+        with (progress or Progress(None)).task(f"{self.algorithm} examples") as task:
             for rnd in range(self.p.max_rounds + 1):
                 if rnd == self.p.max_rounds:  # one more round: other classes fill the gap
                     short = np.maximum(need - have, 0)
@@ -224,13 +223,11 @@ class Generator:
                 t_all = np.resize(
                     missing[torch.randperm(len(missing), generator=self.gen).numpy()], n)
                 chunks = range(0, n, self.p.batch)
-                task = bar.add_task(f"{self.algorithm} round {rnd + 1}",
-                                    total=self.p.steps * len(chunks)) \
-                    if bar is not None else None
+                task.update(completed=0, total=self.p.steps * len(chunks),
+                            detail=f"round {rnd + 1}, {int(have.sum())}/{int(need.sum())} kept")
                 for lo in chunks:
                     t = t_all[lo:lo + self.p.batch]
-                    x = self.optimize(t, (lambda: bar.advance(task)) if bar is not None
-                                      else None)
+                    x = self.optimize(t, task.advance)
                     q = self.grid.to_int(x)
                     xf = self.grid.to_float(q)
                     m = margins_of(self.model.logits(xf), t)
@@ -273,15 +270,6 @@ class Generator:
         )
 
 
-def _progress(enabled: bool):
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}"
-                    "/{task.total} steps"), TimeElapsedColumn(), transient=True)
-
-
 def check_count(count: int, flag: str = "count") -> int:
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
         raise InputError(f"{flag} must be an integer from 1 to {MAX_COUNT}, got {count!r}")
@@ -289,7 +277,8 @@ def check_count(count: int, flag: str = "count") -> int:
 
 
 def generate(model: Model, algorithm: str, count: int, seed: int = 0,
-             params: GenParams | None = None, progress: bool = False) -> FingerprintSet:
+             params: GenParams | None = None, progress: Progress | None = None
+             ) -> FingerprintSet:
     """A fingerprint set of `count` examples of `model` (labels balanced).
 
     `boundary` needs the deployed model (a golden graph): see `fingerprint.boundary`."""
@@ -297,7 +286,7 @@ def generate(model: Model, algorithm: str, count: int, seed: int = 0,
 
 
 def generate_pair(model: Model, algorithm: str, count: int, challenge: int = 0, seed: int = 0,
-                  params=None, progress: bool = False
+                  params=None, progress: Progress | None = None
                   ) -> tuple[FingerprintSet, FingerprintSet | None]:
     """An embedded set of `count` examples and, when `challenge` > 0, a disjoint challenge set
     of that many, from one run: no quantized input of one appears in the other."""
@@ -310,7 +299,8 @@ def generate_pair(model: Model, algorithm: str, count: int, challenge: int = 0, 
 
         if params is not None and not isinstance(params, BoundaryParams):
             raise InputError("boundary generation takes BoundaryParams")
-        return generate_boundary(model, count, challenge, seed, params, progress)
+        with (progress or Progress(None)).task("boundary vectors"):
+            return generate_boundary(model, count, challenge, seed, params, progress)
     if params is not None and not isinstance(params, GenParams):
         raise InputError(f"{algorithm} generation takes GenParams")
     fs = Generator(model, algorithm, params or GenParams(), seed).run(count + challenge,

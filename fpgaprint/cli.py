@@ -51,8 +51,11 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI, mapping fpgaprint errors onto the contract's exit codes."""
+    from fpgaprint.core.liblog import library_output
+
     try:
-        rv = cli.main(args=argv, standalone_mode=False)
+        with library_output():  # library warnings never reach the terminal
+            rv = cli.main(args=argv, standalone_mode=False)
     except FpgaprintError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import socket
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from fpgaprint.core.cliopts import check_port_url
 from fpgaprint.core.errors import InputError
+from fpgaprint.core.progress import Progress
 from fpgaprint.harness.db import DatabaseUnavailable, Journal, ResultStore
 from fpgaprint.harness.verdict import NO_VERDICT, BoardOutcome, overall
 from fpgaprint.harness.verify import LinkSettings, Plan, verify_board
@@ -83,7 +85,7 @@ def accept(
     plans = {p: plan_for(p) for p in ports}
     done: dict[str, BoardOutcome] = {}
     result = AcceptResult(run_id, NO_VERDICT, [])
-    progress = _Progress(ports, {p: len(plans[p].order) for p in ports}, console)
+    progress = Progress(console)
     t0 = time.time()
 
     def spool(entry: dict[str, Any], what: str, e: Exception) -> None:
@@ -97,10 +99,13 @@ def accept(
             result.unsaved.append(what)
             result.db_error += f"; journal {journal.path}: {je.strerror or je}"
 
-    with progress, ThreadPoolExecutor(max_workers=len(ports), thread_name_prefix="board") as ex:
+    with progress, ExitStack() as stack, \
+            ThreadPoolExecutor(max_workers=len(ports), thread_name_prefix="board") as ex:
+        boards = _Boards(progress, ports, {p: len(plans[p].order) for p in ports})
+        stack.callback(boards.close)
         futures: dict[Future, str] = {
             ex.submit(verify_board, p, pkg, plans[p], settings, client_factory,
-                      progress.advancer(p)): p
+                      boards.advancer(p)): p
             for p in ports
         }
         pending = set(futures)
@@ -117,7 +122,7 @@ def accept(
                 except (DatabaseUnavailable, InputError) as e:
                     spool({"kind": "result", "outcome": outcome.to_dict()}, port, e)
                 done[port] = outcome
-                progress.finish(outcome, committed=port not in result.spooled + result.unsaved)
+                boards.finish(outcome, committed=port not in result.spooled + result.unsaved)
     result.outcomes = [done[p] for p in ports]
     statuses = [o.status for o in result.outcomes]
     try:
@@ -133,43 +138,23 @@ def accept(
     return result
 
 
-class _Progress:
-    """Live rich progress: one bar per board, its verdict once committed (no-op without console)."""
+class _Boards:
+    """One progress task per board (`fpgaprint.core.progress`), ended with its verdict."""
 
-    def __init__(self, ports: list[str], totals: dict[str, int], console: "Console | None"):
-        self.bars = None
-        self.tasks: dict[str, Any] = {}
-        if console is None:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    def __init__(self, progress: Progress, ports: list[str], totals: dict[str, int]):
+        self.stacks = {p: ExitStack() for p in ports}
+        self.tasks = {p: self.stacks[p].enter_context(progress.task(f"board {p}", totals[p]))
+                      for p in ports}
 
-        self.bars = Progress(
-            TextColumn("{task.fields[port]:<24}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[verdict]}"), console=console, transient=False,
-        )
-        for p in ports:
-            self.tasks[p] = self.bars.add_task(p, total=totals[p], port=p, verdict="running")
-
-    def __enter__(self) -> "_Progress":
-        if self.bars is not None:
-            self.bars.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bars is not None:
-            self.bars.stop()
-
-    def advancer(self, port: str) -> Callable[[int], None] | None:
-        if self.bars is None:
-            return None
-        return lambda n: self.bars.advance(self.tasks[port], n)
+    def advancer(self, port: str) -> Callable[[int], None]:
+        return lambda n: self.tasks[port].advance(n, line=False)
 
     def finish(self, o: BoardOutcome, committed: bool = True) -> None:
-        if self.bars is None:
-            return
-        from fpgaprint.harness.reports import STYLE
-
-        style = STYLE.get(o.status, "")
         serial = f" {o.serial}" if o.serial else ""
         where = "committed" if committed else "spooled to the journal"
-        self.bars.update(self.tasks[o.port], verdict=f"[{style}]{o.status}[/]{serial} ({where})")
+        self.tasks[o.port].update(detail=f"{o.status}{serial} ({where})", line=False)
+        self.stacks[o.port].close()
+
+    def close(self) -> None:
+        for stack in self.stacks.values():
+            stack.close()

@@ -16,11 +16,15 @@ import click
 import numpy as np
 
 from fpgaprint.core.cliopts import (
+    FPSET,
+    PACKAGE,
     Number,
     OutputPath,
     check_port_url,
     distinct_outputs,
+    option,
     seconds,
+    stderr_console,
     trust_options,
     warn,
 )
@@ -41,7 +45,7 @@ def _path(ctx, param, value: str | None) -> Path | None:
 
 
 _common = [
-    click.option("--package", "package", required=True, callback=_path, metavar="PKG",
+    click.option("--package", "package", required=True, callback=_path, metavar=PACKAGE,
                  help="deployment package (directory or .tar.gz)"),
     click.option("--timeout", type=seconds(), default=_DEFAULTS.timeout, show_default=True,
                  metavar="SECONDS",
@@ -54,11 +58,11 @@ _common = [
     click.option("--batch", type=Number(int, 1, MAX_BATCH), default=DEFAULT_BATCH,
                  show_default=True, help="vectors per INFER/CHALLENGE request"),
     click.option("--baud", type=Number(int, 50, 100_000_000), default=_DEFAULTS.baud,
-                 show_default=True, help="line rate of the board's serial port"),
+                 show_default=True, metavar="BAUD", help="line rate of the board's serial port"),
     click.option("--deadline", type=seconds(), default=None, metavar="SECONDS",
                  help="seconds one board's verification may take [default: 20 + 10x the line "
                       "time of the vectors + 0.1 per vector]"),
-    click.option("--challenge", default=None, callback=_path, metavar="FP.npz",
+    click.option("--challenge", default=None, callback=_path, metavar=FPSET,
                  help="verifier-held fingerprint set (.npz) for a challenge instead of the "
                       "embedded vectors; must share no input with the package"),
     trust_options,
@@ -117,12 +121,12 @@ def _port(ctx, param, value: str) -> str:
               help="pyserial URL of the board (/dev/ttyUSB0, /dev/pts/N, socket://HOST:PORT, "
                    "rfc2217://HOST:PORT)")
 @common
-@click.option("--report", type=OutputPath(), default=None,
-              help="write the per-vector JSON report here")
+@option("--json", "json_out", type=OutputPath(), default=None, old=("--report",),
+        help="write the per-vector JSON report here")
 @click.option("--junit", type=OutputPath(), default=None,
               help="write a JUnit XML report here")
 def verify(port, package, timeout, retries, batch, baud, deadline, challenge, trusted_key,
-           allow_unsigned, allow_unpinned, report, junit) -> None:
+           allow_unsigned, allow_unpinned, json_out, junit) -> None:
     """Verify one board against its deployment package and give the verdict."""
     from rich.console import Console
 
@@ -130,18 +134,21 @@ def verify(port, package, timeout, retries, batch, baud, deadline, challenge, tr
     from fpgaprint.harness.reports import verify_report, verify_summary, write_verify_junit
     from fpgaprint.harness.verify import challenge_plan, selftest_plan, verify_board
 
-    distinct_outputs(**{"--report": report, "--junit": junit})
+    distinct_outputs(**{"--json": json_out, "--junit": junit})
     settings = LinkSettings(timeout, retries, batch, baud, deadline)
     with _load(package, trusted_key, allow_unsigned, allow_unpinned) as pkg:
         plan = challenge_plan(pkg, challenge, _rng()) if challenge else selftest_plan(pkg)
         outcome = verify_board(port, pkg, plan, settings)
     errors = _write_reports([
-        ("--report", report, lambda: write_json(report, verify_report(outcome), sort_keys=False)),
+        ("--json", json_out,
+         lambda: write_json(json_out, verify_report(outcome), sort_keys=False)),
         ("--junit", junit, lambda: write_verify_junit(junit, outcome)),
     ])
-    Console(highlight=False).print(verify_summary(outcome))
     for line in errors:
         click.echo(f"error: {line}", err=True)
+    if outcome.unreachable:  # no board reached: one line, no table of unanswered checks
+        raise LinkError(outcome.reason)
+    Console(highlight=False).print(verify_summary(outcome))
     _raise_for(outcome.status, outcome.reason)
 
 
@@ -224,7 +231,7 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge, t
         station = station or default_station()
         if ports:
             result = run_accept(ports, pkg, plan_for, store, station, settings,
-                                console=console, journal=spool, run_id=run_id)
+                                console=stderr_console(), journal=spool, run_id=run_id)
         else:  # a resumed run whose boards all have results: only close it
             from fpgaprint.harness.accept import AcceptResult
 

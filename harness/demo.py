@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from fpgaprint.core.progress import Progress
 from fpgaprint.hw_targets.served import ServedBoard
 
 console = Console()
@@ -59,7 +60,7 @@ def main() -> None:
 
     def stage(title: str, fn):
         t0 = time.perf_counter()
-        with console.status(title):
+        with Progress(console) as progress, progress.task(title):
             detail = fn()
         rows.append((title, detail, time.perf_counter() - t0))
         console.print(f"[green]✓[/] {title}: {detail}")
@@ -96,7 +97,7 @@ def main() -> None:
         with log.open("a") as err, ServedBoard(pkg, "--trusted-key", pub, *faults,
                                                stderr=err) as board:
             proc = fpgaprint("verify", "--port", board.port, "--package", pkg,
-                             "--trusted-key", pub, "--report", out / f"verify-{name}.json",
+                             "--trusted-key", pub, "--json", out / f"verify-{name}.json",
                              "--junit", out / f"verify-{name}.xml", check_codes=(0, 1, 3),
                              log=log)
         verdicts[name] = proc.returncode

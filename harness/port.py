@@ -10,13 +10,14 @@ backend for what it supports and otherwise polls, so every URL works the same wa
 from __future__ import annotations
 
 import logging
+import os
 import select
 import time
 from collections import deque
 
 import serial
 
-from fpgaprint.core.errors import LinkError
+from fpgaprint.core.errors import LinkError, PortUnavailable
 from fpgaprint.hw_targets import protocol as P
 
 log = logging.getLogger("fpgaprint.client")
@@ -69,7 +70,7 @@ class BoardPort:
         except NotImplementedError:
             raise
         except (serial.SerialException, ValueError, OSError) as e:
-            raise LinkError(f"cannot open board port {self.url}: {e}") from None
+            raise PortUnavailable(f"cannot open board port {self.url}: {os_reason(e)}") from None
 
     def close(self) -> None:
         if self._ser is not None:
@@ -141,3 +142,14 @@ class BoardPort:
             item = self.next_frame(deadline)
             if not isinstance(item, P.ProtocolError):
                 return item
+
+
+def os_reason(e: BaseException) -> str:
+    """The operating system's reason behind a pyserial error, said once: pyserial wraps the
+    OSError and repeats the port in its own text."""
+    seen, last = e, e
+    while seen is not None:
+        if isinstance(seen, OSError) and isinstance(seen.errno, int):
+            return os.strerror(seen.errno)
+        last, seen = seen, seen.__cause__ or seen.__context__
+    return str(last) or type(last).__name__

@@ -191,6 +191,7 @@ class BoardOutcome:
     phases_s: dict[str, float] = field(default_factory=dict)  # "identity", "vectors" seconds
     deadline_s: float | None = None  # the verification's overall deadline
     trust: dict[str, Any] | None = None  # the package's trust (pinned/unpinned/unsigned)
+    unreachable: bool = False  # the port could not be opened: no board was reached
 
     @property
     def serial(self) -> str | None:

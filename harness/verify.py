@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from fpgaprint.core.errors import InputError, LinkError, VerdictFail
+from fpgaprint.core.errors import InputError, LinkError, PortUnavailable, VerdictFail
 from fpgaprint.core.grid import InputGrid
 from fpgaprint.harness.verdict import (
     FAIL,
@@ -235,6 +235,7 @@ def verify_board(
     nonces: list[str] = []
     ident: CheckResult | None = None
     link_error: str | None = None
+    unreachable = False
     bound: CheckResult | None = None
     phases: dict[str, float] = {}  # seconds of the HELLO exchange and of the vectors
     try:
@@ -253,6 +254,8 @@ def verify_board(
                     run_plan(client, plan, answers, settings.batch, nonces, on_batch)
                 finally:
                     phases["vectors"] = time.perf_counter() - t1
+    except PortUnavailable as e:
+        link_error, unreachable = str(e), True
     except LinkError as e:
         link_error = str(e)
     except VerdictFail as e:  # a challenge answer not bound to its nonce and inputs
@@ -265,7 +268,9 @@ def verify_board(
         extra = [ident] if bound is None else [ident, bound]
         verdict = decide(plan.expected, answers, plan.policy, extra_checks=extra)
     status, reason = verdict.status, verdict.reason
-    if link_error and verdict.status == NO_VERDICT and "HELLO" not in reason:
+    if unreachable:  # the one reason: nothing was sent, so nothing else is worth saying
+        reason = link_error
+    elif link_error and verdict.status == NO_VERDICT and "HELLO" not in reason:
         reason = f"link error: {link_error}; {reason}"
     if verdict.marginal:  # a pass the interval does not support: no confident verdict
         status = NO_VERDICT
@@ -278,4 +283,5 @@ def verify_board(
         duration_s=time.perf_counter() - t0, nonce=",".join(nonces) or None, phases_s=phases,
         deadline_s=deadline,
         trust=None if verification is None else verification.trust_record(),
+        unreachable=unreachable,
     )

@@ -9,7 +9,7 @@ import threading
 
 import click
 
-from fpgaprint.core.cliopts import Number, OutputPath, trust_options, warn
+from fpgaprint.core.cliopts import PACKAGE, Number, OutputPath, trust_options, warn
 from fpgaprint.core.errors import InputError
 
 _LINK_FAULTS = "Link faults (board side of the line)"
@@ -66,7 +66,7 @@ def _port(ctx, param, value: str | None) -> str | None:
 
 
 @board.command()
-@click.argument("package")
+@click.argument("package", metavar=PACKAGE)
 @click.option("--port", "port_url", metavar="URL", callback=_port,
               help="Where to serve: pty:// (a new pseudo-terminal) or socket://HOST:PORT "
                    "(port 0: any free port).")
@@ -82,7 +82,7 @@ def _port(ctx, param, value: str | None) -> str | None:
 @click.option("--serial", "serial_number", metavar="SN", callback=_serial,
               help="Board serial number to report.")
 @trust_options
-@click.option("--baud", type=Number(int, 10, 100_000_000), metavar="B",
+@click.option("--baud", type=Number(int, 10, 100_000_000), metavar="BAUD",
               help=f"{_LINK_FAULTS}: 8N1 line rate (baud/10 bytes/s).")
 @click.option("--noise-ber", type=Number(float, 0.0), default=0.0,
               help="Bit error rate of board output.")
@@ -100,7 +100,7 @@ def _port(ctx, param, value: str | None) -> str | None:
               help="Flip one memory bit (repeatable).")
 @click.option("--stuck-at", multiple=True, metavar="LAYER:INDEX:BIT:0|1",
               callback=_check_stuck, help="Hold one memory bit at 0 or 1 (repeatable).")
-@click.option("--swap-model", metavar="OTHER", help="Answer with another package's model.")
+@click.option("--swap-model", metavar=PACKAGE, help="Answer with another package's model.")
 @click.option("--replay", is_flag=True, help="Answer with stored self-test answers.")
 @click.option("--log", "log_file", type=OutputPath(), metavar="FILE",
               help="Write the board's log (requests, errors, faults) to FILE.")

@@ -151,7 +151,7 @@ def test_verify_passes_and_a_flipped_bit_fails_over_a_pty(pkg, changing_flip, ru
     with ServedBoard(path, "--pty", *common) as good, \
             ServedBoard(path, "--pty", *common, "--flip", f"{key}:{index}:{bit}") as bad:
         code, out, err = run_cli("verify", "--port", good.port, "--package", path,
-                                 "--trusted-key", pub, "--report", tmp_path / "good.json")
+                                 "--trusted-key", pub, "--json", tmp_path / "good.json")
         assert code == 0, out + err
         assert "PASS" in out + err
         code, out, err = run_cli("verify", "--port", bad.port, "--package", path,

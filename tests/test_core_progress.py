@@ -45,3 +45,33 @@ def test_terminal_gets_bars_not_lines():
         with p.task("train", total=2) as t:
             t.advance(detail="epoch 1")
     assert not re.search(r"^\d\d:\d\d:\d\d ", buf.getvalue(), re.M)
+
+
+class _Clocked(io.StringIO):
+    """Records when each line was written."""
+
+    def __init__(self):
+        super().__init__()
+        self.times: list[float] = []
+
+    def write(self, s: str) -> int:
+        self.times += [time.monotonic()] * s.count("\n")
+        return super().write(s)
+
+
+def test_silence_never_reaches_the_heartbeat():
+    out = _Clocked()
+    console = Console(file=out, force_terminal=False, width=200)
+    with Progress(console, heartbeat=1.0) as p, p.task("long step"):
+        time.sleep(3.5)
+    gaps = [b - a for a, b in zip(out.times, out.times[1:])]
+    # a beat is due a poll (0.25 s) before the silence reaches 1 s; 0.5 s of slack for a
+    # loaded machine's thread scheduling
+    assert len(gaps) >= 3 and max(gaps) < 1.0 + 0.5, gaps
+
+
+def test_heartbeat_from_the_environment(monkeypatch):
+    monkeypatch.setenv("FPGAPRINT_HEARTBEAT_S", "2.5")
+    assert Progress(None).heartbeat == 2.5
+    monkeypatch.setenv("FPGAPRINT_HEARTBEAT_S", "nonsense")
+    assert Progress(None).heartbeat == 10.0

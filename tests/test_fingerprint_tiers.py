@@ -191,7 +191,7 @@ def test_generate_options_are_range_checked(ckpts, run_cli, tmp_path, args, mess
 
 
 def test_cli_threads_and_confidence_are_range_checked(ckpts, run_cli, tmp_path):
-    code, _, err = run_cli("fingerprint", "--threads", "0", "check", ckpts / "src.pt", "x")
+    code, _, err = run_cli("fingerprint", "check", ckpts / "src.pt", "x", "--threads", "0")
     assert code == 2 and "--threads: expected an integer from 1 to 256" in err
     code, _, err = run_cli("fingerprint", "check", ckpts / "src.pt", "x", "--confidence", "1")
     assert code == 2 and "--confidence: expected a number from 0.5 to 0.999" in err
@@ -277,7 +277,7 @@ def test_verify_reports_a_marginal_pass_as_no_verdict(digits_build, make_package
     pkg = make_package("digits-mlp", tmp_path / "pkg", threshold=k / n)  # rate == threshold
     with ServedBoard(pkg, "--pty", "--trusted-key", keypair[1]) as board:
         code, out, err = run_cli("verify", "--port", board.port, "--package", pkg,
-                                 "--trusted-key", keypair[1], "--report", tmp_path / "r.json")
+                                 "--trusted-key", keypair[1], "--json", tmp_path / "r.json")
     assert code == 3, out + err
     assert "NO_VERDICT" in out and "MARGINAL" in out and "95 % interval [" in out
     assert f"threshold {k / n:.3f}" in out and "no confident verdict" in err

@@ -81,15 +81,17 @@ def _expected_vectors(url: str) -> dict[tuple[str, int], tuple[int, int, int]]:
 def test_two_concurrent_stations_into_postgresql_are_aggregated(digits_package, keypair,
                                                                pg_schema, run_cli, tmp_path):
     pkg, pub = digits_package, keypair[1]
-    with served_boards((pkg, "--serial", "A1"), (pkg, "--serial", "A2", "--flip-bits", "20",
-                                                 "--seed", "3"),
-                       (pkg, "--serial", "B1"), (pkg, "--serial", "B2", "--hang-after", "1")
+    pin = ("--trusted-key", pub)
+    with served_boards((pkg, *pin, "--serial", "A1"),
+                       (pkg, *pin, "--serial", "A2", "--flip-bits", "20", "--seed", "3"),
+                       (pkg, *pin, "--serial", "B1"),
+                       (pkg, *pin, "--serial", "B2", "--hang-after", "1")
                        ) as (a1, a2, b1, b2):
         procs = [_accept(pkg, pub, pg_schema, "station-a", [a1.port, a2.port]),
                  _accept(pkg, pub, pg_schema, "station-b", [b1.port, b2.port])]
         outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [1, 3], outs  # a FAIL at a, no verdict at b
-    with served_boards((pkg, "--serial", "B2")) as (b2_again,):  # B2 on a good link
+    with served_boards((pkg, *pin, "--serial", "B2")) as (b2_again,):  # B2 on a good link
         retry = _accept(pkg, pub, pg_schema, "station-b", [b2_again.port])
         out = retry.communicate(timeout=300)[0]
     assert retry.returncode == 0, out

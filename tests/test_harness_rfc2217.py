@@ -118,7 +118,7 @@ def test_verify_over_rfc2217_gives_pass_and_fail(rfc2217_board, run_cli, digits_
                                                  keypair, tmp_path):
     healthy, flipped = rfc2217_board(), rfc2217_board("--flip-bits", "50", "--seed", "2")
     code, out, err = run_cli("verify", "--port", healthy, "--package", digits_package,
-                             "--trusted-key", keypair[1], "--report", tmp_path / "r.json")
+                             "--trusted-key", keypair[1], "--json", tmp_path / "r.json")
     assert code == 0 and "verdict: PASS" in out, out + err
     code, out, err = run_cli("verify", "--port", flipped, "--package", digits_package,
                              "--trusted-key", keypair[1])

@@ -144,7 +144,7 @@ def test_a_resigned_package_is_refused_unless_its_signer_is_pinned(
         code, _, err = verify(run_cli, evil, keypair[1], b.port)
         assert code == 2 and "not by the trusted key" in err
         code, out, err = run_cli("verify", "--port", b.port, "--package", evil,
-                                 "--allow-unpinned", "--report", tmp_path / "r.json")
+                                 "--allow-unpinned", "--json", tmp_path / "r.json")
     assert code == 0  # what the attacker wanted, now said loudly and recorded
     assert err.startswith("warning: package signer ") and "NOT pinned" in err
     rep = json.loads((tmp_path / "r.json").read_text())
@@ -253,16 +253,16 @@ def test_an_unwritable_report_never_hides_a_fail(run_cli, digits_package, keypai
                      "--seed", "2") as b:
         monkeypatch.setattr(atomic, "write_json", full_disk)
         code, out, err = verify(run_cli, digits_package, keypair[1], b.port,
-                                "--report", tmp_path / "r.json", "--junit", tmp_path / "j.xml")
+                                "--json", tmp_path / "r.json", "--junit", tmp_path / "j.xml")
     assert code == 1 and "verdict: FAIL" in out
     lines = err.strip().splitlines()
-    assert lines[0] == (f"error: --report {tmp_path / 'r.json'}: the report could not be "
+    assert lines[0] == (f"error: --json {tmp_path / 'r.json'}: the report could not be "
                         "written (No space left on device)")
     assert lines[1].startswith("error: verdict FAIL: exact:")
     assert (tmp_path / "j.xml").is_file()  # the other report was written
 
 
-@pytest.mark.parametrize("flag", ["--report", "--junit"])
+@pytest.mark.parametrize("flag", ["--json", "--junit"])
 def test_output_paths_are_checked_before_any_board_is_touched(run_cli, digits_package, keypair,
                                                               tmp_path, flag):
     (tmp_path / "file").write_text("x")
@@ -289,7 +289,7 @@ def test_output_paths_are_checked_before_any_board_is_touched(run_cli, digits_pa
     (["--retries", "1.5"], "--retries '1.5': not an integer"),
     (["--batch", "0"], "--batch '0': must be >= 1 and <= 4096"),
     (["--baud", "0"], "--baud '0': must be >= 50"),
-    (["--report", "{tmp}/r.json", "--junit", "{tmp}/r.json"], "--junit {tmp}/r.json: same file as"),
+    (["--json", "{tmp}/r.json", "--junit", "{tmp}/r.json"], "--junit {tmp}/r.json: same file as"),
     (["--trusted-key", "{tmp}"], "--trusted-key"),
     (["--challenge", ""], "--challenge '': empty path"),
 ])
