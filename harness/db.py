@@ -35,6 +35,7 @@ from sqlalchemy import (
     create_engine,
     func,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import (
@@ -75,6 +76,19 @@ def _locked(e: BaseException) -> bool:
     code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     text = _reason(e).lower()
     return code in _PG_TRANSIENT or "locked" in text or "busy" in text
+
+
+SCHEMA_LOCK = 0x6670_6770  # the advisory lock under which a station creates the tables
+
+
+def _create_tables(engine: Engine) -> None:
+    """Create missing tables. On PostgreSQL under an advisory lock: stations that start at
+    once into a new database would otherwise collide in the catalog (CREATE TABLE IF NOT
+    EXISTS is not atomic there)."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK})
+        Base.metadata.create_all(conn)
 
 
 def _utc(ts: float | None = None) -> dt.datetime:
@@ -178,7 +192,7 @@ class ResultStore:
             raise InputError(f"--db {url!r}: not a usable database URL ({e})") from None
         self.url = parsed.render_as_string(hide_password=True)
         try:
-            self._retry("open", lambda: Base.metadata.create_all(self.engine), _locked)
+            self._retry("open", lambda: _create_tables(self.engine), _locked)
         except DatabaseUnavailable:
             raise
         except OperationalError as e:

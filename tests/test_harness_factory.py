@@ -172,3 +172,30 @@ def test_since_accepts_dates_and_ages():
     assert parse_since("2026-11-01T08:00+01:00", now).utcoffset() == dt.timedelta(hours=1)
     with pytest.raises(InputError):
         parse_since("soon", now)
+
+
+@pytest.mark.postgres
+def test_stations_opening_a_new_postgresql_database_at_once_all_start(pg_schema):
+    """Eight stations create the tables of an empty database at the same moment: every one
+    opens it (the catalog would otherwise reject all but one CREATE TABLE)."""
+    import threading
+
+    from fpgaprint.harness.db import ResultStore
+
+    gate, errors, stores = threading.Barrier(8), [], []
+
+    def station() -> None:
+        gate.wait()
+        try:
+            stores.append(ResultStore(pg_schema))
+        except Exception as e:  # noqa: BLE001 - every failure is the finding
+            errors.append(e)
+
+    threads = [threading.Thread(target=station) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for s in stores:
+        s.close()
+    assert not errors and len(stores) == 8, errors
