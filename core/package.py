@@ -198,6 +198,22 @@ class Package:
         """The parsed selftest/policy.json."""
         return load_policy(self.dir)
 
+    def bist(self):
+        """The package's on-chip self-test (`core.bist.BistSpec` of hw/rtl/bist/bist.json), or
+        None when it has none."""
+        from fpgaprint.core.bist import BIST_JSON, BistSpec
+
+        if BIST_JSON not in (self.manifest.get("files") or {}):
+            return None
+        path = self.dir / BIST_JSON
+        if path.stat().st_size > 1 << 20:
+            raise InputError(f"{path}: larger than 1 MiB")
+        try:
+            d = json.loads(path.read_bytes())
+        except ValueError as e:
+            raise InputError(f"{path}: not valid JSON ({e})") from None
+        return BistSpec.from_dict(d, str(path))
+
 def check_io(io_: Any) -> dict[str, Any]:
     if not isinstance(io_, dict):
         raise InputError("package metadata 'io': expected a dict")

@@ -1,0 +1,123 @@
+"""The BIST top (`hw/rtl/bist/`) around the stitched accelerator, simulated with Verilator.
+
+`BistSim` is a `StitchedSim` of the BIST top: after every reset the power-on self-test runs
+to completion (`wait_done`), then normal traffic passes through to the accelerator with the
+same `run` as the bare design. The status registers are read over the AXI-lite slave, as
+firmware reads them (`registers`); `start` writes CONTROL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fpgaprint.compiler.rtlsim.design import StitchedDesign, StitchedSim
+from fpgaprint.compiler.rtlsim.errors import SimulationError
+from fpgaprint.core import bist as B
+from fpgaprint.core.errors import InputError
+
+AXI = "s_axi_bist"
+POLL = 1024  # cycles between polls of bist_done
+
+
+def load_spec(rtl_dir: str | Path) -> B.BistSpec:
+    import json
+
+    path = Path(rtl_dir) / "bist" / "bist.json"
+    if not path.is_file():
+        raise InputError(f"{Path(rtl_dir)}: no on-chip self-test (bist/bist.json missing)")
+    try:
+        return B.BistSpec.from_dict(json.loads(path.read_bytes()), str(path))
+    except ValueError as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+
+
+def bist_sources(rtl_dir: Path, spec: B.BistSpec) -> list[Path]:
+    from fpgaprint.compiler.bist.generate import SOURCES
+
+    return [Path(rtl_dir) / s for s in SOURCES]
+
+
+def build_bist(design: StitchedDesign, log_dir: str | Path | None = None,
+               extra_sources: list[Path] | None = None):
+    """The Verilator model of the BIST top with the design's sources (or `extra_sources`
+    standing in for `finn_design`)."""
+    from fpgaprint.compiler.bist.generate import TOP
+    from fpgaprint.compiler.rtlsim.verilator import build_library
+
+    spec = load_spec(design.dir)
+    srcs = list(extra_sources) if extra_sources is not None else design.verilator_sources()
+    return build_library(TOP, srcs + bist_sources(design.dir, spec),
+                         label=f"on-chip self-test top {TOP}", log_dir=log_dir)
+
+
+class BistSim(StitchedSim):
+    """The BIST top in Verilator: self-test after reset, then passthrough inference."""
+
+    def __init__(self, design: StitchedDesign, run_dir: str | Path | None = None, build=None):
+        self.spec = load_spec(design.dir)
+        super().__init__(design, run_dir, build or build_bist(design))
+        self.wait_done()
+
+    def reset(self) -> None:
+        super().reset()
+        self.wait_done()
+
+    def wait_done(self, max_cycles: int | None = None) -> int:
+        """Clock until the self-test raises bist_done; cycles waited."""
+        sim = self.sim
+        limit = max_cycles or (self.spec.predicted_cycles or 0) * 4 + 4 * (1 << 16) + 100_000
+        waited = 0
+        while not sim.get("bist_done"):
+            if waited >= limit:
+                raise SimulationError(f"{sim.name}: the on-chip self-test did not finish within "
+                                      f"{limit} cycles")
+            sim.step(POLL)
+            waited += POLL
+        return waited
+
+    # -- AXI-lite --------------------------------------------------------------------------
+    def read(self, offset: int) -> int:
+        """One 32-bit register read over the AXI-lite slave."""
+        sim = self.sim
+        sim.set(f"{AXI}_rready", 1)
+        sim.set(f"{AXI}_araddr", offset)
+        sim.set(f"{AXI}_arvalid", 1)
+        sim.eval()
+        for _ in range(16):
+            sim.step(1)
+            if sim.get(f"{AXI}_rvalid"):
+                value = sim.get(f"{AXI}_rdata")
+                sim.set(f"{AXI}_arvalid", 0)
+                sim.step(1)
+                return value
+        raise SimulationError(f"{sim.name}: no AXI-lite read answer at 0x{offset:02x}")
+
+    def write(self, offset: int, value: int) -> None:
+        sim = self.sim
+        sim.set(f"{AXI}_awaddr", offset)
+        sim.set(f"{AXI}_wdata", value)
+        sim.set(f"{AXI}_wstrb", 0xF)
+        sim.set(f"{AXI}_awvalid", 1)
+        sim.set(f"{AXI}_wvalid", 1)
+        sim.set(f"{AXI}_bready", 1)
+        sim.eval()
+        for _ in range(16):
+            accepted = sim.get(f"{AXI}_awready")
+            sim.step(1)
+            if accepted:
+                sim.set(f"{AXI}_awvalid", 0)
+                sim.set(f"{AXI}_wvalid", 0)
+                sim.step(1)
+                return
+        raise SimulationError(f"{sim.name}: AXI-lite write at 0x{offset:02x} not accepted")
+
+    def registers(self) -> dict[str, int]:
+        """Every readable register (lower-case names, `core.bist.RECORD_FIELDS`)."""
+        return {r.name.lower(): self.read(r.offset) for r in B.REGISTERS if r.access == "ro"}
+
+    def start(self) -> dict[str, int]:
+        """Run the self-test again (CONTROL.START) and return the registers once done."""
+        self.write(B.OFFSETS["CONTROL"], 1)
+        self.sim.step(2)
+        self.wait_done()
+        return self.registers()
