@@ -123,6 +123,13 @@ class BistSpec:
     predicted_cycles: int | None
     raw: dict
 
+    @property
+    def io(self):
+        """The accelerator's streams (`core.streams.DriverIO`) the ROM words are packed for."""
+        from fpgaprint.core.streams import DriverIO
+
+        return DriverIO.from_io_shape_dict(self.raw.get("io") or {}, "bist.json: io")
+
     @classmethod
     def from_dict(cls, d: Any, where: str = BIST_JSON) -> "BistSpec":
         if not isinstance(d, Mapping) or d.get("format") != FORMAT:
@@ -167,6 +174,18 @@ def expected_record(spec: BistSpec, cycles: int = 0) -> dict[str, int]:
             "fail_count": 0, "first_fail": NONE, "signature": spec.signature,
             "expected_signature": spec.signature, "cycles": cycles, "rom_crc": spec.rom_crc,
             "rom_crc_expected": spec.rom_crc}
+
+
+def emulate_raw(spec: BistSpec, raw: np.ndarray, golden_raw: np.ndarray,
+                cycles: int = 0) -> dict[str, int]:
+    """`emulate` for raw outputs (N, R) against the golden ones, packed as the accelerator
+    streams them."""
+    from fpgaprint.core.streams import pack_output
+
+    io = spec.io
+    nb = spec.out_width // 8
+    return emulate(spec, pack_output(np.asarray(raw), io).reshape(-1, nb),
+                   pack_output(np.asarray(golden_raw), io).reshape(-1, nb), cycles)
 
 
 def emulate(spec: BistSpec, out_words: np.ndarray, golden_words: np.ndarray,
