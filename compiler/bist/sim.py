@@ -50,17 +50,11 @@ def build_bist(design: StitchedDesign, log_dir: str | Path | None = None,
                          label=f"on-chip self-test top {TOP}", log_dir=log_dir)
 
 
-class BistSim(StitchedSim):
-    """The BIST top in Verilator: self-test after reset, then passthrough inference."""
+class BistRegisters:
+    """The BIST's pins and AXI-lite slave on a simulated top (`self.sim`, `self.spec`)."""
 
-    def __init__(self, design: StitchedDesign, run_dir: str | Path | None = None, build=None):
-        self.spec = load_spec(design.dir)
-        super().__init__(design, run_dir, build or build_bist(design))
-        self.wait_done()
-
-    def reset(self) -> None:
-        super().reset()
-        self.wait_done()
+    sim: object
+    spec: B.BistSpec
 
     def wait_done(self, max_cycles: int | None = None) -> int:
         """Clock until the self-test raises bist_done; cycles waited."""
@@ -121,3 +115,44 @@ class BistSim(StitchedSim):
         self.sim.step(2)
         self.wait_done()
         return self.registers()
+
+
+class BistSim(BistRegisters, StitchedSim):
+    """The BIST top in Verilator: self-test after reset, then passthrough inference."""
+
+    def __init__(self, design: StitchedDesign, run_dir: str | Path | None = None, build=None):
+        self.spec = load_spec(design.dir)
+        super().__init__(design, run_dir, build or build_bist(design))
+        self.wait_done()
+
+    def reset(self) -> None:
+        super().reset()
+        self.wait_done()
+
+
+class StandinBistSim(BistRegisters):
+    """The BIST top around a stand-in `finn_design` (`standin.write_standin`), for designs
+    without stitched RTL: tests the controller only."""
+
+    def __init__(self, rtl_dir: str | Path, standin: Path, run_dir: str | Path | None = None):
+        from fpgaprint.compiler.bist.generate import TOP
+        from fpgaprint.compiler.rtlsim.sim import VerilatedSim
+        from fpgaprint.compiler.rtlsim.verilator import build_library
+
+        rtl_dir = Path(rtl_dir)
+        self.spec = load_spec(rtl_dir)
+        build = build_library(TOP, [standin, *bist_sources(rtl_dir, self.spec)],
+                              label=f"on-chip self-test top {TOP} (stand-in accelerator)")
+        self.sim = VerilatedSim(build.library, run_dir=Path(run_dir or rtl_dir),
+                                name=f"{TOP} with a stand-in accelerator")
+        self.sim.reset("ap_rst_n", True, 16)
+        self.wait_done()
+
+    def close(self) -> None:
+        self.sim.close()
+
+    def __enter__(self) -> "StandinBistSim":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
