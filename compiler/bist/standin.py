@@ -28,7 +28,7 @@ def write_standin(rtl_dir: str | Path, spec: B.BistSpec, raw: np.ndarray) -> Pat
     (d / "standin_out.mem").write_text(hex_lines(words))
     iw, ow, total = spec.in_width, spec.out_width, spec.vectors * spec.out_words
     src = d / NAME
-    src.write_text(f"""// Test stand-in for finn_design (compiler/bist/standin.py): plays stored outputs.
+    src.write_text(f"""// Test stand-in for finn_design (compiler/bist/standin.py): stored outputs.
 module finn_design (
     input  logic            ap_clk,
     input  logic            ap_rst_n,
