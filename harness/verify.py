@@ -249,10 +249,12 @@ def verify_board(
             phases["identity"] = time.perf_counter() - t0
             ident = identity_check(expected_identity(pkg, _protocol_version()), identity)
             if ident.status != FAIL:
-                try:  # the board's own self-test result is informational: no verdict needs it
+                t_info = time.perf_counter()
+                try:  # the board's own power-on self-test; the onchip check reads its BIST
                     board_selftest = dict(client.info()).get("selftest")
                 except LinkError as e:
                     board_selftest = {"unavailable": str(e)}
+                phases["onchip"] = time.perf_counter() - t_info
                 t1 = time.perf_counter()
                 try:
                     run_plan(client, plan, answers, settings.batch, nonces, on_batch)

@@ -109,11 +109,13 @@ def test_verify_pass_reports_every_vector(art, tmp_path):
     assert len(vecs) == COUNT
     assert all(v["exact"] and v["raw_diff"] == 0 and v["answered"] for v in vecs)
     xml = JUnitXml.fromfile(str(tmp_path / "j.xml"))
-    assert [c.name for s in xml for c in s] == ["identity", "exact", "fingerprint"]
+    # the virtual board's on-chip self-test registers are emulated (no RTL there)
+    assert [c.name for s in xml for c in s] == ["identity", "exact", "fingerprint", "onchip"]
     assert {c.classname for s in xml for c in s} == {"fpgaprint.verify.SN-0001"}
     assert xml.failures == 0 and xml.errors == 0
     times = [c.time for s in xml for c in s]
     assert 0 < times[0] < times[1] == times[2] <= next(iter(xml)).time  # HELLO; the vectors
+    assert 0 < times[3] <= next(iter(xml)).time  # INFO: the power-on self-test
     assert_jenkins_junit(tmp_path / "j.xml")
 
 

@@ -155,3 +155,9 @@ class Backend(ABC):
 
     def close(self) -> None:
         self.package.close()
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
