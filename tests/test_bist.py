@@ -366,3 +366,28 @@ def test_bist_mode_is_validated(run_cli, tmp_path):
     cfg.write_text("bist: {mode: crc}\n")
     code, _, err = run_cli("build", "zoo:digits-mlp", "--out", tmp_path / "o", "--config", cfg)
     assert code == 2 and "bist.mode" in err and "exact" in err
+
+
+def test_build_fails_exit_1_when_the_healthy_design_does_not_pass(digits_build, tmp_path):
+    """A design whose memory image differs from the golden model's (the vectors' golden
+    outputs) does not PASS its own BIST: BistError, exit 1."""
+    from fpgaprint.compiler.bist import stage
+    from fpgaprint.compiler.config import BuildConfig
+    from fpgaprint.compiler.rtlsim.errors import BistError
+    from fpgaprint.core.boards import get_board
+
+    out = tmp_path / "out"
+    shutil.copytree(digits_build.out / "hw" / "rtl", out / "hw" / "rtl")
+    shutil.rmtree(out / "hw" / "rtl" / "bist", ignore_errors=True)
+    image = sorted((out / "hw" / "rtl" / "mem").rglob("MVAU_rtl_*memblock*.dat"))[-1]
+    lines = image.read_text().split()  # every weight word of the last layer altered
+    lines = [f"{int(ln, 16) ^ (1 << (4 * len(ln) - 1)):0{len(ln)}x}" for ln in lines]
+    image.write_text("\n".join(lines) + "\n")
+    report = json.loads(json.dumps(digits_build.result.report))
+    x = digits_build.inputs
+    raw = GoldenModel(digits_build.golden).run(x)[0]
+    with pytest.raises(BistError, match="does not PASS") as e:
+        stage.run(out, get_board("Pynq-Z1"), BuildConfig(), report, x, raw,
+                  lambda *a, **k: None)
+    assert e.value.exit_code == 1
+    assert report["bist"]["simulated"] and not report["bist"]["passed"]
