@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/flood.py --package $(DEMO)/package --trusted-key $(DEMO)/keys/signing.pub
 	$(BIN)/python bench/fingerprint.py
 	$(BIN)/python bench/rtlsim.py
+	$(BIN)/python bench/bist.py
 
 clean:
 	rm -rf build .pytest_cache
