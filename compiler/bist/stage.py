@@ -54,12 +54,24 @@ def run(out: Path, brd, config, report: dict, inputs: np.ndarray, raw: np.ndarra
 
         from fpgaprint.core.streams import DriverIO, io_shape_dict
 
-        io = DriverIO.from_io_shape_dict(
-            io_shape_dict(ModelWrapper(str(out / report["steps"][-1]["model"]))))
+        try:
+            io = DriverIO.from_io_shape_dict(
+                io_shape_dict(ModelWrapper(str(out / report["steps"][-1]["model"]))))
+        except InputError as e:  # no single-stream accelerator graph: nothing to wrap
+            report["bist"] = {"mode": mode, "generated": False, "simulated": False,
+                              "note": f"no on-chip self-test generated: {e}"}
+            log(f"on-chip self-test: {report['bist']['note']}")
+            return None, None
         predicted = None
     spec = generate(rtl, io, inputs, raw, mode, stitched=stitched, predicted_cycles=predicted)
     clock_ns = float(config.clock_ns or brd.clock_ns)
-    section = {"mode": mode, "vectors": n, "path": (RTL_DIR / "bist").as_posix(),
+    from fpgaprint.compiler.bist.generate import estimate
+
+    words_in, words_out = n * spec.in_words, n * spec.out_words
+    modes = {m: estimate(spec.in_width, spec.out_width, words_in, words_out, m == "exact")
+             for m in B.MODES}
+    section = {"mode": mode, "generated": True, "vectors": n,
+               "path": (RTL_DIR / "bist").as_posix(), "modes": modes,
                "rom_bits": spec.raw["rom_bits"], "resources": spec.raw["resources"],
                "signature": f"0x{spec.signature:08x}", "rom_crc": f"0x{spec.rom_crc:08x}",
                "predicted_cycles": predicted, "clock_ns": clock_ns, "simulated": False}
@@ -111,13 +123,17 @@ def summary(report: dict, console) -> None:
     b = report.get("bist")
     if not b:
         return
-    rom, res = b["rom_bits"], b["resources"]
-    detail = ("every output word: failing vectors counted, the first one named" if
-              b["mode"] == "exact" else "one CRC-32 of all outputs: pass/fail only")
-    console.print(f"on-chip self-test ({b['mode']}: {detail}): {b['vectors']} vectors, ROM "
-                  f"{rom['total']:,} bits (inputs {rom['inputs']:,}, expected outputs "
-                  f"{rom['expected']:,}); estimate BRAM_18K {res['BRAM_18K']}, LUT "
-                  f"{res['LUT']}, FF {res['FF']}")
+    if not b.get("generated"):
+        console.print(f"on-chip self-test: {b.get('note')}")
+        return
+    detail = {"exact": "every output word: failing vectors counted, the first one named",
+              "signature": "one CRC-32 of all outputs: pass or fail only"}
+    for m, e in b["modes"].items():
+        rom, res = e["rom_bits"], e["resources"]
+        console.print(f"on-chip self-test {m}{' (built)' if m == b['mode'] else ''}: ROM "
+                      f"{rom['total']:,} bits (inputs {rom['inputs']:,}, expected outputs "
+                      f"{rom['expected']:,}), BRAM_18K {res['BRAM_18K']}, LUT {res['LUT']}, "
+                      f"FF {res['FF']}; {detail[m]}")
     if b.get("simulated"):
         console.print(f"on-chip self-test in Verilator: {'PASS' if b['passed'] else 'FAIL'}, "
                       f"signature {b['signature_measured']}, {b['measured_cycles']:,} cycles "
