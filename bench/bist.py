@@ -65,7 +65,8 @@ def main() -> None:
         predicted = round(st["latency_cycles"] + (len(x) - 1) * st["ii_cycles"])
         for mode in ("exact", "signature"):
             design = StitchedDesign(out / "hw" / "rtl")
-            spec = generate(design.dir, design.io, x, raw, mode, predicted_cycles=predicted)
+            spec = generate(design.dir, design.io, x, raw, mode, predicted_cycles=predicted,
+                            latency_cycles=st["latency_cycles"])
             t0 = time.perf_counter()
             build = build_bist(design)
             t1 = time.perf_counter()

@@ -170,7 +170,8 @@ def make_package(compiled, keypair):
             st = c.result.report["rtl"]["stitched"]
             generate(out / "hw" / "rtl", StitchedDesign(out / "hw" / "rtl").io, c.inputs, raw,
                      bist, predicted_cycles=round(st["latency_cycles"] + (len(c.inputs) - 1)
-                                                  * st["ii_cycles"]))
+                                                  * st["ii_cycles"]),
+                     latency_cycles=st["latency_cycles"])
         for rel, data in (hw or {}).items():
             (out / "hw").mkdir(exist_ok=True)
             (out / "hw" / rel).write_bytes(data)

@@ -342,7 +342,7 @@ def test_controller_against_a_stand_in_accelerator(digits_build, tmp_path):
     x = digits_build.inputs[:12]
     raw = GoldenModel(digits_build.golden).run(x)[0]
     spec, regs = stage.run(out, get_board("Pynq-Z1"), BuildConfig(), report, x, raw,
-                           lambda *a, **k: None)
+                           lambda *a, **k: None, digits_build.golden)
     assert regs is None and not spec.stitched and not report["bist"]["simulated"]
     assert "not simulated here" in report["bist"]["note"]
     assert report["estimates"]["resources_total"]["BRAM_18K"] >= \
@@ -368,6 +368,17 @@ def test_controller_against_a_stand_in_accelerator(digits_build, tmp_path):
         regs = sim.registers()
     assert (regs["fail_count"], regs["first_fail"]) == (2, 5)
     assert onchip_check(regs, spec).status == FAIL
+    # an accelerator that stops answering ends in TIMEOUT after the watchdog, never hangs
+    from fpgaprint.compiler.bist.generate import generate
+
+    spec = generate(rtl, spec.io, x, raw, "exact", stitched=False, latency_cycles=100)
+    write_standin(rtl, spec, raw, stop_after=4)
+    with StandinBistSim(rtl, src) as sim:
+        regs = sim.registers()
+    st = B.decode_status(regs["status"])
+    assert st["done"] and st["timeout"] and not st["pass"]
+    c = onchip_check(regs, spec)
+    assert c.status == FAIL and "timed out" in c.detail
 
 
 def test_bist_mode_is_validated(run_cli, tmp_path):
@@ -397,6 +408,6 @@ def test_build_fails_exit_1_when_the_healthy_design_does_not_pass(digits_build, 
     raw = GoldenModel(digits_build.golden).run(x)[0]
     with pytest.raises(BistError, match="does not PASS") as e:
         stage.run(out, get_board("Pynq-Z1"), BuildConfig(), report, x, raw,
-                  lambda *a, **k: None)
+                  lambda *a, **k: None, digits_build.golden)
     assert e.value.exit_code == 1
     assert report["bist"]["simulated"] and not report["bist"]["passed"]

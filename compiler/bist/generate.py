@@ -36,7 +36,7 @@ HDL = Path(__file__).with_name("hdl")
 TOP = "fpgaprint_bist_top"
 CTRL = "bist_ctrl.sv"
 SOURCES = (f"bist/{CTRL}", f"bist/{TOP}.sv")
-WATCHDOG = 1 << 16  # cycles without an output word before the run ends in TIMEOUT
+WATCHDOG = 1 << 24  # default cycles without an output word before a run ends in TIMEOUT
 LUTROM_BITS = 1024  # smaller ROMs become LUTs, larger ones block RAM
 
 
@@ -153,7 +153,7 @@ module {TOP} (
   bist_ctrl #(
       .N_VEC({spec['vectors']}), .IN_WORDS({spec['in_words']}), .OUT_WORDS({spec['out_words']}),
       .IN_W({iw}), .OUT_W({ow}), .OUT_BITS({spec['out_bits']}), .EXACT(EXACT),
-      .WATCHDOG({WATCHDOG})
+      .WATCHDOG({spec['watchdog_cycles']})
   ) controller (
       .clk(ap_clk), .rst_n(ap_rst_n), .start(bist_start || start_reg),
       .acc_in_tdata(bist_in_tdata), .acc_in_tvalid(bist_in_tvalid),
@@ -213,6 +213,12 @@ endmodule
 """
 
 
+def watchdog(latency_cycles: int | None) -> int:
+    if not latency_cycles:
+        return WATCHDOG
+    return max(4096, 1 << math.ceil(math.log2(8 * int(latency_cycles))))
+
+
 def io_dict(io: DriverIO) -> dict:
     """`io` as FINN's io_shape_dict (what `DriverIO.from_io_shape_dict` reads)."""
     return {"idt": [f"DataType['{io.idt}']"], "odt": [f"DataType['{io.odt}']"],
@@ -223,9 +229,12 @@ def io_dict(io: DriverIO) -> dict:
 
 def generate(rtl_dir: str | Path, io: DriverIO, inputs: np.ndarray, golden_raw: np.ndarray,
              mode: str = "exact", stitched: bool = True,
-             predicted_cycles: int | None = None) -> B.BistSpec:
+             predicted_cycles: int | None = None,
+             latency_cycles: int | None = None) -> B.BistSpec:
     """Write `rtl_dir/bist/` for the vectors `inputs` (N, ...) on the input grid and their
-    golden raw outputs (N, R); returns its description."""
+    golden raw outputs (N, R); returns its description. The watchdog allows 8x the
+    accelerator's latency (`latency_cycles`, at least 4096) without an output word, else
+    WATCHDOG."""
     if mode not in B.MODES:
         raise InputError(f"bist.mode {mode!r}: expected one of {list(B.MODES)}")
     inputs = np.asarray(inputs)
@@ -262,7 +271,8 @@ def generate(rtl_dir: str | Path, io: DriverIO, inputs: np.ndarray, golden_raw: 
         "in_width": 8 * in_nb, "out_words": out_words, "out_width": 8 * out_nb,
         "out_bits": out_bits, "signature": f"0x{signature:08x}", "rom_crc": f"0x{rom_crc:08x}",
         "stitched": bool(stitched), "predicted_cycles": predicted_cycles,
-        "top": TOP, "sources": list(SOURCES), "files": files, "watchdog_cycles": WATCHDOG,
+        "top": TOP, "sources": list(SOURCES), "files": files,
+        "watchdog_cycles": watchdog(latency_cycles),
         "io": io_dict(io),
         **est,
     }

@@ -59,7 +59,8 @@ class BistRegisters:
     def wait_done(self, max_cycles: int | None = None) -> int:
         """Clock until the self-test raises bist_done; cycles waited."""
         sim = self.sim
-        limit = max_cycles or (self.spec.predicted_cycles or 0) * 4 + 4 * (1 << 16) + 100_000
+        limit = max_cycles or (2 * (self.spec.predicted_cycles or 0)
+                               + 2 * int(self.spec.raw.get("watchdog_cycles") or 0) + 100_000)
         waited = 0
         while not sim.get("bist_done"):
             if waited >= limit:

@@ -25,15 +25,40 @@ from fpgaprint.core import bist as B
 RTL_DIR = Path("hw/rtl")
 
 
+HW_DOMAIN = "finn.custom_op.fpgadataflow"
+KEEP_ORDER = ("Reshape", "Flatten")
+
+
+def accelerator_inputs(golden_path: Path, x: np.ndarray) -> np.ndarray:
+    """The vectors as the accelerator's first layer receives them: the golden graph's
+    host-side head (e.g. CNV's NCHW -> NHWC Transpose) applied, one vector at a time."""
+    from qonnx.core.onnx_exec import execute_onnx
+
+    from fpgaprint.core.golden import GoldenModel
+
+    g = GoldenModel(golden_path)
+    nodes = list(g.model.graph.node)
+    first = next(i for i, n in enumerate(nodes) if n.domain.startswith(HW_DOMAIN))
+    head = nodes[:first]
+    if all(n.op_type in KEEP_ORDER for n in head):
+        return np.asarray(x)
+    name = nodes[first].input[0]
+    x = np.asarray(x).reshape((-1, *g.input_shape[1:]))
+    return np.stack([np.asarray(execute_onnx(
+        g.model, {g.input_name: row[None].astype(np.float32)}, return_full_exec_context=True,
+        start_node=head[0], end_node=head[-1])[name]) for row in x]).reshape(len(x), -1)
+
+
 def cycle_tolerance(predicted: int) -> int:
     """Allowed |measured - predicted| cycles."""
     return max(16, predicted // 100)
 
 
 def run(out: Path, brd, config, report: dict, inputs: np.ndarray, raw: np.ndarray,
-        log) -> tuple[B.BistSpec, dict | None]:
-    """Generate, estimate, fit-check and (stitched designs) simulate the BIST; returns its
-    description and the simulated registers (None when not simulated)."""
+        log, golden_path: Path | None = None) -> tuple[B.BistSpec, dict | None]:
+    """Generate, estimate, fit-check and (stitched designs) simulate the BIST for the
+    package's vectors `inputs` (the golden model's input) and their golden raw outputs;
+    returns its description and the simulated registers (None when not simulated)."""
     from fpgaprint.compiler.bist.generate import generate
     from fpgaprint.compiler.rtlsim.design import DESIGN_JSON, StitchedDesign
     from fpgaprint.core.boards import check_resources
@@ -63,7 +88,9 @@ def run(out: Path, brd, config, report: dict, inputs: np.ndarray, raw: np.ndarra
             log(f"on-chip self-test: {report['bist']['note']}")
             return None, None
         predicted = None
-    spec = generate(rtl, io, inputs, raw, mode, stitched=stitched, predicted_cycles=predicted)
+    acc_in = accelerator_inputs(golden_path or out / "model" / "golden.onnx", inputs)
+    spec = generate(rtl, io, acc_in, raw, mode, stitched=stitched, predicted_cycles=predicted,
+                    latency_cycles=st.get("latency_cycles") if stitched else None)
     clock_ns = float(config.clock_ns or brd.clock_ns)
     from fpgaprint.compiler.bist.generate import estimate
 

@@ -19,9 +19,11 @@ from fpgaprint.core.streams import pack_output
 NAME = "standin_finn_design.sv"
 
 
-def write_standin(rtl_dir: str | Path, spec: B.BistSpec, raw: np.ndarray) -> Path:
+def write_standin(rtl_dir: str | Path, spec: B.BistSpec, raw: np.ndarray,
+                  stop_after: int | None = None) -> Path:
     """`rtl_dir/bist/standin_finn_design.sv` and `standin_out.mem` answering with the raw
-    outputs `raw` (N, R); returns the source path."""
+    outputs `raw` (N, R), or only the first `stop_after` vectors (a hung accelerator);
+    returns the source path."""
     d = Path(rtl_dir) / "bist"
     nb = spec.out_width // 8
     words = pack_output(np.asarray(raw, np.int64), spec.io).reshape(-1, nb)
@@ -42,12 +44,13 @@ module finn_design (
   localparam int IN_WORDS = {spec.in_words};
   localparam int OUT_WORDS = {spec.out_words};
   localparam int TOTAL = {total};
+  localparam int ANSWER = {spec.vectors if stop_after is None else int(stop_after)};
   logic [{ow - 1}:0] outs[TOTAL];
   initial $readmemh("bist/standin_out.mem", outs);
-  logic [31:0] in_cnt, out_cnt, addr, pending;
+  logic [31:0] in_cnt, out_cnt, addr, pending, answered;
   wire in_fire = s_axis_0_tvalid && s_axis_0_tready;
   wire out_fire = m_axis_0_tvalid && m_axis_0_tready;
-  wire vec_in = in_fire && in_cnt == IN_WORDS - 1;
+  wire vec_in = in_fire && in_cnt == IN_WORDS - 1 && answered < ANSWER;
   wire vec_out = out_fire && out_cnt == OUT_WORDS - 1;
   assign s_axis_0_tready = ap_rst_n;
   assign m_axis_0_tvalid = pending != 0;
@@ -58,8 +61,10 @@ module finn_design (
       out_cnt <= '0;
       addr <= '0;
       pending <= '0;
+      answered <= '0;
     end else begin
-      if (in_fire) in_cnt <= vec_in ? '0 : in_cnt + 1;
+      if (in_fire) in_cnt <= in_cnt == IN_WORDS - 1 ? '0 : in_cnt + 1;
+      if (vec_in) answered <= answered + 1;
       if (out_fire) begin
         out_cnt <= vec_out ? '0 : out_cnt + 1;
         addr <= addr + 1 < TOTAL ? addr + 1 : 0;
