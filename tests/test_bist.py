@@ -411,3 +411,30 @@ def test_build_fails_exit_1_when_the_healthy_design_does_not_pass(digits_build, 
                   lambda *a, **k: None, digits_build.golden)
     assert e.value.exit_code == 1
     assert report["bist"]["simulated"] and not report["bist"]["passed"]
+
+
+def test_the_bist_counts_in_the_board_fit(digits_build, tmp_path):
+    """A board with room for the accelerator but not for its ROM refuses the design (exit 2)."""
+    import dataclasses
+
+    from fpgaprint.compiler.bist import stage
+    from fpgaprint.compiler.config import BuildConfig
+    from fpgaprint.core.boards import get_board
+
+    out = tmp_path / "out"
+    report = json.loads(json.dumps(digits_build.result.report))
+    (out / "model" / "steps").mkdir(parents=True)
+    last = report["steps"][-1]["model"]
+    shutil.copy2(digits_build.out / last, out / last)
+    acc = report["estimates"]["resources_total"]
+    pynq = get_board("Pynq-Z1")
+    small = dataclasses.replace(pynq, resources={**pynq.resources,
+                                                 "BRAM_18K": int(acc["BRAM_18K"]) + 1})
+    x = digits_build.inputs
+    raw = GoldenModel(digits_build.golden).run(x)[0]
+    with pytest.raises(InputError, match="with its on-chip self-test does not fit") as e:
+        stage.run(out, small, BuildConfig(), report, x, raw, lambda *a, **k: None,
+                  digits_build.golden)
+    assert e.value.exit_code == 2
+    assert report["estimates"]["resources_total"]["BRAM_18K"] == \
+        acc["BRAM_18K"] + report["bist"]["resources"]["BRAM_18K"]
