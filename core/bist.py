@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -163,6 +164,22 @@ class BistSpec:
                    num("in_width", 8, MAX_WORD_BITS), num("out_words", 1, 1 << 24), out_width,
                    num("out_bits", 1, out_width), crc("signature"), crc("rom_crc"),
                    bool(d.get("stitched")), pred, dict(d))
+
+
+def load_spec(path: str | Path) -> BistSpec:
+    """A `bist.json` file, bounded and validated."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no on-chip self-test description")
+    if path.stat().st_size > 1 << 20:
+        raise InputError(f"{path}: larger than 1 MiB")
+    try:
+        d = json.loads(path.read_bytes())
+    except ValueError as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+    return BistSpec.from_dict(d, str(path))
 
 
 def expected_record(spec: BistSpec, cycles: int = 0) -> dict[str, int]:

@@ -201,18 +201,11 @@ class Package:
     def bist(self):
         """The package's on-chip self-test (`core.bist.BistSpec` of hw/rtl/bist/bist.json), or
         None when it has none."""
-        from fpgaprint.core.bist import BIST_JSON, BistSpec
+        from fpgaprint.core.bist import BIST_JSON, load_spec
 
         if BIST_JSON not in (self.manifest.get("files") or {}):
             return None
-        path = self.dir / BIST_JSON
-        if path.stat().st_size > 1 << 20:
-            raise InputError(f"{path}: larger than 1 MiB")
-        try:
-            d = json.loads(path.read_bytes())
-        except ValueError as e:
-            raise InputError(f"{path}: not valid JSON ({e})") from None
-        return BistSpec.from_dict(d, str(path))
+        return load_spec(self.dir / BIST_JSON)
 
 def check_io(io_: Any) -> dict[str, Any]:
     if not isinstance(io_, dict):

@@ -13,40 +13,29 @@ from pathlib import Path
 from fpgaprint.compiler.rtlsim.design import StitchedDesign, StitchedSim
 from fpgaprint.compiler.rtlsim.errors import SimulationError
 from fpgaprint.core import bist as B
-from fpgaprint.core.errors import InputError
 
 AXI = "s_axi_bist"
 POLL = 1024  # cycles between polls of bist_done
 
 
 def load_spec(rtl_dir: str | Path) -> B.BistSpec:
-    import json
-
-    path = Path(rtl_dir) / "bist" / "bist.json"
-    if not path.is_file():
-        raise InputError(f"{Path(rtl_dir)}: no on-chip self-test (bist/bist.json missing)")
-    try:
-        return B.BistSpec.from_dict(json.loads(path.read_bytes()), str(path))
-    except ValueError as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
+    """The BIST description of a `hw/rtl/` folder."""
+    return B.load_spec(Path(rtl_dir) / "bist" / "bist.json")
 
 
-def bist_sources(rtl_dir: Path, spec: B.BistSpec) -> list[Path]:
+def bist_sources(rtl_dir: str | Path) -> list[Path]:
     from fpgaprint.compiler.bist.generate import SOURCES
 
     return [Path(rtl_dir) / s for s in SOURCES]
 
 
-def build_bist(design: StitchedDesign, log_dir: str | Path | None = None,
-               extra_sources: list[Path] | None = None):
-    """The Verilator model of the BIST top with the design's sources (or `extra_sources`
-    standing in for `finn_design`)."""
+def build_bist(design: StitchedDesign, log_dir: str | Path | None = None):
+    """The Verilator model of the BIST top with the stitched design's sources."""
     from fpgaprint.compiler.bist.generate import TOP
     from fpgaprint.compiler.rtlsim.verilator import build_library
 
-    spec = load_spec(design.dir)
-    srcs = list(extra_sources) if extra_sources is not None else design.verilator_sources()
-    return build_library(TOP, srcs + bist_sources(design.dir, spec),
+    load_spec(design.dir)
+    return build_library(TOP, design.verilator_sources() + bist_sources(design.dir),
                          label=f"on-chip self-test top {TOP}", log_dir=log_dir)
 
 
@@ -142,7 +131,7 @@ class StandinBistSim(BistRegisters):
 
         rtl_dir = Path(rtl_dir)
         self.spec = load_spec(rtl_dir)
-        build = build_library(TOP, [standin, *bist_sources(rtl_dir, self.spec)],
+        build = build_library(TOP, [standin, *bist_sources(rtl_dir)],
                               label=f"on-chip self-test top {TOP} (stand-in accelerator)")
         self.sim = VerilatedSim(build.library, run_dir=Path(run_dir or rtl_dir),
                                 name=f"{TOP} with a stand-in accelerator")
