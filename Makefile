@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/fingerprint.py
 	$(BIN)/python bench/rtlsim.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/bist.py
 
 clean:
 	rm -rf build .pytest_cache

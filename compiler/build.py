@@ -157,7 +157,7 @@ def build_model(
                                  "; ".join(m for lv, m in findings if lv == "fail"))
             report["vivado"] = vivado.run_or_explain(out, brd, config, log)
             if fp is not None:
-                _package(out, brd, config, fp, result, key, allow_unsigned, tar, bd)
+                _package(out, brd, config, fp, result, key, allow_unsigned, tar, bd, log)
             report["status"] = "ok"
         except FpgaprintError as e:
             report["status"] = "failed"
@@ -345,7 +345,7 @@ def _check_key(key, allow_unsigned: bool) -> None:
 
 
 def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar: bool,
-             bd=None) -> None:
+             bd=None, log=None) -> None:
     """Embed the fingerprint (and the boundary tier) as self-test vectors, then write the
     signed manifest."""
     from fpgaprint.compiler.package import finalize_package, write_selftest
@@ -379,7 +379,18 @@ def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar:
         policy = Policy(("exact", "fingerprint", "boundary"), float(fp.threshold), len(bd))
         extra = {"boundary_sha256": bd.sha256(), "boundary_source_sha256": bd.source_sha256}
     raw, _, labels = golden.run(inputs)
-    own = evaluate(raw, labels, {"golden_raw": raw, "expected_labels": expected}, policy)
+    # the on-chip self-test over the same vectors; part of the policy where the deployed
+    # hardware is this RTL (a Vivado bitstream does not carry it yet)
+    from fpgaprint.compiler.bist import stage as bist_stage
+
+    bist, onchip = bist_stage.run(out, brd, config, report, inputs, raw,
+                                  log or (lambda *a, **k: None), result.golden_path)
+    has_bit = (out / "hw").is_dir() and any((out / "hw").glob("*.bit"))
+    if onchip is not None and not has_bit:
+        policy = Policy((*policy.checks, "onchip"), policy.fingerprint_threshold,
+                        policy.boundary_count)
+    own = evaluate(raw, labels, {"golden_raw": raw, "expected_labels": expected}, policy,
+                   onchip=onchip, bist=bist)
     match = own.match_rate
     if not own.passed:
         raise InputError(f"the compiled model would fail its own self-test: {own.reason}")

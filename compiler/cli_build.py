@@ -78,6 +78,9 @@ def train(model: str, out: str, seed: int, epochs: int | None) -> None:
               help="Clock period in ns [default: the board's].")
 @click.option("--impl-style", type=click.Choice(["auto", "rtl", "hls"]),
               help="FINN+ RTL or HLS variant of each layer (default auto: RTL where it exists).")
+@click.option("--bist-mode", type=click.Choice(["exact", "signature"]),
+              help="On-chip self-test ROM: every golden output word, or their CRC-32 only "
+                   "(config bist.mode) [default: exact].")
 @click.option("--samples", "equivalence_samples", type=click.IntRange(1, 100_000),
               help="Vectors run through every stage for the equivalence checks.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1),
@@ -111,7 +114,10 @@ def build(model, board, out, fingerprint, boundary, config_path, key, allow_unsi
 
     console = stderr_console()
     check_output_path(out, "--out", directory=True)
+    bist_mode = overrides.pop("bist_mode", None)
     cfg = BuildConfig.load(config_path, **overrides)
+    if bist_mode is not None:
+        cfg.bist = cfg.bist.model_copy(update={"mode": bist_mode})
     res = build_model(model, board, Path(out), cfg, fingerprint=fingerprint, key=key, tar=tar,
                       allow_unsigned=allow_unsigned,
                       console=console, boundary=boundary)

@@ -27,6 +27,16 @@ def _alias(name: str) -> AliasChoices:
     return AliasChoices(name, *finn)
 
 
+class BistOptions(BaseModel):
+    """The on-chip self-test generated from the package's vectors (`bist:` in build.yaml)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+    mode: Literal["exact", "signature"] = Field(
+        "exact", description="exact: the ROM holds every golden output word (per-vector "
+        "FAIL_COUNT and FIRST_FAIL); signature: only their CRC-32 (fewer ROM bits)")
+
+
 class BuildConfig(BaseModel):
     """Every value is checked on construction and assignment; unknown keys are errors."""
 
@@ -56,6 +66,8 @@ class BuildConfig(BaseModel):
     zoo_epochs: int | None = Field(None, ge=0, le=10_000,
                                    description="zoo:NAME models: override the training epochs")
     resource_warn: float = Field(0.8, gt=0, le=1)
+    bist: BistOptions = Field(default_factory=BistOptions,
+                              description="on-chip self-test options (bist.mode)")
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides) -> "BuildConfig":
@@ -101,8 +113,7 @@ def describe(err: ValidationError, where: str = "") -> str:
     """One line naming the first bad key, its value and what was expected."""
     e = err.errors()[0]
     key = ".".join(str(x) for x in e["loc"] if not isinstance(x, int)) or "?"
-    key = key.split(".")[0]
-    field = BuildConfig.model_fields.get(key)
+    field = BuildConfig.model_fields.get(key.split(".")[0])
     expected = _TYPES.get(e["type"])
     if expected is None:
         expected = e["msg"][0].lower() + e["msg"][1:]

@@ -30,6 +30,9 @@ def summary(report: dict, console, out=None) -> None:
     from fpgaprint.compiler.rtlsim.stage import summary as rtl_summary
 
     rtl_summary(report, console)  # layers, implementation, rtlsim, stitched cycles per frame
+    from fpgaprint.compiler.bist.stage import summary as bist_summary
+
+    bist_summary(report, console)  # on-chip self-test: exact vs signature, simulated result
     steps = report.get("steps", [])
     reused = [s["name"] for s in steps if s.get("skipped")]
     console.print(f"{len(steps)} steps in {report.get('seconds', 0):.1f} s"

@@ -198,6 +198,15 @@ class Package:
         """The parsed selftest/policy.json."""
         return load_policy(self.dir)
 
+    def bist(self):
+        """The package's on-chip self-test (`core.bist.BistSpec` of hw/rtl/bist/bist.json), or
+        None when it has none."""
+        from fpgaprint.core.bist import BIST_JSON, load_spec
+
+        if BIST_JSON not in (self.manifest.get("files") or {}):
+            return None
+        return load_spec(self.dir / BIST_JSON)
+
 def check_io(io_: Any) -> dict[str, Any]:
     if not isinstance(io_, dict):
         raise InputError("package metadata 'io': expected a dict")

@@ -11,7 +11,10 @@ Checks:
   match rate's Clopper-Pearson interval is reported; a pass whose interval straddles the
   threshold is flagged ``marginal`` (callers never present it as a plain PASS);
 - ``boundary`` (fragile tier): the board's label equals the *deployed* model's label on every
-  vector of the boundary tier; one differing label is FAIL.
+  vector of the boundary tier; one differing label is FAIL;
+- ``onchip``: the accelerator's own self-test (BIST, `core.bist`) ran to completion over the
+  package's vectors from its ROM and reports PASS, an intact ROM and the golden output
+  signature the package records; packages built with a BIST carry it.
 
 A set of N vectors holds the fingerprint tier first and the boundary tier (the last
 ``boundary_count`` vectors) after it; the exact check covers both.
@@ -36,7 +39,7 @@ PASS = "PASS"
 FAIL = "FAIL"
 NO_VERDICT = "NO_VERDICT"
 EXIT_CODES = {PASS: 0, FAIL: 1, NO_VERDICT: 3}
-CHECKS = ("exact", "fingerprint", "boundary")
+CHECKS = ("exact", "fingerprint", "boundary", "onchip")
 CONFIDENCE = 0.95  # of the match rate's Clopper-Pearson interval
 MAX_BOUNDARY = 1_000_000  # bound on the boundary tier's size read from a policy
 
@@ -260,6 +263,51 @@ def boundary_check(expected_labels: np.ndarray, labels: np.ndarray, answered: np
     return CheckResult("boundary", status, detail, matches, failed, missing, extra), match
 
 
+def onchip_check(record: Mapping[str, Any] | None, spec) -> CheckResult:
+    """The board's BIST registers (`core.bist.RECORD_FIELDS`, or None when it reported none)
+    against the package's BIST description `spec` (a `core.bist.BistSpec`)."""
+    from fpgaprint.core import bist
+
+    if record is None:
+        return CheckResult("onchip", NO_VERDICT, "the board reported no on-chip self-test")
+    try:
+        r = bist.check_record(record)
+    except InputError as e:
+        return CheckResult("onchip", FAIL, str(e), failed=1)
+    st = bist.decode_status(r["status"])
+    regs = {k: (f"0x{v:08x}" if k in ("signature", "expected_signature", "rom_crc",
+                                      "rom_crc_expected", "id") else v) for k, v in r.items()}
+    extra = {"registers": regs, "mode": spec.mode, "cycles": r["cycles"],
+             "first_fail": None if r["first_fail"] == bist.NONE else r["first_fail"]}
+    n = spec.vectors
+
+    def fail(detail: str) -> CheckResult:
+        return CheckResult("onchip", FAIL, detail, 0, 1, 0, extra)
+
+    if st["timeout"]:
+        return fail(f"the on-chip self-test timed out after {r['cycles']} cycles (the "
+                    "accelerator stopped answering)")
+    if not st["done"]:
+        return CheckResult("onchip", NO_VERDICT, "the on-chip self-test has not finished",
+                           0, 0, n, extra)
+    if r["vectors"] != n or r["expected_signature"] != spec.signature \
+            or r["rom_crc_expected"] != spec.rom_crc or st["signature_mode"] != (
+                spec.mode == "signature"):
+        return fail(f"the on-chip ROM is not this package's ({r['vectors']} vectors, expected "
+                    f"signature 0x{r['expected_signature']:08x}; the package's BIST has {n}, "
+                    f"0x{spec.signature:08x})")
+    if not st["rom_ok"] or r["rom_crc"] != r["rom_crc_expected"]:
+        return fail(f"the on-chip self-test ROM is corrupted (CRC-32 0x{r['rom_crc']:08x}, "
+                    f"stored 0x{r['rom_crc_expected']:08x})")
+    if r["fail_count"] or r["signature"] != spec.signature or not st["pass"]:
+        where = (f"first failing vector {r['first_fail']}" if r["first_fail"] != bist.NONE
+                 else "first failing vector unknown in signature mode")
+        return fail(f"on-chip self-test FAIL: {r['fail_count']} failing, {where}; signature "
+                    f"0x{r['signature']:08x}, expected 0x{spec.signature:08x}")
+    return CheckResult("onchip", PASS, f"on-chip self-test PASS: {n}/{n} vectors ({spec.mode}), "
+                       f"signature 0x{r['signature']:08x}, {r['cycles']} cycles", n, 0, 0, extra)
+
+
 def combine(checks: list[CheckResult]) -> tuple[str, str]:
     """Overall status and reason from the checks."""
     if not checks:
@@ -275,7 +323,8 @@ def evaluate(raw: np.ndarray | None, labels: np.ndarray, vectors: Mapping[str, n
              policy: Policy, answered: np.ndarray | None = None,
              raw_ok: np.ndarray | None = None,
              extra_checks: list[CheckResult] | None = None,
-             confidence: float = CONFIDENCE) -> Evaluation:
+             confidence: float = CONFIDENCE, onchip: Mapping[str, Any] | None = None,
+             bist=None) -> Evaluation:
     """Apply the policy's checks to a board's answers for N vectors.
 
     `vectors` holds ``expected_labels`` (N,) and, for the exact check, ``golden_raw`` (N, R);
@@ -283,7 +332,9 @@ def evaluate(raw: np.ndarray | None, labels: np.ndarray, vectors: Mapping[str, n
     are the deployed model's. `answered` marks the vectors that have an answer (default:
     all); `raw_ok` those whose raw answer has the expected width (default: as answered).
     `extra_checks` (identity, binding…) take part in the overall status. `confidence` is the
-    level of the fingerprint match rate's interval.
+    level of the fingerprint match rate's interval. `onchip` is the board's BIST register
+    record (None: not reported) and `bist` the package's `core.bist.BistSpec`, both for the
+    ``onchip`` check.
     """
     expected = np.asarray(vectors["expected_labels"], dtype=np.int64).reshape(-1)
     n = len(expected)
@@ -322,6 +373,10 @@ def evaluate(raw: np.ndarray | None, labels: np.ndarray, vectors: Mapping[str, n
             c, label_ok[bd] = boundary_check(expected[bd], labels[bd], answered[bd])
             checked[bd] = True
             checks.append(c)
+    if "onchip" in policy.checks:
+        if bist is None:
+            raise InputError("onchip check requested but the package describes no BIST")
+        checks.append(onchip_check(onchip, bist))
     status, reason = combine(checks)
     return Evaluation(status, reason, checks, diff, label_ok,
                       None if label_ok is None else checked, policy.boundary_count)

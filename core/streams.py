@@ -135,3 +135,13 @@ def io_shape_dict(model) -> dict[str, Any]:
         "oshape_folded": [list(ofold)],
         "oshape_packed": [[int(d) for d in pack(gen_finn_dt_tensor(odt, ofold), odt).shape]],
     }
+
+
+def pack_output(raw: np.ndarray, io: DriverIO) -> np.ndarray:
+    """Raw outputs (B, R) -> the uint8 words the accelerator streams out (the inverse of
+    `unpack_output` after `unfold_output`)."""
+    b = raw.shape[0]
+    folded = np.asarray(raw).reshape(io.batched("oshape_folded", b)).astype(np.float32)
+    packed = _packing().finnpy_to_packed_bytearray(
+        folded, datatype(io.odt), reverse_inner=True, reverse_endian=True)
+    return np.ascontiguousarray(packed, dtype=np.uint8)

@@ -32,6 +32,7 @@ MIN_BOARD_PAYLOAD = 256
 MAX_TEXT = 256
 HEX64 = re.compile(r"[0-9a-f]{64}")
 IDENTITY_TEXT = ("board", "serial", "backend", "name")
+BIST_SOURCES = ("rtl", "mmio", "emulated")  # where a board's BIST registers come from
 SELFTEST_FIELDS = ("passed", "count", "exact_mismatches", "label_matches", "checks", "seconds")
 
 
@@ -220,6 +221,13 @@ class BoardClient:
         if not isinstance(st, dict):
             return {"unavailable": "malformed self-test record"}
         out = {}
+        try:
+            out["bist"] = P.check_bist_registers(st.get("bist"))
+        except P.ProtocolError as e:
+            raise LinkError(f"board at {self.url} broke the protocol: self-test {e}") from None
+        src = st.get("bist_source")
+        if isinstance(src, str) and src in BIST_SOURCES:
+            out["bist_source"] = src
         for key in SELFTEST_FIELDS:
             v = st.get(key)
             if isinstance(v, bool) or (_int(v) and abs(v) < 2**53) or (

@@ -127,17 +127,24 @@ def make_test(
     ]
     if exact:
         verify_measures.append(htf.Measurement("verify_exact_failed").equals(0))
+    onchip = "onchip" in st_plan.policy.checks
+    if onchip:
+        verify_measures.append(htf.Measurement("verify_onchip").equals(PASS).doc(
+            "the board's on-chip self-test (BIST registers)"))
 
     @htf.measures(*verify_measures)
     @htf.plug(board=plug)
     def verify(test: htf.TestApi, board: BoardPlug) -> None:
         answers = board.run(st_plan, batch_size, raw_width(pkg) if exact else None)
-        v = decide(st_plan.expected, answers, st_plan.policy)
+        regs = (board.info().get("selftest") or {}).get("bist") if onchip else None
+        v = decide(st_plan.expected, answers, st_plan.policy, onchip=regs, bist=st_plan.bist)
         test.measurements.verify_answered = int(answers.answered.sum())
         test.measurements.verify_verdict = v.status
         test.measurements.verify_match_rate = v.match_rate
         if exact:
             test.measurements.verify_exact_failed = v.check("exact").failed
+        if onchip:
+            test.measurements.verify_onchip = v.check("onchip").status
         test.attach("verify.json", _json(v.to_dict()), "application/json")
 
     phases = [identify, power_on_selftest, verify]

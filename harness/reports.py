@@ -97,7 +97,8 @@ def _board_suite(outcome: BoardOutcome, kind: str, name: str, serial: str,
                  properties: dict[str, Any]) -> TestSuite:
     """One board's testsuite: its properties and one testcase per check (`link` when no check
     ran). A testcase's time is that of the exchange its evidence came from: HELLO for
-    `identity`, the vectors for `exact`, `fingerprint` and `binding`."""
+    `identity`, INFO (the power-on self-test's registers) for `onchip`, the vectors for `exact`,
+    `fingerprint` and `binding`."""
     suite = TestSuite(name)
     props = {"serial": outcome.serial, "port": outcome.port, "package_id": outcome.package_id,
              "package_name": outcome.package_name, "mode": outcome.mode,
@@ -120,6 +121,7 @@ def _board_suite(outcome: BoardOutcome, kind: str, name: str, serial: str,
     phases = outcome.phases_s
     for c in checks:
         seconds = (phases.get("identity", outcome.duration_s) if c.name == "identity"
+                   else phases.get("onchip", 0.0) if c.name == "onchip"
                    else phases.get("vectors", 0.0))
         case = TestCase(c.name, classname=classname, time=round(seconds, 3))
         text = _check_text(outcome, c)

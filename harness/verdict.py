@@ -124,8 +124,11 @@ def decide(
     answers: Answers,
     policy: Policy,
     extra_checks: list[CheckResult] | None = None,
+    onchip: Mapping[str, Any] | None = None,
+    bist: Any = None,
 ) -> Verdict:
-    """Apply the policy's checks (`core.selftest.evaluate`) and add the per-vector rows."""
+    """Apply the policy's checks (`core.selftest.evaluate`) and add the per-vector rows;
+    `onchip`: the board's BIST registers, `bist`: the package's BistSpec (onchip check)."""
     n = len(expected)
     if answers.n != n:
         raise ValueError(f"answers for {answers.n} vectors, expected {n}")
@@ -133,7 +136,7 @@ def decide(
     if expected.golden_raw is not None:
         vectors["golden_raw"] = expected.golden_raw
     ev = evaluate(answers.raw, answers.labels, vectors, policy, answers.answered,
-                  answers.raw_ok, extra_checks)
+                  answers.raw_ok, extra_checks, onchip=onchip, bist=bist)
     diff, label_ok, checked = ev.raw_diff, ev.label_ok, ev.label_checked
     first_boundary = n - ev.boundary_count
     vectors_out = []

@@ -58,6 +58,7 @@ class Plan:
     expected: Expected
     policy: Policy
     order: np.ndarray  # the sending order (a permutation of range(N))
+    bist: Any = None  # the package's on-chip self-test (core.bist.BistSpec), onchip check
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,12 @@ def selftest_plan(pkg: "Package") -> Plan:
     policy = Policy.from_dict(pkg.policy(), where=f"{pkg.dir}: selftest/policy.json")
     expected = Expected(v["expected_labels"], v["golden_raw"], v["golden_labels"])
     n = len(expected)
+    bist = pkg.bist()
+    if "onchip" in policy.checks and bist is None:
+        raise InputError(f"{pkg.dir}: the policy has the onchip check but the package has no "
+                         "on-chip self-test (hw/rtl/bist/bist.json)")
     return Plan("selftest", np.asarray(v["inputs"], dtype=np.int64), expected, policy,
-                np.arange(n))
+                np.arange(n), bist)
 
 
 def challenge_plan(pkg: "Package", fp_path: str | Path, rng: np.random.Generator) -> Plan:
@@ -245,10 +250,12 @@ def verify_board(
             phases["identity"] = time.perf_counter() - t0
             ident = identity_check(expected_identity(pkg, _protocol_version()), identity)
             if ident.status != FAIL:
-                try:  # the board's own self-test result is informational: no verdict needs it
+                t_info = time.perf_counter()
+                try:  # the board's own power-on self-test; the onchip check reads its BIST
                     board_selftest = dict(client.info()).get("selftest")
                 except LinkError as e:
                     board_selftest = {"unavailable": str(e)}
+                phases["onchip"] = time.perf_counter() - t_info
                 t1 = time.perf_counter()
                 try:
                     run_plan(client, plan, answers, settings.batch, nonces, on_batch)
@@ -266,7 +273,9 @@ def verify_board(
         verdict = Verdict(FAIL, ident.detail, [ident], [])
     else:
         extra = [ident] if bound is None else [ident, bound]
-        verdict = decide(plan.expected, answers, plan.policy, extra_checks=extra)
+        onchip = (board_selftest or {}).get("bist") if "onchip" in plan.policy.checks else None
+        verdict = decide(plan.expected, answers, plan.policy, extra_checks=extra,
+                         onchip=onchip, bist=plan.bist)
     status, reason = verdict.status, verdict.reason
     if unreachable:  # the one reason: nothing was sent, so nothing else is worth saying
         reason = link_error

@@ -35,6 +35,18 @@ def _check_stuck(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
     return values
 
 
+def _check_rom_flips(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
+    from fpgaprint.hw_targets.faults import parse_rom_flip
+
+    for v in values:
+        _split(v, 2, "WORD:BIT", "--bist-rom-flip")
+        try:
+            parse_rom_flip(v)
+        except InputError as e:
+            raise InputError(f"--bist-rom-flip {v!r}: {e}") from None
+    return values
+
+
 def _setup_logging(log_file: str | None) -> None:
     root = logging.getLogger("fpgaprint")
     root.setLevel(logging.DEBUG if log_file else logging.ERROR)
@@ -102,11 +114,14 @@ def _port(ctx, param, value: str | None) -> str | None:
               callback=_check_stuck, help="Hold one memory bit at 0 or 1 (repeatable).")
 @click.option("--swap-model", metavar=PACKAGE, help="Answer with another package's model.")
 @click.option("--replay", is_flag=True, help="Answer with stored self-test answers.")
+@click.option("--bist-rom-flip", multiple=True, metavar="WORD:BIT", callback=_check_rom_flips,
+              help="rtlsim: flip one bit of the on-chip self-test's input ROM (repeatable).")
 @click.option("--log", "log_file", type=OutputPath(), metavar="FILE",
               help="Write the board's log (requests, errors, faults) to FILE.")
 def serve(package, port_url, use_pty, tcp, protocol, mlperf_model_id, backend, serial_number,
           trusted_key, allow_unsigned, allow_unpinned, baud, noise_ber, drop_rate, hang_after,
-          reset_after, flip_bits, seed, flip, stuck_at, swap_model, replay, log_file) -> None:
+          reset_after, flip_bits, seed, flip, stuck_at, swap_model, replay, bist_rom_flip,
+          log_file) -> None:
     """Serve PACKAGE as a board on --port URL (or --pty, --tcp HOST:PORT).
 
     The package's signer must be pinned (--trusted-key, the trust store), as the board's boot
@@ -127,7 +142,8 @@ def serve(package, port_url, use_pty, tcp, protocol, mlperf_model_id, backend, s
     link_faults = LinkFaults(baud=baud, noise_ber=noise_ber, drop_rate=drop_rate,
                              hang_after=hang_after, reset_after=reset_after, seed=seed)
     faults = FaultSpec.from_strings(flip_bits=flip_bits, seed=seed, flips=flip,
-                                    stuck_at=stuck_at, swap_model=swap_model, replay=replay)
+                                    stuck_at=stuck_at, swap_model=swap_model, replay=replay,
+                                    bist_rom_flips=bist_rom_flip)
     _setup_logging(log_file)
     log = logging.getLogger("fpgaprint.board")
 

@@ -41,6 +41,7 @@ class FaultSpec:
     stuck_at: list[tuple[str, int, int, int]] = field(default_factory=list)
     swap_model: str | None = None
     replay: bool = False
+    bist_rom_flips: list[tuple[int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if isinstance(self.flip_bits, bool) or not isinstance(self.flip_bits, int) \
@@ -50,6 +51,7 @@ class FaultSpec:
             raise InputError(f"fault seed must be an integer >= 0, got {self.seed!r}")
         self.flips = [_check_flip(f) for f in self.flips]
         self.stuck_at = [_check_stuck(s) for s in self.stuck_at]
+        self.bist_rom_flips = [_check_rom_flip(f) for f in self.bist_rom_flips]
         if self.swap_model is not None:
             self.swap_model = str(self.swap_model)
         if self.replay and (self.memory_faults or self.swap_model):
@@ -65,11 +67,14 @@ class FaultSpec:
         stuck_at: Iterable[str] = (),
         swap_model: str | Path | None = None,
         replay: bool = False,
+        bist_rom_flips: Iterable[str] = (),
     ) -> "FaultSpec":
-        """A spec from command-line strings (`LAYER:INDEX:BIT`, `LAYER:INDEX:BIT:0|1`)."""
+        """A spec from command-line strings (`LAYER:INDEX:BIT`, `LAYER:INDEX:BIT:0|1`,
+        `WORD:BIT` for the BIST ROM)."""
         return cls(flip_bits, seed, [parse_flip(f) for f in flips],
                    [parse_stuck_at(s) for s in stuck_at],
-                   None if swap_model is None else str(swap_model), replay)
+                   None if swap_model is None else str(swap_model), replay,
+                   [parse_rom_flip(f) for f in bist_rom_flips])
 
     @property
     def memory_faults(self) -> bool:
@@ -78,12 +83,14 @@ class FaultSpec:
     @property
     def active(self) -> bool:
         """Whether the board deviates from the package at all."""
-        return self.memory_faults or self.swap_model is not None or self.replay
+        return (self.memory_faults or self.swap_model is not None or self.replay
+                or bool(self.bist_rom_flips))
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["flips"] = [list(f) for f in self.flips]
         d["stuck_at"] = [list(s) for s in self.stuck_at]
+        d["bist_rom_flips"] = [list(f) for f in self.bist_rom_flips]
         return d
 
     def describe(self) -> str:
@@ -99,6 +106,7 @@ class FaultSpec:
             parts.append(f"model swapped for {self.swap_model}")
         if self.replay:
             parts.append("replays stored self-test answers")
+        parts += [f"BIST ROM flip {w}:{b}" for w, b in self.bist_rom_flips]
         return ", ".join(parts)
 
 
@@ -137,6 +145,33 @@ def parse_stuck_at(text: str) -> tuple[str, int, int, int]:
         raise InputError(f"fault {text!r}: stuck-at value must be 0 or 1, got {value!r}")
     return (layer, _int_field(index, "index", text), _int_field(bit, "bit", text),
             int(value))
+
+
+ROM_FLIP_FORMAT = "WORD:BIT"
+
+
+def parse_rom_flip(text: str) -> tuple[int, int]:
+    """`WORD:BIT` -> (input ROM word, bit) of the on-chip self-test's ROM."""
+    word, bit = _split(text, 2, ROM_FLIP_FORMAT)
+    return _int_field(word, "word", text), _int_field(bit, "bit", text)
+
+
+def _check_rom_flip(f: Any) -> tuple[int, int]:
+    if not isinstance(f, (list, tuple)) or len(f) != 2 or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in f):
+        raise InputError(f"BIST ROM flip {f!r}: expected (word, bit), integers >= 0")
+    return int(f[0]), int(f[1])
+
+
+def flip_rom_image(path: Path, word: int, bit: int, width: int) -> None:
+    """Flip `bit` of line `word` of a $readmemh image (hex words of `width` bits)."""
+    lines = Path(path).read_text().split()
+    if not 0 <= word < len(lines):
+        raise InputError(f"BIST ROM flip {word}:{bit}: the ROM has words 0..{len(lines) - 1}")
+    if not 0 <= bit < width:
+        raise InputError(f"BIST ROM flip {word}:{bit}: a ROM word has bits 0..{width - 1}")
+    lines[word] = f"{int(lines[word], 16) ^ (1 << bit):0{len(lines[word])}x}"
+    Path(path).write_text("\n".join(lines) + "\n")
 
 
 def _check_flip(f: Any) -> tuple[str, int, int]:

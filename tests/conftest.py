@@ -144,10 +144,11 @@ def make_package(compiled, keypair):
     """make_package(NAME, OUT, threshold=…, golden_from=…, signed=…, hw=…, rtl=…): a finalized
     package of zoo:NAME whose self-test vectors are the model's test data, expected labels from
     the pre-trained model (`hw` files, e.g. {"top.bit": …}, go to hw/; `rtl` copies the build's
-    stitched RTL to hw/rtl/)."""
+    stitched RTL to hw/rtl/; `bist` "exact" or "signature" also generates its on-chip
+    self-test there, as the build does, with the onchip check in the policy)."""
     def make(name: str, out: Path, threshold: float = 0.8, golden_from: Path | None = None,
              signed: bool = True, hw: dict[str, bytes] | None = None,
-             rtl: bool = False) -> Path:
+             rtl: bool = False, bist: str | None = None) -> Path:
         from fpgaprint.compiler.package import finalize_package, write_selftest
         from fpgaprint.core.golden import GoldenModel
 
@@ -156,11 +157,21 @@ def make_package(compiled, keypair):
         (out / "model").mkdir(parents=True, exist_ok=True)
         shutil.copy2(golden, out / "model" / "golden.onnx")
         raw, _, labels = GoldenModel(golden).run(c.inputs)
+        checks = ["exact", "fingerprint"] + (["onchip"] if bist else [])
         write_selftest(out, c.inputs, raw, labels, c.expected,
-                       {"checks": ["exact", "fingerprint"], "fingerprint_threshold": threshold})
+                       {"checks": checks, "fingerprint_threshold": threshold})
         meta = {"name": name, **META, "io": c.io}
-        if rtl:
+        if rtl or bist:
             shutil.copytree(c.out / "hw" / "rtl", out / "hw" / "rtl")
+        if bist:
+            from fpgaprint.compiler.bist.generate import generate
+            from fpgaprint.compiler.rtlsim.design import StitchedDesign
+
+            st = c.result.report["rtl"]["stitched"]
+            generate(out / "hw" / "rtl", StitchedDesign(out / "hw" / "rtl").io, c.inputs, raw,
+                     bist, predicted_cycles=round(st["latency_cycles"] + (len(c.inputs) - 1)
+                                                  * st["ii_cycles"]),
+                     latency_cycles=st["latency_cycles"])
         for rel, data in (hw or {}).items():
             (out / "hw").mkdir(exist_ok=True)
             (out / "hw" / rel).write_bytes(data)

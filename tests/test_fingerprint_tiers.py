@@ -236,7 +236,8 @@ def test_package_carries_both_tiers_and_verify_shows_them(digits_build, robust, 
                 key=keypair[0])
     with verify_package(out, trusted_key=keypair[1]) as pkg:
         policy = pkg.policy()
-        assert policy["checks"] == ["exact", "fingerprint", "boundary"]
+        # digits-mlp is all-RTL: its on-chip self-test ran in the build
+        assert policy["checks"] == ["exact", "fingerprint", "boundary", "onchip"]
         assert policy["boundary_count"] == 30 and policy["count"] == 60
         golden = GoldenModel(pkg.golden_path)
     ex = IntExec(golden)

@@ -109,12 +109,27 @@ def test_verify_pass_reports_every_vector(art, tmp_path):
     assert len(vecs) == COUNT
     assert all(v["exact"] and v["raw_diff"] == 0 and v["answered"] for v in vecs)
     xml = JUnitXml.fromfile(str(tmp_path / "j.xml"))
-    assert [c.name for s in xml for c in s] == ["identity", "exact", "fingerprint"]
+    # the virtual board's on-chip self-test registers are emulated (no RTL there)
+    assert [c.name for s in xml for c in s] == ["identity", "exact", "fingerprint", "onchip"]
     assert {c.classname for s in xml for c in s} == {"fpgaprint.verify.SN-0001"}
     assert xml.failures == 0 and xml.errors == 0
     times = [c.time for s in xml for c in s]
     assert 0 < times[0] < times[1] == times[2] <= next(iter(xml)).time  # HELLO; the vectors
+    assert 0 <= times[3] <= next(iter(xml)).time  # INFO: the power-on self-test (ms)
     assert_jenkins_junit(tmp_path / "j.xml")
+
+
+def test_build_ran_the_on_chip_self_test(art):
+    from fpgaprint.compiler.bist.stage import cycle_tolerance
+
+    rep = json.loads((art["pkg"] / "reports" / "build.json").read_text())["bist"]
+    spec = json.loads((art["pkg"] / "hw" / "rtl" / "bist" / "bist.json").read_text())
+    assert rep["simulated"] and rep["passed"] and rep["vectors"] == COUNT
+    assert rep["signature_measured"] == rep["signature"] == spec["signature"]
+    assert abs(rep["measured_cycles"] - rep["predicted_cycles"]) <= \
+        cycle_tolerance(rep["predicted_cycles"])
+    policy = json.loads((art["pkg"] / "selftest" / "policy.json").read_text())
+    assert "onchip" in policy["checks"]
 
 
 def test_bit_flips_fail_exact_check(art, tmp_path):
@@ -253,9 +268,10 @@ def test_accept_three_boards_one_faulty(art, tmp_path):
                        "where id = ?", (run_id,)).fetchone() == ("FAIL", "line-7", 1)
     xml = JUnitXml.fromfile(str(tmp_path / "a.xml"))
     assert sorted(s.name for s in xml) == ["accept A1", "accept B2", "accept C3"]
-    assert len([c for s in xml for c in s]) == 9 and xml.failures == 1
+    # identity, exact, fingerprint, onchip (emulated on the virtual boards) per board
+    assert len([c for s in xml for c in s]) == 12 and xml.failures == 2
     assert [(c.classname, c.name) for s in xml for c in s if c.is_failure] == [
-        ("fpgaprint.accept.B2", "exact")]
+        ("fpgaprint.accept.B2", "exact"), ("fpgaprint.accept.B2", "onchip")]
     assert_jenkins_junit(tmp_path / "a.xml")
     page = (tmp_path / "a.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "line-7" in page

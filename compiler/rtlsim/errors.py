@@ -27,3 +27,8 @@ class RtlMismatchError(EquivalenceError):
     design), the vector and the first differing element, or the memory image and its line."""
 
     exit_code = 1
+
+
+class BistError(EquivalenceError):
+    """The on-chip self-test of the healthy design does not PASS with the expected signature
+    in the predicted cycles (exit 1)."""

@@ -100,6 +100,7 @@ class Backend(ABC):
 
     name: ClassVar[str] = "?"
     fault_injection: ClassVar[bool] = False  # accepts a FaultSpec (`faults=`)
+    bist_source: ClassVar[str] = "emulated"  # where bist_registers come from
 
     def __init__(self, package: Package, serial: str | None = None):
         self.package = package
@@ -110,6 +111,7 @@ class Backend(ABC):
         self.raw_size = int(np.prod(io["raw_output"]["shape"][1:]))
         self._vectors = package.vectors()
         self._policy = Policy.from_dict(package.policy())
+        self._bist = package.bist()
 
     def identity(self) -> dict:
         """What HELLO reports: board, serial, package and bitstream hashes, backend."""
@@ -126,16 +128,36 @@ class Backend(ABC):
         """Run the embedded vectors and decide with the package's policy."""
         t0 = time.perf_counter()
         raw, labels = self.infer(self._vectors["inputs"])
-        ev = evaluate(raw, labels, self._vectors, self._policy)
+        regs = self.bist_registers(raw) if self._bist is not None else None
+        ev = evaluate(raw, labels, self._vectors, self._policy, onchip=regs, bist=self._bist)
         exact = ev.check("exact")
-        return {"passed": ev.passed, "count": int(len(labels)),
-                "exact_mismatches": 0 if exact is None else exact.failed,
-                "label_matches": int(np.sum(labels == self._vectors["expected_labels"])),
-                "checks": list(self._policy.checks),
-                "seconds": round(time.perf_counter() - t0, 6)}
+        out = {"passed": ev.passed, "count": int(len(labels)),
+               "exact_mismatches": 0 if exact is None else exact.failed,
+               "label_matches": int(np.sum(labels == self._vectors["expected_labels"])),
+               "checks": list(self._policy.checks),
+               "seconds": round(time.perf_counter() - t0, 6)}
+        if self._bist is not None:
+            out.update(bist=regs, bist_source=self.bist_source)
+        return out
+
+    def bist_registers(self, raw: np.ndarray) -> dict[str, int] | None:
+        """The on-chip self-test's registers (`core.bist.RECORD_FIELDS`), None when the
+        board has none. This default is a behavioural model of the controller over the raw
+        outputs of the package's vectors (`bist_source` "emulated"): boards that execute the
+        BIST RTL (rtlsim) or read it from the FPGA (pynq) override it."""
+        from fpgaprint.core.bist import emulate_raw
+
+        return emulate_raw(self._bist, raw, self._vectors["golden_raw"],
+                           self._bist.predicted_cycles or 0)
 
     def reset(self) -> None:
         """A reboot: clears run-time state; what is in the image stays."""
 
     def close(self) -> None:
         self.package.close()
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

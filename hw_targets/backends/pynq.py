@@ -163,6 +163,34 @@ class PynqBackend(Backend):
         raw = self.accelerate(x)
         return raw, self.host.labels(raw)
 
+    bist_source = "mmio"
+    BIST_WAIT_S = 2.0  # longest wait for the power-on self-test's DONE
+
+    def bist_mmio(self) -> Any:
+        """The BIST's AXI-lite slave in the overlay (anything with PYNQ's `read(offset)` /
+        `write(offset, value)`): the IP whose name contains "bist", or None."""
+        ip_dict = getattr(self.overlay, "ip_dict", None) or {}
+        names = sorted(k for k in ip_dict if "bist" in str(k).lower())
+        return getattr(self.overlay, names[0], None) if names else None
+
+    def bist_registers(self, raw: np.ndarray) -> dict[str, int] | None:
+        """The on-chip self-test's registers read through the FINN+ driver's MMIO, waiting
+        (bounded) for DONE; None when the bitstream has no BIST. Untested without a board."""
+        import time as _time
+
+        from fpgaprint.core.bist import OFFSETS, REGISTERS, STATUS_BITS
+
+        mmio = self.bist_mmio()
+        if mmio is None:
+            return None
+        end = _time.monotonic() + self.BIST_WAIT_S
+        while not int(mmio.read(OFFSETS["STATUS"])) >> STATUS_BITS["DONE"] & 1:
+            if _time.monotonic() > end:
+                break  # reported as not done: the onchip check has no verdict
+            _time.sleep(0.001)
+        return {r.name.lower(): int(mmio.read(r.offset)) & 0xFFFFFFFF for r in REGISTERS
+                if r.access == "ro"}
+
     def reset(self) -> None:
         """Re-arm the accelerator: reallocating the DMA buffers drops any stale data."""
         self.overlay.batch_size = getattr(self.overlay, "batch_size", 1) or 1

@@ -7,6 +7,11 @@ RTL layer's memory word, are written back with FINN+'s own writer of that image 
 copy of `mem/`, so a flipped bit is a flipped bit of the hardware description. The images are
 read when the simulation starts and persist across resets (they are the bitstream's BRAM
 contents). A package without stitched RTL is refused (exit 2).
+
+When the package carries the on-chip self-test (`hw/rtl/bist/`), the board simulates the BIST
+top around the accelerator: the power-on self-test is the BIST's own run after reset, its
+registers are read over AXI-lite, and inference passes through it. `--bist-rom-flip WORD:BIT`
+corrupts the BIST's input ROM image.
 """
 
 from __future__ import annotations
@@ -60,12 +65,25 @@ class RtlsimBackend(Backend):
         self._tmp = None
         run_dir = self.design.dir
         self.image_changes: list[dict] = []
-        if changed:
+        has_bist = self._bist is not None
+        if self.faults.bist_rom_flips and not has_bist:
+            raise InputError(f"{package.dir}: --bist-rom-flip: the package has no on-chip "
+                             "self-test (hw/rtl/bist/)")
+        if changed or self.faults.bist_rom_flips:
+            import shutil
+
             from fpgaprint.compiler.rtlsim.design import write_memories
+            from fpgaprint.hw_targets.faults import flip_rom_image
 
             self._tmp = tempfile.TemporaryDirectory(prefix="fpgaprint-rtlsim-")
             run_dir = Path(self._tmp.name)
             self.image_changes = write_memories(self.design, run_dir, changed)
+            if has_bist:
+                shutil.copytree(self.design.dir / "bist", run_dir / "bist")
+            for word, bit in self.faults.bist_rom_flips:
+                flip_rom_image(run_dir / "bist" / "bist_in.mem", word, bit, self._bist.in_width)
+                self._log.append({"kind": "bist_rom_flip", "memory": "bist/bist_in.mem",
+                                  "index": word, "bit": bit})
             for key, values in changed.items():
                 m = self._mems[key]
                 self._mems[key] = MemoryImage(m.layer, m.tensor, m.kind, values, m.datatype,
@@ -73,7 +91,12 @@ class RtlsimBackend(Backend):
             for e in self._log:
                 e["image_bits"] = [c for c in self.image_changes if c["memory"] == e["memory"]]
         self.run_dir = Path(run_dir)  # where the simulation reads its memory images
-        self.sim = self.design.simulator(run_dir)
+        if has_bist:
+            from fpgaprint.compiler.bist.sim import BistSim
+
+            self.sim = BistSim(self.design, run_dir)
+        else:
+            self.sim = self.design.simulator(run_dir)
         self.inferences = 0
         self.cycles = 0
 
@@ -85,8 +108,15 @@ class RtlsimBackend(Backend):
         self.cycles += cycles
         return raw, self.host.labels(raw)
 
+    bist_source = "rtl"
+
+    def bist_registers(self, raw: np.ndarray) -> dict[str, int] | None:
+        """The simulated BIST's registers after its power-on run, read over AXI-lite."""
+        return self.sim.registers()
+
     def reset(self) -> None:
-        """A reboot resets the design; the memory images (and their faults) stay."""
+        """A reboot resets the design (the BIST runs again); the memory images (and their
+        faults) stay."""
         self.sim.reset()
         self.inferences = 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fpgaprint.core.errors import InputError
 from fpgaprint.core.golden import GoldenModel, MemoryImage
 from fpgaprint.core.package import Package
 from fpgaprint.hw_targets.backends.base import Backend, check_inputs, register
@@ -25,6 +26,9 @@ class VirtualBackend(Backend):
                  serial: str | None = None):
         super().__init__(package, serial)
         self.faults = faults or FaultSpec()
+        if self.faults.bist_rom_flips:
+            raise InputError("--bist-rom-flip needs the rtlsim backend: the virtual board has "
+                             "no on-chip self-test ROM (its BIST registers are emulated)")
         io = package.io
         base = (load_swap_model(self.faults.swap_model, io) if self.faults.swap_model
                 else GoldenModel(package.golden_path, raw_output=io["raw_output"]["name"]))
