@@ -27,7 +27,8 @@ def _flag(param: click.Parameter | None) -> str:
 
 
 class Number(click.ParamType):
-    """A finite int or float within [lo, hi] (`lo_open`: strictly above lo)."""
+    """A finite int or float within [lo, hi] (`lo_open`: strictly above lo); anything else is
+    an InputError naming the flag: `--count: expected an integer from 1 to 10000, got '0'`."""
 
     def __init__(self, kind: type = float, lo: float | None = None, hi: float | None = None,
                  lo_open: bool = False):
@@ -35,25 +36,32 @@ class Number(click.ParamType):
         self.name = "integer" if kind is int else "number"
 
     def convert(self, value: Any, param, ctx) -> Any:
+        v: Any = None
         if isinstance(value, self.kind) and not isinstance(value, bool):
             v = value
         else:
             try:
                 v = self.kind(str(value).strip())
             except ValueError:
-                what = "an integer" if self.kind is int else "a number"
-                raise InputError(f"{_flag(param)} {value!r}: not {what}") from None
-        if isinstance(v, float) and not math.isfinite(v):
-            raise InputError(f"{_flag(param)} {value!r}: must be a finite number")
-        low_bad = self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo)
-        if low_bad or (self.hi is not None and v > self.hi):
-            raise InputError(f"{_flag(param)} {value!r}: must be {self.describe()}")
+                pass
+        if v is None or (isinstance(v, float) and not math.isfinite(v)) \
+                or (self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo)) \
+                or (self.hi is not None and v > self.hi):
+            what = "an integer" if self.kind is int else "a number"
+            raise InputError(f"{_flag(param)}: expected {what}{self.describe()}, got {value!r}")
         return v
 
     def describe(self) -> str:
-        lo = "" if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo:g}"
-        hi = "" if self.hi is None else f"<= {self.hi:g}"
-        return " and ".join(p for p in (lo, hi) if p) or "a number"
+        """The range in words, with a leading space ('' when unbounded)."""
+        def g(x: float) -> str:
+            return f"{x:g}" if self.kind is float else str(int(x))
+
+        lo, hi = self.lo, self.hi
+        if lo is not None and hi is not None and not self.lo_open:
+            return f" from {g(lo)} to {g(hi)}"
+        parts = [] if lo is None else [f"above {g(lo)}" if self.lo_open else f"at least {g(lo)}"]
+        parts += [] if hi is None else [f"at most {g(hi)}"]
+        return " " + " and ".join(parts) if parts else ""
 
 
 def seconds(lo: float = 0.0, hi: float = 24 * 3600.0) -> Number:

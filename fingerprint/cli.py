@@ -5,44 +5,15 @@ Every numeric option is range-checked: a bad value is one line naming the flag, 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
 
 from fpgaprint.core.atomic import write_json
-from fpgaprint.core.cliopts import FPSET, trust_pickle_option
+from fpgaprint.core.cliopts import FPSET, Number, trust_pickle_option
 from fpgaprint.core.errors import InputError, NoVerdict, VerdictFail
 
 MAX_SEED = 2**32 - 1
-
-
-class Ranged(click.ParamType):
-    """An int or a finite float within [lo, hi]; anything else is an InputError naming the
-    flag (one line, exit 2)."""
-
-    def __init__(self, kind: type, lo: float, hi: float):
-        self.kind, self.lo, self.hi = kind, lo, hi
-        self.name = f"INTEGER {lo}..{hi}" if kind is int else f"NUMBER {lo:g}..{hi:g}"
-
-    def get_metavar(self, param, ctx=None) -> str:
-        return self.name
-
-    def convert(self, value, param, ctx):
-        flag = param.opts[0] if param is not None else "value"
-        what = "an integer" if self.kind is int else "a number"
-        if isinstance(value, self.kind) and not isinstance(value, bool):
-            v = value
-        else:
-            try:
-                v = self.kind(str(value).strip())
-            except ValueError:
-                v = None
-        if v is None or (self.kind is float and not math.isfinite(v)) \
-                or not self.lo <= v <= self.hi:
-            lo, hi = (self.lo, self.hi) if self.kind is int else (f"{self.lo:g}", f"{self.hi:g}")
-            raise InputError(f"{flag}: expected {what} from {lo} to {hi}, got {value!r}")
-        return v
 
 
 class Algorithm(click.ParamType):
@@ -62,7 +33,7 @@ class Algorithm(click.ParamType):
 def _count_type():
     from fpgaprint.fingerprint.generate import MAX_COUNT
 
-    return Ranged(int, 1, MAX_COUNT)
+    return Number(int, 1, MAX_COUNT)
 
 
 def _seed_torch() -> None:
@@ -88,12 +59,12 @@ def _set_threads(ctx, param, value: int | None) -> int | None:
 
 _THREADS_HELP = "Torch threads (small models run fastest on one)."
 threads_option = click.option(
-    "--threads", type=Ranged(int, 1, 256), default=None, expose_value=False,
+    "--threads", type=Number(int, 1, 256), default=None, expose_value=False,
     callback=_set_threads, help=f"{_THREADS_HELP}  [default: 1]")
 
 
 @click.group()
-@click.option("--threads", type=Ranged(int, 1, 256), default=1, hidden=True,
+@click.option("--threads", type=Number(int, 1, 256), default=1, hidden=True,
               help=_THREADS_HELP)  # the old place, before the subcommand: still accepted
 @click.pass_context
 def fingerprint(ctx: click.Context, threads: int) -> None:
@@ -133,7 +104,7 @@ def _with(options):
               help="Examples in the set (1 to 10000).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               metavar=FPSET, help="The fingerprint set to write (.npz).")
-@click.option("--seed", type=Ranged(int, 0, MAX_SEED), default=0, show_default=True,
+@click.option("--seed", type=Number(int, 0, MAX_SEED), default=0, show_default=True,
               help="Generation seed.")
 @threads_option
 @click.option("--calibrate", is_flag=True,
@@ -143,13 +114,13 @@ def _with(options):
               metavar=FPSET, help="Also write a challenge set, disjoint from the embedded one.")
 @click.option("--challenge-count", type=_count_type(), default=None,
               help="Examples in the challenge set (default: --count).")
-@click.option("--margin", type=Ranged(float, 0.0, 100.0), default=None,
+@click.option("--margin", type=Number(float, 0.0, 100.0), default=None,
               help="Minimum logit margin to keep (intrinsic examples).")
-@click.option("--steps", type=Ranged(int, 1, 100_000), default=None,
+@click.option("--steps", type=Number(int, 1, 100_000), default=None,
               help="Gradient steps per round (intrinsic examples).")
-@click.option("--weight-bits", type=Ranged(int, 2, 16), default=None,
+@click.option("--weight-bits", type=Number(int, 2, 16), default=None,
               help="The build's weight width the robust family draws [build default].")
-@click.option("--act-bits", type=Ranged(int, 2, 16), default=None,
+@click.option("--act-bits", type=Number(int, 2, 16), default=None,
               help="The build's activation width the robust family draws [build default].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE", help="build.yaml: take the widths and the input grid from it.")
@@ -227,7 +198,7 @@ def _print_sides(cal: dict) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar=FPSET,
               help="Write the calibrated set here [FPSET, replaced atomically].")
 @_with(_calibration_options)
-@click.option("--seed", type=Ranged(int, 0, MAX_SEED), default=0, show_default=True,
+@click.option("--seed", type=Number(int, 0, MAX_SEED), default=0, show_default=True,
               help="Seed of the calibration's variants and independent models.")
 @threads_option
 def calibrate_cmd(model: str, fpset: Path, out: Path | None, golden: Path | None,
@@ -263,7 +234,7 @@ def calibrate_cmd(model: str, fpset: Path, out: Path | None, golden: Path | None
               help="MODEL must be the set's source model (hash mismatch is an error).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE", help="Also write the result as JSON.")
-@click.option("--confidence", type=Ranged(float, 0.5, 0.999), default=0.95, show_default=True,
+@click.option("--confidence", type=Number(float, 0.5, 0.999), default=0.95, show_default=True,
               help="Level of the match rate's Clopper-Pearson interval.")
 def check(model: str, fpset: Path, expect_source: bool, json_out: Path | None,
           confidence: float) -> None:
@@ -299,11 +270,11 @@ def check(model: str, fpset: Path, expect_source: bool, json_out: Path | None,
               metavar="DIR", help="Directory for the table (JSON, Markdown) and plots.")
 @click.option("--count", type=_count_type(), default=100, show_default=True,
               help="Vectors per method.")
-@click.option("--flip-seeds", type=Ranged(int, 1, 1000), default=20, show_default=True,
+@click.option("--flip-seeds", type=Number(int, 1, 1000), default=20, show_default=True,
               help="Random draws per number of flipped weight bits.")
-@click.option("--single-flips", type=Ranged(int, 1, 100_000), default=400, show_default=True,
+@click.option("--single-flips", type=Number(int, 1, 100_000), default=400, show_default=True,
               help="Single random weight-bit flips of the deployed model.")
-@click.option("--seed", type=Ranged(int, 0, MAX_SEED), default=0, show_default=True,
+@click.option("--seed", type=Number(int, 0, MAX_SEED), default=0, show_default=True,
               help="Seed of the sets, variants and attacks.")
 @threads_option
 @click.option("--golden", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
@@ -312,7 +283,7 @@ def check(model: str, fpset: Path, expect_source: bool, json_out: Path | None,
 @click.option("--scheduler", metavar="tcp://HOST:8786",
               help="Fan trainings and generations out on Dask: a scheduler address, or 'local' "
                    "(a LocalCluster on this machine) [default: serial, in this process]")
-@click.option("--workers", type=Ranged(int, 1, 1024), default=None,
+@click.option("--workers", type=Number(int, 1, 1024), default=None,
               help="LocalCluster workers [one per core].")
 def eval_(model: str, out: Path, count: int, flip_seeds: int, single_flips: int, seed: int,
           golden: Path | None, quick: bool, scheduler: str | None, workers: int | None) -> None:
