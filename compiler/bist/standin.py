@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fpgaprint.compiler.bist.generate import hex_lines
+from fpgaprint.compiler.bist.generate import axis_ports, hex_lines
 from fpgaprint.core import bist as B
 from fpgaprint.core.streams import pack_output
 
@@ -32,14 +32,7 @@ def write_standin(rtl_dir: str | Path, spec: B.BistSpec, raw: np.ndarray,
     src = d / NAME
     src.write_text(f"""// Test stand-in for finn_design (compiler/bist/standin.py): stored outputs.
 module finn_design (
-    input  logic            ap_clk,
-    input  logic            ap_rst_n,
-    input  logic [{iw - 1}:0]     s_axis_0_tdata,
-    input  logic            s_axis_0_tvalid,
-    output logic            s_axis_0_tready,
-    output logic [{ow - 1}:0]     m_axis_0_tdata,
-    output logic            m_axis_0_tvalid,
-    input  logic            m_axis_0_tready
+{axis_ports(iw, ow)}
 );
   localparam int IN_WORDS = {spec.in_words};
   localparam int OUT_WORDS = {spec.out_words};

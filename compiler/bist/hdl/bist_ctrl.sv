@@ -112,25 +112,9 @@ module bist_ctrl #(
   end
 
   always_ff @(posedge clk) begin
-    if (!rst_n) begin
-      st <= IDLE;
-      auto_start <= 1'b1;
-      in_addr <= '0;
-      out_addr <= '0;
-      vec_idx <= '0;
-      word_idx <= '0;
-      crc_in <= '1;
-      crc_exp <= '1;
-      crc_sig <= '1;
-      n_fail <= '0;
-      first <= '1;
-      vec_bad <= 1'b0;
-      to <= 1'b0;
-      cycles <= '0;
-      idle_cycles <= '0;
-    end else if (go) begin
-      st <= RUN;
-      auto_start <= 1'b0;
+    if (!rst_n || go) begin  // reset: idle, armed for the power-on run; go: a fresh run
+      st <= rst_n ? RUN : IDLE;
+      auto_start <= !rst_n;
       in_addr <= '0;
       out_addr <= '0;
       vec_idx <= '0;
