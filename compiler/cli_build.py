@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fpgaprint.core.cliopts import FPSET, KEY, option, stderr_console, trust_pickle_option
+from fpgaprint.core.cliopts import FPSET, KEY, option, stderr_console
 from fpgaprint.core.errors import InputError
 
 
@@ -50,7 +50,6 @@ def train(model: str, out: str, seed: int, epochs: int | None) -> None:
 
 @click.command()
 @click.argument("model", required=False)
-@trust_pickle_option
 @click.option("--board", default="Pynq-Z1", show_default=True, metavar="BOARD",
               help="Target board (see `fpgaprint boards`).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), metavar="DIR",

@@ -4,7 +4,6 @@ A bad value is an InputError (exit 2) naming the flag."""
 
 from __future__ import annotations
 
-import contextvars
 import importlib.util
 import math
 import os
@@ -236,27 +235,3 @@ def stderr_console():
 def warn(message: str) -> None:
     """One warning line on stderr."""
     click.echo(f"warning: {message}", err=True)
-
-
-_PICKLE = contextvars.ContextVar("fpgaprint_trust_pickle", default=False)
-
-
-def allow_pickle(allowed: bool = True) -> None:
-    """Let model loaders unpickle files that need it (runs code from them: trusted files)."""
-    _PICKLE.set(allowed)
-
-
-def pickle_allowed() -> bool:
-    return _PICKLE.get()
-
-
-def _set_trust_pickle(ctx, param, value: bool) -> bool:
-    token = _PICKLE.set(bool(value))
-    ctx.call_on_close(lambda: _PICKLE.reset(token))  # for this command only
-    return value
-
-
-trust_pickle_option = click.option(
-    "--trust-pickle", is_flag=True, expose_value=False, callback=_set_trust_pickle,
-    help="Load a model file that needs unpickling (a whole pickled nn.Module). Unpickling "
-         "runs code from the file: only for files you trust.")

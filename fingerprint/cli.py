@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from fpgaprint.core.atomic import write_json
-from fpgaprint.core.cliopts import FPSET, Number, trust_pickle_option
+from fpgaprint.core.cliopts import FPSET, Number
 from fpgaprint.core.errors import InputError, NoVerdict, VerdictFail
 
 MAX_SEED = 2**32 - 1
@@ -96,7 +96,6 @@ def _with(options):
 
 @fingerprint.command()
 @click.argument("model")
-@trust_pickle_option
 @click.option("--algorithm", type=Algorithm(), default="robust", show_default=True,
               help="vanilla (C-), robust (RC-), ltrc (LTRC-examples) from the pre-trained "
                    "model; boundary: the fragile tier, from the build's model/golden.onnx.")
@@ -227,7 +226,6 @@ def calibrate_cmd(model: str, fpset: Path, out: Path | None, golden: Path | None
 
 @fingerprint.command()
 @click.argument("model")
-@trust_pickle_option
 @click.argument("fpset", type=click.Path(dir_okay=False, path_type=Path), metavar=FPSET)
 @threads_option
 @click.option("--expect-source", is_flag=True,
@@ -265,7 +263,6 @@ def check(model: str, fpset: Path, expect_source: bool, json_out: Path | None,
 
 @fingerprint.command(name="eval")
 @click.argument("model")
-@trust_pickle_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               metavar="DIR", help="Directory for the table (JSON, Markdown) and plots.")
 @click.option("--count", type=_count_type(), default=100, show_default=True,

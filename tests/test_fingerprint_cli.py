@@ -10,6 +10,7 @@ import torch
 
 from fpgaprint.cli import main
 from fpgaprint.compiler import modelio
+from fpgaprint.compiler.zoo import get_entry
 from fpgaprint.core.fpset import load_set
 from fpgaprint.fingerprint.source import train_zoo
 
@@ -22,9 +23,9 @@ def models(tmp_path_factory):
     for seed, name in ((0, "src.pt"), (1, "swap.pt")):
         m = train_zoo("digits-mlp", seed=seed)
         modelio.save(modelio.Checkpoint(m.module, "float", (64,), 10, zoo="digits-mlp"), d / name)
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
-    net.input_shape = (1, 28, 28)
-    torch.save(net, d / "mnist.pt")
+    tfc = get_entry("tfc-w2a2")  # another input shape, as a checkpoint (never a pickle)
+    modelio.save(modelio.Checkpoint(tfc.build(), tfc.kind, tfc.input_shape, 10, zoo=tfc.name),
+                 d / "mnist.pt")
     yield d
     torch.set_num_threads(before)
 
@@ -87,7 +88,7 @@ def test_bad_input_exits_2(models, fpset, capsys, tmp_path, case, message):
     np.savez(tmp_path / "other.npz", inputs=np.zeros((2, 64)))
     argv = {
         "expect-source": ["check", str(models / "swap.pt"), str(fpset), "--expect-source"],
-        "wrong-shape": ["check", str(models / "mnist.pt"), str(fpset), "--trust-pickle"],
+        "wrong-shape": ["check", str(models / "mnist.pt"), str(fpset)],
         "foreign-npz": ["check", str(models / "src.pt"), str(tmp_path / "other.npz")],
         "missing-model": ["check", str(tmp_path / "nope.pt"), str(fpset)],
         "missing-set": ["check", str(models / "src.pt"), str(tmp_path / "nope.npz")],

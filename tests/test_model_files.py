@@ -1,4 +1,4 @@
-"""Model files are untrusted: nothing is unpickled unless the user says so (--trust-pickle)."""
+"""Model files are untrusted: nothing is ever unpickled."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from fpgaprint.compiler import modelio
-from fpgaprint.core.cliopts import allow_pickle
 from fpgaprint.core.errors import InputError
 
 
@@ -33,7 +32,7 @@ def evil(tmp_path):
 def test_loading_a_pickle_payload_runs_nothing(evil):
     path, marker = evil
     with pytest.raises(InputError, match=r"evil\.pt: loading this file needs unpickling, which "
-                                         r"runs code from it .* --trust-pickle"):
+                                         r"runs code from it .* never unpickles"):
         modelio.load(path)
     assert not marker.exists()
 
@@ -68,17 +67,11 @@ class _Net(torch.nn.Module):
         return self.fc(x)
 
 
-def test_a_whole_module_loads_only_when_pickle_is_trusted(tmp_path):
+def test_a_whole_pickled_module_is_refused(tmp_path):
     path = tmp_path / "net.pt"
     torch.save(_Net(), path)
     with pytest.raises(InputError, match="needs unpickling"):
         modelio.load(path)
-    allow_pickle(True)
-    try:
-        ckpt = modelio.load(path)
-    finally:
-        allow_pickle(False)
-    assert ckpt.input_shape == (4,) and ckpt.num_classes == 3 and ckpt.kind == "float"
 
 
 def test_zoo_checkpoints_load_without_unpickling(tmp_path, src):
@@ -93,11 +86,21 @@ def test_zoo_checkpoints_load_without_unpickling(tmp_path, src):
         modelio.save(modelio.Checkpoint(_Net(), "float", (4,), 3), tmp_path / "n.pt")
 
 
-def test_trust_pickle_holds_for_one_command_only(run_cli, evil, tmp_path):
-    """--trust-pickle on one command leaves later loads refusing pickles."""
+def test_there_is_no_way_to_ask_for_unpickling(run_cli, evil, tmp_path):
     path, marker = evil
-    run_cli("fingerprint", "check", tmp_path / "none.pt", tmp_path / "none.npz",
-            "--trust-pickle")
-    with pytest.raises(InputError, match="needs unpickling"):
-        modelio.load(path)
+    code, _, err = run_cli("fingerprint", "check", path, tmp_path / "none.npz", "--trust-pickle")
+    assert code == 2 and "--trust-pickle" in err, err
     assert not marker.exists()
+
+
+def test_a_checkpoint_takes_its_shape_from_the_zoo_not_the_file(tmp_path, src):
+    path = tmp_path / "m.pt"
+    torch.save({"format": modelio.FORMAT, "zoo": "digits-mlp", "kind": "brevitas",
+                "input_shape": [1, 2, 3], "num_classes": 10,
+                "state_dict": src.module.state_dict()}, path)
+    back = modelio.load(path)
+    assert back.input_shape == (64,) and back.kind == "float"
+    torch.save({"format": modelio.FORMAT, "zoo": "digits-mlp", "num_classes": "10",
+                "state_dict": src.module.state_dict()}, path)
+    with pytest.raises(InputError, match="num_classes '10' is not a class count"):
+        modelio.load(path)
