@@ -247,19 +247,6 @@ def _key_id(key: str | None, unsigned: bool) -> str:
 
 # ------------------------------------------------------------------------------ one build
 
-@contextlib.contextmanager
-def _torch_threads(n: int = 1):
-    """Builds run on one torch thread wherever they run: the same floats, the same ids."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _state(job: BuildJob, suffix: str) -> Path:
     """The matrix's own files about a build, beside (never inside) its directory."""
     return Path(job.out).parent / STATE / f"{job.name}.{suffix}"
@@ -348,6 +335,7 @@ def run_build(job: BuildJob) -> dict[str, Any]:
 def _run_build(job: BuildJob) -> dict[str, Any]:
     from fpgaprint.compiler.build import build_model
     from fpgaprint.compiler.config import BuildConfig
+    from fpgaprint.compiler.zoo import deterministic_torch
 
     t0 = time.perf_counter()
     out = Path(job.out)
@@ -374,7 +362,7 @@ def _run_build(job: BuildJob) -> dict[str, Any]:
     if attempts > 1:
         rec["detail"] = f"attempt {attempts}: an earlier attempt was interrupted"
     try:
-        with _torch_threads(1):
+        with deterministic_torch(1):  # the same floats, the same ids, wherever it runs
             res = build_model(job.model, job.board, out, BuildConfig.load(None, **job.config),
                               fingerprint=job.fingerprint, key=job.key,
                               allow_unsigned=job.unsigned, console=None, boundary=job.boundary)

@@ -13,21 +13,29 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def signed_input_mlp(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
-    """A signed 8-bit input quantizer with scale 1/128 (inputs in [-1, 1)), then an MLP."""
+def _input_quant_mlp(input_quant: nn.Module) -> tuple[nn.Module, tuple[int, ...]]:
+    """`input_quant`, then a 3-bit MLP 16 → 12 → 5 (the caller seeds)."""
     import brevitas.nn as qnn
-    from brevitas.quant import Int8ActPerTensorFixedPoint
 
-    _seed(seed)
     model = nn.Sequential(
-        qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, scaling_impl_type="const",
-                          scaling_init=1.0, return_quant_tensor=True),
+        input_quant,
         qnn.QuantLinear(16, 12, bias=False, weight_bit_width=3),
         nn.BatchNorm1d(12),
         qnn.QuantReLU(bit_width=3),
         qnn.QuantLinear(12, 5, bias=False, weight_bit_width=3),
     )
     return _settle(model, (16,)), (16,)
+
+
+def signed_input_mlp(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
+    """A signed 8-bit input quantizer with scale 1/128 (inputs in [-1, 1)), then an MLP."""
+    import brevitas.nn as qnn
+    from brevitas.quant import Int8ActPerTensorFixedPoint
+
+    _seed(seed)
+    return _input_quant_mlp(
+        qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, scaling_impl_type="const",
+                          scaling_init=1.0, return_quant_tensor=True))
 
 
 def unsigned4_input_mlp(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
@@ -36,15 +44,9 @@ def unsigned4_input_mlp(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
     from brevitas.quant import Uint8ActPerTensorFloat
 
     _seed(seed)
-    model = nn.Sequential(
+    return _input_quant_mlp(
         qnn.QuantIdentity(act_quant=Uint8ActPerTensorFloat, bit_width=4,
-                          return_quant_tensor=True),
-        qnn.QuantLinear(16, 12, bias=False, weight_bit_width=3),
-        nn.BatchNorm1d(12),
-        qnn.QuantReLU(bit_width=3),
-        qnn.QuantLinear(12, 5, bias=False, weight_bit_width=3),
-    )
-    return _settle(model, (16,)), (16,)
+                          return_quant_tensor=True))
 
 
 def depthwise_cnn(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
