@@ -686,7 +686,8 @@ HW_SRC = Path("hw/src")  # the package's copy: relative paths, part of the ident
 
 
 def step_codegen(model, ctx):
-    """FINN+'s step_hw_codegen (PrepareIP: each layer's RTL/HLS sources, no vendor tool).
+    """FINN+'s step_hw_codegen (PrepareIP: each layer's RTL/HLS sources, no vendor tool), with
+    FINN+'s data packing vectorized (`rtlsim.packing`).
 
     fpgaprint: each layer generates into finn/ipgen/LAYER (FINN+ would pick a random
     directory) and the sources are copied to hw/src/LAYER with the build directory's
@@ -695,20 +696,23 @@ def step_codegen(model, ctx):
     from finn.util.fpgadataflow import is_hls_node, is_rtl_node
     from qonnx.transformation.general import GiveUniqueNodeNames
 
+    from fpgaprint.compiler.rtlsim import packing
+
     model = model.transform(GiveUniqueNodeNames())
     ipgen = (ctx.out / IPGEN).resolve()
     part, clk = ctx.finn._resolve_fpga_part(), ctx.finn._resolve_hls_clk_period()
-    for node in model.graph.node:
-        if not (is_hls_node(node) or is_rtl_node(node)):
-            continue
-        d = ipgen / node.name
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
-        inst = getHWCustomOp(node)
-        inst.set_nodeattr("code_gen_dir_ipgen", str(d))
-        inst.code_generation_ipgen(model, part, clk)  # what PrepareIP does, in a stable dir
-    model = finn_steps().step_hw_codegen(model, ctx.finn)  # finds each layer's code in place
+    with packing.installed():  # the same memory files, written without per-element packing
+        for node in model.graph.node:
+            if not (is_hls_node(node) or is_rtl_node(node)):
+                continue
+            d = ipgen / node.name
+            if d.exists():
+                shutil.rmtree(d)
+            d.mkdir(parents=True)
+            inst = getHWCustomOp(node)
+            inst.set_nodeattr("code_gen_dir_ipgen", str(d))
+            inst.code_generation_ipgen(model, part, clk)  # what PrepareIP does, in a stable dir
+        model = finn_steps().step_hw_codegen(model, ctx.finn)  # finds each layer's code
     files = export_sources(ctx.out, [n.name for n in model.graph.node])
     return model, {"sources": {"dir": HW_SRC.as_posix(), "files": files}}
 

@@ -457,7 +457,7 @@ def test_missing_port_is_named(toy):
         toy.stream({"in9_V": [1]}, {}, liveness=10)
 
 
-# -- FINN+'s rtlsim stream packing, vectorized ---------------------------------------------
+# -- FINN+'s data packing, vectorized ------------------------------------------------------
 
 @pytest.fixture
 def packing():
@@ -497,3 +497,53 @@ def test_vectorized_packing_falls_back_for_values_outside_the_datatype(packing):
 
     with pytest.raises(AssertionError):  # FINN+'s own check
         packing.npy_to_rtlsim_input(np.array([[1.0, 9.0]], np.float32), DataType["INT4"], 8)
+
+
+@pytest.mark.parametrize("dt, shape, pad", [("INT2", (3, 5, 18), 36), ("INT2", (3, 5, 18), 40),
+                                            ("UINT8", (2, 64), 512), ("BIPOLAR", (6, 9), 12),
+                                            ("BINARY", (4, 4), 4), ("INT24", (3, 4), 96),
+                                            ("INT4", (7,), 32), ("UINT1", (2, 3, 70), 280),
+                                            ("INT13", (4, 7, 5), 68)])
+def test_vectorized_hex_words_are_finn_memory_words(packing, dt, shape, pad):
+    """The memory-file words FINN+ writes (`pack_innermost_dim_as_hex_string`): same strings,
+    dtype and shape, both element orders, with and without a prefix; bound in the layers."""
+    from finn.custom_op.fpgadataflow import matrixvectoractivation as mvau
+    from qonnx.core.datatype import DataType
+
+    assert mvau.pack_innermost_dim_as_hex_string is packing.pack_innermost_dim_as_hex_string
+    t = DataType[dt]
+    rng = np.random.default_rng(pad)
+    a = rng.integers(int(t.min()), int(t.max()) + 1, size=shape).astype(np.float32)
+    if dt == "BIPOLAR":
+        a = np.where(a > 0, 1.0, -1.0).astype(np.float32)
+    finn = packing._original["pack_innermost_dim_as_hex_string"]
+    for reverse in (False, True):
+        for prefix in ("0x", ""):
+            got = packing.pack_innermost_dim_as_hex_string(a, t, pad, reverse, prefix)
+            want = finn(a, t, pad, reverse, prefix)
+            assert got.dtype == want.dtype and got.shape == want.shape
+            assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("values, dt, pad, error", [
+    ([[1.0, 9.0]], "INT4", 8, "not permitted"),  # outside the datatype
+    ([[0.0, 1.0]], "BIPOLAR", 4, "not permitted"),  # 0 is not bipolar
+    ([[1.0, 2.0, 3.0]], "INT4", 8, "greater than pad_to_nbits"),
+])
+def test_vectorized_hex_words_leave_bad_input_to_finn(packing, values, dt, pad, error):
+    """What FINN+ refuses is refused by FINN+ itself, with its own message."""
+    from qonnx.core.datatype import DataType
+
+    with pytest.raises(Exception, match=error):
+        packing.pack_innermost_dim_as_hex_string(np.array(values, np.float32), DataType[dt], pad)
+
+
+def test_hex_words_are_installed_only_inside_the_block():
+    from finn.custom_op.fpgadataflow import matrixvectoractivation as mvau
+
+    from fpgaprint.compiler.rtlsim import packing
+
+    before = mvau.pack_innermost_dim_as_hex_string
+    with packing.installed():
+        assert mvau.pack_innermost_dim_as_hex_string is packing.pack_innermost_dim_as_hex_string
+    assert mvau.pack_innermost_dim_as_hex_string is before

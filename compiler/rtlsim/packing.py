@@ -1,17 +1,20 @@
-"""FINN+'s rtlsim stream packing, vectorized.
+"""FINN+'s data packing, vectorized.
 
-FINN+'s node-level rtlsim packs every stream word through hex strings, one element at a time
-(`npy_to_rtlsim_input`, `rtlsim_output_to_npy`); on convolutional layers that takes seconds per
-vector while the simulation itself takes milliseconds. The functions here have the same
-contract and return the same words (tests compare them with FINN+'s), computed with FINN+'s
-own vectorized packers (`finnpy_to_packed_bytearray`, `packed_bytearray_to_finnpy`, the
-packing of its PYNQ driver) for integer datatypes; anything else goes to FINN+'s originals.
-`xsi.install()` puts them in place of FINN+'s while finn.xsi runs on Verilator.
+FINN+ packs stream words and memory images through bit strings, one element at a time
+(`npy_to_rtlsim_input`, `rtlsim_output_to_npy`, `pack_innermost_dim_as_hex_string`): on
+convolutional layers a vector takes seconds to pack while its simulation takes milliseconds,
+and CNV's weight files take about 20 s to write. The functions here have the same contracts and
+return the same values (tests compare them with FINN+'s); stream words come from FINN+'s own
+vectorized packers (`finnpy_to_packed_bytearray`, `packed_bytearray_to_finnpy`), hex words
+from a bit matrix. Integer datatypes only; anything else goes to FINN+'s originals.
+`install()` (or `installed()`) puts them in place of FINN+'s: `xsi.install()` while finn.xsi
+runs on Verilator, the codegen step while FINN+ writes the layers' memory files.
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -70,7 +73,43 @@ def rtlsim_output_to_npy(output, path, dtype, shape, packedBits, targetBits,  # 
     return out
 
 
-_NAMES = ("npy_to_rtlsim_input", "rtlsim_output_to_npy")
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def pack_innermost_dim_as_hex_string(ndarray, dtype, pad_to_nbits, reverse_inner=False,
+                                     prefix="0x"):
+    """Hex words (`prefix` + lower-case digits, `pad_to_nbits` wide) of the innermost
+    dimension, its first element in the most significant bits unless `reverse_inner`."""
+    from qonnx.core.datatype import DataType
+
+    a = np.asarray(ndarray, dtype=np.float32)
+    bipolar = dtype == DataType["BIPOLAR"]
+    t = DataType["BINARY"] if bipolar else dtype
+    pad = max(int(pad_to_nbits), 4)
+    bw = t.bitwidth()
+    ok = (_fast_domain(t) and isinstance(prefix, str) and a.ndim >= 1 and a.size
+          and bw <= 62 and pad % 4 == 0 and a.shape[-1] * bw <= pad)
+    if ok:
+        v = (a.astype(np.float64) + 1) / 2 if bipolar else a.astype(np.float64)
+        ok = bool(np.all(np.isfinite(v)) and np.all(v == np.rint(v))
+                  and v.min() >= t.min() and v.max() <= t.max())
+    if not ok:
+        return _original["pack_innermost_dim_as_hex_string"](ndarray, dtype, pad_to_nbits,
+                                                              reverse_inner, prefix)
+    u = v.astype(np.int64) & ((1 << bw) - 1)  # two's complement in bw bits
+    if reverse_inner:
+        u = np.flip(u, -1)
+    bits = ((u[..., None] >> np.arange(bw - 1, -1, -1)) & 1).astype(np.uint8)
+    bits = bits.reshape(*a.shape[:-1], a.shape[-1] * bw)
+    bits = np.concatenate([np.zeros((*a.shape[:-1], pad - bits.shape[-1]), np.uint8), bits],
+                          axis=-1)
+    digits = bits.reshape(*a.shape[:-1], pad // 4, 4) @ np.array([8, 4, 2, 1], np.uint8)
+    chars = np.ascontiguousarray(_HEX[digits])
+    words = chars.view(f"S{pad // 4}")[..., 0].astype(f"U{pad // 4}")
+    return np.char.add(prefix, words).astype(f"U{len(prefix) + pad // 4}")
+
+
+_NAMES = ("npy_to_rtlsim_input", "rtlsim_output_to_npy", "pack_innermost_dim_as_hex_string")
 
 
 def install() -> list[tuple[object, str, object]]:
@@ -99,3 +138,13 @@ def install() -> list[tuple[object, str, object]]:
 def uninstall(undo: list[tuple[object, str, object]]) -> None:
     for mod, name, value in undo:
         setattr(mod, name, value)
+
+
+@contextmanager
+def installed():
+    """`install()` for the duration of a block."""
+    undo = install()
+    try:
+        yield
+    finally:
+        uninstall(undo)
