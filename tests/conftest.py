@@ -49,9 +49,10 @@ def run_cli(capsys):
     return run
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """Tiny models run faster on one thread than on two contended ones."""
+    """Tiny models run faster on one thread than on two contended ones (the test workers
+    share the cores)."""
     import torch
 
     before = torch.get_num_threads()
@@ -60,7 +61,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def src(one_thread):
     """The embedded default model, trained with seed 0, as the fingerprint code sees it."""
     from fpgaprint.fingerprint.source import train_zoo

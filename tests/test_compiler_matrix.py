@@ -97,24 +97,16 @@ def test_one_build_alone_gives_the_matrix_package_id(serial, inputs, tmp_path, k
     assert got == _ids(serial)["digits-ZCU104"]
 
 
-def test_local_cluster_gives_the_serial_package_ids(serial, inputs, tmp_path):
-    matrix = load_matrix(inputs / "matrix.yaml", tmp_path / "out")
-    with connect("local", 2) as cluster:
-        assert len(cluster.workers) == 2 and cluster.dashboard
-        res = run_matrix(matrix, tmp_path / "out", cluster)
-    assert [r["status"] for r in res.records] == ["ok"] * 4, res.records
-    assert _ids(res) == _ids(serial)
-    workers = {r["worker"] for r in res.records}
-    assert all(w.startswith("tcp://127.0.0.1:") for w in workers)
-
-
-def test_worker_killed_mid_build_still_completes_the_matrix(serial, inputs, tmp_path):
-    """SIGKILL to the worker process running a build: Dask gives the task to a worker again,
-    the interrupted build reruns (resuming its steps), the others are kept."""
+def test_local_cluster_gives_the_serial_package_ids_with_a_worker_killed_mid_build(
+        serial, inputs, tmp_path):
+    """The matrix on a real LocalCluster gives the serial package ids, even when the worker
+    process running a build gets SIGKILL: Dask gives the task to a worker again, the
+    interrupted build reruns (resuming its steps), the others are kept."""
     out = tmp_path / "out"
     matrix = load_matrix(inputs / "matrix.yaml", out)
     killed: dict = {}
     with connect("local", 2) as cluster:
+        assert len(cluster.workers) == 2 and cluster.dashboard
         client = cluster.client
         pids = client.run(os.getpid)
 
@@ -141,6 +133,7 @@ def test_worker_killed_mid_build_still_completes_the_matrix(serial, inputs, tmp_
     recs = {r["name"]: r for r in res.records}
     assert [r["status"] for r in res.records] == ["ok"] * 4, res.records
     assert _ids(res) == _ids(serial)
+    assert all(r["worker"].startswith("tcp://127.0.0.1:") for r in res.records)
     assert recs[killed["name"]]["attempts"] == 2
     assert recs[killed["name"]]["worker"] != killed["worker"]
     assert not list((out / ".matrix").glob("*.running"))

@@ -73,6 +73,12 @@ def test_interval_and_marginal_flag():
     lo, hi = clopper_pearson(95, 100)
     assert lo < 0.95 < hi and 0.88 < lo < 0.9 and 0.98 < hi < 0.99
     assert clopper_pearson(0, 10)[0] == 0.0 and clopper_pearson(10, 10)[1] == 1.0
+    from scipy.stats import beta  # the textbook form: beta quantiles
+
+    for k, n in ((1, 48), (30, 48), (47, 48), (500, 1000)):
+        a = (1 - 0.95) / 2
+        assert clopper_pearson(k, n, 0.95) == pytest.approx(
+            (beta.ppf(a, k, n - k + 1), beta.ppf(1 - a, k + 1, n - k)), abs=1e-12)
     v = _vectors(n=100)
     labels = v["expected_labels"].copy()
     labels[:8] = (labels[:8] + 1) % 10  # 92/100 at threshold 0.9: inside the interval
