@@ -7,6 +7,9 @@ TORCH   := torch==2.13.0
 FINN    := finn-plus==1.6.1
 DEMO    ?= build/demo
 PYTEST_ARGS ?=
+# test workers: one per core (pytest-xdist); a test file stays on one worker, so its module
+# fixtures are made once
+TEST_WORKERS ?= auto
 
 .PHONY: install test demo bench clean lint
 
@@ -24,7 +27,7 @@ $(STAMP): requirements/lock.txt pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests
 
 demo: $(STAMP)
 	$(BIN)/python -m fpgaprint.harness.demo --out $(DEMO)

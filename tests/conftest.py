@@ -1,5 +1,9 @@
 """Shared fixtures: FINN's build directory, the CLI runner, and the artifacts every test file
-shares (one signing key pair, one compile per zoo model, one signed digits package)."""
+shares (one signing key pair, one compile per zoo model, one signed digits package).
+
+`make test` runs the files on one pytest-xdist worker per core (`--dist loadfile`: a file stays
+on one worker, so its module fixtures are made once); session fixtures are made once per
+worker, in that worker's own temporary directory."""
 
 from __future__ import annotations
 
