@@ -25,6 +25,15 @@ def _fast_domain(dtype) -> bool:
     return dtype.is_integer() and not dtype.is_fixed_point()
 
 
+def _on_grid(a: np.ndarray, dtype) -> bool:
+    """Whether the float array `a` is non-empty and holds only values of integer `dtype`."""
+    if not (a.size and np.all(np.isfinite(a)) and np.all(a == np.rint(a))):
+        return False
+    if dtype.name == "BIPOLAR":
+        return bool(np.all(np.abs(a) == 1))
+    return bool(a.min() >= dtype.min() and a.max() <= dtype.max())
+
+
 def npy_to_rtlsim_input(input_file, input_dtype, pad_to_nbits, reverse_inner=True):
     """Stream words (Python ints) of an array or .npy file, its innermost dimension packed."""
     from finn.util import data_packing as dp
@@ -37,9 +46,8 @@ def npy_to_rtlsim_input(input_file, input_dtype, pad_to_nbits, reverse_inner=Tru
         return _original["npy_to_rtlsim_input"](input_file, input_dtype, pad_to_nbits,
                                                 reverse_inner)
     a = np.asarray(inp, dtype=np.float64)
-    ok = (reverse_inner and _fast_domain(input_dtype) and a.ndim >= 1 and a.size
-          and np.all(np.isfinite(a)) and np.all(a == np.rint(a))
-          and a.min() >= input_dtype.min() and a.max() <= input_dtype.max()
+    ok = (reverse_inner and _fast_domain(input_dtype) and a.ndim >= 1
+          and _on_grid(a, input_dtype)
           and a.shape[-1] * input_dtype.bitwidth() <= max(int(pad_to_nbits), 1))
     if not ok:
         return _original["npy_to_rtlsim_input"](inp, input_dtype, pad_to_nbits, reverse_inner)
@@ -80,23 +88,18 @@ def pack_innermost_dim_as_hex_string(ndarray, dtype, pad_to_nbits, reverse_inner
                                      prefix="0x"):
     """Hex words (`prefix` + lower-case digits, `pad_to_nbits` wide) of the innermost
     dimension, its first element in the most significant bits unless `reverse_inner`."""
-    from qonnx.core.datatype import DataType
+    from fpgaprint.core.words import WordFormat
 
     a = np.asarray(ndarray, dtype=np.float32)
-    bipolar = dtype == DataType["BIPOLAR"]
-    t = DataType["BINARY"] if bipolar else dtype
     pad = max(int(pad_to_nbits), 4)
-    bw = t.bitwidth()
-    ok = (_fast_domain(t) and isinstance(prefix, str) and a.ndim >= 1 and a.size
-          and bw <= 62 and pad % 4 == 0 and a.shape[-1] * bw <= pad)
-    if ok:
-        v = (a.astype(np.float64) + 1) / 2 if bipolar else a.astype(np.float64)
-        ok = bool(np.all(np.isfinite(v)) and np.all(v == np.rint(v))
-                  and v.min() >= t.min() and v.max() <= t.max())
+    fmt = WordFormat.of(dtype.name) if _fast_domain(dtype) else None
+    ok = (fmt is not None and isinstance(prefix, str) and a.ndim >= 1 and fmt.bits <= 62
+          and pad % 4 == 0 and a.shape[-1] * fmt.bits <= pad and _on_grid(a, dtype))
     if not ok:
         return _original["pack_innermost_dim_as_hex_string"](ndarray, dtype, pad_to_nbits,
                                                               reverse_inner, prefix)
-    u = v.astype(np.int64) & ((1 << bw) - 1)  # two's complement in bw bits
+    bw = fmt.bits
+    u = fmt.to_word(a)  # the stored bit patterns (BIPOLAR: one bit)
     if reverse_inner:
         u = np.flip(u, -1)
     bits = ((u[..., None] >> np.arange(bw - 1, -1, -1)) & 1).astype(np.uint8)
