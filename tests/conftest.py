@@ -66,7 +66,7 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def src(one_thread):
+def src():
     """The embedded default model, trained with seed 0, as the fingerprint code sees it."""
     from fpgaprint.fingerprint.source import train_zoo
 

@@ -22,7 +22,7 @@ NAMES = ["digits-Pynq-Z1", "digits-Pynq-Z1-w6", "digits-ZCU104", "digits-ZCU104-
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory, keypair, one_thread) -> Path:
+def inputs(tmp_path_factory, keypair) -> Path:
     """A trained digits-mlp checkpoint, a fingerprint set of it and a 4-build matrix file."""
     from fpgaprint.compiler import modelio, zoo
     from fpgaprint.fingerprint.generate import generate

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from fpgaprint.cli import main
 from fpgaprint.compiler import modelio
@@ -16,18 +15,14 @@ from fpgaprint.fingerprint.source import train_zoo
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def models(tmp_path_factory, src):
     d = tmp_path_factory.mktemp("models")
-    for seed, name in ((0, "src.pt"), (1, "swap.pt")):
-        m = train_zoo("digits-mlp", seed=seed)
+    for m, name in ((src, "src.pt"), (train_zoo("digits-mlp", seed=1), "swap.pt")):
         modelio.save(modelio.Checkpoint(m.module, "float", (64,), 10, zoo="digits-mlp"), d / name)
     tfc = get_entry("tfc-w2a2")  # another input shape, as a checkpoint (never a pickle)
     modelio.save(modelio.Checkpoint(tfc.build(), tfc.kind, tfc.input_shape, 10, zoo=tfc.name),
                  d / "mnist.pt")
-    yield d
-    torch.set_num_threads(before)
+    return d
 
 
 @pytest.fixture(scope="module")

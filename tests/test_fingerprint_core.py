@@ -15,8 +15,6 @@ from fpgaprint.fingerprint.check import check
 from fpgaprint.fingerprint.generate import GenParams, canonical, generate
 from fpgaprint.fingerprint.source import from_module, load_model, state_dict_sha256, train_zoo
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 @pytest.fixture(scope="module")
 def swapped():

@@ -68,7 +68,7 @@ def test_progressive_bit_search_lowers_accuracy(src, golden):
 
 
 @pytest.mark.slow
-def test_fidelity_table_quick(tmp_path, golden_path, one_thread):
+def test_fidelity_table_quick(tmp_path, golden_path):
     cfg = EvalConfig.quick()
     cfg.methods = ("robust", "boundary", "natural")
     cfg.flip_counts = (1, 64)

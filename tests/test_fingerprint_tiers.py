@@ -22,7 +22,6 @@ from fpgaprint.fingerprint.generate import GenParams, generate, generate_pair
 from fpgaprint.fingerprint.intexec import IntExec, flipped_memories
 from fpgaprint.fingerprint.source import GoldenRunner, Model, load_model
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = BoundaryParams(pairs=150, flips=200)
 
 
