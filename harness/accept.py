@@ -13,7 +13,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from fpgaprint.core.cliopts import check_port_url
 from fpgaprint.core.errors import InputError
@@ -74,11 +74,12 @@ def accept(
     client_factory: Callable[..., Any] | None = None,
     journal: Journal | None = None,
     run_id: int | None = None,
+    earlier: Sequence[str] = (),
 ) -> AcceptResult:
     """Verify every port in parallel; commit each outcome as it completes; finish the run.
 
-    With `run_id`, the boards are added to that run (a resumed run) and its status covers
-    every result committed for it.
+    With `run_id`, the boards are added to that run (a resumed run); `earlier` holds the
+    statuses of its results committed before, and the run's status covers them too.
     """
     if run_id is None:
         run_id = store.start_run(station, pkg.package_id, pkg.manifest.get("name", ""), ports)
@@ -124,13 +125,7 @@ def accept(
                 done[port] = outcome
                 boards.finish(outcome, committed=port not in result.spooled + result.unsaved)
     result.outcomes = [done[p] for p in ports]
-    statuses = [o.status for o in result.outcomes]
-    try:
-        prior = store.run(run_id)["results"]
-        statuses += [r["status"] for r in prior if r["port"] not in done]
-    except DatabaseUnavailable:
-        pass
-    result.status = overall(statuses)
+    result.status = overall([o.status for o in result.outcomes] + list(earlier))
     try:
         store.finish_run(run_id, result.status)
     except DatabaseUnavailable as e:

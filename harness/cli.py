@@ -211,7 +211,7 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge, t
         def plan_for(_port: str):
             return challenge_plan(pkg, challenge, _rng()) if challenge else selftest_plan(pkg)
 
-        run_id = None
+        run_id, earlier = None, []
         if resume is not None:
             run = store.run(resume)
             if run["package_id"] != pkg.package_id:
@@ -221,17 +221,28 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge, t
                 console.print(f"run {resume} in {store.url} is finished: [bold]{run['status']}[/]")
                 _raise_for(run["status"], f"run {resume} finished as {run['status']}")
                 return
+            mode = "challenge" if challenge else "selftest"
+            other = sorted({r["mode"] for r in run["results"]} - {mode})
+            if other:
+                raise InputError(f"--resume {resume}: run {resume} verified boards in {other[0]} "
+                                 f"mode, not {mode}: resume it in the same mode")
             done = {r["port"] for r in run["results"]}
             todo = [p for p in run["ports"] if p not in done]
             if ports is not None:
-                todo = [p for p in ports if p not in done]
+                again = [p for p in ports if p in done]
+                if again:
+                    raise InputError(f"--ports: {again[0]} already has a result in run {resume}; "
+                                     "give the ports of the boards still to verify")
+                todo = list(ports)
                 store.set_ports(resume, [p for p in run["ports"] if p in done] + todo)
             run_id, station = resume, station or run["station"]
+            earlier = [r["status"] for r in run["results"]]
             ports = todo
         station = station or default_station()
         if ports:
             result = run_accept(ports, pkg, plan_for, store, station, settings,
-                                console=stderr_console(), journal=spool, run_id=run_id)
+                                console=stderr_console(), journal=spool, run_id=run_id,
+                                earlier=earlier)
         else:  # a resumed run whose boards all have results: only close it
             from fpgaprint.harness.accept import AcceptResult
 

@@ -292,6 +292,7 @@ class ResultStore:
                     "results": [
                         {
                             "port": r.port, "serial": r.serial, "status": r.status,
+                            "mode": r.mode,
                             "n_vectors": r.n_vectors, "n_answered": r.n_answered,
                             "vector_rows": len(r.vectors), "match_rate": r.match_rate,
                             "exact_failed": r.exact_failed, "reason": r.reason,
@@ -310,7 +311,7 @@ class ResultStore:
         without a result counts as NO_VERDICT)."""
         run = self.run(run_id)
         got = {r["port"]: r["status"] for r in run["results"]}
-        return overall([got.get(p, NO_VERDICT) for p in run["ports"]] or [NO_VERDICT])
+        return overall([got.get(p, NO_VERDICT) for p in run["ports"]])
 
     def last_run_id(self) -> int | None:
         with Session(self.engine) as s:
