@@ -286,6 +286,11 @@ class ResultStore:
                 run = s.get(Run, run_id)
                 if run is None:
                     raise InputError(f"database {self.url}: no run {run_id}")
+                counts = dict(s.execute(
+                    select(VectorRow.result_id, func.count())
+                    .join(BoardResult, VectorRow.result_id == BoardResult.id)
+                    .where(BoardResult.run_id == run_id)
+                    .group_by(VectorRow.result_id)).all())
                 return {
                     "id": run.id, "station": run.station, "package_id": run.package_id,
                     "status": run.status, "ports": run.ports,
@@ -294,7 +299,7 @@ class ResultStore:
                             "port": r.port, "serial": r.serial, "status": r.status,
                             "mode": r.mode,
                             "n_vectors": r.n_vectors, "n_answered": r.n_answered,
-                            "vector_rows": len(r.vectors), "match_rate": r.match_rate,
+                            "vector_rows": counts.get(r.id, 0), "match_rate": r.match_rate,
                             "exact_failed": r.exact_failed, "reason": r.reason,
                         }
                         for r in run.results
@@ -304,7 +309,15 @@ class ResultStore:
         return self._retry(f"read run {run_id}", read)
 
     def committed_ports(self, run_id: int) -> set[str]:
-        return {r["port"] for r in self.run(run_id)["results"]}
+        """The ports of `run_id` that have a committed result."""
+        def read() -> set[str]:
+            with Session(self.engine) as s:
+                if s.get(Run, run_id) is None:
+                    raise InputError(f"database {self.url}: no run {run_id}")
+                return set(s.scalars(select(BoardResult.port)
+                                     .where(BoardResult.run_id == run_id)))
+
+        return self._retry(f"read run {run_id}", read)
 
     def run_status(self, run_id: int) -> str:
         """The overall status of a run from the results committed for its ports (a port
