@@ -49,6 +49,12 @@ def accelerator_inputs(golden_path: Path, x: np.ndarray) -> np.ndarray:
         start_node=head[0], end_node=head[-1])[name]) for row in x]).reshape(len(x), -1)
 
 
+def predicted_cycles(stitched: dict, n: int) -> int:
+    """The self-test's cycles for `n` vectors through the stitched design (its build report
+    section `rtl.stitched`): latency + (n - 1) x the measured initiation interval."""
+    return round(stitched["latency_cycles"] + (n - 1) * stitched["ii_cycles"])
+
+
 def cycle_tolerance(predicted: int) -> int:
     """Allowed |measured - predicted| cycles."""
     return max(16, predicted // 100)
@@ -72,8 +78,7 @@ def run(out: Path, brd, config, report: dict, inputs: np.ndarray, raw: np.ndarra
     if stitched:
         design = StitchedDesign(rtl)
         io = design.io
-        predicted = round(st["latency_cycles"] + (n - 1) * st["ii_cycles"]) \
-            if st.get("built") else None
+        predicted = predicted_cycles(st, n) if st.get("built") else None
     else:
         from qonnx.core.modelwrapper import ModelWrapper
 
