@@ -121,7 +121,7 @@ def build_model(
 
     `boundary`: a boundary set made from this build's golden model, embedded after the
     fingerprint's vectors as the strict boundary tier."""
-    from fpgaprint.core.boards import check_resources, get_board
+    from fpgaprint.core.boards import get_board
 
     config = config or BuildConfig()
     brd = get_board(board)  # fail on bad input before touching OUT
@@ -147,14 +147,7 @@ def build_model(
     with library_output(log.handler):
         try:
             _run(spec, brd, out, config, fp, log, report, result, console)
-            findings = check_resources(brd, report.get("estimates", {}).get("resources_total", {}),
-                                       config.resource_warn)
-            report["resource_check"] = [{"level": lv, "message": m} for lv, m in findings]
-            for lv, m in findings:
-                log(f"[{'red' if lv == 'fail' else 'yellow'}]{lv}: {m}[/]", show=True)
-            if any(lv == "fail" for lv, _ in findings):
-                raise InputError(f"the design does not fit {brd.name}: " +
-                                 "; ".join(m for lv, m in findings if lv == "fail"))
+            check_fit(brd, config, report, log, "the design")
             report["vivado"] = vivado.run_or_explain(out, brd, config, log)
             if fp is not None:
                 _package(out, brd, config, fp, result, key, allow_unsigned, tar, bd, log)
@@ -177,6 +170,21 @@ def build_model(
             write_json(out / "reports" / name, report)
             log.close()
     return result
+
+
+def check_fit(brd, config, report: dict, log, what: str) -> None:
+    """The board fit of the report's estimate `estimates.resources_total`: findings in
+    `report["resource_check"]` and the log; InputError ("`what` does not fit") on a fail."""
+    from fpgaprint.core.boards import check_resources
+
+    findings = check_resources(brd, report.get("estimates", {}).get("resources_total", {}),
+                               config.resource_warn)
+    report["resource_check"] = [{"level": lv, "message": m} for lv, m in findings]
+    for lv, m in findings:
+        log(f"[{'red' if lv == 'fail' else 'yellow'}]{lv}: {m}[/]", show=True)
+    if any(lv == "fail" for lv, _ in findings):
+        raise InputError(f"{what} does not fit {brd.name}: " +
+                         "; ".join(m for lv, m in findings if lv == "fail"))
 
 
 def _run(spec, brd, out, config, fp, log, report, result, console):

@@ -66,8 +66,8 @@ def run(out: Path, brd, config, report: dict, inputs: np.ndarray, raw: np.ndarra
     package's vectors `inputs` (the golden model's input) and their golden raw outputs;
     returns its description and the simulated registers (None when not simulated)."""
     from fpgaprint.compiler.bist.generate import generate
+    from fpgaprint.compiler.build import check_fit
     from fpgaprint.compiler.rtlsim.design import DESIGN_JSON, StitchedDesign
-    from fpgaprint.core.boards import check_resources
     from fpgaprint.core.errors import InputError
 
     mode = config.bist.mode
@@ -113,11 +113,7 @@ def run(out: Path, brd, config, report: dict, inputs: np.ndarray, raw: np.ndarra
     est.setdefault("resources_accelerator", acc)
     est["resources_total"] = {k: acc.get(k, 0) + spec.raw["resources"].get(k, 0)
                               for k in sorted(set(acc) | set(spec.raw["resources"]))}
-    findings = check_resources(brd, est["resources_total"], config.resource_warn)
-    report["resource_check"] = [{"level": lv, "message": m} for lv, m in findings]
-    if any(lv == "fail" for lv, _ in findings):
-        raise InputError(f"the design with its on-chip self-test does not fit {brd.name}: " +
-                         "; ".join(m for lv, m in findings if lv == "fail"))
+    check_fit(brd, config, report, log, "the design with its on-chip self-test")
     if not stitched:
         section["note"] = ("not simulated here: the accelerator has HLS layers (needs Vitis "
                            "HLS); RTL generated, controller tested against a stand-in only")
