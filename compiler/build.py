@@ -391,8 +391,7 @@ def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar:
     # hardware is this RTL (a Vivado bitstream does not carry it yet)
     from fpgaprint.compiler.bist import stage as bist_stage
 
-    bist, onchip = bist_stage.run(out, brd, config, report, inputs, raw,
-                                  log or (lambda *a, **k: None), result.golden_path)
+    bist, onchip = bist_stage.run(out, brd, config, report, inputs, raw, log, golden)
     has_bit = (out / "hw").is_dir() and any((out / "hw").glob("*.bit"))
     if onchip is not None and not has_bit:
         policy = Policy((*policy.checks, "onchip"), policy.fingerprint_threshold,

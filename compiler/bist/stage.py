@@ -21,22 +21,19 @@ import numpy as np
 
 from fpgaprint.compiler.rtlsim.errors import BistError
 from fpgaprint.core import bist as B
+from fpgaprint.core.golden import HW_DOMAIN, GoldenModel
 
 RTL_DIR = Path("hw/rtl")
 
 
-HW_DOMAIN = "finn.custom_op.fpgadataflow"
 KEEP_ORDER = ("Reshape", "Flatten")
 
 
-def accelerator_inputs(golden_path: Path, x: np.ndarray) -> np.ndarray:
+def accelerator_inputs(g: GoldenModel, x: np.ndarray) -> np.ndarray:
     """The vectors as the accelerator's first layer receives them: the golden graph's
     host-side head (e.g. CNV's NCHW -> NHWC Transpose) applied, one vector at a time."""
     from qonnx.core.onnx_exec import execute_onnx
 
-    from fpgaprint.core.golden import GoldenModel
-
-    g = GoldenModel(golden_path)
     nodes = list(g.model.graph.node)
     first = next(i for i, n in enumerate(nodes) if n.domain.startswith(HW_DOMAIN))
     head = nodes[:first]
@@ -61,10 +58,11 @@ def cycle_tolerance(predicted: int) -> int:
 
 
 def run(out: Path, brd, config, report: dict, inputs: np.ndarray, raw: np.ndarray,
-        log, golden_path: Path | None = None) -> tuple[B.BistSpec, dict | None]:
+        log, golden: GoldenModel | Path) -> tuple[B.BistSpec, dict | None]:
     """Generate, estimate, fit-check and (stitched designs) simulate the BIST for the
-    package's vectors `inputs` (the golden model's input) and their golden raw outputs;
-    returns its description and the simulated registers (None when not simulated)."""
+    package's vectors `inputs` (the input of the golden model `golden`, loaded or its path)
+    and their golden raw outputs; returns its description and the simulated registers (None
+    when not simulated)."""
     from fpgaprint.compiler.bist.generate import generate
     from fpgaprint.compiler.build import check_fit
     from fpgaprint.compiler.rtlsim.design import DESIGN_JSON, StitchedDesign
@@ -93,7 +91,9 @@ def run(out: Path, brd, config, report: dict, inputs: np.ndarray, raw: np.ndarra
             log(f"on-chip self-test: {report['bist']['note']}")
             return None, None
         predicted = None
-    acc_in = accelerator_inputs(golden_path or out / "model" / "golden.onnx", inputs)
+    if not isinstance(golden, GoldenModel):
+        golden = GoldenModel(golden)
+    acc_in = accelerator_inputs(golden, inputs)
     spec = generate(rtl, io, acc_in, raw, mode, stitched=stitched, predicted_cycles=predicted,
                     latency_cycles=st.get("latency_cycles") if stitched else None)
     clock_ns = float(config.clock_ns or brd.clock_ns)
