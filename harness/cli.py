@@ -8,6 +8,7 @@ names the report.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Callable
@@ -205,11 +206,14 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge, t
         replayed = store.replay(spool)
         if replayed:
             console.print(f"committed {replayed} spooled result(s) from {spool.path}")
-        if challenge:
-            challenge_plan(pkg, challenge, _rng())  # validate once before any board is touched
+        # built (and checked) once, before any board is touched
+        base = challenge_plan(pkg, challenge, _rng()) if challenge else selftest_plan(pkg)
 
         def plan_for(_port: str):
-            return challenge_plan(pkg, challenge, _rng()) if challenge else selftest_plan(pkg)
+            """Each board gets its own random order of the challenge set."""
+            if not challenge:
+                return base
+            return dataclasses.replace(base, order=_rng().permutation(len(base.order)))
 
         run_id, earlier = None, []
         if resume is not None:
@@ -250,7 +254,7 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge, t
             store.finish_run(resume, status)
             result = AcceptResult(resume, status, [])
         db_shown = store.url
-        threshold = plan_for("").policy.fingerprint_threshold
+        threshold = base.policy.fingerprint_threshold
         meta = {"station": station, "run": result.run_id, "database": db_shown,
                 "package": pkg.manifest.get("name", ""), "package_id": pkg.package_id,
                 "mode": "challenge" if challenge else "selftest", "verdict": result.status}
