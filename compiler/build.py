@@ -353,7 +353,7 @@ def _check_key(key, allow_unsigned: bool) -> None:
 
 
 def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar: bool,
-             bd=None, log=None) -> None:
+             bd, log) -> None:
     """Embed the fingerprint (and the boundary tier) as self-test vectors, then write the
     signed manifest."""
     from fpgaprint.compiler.package import finalize_package, write_selftest
@@ -392,8 +392,8 @@ def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar:
     from fpgaprint.compiler.bist import stage as bist_stage
 
     bist, onchip = bist_stage.run(out, brd, config, report, inputs, raw, log, golden)
-    has_bit = (out / "hw").is_dir() and any((out / "hw").glob("*.bit"))
-    if onchip is not None and not has_bit:
+    bit = sorted((out / "hw").glob("*.bit")) if (out / "hw").is_dir() else []
+    if onchip is not None and not bit:
         policy = Policy((*policy.checks, "onchip"), policy.fingerprint_threshold,
                         policy.boundary_count)
     own = evaluate(raw, labels, {"golden_raw": raw, "expected_labels": expected}, policy,
@@ -425,7 +425,6 @@ def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar:
             "part": brd.part, "platform": brd.platform,
             "clock_ns": config.clock_ns or brd.clock_ns, "io": report["io"],
             "input_grid": grid.to_dict()}
-    bit = sorted((out / "hw").glob("*.bit")) if (out / "hw").is_dir() else []
     if bit:
         meta["bitstream"] = {"path": str(bit[0].relative_to(out))}
     pkg = finalize_package(out, meta, key_path=key, allow_unsigned=allow_unsigned, tar=tar)
