@@ -70,12 +70,11 @@ RECORD_FIELDS = tuple(r.name.lower() for r in REGISTERS if r.access == "ro")
 
 
 def crc32_words(words: np.ndarray, nbytes: int, bits: int | None = None) -> int:
-    """CRC-32 of stream words: uint8 (n, nbytes) little-endian, or Python ints; bits at and
-    above `bits` cleared first."""
+    """CRC-32 of stream words: uint8 (n, nbytes), each word little-endian; bits at and above
+    `bits` cleared first."""
     a = np.asarray(words)
     if a.dtype != np.uint8:
-        a = np.frombuffer(b"".join(int(w).to_bytes(nbytes, "little") for w in a.reshape(-1)),
-                          np.uint8).reshape(-1, nbytes)
+        raise TypeError(f"crc32_words: expected uint8 stream words, got {a.dtype}")
     a = a.reshape(-1, nbytes).copy()
     if bits is not None and bits < 8 * nbytes:
         mask = np.frombuffer(((1 << bits) - 1).to_bytes(nbytes, "little"), np.uint8)
