@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fpgaprint.compiler.rtlsim.design import StitchedDesign, StitchedSim
+from fpgaprint.compiler.rtlsim.design import RESET_CYCLES, StitchedDesign, StitchedSim
 from fpgaprint.compiler.rtlsim.errors import SimulationError
 from fpgaprint.core import bist as B
 
@@ -34,7 +34,6 @@ def build_bist(design: StitchedDesign, log_dir: str | Path | None = None):
     from fpgaprint.compiler.bist.generate import TOP
     from fpgaprint.compiler.rtlsim.verilator import build_library
 
-    load_spec(design.dir)
     return build_library(TOP, design.verilator_sources() + bist_sources(design.dir),
                          label=f"on-chip self-test top {TOP}", log_dir=log_dir)
 
@@ -135,7 +134,7 @@ class StandinBistSim(BistRegisters):
                               label=f"on-chip self-test top {TOP} (stand-in accelerator)")
         self.sim = VerilatedSim(build.library, run_dir=Path(run_dir or rtl_dir),
                                 name=f"{TOP} with a stand-in accelerator")
-        self.sim.reset("ap_rst_n", True, 16)
+        self.sim.reset("ap_rst_n", True, RESET_CYCLES)
         self.wait_done()
 
     def close(self) -> None:
