@@ -14,6 +14,8 @@ import numpy as np
 from fpgaprint.core.errors import InputError
 
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
+SHAPES = ("ishape_normal", "ishape_folded", "ishape_packed",
+          "oshape_normal", "oshape_folded", "oshape_packed")  # io_shape_dict's shape keys
 
 
 def _packing():
@@ -64,13 +66,17 @@ class DriverIO:
             if len(d["idt"]) != 1 or len(d["odt"]) != 1:
                 raise InputError(f"{where}: {len(d['idt'])} inputs and {len(d['odt'])} outputs;"
                                  " the pynq backend drives accelerators with one of each")
-            fields = {k: tuple(int(v) for v in d[k][0]) for k in (
-                "ishape_normal", "ishape_folded", "ishape_packed",
-                "oshape_normal", "oshape_folded", "oshape_packed")}
+            fields = {k: tuple(int(v) for v in d[k][0]) for k in SHAPES}
             return cls(datatype(d["idt"][0]).name, datatype(d["odt"][0]).name, **fields)
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise InputError(f"{where}: not a FINN io_shape_dict ({type(e).__name__}: {e})") \
                 from None
+
+    def to_io_shape_dict(self) -> dict[str, Any]:
+        """This input and output as FINN's io_shape_dict (what `from_io_shape_dict` reads;
+        JSON-ready)."""
+        return {"idt": [f"DataType['{self.idt}']"], "odt": [f"DataType['{self.odt}']"],
+                **{k: [list(getattr(self, k))] for k in SHAPES}}
 
     def batched(self, name: str, batch: int) -> tuple[int, ...]:
         """Shape `name` (e.g. "ishape_folded") for a batch of `batch`."""

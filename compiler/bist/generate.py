@@ -225,14 +225,6 @@ def watchdog(latency_cycles: int | None) -> int:
     return max(4096, 1 << math.ceil(math.log2(8 * int(latency_cycles))))
 
 
-def io_dict(io: DriverIO) -> dict:
-    """`io` as FINN's io_shape_dict (what `DriverIO.from_io_shape_dict` reads)."""
-    return {"idt": [f"DataType['{io.idt}']"], "odt": [f"DataType['{io.odt}']"],
-            **{k: [list(getattr(io, k))] for k in (
-                "ishape_normal", "ishape_folded", "ishape_packed", "oshape_normal",
-                "oshape_folded", "oshape_packed")}}
-
-
 def generate(rtl_dir: str | Path, io: DriverIO, inputs: np.ndarray, golden_raw: np.ndarray,
              mode: str = "exact", stitched: bool = True,
              predicted_cycles: int | None = None,
@@ -279,7 +271,7 @@ def generate(rtl_dir: str | Path, io: DriverIO, inputs: np.ndarray, golden_raw: 
         "stitched": bool(stitched), "predicted_cycles": predicted_cycles,
         "top": TOP, "sources": list(SOURCES), "files": files,
         "watchdog_cycles": watchdog(latency_cycles),
-        "io": io_dict(io),
+        "io": io.to_io_shape_dict(),
         **est,
     }
     shutil.copyfile(HDL / CTRL, d / CTRL)
