@@ -7,7 +7,11 @@ A package's signer is *pinned* when its key is one of the trust anchors:
   folder (`fpgaprint keys trust PUB` adds one; `$FPGAPRINT_TRUST_STORE` moves the folder),
   every key the config file `~/.config/fpgaprint/trust.toml` lists
   (`trusted_keys = ["release.pub", "<64 hex>"]`; `$FPGAPRINT_TRUST_CONFIG` moves it), and every
-  key in `$FPGAPRINT_TRUSTED_KEYS` (key files or 64 hex digits, separated by `:`).
+  key in `$FPGAPRINT_TRUSTED_KEYS` (absolute key file paths or 64 hex digits, separated
+  by `:`).
+
+Nothing here is found relative to the current folder, which may be a package's own: the
+environment names absolute paths only, and trust.toml's key files are relative to its folder.
 
 A signed package whose signer is not pinned is refused unless the caller allows it
 (`--allow-unpinned`); an unsigned package only with `--allow-unsigned`.
@@ -62,10 +66,19 @@ class Trust:
         return f"trusted keys: {keys}{more}"
 
 
+def _absolute(value: str, env: str) -> Path:
+    """A path given in the environment, refused unless absolute (after `~` expansion): a
+    relative one would be found in the current folder, which may be a package's own."""
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        raise InputError(f"${env}: {value!r} is a relative path; it must be absolute")
+    return path
+
+
 def trust_store_dir() -> Path:
     """The trust store folder: `$FPGAPRINT_TRUST_STORE`, else `~/.config/fpgaprint/trusted`."""
     env = os.environ.get(TRUST_STORE_ENV)
-    return Path(env).expanduser() if env else default_key_dir() / "trusted"
+    return _absolute(env, TRUST_STORE_ENV) if env else default_key_dir() / "trusted"
 
 
 def _store_anchors(store: Path) -> list[Anchor]:
@@ -84,8 +97,10 @@ def _store_anchors(store: Path) -> list[Anchor]:
     return out
 
 
-def _anchor(item: str, source: str, base: Path | None = None) -> Anchor:
-    """A key given as 64 hex digits or as a key file (relative to `base`)."""
+def _anchor(item: str, source: str, base: Path | None) -> Anchor:
+    """A key given as 64 hex digits or as a key file: an absolute path, or one relative to the
+    folder `base`. `base` None: the key comes from the environment variable `source`, where a
+    relative path is refused."""
     item = item.strip()
     if len(item) == 64 and all(c in "0123456789abcdefABCDEF" for c in item):
         try:
@@ -94,22 +109,28 @@ def _anchor(item: str, source: str, base: Path | None = None) -> Anchor:
             raise InputError(f"{source}: {item[:16]}… is not an Ed25519 key ({e})") from None
     else:
         path = Path(item).expanduser()
+        if not path.is_absolute():
+            if base is None:
+                raise InputError(f"${source}: key file {item!r} is a relative path; it must "
+                                 "be absolute (or give the key as 64 hex digits)")
+            path = base / path
         try:
-            key = load_public_key(base / path if base is not None else path)
+            key = load_public_key(path)
         except InputError as e:
             raise InputError(f"{source}: {e}") from None
     return Anchor(key, public_key_hex(key), source)
 
 
 def _env_anchors() -> list[Anchor]:
-    return [_anchor(item, TRUSTED_KEYS_ENV)
+    """The keys of `$FPGAPRINT_TRUSTED_KEYS`: 64 hex digits or absolute key file paths."""
+    return [_anchor(item, TRUSTED_KEYS_ENV, None)
             for item in os.environ.get(TRUSTED_KEYS_ENV, "").split(os.pathsep) if item.strip()]
 
 
 def trust_config_path() -> Path:
     """The trust config file: `$FPGAPRINT_TRUST_CONFIG`, else `~/.config/fpgaprint/trust.toml`."""
     env = os.environ.get(TRUST_CONFIG_ENV)
-    return Path(env).expanduser() if env else default_key_dir() / "trust.toml"
+    return _absolute(env, TRUST_CONFIG_ENV) if env else default_key_dir() / "trust.toml"
 
 
 def _config_anchors() -> list[Anchor]:

@@ -62,3 +62,87 @@ def test_bad_key_files_named(tmp_path):
     (tmp_path / "ec.key").write_bytes(ec_pem)
     with pytest.raises(InputError, match="ec.key: not an Ed25519 key"):
         load_private_key(tmp_path / "ec.key")
+
+
+# ---------------------------------------------------------------- trust anchors from the host
+
+
+def _verify_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    from fpgaprint.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+@pytest.fixture
+def signed_package(tmp_path):
+    """(package dir, its signer's public key file) with the public key also inside the package,
+    as a package that tries to supply its own trust anchor would ship it."""
+    from test_package_support import build_package
+
+    priv, pub = generate_keypair(tmp_path / "k")
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "release.pub").write_bytes(pub.read_bytes())
+    build_package(pkg, priv)
+    return pkg, pub
+
+
+def test_a_relative_key_file_in_the_environment_is_refused(signed_package, capsys,
+                                                           monkeypatch):
+    """`cd pkg && FPGAPRINT_TRUSTED_KEYS=release.pub` must not let the package pin itself."""
+    pkg, _ = signed_package
+    monkeypatch.chdir(pkg)
+    monkeypatch.setenv("FPGAPRINT_TRUSTED_KEYS", "release.pub")
+    code, out, err = _verify_cli(["package", "verify", "."], capsys)
+    assert code == 2 and "OK" not in out
+    assert ("$FPGAPRINT_TRUSTED_KEYS: key file 'release.pub' is a relative path; it must be "
+            "absolute") in err
+    assert err.count("\n") == 1, err
+    from fpgaprint.core.trust import resolve_trust
+
+    with pytest.raises(InputError, match=r"'release.pub' is a relative path"):
+        resolve_trust()
+
+
+def test_an_absolute_key_file_in_the_environment_still_pins(signed_package, capsys,
+                                                            monkeypatch):
+    pkg, pub = signed_package
+    monkeypatch.chdir(pkg)
+    monkeypatch.setenv("FPGAPRINT_TRUSTED_KEYS", f"{public_key_hex(load_public_key(pub))}:"
+                                                 f"{pkg / 'release.pub'}")
+    code, out, _ = _verify_cli(["package", "verify", "."], capsys)
+    assert code == 0 and "(FPGAPRINT_TRUSTED_KEYS)" in out and out.rstrip().endswith("OK")
+
+
+@pytest.mark.parametrize("env", ["FPGAPRINT_TRUST_CONFIG", "FPGAPRINT_TRUST_STORE"])
+def test_a_relative_trust_config_or_store_is_refused(signed_package, capsys, monkeypatch, env):
+    """The config file and the trust store are never looked for in the current folder."""
+    pkg, _ = signed_package
+    (pkg / "trust.toml").write_text('trusted_keys = ["release.pub"]\n')
+    monkeypatch.chdir(pkg)
+    monkeypatch.setenv(env, "trust.toml" if env == "FPGAPRINT_TRUST_CONFIG" else ".")
+    code, out, err = _verify_cli(["package", "verify", "."], capsys)
+    assert code == 2 and "OK" not in out
+    assert f"${env}: " in err and "is a relative path; it must be absolute" in err
+    assert err.count("\n") == 1, err
+
+
+def test_trust_config_key_files_are_relative_to_the_config_not_the_cwd(
+        signed_package, tmp_path, capsys, monkeypatch):
+    pkg, pub = signed_package
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "keys").mkdir()
+    (conf / "keys/release.pub").write_bytes(pub.read_bytes())
+    (conf / "trust.toml").write_text('trusted_keys = ["keys/release.pub"]\n')
+    monkeypatch.setenv("FPGAPRINT_TRUST_CONFIG", str(conf / "trust.toml"))
+    monkeypatch.chdir(pkg)
+    code, out, _ = _verify_cli(["package", "verify", "."], capsys)
+    assert code == 0 and f"(trust config {conf / 'trust.toml'})" in out
+    # the same name in the current folder (the package) is not consulted
+    (conf / "trust.toml").write_text('trusted_keys = ["release.pub"]\n')
+    code, out, err = _verify_cli(["package", "verify", "."], capsys)
+    assert code == 2 and f"{conf / 'release.pub'}: public key not found" in err
