@@ -16,7 +16,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -65,8 +65,10 @@ STATUS_BITS = {"DONE": 0, "PASS": 1, "BUSY": 2, "ROM_OK": 3, "SIGNATURE_MODE": 4
 ADDR_BITS = 6  # byte address width of the AXI-lite slave
 OFFSETS = {r.name: r.offset for r in REGISTERS}
 
-# the record a board reports (lower-case register names), each a 32-bit unsigned value
-RECORD_FIELDS = tuple(r.name.lower() for r in REGISTERS if r.access == "ro")
+# the record a board reports: every read-only register by its lower-case name (each a 32-bit
+# unsigned value), here with its offset
+RECORD_OFFSETS = {r.name.lower(): r.offset for r in REGISTERS if r.access == "ro"}
+RECORD_FIELDS = tuple(RECORD_OFFSETS)
 
 
 def crc32_words(words: np.ndarray, nbytes: int, bits: int | None = None) -> int:
@@ -86,18 +88,26 @@ def decode_status(status: int) -> dict[str, bool]:
     return {name.lower(): bool(status >> bit & 1) for name, bit in STATUS_BITS.items()}
 
 
+def record_values(rec: Mapping[str, Any],
+                  bad: Callable[[str, Any], Exception]) -> dict[str, int]:
+    """The RECORD_FIELDS of `rec`, each an integer in 0..2^32-1; the first that is not raises
+    `bad(name, value)` (the caller's error)."""
+    out: dict[str, int] = {}
+    for key in RECORD_FIELDS:
+        v = rec.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 0xFFFFFFFF:
+            raise bad(key, v)
+        out[key] = v
+    return out
+
+
 def check_record(rec: Any, where: str = "BIST registers") -> dict[str, int]:
     """A board's BIST register record: every read-only register as an integer in 0..2^32-1,
     ID and VERSION as this map defines them. InputError names the first bad field."""
     if not isinstance(rec, Mapping):
         raise InputError(f"{where}: expected an object of registers, got {type(rec).__name__}")
-    out: dict[str, int] = {}
-    for key in RECORD_FIELDS:
-        v = rec.get(key)
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 0xFFFFFFFF:
-            raise InputError(f"{where}: register {key!r} is {str(v)[:40]!r}, expected an "
-                             "integer in 0..0xFFFFFFFF")
-        out[key] = v
+    out = record_values(rec, lambda key, v: InputError(
+        f"{where}: register {key!r} is {str(v)[:40]!r}, expected an integer in 0..0xFFFFFFFF"))
     if out["id"] != MAGIC:
         raise InputError(f"{where}: ID is 0x{out['id']:08X}, not 0x{MAGIC:08X}")
     if out["version"] != MAP_VERSION:

@@ -393,21 +393,16 @@ def check_bist_registers(value: object) -> dict[str, int] | None:
     """The on-chip self-test registers in a SELFTEST or INFO answer (`"bist"`): null, or an
     object holding every read-only register of `core.bist.REGISTERS` (lower-case names) as an
     integer in 0..2^32-1, nothing else. ProtocolError otherwise."""
-    from fpgaprint.core.bist import RECORD_FIELDS
+    from fpgaprint.core.bist import RECORD_FIELDS, record_values
 
     if value is None:
         return None
     if not isinstance(value, dict) or set(value) != set(RECORD_FIELDS):
         raise ProtocolError(ErrorCode.BAD_PAYLOAD, "BIST registers: expected an object with "
                             f"exactly {', '.join(RECORD_FIELDS)}")
-    out = {}
-    for key in RECORD_FIELDS:
-        v = value[key]
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 0xFFFFFFFF:
-            raise ProtocolError(ErrorCode.BAD_PAYLOAD, f"BIST register {key} is "
-                                f"{printable(repr(v))[:40]}, expected 0..0xFFFFFFFF")
-        out[key] = v
-    return out
+    return record_values(value, lambda key, v: ProtocolError(
+        ErrorCode.BAD_PAYLOAD, f"BIST register {key} is {printable(repr(v))[:40]}, expected "
+        "0..0xFFFFFFFF"))
 
 
 # READ: a long single-shot answer (HELLO, INFO, SELFTEST) fetched in short slices, so that it

@@ -96,7 +96,7 @@ class BistRegisters:
 
     def registers(self) -> dict[str, int]:
         """Every readable register (lower-case names, `core.bist.RECORD_FIELDS`)."""
-        return {r.name.lower(): self.read(r.offset) for r in B.REGISTERS if r.access == "ro"}
+        return {k: self.read(offset) for k, offset in B.RECORD_OFFSETS.items()}
 
     def start(self) -> dict[str, int]:
         """Run the self-test again (CONTROL.START) and return the registers once done."""

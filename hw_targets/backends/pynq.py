@@ -178,7 +178,7 @@ class PynqBackend(Backend):
         (bounded) for DONE; None when the bitstream has no BIST. Untested without a board."""
         import time as _time
 
-        from fpgaprint.core.bist import OFFSETS, REGISTERS, STATUS_BITS
+        from fpgaprint.core.bist import OFFSETS, RECORD_OFFSETS, STATUS_BITS
 
         mmio = self.bist_mmio()
         if mmio is None:
@@ -188,8 +188,7 @@ class PynqBackend(Backend):
             if _time.monotonic() > end:
                 break  # reported as not done: the onchip check has no verdict
             _time.sleep(0.001)
-        return {r.name.lower(): int(mmio.read(r.offset)) & 0xFFFFFFFF for r in REGISTERS
-                if r.access == "ro"}
+        return {k: int(mmio.read(offset)) & 0xFFFFFFFF for k, offset in RECORD_OFFSETS.items()}
 
     def reset(self) -> None:
         """Re-arm the accelerator: reallocating the DMA buffers drops any stale data."""
