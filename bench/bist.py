@@ -62,14 +62,15 @@ def main() -> None:
                           allow_unsigned=True)
         fe = res.frontend
         x = InputGrid(8).to_int(fe.data.x_test[:args.vectors]).reshape((-1, *fe.input_shape))
-        raw = GoldenModel(res.golden_path).run(x)[0]
+        golden = GoldenModel(res.golden_path)
+        raw = golden.run(x)[0]
         for mode in B.MODES:
             # the build's own step, on a copy of its report (it adds the BIST's resources)
             report = copy.deepcopy(res.report)
             config = BuildConfig(equivalence_samples=16, bist=BistOptions(mode=mode))
             try:
                 spec, regs = stage.run(out, board, config, report, x, raw,
-                                       lambda *a, **k: None, res.golden_path)
+                                       lambda *a, **k: None, golden)
             except BistError:  # the registers are in the report: the row shows the result
                 spec, regs = B.load_spec(out / B.BIST_JSON), report["bist"]["registers"]
             b = report["bist"]
