@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -104,6 +105,17 @@ class FingerprintSet:
         with atomic_file(path) as f:
             np.savez(f, **arrays)
         return Path(path)
+
+
+def shared_rows(held: np.ndarray, probe: np.ndarray) -> list[tuple[int, int]]:
+    """(i, j) for every input i of `probe` that equals an input j of `held` (the last such
+    one), both compared as int64 values: the inputs two sets have in common."""
+    def rows(x: np.ndarray) -> list[bytes]:
+        x = np.ascontiguousarray(x, dtype="<i8")
+        return [r.tobytes() for r in x.reshape(len(x), math.prod(x.shape[1:]))]
+
+    index = {r: j for j, r in enumerate(rows(held))}
+    return [(i, index[r]) for i, r in enumerate(rows(probe)) if r in index]
 
 
 def load_set(path: str | Path) -> FingerprintSet:

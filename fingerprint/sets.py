@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fpgaprint.core.errors import InputError
-from fpgaprint.core.fpset import FingerprintSet
+from fpgaprint.core.fpset import FingerprintSet, shared_rows
 
 
 def split_disjoint(fs: FingerprintSet, count: int, seed: int = 0
@@ -32,7 +32,6 @@ def split_disjoint(fs: FingerprintSet, count: int, seed: int = 0
 def check_disjoint(a: FingerprintSet, b: FingerprintSet, what: str = "embedded and challenge"
                    ) -> None:
     """InputError if a quantized input of `a` appears in `b`."""
-    rows = {r.tobytes() for r in a.inputs_int.reshape(len(a), -1)}
-    shared = sum(r.tobytes() in rows for r in b.inputs_int.reshape(len(b), -1))
+    shared = len(shared_rows(a.inputs_int, b.inputs_int))
     if shared:
         raise InputError(f"{what} sets share {shared} quantized input(s)")

@@ -17,7 +17,6 @@ number of vectors and the line rate); a board that does not finish in time gives
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -158,17 +157,12 @@ def challenge_plan(pkg: "Package", fp_path: str | Path, rng: np.random.Generator
                 rng.permutation(len(fp)))
 
 
-def input_digests(x: np.ndarray) -> list[bytes]:
-    """SHA-256 of each input vector as the accelerator sees it (int64 little-endian)."""
-    rows = np.ascontiguousarray(np.asarray(x).reshape(len(x), -1), dtype="<i8")
-    return [hashlib.sha256(r.tobytes()).digest() for r in rows]
-
-
 def check_disjoint(pkg: "Package", challenge: np.ndarray, where: str | Path) -> None:
     """Refuse a challenge that shares an input with the package's self-test vectors: the
     board holds the package, so it can look those answers up instead of computing them."""
-    embedded = {d: i for i, d in enumerate(input_digests(pkg.vectors()["inputs"]))}
-    shared = [(i, embedded[d]) for i, d in enumerate(input_digests(challenge)) if d in embedded]
+    from fpgaprint.core.fpset import shared_rows
+
+    shared = shared_rows(pkg.vectors()["inputs"], challenge)
     if shared:
         i, j = shared[0]
         raise InputError(
