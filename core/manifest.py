@@ -292,6 +292,15 @@ def parse_manifest(where: str, data: bytes) -> dict[str, Any]:
     return manifest
 
 
+def verify_head(where: str, data: bytes, sig_bytes: bytes | None, trust: Trust) -> Verification:
+    """The signature over manifest.json's bytes `data` checked under `trust` (`check_signature`)
+    and the manifest parsed: what a package's files are then checked against."""
+    pub, anchor = check_signature(where, data, sig_bytes, trust)
+    manifest = parse_manifest(where, data)
+    return Verification(manifest, hashlib.sha256(data).hexdigest(), pub is not None,
+                        anchor is not None, pub, None if anchor is None else anchor.source)
+
+
 def verify_manifest(
     pkg_dir: str | Path,
     trusted_key: str | Path | Ed25519PublicKey | list | None = None,
@@ -316,9 +325,8 @@ def verify_manifest(
     data = read_bounded(root / MANIFEST, MAX_MANIFEST, "manifest")
     sig_path = root / SIGNATURE
     sig_bytes = read_bounded(sig_path, MAX_SIGNATURE, "signature") if sig_path.exists() else None
-    pub, anchor = check_signature(str(root), data, sig_bytes, trust)
-    manifest = parse_manifest(str(root), data)
+    verification = verify_head(str(root), data, sig_bytes, trust)
+    manifest = verification.manifest
     check_files(root, manifest.get("files"), manifest.get("sizes"),
                 check_extras(root, manifest.get("extras")))
-    return Verification(manifest, hashlib.sha256(data).hexdigest(), pub is not None,
-                        anchor is not None, pub, None if anchor is None else anchor.source)
+    return verification

@@ -24,10 +24,11 @@ from fpgaprint.core.manifest import (
     MAX_SIGNATURE,
     SIGNATURE,
     Verification,
-    check_signature,
+    check_extras,
     check_sizes,
-    parse_manifest,
+    is_extra,
     safe_rel,
+    verify_head,
     verify_manifest,
 )
 from fpgaprint.core.selftest import Policy
@@ -108,28 +109,23 @@ def load_policy(pkg_dir: str | Path) -> dict[str, Any]:
 
 
 class Package:
-    """A read-only view of a package directory (use verify_package to obtain a verified one).
+    """A read-only view of a verified package directory (use verify_package to obtain one).
 
-    When built from a .tar.gz, the extracted copy lives as long as this object (or `close()`).
+    Its manifest and id are the ones `verification` established, never read again from the
+    folder. When built from a .tar.gz, the extracted copy lives as long as this object (or
+    `close()`).
     """
 
     def __init__(
         self,
         pkg_dir: str | Path,
-        verification: Verification | None = None,
+        verification: Verification,
         _tmp: tempfile.TemporaryDirectory | None = None,
     ) -> None:
         self.dir = Path(pkg_dir)
         self.verification = verification
         self._tmp = _tmp
-        try:
-            self._manifest_bytes = (self.dir / MANIFEST).read_bytes()
-        except FileNotFoundError:
-            raise InputError(f"{self.dir}: not a package (missing {MANIFEST})") from None
-        try:
-            self.manifest: dict[str, Any] = json.loads(self._manifest_bytes)
-        except ValueError as e:
-            raise InputError(f"{self.dir}: {MANIFEST}: not valid JSON ({e})") from None
+        self.manifest: dict[str, Any] = verification.manifest
 
     def close(self) -> None:
         """Delete the extracted copy of a .tar.gz package (no-op for a directory)."""
@@ -159,7 +155,7 @@ class Package:
     @property
     def package_id(self) -> str:
         """SHA-256 hex of the exact bytes of manifest.json."""
-        return hashlib.sha256(self._manifest_bytes).hexdigest()
+        return self.verification.package_id
 
     @property
     def name(self) -> str:
@@ -334,15 +330,21 @@ def _scan(archive: Path, tar: tarfile.TarFile, trust: Trust, max_bytes: int):
 
 
 def _check_head(archive: Path, manifest: bytes, sig: bytes | None, trust: Trust):
-    check_signature(str(archive), manifest, sig, trust)
-    m = parse_manifest(str(archive), manifest)
+    """The signature and manifest verified (`verify_head`) and its listing checked: what every
+    member is then checked against."""
+    verification = verify_head(str(archive), manifest, sig, trust)
+    m = verification.manifest
     files = m.get("files")
     if not isinstance(files, dict) or not files:
         raise InputError(f"{archive}: {MANIFEST}: 'files' must be a non-empty object")
     for rel in files:
         safe_rel(archive, rel)
-    return {"files": files, "sizes": check_sizes(archive, files, m.get("sizes")),
-            "names": set()}
+    sizes = check_sizes(archive, files, m.get("sizes"))
+    extras = check_extras(archive, m.get("extras"))
+    for rel in sorted(files):
+        if is_extra(rel, extras):
+            raise InputError(f"{archive}: {MANIFEST} lists {rel} both as a file and an extra")
+    return {"files": files, "sizes": sizes, "names": set(), "verification": verification}
 
 
 def _check_member(archive: Path, rel: str, m: tarfile.TarInfo, prefix: str,
@@ -396,10 +398,11 @@ def _extract(archive: Path, tar: tarfile.TarFile, members, prefix: str, dest: Pa
 
 
 def _safe_extract(archive: Path, trust: Trust, max_bytes: int = MAX_PACKAGE_BYTES
-                  ) -> tuple[tempfile.TemporaryDirectory, Path]:
+                  ) -> tuple[tempfile.TemporaryDirectory, Path, Verification]:
     """Extract a package archive into a temp dir: manifest and signature read and verified
-    first, then only the listed files, each checked against its listed size while it streams;
-    returns (temp dir, package root)."""
+    first, then only the listed files, each checked against its listed size and hash while it
+    streams (so the extracted copy needs no second pass); returns (temp dir, package root,
+    what the verification established)."""
     tmp = tempfile.TemporaryDirectory(prefix="fpgaprint-pkg-")
     try:
         root = Path(tmp.name) / "package"
@@ -413,7 +416,7 @@ def _safe_extract(archive: Path, trust: Trust, max_bytes: int = MAX_PACKAGE_BYTE
         (root / MANIFEST).write_bytes(manifest)
         if sig is not None:
             (root / SIGNATURE).write_bytes(sig)
-        return tmp, root
+        return tmp, root, checked["verification"]
     except BaseException:
         tmp.cleanup()
         raise
@@ -441,12 +444,12 @@ def verify_package(
     if src.is_dir():
         _check_is_package(src)
         tmp, root = None, src
+        verification = verify_manifest(src, trust=trust)
     elif src.is_file():
-        tmp, root = _safe_extract(src, trust, max_bytes)
+        tmp, root, verification = _safe_extract(src, trust, max_bytes)
     else:
         raise InputError(f"{src}: package not found (expected a directory or a .tar.gz)")
     try:
-        verification = verify_manifest(root, trust=trust)
         pkg = Package(root, verification, tmp)
         _check_contents(pkg)
     except BaseException:
@@ -482,6 +485,5 @@ def describe(pkg: Package) -> list[str]:
         f"selftest   {st.get('count')} vectors, checks {', '.join(st.get('checks', []))}",
         f"bitstream  {pkg.bitstream_sha256 or 'none'}",
     ]
-    if v is not None:
-        lines.append(f"signature  {v.signer_note}")
+    lines.append(f"signature  {v.signer_note}")
     return lines

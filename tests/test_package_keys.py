@@ -146,3 +146,46 @@ def test_trust_config_key_files_are_relative_to_the_config_not_the_cwd(
     (conf / "trust.toml").write_text('trusted_keys = ["release.pub"]\n')
     code, out, err = _verify_cli(["package", "verify", "."], capsys)
     assert code == 2 and f"{conf / 'release.pub'}: public key not found" in err
+
+
+# ---------------------------------------------------------------- the verified package view
+
+
+def test_the_package_keeps_the_manifest_that_was_verified(tmp_path, monkeypatch):
+    """A manifest.json swapped after verification is never read: the view holds the one the
+    signature covered."""
+    from test_package_support import build_package
+
+    import fpgaprint.core.package as pkgmod
+
+    priv, pub = generate_keypair(tmp_path / "k")
+    build_package(tmp_path / "pkg", priv)
+    verify_manifest = pkgmod.verify_manifest
+
+    def then_swap(root, **kw):
+        v = verify_manifest(root, **kw)
+        (root / "manifest.json").write_text('{"schema": "fpgaprint-manifest/1", "files": {}}')
+        return v
+
+    monkeypatch.setattr(pkgmod, "verify_manifest", then_swap)
+    with pkgmod.verify_package(tmp_path / "pkg", trusted_key=pub) as pkg:
+        assert pkg.manifest is pkg.verification.manifest and pkg.manifest["files"]
+        assert pkg.package_id == pkg.verification.package_id
+
+
+def test_an_archive_is_verified_while_it_is_extracted_not_again(tmp_path, monkeypatch):
+    from test_package_support import build_package
+
+    import fpgaprint.core.manifest as manifest
+    import fpgaprint.core.package as pkgmod
+
+    priv, pub = generate_keypair(tmp_path / "k")
+    built = build_package(tmp_path / "pkg", priv, tar=True)
+
+    def never(*a, **kw):
+        raise AssertionError("an extracted archive is not hashed a second time")
+
+    monkeypatch.setattr(pkgmod, "verify_manifest", never)
+    monkeypatch.setattr(manifest, "sha256_file", never)
+    with pkgmod.verify_package(tmp_path / "pkg.tar.gz", trusted_key=pub) as pkg:
+        assert pkg.package_id == built.package_id and pkg.verification.signer_pinned
