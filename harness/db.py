@@ -193,8 +193,6 @@ class ResultStore:
         self.url = parsed.render_as_string(hide_password=True)
         try:
             self._retry("open", lambda: _create_tables(self.engine), _locked)
-        except DatabaseUnavailable:
-            raise
         except OperationalError as e:
             raise InputError(f"--db {self.url}: cannot open the database ({_reason(e)})") \
                 from None
@@ -255,8 +253,6 @@ class ResultStore:
 
         try:
             return self._retry(f"commit the result of {o.port}", commit)
-        except DatabaseUnavailable:
-            raise
         except SQLAlchemyError as e:
             raise InputError(f"database {self.url}: cannot commit the result of {o.port} "
                              f"({_reason(e)})") from None
