@@ -105,11 +105,6 @@ class BoardClient:
     def close(self) -> None:
         self.port.close()
 
-    @property
-    def deadline(self) -> float:
-        """The monotonic time no wait passes (inf without a deadline)."""
-        return self.pipe.deadline
-
     # -- single requests ------------------------------------------------------------------
 
     def _single(self, mtype: P.MsgType, payload: bytes, parse: Callable[[bytes], Any],

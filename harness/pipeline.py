@@ -111,7 +111,7 @@ class LinkHealth:
         if job.silent >= base:
             return base
         p = min(self.loss(), 0.99)
-        need = math.ceil(math.log(TARGET_LOSS) / math.log(p)) if p > 0 else base
+        need = math.ceil(math.log(TARGET_LOSS) / math.log(p))
         return int(min(max(base, need), MAX_ATTEMPTS))
 
     def timed_out(self) -> None:

@@ -79,10 +79,6 @@ class BoardPort:
             finally:
                 self._ser = None
 
-    @property
-    def is_open(self) -> bool:
-        return self._ser is not None
-
     def _port(self) -> serial.SerialBase:
         if self._ser is None:
             raise LinkError(f"board port {self.url} is not open (use BoardClient as a context "
