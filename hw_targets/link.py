@@ -257,20 +257,6 @@ class TcpTransport:
         self._server.close()
 
 
-# Transports by URL scheme, as pyserial's serial_for_url picks its handlers: `pty://` (a new
-# pseudo-terminal; the host opens the /dev/pts/N path printed) and `socket://HOST:PORT`.
-# Each entry: (parse the URL into constructor arguments, the transport class).
-TRANSPORTS: dict[str, tuple[Callable[[str], tuple], Callable[..., Transport]]] = {}
-
-
-def transport(scheme: str, parse: Callable[[str], tuple]):
-    """Register a Transport class for `scheme://…`; `parse(url)` gives its arguments."""
-    def deco(cls):
-        TRANSPORTS[scheme] = (parse, cls)
-        return cls
-    return deco
-
-
 def _parse_pty(url: str) -> tuple:
     if url.rstrip("/") != "pty:":
         raise InputError(f"--port {url!r}: a pty takes no address, give pty://")
@@ -283,8 +269,13 @@ def _parse_socket(url: str) -> tuple:
     return check_host_port(url, "--port")
 
 
-transport("pty", _parse_pty)(PtyTransport)
-transport("socket", _parse_socket)(TcpTransport)
+# Transports by URL scheme, as pyserial's serial_for_url picks its handlers: `pty://` (a new
+# pseudo-terminal; the host opens the /dev/pts/N path printed) and `socket://HOST:PORT`.
+# Each entry: (parse the URL into constructor arguments, the transport class).
+TRANSPORTS: dict[str, tuple[Callable[[str], tuple], Callable[..., Transport]]] = {
+    "pty": (_parse_pty, PtyTransport),
+    "socket": (_parse_socket, TcpTransport),
+}
 
 
 def _lookup(url: str) -> tuple[Callable[..., Transport], tuple]:
