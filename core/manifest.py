@@ -229,7 +229,7 @@ def check_signature(
     return signer, anchor
 
 
-def safe_rel(root: Path, rel: Any) -> str:
+def safe_rel(root: Path | str, rel: Any) -> str:
     p = PurePosixPath(rel) if isinstance(rel, str) else None
     if p is None or not rel or p.is_absolute() or ".." in p.parts or p.as_posix() != rel:
         raise InputError(f"{root}: {MANIFEST} lists an unsafe file path {rel!r}")
@@ -251,18 +251,27 @@ def check_sizes(root: Path | str, files: dict, sizes: Any) -> dict[str, int] | N
     return sizes
 
 
+def check_listing(where: Path | str, files: Any, sizes: Any = None,
+                  extras: tuple[str, ...] = ()) -> dict[str, int] | None:
+    """The manifest's listing checked before any file is looked at: `files` a non-empty
+    object of safe paths, none of them an extra, and `sizes` (`check_sizes`, returned)."""
+    if not isinstance(files, dict) or not files:
+        raise InputError(f"{where}: {MANIFEST}: 'files' must be a non-empty object")
+    for rel in files:
+        safe_rel(where, rel)
+    sizes = check_sizes(where, files, sizes)
+    for rel in sorted(files):
+        if is_extra(rel, extras):
+            raise InputError(f"{where}: {MANIFEST} lists {rel} both as a file and an extra")
+    return sizes
+
+
 def check_files(root: Path, files: Any, sizes: Any = None,
                 extras: tuple[str, ...] = ()) -> None:
     """Every listed file present with its size and hash; no file that is neither listed nor an
     extra."""
-    if not isinstance(files, dict) or not files:
-        raise InputError(f"{root}: {MANIFEST}: 'files' must be a non-empty object")
-    for rel in files:
-        safe_rel(root, rel)
-    sizes = check_sizes(root, files, sizes)
+    sizes = check_listing(root, files, sizes, extras)
     for rel, want in sorted(files.items()):
-        if is_extra(rel, extras):
-            raise InputError(f"{root}: {MANIFEST} lists {rel} both as a file and an extra")
         p = root / rel
         if p.is_symlink() or not p.is_file():
             raise InputError(f"{root}: missing file {rel} (listed in {MANIFEST})")

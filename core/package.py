@@ -25,9 +25,7 @@ from fpgaprint.core.manifest import (
     SIGNATURE,
     Verification,
     check_extras,
-    check_sizes,
-    is_extra,
-    safe_rel,
+    check_listing,
     verify_head,
     verify_manifest,
 )
@@ -334,17 +332,10 @@ def _check_head(archive: Path, manifest: bytes, sig: bytes | None, trust: Trust)
     member is then checked against."""
     verification = verify_head(str(archive), manifest, sig, trust)
     m = verification.manifest
-    files = m.get("files")
-    if not isinstance(files, dict) or not files:
-        raise InputError(f"{archive}: {MANIFEST}: 'files' must be a non-empty object")
-    for rel in files:
-        safe_rel(archive, rel)
-    sizes = check_sizes(archive, files, m.get("sizes"))
-    extras = check_extras(archive, m.get("extras"))
-    for rel in sorted(files):
-        if is_extra(rel, extras):
-            raise InputError(f"{archive}: {MANIFEST} lists {rel} both as a file and an extra")
-    return {"files": files, "sizes": sizes, "names": set(), "verification": verification}
+    sizes = check_listing(archive, m.get("files"), m.get("sizes"),
+                          check_extras(archive, m.get("extras")))
+    return {"files": m["files"], "sizes": sizes, "names": set(),
+            "verification": verification}
 
 
 def _check_member(archive: Path, rel: str, m: tarfile.TarInfo, prefix: str,
