@@ -7,8 +7,12 @@ worker, in that worker's own temporary directory."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +21,69 @@ import pytest
 
 SELFTEST_COUNT = 48
 META = {"board": "Pynq-Z1", "part": "xc7z020clg400-1", "platform": "zynq", "clock_ns": 10.0}
+
+# ---------------------------------------------------------------- plain helpers
+# Test files import these as `from conftest import …` (pytest puts tests/ on sys.path, as for
+# `import models`); conftest.py is then the module pytest already loaded, not a second copy.
+
+
+def run_fpgaprint(*args, env: dict | None = None,
+                  timeout: float = 600) -> subprocess.CompletedProcess:
+    """`fpgaprint ARGS` in a child process (`python -m fpgaprint`), stdout and stderr captured
+    in pipes (not a terminal), `env` over this process's environment."""
+    return subprocess.run([sys.executable, "-m", "fpgaprint", *map(str, args)],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          timeout=timeout)
+
+
+def first_changing_flip(golden, x: np.ndarray, key: str, step: int):
+    """(flip, rows of `x` whose raw output it changes) for the first flip of the top bit of a
+    word of memory `key` (every `step`-th word) that changes the golden model's raw outputs."""
+    want = golden.run(x)[0]
+    w = golden.memories()[key]
+    for index in range(0, w.values.size, step):
+        flip = (key, index, w.bits - 1)
+        changed = np.flatnonzero((golden.flipped([flip]).run(x)[0] != want).any(axis=1))
+        if 0 < len(changed):
+            return flip, changed
+    raise AssertionError("no output-changing flip found")
+
+
+def resign(pkg_dir: Path, key: Path, edit=None) -> Path:
+    """Rebuild `pkg_dir`'s manifest.json from its files as they are now (after `edit(manifest)`
+    changed its metadata in place, if given) and sign it with `key`: what an attacker with
+    their own key does."""
+    from fpgaprint.core.manifest import build_manifest, sign_manifest, write_manifest
+
+    m = json.loads((pkg_dir / "manifest.json").read_text())
+    if edit is not None:
+        edit(m)
+    write_manifest(pkg_dir, build_manifest(pkg_dir, {k: v for k, v in m.items()
+                                                     if k not in ("files", "sizes", "schema")}))
+    sign_manifest(pkg_dir, key)
+    return pkg_dir
+
+
+@contextlib.contextmanager
+def in_process_board(package: Path, trusted_key: Path, agent_cls=None, wrap=None,
+                     pty: bool = False):
+    """The virtual board of `package` in this process: its backend (passed through `wrap`, if
+    given) behind `agent_cls` (BoardAgent by default). Yields the agent, or with `pty` the
+    started BoardLink serving it on a pty (its `url`); stopped and closed on exit."""
+    from fpgaprint.hw_targets.agent import BoardAgent
+    from fpgaprint.hw_targets.backends import open_backend
+    from fpgaprint.hw_targets.link import BoardLink, PtyTransport
+
+    with open_backend(package, trusted_key=trusted_key) as backend:
+        agent = (agent_cls or BoardAgent)(backend if wrap is None else wrap(backend))
+        if not pty:
+            yield agent
+            return
+        link = BoardLink(PtyTransport(), agent).start()
+        try:
+            yield link
+        finally:
+            link.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import first_changing_flip
 
 from fpgaprint.core import bist as B
 from fpgaprint.core.errors import InputError
@@ -23,7 +24,7 @@ from fpgaprint.core.selftest import FAIL, NO_VERDICT, PASS, Policy, evaluate, on
 from fpgaprint.hw_targets import protocol as P
 from fpgaprint.hw_targets.backends import open_backend
 from fpgaprint.hw_targets.faults import FaultSpec
-from fpgaprint.hw_targets.served import ServedBoard
+from fpgaprint.hw_targets.served import served_boards
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("digits-mlp", "tfc-w2a2")
@@ -61,18 +62,6 @@ def bist_sim(bist_package):
     yield get
     for sim in cache.values():
         sim.close()
-
-
-def _flip_changing(golden: GoldenModel, x: np.ndarray, key: str):
-    """(flip, vectors whose raw output it changes) for the first changing flip of `key`."""
-    want = golden.run(x)[0]
-    w = golden.memories()[key]
-    for index in range(0, w.values.size, 5):
-        flip = (key, index, w.bits - 1)
-        changed = np.flatnonzero((golden.flipped([flip]).run(x)[0] != want).any(axis=1))
-        if 0 < len(changed):
-            return flip, changed
-    raise AssertionError("no output-changing flip found")
 
 
 # ------------------------------------------------------------------ healthy, both modes
@@ -123,7 +112,7 @@ def test_start_reruns_and_the_registers_read_the_same(bist_sim):
 def digits_flip(bist_package):
     pkg = bist_package("digits-mlp", "exact")
     golden = GoldenModel(pkg / "model" / "golden.onnx")
-    return _flip_changing(golden, load_vectors(pkg)["inputs"], "MVAU_2/weights")
+    return first_changing_flip(golden, load_vectors(pkg)["inputs"], "MVAU_2/weights", 5)
 
 
 def test_weight_flip_fails_with_the_first_changed_vector(bist_package, keypair, digits_flip):
@@ -136,8 +125,7 @@ def test_weight_flip_fails_with_the_first_changed_vector(bist_package, keypair, 
     regs = st["bist"]
     assert regs["first_fail"] == changed[0]
     assert regs["fail_count"] == len(changed)
-    c = onchip_check(regs, B.BistSpec.from_dict(json.loads(
-        (pkg / B.BIST_JSON).read_text())))
+    c = onchip_check(regs, B.load_spec(pkg / B.BIST_JSON))
     assert c.status == FAIL and f"first failing vector {changed[0]}" in c.detail
 
 
@@ -145,7 +133,7 @@ def test_threshold_flip_fails_in_signature_mode(bist_package, keypair):
     pkg = bist_package("digits-mlp", "signature")
     golden = GoldenModel(pkg / "model" / "golden.onnx")
     key = next(k for k, m in golden.memories().items() if m.kind == "thresholds")
-    flip, _ = _flip_changing(golden, load_vectors(pkg)["inputs"], key)
+    flip, _ = first_changing_flip(golden, load_vectors(pkg)["inputs"], key, 5)
     with open_backend(pkg, "rtlsim", FaultSpec(flips=[flip]), trusted_key=keypair[1]) as board:
         regs = board.selftest()["bist"]
     st = B.decode_status(regs["status"])
@@ -156,7 +144,7 @@ def test_threshold_flip_fails_in_signature_mode(bist_package, keypair):
 
 def test_rom_bit_flip_fails_as_a_corrupted_rom(bist_package, keypair):
     pkg = bist_package("digits-mlp", "exact")
-    spec = B.BistSpec.from_dict(json.loads((pkg / B.BIST_JSON).read_text()))
+    spec = B.load_spec(pkg / B.BIST_JSON)
     with open_backend(pkg, "rtlsim", FaultSpec(bist_rom_flips=[(3, 0)]),
                       trusted_key=keypair[1]) as board:
         st = board.selftest()
@@ -196,9 +184,9 @@ def test_verify_on_the_rtlsim_board_reports_the_onchip_check(bist_package, keypa
     (key, index, bit), changed = digits_flip
     pkg, pub = bist_package("digits-mlp", "exact"), keypair[1]
     common = ("--backend", "rtlsim", "--trusted-key", pub)
-    with ServedBoard(pkg, "--pty", *common) as good, \
-            ServedBoard(pkg, "--pty", *common, "--flip", f"{key}:{index}:{bit}") as bad, \
-            ServedBoard(pkg, "--pty", *common, "--bist-rom-flip", "0:7") as rom:
+    with served_boards((pkg, "--pty", *common),
+                       (pkg, "--pty", *common, "--flip", f"{key}:{index}:{bit}"),
+                       (pkg, "--pty", *common, "--bist-rom-flip", "0:7")) as (good, bad, rom):
         results = {}
         for name, board in (("good", good), ("bad", bad), ("rom", rom)):
             code, out, err = run_cli("verify", "--port", board.port, "--package", pkg,
@@ -222,7 +210,7 @@ def test_verify_on_the_rtlsim_board_reports_the_onchip_check(bist_package, keypa
 
 def test_onchip_rule_never_passes_without_a_finished_matching_run(bist_package):
     pkg = bist_package("digits-mlp", "exact")
-    spec = B.BistSpec.from_dict(json.loads((pkg / B.BIST_JSON).read_text()))
+    spec = B.load_spec(pkg / B.BIST_JSON)
     good = B.expected_record(spec, 100)
     assert onchip_check(good, spec).status == PASS
     assert onchip_check(None, spec).status == NO_VERDICT
@@ -246,7 +234,7 @@ def test_onchip_rule_never_passes_without_a_finished_matching_run(bist_package):
 
 def test_protocol_bounds_the_bist_record(bist_package):
     pkg = bist_package("digits-mlp", "exact")
-    spec = B.BistSpec.from_dict(json.loads((pkg / B.BIST_JSON).read_text()))
+    spec = B.load_spec(pkg / B.BIST_JSON)
     good = B.expected_record(spec, 100)
     assert P.check_bist_registers(good) == good and P.check_bist_registers(None) is None
     for bad in ({**good, "cycles": -1}, {**good, "cycles": 2**32}, {**good, "status": True},
@@ -312,8 +300,7 @@ def test_pynq_reads_the_registers_at_the_map_offsets(bist_package, bist_sim, key
         batch_size = 1
 
     pkg = verify_package(bist_package("digits-mlp", "exact"), trusted_key=keypair[1])
-    board = PynqBackend(pkg, overlay=Overlay(), io=B.BistSpec.from_dict(
-        json.loads((pkg.dir / B.BIST_JSON).read_text())).io)
+    board = PynqBackend(pkg, overlay=Overlay(), io=B.load_spec(pkg.dir / B.BIST_JSON).io)
     regs = board.bist_registers(None)
     assert regs == sim.registers()
     assert set(reads) == {r.offset for r in B.REGISTERS if r.access == "ro"}
@@ -324,7 +311,23 @@ def test_pynq_reads_the_registers_at_the_map_offsets(bist_package, bist_sim, key
 # ------------------------------------------------------------------ designs without stitched RTL
 
 
-def test_controller_against_a_stand_in_accelerator(digits_build, tmp_path):
+@pytest.fixture(scope="module")
+def golden_raw(digits_build) -> np.ndarray:
+    """The golden model's raw outputs for the digits build's self-test inputs."""
+    return GoldenModel(digits_build.golden).run(digits_build.inputs)[0]
+
+
+def _stage_out(digits_build, out: Path) -> dict:
+    """`out` as the BIST stage finds a build folder with only the last step's model (no
+    hw/rtl/: as for an HLS design); returns a copy of the build's report for the stage."""
+    report = json.loads(json.dumps(digits_build.result.report))
+    (out / "model" / "steps").mkdir(parents=True)
+    last = report["steps"][-1]["model"]
+    shutil.copy2(digits_build.out / last, out / last)
+    return report
+
+
+def test_controller_against_a_stand_in_accelerator(digits_build, golden_raw, tmp_path):
     """Designs with HLS layers have no stitched RTL here: the BIST RTL is generated, and its
     controller runs against a stand-in that plays golden (or altered) outputs. A test of the
     controller, not of hardware."""
@@ -335,12 +338,9 @@ def test_controller_against_a_stand_in_accelerator(digits_build, tmp_path):
     from fpgaprint.core.boards import get_board
 
     out = tmp_path / "out"
-    report = json.loads(json.dumps(digits_build.result.report))
-    (out / "model" / "steps").mkdir(parents=True)
-    last = report["steps"][-1]["model"]
-    shutil.copy2(digits_build.out / last, out / last)  # no hw/rtl/: as for an HLS design
+    report = _stage_out(digits_build, out)
     x = digits_build.inputs[:12]
-    raw = GoldenModel(digits_build.golden).run(x)[0]
+    raw = golden_raw[:12]
     spec, regs = stage.run(out, get_board("Pynq-Z1"), BuildConfig(), report, x, raw,
                            lambda *a, **k: None, digits_build.golden)
     assert regs is None and not spec.stitched and not report["bist"]["simulated"]
@@ -388,7 +388,8 @@ def test_bist_mode_is_validated(run_cli, tmp_path):
     assert code == 2 and "bist.mode" in err and "exact" in err
 
 
-def test_build_fails_exit_1_when_the_healthy_design_does_not_pass(digits_build, tmp_path):
+def test_build_fails_exit_1_when_the_healthy_design_does_not_pass(digits_build, golden_raw,
+                                                                    tmp_path):
     """A design whose memory image differs from the golden model's (the vectors' golden
     outputs) does not PASS its own BIST: BistError, exit 1."""
     from fpgaprint.compiler.bist import stage
@@ -404,8 +405,7 @@ def test_build_fails_exit_1_when_the_healthy_design_does_not_pass(digits_build, 
     lines = [f"{int(ln, 16) ^ (1 << (4 * len(ln) - 1)):0{len(ln)}x}" for ln in lines]
     image.write_text("\n".join(lines) + "\n")
     report = json.loads(json.dumps(digits_build.result.report))
-    x = digits_build.inputs
-    raw = GoldenModel(digits_build.golden).run(x)[0]
+    x, raw = digits_build.inputs, golden_raw
     with pytest.raises(BistError, match="does not PASS") as e:
         stage.run(out, get_board("Pynq-Z1"), BuildConfig(), report, x, raw,
                   lambda *a, **k: None, digits_build.golden)
@@ -413,7 +413,7 @@ def test_build_fails_exit_1_when_the_healthy_design_does_not_pass(digits_build, 
     assert report["bist"]["simulated"] and not report["bist"]["passed"]
 
 
-def test_the_bist_counts_in_the_board_fit(digits_build, tmp_path):
+def test_the_bist_counts_in_the_board_fit(digits_build, golden_raw, tmp_path):
     """A board with room for the accelerator but not for its ROM refuses the design (exit 2)."""
     import dataclasses
 
@@ -422,16 +422,12 @@ def test_the_bist_counts_in_the_board_fit(digits_build, tmp_path):
     from fpgaprint.core.boards import get_board
 
     out = tmp_path / "out"
-    report = json.loads(json.dumps(digits_build.result.report))
-    (out / "model" / "steps").mkdir(parents=True)
-    last = report["steps"][-1]["model"]
-    shutil.copy2(digits_build.out / last, out / last)
+    report = _stage_out(digits_build, out)
     acc = report["estimates"]["resources_total"]
     pynq = get_board("Pynq-Z1")
     small = dataclasses.replace(pynq, resources={**pynq.resources,
                                                  "BRAM_18K": int(acc["BRAM_18K"]) + 1})
-    x = digits_build.inputs
-    raw = GoldenModel(digits_build.golden).run(x)[0]
+    x, raw = digits_build.inputs, golden_raw
     with pytest.raises(InputError, match="with its on-chip self-test does not fit") as e:
         stage.run(out, small, BuildConfig(), report, x, raw, lambda *a, **k: None,
                   digits_build.golden)

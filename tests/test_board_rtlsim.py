@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import first_changing_flip
 
 from fpgaprint.core.errors import InputError
 from fpgaprint.core.golden import GoldenModel
 from fpgaprint.hw_targets.backends import open_backend
 from fpgaprint.hw_targets.faults import FaultSpec
-from fpgaprint.hw_targets.served import ServedBoard
+from fpgaprint.hw_targets.served import served_boards
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +34,7 @@ def changing_flip(golden, digits_rtl_package):
     from fpgaprint.core.package import load_vectors
 
     x = load_vectors(digits_rtl_package)["inputs"]
-    want = golden.run(x)[0]
-    w = golden.memories()["MVAU_2/weights"]
-    for index in range(0, w.values.size, 7):
-        flip = ("MVAU_2/weights", index, w.bits - 1)
-        if (golden.flipped([flip]).run(x)[0] != want).any():
-            return flip
-    raise AssertionError("no output-changing flip found")
+    return first_changing_flip(golden, x, "MVAU_2/weights", 7)[0]
 
 
 def _inputs(n: int, seed: int) -> np.ndarray:
@@ -148,8 +143,8 @@ def test_verify_passes_and_a_flipped_bit_fails_over_a_pty(pkg, changing_flip, ru
     path, pub = pkg
     key, index, bit = changing_flip
     common = ("--backend", "rtlsim", "--trusted-key", pub)
-    with ServedBoard(path, "--pty", *common) as good, \
-            ServedBoard(path, "--pty", *common, "--flip", f"{key}:{index}:{bit}") as bad:
+    with served_boards((path, "--pty", *common),
+                       (path, "--pty", *common, "--flip", f"{key}:{index}:{bit}")) as (good, bad):
         code, out, err = run_cli("verify", "--port", good.port, "--package", path,
                                  "--trusted-key", pub, "--json", tmp_path / "good.json")
         assert code == 0, out + err

@@ -6,26 +6,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import subprocess
-import sys
 import warnings
 
 import click
 import pytest
+from conftest import run_fpgaprint
 
 from fpgaprint.cli import cli
+from fpgaprint.compiler.steps import STEPS
 from fpgaprint.core.errors import InputError
 
 STAMP = re.compile(r"^\d\d:\d\d:\d\d ")
-
-
-def fpgaprint(*args, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`fpgaprint ARGS` in a child process with stdout and stderr pipes (not a terminal)."""
-    return subprocess.run([sys.executable, "-m", "fpgaprint", *map(str, args)],
-                          capture_output=True, text=True, env={**os.environ, **(env or {})},
-                          timeout=600)
+BUILD_TOTAL = len(STEPS) + 2  # the build's progress total (compiler/build.py)
 
 
 # ------------------------------------------------------------------ a real build, not on a TTY
@@ -37,13 +30,13 @@ def cli_build(tmp_path_factory, keypair):
     heartbeat of 0.3 s so that the front end's seconds show heartbeat lines."""
     d = tmp_path_factory.mktemp("cli-ux")
     env = {"FPGAPRINT_HEARTBEAT_S": "0.3"}
-    train = fpgaprint("train", "zoo:digits-mlp", "--out", d / "m.pt", env=env)
+    train = run_fpgaprint("train", "zoo:digits-mlp", "--out", d / "m.pt", env=env)
     assert train.returncode == 0, train.stderr
-    gen = fpgaprint("fingerprint", "generate", d / "m.pt", "--count", 60, "--out",
-                    d / "fp.npz", env=env)
+    gen = run_fpgaprint("fingerprint", "generate", d / "m.pt", "--count", 60, "--out",
+                        d / "fp.npz", env=env)
     assert gen.returncode == 0, gen.stderr
-    build = fpgaprint("build", d / "m.pt", "--out", d / "pkg", "--fingerprint", d / "fp.npz",
-                      "--key", keypair[0], "--samples", 8, env=env)
+    build = run_fpgaprint("build", d / "m.pt", "--out", d / "pkg", "--fingerprint",
+                          d / "fp.npz", "--key", keypair[0], "--samples", 8, env=env)
     assert build.returncode == 0, build.stdout + build.stderr
     return {"dir": d, "train": train, "generate": gen, "build": build, "pkg": d / "pkg"}
 
@@ -54,14 +47,14 @@ def stamped(text: str) -> list[str]:
 
 def test_non_tty_progress_lines_appear_during_a_build(cli_build):
     lines = stamped(cli_build["build"].stderr)
-    steps = [line for line in lines if re.search(r" build \d+/14: [\w ]+$", line)]
+    steps = [line for line in lines if re.search(rf" build \d+/{BUILD_TOTAL}: [\w ]+$", line)]
     named = {line.rsplit(": ", 1)[1] for line in steps}
     assert {"front end", "streamline", "convert_to_hw", "codegen", "rtlsim"} <= named, lines
-    counts = [int(re.search(r"build (\d+)/14", line).group(1)) for line in steps]
+    counts = [int(re.search(rf"build (\d+)/{BUILD_TOTAL}", line).group(1)) for line in steps]
     assert counts == sorted(counts) and counts[-1] >= 12
     beats = [line for line in lines if re.search(r" … \d+ s$", line)]
     assert beats, lines  # the heartbeat speaks while a step is quiet
-    assert re.search(r"build 14/14 \(done in \d+\.\d s\)$", lines[-1])
+    assert re.search(rf"build {BUILD_TOTAL}/{BUILD_TOTAL} \(done in \d+\.\d s\)$", lines[-1])
 
 
 def test_non_tty_progress_of_training_and_generation(cli_build):

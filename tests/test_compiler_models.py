@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,12 +14,12 @@ import models
 import numpy as np
 import onnx
 import pytest
+from conftest import run_fpgaprint
 
 from fpgaprint.compiler.build import build_model
 from fpgaprint.compiler.config import BuildConfig
 from fpgaprint.core.golden import GoldenModel
 
-FPGAPRINT = str(Path(sys.executable).parent / "fpgaprint")
 EPOCH = "1700000000"
 
 
@@ -43,11 +41,6 @@ def _fingerprint(module, shape, classes: int, path: Path, count: int = 24):
                   params=GenParams(steps=30, min_margin=0.02, target_margin=0.1))
     fs.save(path)
     return fs
-
-
-def _cli(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([FPGAPRINT, *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
 
 
 # ---------------------------------------------------------------- signed input, end to end
@@ -88,8 +81,8 @@ def test_signed_input_package_verifies_pass_on_virtual_board(signed, keypair):
     from fpgaprint.hw_targets.served import served_boards
 
     with served_boards((signed["pkg"], "--trusted-key", keypair[1])) as (board,):
-        r = _cli("verify", "--port", board.port, "--package", signed["pkg"],
-                 "--trusted-key", keypair[1], timeout=120)
+        r = run_fpgaprint("verify", "--port", board.port, "--package", signed["pkg"],
+                          "--trusted-key", keypair[1], timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "verdict: PASS" in r.stdout
 
@@ -159,9 +152,9 @@ def depthwise(tmp_path_factory, keypair):
     for i, where in enumerate((d / "a" / "pkg", d / "b" / "deeper" / "pkg")):
         if i:
             time.sleep(1.1)
-        r = _cli("build", onnx_path, "--out", where, "--fingerprint", d / "fp.npz",
-                 "--key", keypair[0], "--samples", 4,
-                 env={"SOURCE_DATE_EPOCH": EPOCH, "FINN_BUILD_DIR": str(d)})
+        r = run_fpgaprint("build", onnx_path, "--out", where, "--fingerprint", d / "fp.npz",
+                          "--key", keypair[0], "--samples", 4,
+                          env={"SOURCE_DATE_EPOCH": EPOCH, "FINN_BUILD_DIR": str(d)})
         assert r.returncode == 0, r.stderr
         outs.append(where)
     return {"dir": d, "onnx": onnx_path, "pkgs": outs}
@@ -191,7 +184,7 @@ def test_two_builds_give_one_package_id(depthwise):
                                                                              "build.log"}
     # the logs and timings differ, outside the identity
     assert (a / "build.log").read_bytes() != (b / "build.log").read_bytes()
-    r = _cli("package", "diff", a, b)
+    r = run_fpgaprint("package", "diff", a, b)
     assert r.returncode == 0 and "identical" in r.stdout, r.stdout + r.stderr
     from fpgaprint.compiler.package import write_tar
 
@@ -204,7 +197,7 @@ def test_two_builds_give_one_package_id(depthwise):
 
 
 def test_package_diff_names_what_differs(depthwise, signed):
-    r = _cli("package", "diff", depthwise["pkgs"][0], signed["pkg"])
+    r = run_fpgaprint("package", "diff", depthwise["pkgs"][0], signed["pkg"])
     assert r.returncode == 1, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert "differs:   model/golden.onnx" in lines

@@ -4,8 +4,6 @@ is resumed in the mode it was started in."""
 
 from __future__ import annotations
 
-import pytest
-
 from fpgaprint.harness.accept import accept
 from fpgaprint.harness.db import DatabaseUnavailable, ResultStore
 from fpgaprint.harness.verdict import FAIL, PASS, BoardOutcome

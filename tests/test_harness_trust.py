@@ -8,6 +8,7 @@ real pty, with one method changed to lie, as a compromised firmware would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -16,34 +17,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SELFTEST_COUNT, in_process_board, resign, run_fpgaprint
 
 from fpgaprint.core.fpset import FingerprintSet
 from fpgaprint.core.golden import GoldenModel
 from fpgaprint.core.package import verify_package
 from fpgaprint.hw_targets import protocol as P
 from fpgaprint.hw_targets.agent import BoardAgent
-from fpgaprint.hw_targets.backends import open_backend
-from fpgaprint.hw_targets.link import BoardLink, PtyTransport
-from fpgaprint.hw_targets.served import ServedBoard
+from fpgaprint.hw_targets.served import ServedBoard, served_boards
 
 
 @pytest.fixture
 def serve(digits_package, keypair):
-    """serve(agent_cls=BoardAgent, backend_cls=None) -> pty URL of an in-process board."""
-    started = []
+    """serve(agent_cls=BoardAgent, wrap=None) -> pty URL of an in-process board of the digits
+    package (its backend passed through `wrap`, if given)."""
+    with contextlib.ExitStack() as boards:
+        def start(agent_cls=BoardAgent, wrap=None):
+            return boards.enter_context(in_process_board(
+                digits_package, keypair[1], agent_cls, wrap, pty=True)).url
 
-    def start(agent_cls=BoardAgent, wrap=None, **faults):
-        backend = open_backend(digits_package, trusted_key=keypair[1])
-        if wrap is not None:
-            backend = wrap(backend)
-        link = BoardLink(PtyTransport(), agent_cls(backend)).start()
-        started.append((link, backend))
-        return link.url
-
-    yield start
-    for link, backend in started:
-        link.stop()
-        backend.close()
+        yield start
 
 
 def verify(run_cli, pkg, pub, port, *extra):
@@ -74,26 +67,25 @@ class LookupBoard:
         return raw, (labels + np.array([0 if h else 3 for h in hits])) % 10
 
 
-def _challenge_set(pkg_dir: Path, inputs: np.ndarray, out: Path) -> Path:
-    """A verifier-held set of `inputs`, labelled by the package's golden model."""
-    with verify_package(pkg_dir, allow_unpinned=True) as pkg:
-        _, _, labels = GoldenModel(pkg.golden_path).run(inputs)
+def _challenge_set(golden: Path, inputs: np.ndarray, out: Path) -> Path:
+    """A verifier-held set of `inputs`, labelled by the package's golden model `golden`."""
+    _, _, labels = GoldenModel(golden).run(inputs)
     FingerprintSet(inputs, labels, np.ones(len(inputs)), "robust", {}, 0, "",
                    inputs.shape[1:], threshold=0.9).save(out)
     return out
 
 
 def test_a_challenge_sharing_inputs_with_the_package_is_refused(
-        run_cli, serve, digits_package, keypair, tmp_path):
+        run_cli, serve, digits_build, digits_package, keypair, tmp_path):
     """With the package's own vectors as the challenge, a look-up board used to PASS."""
     port = serve(wrap=LookupBoard)
-    vectors = verify_package(digits_package, trusted_key=keypair[1]).vectors()["inputs"]
+    vectors, golden = digits_build.inputs, digits_build.golden  # the package's own
     fresh = (vectors + 1) % 256
     fresh[:, 0] = 0  # no row equals a stored one
-    same = _challenge_set(digits_package, vectors, tmp_path / "same.npz")
-    one = _challenge_set(digits_package, np.concatenate([fresh[:10], vectors[7:8]]),
+    same = _challenge_set(golden, vectors, tmp_path / "same.npz")
+    one = _challenge_set(golden, np.concatenate([fresh[:10], vectors[7:8]]),
                          tmp_path / "one.npz")
-    disjoint = _challenge_set(digits_package, fresh, tmp_path / "fresh.npz")
+    disjoint = _challenge_set(golden, fresh, tmp_path / "fresh.npz")
     for fp, shared in ((same, len(vectors)), (one, 1)):
         code, out, err = verify(run_cli, digits_package, keypair[1], port, "--challenge", fp)
         assert code == 2 and out == "", err
@@ -102,11 +94,10 @@ def test_a_challenge_sharing_inputs_with_the_package_is_refused(
     assert code == 1 and "verdict FAIL: fingerprint: match rate" in err, out + err
 
 
-def test_a_healthy_board_passes_a_disjoint_challenge(run_cli, serve, digits_package, keypair,
-                                                     tmp_path):
-    vectors = verify_package(digits_package, trusted_key=keypair[1]).vectors()["inputs"]
-    fresh = (vectors + 1) % 256
-    fp = _challenge_set(digits_package, fresh, tmp_path / "fresh.npz")
+def test_a_healthy_board_passes_a_disjoint_challenge(run_cli, serve, digits_build,
+                                                     digits_package, keypair, tmp_path):
+    fresh = (digits_build.inputs + 1) % 256  # the package's own vectors, moved
+    fp = _challenge_set(digits_build.golden, fresh, tmp_path / "fresh.npz")
     code, out, err = verify(run_cli, digits_package, keypair[1], serve(), "--challenge", fp)
     assert code == 0 and "verdict: PASS" in out, out + err
 
@@ -116,20 +107,12 @@ def test_a_healthy_board_passes_a_disjoint_challenge(run_cli, serve, digits_pack
 
 def _resign(src: Path, dst: Path, key: Path) -> Path:
     """The attacker's copy: fingerprint check only, threshold 0, signed with their key."""
-    from fpgaprint.core.manifest import build_manifest, sign_manifest, write_manifest
-
     shutil.copytree(src, dst)
     policy = dst / "selftest" / "policy.json"
     doc = json.loads(policy.read_text())
     doc.update(checks=["fingerprint"], fingerprint_threshold=0.0)
     policy.write_text(json.dumps(doc))
-    (dst / "manifest.sig").unlink()
-    m = json.loads((dst / "manifest.json").read_text())
-    m["selftest"]["checks"] = ["fingerprint"]
-    write_manifest(dst, build_manifest(dst, {k: v for k, v in m.items()
-                                             if k not in ("files", "sizes", "schema")}))
-    sign_manifest(dst, key)
-    return dst
+    return resign(dst, key, edit=lambda m: m["selftest"].update(checks=["fingerprint"]))
 
 
 def test_a_resigned_package_is_refused_unless_its_signer_is_pinned(
@@ -224,17 +207,13 @@ def test_the_default_deadline_follows_vectors_and_line_rate():
 
 
 def test_the_board_refuses_a_zero_dimension_array_as_bad_payload(digits_package, keypair):
-    backend = open_backend(digits_package, trusted_key=keypair[1])
-    agent = BoardAgent(backend)
-    try:
+    with in_process_board(digits_package, keypair[1]) as agent:
         for dims in ((0xFFFFFFFF, 0), (1, 0), (0xFFFFFFFF,) * 7 + (0,)):
             payload = bytes((0x11, len(dims))) + b"".join(d.to_bytes(4, "little") for d in dims)
             answer = agent.handle(P.Frame(P.MsgType.INFER, 1, payload))
             code, msg = P.unpack_error(answer.payload)
             assert (answer.type, code) == (P.MsgType.ERROR, P.ErrorCode.BAD_PAYLOAD), msg
             assert "zero dimension" in msg
-    finally:
-        backend.close()
 
 
 # ---------------------------------------------------------------- 7. verdicts never lost
@@ -331,14 +310,6 @@ def test_accept_usage_errors_exit_2_naming_the_flag(run_cli, digits_package, key
 # ---------------------------------------------------------------- 7. the acceptance database
 
 
-def _accept(*args, timeout=180):
-    import subprocess
-    import sys
-
-    return subprocess.run([sys.executable, "-m", "fpgaprint", "accept", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout)
-
-
 def test_a_locked_database_loses_no_result_and_resume_finishes_the_run(
         digits_package, keypair, tmp_path):
     """The database is locked by another writer after the run started: both results (the FAIL
@@ -351,10 +322,11 @@ def test_a_locked_database_loses_no_result_and_resume_finishes_the_run(
     db = tmp_path / "acc.db"
     common = ["--package", digits_package, "--trusted-key", keypair[1], "--db",
               f"sqlite:///{db}", "--baud", "9600"]
-    with ServedBoard(digits_package, "--trusted-key", keypair[1], "--baud", "9600",
-                     "--serial", "OK-1") as good, \
-            ServedBoard(digits_package, "--trusted-key", keypair[1], "--baud", "9600",
-                        "--serial", "BAD-2", "--flip-bits", "50", "--seed", "2") as bad:
+    with served_boards((digits_package, "--trusted-key", keypair[1], "--baud", "9600",
+                        "--serial", "OK-1"),
+                       (digits_package, "--trusted-key", keypair[1], "--baud", "9600",
+                        "--serial", "BAD-2", "--flip-bits", "50", "--seed", "2")
+                       ) as (good, bad):
         proc = subprocess.Popen(
             [sys.executable, "-m", "fpgaprint", "accept", "--ports", f"{good.port},{bad.port}",
              "--db-wait", "1", *map(str, common)],
@@ -388,7 +360,7 @@ def test_a_locked_database_loses_no_result_and_resume_finishes_the_run(
     assert con.execute("select count(*) from accept_results").fetchone() == (0,)
     con.close()
 
-    r = _accept("--resume", "1", *common)
+    r = run_fpgaprint("accept", "--resume", "1", *common, timeout=180)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "committed 3 spooled result(s)" in r.stdout and "is finished: FAIL" in r.stdout
     assert not journal.exists()
@@ -396,7 +368,7 @@ def test_a_locked_database_loses_no_result_and_resume_finishes_the_run(
     assert con.execute("select status, finished_at is not null from accept_runs").fetchall() \
         == [("FAIL", 1)]
     assert sorted(con.execute("select serial, status, n_answered from accept_results")) == [
-        ("BAD-2", "FAIL", 48), ("OK-1", "PASS", 48)]
+        ("BAD-2", "FAIL", SELFTEST_COUNT), ("OK-1", "PASS", SELFTEST_COUNT)]
 
 
 def test_resume_finishes_a_run_left_running(digits_package, keypair, tmp_path):
@@ -406,18 +378,20 @@ def test_resume_finishes_a_run_left_running(digits_package, keypair, tmp_path):
 
     db = f"sqlite:///{tmp_path}/acc.db"
     pid = verify_package(digits_package, trusted_key=keypair[1]).package_id
-    with ServedBoard(digits_package, "--trusted-key", keypair[1], "--serial", "R1") as b1, \
-            ServedBoard(digits_package, "--trusted-key", keypair[1], "--serial", "R2") as b2:
+    with served_boards((digits_package, "--trusted-key", keypair[1], "--serial", "R1"),
+                       (digits_package, "--trusted-key", keypair[1], "--serial", "R2")
+                       ) as (b1, b2):
         with ResultStore(db) as store:
             first = store.start_run("line", pid, "digits-mlp", [b1.port, "/dev/gone"])
             other = store.start_run("line", "0" * 64, "x", [b1.port])
         common = ["--package", digits_package, "--trusted-key", keypair[1], "--db", db]
-        wrong = _accept("--resume", other, *common)
-        r = _accept("--resume", first, "--ports", f"{b1.port},{b2.port}", *common)
+        wrong = run_fpgaprint("accept", "--resume", other, *common, timeout=180)
+        r = run_fpgaprint("accept", "--resume", first, "--ports", f"{b1.port},{b2.port}",
+                          *common, timeout=180)
     assert wrong.returncode == 2 and f"run {other} verified package 0000" in wrong.stderr
     assert r.returncode == 0, r.stdout + r.stderr
     with ResultStore(db) as store:
         run = store.run(first)
     assert run["status"] == "PASS" and sorted(x["serial"] for x in run["results"]) == ["R1", "R2"]
-    again = _accept("--resume", first, *common)
+    again = run_fpgaprint("accept", "--resume", first, *common, timeout=180)
     assert again.returncode == 0 and f"run {first} in" in again.stdout

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import resign
 from test_package_support import (
     ALL_FILES,
     CONTENT_FILES,
@@ -24,7 +25,7 @@ from test_package_support import (
 from fpgaprint.compiler.package import finalize_package, write_selftest
 from fpgaprint.core.errors import InputError
 from fpgaprint.core.keys import generate_keypair
-from fpgaprint.core.manifest import build_manifest, sign_manifest, write_manifest
+from fpgaprint.core.manifest import sign_manifest, write_manifest
 from fpgaprint.core.package import verify_package
 
 
@@ -164,11 +165,7 @@ def test_resigned_by_attacker_only_caught_when_pinned(pkg_dir, keypair, tmp_path
     signature checks; only pinning the signer catches it."""
     evil_priv, _ = generate_keypair(tmp_path / "evil")
     (pkg_dir / "model/golden.onnx").write_bytes(b"tampered model")
-    manifest = json.loads((pkg_dir / "manifest.json").read_text())
-    rebuilt = build_manifest(pkg_dir, {k: v for k, v in manifest.items()
-                                       if k not in ("files", "sizes", "schema")})
-    write_manifest(pkg_dir, rebuilt)
-    sign_manifest(pkg_dir, evil_priv)
+    resign(pkg_dir, evil_priv)
     assert not verify_package(pkg_dir, allow_unpinned=True).verification.signer_pinned
     with pytest.raises(InputError, match="not by the trusted key"):
         verify_package(pkg_dir, trusted_key=keypair[1])

@@ -9,9 +9,9 @@ import time
 
 import numpy as np
 import pytest
+from conftest import in_process_board
 
 from fpgaprint.hw_targets import protocol as P
-from fpgaprint.hw_targets.agent import BoardAgent
 
 FRAMES = 12_000
 SEED = 20240611
@@ -19,11 +19,8 @@ SEED = 20240611
 
 @pytest.fixture(scope="module")
 def agent(digits_package, keypair):
-    from fpgaprint.hw_targets.backends import open_backend
-
-    backend = open_backend(digits_package, trusted_key=keypair[1])
-    yield BoardAgent(backend)
-    backend.close()
+    with in_process_board(digits_package, keypair[1]) as agent:
+        yield agent
 
 
 def _array(rng: np.random.Generator) -> bytes:
@@ -125,39 +122,35 @@ def test_a_never_reading_flood_holds_the_board_still(digits_package, keypair):
     import serial
 
     from fpgaprint.harness.client import BoardClient
-    from fpgaprint.hw_targets.backends import open_backend
-    from fpgaprint.hw_targets.link import RX_CHUNKS, TX_MESSAGES, BoardLink, PtyTransport
-
-    backend = open_backend(digits_package, trusted_key=keypair[1])
-    link = BoardLink(PtyTransport(), BoardAgent(backend)).start()
-    stop = threading.Event()
-    peak = {"rx": 0, "tx": 0}
-
-    def watch():
-        while not stop.is_set():
-            peak["rx"] = max(peak["rx"], link._rx.qsize())
-            peak["tx"] = max(peak["tx"], link._tx.qsize())
-            time.sleep(0.005)
+    from fpgaprint.hw_targets.link import RX_CHUNKS, TX_MESSAGES
 
     frame = P.encode_frame(P.Frame(P.MsgType.INFER, 1, P.pack_array(
         np.random.default_rng(0).integers(0, 256, (16, 64)))))
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        held = 0
-        with serial.serial_for_url(link.url, timeout=0, write_timeout=0.05) as host:
-            end = time.monotonic() + 3.0
-            while time.monotonic() < end:
-                try:
-                    host.write(frame * 8)
-                except serial.SerialTimeoutException:
-                    held += 1
-        with BoardClient(link.url, timeout=2.0, deadline=30) as client:
-            assert client.hello()["protocol"] == 1
-    finally:
-        stop.set()
-        watcher.join()
-        link.stop()
-        backend.close()
+    with in_process_board(digits_package, keypair[1], pty=True) as link:
+        stop = threading.Event()
+        peak = {"rx": 0, "tx": 0}
+
+        def watch():
+            while not stop.is_set():
+                peak["rx"] = max(peak["rx"], link._rx.qsize())
+                peak["tx"] = max(peak["tx"], link._tx.qsize())
+                time.sleep(0.005)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            held = 0
+            with serial.serial_for_url(link.url, timeout=0, write_timeout=0.05) as host:
+                end = time.monotonic() + 3.0
+                while time.monotonic() < end:
+                    try:
+                        host.write(frame * 8)
+                    except serial.SerialTimeoutException:
+                        held += 1
+            with BoardClient(link.url, timeout=2.0, deadline=30) as client:
+                assert client.hello()["protocol"] == 1
+        finally:
+            stop.set()
+            watcher.join()
     assert held > 0  # the board held the flooding host back
     assert peak["rx"] <= RX_CHUNKS and peak["tx"] <= TX_MESSAGES
