@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import sys
@@ -35,16 +36,18 @@ def _check_stuck(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
     return values
 
 
-def _check_rom_flips(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
+def _parse_rom_flips(ctx, param, values: tuple[str, ...]) -> list[tuple[int, int]]:
+    """`WORD:BIT` values as (word, bit) pairs."""
     from fpgaprint.hw_targets.faults import parse_rom_flip
 
+    pairs = []
     for v in values:
         _split(v, 2, "WORD:BIT", "--bist-rom-flip")
         try:
-            parse_rom_flip(v)
+            pairs.append(parse_rom_flip(v))
         except InputError as e:
             raise InputError(f"--bist-rom-flip {v!r}: {e}") from None
-    return values
+    return pairs
 
 
 def _setup_logging(log_file: str | None) -> None:
@@ -114,7 +117,7 @@ def _port(ctx, param, value: str | None) -> str | None:
               callback=_check_stuck, help="Hold one memory bit at 0 or 1 (repeatable).")
 @click.option("--swap-model", metavar=PACKAGE, help="Answer with another package's model.")
 @click.option("--replay", is_flag=True, help="Answer with stored self-test answers.")
-@click.option("--bist-rom-flip", multiple=True, metavar="WORD:BIT", callback=_check_rom_flips,
+@click.option("--bist-rom-flip", multiple=True, metavar="WORD:BIT", callback=_parse_rom_flips,
               help="rtlsim: flip one bit of the on-chip self-test's input ROM (repeatable).")
 @click.option("--log", "log_file", type=OutputPath(), metavar="FILE",
               help="Write the board's log (requests, errors, faults) to FILE.")
@@ -141,9 +144,10 @@ def serve(package, port_url, use_pty, tcp, protocol, mlperf_model_id, backend, s
     url = check_serve_url(serve_url(use_pty, tcp, port_url))
     link_faults = LinkFaults(baud=baud, noise_ber=noise_ber, drop_rate=drop_rate,
                              hang_after=hang_after, reset_after=reset_after, seed=seed)
-    faults = FaultSpec.from_strings(flip_bits=flip_bits, seed=seed, flips=flip,
-                                    stuck_at=stuck_at, swap_model=swap_model, replay=replay,
-                                    bist_rom_flips=bist_rom_flip)
+    faults = dataclasses.replace(
+        FaultSpec.from_strings(flip_bits=flip_bits, seed=seed, flips=flip, stuck_at=stuck_at,
+                               swap_model=swap_model, replay=replay),
+        bist_rom_flips=bist_rom_flip)  # parsed by --bist-rom-flip's callback
     _setup_logging(log_file)
     log = logging.getLogger("fpgaprint.board")
 
