@@ -1,6 +1,7 @@
 """Atomic file writes, written once: a temporary file in the target's folder, then a rename.
 
 A reader never sees a half-written file, and a failed write leaves the old file (or none).
+Also the bounded read of a small file (a key, a manifest, a config) whose size is not trusted.
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ def write_atomic(path: str | Path, data: bytes | str, mode: int = 0o644,
     """Write `data` (text is UTF-8) to `path` atomically."""
     with atomic_file(path, mode, sync) as f:
         f.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def read_bounded(path: str | Path, limit: int) -> bytes | None:
+    """The bytes of `path`, or None when it holds more than `limit` bytes (at most `limit` + 1
+    are read, whatever its size). OSError as `open` raises it; each caller names the file its
+    own way."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    return data if len(data) <= limit else None
 
 
 def _json_default(o: Any) -> Any:

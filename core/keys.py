@@ -8,7 +8,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from fpgaprint.core.atomic import write_atomic
+from fpgaprint.core.atomic import read_bounded, write_atomic
 from fpgaprint.core.errors import InputError
 
 PRIVATE_NAME = "signing.key"
@@ -58,15 +58,14 @@ def generate_keypair(
 def _read(path: str | Path, what: str) -> tuple[Path, bytes]:
     p = Path(path).expanduser()
     try:
-        with open(p, "rb") as f:
-            data = f.read(MAX_KEY_FILE + 1)
-        if len(data) > MAX_KEY_FILE:
-            raise InputError(f"{p}: not a {what} (larger than {MAX_KEY_FILE} B)")
-        return p, data
+        data = read_bounded(p, MAX_KEY_FILE)
     except FileNotFoundError:
         raise InputError(f"{p}: {what} not found") from None
     except OSError as e:
         raise InputError(f"{p}: cannot read {what}: {e.strerror}") from e
+    if data is None:
+        raise InputError(f"{p}: not a {what} (larger than {MAX_KEY_FILE} B)")
+    return p, data
 
 
 def _load_pem(p: Path, load, what: str, cls):

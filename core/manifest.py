@@ -12,7 +12,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from fpgaprint.core.atomic import write_atomic
+from fpgaprint.core.atomic import read_bounded, write_atomic
 from fpgaprint.core.errors import InputError
 from fpgaprint.core.keys import load_private_key, public_key_hex
 from fpgaprint.core.trust import Anchor, Trust, resolve_trust
@@ -162,18 +162,18 @@ class Verification:
                 "anchor": self.anchor_source, "warning": self.warning}
 
 
-def read_bounded(path: Path, limit: int, what: str) -> bytes:
-    """A package file of at most `limit` bytes; InputError naming it otherwise."""
+def read_head(path: Path, limit: int, what: str) -> bytes:
+    """manifest.json or manifest.sig of a package directory, of at most `limit` bytes;
+    InputError naming it otherwise."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
+        data = read_bounded(path, limit)
     except FileNotFoundError:
         raise InputError(f"{path.parent}: missing file {path.name}") from None
     except IsADirectoryError:
         raise InputError(f"{path.parent}: {path.name} is a folder, not a {what}") from None
     except OSError as e:
         raise InputError(f"{path}: cannot read the {what}: {e.strerror}") from None
-    if len(data) > limit:
+    if data is None:
         raise InputError(f"{path}: {what} larger than {limit} B")
     return data
 
@@ -331,9 +331,9 @@ def verify_manifest(
     for name in (MANIFEST, SIGNATURE):
         if (root / name).is_symlink():
             raise InputError(f"{root}: {name} is a symbolic link (not allowed in a package)")
-    data = read_bounded(root / MANIFEST, MAX_MANIFEST, "manifest")
+    data = read_head(root / MANIFEST, MAX_MANIFEST, "manifest")
     sig_path = root / SIGNATURE
-    sig_bytes = read_bounded(sig_path, MAX_SIGNATURE, "signature") if sig_path.exists() else None
+    sig_bytes = read_head(sig_path, MAX_SIGNATURE, "signature") if sig_path.exists() else None
     verification = verify_head(str(root), data, sig_bytes, trust)
     manifest = verification.manifest
     check_files(root, manifest.get("files"), manifest.get("sizes"),

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from fpgaprint.core.atomic import write_atomic
+from fpgaprint.core.atomic import read_bounded, write_atomic
 from fpgaprint.core.errors import InputError
 from fpgaprint.core.keys import default_key_dir, load_public_key, public_key_hex, public_pem
 
@@ -140,9 +140,8 @@ def _config_anchors() -> list[Anchor]:
     if not path.exists():
         return []
     try:
-        with open(path, "rb") as f:
-            text = f.read(MAX_CONFIG + 1)
-        if len(text) > MAX_CONFIG:
+        text = read_bounded(path, MAX_CONFIG)
+        if text is None:
             raise InputError(f"{path}: trust config larger than {MAX_CONFIG} B")
         doc = tomllib.loads(text.decode("utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:

@@ -189,3 +189,28 @@ def test_an_archive_is_verified_while_it_is_extracted_not_again(tmp_path, monkey
     monkeypatch.setattr(manifest, "sha256_file", never)
     with pkgmod.verify_package(tmp_path / "pkg.tar.gz", trusted_key=pub) as pkg:
         assert pkg.package_id == built.package_id and pkg.verification.signer_pinned
+
+
+def test_files_larger_than_their_limit_are_named_each_its_own_way(tmp_path, monkeypatch):
+    """A key file, the trust config and manifest.json are read only up to their limit."""
+    from fpgaprint.core import keys, manifest, trust
+    from fpgaprint.core.atomic import read_bounded
+
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * (keys.MAX_KEY_FILE + 1))
+    assert read_bounded(big, keys.MAX_KEY_FILE) is None
+    assert read_bounded(big, keys.MAX_KEY_FILE + 1) == big.read_bytes()
+    with pytest.raises(InputError, match=rf"big: not a public key \(larger than "
+                                         rf"{keys.MAX_KEY_FILE} B\)"):
+        load_public_key(big)
+    config = tmp_path / "trust.toml"
+    config.write_bytes(b"#" * (trust.MAX_CONFIG + 1))
+    monkeypatch.setenv("FPGAPRINT_TRUST_CONFIG", str(config))
+    with pytest.raises(InputError, match=rf"trust.toml: trust config larger than "
+                                         rf"{trust.MAX_CONFIG} B"):
+        trust.resolve_trust()
+    monkeypatch.setattr(manifest, "MAX_MANIFEST", 8)
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg/manifest.json").write_bytes(b"{" * 9)
+    with pytest.raises(InputError, match=r"manifest.json: manifest larger than 8 B"):
+        manifest.verify_manifest(tmp_path / "pkg", trust=trust.Trust(allow_unsigned=True))
