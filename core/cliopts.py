@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -162,9 +161,6 @@ class OutputPath(click.ParamType):
 
     def convert(self, value: Any, param, ctx) -> Path:
         return check_output_path(value, _flag(param))
-
-
-_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
 # The metavars of the vocabulary: the same kind of value is spelled the same in every command.

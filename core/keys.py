@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -90,12 +91,17 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
     """Load an Ed25519 public key from a PEM public key, a PEM private key or 64 hex digits."""
     p, data = _read(path, "public key")
     text = data.decode("ascii", errors="replace").strip()
-    if len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text):
+    if is_public_key_hex(text):
         return Ed25519PublicKey.from_public_bytes(bytes.fromhex(text))
     if b"PRIVATE KEY" in data:
         return load_private_key(p).public_key()
     return _load_pem(p, lambda: serialization.load_pem_public_key(data), "a PEM public key",
                      Ed25519PublicKey)
+
+
+def is_public_key_hex(text: str) -> bool:
+    """Whether `text` is a raw Ed25519 public key written as 64 hex digits (either case)."""
+    return len(text) == 64 and all(c in string.hexdigits for c in text)
 
 
 def public_pem(key: Ed25519PublicKey | Ed25519PrivateKey) -> bytes:

@@ -27,7 +27,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fpgaprint.core.atomic import read_bounded, write_atomic
 from fpgaprint.core.errors import InputError
-from fpgaprint.core.keys import default_key_dir, load_public_key, public_key_hex, public_pem
+from fpgaprint.core.keys import (
+    default_key_dir,
+    is_public_key_hex,
+    load_public_key,
+    public_key_hex,
+    public_pem,
+)
 
 TRUST_STORE_ENV = "FPGAPRINT_TRUST_STORE"
 TRUST_CONFIG_ENV = "FPGAPRINT_TRUST_CONFIG"
@@ -102,7 +108,7 @@ def _anchor(item: str, source: str, base: Path | None) -> Anchor:
     folder `base`. `base` None: the key comes from the environment variable `source`, where a
     relative path is refused."""
     item = item.strip()
-    if len(item) == 64 and all(c in "0123456789abcdefABCDEF" for c in item):
+    if is_public_key_hex(item):
         try:
             key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(item))
         except ValueError as e:

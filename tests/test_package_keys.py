@@ -214,3 +214,10 @@ def test_files_larger_than_their_limit_are_named_each_its_own_way(tmp_path, monk
     (tmp_path / "pkg/manifest.json").write_bytes(b"{" * 9)
     with pytest.raises(InputError, match=r"manifest.json: manifest larger than 8 B"):
         manifest.verify_manifest(tmp_path / "pkg", trust=trust.Trust(allow_unsigned=True))
+
+
+def test_a_public_key_written_as_64_hex_digits():
+    from fpgaprint.core.keys import is_public_key_hex
+
+    assert is_public_key_hex("aB" * 32) and is_public_key_hex("09" * 32)
+    assert not any(is_public_key_hex(t) for t in ("ab" * 31, "ab" * 33, "zz" * 32, " " + "a" * 63))
