@@ -121,6 +121,7 @@ def build_model(
 
     `boundary`: a boundary set made from this build's golden model, embedded after the
     fingerprint's vectors as the strict boundary tier."""
+    from fpgaprint.compiler.bist.stage import check_fit
     from fpgaprint.core.boards import get_board
 
     config = config or BuildConfig()
@@ -170,21 +171,6 @@ def build_model(
             write_json(out / "reports" / name, report)
             log.close()
     return result
-
-
-def check_fit(brd, config, report: dict, log, what: str) -> None:
-    """The board fit of the report's estimate `estimates.resources_total`: findings in
-    `report["resource_check"]` and the log; InputError ("`what` does not fit") on a fail."""
-    from fpgaprint.core.boards import check_resources
-
-    findings = check_resources(brd, report.get("estimates", {}).get("resources_total", {}),
-                               config.resource_warn)
-    report["resource_check"] = [{"level": lv, "message": m} for lv, m in findings]
-    for lv, m in findings:
-        log(f"[{'red' if lv == 'fail' else 'yellow'}]{lv}: {m}[/]", show=True)
-    if any(lv == "fail" for lv, _ in findings):
-        raise InputError(f"{what} does not fit {brd.name}: " +
-                         "; ".join(m for lv, m in findings if lv == "fail"))
 
 
 def _run(spec, brd, out, config, fp, log, report, result, console):

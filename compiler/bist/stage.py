@@ -21,6 +21,7 @@ import numpy as np
 
 from fpgaprint.compiler.rtlsim.errors import BistError
 from fpgaprint.core import bist as B
+from fpgaprint.core.errors import InputError
 from fpgaprint.core.golden import HW_DOMAIN, GoldenModel
 
 RTL_DIR = Path("hw/rtl")
@@ -57,6 +58,22 @@ def cycle_tolerance(predicted: int) -> int:
     return max(16, predicted // 100)
 
 
+def check_fit(brd, config, report: dict, log, what: str) -> None:
+    """The board fit of the report's estimate `estimates.resources_total`, for the build (the
+    accelerator) and for this step (with the BIST's ROMs and controller): findings in
+    `report["resource_check"]` and the log; InputError ("`what` does not fit") on a fail."""
+    from fpgaprint.core.boards import check_resources
+
+    findings = check_resources(brd, report.get("estimates", {}).get("resources_total", {}),
+                               config.resource_warn)
+    report["resource_check"] = [{"level": lv, "message": m} for lv, m in findings]
+    for lv, m in findings:
+        log(f"[{'red' if lv == 'fail' else 'yellow'}]{lv}: {m}[/]", show=True)
+    if any(lv == "fail" for lv, _ in findings):
+        raise InputError(f"{what} does not fit {brd.name}: " +
+                         "; ".join(m for lv, m in findings if lv == "fail"))
+
+
 def run(out: Path, brd, config, report: dict, inputs: np.ndarray, raw: np.ndarray,
         log, golden: GoldenModel | Path) -> tuple[B.BistSpec, dict | None]:
     """Generate, estimate, fit-check and (stitched designs) simulate the BIST for the
@@ -64,9 +81,7 @@ def run(out: Path, brd, config, report: dict, inputs: np.ndarray, raw: np.ndarra
     and their golden raw outputs; returns its description and the simulated registers (None
     when not simulated)."""
     from fpgaprint.compiler.bist.generate import generate
-    from fpgaprint.compiler.build import check_fit
     from fpgaprint.compiler.rtlsim.design import DESIGN_JSON, StitchedDesign
-    from fpgaprint.core.errors import InputError
 
     mode = config.bist.mode
     rtl = out / RTL_DIR
