@@ -87,19 +87,20 @@ def trust_store_dir() -> Path:
     return _absolute(env, TRUST_STORE_ENV) if env else default_key_dir() / "trusted"
 
 
-def _store_anchors(store: Path) -> list[Anchor]:
+def _store_anchors(store: Path) -> dict[Path, Anchor]:
+    """The trust store's keys by their files, in file name order."""
     if not store.exists():
-        return []
+        return {}
     if not store.is_dir():
         raise InputError(f"{store}: trust store is not a folder ({TRUST_STORE_ENV})")
     files = sorted(p for p in store.iterdir() if p.suffix == STORE_SUFFIX)
     if len(files) > MAX_STORE_KEYS:
         raise InputError(f"{store}: trust store holds {len(files)} keys, at most "
                          f"{MAX_STORE_KEYS} are read")
-    out = []
+    out = {}
     for p in files:
         key = load_public_key(p)
-        out.append(Anchor(key, public_key_hex(key), f"trust store {p}"))
+        out[p] = Anchor(key, public_key_hex(key), f"trust store {p}")
     return out
 
 
@@ -179,7 +180,8 @@ def resolve_trust(
             src = "the signing key" if isinstance(k, Ed25519PublicKey) else f"--trusted-key {k}"
             anchors.append(Anchor(key, public_key_hex(key), src))
         return Trust(tuple(anchors), True, allow_unpinned, allow_unsigned)
-    anchors = _store_anchors(trust_store_dir()) + _config_anchors() + _env_anchors()
+    anchors = [*_store_anchors(trust_store_dir()).values(), *_config_anchors(),
+               *_env_anchors()]
     unique = {a.hex: a for a in reversed(anchors)}  # first source wins
     ordered = tuple(a for a in anchors if unique.get(a.hex) is a)
     return Trust(ordered, False, allow_unpinned, allow_unsigned)
@@ -207,8 +209,7 @@ def untrust_key(hex_prefix: str, store: str | Path | None = None) -> list[Path]:
     if len(text) < 8 or any(c not in "0123456789abcdef" for c in text):
         raise InputError(f"KEY {hex_prefix!r}: give at least 8 hex digits of the public key")
     folder = Path(store) if store is not None else trust_store_dir()
-    gone = [Path(a.source.removeprefix("trust store "))
-            for a in _store_anchors(folder) if a.hex.startswith(text)]
+    gone = [p for p, a in _store_anchors(folder).items() if a.hex.startswith(text)]
     if not gone:
         raise InputError(f"{folder}: no trusted key starts with {text}")
     for p in gone:

@@ -221,3 +221,15 @@ def test_a_public_key_written_as_64_hex_digits():
 
     assert is_public_key_hex("aB" * 32) and is_public_key_hex("09" * 32)
     assert not any(is_public_key_hex(t) for t in ("ab" * 31, "ab" * 33, "zz" * 32, " " + "a" * 63))
+
+
+def test_untrust_removes_exactly_the_store_files_of_the_matching_key(tmp_path):
+    from fpgaprint.core.trust import trust_key, untrust_key
+
+    store = tmp_path / "trust store"
+    kept_path, kept = trust_key(generate_keypair(tmp_path / "a")[1], store)
+    gone_path, gone = trust_key(generate_keypair(tmp_path / "b")[1], store)
+    assert untrust_key(gone[:10], store) == [gone_path]
+    assert sorted(store.iterdir()) == [kept_path]
+    with pytest.raises(InputError, match=f"no trusted key starts with {gone[:10]}"):
+        untrust_key(gone[:10], store)
