@@ -182,9 +182,10 @@ def resolve_trust(
         return Trust(tuple(anchors), True, allow_unpinned, allow_unsigned)
     anchors = [*_store_anchors(trust_store_dir()).values(), *_config_anchors(),
                *_env_anchors()]
-    unique = {a.hex: a for a in reversed(anchors)}  # first source wins
-    ordered = tuple(a for a in anchors if unique.get(a.hex) is a)
-    return Trust(ordered, False, allow_unpinned, allow_unsigned)
+    seen: dict[str, Anchor] = {}
+    for a in anchors:
+        seen.setdefault(a.hex, a)  # first source wins, in the order of first appearance
+    return Trust(tuple(seen.values()), False, allow_unpinned, allow_unsigned)
 
 
 def trust_key(pub: str | Path, store: str | Path | None = None) -> tuple[Path, str]:

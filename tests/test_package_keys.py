@@ -233,3 +233,18 @@ def test_untrust_removes_exactly_the_store_files_of_the_matching_key(tmp_path):
     assert sorted(store.iterdir()) == [kept_path]
     with pytest.raises(InputError, match=f"no trusted key starts with {gone[:10]}"):
         untrust_key(gone[:10], store)
+
+
+def test_a_key_provisioned_twice_is_one_anchor_named_by_its_first_source(tmp_path, monkeypatch):
+    from fpgaprint.core.trust import resolve_trust, trust_key
+
+    pubs = [generate_keypair(tmp_path / n)[1] for n in ("a", "b")]
+    hexes = [public_key_hex(load_public_key(p)) for p in pubs]
+    store = tmp_path / "store"
+    trust_key(pubs[1], store)
+    monkeypatch.setenv("FPGAPRINT_TRUST_STORE", str(store))
+    monkeypatch.setenv("FPGAPRINT_TRUSTED_KEYS", f"{hexes[0]}:{pubs[1]}:{hexes[0].upper()}")
+    anchors = resolve_trust().anchors
+    assert [a.hex for a in anchors] == [hexes[1], hexes[0]]
+    assert anchors[0].source.startswith("trust store ")
+    assert anchors[1].source == "FPGAPRINT_TRUSTED_KEYS"
