@@ -237,12 +237,13 @@ def make_package(compiled, keypair):
             shutil.copytree(c.out / "hw" / "rtl", out / "hw" / "rtl")
         if bist:
             from fpgaprint.compiler.bist.generate import generate
+            from fpgaprint.compiler.bist.stage import accelerator_inputs, predicted_cycles
             from fpgaprint.compiler.rtlsim.design import StitchedDesign
 
             st = c.result.report["rtl"]["stitched"]
-            generate(out / "hw" / "rtl", StitchedDesign(out / "hw" / "rtl").io, c.inputs, raw,
-                     bist, predicted_cycles=round(st["latency_cycles"] + (len(c.inputs) - 1)
-                                                  * st["ii_cycles"]),
+            generate(out / "hw" / "rtl", StitchedDesign(out / "hw" / "rtl").io,
+                     accelerator_inputs(GoldenModel(golden), c.inputs), raw, bist,
+                     predicted_cycles=predicted_cycles(st, len(c.inputs)),
                      latency_cycles=st["latency_cycles"])
         for rel, data in (hw or {}).items():
             (out / "hw").mkdir(exist_ok=True)
