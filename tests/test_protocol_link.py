@@ -332,6 +332,28 @@ def test_agent_reset_drops_the_rest_of_the_input_and_ignores_responses():
     assert backend.selftests == 2 and not agent.reboot_pending
 
 
+def test_hello_claims_the_compute_time_of_a_loaded_board():
+    """A board whose first run loads something (FINN+'s ops, a simulation) claims in HELLO
+    the time a vector takes once loaded, so that a host waits for a hung board no longer
+    than a working one needs."""
+    class ColdStart(MatBackend):
+        def infer(self, x):
+            if self.calls == 0:
+                time.sleep(0.5)  # the one-time load
+            return super().infer(x)
+
+        def warm_up(self):
+            self.infer(self.vectors[:1])
+
+        def selftest(self):
+            self.infer(self.vectors)
+            return super().selftest()
+
+    agent = BoardAgent(ColdStart())
+    hello = P.unpack_json(agent.handle(P.Frame(P.MsgType.HELLO, 1, P.pack_hello())).payload)
+    assert hello["infer_s_per_vector"] < 0.5 / 5 / 2  # half of the load spread over 5 vectors
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"noise_ber": 1.5}, "--noise-ber must be in"), ({"drop_rate": -0.1}, "--drop-rate"),
     ({"baud": 3}, "--baud must be at least 10"), ({"hang_after": -1}, "--hang-after"),
