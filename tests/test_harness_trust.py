@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -185,15 +186,21 @@ def test_a_board_breaking_the_rules_is_a_board_error_naming_the_field(
 
 def test_a_huge_compute_time_cannot_hang_the_host(run_cli, serve, digits_package, keypair):
     """infer_s_per_vector = 1e6 and no answer to INFER: the deadline still holds."""
+    released = threading.Event()
+
     class Slow(hello_agent(infer_s_per_vector=1e6)):
         def _infer(self, payload):
-            time.sleep(3600)
+            released.wait(3600)
 
         _handlers = {**hello_agent(infer_s_per_vector=1e6)._handlers, P.MsgType.INFER: _infer}
 
     t0 = time.monotonic()
-    code, out, err = verify(run_cli, digits_package, keypair[1], serve(Slow), "--deadline", "3")
-    elapsed = time.monotonic() - t0
+    try:
+        code, out, err = verify(run_cli, digits_package, keypair[1], serve(Slow),
+                                "--deadline", "3")
+        elapsed = time.monotonic() - t0
+    finally:
+        released.set()  # the board's thread ends with the test
     assert code == 3 and "overall deadline reached" in err, out + err
     assert elapsed < 3 + 2.0
 
@@ -321,10 +328,10 @@ def test_a_locked_database_loses_no_result_and_resume_finishes_the_run(
 
     db = tmp_path / "acc.db"
     common = ["--package", digits_package, "--trusted-key", keypair[1], "--db",
-              f"sqlite:///{db}", "--baud", "9600"]
-    with served_boards((digits_package, "--trusted-key", keypair[1], "--baud", "9600",
+              f"sqlite:///{db}", "--baud", "19200"]
+    with served_boards((digits_package, "--trusted-key", keypair[1], "--baud", "19200",
                         "--serial", "OK-1"),
-                       (digits_package, "--trusted-key", keypair[1], "--baud", "9600",
+                       (digits_package, "--trusted-key", keypair[1], "--baud", "19200",
                         "--serial", "BAD-2", "--flip-bits", "50", "--seed", "2")
                        ) as (good, bad):
         proc = subprocess.Popen(
