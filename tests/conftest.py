@@ -27,6 +27,12 @@ META = {"board": "Pynq-Z1", "part": "xc7z020clg400-1", "platform": "zynq", "cloc
 # `import models`); conftest.py is then the module pytest already loaded, not a second copy.
 
 
+def long_test(reason: str):
+    """Skip unless FPGAPRINT_LONG_TESTS is set (CI sets it; `make test` leaves it out)."""
+    return pytest.mark.skipif(not os.environ.get("FPGAPRINT_LONG_TESTS"),
+                              reason=f"{reason}: FPGAPRINT_LONG_TESTS=1")
+
+
 def run_fpgaprint(*args, env: dict | None = None,
                   timeout: float = 600) -> subprocess.CompletedProcess:
     """`fpgaprint ARGS` in a child process (`python -m fpgaprint`), stdout and stderr captured

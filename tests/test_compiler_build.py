@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import long_test
 
 from fpgaprint.compiler.build import build_model
 from fpgaprint.compiler.config import BuildConfig
@@ -98,7 +99,9 @@ def test_user_exported_qonnx_compiles(tmp_path, run_cli):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["tfc-w2a2", "cnv-w2a2"])
+@pytest.mark.parametrize("name", ["tfc-w2a2", pytest.param("cnv-w2a2", marks=long_test(
+    "about 45 s: CNV's layers simulated one by one (its mixed RTL/HLS path is tested on a "
+    "small CNN in test_compiler_models)"))])
 def test_reference_topologies_bit_exact(tmp_path, name):
     cnv = name.startswith("cnv")
     res = build_model(f"zoo:{name}", "Pynq-Z1", tmp_path / name,
