@@ -6,6 +6,7 @@ Every zoo model takes inputs in [0, 1] of its `input_shape` and returns class lo
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass
 from typing import Callable
 
@@ -144,16 +145,32 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, input_shape: tuple[
     return float((logits.argmax(1).numpy() == y).mean())
 
 
+# zoo models trained in this process: (name, seed, epochs) -> (Checkpoint, torch's RNG state
+# after training). Training is deterministic on one machine, so `make` trains each model once
+# per process (a matrix building one zoo model for several boards, an evaluation training its
+# source again) and hands out copies.
+_TRAINED: dict[tuple[str, int, int], tuple[Checkpoint, torch.Tensor]] = {}
+
+
 def make(name: str, seed: int = 0, epochs: int | None = None,
          progress: Progress | None = None):
-    """Build and train a zoo model deterministically; returns a Checkpoint."""
+    """Build and train a zoo model deterministically; returns a Checkpoint (the caller's own
+    copy)."""
     entry = get_entry(name)
-    torch.manual_seed(seed)
-    ds = entry.data(seed)
-    model = entry.build()
-    train(model, ds, entry.epochs if epochs is None else epochs, entry.lr, seed=seed,
-          progress=progress, name=f"train {entry.name}")
-    acc = accuracy(model, ds.x_test, ds.y_test, ds.input_shape)
-    return Checkpoint(model, entry.kind, entry.input_shape, ds.num_classes, entry.name,
-                      {"seed": seed, "test_accuracy": acc, "data": ds.name,
-                       "description": entry.description})
+    epochs = entry.epochs if epochs is None else epochs
+    key = (entry.name, seed, epochs)
+    if key not in _TRAINED:
+        torch.manual_seed(seed)
+        ds = entry.data(seed)
+        model = entry.build()
+        train(model, ds, epochs, entry.lr, seed=seed, progress=progress,
+              name=f"train {entry.name}")
+        acc = accuracy(model, ds.x_test, ds.y_test, ds.input_shape)
+        _TRAINED[key] = (Checkpoint(model, entry.kind, entry.input_shape, ds.num_classes,
+                                    entry.name, {"seed": seed, "test_accuracy": acc,
+                                                 "data": ds.name,
+                                                 "description": entry.description}),
+                         torch.get_rng_state())
+    ckpt, rng = _TRAINED[key]
+    torch.set_rng_state(rng)  # as if it had been trained just now
+    return copy.deepcopy(ckpt)

@@ -67,6 +67,33 @@ def test_resume_reruns_from_first_changed_step(digits_build, tmp_path):
     _assert_bit_exact(again.report)
 
 
+def test_a_zoo_model_is_trained_once_per_process_and_each_caller_gets_a_copy(monkeypatch):
+    import torch
+
+    from fpgaprint.compiler import zoo
+
+    trained = []
+    real = zoo.train
+    monkeypatch.setattr(zoo, "train", lambda *a, **k: trained.append(a) or real(*a, **k))
+    monkeypatch.setattr(zoo, "_TRAINED", {})
+    a = zoo.make("digits-mlp", seed=7, epochs=2)
+    rng_after = torch.get_rng_state()
+    with torch.no_grad():
+        next(a.model.parameters()).add_(1.0)  # a caller changes its copy
+    torch.manual_seed(99)
+    b = zoo.make("digits-mlp", seed=7, epochs=2)
+    assert len(trained) == 1 and b.model is not a.model
+    assert torch.equal(torch.get_rng_state(), rng_after)  # as if trained just now
+    monkeypatch.setattr(zoo, "_TRAINED", {})
+    fresh = zoo.make("digits-mlp", seed=7, epochs=2)
+    assert len(trained) == 2
+    fs, bs = fresh.model.state_dict(), b.model.state_dict()
+    assert fs.keys() == bs.keys() and all(torch.equal(fs[k], bs[k]) for k in fs)
+    assert fresh.meta == b.meta
+    zoo.make("digits-mlp", seed=8, epochs=2)
+    assert len(trained) == 3  # another seed is another model
+
+
 def test_digits_qat_bit_exact(tmp_path):
     res = build_model("zoo:digits-mlp", "Pynq-Z1", tmp_path / "qat",
                       BuildConfig(qat=True, qat_epochs=2, weight_bits=3, act_bits=3,
