@@ -2,8 +2,9 @@
 shares (one signing key pair, one compile per zoo model, one signed digits package).
 
 `make test` runs the files on one pytest-xdist worker per core (`--dist loadfile`: a file stays
-on one worker, so its module fixtures are made once); session fixtures are made once per
-worker, in that worker's own temporary directory."""
+on one worker, so its module fixtures are made once). Session fixtures are made once per
+worker, in that worker's own temporary directory; files that share an expensive one run on one
+worker (`SHARED_GROUPS`), so that it is made once."""
 
 from __future__ import annotations
 
@@ -21,6 +22,26 @@ import pytest
 
 SELFTEST_COUNT = 48
 META = {"board": "Pynq-Z1", "part": "xc7z020clg400-1", "platform": "zynq", "clock_ns": 10.0}
+
+# group -> files run on one worker under `--dist loadfile`: they share the session's TFC build
+SHARED_GROUPS = {"tfc": ("test_compiler_build.py", "test_bist.py", "test_board_pynq.py")}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` with the files of a shared group as one unit of work."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    group_of = {f: g for g, files in SHARED_GROUPS.items() for f in files}
+
+    class SharedFileScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return group_of.get(Path(path).name, path)
+
+    return SharedFileScheduling(config, log)
+
 
 # ---------------------------------------------------------------- plain helpers
 # Test files import these as `from conftest import …` (pytest puts tests/ on sys.path, as for

@@ -30,9 +30,10 @@ def cli_build(tmp_path_factory, keypair):
     heartbeat of 0.3 s so that the front end's seconds show heartbeat lines."""
     d = tmp_path_factory.mktemp("cli-ux")
     env = {"FPGAPRINT_HEARTBEAT_S": "0.3"}
-    train = run_fpgaprint("train", "zoo:digits-mlp", "--out", d / "m.pt", env=env)
+    train = run_fpgaprint("train", "zoo:digits-mlp", "--epochs", 5, "--out", d / "m.pt",
+                          env=env)
     assert train.returncode == 0, train.stderr
-    gen = run_fpgaprint("fingerprint", "generate", d / "m.pt", "--count", 60, "--out",
+    gen = run_fpgaprint("fingerprint", "generate", d / "m.pt", "--count", 30, "--out",
                         d / "fp.npz", env=env)
     assert gen.returncode == 0, gen.stderr
     build = run_fpgaprint("build", d / "m.pt", "--out", d / "pkg", "--fingerprint",
@@ -62,7 +63,7 @@ def test_non_tty_progress_of_training_and_generation(cli_build):
     assert train[0].endswith("train digits-mlp …")
     assert re.search(r"train digits-mlp (\d+)/\1: loss \d\.\d{3} \(done in", train[-1]), train
     gen = stamped(cli_build["generate"].stderr)
-    assert any(re.search(r"robust examples .*round 1, 0/60 kept$", line) for line in gen), gen
+    assert any(re.search(r"robust examples .*round 1, 0/30 kept$", line) for line in gen), gen
 
 
 def test_build_summary_names_the_signed_package(cli_build, keypair):

@@ -129,11 +129,11 @@ def test_user_exported_qonnx_compiles(tmp_path, run_cli):
 @pytest.mark.parametrize("name", ["tfc-w2a2", pytest.param("cnv-w2a2", marks=long_test(
     "about 45 s: CNV's layers simulated one by one (its mixed RTL/HLS path is tested on a "
     "small CNN in test_compiler_models)"))])
-def test_reference_topologies_bit_exact(tmp_path, name):
-    cnv = name.startswith("cnv")
+def test_reference_topologies_bit_exact(compiled, tmp_path, name):
+    # TFC is the session's shared build (equivalence on 16 samples); CNV, untrained, on 4
     res = build_model(f"zoo:{name}", "Pynq-Z1", tmp_path / name,
-                      BuildConfig(equivalence_samples=4 if cnv else 16,
-                                  zoo_epochs=0 if cnv else None))
+                      BuildConfig(equivalence_samples=4, zoo_epochs=0)) \
+        if name.startswith("cnv") else compiled(name).result
     _assert_bit_exact(res.report)
     ops = {n.op_type for n in GoldenModel(res.golden_path).model.graph.node}
     assert "MVAU" in ops
