@@ -130,6 +130,18 @@ def _empty_trust_store(tmp_path_factory):
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _boards_from_a_forkserver():
+    """Boards start from a forkserver that imported fpgaprint and FINN+ once (the board is
+    the same `board serve` code on a real pty); test_protocol_cli and `make demo` start
+    theirs as new interpreters."""
+    from fpgaprint.hw_targets.served import set_default_launch
+
+    before = set_default_launch("forkserver")
+    yield
+    set_default_launch(before)
+
+
 @pytest.fixture
 def run_cli(capsys):
     """Run `fpgaprint ARGS` in-process; returns (exit code, stdout, stderr)."""

@@ -1,6 +1,7 @@
 """`fpgaprint board serve` end to end: a real digits package (FINN+ build), the virtual board in
 a subprocess on a real pty / TCP port and the host client against it (the MLPerf Tiny mode is
-in test_protocol_mlperf.py)."""
+in test_protocol_mlperf.py). The boards here start as new interpreters (`launch="exec"`), as
+`make demo`'s do; the other test files fork theirs from a forkserver."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fpgaprint.core.errors import LinkError
+from fpgaprint.core.errors import InputError, LinkError
 from fpgaprint.harness.client import BoardClient
 from fpgaprint.hw_targets.served import ServedBoard
 
@@ -38,7 +39,7 @@ def test_serve_on_a_pty_answers_bit_exactly_and_stops_on_sigterm(package, tmp_pa
     log = tmp_path / "board.log"
     v = vectors(pkg)
     with ServedBoard(pkg, "--pty", "--trusted-key", pub, "--serial", "SN-42",
-                     "--log", log) as board:
+                     "--log", log, launch="exec") as board:
         assert re.fullmatch(r"/dev/pts/\d+", board.port), board.proc.stderr.read()
         with BoardClient(board.port, timeout=2.0) as client:
             hello = client.hello()
@@ -59,7 +60,7 @@ def test_serve_on_tcp_with_model_and_link_faults(package):
     pkg, pub = package
     v = vectors(pkg)
     with ServedBoard(pkg, "--tcp", "127.0.0.1:0", "--trusted-key", pub, "--flip-bits", "400",
-                     "--seed", "3", "--noise-ber", "1e-4") as board:
+                     "--seed", "3", "--noise-ber", "1e-4", launch="exec") as board:
         assert re.fullmatch(r"socket://127\.0\.0\.1:\d+", board.port), board.proc.stderr.read()
         with BoardClient(board.port, timeout=2.0, retries=6) as client:
             client.hello()
@@ -88,7 +89,7 @@ def test_serve_refuses_a_tampered_package(package, tmp_path):
     doc = json.loads(policy.read_text())
     doc["fingerprint_threshold"] = 0.1
     policy.write_text(json.dumps(doc))
-    board = ServedBoard(bad, "--pty", "--trusted-key", pub)
+    board = ServedBoard(bad, "--pty", "--trusted-key", pub, launch="exec")
     try:
         with pytest.raises(LinkError, match="selftest/policy.json"):
             board.wait_ready()
@@ -129,3 +130,12 @@ def test_boards_lists_every_board(run_cli):
     for b in BOARDS.values():
         assert b.name in out and b.part in out
     assert "100 MHz" in out
+
+
+def test_an_unknown_launch_is_refused():
+    from fpgaprint.hw_targets.served import set_default_launch
+
+    with pytest.raises(InputError, match="unknown launch 'thread'; valid: exec, forkserver"):
+        ServedBoard("pkg", launch="thread")
+    with pytest.raises(InputError, match="unknown launch"):
+        set_default_launch("thread")
