@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import runpy
 import selectors
 import signal
 import subprocess
@@ -53,7 +54,8 @@ def _forkserver() -> multiprocessing.context.ForkServerContext:
 
 def _serve_forked(argv: list[str], cwd: str, env: dict[str, str], out: Connection,
                   err: Connection | None) -> None:
-    """In the forked child: stdout (and stderr) to the parent's pipes, then the CLI."""
+    """In the forked child: stdout (and stderr) to the parent's pipes, then the command line
+    as `python -m fpgaprint ARGV` runs it."""
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
@@ -69,9 +71,8 @@ def _serve_forked(argv: list[str], cwd: str, env: dict[str, str], out: Connectio
         err.close()
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
-    from fpgaprint.cli import main
-
-    main(argv)
+    sys.argv = ["fpgaprint", *argv]
+    runpy.run_module("fpgaprint", run_name="__main__", alter_sys=True)  # python -m fpgaprint
 
 
 class _Forked:
