@@ -143,21 +143,26 @@ def test_unrepresentable_input_range_names_the_quantizer(tmp_path, run_cli):
 
 @pytest.fixture(scope="module")
 def depthwise(tmp_path_factory, keypair):
-    """The depthwise CNN built twice, in different directories at different times."""
+    """The depthwise CNN built twice, in different directories at different times, with
+    other FINN+ build directories: by the CLI in a child process, then by `build_model` in
+    this one."""
     d = tmp_path_factory.mktemp("dw")
     module, shape = models.depthwise_cnn()
     onnx_path = models.export(module, shape, d / "dw.onnx")
     _fingerprint(module, shape, 5, d / "fp.npz")
-    outs = []
-    for i, where in enumerate((d / "a" / "pkg", d / "b" / "deeper" / "pkg")):
-        if i:
-            time.sleep(1.1)
-        r = run_fpgaprint("build", onnx_path, "--out", where, "--fingerprint", d / "fp.npz",
-                          "--key", keypair[0], "--samples", 4,
-                          env={"SOURCE_DATE_EPOCH": EPOCH, "FINN_BUILD_DIR": str(d)})
-        assert r.returncode == 0, r.stderr
-        outs.append(where)
-    return {"dir": d, "onnx": onnx_path, "pkgs": outs}
+    a, b = d / "a" / "pkg", d / "b" / "deeper" / "pkg"
+    r = run_fpgaprint("build", onnx_path, "--out", a, "--fingerprint", d / "fp.npz",
+                      "--key", keypair[0], "--samples", 4,
+                      env={"SOURCE_DATE_EPOCH": EPOCH, "FINN_BUILD_DIR": str(d)})
+    assert r.returncode == 0, r.stderr
+    time.sleep(1.1)
+    os.environ["SOURCE_DATE_EPOCH"] = EPOCH
+    try:
+        build_model(str(onnx_path), "Pynq-Z1", b, BuildConfig(equivalence_samples=4),
+                    fingerprint=d / "fp.npz", key=keypair[0])
+    finally:
+        del os.environ["SOURCE_DATE_EPOCH"]
+    return {"dir": d, "onnx": onnx_path, "pkgs": [a, b]}
 
 
 def test_depthwise_conv_maps_to_vvau_bit_exact(depthwise):
@@ -170,7 +175,8 @@ def test_depthwise_conv_maps_to_vvau_bit_exact(depthwise):
 
 
 def test_two_builds_give_one_package_id(depthwise):
-    """Same inputs, other directories, other times: same id, byte-identical identity."""
+    """Same inputs, other directories, other times, the CLI or the API: same id,
+    byte-identical identity."""
     a, b = depthwise["pkgs"]
     ma, mb = (json.loads((p / "manifest.json").read_text()) for p in (a, b))
     assert (a / "manifest.json").read_bytes() == (b / "manifest.json").read_bytes()
