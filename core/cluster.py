@@ -33,6 +33,11 @@ TOPIC = "fpgaprint-task"
 _ADDRESS = re.compile(r"^(tcp|tls)://[A-Za-z0-9._\-]+(:\d{1,5})?$|^(tcp|tls)://\[[0-9A-Fa-f:]+\]"
                       r"(:\d{1,5})?$")
 CONNECT_TIMEOUT = 30.0
+# A LocalCluster's workers are forked from multiprocessing's forkserver, which imports these
+# once: a worker (and the replacement of a lost one) then starts in a fraction of a second
+# instead of importing torch, Brevitas and FINN+ anew (3 s or more).
+WORKER_PRELOAD = ("distributed", "numpy", "torch", "onnx", "qonnx.core.modelwrapper",
+                  "brevitas.nn", "finn.custom_op.fpgadataflow")
 
 
 def check_scheduler(value: str | None, flag: str = "--scheduler") -> str | None:
@@ -167,7 +172,8 @@ def connect(mode: str | None, workers: int | None = None, say: Callable[[str], N
             ) -> Iterator[Cluster]:
     """A `Cluster` for `mode` (serial, local, or a scheduler address), closed on exit.
 
-    local: a LocalCluster of `workers` processes (default: one per core) with one thread each;
+    local: a LocalCluster of `workers` processes (default: one per core) with one thread each,
+    forked from the forkserver (WORKER_PRELOAD) with this process's environment as it is now;
     worker processes may start their own children (the build's equivalence worker). With
     `worker_log`, their stdout and stderr (libraries print there) go to that file instead of
     this terminal."""
@@ -184,11 +190,14 @@ def connect(mode: str | None, workers: int | None = None, say: Callable[[str], N
             n = workers or local_workers()
             if n < 1:
                 raise InputError(f"--workers {n}: expected at least 1")
-            with dask.config.set({"distributed.worker.daemon": False}):
+            with dask.config.set({"distributed.worker.daemon": False,
+                                  "distributed.worker.multiprocessing-method": "forkserver"}):
+                _preload_forkserver()
                 cluster = stack.enter_context(LocalCluster(
                     n_workers=n, threads_per_worker=1, processes=True,
                     dashboard_address="127.0.0.1:0", host="127.0.0.1",
-                    silence_logs=40))
+                    silence_logs=40,
+                    env=dict(os.environ)))  # this process's, not the forkserver's
             client = stack.enter_context(Client(cluster))
             if worker_log is not None:
                 client.register_plugin(_output_to(worker_log), name="fpgaprint-output")
@@ -206,6 +215,14 @@ def connect(mode: str | None, workers: int | None = None, say: Callable[[str], N
             say(f"{len(threads)} worker(s) run {max(threads.values())} threads: builds on one "
                 "worker process run one at a time (start workers with --nthreads 1)")
         yield Cluster(mode, client, ok, refused, _dashboard(client), restrict=bool(refused))
+
+
+def _preload_forkserver() -> None:
+    """Dask's multiprocessing context, with WORKER_PRELOAD for the forkserver (which has no
+    effect once the forkserver runs: it is one per process and keeps what it imported)."""
+    from distributed.utils import get_mp_context
+
+    get_mp_context().set_forkserver_preload(list(WORKER_PRELOAD))  # after Dask's own list
 
 
 def _output_to(path: str | Path):

@@ -3,6 +3,8 @@ task errors and start events."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from fpgaprint.core.cluster import (
@@ -52,6 +54,28 @@ def test_existing_cluster_by_address_runs_tasks_and_reports_errors_per_task():
     assert [o.value for o in out] == [1, 4, None, 16]
     assert isinstance(out[2].error, InputError) and "three" in str(out[2].error)
     assert sorted(started) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+
+
+def _worker_view() -> tuple[str | None, int, bool]:
+    import os
+    import sys
+
+    return os.environ.get("FPGAPRINT_CLUSTER_MARK"), os.getppid(), "torch" in sys.modules
+
+
+def test_local_workers_are_forked_preloaded_and_see_this_process_environment(monkeypatch):
+    """Workers fork from one forkserver (started with the first cluster, torch already
+    imported there), yet each cluster's workers see this process's environment as it is
+    when the cluster starts, not as it was when the forkserver started."""
+    views = []
+    for mark in ("first", "second"):
+        monkeypatch.setenv("FPGAPRINT_CLUSTER_MARK", mark)
+        with connect("local", 2) as cluster:
+            views.append(sorted(cluster.client.run(_worker_view).values()))
+    assert [[m for m, _, _ in v] for v in views] == [["first"] * 2, ["second"] * 2]
+    parents = {p for v in views for _, p, _ in v}
+    assert len(parents) == 1 and parents != {os.getpid()}  # one forkserver, not this process
+    assert all(t for v in views for _, _, t in v)
 
 
 def test_serial_cluster_runs_in_this_process():
