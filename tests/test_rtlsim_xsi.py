@@ -10,7 +10,6 @@ design covers the harness itself (wide ports, stream timing, stalls, $fatal).
 from __future__ import annotations
 
 import copy
-import os
 import stat
 import time
 import uuid
@@ -34,15 +33,12 @@ VERSAL = "xcvc1902-vsva2197-2MP-e-S"  # DSP58
 
 
 @pytest.fixture(scope="module")
-def rtl_cache(tmp_path_factory):
-    """A Verilator cache for this module (an explicitly set one is kept: it only saves time)."""
-    if os.environ.get(vl.CACHE_ENV):
-        yield Path(os.environ[vl.CACHE_ENV])
-        return
-    d = tmp_path_factory.mktemp("verilator-cache")
-    os.environ[vl.CACHE_ENV] = str(d)
-    yield d
-    del os.environ[vl.CACHE_ENV]
+def rtl_cache():
+    """The Verilator cache the builds use (vl.cache_dir()). Its builds are keyed by the hash of
+    everything that goes into them, so a cached library is the compile of these very sources;
+    test_second_compile_hits_cache_without_running_verilator compiles a design no earlier run
+    can have cached, and test_broken_source_gives_one_line_naming_the_top uses an empty one."""
+    return vl.cache_dir()
 
 
 @pytest.fixture(scope="module")
