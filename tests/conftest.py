@@ -23,8 +23,9 @@ import pytest
 SELFTEST_COUNT = 48
 META = {"board": "Pynq-Z1", "part": "xc7z020clg400-1", "platform": "zynq", "clock_ns": 10.0}
 
-# group -> files run on one worker under `--dist loadfile`: they share the session's TFC build
-SHARED_GROUPS = {"tfc": ("test_compiler_build.py", "test_bist.py", "test_board_pynq.py")}
+# group -> files run on one worker under `--dist loadfile`: they share a session artifact
+SHARED_GROUPS = {"tfc": ("test_compiler_build.py", "test_bist.py", "test_board_pynq.py"),
+                 "cli": ("test_cli_ux.py", "test_harness_e2e.py")}
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -193,6 +194,24 @@ def keypair(shared_dir) -> tuple[Path, Path]:
     from fpgaprint.core.keys import generate_keypair
 
     return generate_keypair(shared_dir / "keys")
+
+
+@pytest.fixture(scope="session")
+def cli_trained(shared_dir) -> dict:
+    """digits-mlp trained (5 epochs) and 48 robust examples of it generated (20 steps), each by
+    the CLI in a child process with pipes (not a terminal) and a 0.3 s heartbeat: the files
+    and the two CompletedProcess results."""
+    d = shared_dir / "cli"
+    d.mkdir()
+    env = {"FPGAPRINT_HEARTBEAT_S": "0.3"}
+    train = run_fpgaprint("train", "zoo:digits-mlp", "--epochs", 5, "--out", d / "model.pt",
+                          env=env)
+    assert train.returncode == 0, train.stdout + train.stderr
+    gen = run_fpgaprint("fingerprint", "generate", d / "model.pt", "--count", 48, "--steps", 20,
+                        "--out", d / "both.npz", env=env)
+    assert gen.returncode == 0, gen.stdout + gen.stderr
+    return {"dir": d, "model": d / "model.pt", "both": d / "both.npz", "train": train,
+            "generate": gen}
 
 
 @dataclass

@@ -25,21 +25,17 @@ BUILD_TOTAL = len(STEPS) + 2  # the build's progress total (compiler/build.py)
 
 
 @pytest.fixture(scope="module")
-def cli_build(tmp_path_factory, keypair):
-    """train → fingerprint generate → build --fingerprint, each through the CLI with pipes; a
-    heartbeat of 0.3 s so that the front end's seconds show heartbeat lines."""
+def cli_build(tmp_path_factory, keypair, cli_trained):
+    """train → fingerprint generate (the session's, conftest.cli_trained) → build
+    --fingerprint, each through the CLI with pipes; a heartbeat of 0.3 s so that the front
+    end's seconds show heartbeat lines."""
     d = tmp_path_factory.mktemp("cli-ux")
-    env = {"FPGAPRINT_HEARTBEAT_S": "0.3"}
-    train = run_fpgaprint("train", "zoo:digits-mlp", "--epochs", 5, "--out", d / "m.pt",
-                          env=env)
-    assert train.returncode == 0, train.stderr
-    gen = run_fpgaprint("fingerprint", "generate", d / "m.pt", "--count", 30, "--out",
-                        d / "fp.npz", env=env)
-    assert gen.returncode == 0, gen.stderr
-    build = run_fpgaprint("build", d / "m.pt", "--out", d / "pkg", "--fingerprint",
-                          d / "fp.npz", "--key", keypair[0], "--samples", 8, env=env)
+    build = run_fpgaprint("build", cli_trained["model"], "--out", d / "pkg", "--fingerprint",
+                          cli_trained["both"], "--key", keypair[0], "--samples", 8,
+                          env={"FPGAPRINT_HEARTBEAT_S": "0.3"})
     assert build.returncode == 0, build.stdout + build.stderr
-    return {"dir": d, "train": train, "generate": gen, "build": build, "pkg": d / "pkg"}
+    return {"dir": d, "train": cli_trained["train"], "generate": cli_trained["generate"],
+            "build": build, "pkg": d / "pkg"}
 
 
 def stamped(text: str) -> list[str]:
@@ -63,7 +59,7 @@ def test_non_tty_progress_of_training_and_generation(cli_build):
     assert train[0].endswith("train digits-mlp …")
     assert re.search(r"train digits-mlp (\d+)/\1: loss \d\.\d{3} \(done in", train[-1]), train
     gen = stamped(cli_build["generate"].stderr)
-    assert any(re.search(r"robust examples .*round 1, 0/30 kept$", line) for line in gen), gen
+    assert any(re.search(r"robust examples .*round 1, 0/48 kept$", line) for line in gen), gen
 
 
 def test_build_summary_names_the_signed_package(cli_build, keypair):
