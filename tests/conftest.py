@@ -24,7 +24,8 @@ SELFTEST_COUNT = 48
 META = {"board": "Pynq-Z1", "part": "xc7z020clg400-1", "platform": "zynq", "clock_ns": 10.0}
 
 # group -> files run on one worker under `--dist loadfile`: they share a session artifact
-SHARED_GROUPS = {"tfc": ("test_compiler_build.py", "test_bist.py", "test_board_pynq.py"),
+SHARED_GROUPS = {"tfc": ("test_compiler_build.py", "test_bist.py", "test_board_pynq.py",
+                         "test_rtlsim_build.py"),
                  "cli": ("test_cli_ux.py", "test_harness_e2e.py")}
 
 
