@@ -26,8 +26,11 @@ $(STAMP): requirements/lock.txt pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# bytecode caches on, whatever the caller's PYTHONDONTWRITEBYTECODE: pytest keeps its rewritten
+# test modules there too (about 3 s per worker), and every child process reuses them
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile \
+		$(PYTEST_ARGS) tests
 
 demo: $(STAMP)
 	$(BIN)/python -m fpgaprint.harness.demo --out $(DEMO)
