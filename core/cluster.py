@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from fpgaprint.core.errors import InputError, LinkError
+from fpgaprint.core.forkserver import forkserver
 
 SERIAL = "serial"
 LOCAL = "local"
@@ -192,7 +193,10 @@ def connect(mode: str | None, workers: int | None = None, say: Callable[[str], N
                 raise InputError(f"--workers {n}: expected at least 1")
             with dask.config.set({"distributed.worker.daemon": False,
                                   "distributed.worker.multiprocessing-method": "forkserver"}):
-                _preload_forkserver()
+                from distributed.utils import get_mp_context
+
+                get_mp_context()  # Dask sets its own preload list once; ours goes after it
+                forkserver(WORKER_PRELOAD)
                 cluster = stack.enter_context(LocalCluster(
                     n_workers=n, threads_per_worker=1, processes=True,
                     dashboard_address="127.0.0.1:0", host="127.0.0.1",
@@ -215,14 +219,6 @@ def connect(mode: str | None, workers: int | None = None, say: Callable[[str], N
             say(f"{len(threads)} worker(s) run {max(threads.values())} threads: builds on one "
                 "worker process run one at a time (start workers with --nthreads 1)")
         yield Cluster(mode, client, ok, refused, _dashboard(client), restrict=bool(refused))
-
-
-def _preload_forkserver() -> None:
-    """Dask's multiprocessing context, with WORKER_PRELOAD for the forkserver (which has no
-    effect once the forkserver runs: it is one per process and keeps what it imported)."""
-    from distributed.utils import get_mp_context
-
-    get_mp_context().set_forkserver_preload(list(WORKER_PRELOAD))  # after Dask's own list
 
 
 def _output_to(path: str | Path):

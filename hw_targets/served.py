@@ -13,7 +13,6 @@ A board starts in one of two ways (`launch`):
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import runpy
 import selectors
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from fpgaprint.core.errors import InputError, LinkError
+from fpgaprint.core.forkserver import forkserver
 
 LAUNCHES = ("exec", "forkserver")
 # imported once by the forkserver: the CLI, the virtual board and FINN+'s op registry
@@ -32,24 +32,19 @@ PRELOAD = ["fpgaprint.cli", "fpgaprint.hw_targets.cli", "fpgaprint.hw_targets.ag
            "fpgaprint.hw_targets.backends.virtual", "finn.custom_op.fpgadataflow",
            "finn.core.onnx_exec", "finn.util.settings"]
 _default_launch = "exec"
-_context: multiprocessing.context.ForkServerContext | None = None
+
+
+def _check_launch(launch: str) -> str:
+    if launch not in LAUNCHES:
+        raise InputError(f"unknown launch {launch!r}; valid: {', '.join(LAUNCHES)}")
+    return launch
 
 
 def set_default_launch(launch: str) -> str:
     """Make `launch` the default of every ServedBoard after this; returns the previous one."""
     global _default_launch
-    if launch not in LAUNCHES:
-        raise InputError(f"unknown launch {launch!r}; valid: {', '.join(LAUNCHES)}")
-    before, _default_launch = _default_launch, launch
+    before, _default_launch = _default_launch, _check_launch(launch)
     return before
-
-
-def _forkserver() -> multiprocessing.context.ForkServerContext:
-    global _context
-    if _context is None:
-        _context = multiprocessing.get_context("forkserver")
-        _context.set_forkserver_preload(PRELOAD)
-    return _context
 
 
 def _serve_forked(argv: list[str], cwd: str, env: dict[str, str], out: Connection,
@@ -79,7 +74,7 @@ class _Forked:
     """The subprocess.Popen calls ServedBoard and its callers use, over a forked board."""
 
     def __init__(self, argv: list[str], stderr: IO | int, env: dict | None):
-        ctx = _forkserver()
+        ctx = forkserver(PRELOAD)
         r_out, w_out = ctx.Pipe(duplex=False)
         r_err = w_err = None
         if stderr == subprocess.PIPE:
@@ -133,9 +128,7 @@ class ServedBoard:
             serve_args.insert(0, "--pty")
         self.cmd = [sys.executable, "-m", "fpgaprint", "board", "serve", str(package),
                     *serve_args]
-        self.launch = launch or _default_launch
-        if self.launch not in LAUNCHES:
-            raise InputError(f"unknown launch {self.launch!r}; valid: {', '.join(LAUNCHES)}")
+        self.launch = _check_launch(launch or _default_launch)
         self._stderr = subprocess.PIPE if stderr is None else stderr
         self._env = env
         self.proc: subprocess.Popen | _Forked | None = None
