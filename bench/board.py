@@ -1,6 +1,8 @@
 """Virtual-board benchmark: inferences per second in-process (batch 1 and larger) and over a
 pty with the real client against `fpgaprint board serve`, golden model per-vector vs batched
-execution, and the power-on self-test time, for digits-mlp and tfc-w2a2.
+execution, the power-on self-test time, the compute time HELLO claims against the measured
+one, and how long `board serve` takes to start (new interpreter, or forked from the
+forkserver once it runs), for digits-mlp and tfc-w2a2.
 
     .venv/bin/python bench/board.py [--models digits-mlp,tfc-w2a2] [--seconds 2]
                                     [--package NAME=DIR ...] [--work DIR] [--no-pty]
@@ -90,14 +92,19 @@ def bench_model(name: str, pkg: Path, seconds: float, pty: bool) -> dict:
     out["golden_batched"] = rate(golden.run, x, seconds)
     out["inproc_b1"] = rate(board.infer, x[:1], seconds)
     out["inproc_b64"] = rate(board.infer, x[:64], seconds)
+    out["measured_s"] = 1 / out["inproc_b64"]
     if pty:
         from fpgaprint.harness.client import BoardClient
         from fpgaprint.hw_targets.served import ServedBoard
 
+        for launch in ("exec", "forkserver", "forkserver"):  # the second fork: server up
+            t0 = time.perf_counter()
+            with ServedBoard(pkg, "--allow-unsigned", launch=launch):
+                out[f"start_{launch}_s"] = time.perf_counter() - t0
         with ServedBoard(pkg, "--allow-unsigned") as served:
             port = served.port
             with BoardClient(port, timeout=5.0) as client:
-                client.hello()
+                out["claimed_s"] = client.hello()["infer_s_per_vector"]
                 out["pty_b1"] = rate(client.infer, x[:1], seconds)
                 out["pty_b64"] = rate(client.infer, x[:64], seconds)
             with BoardClient(port, timeout=5.0, chunk_bytes=60000) as client:
@@ -119,7 +126,7 @@ def main() -> None:
     args = ap.parse_args()
     os.chdir(ROOT)
     given = dict(p.split("=", 1) for p in args.package)
-    console = Console(width=160)
+    console = Console(width=250)
     rows = []
     with tempfile.TemporaryDirectory(prefix="fpgaprint-bench-board-") as tmp:
         work = args.work.resolve() if args.work else Path(tmp)
@@ -141,7 +148,10 @@ def main() -> None:
             ("inproc_b1", "in-proc b=1", "{:.0f}"), ("inproc_b64", "in-proc b=64", "{:.0f}"),
             ("pty_b1", "pty b=1", "{:.0f}"), ("pty_b64", "pty b=64", "{:.0f}"),
             ("pty_b64_big", "pty b=64 60k frames", "{:.0f}"),
-            ("pty_exact", "pty exact", "{}")]
+            ("pty_exact", "pty exact", "{}"),
+            ("claimed_s", "HELLO s/vector", "{:.2e}"), ("measured_s", "in-proc s/vector", "{:.2e}"),
+            ("start_exec_s", "serve start s (exec)", "{:.2f}"),
+            ("start_forkserver_s", "serve start s (fork)", "{:.2f}")]
     table.add_column("model")
     for _, title, _ in cols:
         table.add_column(title, justify="right")
