@@ -99,6 +99,12 @@ class Recorder:
     def __init__(self) -> None:
         self.reads: dict[str, Any] = {}
 
+    def __copy__(self) -> "Recorder":
+        return self  # a copy of a recorded object reports to the same recorder
+
+    def __deepcopy__(self, memo) -> "Recorder":
+        return self
+
     def note(self, key: str, value: Any) -> None:
         if key not in self.IGNORED and not callable(value):
             if key not in self.reads:
@@ -106,20 +112,32 @@ class Recorder:
 
     def proxy(self, prefix: str, obj: Any) -> Any:
         """`obj` with attribute reads recorded (methods of the object included)."""
-        rec = self
         if not dataclasses.is_dataclass(obj):
             return _Proxy(obj, prefix, self)
-
-        class Recorded(type(obj)):
-            def __getattribute__(self, name):
-                value = object.__getattribute__(self, name)
-                if not name.startswith("__"):
-                    rec.note(f"{prefix}.{name}", value)
-                return value
-
         clone = copy.copy(obj)
-        object.__setattr__(clone, "__class__", Recorded)
+        object.__setattr__(clone, "__class__", _recorded_class(type(obj)))
+        object.__setattr__(clone, _RECORDING, (self, prefix))
         return clone
+
+
+_RECORDING = "_fpgaprint_recording"  # (recorder, prefix) on a recorded dataclass instance
+_RECORDED: dict[type, type] = {}
+
+
+def _recorded_class(cls: type) -> type:
+    """`cls` with attribute reads noted to the instance's recorder. Made once per class: a
+    subclass of a mashumaro dataclass (FINN+'s config) compiles code (about 20 ms)."""
+    if cls not in _RECORDED:
+        def __getattribute__(self, name):
+            value = object.__getattribute__(self, name)
+            if not name.startswith("__") and name != _RECORDING:
+                recording = object.__getattribute__(self, "__dict__").get(_RECORDING)
+                if recording is not None:
+                    recording[0].note(f"{recording[1]}.{name}", value)
+            return value
+
+        _RECORDED[cls] = type("Recorded", (cls,), {"__getattribute__": __getattribute__})
+    return _RECORDED[cls]
 
 
 class _Proxy:
@@ -183,6 +201,7 @@ def _unwrap(obj):
         return obj
     clone = copy.copy(obj)
     object.__setattr__(clone, "__class__", type(obj).__mro__[1])
+    clone.__dict__.pop(_RECORDING, None)
     return clone
 
 

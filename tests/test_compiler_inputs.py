@@ -182,3 +182,28 @@ def test_folding_json_contents_are_a_step_input(digits_build, tmp_path):
     fold.write_text(json.dumps({"Defaults": {}, mvau: {"PE": 1}, "MVAU_x_9": {"PE": 2}}))
     with pytest.raises(InputError, match="folding entry 'MVAU_x_9' names no node"):
         build_model("zoo:digits-mlp", "Pynq-Z1", out, cfg)
+
+
+def test_step_inputs_are_recorded_through_copies_of_the_config():
+    """What a step reads from FINN+'s config is its resume key, also when read through a copy;
+    the plain config behind it is unchanged and records nothing."""
+    import copy
+
+    from finn.builder.build_dataflow_config import DataflowBuildConfig
+
+    from fpgaprint.compiler.steps import Recorder, _unwrap
+
+    cfg = DataflowBuildConfig(output_dir="o", synth_clk_period_ns=5.0, generate_outputs=[],
+                              target_fps=1000)
+    rec = Recorder()
+    seen = rec.proxy("finn", cfg)
+    assert seen.target_fps == 1000 and copy.copy(seen).mvau_wwidth_max == cfg.mvau_wwidth_max
+    assert copy.deepcopy(seen).synth_clk_period_ns == 5.0
+    assert set(rec.reads) == {"finn.target_fps", "finn.mvau_wwidth_max",
+                              "finn.synth_clk_period_ns"}
+    other = Recorder()
+    assert type(other.proxy("finn", cfg)) is type(seen)  # one recorded class per config class
+    plain = _unwrap(seen)
+    assert type(plain) is DataflowBuildConfig and plain == cfg
+    plain.auto_fifo_depths
+    assert "finn.auto_fifo_depths" not in rec.reads and not other.reads
