@@ -209,8 +209,16 @@ def _unwrap(obj):
 
 
 def check_supported_ops(model) -> None:
-    """Name the first node whose op the compiler cannot map."""
-    for node in model.graph.node:
+    """Name the first node whose op the compiler cannot map. A node computing on constants
+    alone is folded away by FINN+'s tidy-up (the TorchScript exporter writes a batch norm's
+    `sqrt(var + eps)` as Add, Pow …), so its op needs no mapping."""
+    const = {t.name for t in model.graph.initializer}
+    for node in model.graph.node:  # ONNX keeps nodes in topological order
+        if node.op_type == "Constant" or (
+                node.op_type not in ("Quant", "BipolarQuant")  # never folded
+                and node.input and all(not i or i in const for i in node.input)):
+            const.update(node.output)
+            continue
         if node.op_type not in SUPPORTED_OPS:
             raise UnsupportedModelError(
                 f"unsupported operator {node.op_type} at node {node.name or '(unnamed)'} "

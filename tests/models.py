@@ -1,5 +1,5 @@
-"""Tiny Brevitas models of the shapes users bring (built here, never downloaded): each
-exports to QONNX in well under a second and compiles in seconds."""
+"""Tiny Brevitas models of the shapes users bring (built here, never downloaded), exported
+as users export them; each compiles in seconds."""
 
 from __future__ import annotations
 
@@ -138,8 +138,17 @@ def _settle(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
     return model.eval()
 
 
-def export(model: nn.Module, shape: tuple[int, ...], path: Path) -> Path:
-    from fpgaprint.compiler.frontend import export_qonnx
+def export(model: nn.Module, shape: tuple[int, ...], path: Path,
+           dynamo: bool | None = None) -> Path:
+    """The QONNX file a user would bring: Brevitas' `export_qonnx` with its defaults (torch's
+    dynamo exporter), or `dynamo=False` for the TorchScript one of FINN's own examples."""
+    import contextlib
+    import io
 
-    export_qonnx(model, shape, path)
+    from brevitas.export import export_qonnx
+
+    kwargs = {} if dynamo is None else {"dynamo": dynamo}
+    model.eval()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        export_qonnx(model, torch.zeros((1, *shape)), str(path), **kwargs)
     return path

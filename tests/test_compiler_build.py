@@ -6,6 +6,7 @@ import json
 import shutil
 
 import numpy as np
+import onnx
 import pytest
 from conftest import long_test
 
@@ -102,21 +103,31 @@ def test_digits_qat_bit_exact(tmp_path):
     assert res.golden_path.is_file()
 
 
-def test_user_exported_qonnx_compiles(tmp_path, run_cli):
-    """A Brevitas model exported by the user as QONNX builds bit-exactly via the CLI."""
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+def test_user_exported_qonnx_compiles(tmp_path, run_cli, dynamo):
+    """A Brevitas model exported by the user as QONNX builds bit-exactly via the CLI, from
+    either exporter. The TorchScript one (FINN's own examples) leaves most shapes out and
+    writes the TensorNorm of FINN's TFC as Pow and Sqrt on constants."""
     import brevitas.nn as qnn
+    import models
     import torch
     import torch.nn as nn
-
-    from fpgaprint.compiler.frontend import export_qonnx
+    from brevitas_examples.bnn_pynq.models.tensor_norm import TensorNorm
 
     torch.manual_seed(1)
     model = nn.Sequential(qnn.QuantIdentity(bit_width=4, return_quant_tensor=True),
                           qnn.QuantLinear(16, 12, bias=False, weight_bit_width=3),
                           nn.BatchNorm1d(12), qnn.QuantReLU(bit_width=3),
-                          qnn.QuantLinear(12, 5, bias=False, weight_bit_width=3)).eval()
-    path = tmp_path / "user.onnx"
-    export_qonnx(model, (16,), path)
+                          qnn.QuantLinear(12, 5, bias=False, weight_bit_width=3),
+                          TensorNorm())
+    with torch.no_grad():
+        model[-1].running_var.fill_(2.5)
+        model[-1].weight.fill_(0.75)
+    path = models.export(model, (16,), tmp_path / "user.onnx", dynamo=dynamo)
+    proto = onnx.load(str(path))
+    if not dynamo:  # what the front end must cope with
+        assert "Pow" in {n.op_type for n in proto.graph.node}
+        assert len(proto.graph.value_info) < len(proto.graph.node)
     code, _, err = run_cli("build", path, "--board", "Pynq-Z2", "--out", tmp_path / "o",
                            "--samples", "8")
     assert code == 0, err
