@@ -31,7 +31,7 @@ class Algorithm(click.ParamType):
 
 
 def _count_type():
-    from fpgaprint.fingerprint.generate import MAX_COUNT
+    from fpgaprint.fingerprint.sets import MAX_COUNT  # light: `fpgaprint --help` needs it
 
     return Number(int, 1, MAX_COUNT)
 

@@ -36,7 +36,7 @@ from fpgaprint.fingerprint.perturb import (
     generation_family,
     survival_family,
 )
-from fpgaprint.fingerprint.sets import split_disjoint
+from fpgaprint.fingerprint.sets import MAX_COUNT, split_disjoint
 from fpgaprint.fingerprint.source import Model
 
 INTRINSIC = ("vanilla", "robust", "ltrc")
@@ -44,7 +44,6 @@ ALGORITHMS = (*INTRINSIC, "boundary")
 ALIASES = {"sensitive": "ltrc"}  # former name, still accepted
 PAPER_NAMES = {"vanilla": "C-examples", "robust": "RC-examples", "ltrc": "LTRC-examples",
                "boundary": "boundary examples (fragile tier, not in the paper)"}
-MAX_COUNT = 10_000  # examples per set (and per challenge set) in one run
 
 
 def canonical(algorithm: str) -> str:

@@ -7,6 +7,8 @@ import numpy as np
 from fpgaprint.core.errors import InputError
 from fpgaprint.core.fpset import FingerprintSet, shared_rows
 
+MAX_COUNT = 10_000  # examples per set (and per challenge set) in one run
+
 
 def split_disjoint(fs: FingerprintSet, count: int, seed: int = 0
                    ) -> tuple[FingerprintSet, FingerprintSet]:

@@ -189,6 +189,21 @@ def test_help_of_every_command_runs(run_cli):
         assert "--unsigned " not in out and "--report " not in out
 
 
+def test_top_level_help_lists_every_command_without_loading_torch():
+    """`fpgaprint --help` imports every command's module for its summary; none of them may
+    import torch (about 2 s) just to be listed."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom fpgaprint.cli import main\ntry:\n    main(['--help'])\n"
+            "except SystemExit:\n    pass\nprint('torch loaded:', 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    listed = {line.split()[0] for line in r.stdout.split("Commands:")[1].splitlines()[1:-1]}
+    assert listed == set(cli.list_commands(None))
+    assert r.stdout.rstrip().endswith("torch loaded: False"), r.stdout
+
+
 def _parse(*args: str) -> dict:
     """The values a command line parses into, without running the command."""
     with warnings.catch_warnings():
