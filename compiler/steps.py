@@ -211,7 +211,7 @@ def _unwrap(obj):
 def check_supported_ops(model) -> None:
     """Name the first node whose op the compiler cannot map. A node computing on constants
     alone is folded away by FINN+'s tidy-up (the TorchScript exporter writes the TensorNorm of
-    FINN's TFC and CNV as Add and Pow on constants), so its op needs no mapping."""
+    FINN's TFC and CNV with a Pow on constants), so its op needs no mapping."""
     const = {t.name for t in model.graph.initializer}
     for node in model.graph.node:  # ONNX keeps nodes in topological order
         if node.op_type == "Constant" or (
