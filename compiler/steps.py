@@ -216,7 +216,7 @@ def check_supported_ops(model) -> None:
     for node in model.graph.node:  # ONNX keeps nodes in topological order
         if node.op_type == "Constant" or (
                 node.op_type not in ("Quant", "BipolarQuant")  # never folded
-                and node.input and all(not i or i in const for i in node.input)):
+                and node.input and all(i in const for i in node.input)):
             const.update(node.output)
             continue
         if node.op_type not in SUPPORTED_OPS:

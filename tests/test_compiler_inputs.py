@@ -207,3 +207,43 @@ def test_step_inputs_are_recorded_through_copies_of_the_config():
     assert type(plain) is DataflowBuildConfig and plain == cfg
     plain.auto_fifo_depths
     assert "finn.auto_fifo_depths" not in rec.reads and not other.reads
+
+
+def test_an_op_on_constants_alone_needs_no_mapping_but_on_data_it_is_named():
+    """FINN+ folds a node whose inputs are all constant (Quant excepted), so its op may be one
+    the compiler cannot map; the same op on the input is named, as is one with an empty
+    (optional, not constant) input."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from fpgaprint.compiler.steps import check_supported_ops
+    from fpgaprint.core.errors import UnsupportedModelError
+
+    def graph(pow_input: str, extra_input: str | None = None):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+        inits = [helper.make_tensor("v", TensorProto.FLOAT, [4], [1.0, 2.0, 3.0, 4.0]),
+                 helper.make_tensor("s", TensorProto.FLOAT, [], [0.5]),
+                 helper.make_tensor("z", TensorProto.FLOAT, [], [0.0]),
+                 helper.make_tensor("b", TensorProto.FLOAT, [], [4.0])]
+        half = helper.make_node("Constant", [], ["half"], name="Half",
+                                value=helper.make_tensor("h", TensorProto.FLOAT, [], [0.5]))
+        pw = helper.make_node("Pow", [pow_input, "half"] + ([extra_input] if extra_input
+                                                            is not None else []),
+                              ["r"], name="Pow_7")
+        q = helper.make_node("Quant", ["x", "s", "z", "b"], ["q"], name="Quant_0",
+                             domain="qonnx.custom_op.general", signed=1, narrow=0,
+                             rounding_mode="ROUND")
+        div = helper.make_node("Div", ["q", "r"], ["y"], name="Div_1")
+        return ModelWrapper(helper.make_model(
+            helper.make_graph([half, pw, q, div], "g", [x], [y], inits)))
+
+    from qonnx.transformation.fold_constants import FoldConstants
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    check_supported_ops(graph("v"))  # sqrt of a constant: folded by FINN+, as here
+    folded = graph("v").transform(InferShapes()).transform(FoldConstants())
+    assert [n.op_type for n in folded.graph.node] == ["Quant", "Div"]
+    with pytest.raises(UnsupportedModelError, match="unsupported operator Pow at node Pow_7"):
+        check_supported_ops(graph("x"))
+    with pytest.raises(UnsupportedModelError, match="unsupported operator Pow at node Pow_7"):
+        check_supported_ops(graph("v", extra_input=""))
