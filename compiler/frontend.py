@@ -35,9 +35,13 @@ MAX_ONNX_BYTES = 2 << 30  # protobuf's limit for one file
 def check_onnx_file(path: Path):
     """Load and sanity-check a user's ONNX file (external data included, from beside it):
     readable, quantized, supported ops, shapes known (inferred where the exporter left them
-    out)."""
+    out). Returns (model, source SHA-256): the file's, or with external data that of the
+    self-contained model as given."""
+    import hashlib
+
     import onnx
 
+    from fpgaprint.compiler.modelio import file_sha256
     from fpgaprint.compiler.steps import check_supported_ops
 
     if not path.is_file():
@@ -48,7 +52,10 @@ def check_onnx_file(path: Path):
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:
         raise InputError(f"{path}: not an ONNX model ({type(e).__name__}: {e})") from e
-    _load_external_data(proto, path)
+    if _load_external_data(proto, path):
+        sha = hashlib.sha256(proto.SerializeToString()).hexdigest()
+    else:
+        sha = file_sha256(path)
     if not proto.graph.node:
         raise InputError(f"{path}: the ONNX graph has no nodes")
     ops = {n.op_type for n in proto.graph.node}
@@ -63,20 +70,20 @@ def check_onnx_file(path: Path):
     model = ModelWrapper(proto)
     check_supported_ops(model)
     try:
-        return with_shapes(model)
+        return with_shapes(model), sha
     except Exception as e:
         raise InputError(f"{path}: tensor shapes cannot be inferred ({type(e).__name__}: "
                          f"{e})") from e
 
 
-def _load_external_data(proto, path: Path) -> None:
+def _load_external_data(proto, path: Path) -> bool:
     """Bring tensors stored beside the model (`.onnx.data`) into it; each location must be a
-    file in the model's own folder."""
+    file in the model's own folder. Whether there were any."""
     from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
     external = [t for t in _all_tensors(proto) if uses_external_data(t)]
     if not external:
-        return
+        return False
     base = path.parent.resolve()
     total = 0
     for t in external:
@@ -96,6 +103,7 @@ def _load_external_data(proto, path: Path) -> None:
         load_external_data_for_model(proto, str(base))
     except Exception as e:
         raise InputError(f"{path}: external data unreadable ({type(e).__name__}: {e})") from e
+    return True
 
 
 def _all_tensors(proto):
@@ -122,11 +130,9 @@ def resolve(spec: str, config, workdir: Path, log, progress=None) -> FrontEnd:
     if not path.exists():
         raise InputError(f"{path}: no such model file")
     if path.suffix == ".onnx":
-        model = check_onnx_file(path)
+        model, sha = check_onnx_file(path)
         model.save(str(dst))  # one self-contained file, external data included
         shape = tuple(model.get_tensor_shape(model.graph.input[0].name)[1:])
-        sha = modelio.file_sha256(path) if dst.stat().st_size == path.stat().st_size \
-            else modelio.file_sha256(dst)
         return FrontEnd(dst, str(path), sha, shape, _grid(model, config))
     ckpt = modelio.load(path)
     return _from_checkpoint(ckpt, str(path), modelio.state_sha256(ckpt.model), config, dst, log,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -133,6 +134,7 @@ def test_user_exported_qonnx_compiles(tmp_path, run_cli, dynamo):
     assert code == 0, err
     report = json.loads((tmp_path / "o" / "reports" / "build.json").read_text())
     _assert_bit_exact(report)
+    assert report["source_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert (tmp_path / "o" / "model" / "golden.onnx").is_file()
 
 
