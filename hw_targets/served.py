@@ -13,18 +13,15 @@ A board starts in one of two ways (`launch`):
 from __future__ import annotations
 
 import contextlib
-import os
-import runpy
 import selectors
 import signal
 import subprocess
 import sys
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Iterator
 
 from fpgaprint.core.errors import InputError, LinkError
-from fpgaprint.core.forkserver import forkserver
+from fpgaprint.core.forkserver import ForkedCLI
 
 LAUNCHES = ("exec", "forkserver")
 # imported once by the forkserver: the CLI, the virtual board and FINN+'s op registry
@@ -47,76 +44,6 @@ def set_default_launch(launch: str) -> str:
     return before
 
 
-def _serve_forked(argv: list[str], cwd: str, env: dict[str, str], out: Connection,
-                  err: Connection | None) -> None:
-    """In the forked child: stdout (and stderr) to the parent's pipes, then the command line
-    as `python -m fpgaprint ARGV` runs it."""
-    os.chdir(cwd)
-    os.environ.clear()
-    os.environ.update(env)
-    os.dup2(out.fileno(), 1)
-    if err is not None:
-        os.dup2(err.fileno(), 2)
-    else:
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 2)
-        os.close(null)
-    out.close()
-    if err is not None:
-        err.close()
-    sys.stdout = open(1, "w", buffering=1, closefd=False)
-    sys.stderr = open(2, "w", buffering=1, closefd=False)
-    sys.argv = ["fpgaprint", *argv]
-    runpy.run_module("fpgaprint", run_name="__main__", alter_sys=True)  # python -m fpgaprint
-
-
-class _Forked:
-    """The subprocess.Popen calls ServedBoard and its callers use, over a forked board."""
-
-    def __init__(self, argv: list[str], stderr: IO | int, env: dict | None):
-        ctx = forkserver(PRELOAD)
-        r_out, w_out = ctx.Pipe(duplex=False)
-        r_err = w_err = None
-        if stderr == subprocess.PIPE:
-            r_err, w_err = ctx.Pipe(duplex=False)
-        elif stderr != subprocess.DEVNULL:
-            w_err = Connection(os.dup(stderr.fileno()), readable=False)
-        self._p = ctx.Process(target=_serve_forked, daemon=True,
-                              args=(argv, os.getcwd(), dict(os.environ if env is None else env),
-                                    w_out, w_err))
-        self._p.start()
-        for end in (w_out, w_err):
-            if end is not None:
-                end.close()
-        self.pid = self._p.pid
-        self.stdout = open(os.dup(r_out.fileno()), "r")
-        r_out.close()
-        self.stderr = None
-        if r_err is not None:
-            self.stderr = open(os.dup(r_err.fileno()), "r")
-            r_err.close()
-
-    @property
-    def returncode(self) -> int | None:
-        return self._p.exitcode
-
-    def poll(self) -> int | None:
-        return self._p.exitcode
-
-    def wait(self, timeout: float | None = None) -> int:
-        self._p.join(timeout)
-        if self._p.exitcode is None:
-            raise subprocess.TimeoutExpired(str(self.pid), timeout)
-        return self._p.exitcode
-
-    def send_signal(self, sig: int) -> None:
-        if self._p.exitcode is None:
-            os.kill(self.pid, sig)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-
-
 class ServedBoard:
     """`fpgaprint board serve PACKAGE --pty ARGS…` (or `--port URL`, `--tcp` in ARGS) as a
     child process, started by `launch` (module docstring; the default as set)."""
@@ -131,14 +58,14 @@ class ServedBoard:
         self.launch = _check_launch(launch or _default_launch)
         self._stderr = subprocess.PIPE if stderr is None else stderr
         self._env = env
-        self.proc: subprocess.Popen | _Forked | None = None
+        self.proc: subprocess.Popen | ForkedCLI | None = None
         self.port = ""
         if start:
             self.start()
 
     def start(self) -> "ServedBoard":
         if self.launch == "forkserver":
-            self.proc = _Forked(self.cmd[3:], self._stderr, self._env)
+            self.proc = ForkedCLI(self.cmd[3:], self._stderr, self._env, PRELOAD)
         else:
             self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE,
                                          stderr=self._stderr, text=True, env=self._env)

@@ -75,13 +75,40 @@ def long_test(reason: str):
                               reason=f"{reason}: FPGAPRINT_LONG_TESTS=1")
 
 
+# imported once by the forkserver that run_fpgaprint's children fork from: the CLI and the
+# build, training and fingerprint stack (about 4 s in each new interpreter)
+CLI_PRELOAD = ("fpgaprint.cli", "fpgaprint.compiler.build", "fpgaprint.compiler.zoo",
+               "fpgaprint.fingerprint.cli", "fpgaprint.fingerprint.generate",
+               "fpgaprint.harness.cli", "brevitas.nn", "finn.custom_op.fpgadataflow",
+               "finn.core.onnx_exec")
+
+
 def run_fpgaprint(*args, env: dict | None = None,
                   timeout: float = 600) -> subprocess.CompletedProcess:
-    """`fpgaprint ARGS` in a child process (`python -m fpgaprint`), stdout and stderr captured
-    in pipes (not a terminal), `env` over this process's environment."""
-    return subprocess.run([sys.executable, "-m", "fpgaprint", *map(str, args)],
-                          capture_output=True, text=True, env={**os.environ, **(env or {})},
-                          timeout=timeout)
+    """`fpgaprint ARGS` in a child process: `python -m fpgaprint`, forked from a forkserver that
+    imported `CLI_PRELOAD` (fpgaprint.core.forkserver.ForkedCLI); stdout and stderr captured in
+    pipes (not a terminal), `env` over this process's environment. (test_protocol_cli,
+    test_harness_e2e and `make demo` start new interpreters.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fpgaprint.core.forkserver import ForkedCLI
+
+    argv = [str(a) for a in args]
+    proc = ForkedCLI(argv, subprocess.PIPE, {**os.environ, **(env or {})}, CLI_PRELOAD,
+                     daemon=False)  # a build starts processes of its own
+    with ThreadPoolExecutor(2) as pool:
+        out, err = pool.submit(proc.stdout.read), pool.submit(proc.stderr.read)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+        stdout, stderr = out.result(), err.result()
+    proc.stdout.close()
+    proc.stderr.close()
+    return subprocess.CompletedProcess([sys.executable, "-m", "fpgaprint", *argv],
+                                       proc.returncode, stdout, stderr)
 
 
 def first_changing_flip(golden, x: np.ndarray, key: str, step: int):
