@@ -41,21 +41,21 @@ def check_onnx_file(path: Path):
 
     import onnx
 
-    from fpgaprint.compiler.modelio import file_sha256
     from fpgaprint.compiler.steps import check_supported_ops
 
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file, not an ONNX model")
+    data = path.read_bytes()
     try:
-        proto = onnx.load(str(path), load_external_data=False)
+        proto = onnx.load_model_from_string(data)
     except Exception as e:
         raise InputError(f"{path}: not an ONNX model ({type(e).__name__}: {e})") from e
     if _load_external_data(proto, path):
-        sha = hashlib.sha256(proto.SerializeToString()).hexdigest()
-    else:
-        sha = file_sha256(path)
+        data = proto.SerializeToString()
+    sha = hashlib.sha256(data).hexdigest()
+    del data  # up to 2 GB: not held through shape inference
     if not proto.graph.node:
         raise InputError(f"{path}: the ONNX graph has no nodes")
     ops = {n.op_type for n in proto.graph.node}
@@ -162,10 +162,7 @@ def _from_checkpoint(ckpt, source, sha, config, dst: Path, log, progress=None) -
             log(f"QAT: {config.qat_epochs} epochs")
     else:
         qmodel = ckpt.model
-    export_qonnx(qmodel, ckpt.input_shape, dst)
-    from qonnx.core.modelwrapper import ModelWrapper
-
-    grid = _grid(ModelWrapper(str(dst)), config)
+    grid = _grid(export_qonnx(qmodel, ckpt.input_shape, dst), config)
     return FrontEnd(dst, source, sha, tuple(ckpt.input_shape), grid, qmodel.eval(),
                     float_model, data)
 
@@ -180,22 +177,19 @@ def module_grid(module, input_shape, input_bits: int = 8):
     """The input grid of a torch/Brevitas module: its input quantizer's, else the default."""
     import tempfile
 
-    from qonnx.core.modelwrapper import ModelWrapper
-
     from fpgaprint.core.grid import InputGrid
 
     if not any(type(m).__module__.startswith("brevitas") for m in module.modules()):
         return InputGrid(input_bits)
     with tempfile.TemporaryDirectory(prefix="fpgaprint-grid-") as d:
-        path = Path(d) / "m.onnx"
-        export_qonnx(module, tuple(input_shape), path)
         from fpgaprint.compiler.steps import grid_of
 
-        return grid_of(ModelWrapper(str(path)), input_bits)
+        return grid_of(export_qonnx(module, tuple(input_shape), Path(d) / "m.onnx"), input_bits)
 
 
-def export_qonnx(module, input_shape, dst: Path) -> None:
-    """Brevitas → QONNX, quietly (the exporter prints its progress).
+def export_qonnx(module, input_shape, dst: Path):
+    """Brevitas → QONNX at `dst`, quietly (the exporter prints its progress); the model as
+    saved (a qonnx ModelWrapper).
 
     Brevitas' TorchScript exporter, the flow FINN+ is tested with: about 0.05 s per model,
     where torch's dynamo exporter (Brevitas' default since torch 2.9) takes 0.8 s and more."""
@@ -210,8 +204,10 @@ def export_qonnx(module, input_shape, dst: Path) -> None:
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         _export(module, torch.zeros((1, *input_shape)), str(dst), dynamo=False)
     # one self-contained file: an exporter may put the tensors beside it (.onnx.data)
-    with_shapes(ModelWrapper(str(dst))).save(str(dst))
+    model = with_shapes(ModelWrapper(str(dst)))
+    model.save(str(dst))
     Path(f"{dst}.data").unlink(missing_ok=True)
+    return model
 
 
 def with_shapes(model):
