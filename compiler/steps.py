@@ -121,7 +121,8 @@ class Recorder:
 
 
 _RECORDING = "_fpgaprint_recording"  # (recorder, prefix) on a recorded dataclass instance
-_RECORDED: dict[type, type] = {}
+_RECORDED: dict[type, type] = {}  # class -> its recorded subclass
+_PLAIN: dict[type, type] = {}  # recorded subclass -> class
 
 
 def _recorded_class(cls: type) -> type:
@@ -137,6 +138,7 @@ def _recorded_class(cls: type) -> type:
             return value
 
         _RECORDED[cls] = type("Recorded", (cls,), {"__getattribute__": __getattribute__})
+        _PLAIN[_RECORDED[cls]] = cls
     return _RECORDED[cls]
 
 
@@ -197,10 +199,10 @@ def _unwrap(obj):
     """The plain object behind a recorded one."""
     if isinstance(obj, _Proxy):
         return object.__getattribute__(obj, "_obj")
-    if type(obj).__name__ != "Recorded":
+    if type(obj) not in _PLAIN:
         return obj
     clone = copy.copy(obj)
-    object.__setattr__(clone, "__class__", type(obj).__mro__[1])
+    object.__setattr__(clone, "__class__", _PLAIN[type(obj)])
     clone.__dict__.pop(_RECORDING, None)
     return clone
 
