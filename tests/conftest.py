@@ -27,24 +27,24 @@ META = {"board": "Pynq-Z1", "part": "xc7z020clg400-1", "platform": "zynq", "cloc
 SHARED_GROUPS = {"tfc": ("test_compiler_build.py", "test_bist.py", "test_board_pynq.py",
                          "test_rtlsim_build.py"),
                  "cli": ("test_cli_ux.py", "test_harness_e2e.py")}
-# handed out first, longest first (about 15 to 40 s each on 2 cores), so that the workers end
-# together on the short files; the others follow in collection order
-LONGEST_FIRST = ("test_compiler_build.py", "test_cli_ux.py", "test_compiler_models.py",
-                 "test_compiler_matrix.py", "test_harness_trust.py",
-                 "test_fingerprint_core.py", "test_fingerprint_eval.py",
+# units of work (a group or a file) handed out first, longest first (about 15 to 40 s each on
+# 2 cores), so that the workers end together on the short files; the others follow in
+# collection order
+LONGEST_FIRST = ("tfc", "cli", "test_compiler_models.py", "test_compiler_matrix.py",
+                 "test_harness_trust.py", "test_fingerprint_core.py", "test_fingerprint_eval.py",
                  "test_fingerprint_fanout.py", "test_fingerprint_tiers.py")
 _GROUP_OF = {f: g for g, files in SHARED_GROUPS.items() for f in files}
 
 
+def _unit(path: Path) -> str:
+    """The unit of work a test file belongs to: its shared group, else the file."""
+    return _GROUP_OF.get(path.name, path.name)
+
+
 def pytest_collection_modifyitems(config, items):
     """The longest units of work first (the scheduler keeps collection order)."""
-    rank = {f: i for i, f in enumerate(LONGEST_FIRST)}
-    unit_rank: dict[str, int] = {}
-    for item in items:
-        name = item.path.name
-        unit = _GROUP_OF.get(name, name)
-        unit_rank[unit] = min(unit_rank.get(unit, len(rank)), rank.get(name, len(rank)))
-    items.sort(key=lambda item: unit_rank[_GROUP_OF.get(item.path.name, item.path.name)])
+    rank = {u: i for i, u in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_unit(item.path), len(rank)))
 
 
 def pytest_xdist_make_scheduler(config, log):

@@ -108,7 +108,7 @@ def test_digits_qat_bit_exact(tmp_path):
 def test_user_exported_qonnx_compiles(tmp_path, run_cli, dynamo):
     """A Brevitas model exported by the user as QONNX builds bit-exactly via the CLI, from
     either exporter. The TorchScript one (FINN's own examples) leaves most shapes out and
-    writes the TensorNorm of FINN's TFC as Pow and Sqrt on constants."""
+    writes the TensorNorm of FINN's TFC with a Pow on constants."""
     import brevitas.nn as qnn
     import models
     import torch
