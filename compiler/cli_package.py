@@ -64,11 +64,16 @@ def trust(pub: str) -> None:
 @keys.command("untrust")
 @click.argument("key", metavar="HEX")
 def untrust(key: str) -> None:
-    """Remove the trusted key(s) whose public key starts with HEX (8 or more hex digits)."""
+    """Remove the trusted key(s) whose public key starts with HEX (8 or more hex digits) from
+    the trust store. A key that trust.toml or $FPGAPRINT_TRUSTED_KEYS still lists is named
+    with its entry (exit 2): edit that file or variable."""
     from fpgaprint.core.trust import untrust_key
 
-    for p in untrust_key(key):
+    removed, still = untrust_key(key)
+    for p in removed:
         click.echo(f"removed      {p}")
+    if still:
+        raise InputError(still)
 
 
 @keys.command("list")

@@ -87,14 +87,24 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
                      "an unencrypted PEM private key", Ed25519PrivateKey)
 
 
-def load_public_key(path: str | Path) -> Ed25519PublicKey:
-    """Load an Ed25519 public key from a PEM public key, a PEM private key or 64 hex digits."""
+def load_public_key(path: str | Path, private_ok: bool = True) -> Ed25519PublicKey:
+    """Load an Ed25519 public key from a PEM public key, 64 hex digits or (`private_ok`) a PEM
+    private key."""
     p, data = _read(path, "public key")
+    return parse_public_key(p, data, private_ok)
+
+
+def parse_public_key(p: Path, data: bytes, private_ok: bool = True) -> Ed25519PublicKey:
+    """The public key in `data`, the bytes of file `p` (see `load_public_key`)."""
     text = data.decode("ascii", errors="replace").strip()
     if is_public_key_hex(text):
         return Ed25519PublicKey.from_public_bytes(bytes.fromhex(text))
     if b"PRIVATE KEY" in data:
-        return load_private_key(p).public_key()
+        if not private_ok:
+            raise InputError(f"{p}: is a private key; trust its public key (e.g. "
+                             f"{p.with_suffix('.pub').name}) instead")
+        return _load_pem(p, lambda: serialization.load_pem_private_key(data, password=None),
+                         "an unencrypted PEM private key", Ed25519PrivateKey).public_key()
     return _load_pem(p, lambda: serialization.load_pem_public_key(data), "a PEM public key",
                      Ed25519PublicKey)
 

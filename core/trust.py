@@ -13,13 +13,20 @@ A package's signer is *pinned* when its key is one of the trust anchors:
 Nothing here is found relative to the current folder, which may be a package's own: the
 environment names absolute paths only, and trust.toml's key files are relative to its folder.
 
+The trust store holds copies (`keys trust` writes one), read without following symbolic links:
+a link's target could be swapped after it was trusted. An entry that is a link, unreadable or
+not a public key is skipped with a warning naming it (the other keys still count), as is any
+file that is not a `.pub`; a broken entry never widens trust.
+
 A signed package whose signer is not pinned is refused unless the caller allows it
 (`--allow-unpinned`); an unsigned package only with `--allow-unsigned`.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +35,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fpgaprint.core.atomic import read_bounded, write_atomic
 from fpgaprint.core.errors import InputError
 from fpgaprint.core.keys import (
+    MAX_KEY_FILE,
     default_key_dir,
     is_public_key_hex,
     load_public_key,
+    parse_public_key,
     public_key_hex,
     public_pem,
 )
@@ -50,6 +59,7 @@ class Anchor:
     key: Ed25519PublicKey
     hex: str
     source: str
+    entry: str = ""  # how a trust config or the environment names it
 
 
 @dataclass(frozen=True)
@@ -87,19 +97,59 @@ def trust_store_dir() -> Path:
     return _absolute(env, TRUST_STORE_ENV) if env else default_key_dir() / "trusted"
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A warning line, once per process (trust is resolved more than once per command)."""
+    if message not in _warned:
+        _warned.add(message)
+        from fpgaprint.core.cliopts import warn
+
+        warn(message)
+
+
+def _read_entry(p: Path) -> bytes:
+    """The bytes of trust store entry `p`: a regular file, never read through a symbolic link."""
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise InputError(f"{p}: is a symbolic link (store a copy: fpgaprint keys trust "
+                             "FILE)") from None
+        raise InputError(f"{p}: cannot read: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise InputError(f"{p}: not a regular file")
+        data = f.read(MAX_KEY_FILE + 1)
+    if len(data) > MAX_KEY_FILE:
+        raise InputError(f"{p}: not a public key (larger than {MAX_KEY_FILE} B)")
+    return data
+
+
 def _store_anchors(store: Path) -> dict[Path, Anchor]:
-    """The trust store's keys by their files, in file name order."""
+    """The trust store's keys by their files, in file name order; broken entries and files
+    that are not `.pub` are skipped with a warning naming them."""
     if not store.exists():
         return {}
     if not store.is_dir():
         raise InputError(f"{store}: trust store is not a folder ({TRUST_STORE_ENV})")
-    files = sorted(p for p in store.iterdir() if p.suffix == STORE_SUFFIX)
+    entries = sorted(store.iterdir())
+    for p in entries:
+        if p.suffix != STORE_SUFFIX and not p.name.startswith("."):
+            _warn_once(f"trust store entry {p} ignored: not a {STORE_SUFFIX} file (fpgaprint "
+                       "keys trust FILE adds a key)")
+    files = [p for p in entries if p.suffix == STORE_SUFFIX]
     if len(files) > MAX_STORE_KEYS:
         raise InputError(f"{store}: trust store holds {len(files)} keys, at most "
                          f"{MAX_STORE_KEYS} are read")
     out = {}
     for p in files:
-        key = load_public_key(p)
+        try:
+            key = parse_public_key(p, _read_entry(p), private_ok=False)
+        except InputError as e:
+            _warn_once(f"trust store entry skipped: {e}")
+            continue
         out[p] = Anchor(key, public_key_hex(key), f"trust store {p}")
     return out
 
@@ -125,7 +175,7 @@ def _anchor(item: str, source: str, base: Path | None) -> Anchor:
             key = load_public_key(path)
         except InputError as e:
             raise InputError(f"{source}: {e}") from None
-    return Anchor(key, public_key_hex(key), source)
+    return Anchor(key, public_key_hex(key), source, item)
 
 
 def _env_anchors() -> list[Anchor]:
@@ -189,8 +239,9 @@ def resolve_trust(
 
 
 def trust_key(pub: str | Path, store: str | Path | None = None) -> tuple[Path, str]:
-    """Provision a public key in the trust store; returns (its file, its hex)."""
-    key = load_public_key(pub)
+    """Provision a public key in the trust store (a copy); returns (its file, its hex). A
+    private key file is refused."""
+    key = load_public_key(pub, private_ok=False)
     hex_key = public_key_hex(key)
     folder = Path(store) if store is not None else trust_store_dir()
     if folder.exists() and not folder.is_dir():
@@ -204,18 +255,32 @@ def trust_key(pub: str | Path, store: str | Path | None = None) -> tuple[Path, s
     return dest, hex_key
 
 
-def untrust_key(hex_prefix: str, store: str | Path | None = None) -> list[Path]:
-    """Remove the trust store's keys whose hex starts with `hex_prefix` (8+ hex digits)."""
+def untrust_key(hex_prefix: str, store: str | Path | None = None) -> tuple[list[Path], str]:
+    """Remove the trust store's keys whose hex starts with `hex_prefix` (8+ hex digits).
+
+    Returns (the files removed, "" or why a matching key is still trusted: trust.toml and the
+    environment are the user's to edit, so the reason names the entry and where it is). No
+    matching key anywhere is an InputError."""
     text = hex_prefix.strip().lower()
     if len(text) < 8 or any(c not in "0123456789abcdef" for c in text):
         raise InputError(f"KEY {hex_prefix!r}: give at least 8 hex digits of the public key")
     folder = Path(store) if store is not None else trust_store_dir()
     gone = [p for p, a in _store_anchors(folder).items() if a.hex.startswith(text)]
-    if not gone:
+    kept = [a for a in (*_config_anchors(), *_env_anchors()) if a.hex.startswith(text)]
+    if not gone and not kept:
         raise InputError(f"{folder}: no trusted key starts with {text}")
     for p in gone:
         p.unlink()
-    return gone
+    return gone, "; ".join(_still_trusted(a) for a in kept)
+
+
+def _still_trusted(a: Anchor) -> str:
+    if a.source == TRUSTED_KEYS_ENV:
+        return (f"{a.hex[:16]}… is still trusted: ${TRUSTED_KEYS_ENV} lists it as "
+                f"{a.entry!r}; remove it from that variable")
+    path = a.source.removeprefix("trust config ")
+    return (f"{a.hex[:16]}… is still trusted: {path} lists it as {a.entry!r}; remove that "
+            "entry from trusted_keys")
 
 
 def list_trusted() -> list[Anchor]:

@@ -229,7 +229,7 @@ def test_untrust_removes_exactly_the_store_files_of_the_matching_key(tmp_path):
     store = tmp_path / "trust store"
     kept_path, kept = trust_key(generate_keypair(tmp_path / "a")[1], store)
     gone_path, gone = trust_key(generate_keypair(tmp_path / "b")[1], store)
-    assert untrust_key(gone[:10], store) == [gone_path]
+    assert untrust_key(gone[:10], store) == ([gone_path], "")
     assert sorted(store.iterdir()) == [kept_path]
     with pytest.raises(InputError, match=f"no trusted key starts with {gone[:10]}"):
         untrust_key(gone[:10], store)
