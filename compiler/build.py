@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,11 +131,7 @@ def build_model(
     bd = _load_boundary(boundary, fp) if boundary else None
     if fp is not None:
         _check_key(key, allow_unsigned)
-    if not spec.startswith("zoo:"):
-        if not Path(spec).is_file():
-            raise InputError(f"{spec}: no such model file")
-        if Path(spec).stat().st_size == 0:
-            raise InputError(f"{spec}: empty file, not a model")
+    check_model_spec(spec)
     out = Path(out)
     _prepare_out(out)
     log = _Log(out, console)
@@ -326,9 +323,36 @@ def _load_boundary(path, fp):
     return bd
 
 
+def check_model_spec(spec: str) -> None:
+    """MODEL names a zoo entry or a model file (one line naming it otherwise), before any
+    step runs."""
+    from fpgaprint.compiler.modelio import MODEL_FORMATS
+    from fpgaprint.compiler.zoo import get_entry
+
+    if spec.startswith("zoo:"):
+        get_entry(spec)
+        return
+    p = Path(spec)
+    if p.is_dir():
+        raise InputError(f"{spec}: is a directory, not a model file ({MODEL_FORMATS})")
+    if not p.is_file():
+        raise InputError(f"{spec}: no such model file")
+    if p.stat().st_size == 0:
+        raise InputError(f"{spec}: empty file, not a model")
+    if p.suffix != ".onnx" and zipfile.is_zipfile(p):  # torch's checkpoints are zips too
+        try:
+            with zipfile.ZipFile(p) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError):
+            names = []
+        if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            raise InputError(f"{spec}: not a model file (expected {MODEL_FORMATS})")
+
+
 def _check_key(key, allow_unsigned: bool) -> None:
-    """Fail before building when the package could not be signed at the end."""
-    from fpgaprint.core.keys import default_key_path
+    """Fail before building when the package could not be signed at the end: the key must
+    load as a private key."""
+    from fpgaprint.core.keys import default_key_path, load_private_key
 
     if allow_unsigned:
         return
@@ -336,6 +360,7 @@ def _check_key(key, allow_unsigned: bool) -> None:
     if not path.is_file():
         raise InputError(f"signing key {path} not found: run `fpgaprint keys generate`, pass "
                          "--key, or --allow-unsigned for a development package")
+    load_private_key(path)
 
 
 def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar: bool,

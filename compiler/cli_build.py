@@ -6,23 +6,15 @@ from pathlib import Path
 
 import click
 
-from fpgaprint.core.cliopts import FPSET, KEY, option, stderr_console
-from fpgaprint.core.errors import InputError
-
-
-def check_output_path(path: str, flag: str, directory: bool) -> None:
-    """An output path must be creatable: no parent that is a file, and the right kind."""
-    p = Path(path)
-    if str(path) == "":
-        raise InputError(f"{flag}: empty path")
-    if p.exists() and p.is_dir() != directory:
-        kind = "a directory" if directory else "a file"
-        raise InputError(f"{flag} {p}: exists and is not {kind}")
-    for parent in p.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputError(f"{flag} {p}: {parent} is a file, not a directory")
-            break
+from fpgaprint.core.cliopts import (
+    FPSET,
+    KEY,
+    check_output_dir,
+    check_output_path,
+    option,
+    stderr_console,
+    warn,
+)
 
 
 @click.command()
@@ -39,7 +31,7 @@ def train(model: str, out: str, seed: int, epochs: int | None) -> None:
     from fpgaprint.core.liblog import library_output
     from fpgaprint.core.progress import Progress
 
-    check_output_path(out, "--out", directory=False)
+    check_output_path(out, "--out")
     entry = zoo.get_entry(model)
     with library_output(), Progress(stderr_console()) as progress:
         ckpt = zoo.make(entry.name, seed=seed, epochs=epochs, progress=progress)
@@ -103,16 +95,26 @@ def build(model, board, out, fingerprint, boundary, config_path, key, allow_unsi
     every build of a --matrix file."""
     from fpgaprint.compiler.matrix import check_build_args, cli_matrix
 
-    if check_build_args(model, matrix, scheduler, workers, fingerprint, boundary, config_path,
-                        tar, overrides):
-        check_output_path(out, "--out", directory=True)
+    from fpgaprint.core.keys import load_private_key
+
+    is_matrix = check_build_args(model, matrix, scheduler, workers, fingerprint, boundary,
+                                 config_path, tar, overrides)
+    check_output_dir(out, "--out")
+    if key is not None:
+        load_private_key(key)  # a wrong key is refused before the build, not after it
+    if is_matrix:
         return cli_matrix(matrix, out, scheduler, workers, key, allow_unsigned)
-    from fpgaprint.compiler.build import build_model
+    from fpgaprint.compiler.build import build_model, check_model_spec
     from fpgaprint.compiler.config import BuildConfig
     from fpgaprint.compiler.report import summary
 
+    check_model_spec(model)
+    if fingerprint is None:
+        for flag, given in (("--key", key is not None), ("--allow-unsigned", allow_unsigned)):
+            if given:
+                warn(f"{flag}: no effect without --fingerprint (the build writes no package "
+                     "to sign)")
     console = stderr_console()
-    check_output_path(out, "--out", directory=True)
     bist_mode = overrides.pop("bist_mode", None)
     cfg = BuildConfig.load(config_path, **overrides)
     if bist_mode is not None:

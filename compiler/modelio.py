@@ -20,6 +20,9 @@ from fpgaprint.core.atomic import atomic_file
 from fpgaprint.core.errors import InputError
 
 FORMAT = "fpgaprint-checkpoint/1"
+MODEL_FORMATS = "a QONNX .onnx, a checkpoint written by `fpgaprint train` (.pt) or zoo:NAME"
+
+
 def save(ckpt: Checkpoint, path: str | Path) -> None:
     """Save a zoo model by state dict (rebuildable from the zoo) with plain metadata; loads
     without unpickling. Other models are not saved as pickles: export them to QONNX."""
@@ -53,9 +56,8 @@ def load(path: str | Path) -> Checkpoint:
             f"{path}: loading this file needs unpickling, which runs code from it "
             f"({detail.strip()[:160]}); fpgaprint never unpickles a model file: give a "
             "checkpoint written by `fpgaprint train` or a QONNX export") from None
-    except Exception as e:  # torch raises many types for a non-checkpoint
-        raise InputError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: "
-                         f"{str(e)[:200]})") from None
+    except Exception:  # torch raises many types, with its internals, for a non-checkpoint
+        raise InputError(f"{path}: not a model file (expected {MODEL_FORMATS})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise InputError(f"{path}: not an fpgaprint checkpoint")
     if not obj.get("zoo"):

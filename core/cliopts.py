@@ -139,6 +139,26 @@ def check_output_path(path: str | Path | None, flag: str) -> Path | None:
     return p
 
 
+def check_output_dir(path: str | Path | None, flag: str) -> Path | None:
+    """An output folder that can be written: a folder or nothing yet, under a writable folder
+    (created as needed). Checked before any work."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not str(path).strip():
+        raise InputError(f"{flag} {str(path)!r}: empty path")
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{flag} {p}: exists and is not a folder")
+    parent = p.resolve()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{flag} {p}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {p}: cannot write in {parent}")
+    return p
+
+
 def distinct_outputs(**paths: Path | None) -> None:
     """No two output flags name the same file."""
     seen: dict[Path, str] = {}
@@ -161,6 +181,16 @@ class OutputPath(click.ParamType):
 
     def convert(self, value: Any, param, ctx) -> Path:
         return check_output_path(value, _flag(param))
+
+
+class OutputDir(OutputPath):
+    """An output folder checked with `check_output_dir` when the command line is parsed."""
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return "DIR"
+
+    def convert(self, value: Any, param, ctx) -> Path:
+        return check_output_dir(value, _flag(param))
 
 
 # The metavars of the vocabulary: the same kind of value is spelled the same in every command.

@@ -83,6 +83,9 @@ def _load_pem(p: Path, load, what: str, cls):
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     """Load an unencrypted PEM Ed25519 private key; InputError naming the file otherwise."""
     p, data = _read(path, "private key")
+    if b"PUBLIC KEY" in data or is_public_key_hex(data.decode("ascii", "replace").strip()):
+        raise InputError(f"{p}: is a public key; sign with its private key (e.g. "
+                         f"{p.with_suffix('.key').name})")
     return _load_pem(p, lambda: serialization.load_pem_private_key(data, password=None),
                      "an unencrypted PEM private key", Ed25519PrivateKey)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from fpgaprint.core.atomic import write_json
-from fpgaprint.core.cliopts import FPSET, Number
+from fpgaprint.core.cliopts import FPSET, Number, OutputDir, OutputPath
 from fpgaprint.core.errors import InputError, NoVerdict, VerdictFail
 
 MAX_SEED = 2**32 - 1
@@ -101,7 +101,7 @@ def _with(options):
                    "model; boundary: the fragile tier, from the build's model/golden.onnx.")
 @click.option("--count", type=_count_type(), default=100, show_default=True,
               help="Examples in the set (1 to 10000).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("--out", type=OutputPath(), required=True,
               metavar=FPSET, help="The fingerprint set to write (.npz).")
 @click.option("--seed", type=Number(int, 0, MAX_SEED), default=0, show_default=True,
               help="Generation seed.")
@@ -109,8 +109,8 @@ def _with(options):
 @click.option("--calibrate", is_flag=True,
               help="Two-sided threshold: held-out benign variants vs independent models.")
 @_with(_calibration_options)
-@click.option("--challenge-out", type=click.Path(dir_okay=False, path_type=Path),
-              metavar=FPSET, help="Also write a challenge set, disjoint from the embedded one.")
+@click.option("--challenge-out", type=OutputPath(), metavar=FPSET,
+              help="Also write a challenge set, disjoint from the embedded one.")
 @click.option("--challenge-count", type=_count_type(), default=None,
               help="Examples in the challenge set (default: --count).")
 @click.option("--margin", type=Number(float, 0.0, 100.0), default=None,
@@ -194,7 +194,7 @@ def _print_sides(cal: dict) -> None:
 @fingerprint.command(name="calibrate")
 @click.argument("model")
 @click.argument("fpset", type=click.Path(dir_okay=False, path_type=Path), metavar=FPSET)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar=FPSET,
+@click.option("--out", type=OutputPath(), metavar=FPSET,
               help="Write the calibrated set here [FPSET, replaced atomically].")
 @_with(_calibration_options)
 @click.option("--seed", type=Number(int, 0, MAX_SEED), default=0, show_default=True,
@@ -230,7 +230,7 @@ def calibrate_cmd(model: str, fpset: Path, out: Path | None, golden: Path | None
 @threads_option
 @click.option("--expect-source", is_flag=True,
               help="MODEL must be the set's source model (hash mismatch is an error).")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--json", "json_out", type=OutputPath(),
               metavar="FILE", help="Also write the result as JSON.")
 @click.option("--confidence", type=Number(float, 0.5, 0.999), default=0.95, show_default=True,
               help="Level of the match rate's Clopper-Pearson interval.")
@@ -263,7 +263,7 @@ def check(model: str, fpset: Path, expect_source: bool, json_out: Path | None,
 
 @fingerprint.command(name="eval")
 @click.argument("model")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--out", type=OutputDir(), required=True,
               metavar="DIR", help="Directory for the table (JSON, Markdown) and plots.")
 @click.option("--count", type=_count_type(), default=100, show_default=True,
               help="Vectors per method.")

@@ -177,6 +177,10 @@ def _onnx_runner(path: Path):
         model = ModelWrapper(str(path))
     except Exception as e:  # onnx raises several types for a bad file
         raise InputError(f"{path}: not an ONNX model ({type(e).__name__}: {e})") from e
+    g = model.graph
+    if not g.node or not g.input or not g.output:  # an empty file parses as an empty model
+        raise InputError(f"{path}: not an ONNX model (a graph with {len(g.node)} nodes, "
+                         f"{len(g.input)} inputs and {len(g.output)} outputs)")
     if any(n.domain.startswith(HW_DOMAIN) for n in model.graph.node):
         return GoldenRunner(GoldenModel(model))
     return QonnxRunner(model)

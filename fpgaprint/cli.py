@@ -26,6 +26,7 @@ COMMANDS = {
     "verify": "fpgaprint.harness.cli:verify",
     "accept": "fpgaprint.harness.cli:accept",
     "report": "fpgaprint.harness.cli_report:report",
+    "station": "fpgaprint.harness.cli_station:station",
 }
 
 
@@ -70,13 +71,24 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(3)
-    except Exception as e:  # an unexpected failure is never a verdict
-        if os.environ.get("FPGAPRINT_DEBUG"):
-            raise
-        click.echo(f"error: unexpected {type(e).__name__}: {e} (FPGAPRINT_DEBUG=1 for the "
-                   "traceback)", err=True)
+    except OSError as e:  # a path the command could not read or write: an input error
+        if e.filename is None or os.environ.get("FPGAPRINT_DEBUG"):
+            _unexpected(e)
+        also = f" (to {e.filename2})" if e.filename2 is not None else ""
+        click.echo(f"error: {e.filename}{also}: {e.strerror or e}", err=True)
         sys.exit(2)
+    except Exception as e:
+        _unexpected(e)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _unexpected(e: Exception) -> None:
+    """An unexpected failure is never a verdict: exit 2, the traceback with FPGAPRINT_DEBUG."""
+    if os.environ.get("FPGAPRINT_DEBUG"):
+        raise e
+    click.echo(f"error: unexpected {type(e).__name__}: {e} (FPGAPRINT_DEBUG=1 for the "
+               "traceback)", err=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

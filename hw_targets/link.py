@@ -266,7 +266,12 @@ def _parse_pty(url: str) -> tuple:
 def _parse_socket(url: str) -> tuple:
     from fpgaprint.core.cliopts import check_host_port
 
-    return check_host_port(url, "--port")
+    host, port = check_host_port(url, "--port")
+    try:  # a name that resolves to no address is a usage error; an address not here, a link's
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise InputError(f"--port {url!r}: {host!r} is not an address ({e.strerror})") from None
+    return host, port
 
 
 # Transports by URL scheme, as pyserial's serial_for_url picks its handlers: `pty://` (a new
