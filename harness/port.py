@@ -19,6 +19,7 @@ import serial
 
 from fpgaprint.core.errors import LinkError, PortUnavailable
 from fpgaprint.hw_targets import protocol as P
+from fpgaprint.hw_targets.link import no_delay
 
 log = logging.getLogger("fpgaprint.client")
 
@@ -66,6 +67,7 @@ class BoardPort:
             port.timeout = 0
             port.write_timeout = write_timeout
             port.open()
+            no_delay(port)
             return port
         except NotImplementedError:
             raise

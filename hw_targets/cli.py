@@ -1,4 +1,5 @@
-"""`fpgaprint board serve` (a package served as a board on a pty or TCP) and `fpgaprint boards`."""
+"""`fpgaprint board serve` (a package served as a board on a pty, TCP or a serial device) and
+`fpgaprint boards`."""
 
 from __future__ import annotations
 
@@ -76,15 +77,16 @@ def _serial(ctx, param, value: str | None) -> str | None:
 
 def _port(ctx, param, value: str | None) -> str | None:
     if value is not None and not value.strip():
-        raise InputError("--port '': empty; give pty:// or socket://HOST:PORT")
+        raise InputError("--port '': empty; give pty://, socket://HOST:PORT or a serial "
+                         "device path")
     return value
 
 
 @board.command()
 @click.argument("package", metavar=PACKAGE)
 @click.option("--port", "port_url", metavar="URL", callback=_port,
-              help="Where to serve: pty:// (a new pseudo-terminal) or socket://HOST:PORT "
-                   "(port 0: any free port).")
+              help="Where to serve: pty:// (a new pseudo-terminal), socket://HOST:PORT "
+                   "(port 0: any free port) or a serial device path (/dev/ttyGS0, /dev/ttyPS0).")
 @click.option("--pty", "use_pty", is_flag=True, help="Shorthand for --port pty://.")
 @click.option("--tcp", metavar="HOST:PORT", help="Shorthand for --port socket://HOST:PORT.")
 @click.option("--protocol", type=click.Choice(["binary", "mlperf-tiny"]), default="binary",
@@ -98,7 +100,8 @@ def _port(ctx, param, value: str | None) -> str | None:
               help="Board serial number to report.")
 @trust_options
 @click.option("--baud", type=Number(int, 10, 100_000_000), metavar="BAUD",
-              help=f"{_LINK_FAULTS}: 8N1 line rate (baud/10 bytes/s).")
+              help=f"{_LINK_FAULTS}: 8N1 line rate (baud/10 bytes/s). On a serial device: "
+                   "the device's line rate [115200].")
 @click.option("--noise-ber", type=Number(float, 0.0), default=0.0,
               help="Bit error rate of board output.")
 @click.option("--drop-rate", type=Number(float, 0.0), default=0.0,
@@ -125,11 +128,12 @@ def serve(package, port_url, use_pty, tcp, protocol, mlperf_model_id, backend, s
           trusted_key, allow_unsigned, allow_unpinned, baud, noise_ber, drop_rate, hang_after,
           reset_after, flip_bits, seed, flip, stuck_at, swap_model, replay, bist_rom_flip,
           log_file) -> None:
-    """Serve PACKAGE as a board on --port URL (or --pty, --tcp HOST:PORT).
+    """Serve PACKAGE as a board on --port URL or DEVICE (or --pty, --tcp HOST:PORT).
 
     The package's signer must be pinned (--trusted-key, the trust store), as the board's boot
-    loader would require. The first line on stdout is the port (a /dev/pts/N path or
-    socket://host:port); the board then serves until SIGTERM or SIGINT.
+    loader would require. The first line on stdout is the port (a /dev/pts/N path,
+    socket://host:port or the device); the board then serves until SIGTERM or SIGINT. A serial
+    device is opened raw and exclusively at --baud; the device paces the line.
     """
     from fpgaprint.hw_targets.backends import open_backend
     from fpgaprint.hw_targets.faults import FaultSpec
@@ -137,12 +141,22 @@ def serve(package, port_url, use_pty, tcp, protocol, mlperf_model_id, backend, s
         BoardLink,
         LinkFaults,
         check_serve_url,
+        is_device,
         open_transport,
         serve_url,
     )
 
     url = check_serve_url(serve_url(use_pty, tcp, port_url))
-    link_faults = LinkFaults(baud=baud, noise_ber=noise_ber, drop_rate=drop_rate,
+    if mlperf_model_id is not None:
+        from fpgaprint.hw_targets.mlperf import check_model_id, model_id_warning
+
+        if protocol != "mlperf-tiny":
+            raise click.UsageError("--mlperf-model-id: only with --protocol mlperf-tiny")
+        check_model_id(mlperf_model_id)
+        if (why := model_id_warning(mlperf_model_id)) is not None:
+            warn(why)
+    device = is_device(url)  # a real line: the device paces it, not the fault model
+    link_faults = LinkFaults(baud=None if device else baud, noise_ber=noise_ber, drop_rate=drop_rate,
                              hang_after=hang_after, reset_after=reset_after, seed=seed)
     faults = dataclasses.replace(
         FaultSpec.from_strings(flip_bits=flip_bits, seed=seed, flips=flip, stuck_at=stuck_at,
@@ -173,7 +187,7 @@ def serve(package, port_url, use_pty, tcp, protocol, mlperf_model_id, backend, s
 
             handler = MlperfTinyHandler(dev, shape, datatype, model_id=mlperf_model_id,
                                         scores=class_scores(dev.package))
-        link = BoardLink(open_transport(url), handler, link_faults)
+        link = BoardLink(open_transport(url, baud if device else None), handler, link_faults)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())

@@ -1,5 +1,5 @@
 """The board's serial line: serve a byte-stream handler on a transport chosen by URL
-(`pty://`, `socket://HOST:PORT`), with link faults.
+(`pty://`, `socket://HOST:PORT`) or on a serial device (`/dev/ttyGS0`), with link faults.
 
 Three threads model a UART with DMA: the receiver reads the port at line rate into a queue,
 the processor feeds the handler and queues its answers, the transmitter sends them at line
@@ -175,16 +175,7 @@ class PtyTransport:
 
     def write(self, data: bytes, stop: threading.Event, patience: float = 1.0) -> bool:
         """Write all of `data`; False when the host stops reading for `patience` seconds."""
-        view = memoryview(data)
-        while view and not stop.is_set():
-            _, ready, _ = select.select([], [self._master], [], patience)
-            if not ready:
-                return False
-            try:
-                view = view[os.write(self._master, view):]
-            except BlockingIOError:
-                continue
-        return not view
+        return _write_fd(self._master, data, stop, patience)
 
     def close(self) -> None:
         for fd in (self._master, self._slave):
@@ -257,6 +248,79 @@ class TcpTransport:
         self._server.close()
 
 
+class SerialTransport:
+    """A serial device (a UART, a USB gadget's /dev/ttyGS0, one end of a null-modem pair),
+    opened with pyserial in raw mode (8N1, no echo, no flow control) and exclusively: a second
+    board on the same device is refused. The device paces the bytes; `url` is its path."""
+
+    def __init__(self, path: str, baud: int):
+        import serial
+
+        try:
+            self._ser = serial.Serial(path, baudrate=baud, timeout=0, write_timeout=0,
+                                      exclusive=True)
+        except (serial.SerialException, OSError, ValueError) as e:
+            raise LinkError(f"cannot open serial device {path}: {_device_reason(e)}") from None
+        self._fd = self._ser.fileno()
+        self.url = path
+
+    def read(self, n: int, timeout: float) -> bytes:
+        ready, _, _ = select.select([self._fd], [], [], timeout)
+        if not ready:
+            return b""
+        try:
+            return os.read(self._fd, n)
+        except BlockingIOError:
+            return b""
+        except OSError as e:
+            if e.errno == errno.EIO:  # the far side hung up (a pty pair's other end closed)
+                time.sleep(timeout)
+                return b""
+            raise
+
+    def write(self, data: bytes, stop: threading.Event, patience: float = 1.0) -> bool:
+        """Write all of `data`; False when the line takes nothing for `patience` seconds."""
+        return _write_fd(self._fd, data, stop, patience)
+
+    def close(self) -> None:
+        try:
+            self._ser.close()
+        except OSError:
+            pass
+
+
+def _device_reason(e: BaseException) -> str:
+    """pyserial's open error in a few words (it repeats the path and the errno in its text)."""
+    if "exclusively lock" in str(e):
+        return "in use by another program (it holds the device's lock)"
+    code = getattr(e, "errno", None)
+    return os.strerror(code) if isinstance(code, int) else str(e)
+
+
+def _write_fd(fd: int, data: bytes, stop: threading.Event, patience: float) -> bool:
+    """Write all of `data` to the non-blocking `fd`; False when it takes nothing for
+    `patience` seconds."""
+    view = memoryview(data)
+    while view and not stop.is_set():
+        _, ready, _ = select.select([], [fd], [], patience)
+        if not ready:
+            return False
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            continue
+    return not view
+
+
+def no_delay(port) -> None:
+    """TCP_NODELAY on an open pyserial `socket://` port (its client leaves Nagle's algorithm
+    on, so a short command written apart from its terminator waits for the peer's delayed
+    ACK, about 40 ms a line). Other ports are left as they are."""
+    sock = getattr(port, "_socket", None)
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def _parse_pty(url: str) -> tuple:
     if url.rstrip("/") != "pty:":
         raise InputError(f"--port {url!r}: a pty takes no address, give pty://")
@@ -276,20 +340,32 @@ def _parse_socket(url: str) -> tuple:
 
 # Transports by URL scheme, as pyserial's serial_for_url picks its handlers: `pty://` (a new
 # pseudo-terminal; the host opens the /dev/pts/N path printed) and `socket://HOST:PORT`.
-# Each entry: (parse the URL into constructor arguments, the transport class).
+# Each entry: (parse the URL into constructor arguments, the transport class). A plain path
+# (no scheme) is a serial device.
 TRANSPORTS: dict[str, tuple[Callable[[str], tuple], Callable[..., Transport]]] = {
     "pty": (_parse_pty, PtyTransport),
     "socket": (_parse_socket, TcpTransport),
 }
+DEVICE_BAUD = 115200  # a serial device's line rate unless --baud says otherwise
 
 
 def _lookup(url: str) -> tuple[Callable[..., Transport], tuple]:
     scheme, sep, _ = url.partition("://")
-    if not sep or scheme not in TRANSPORTS:
+    if not sep:
+        if "\x00" in url or not url.strip():
+            raise InputError(f"--port {url!r}: not a device path")
+        return SerialTransport, (url,)
+    if scheme not in TRANSPORTS:
         raise InputError(f"--port {url!r}: a board serves on "
-                         f"{', '.join(s + '://' for s in TRANSPORTS)}")
+                         f"{', '.join(s + '://' for s in TRANSPORTS)} or a serial device path "
+                         "(/dev/ttyGS0)")
     parse, cls = TRANSPORTS[scheme]
     return cls, parse(url)
+
+
+def is_device(url: str) -> bool:
+    """`url` names a serial device (a path, no scheme): the device paces the line."""
+    return "://" not in url
 
 
 def serve_url(pty: bool = False, tcp: str | None = None, port: str | None = None) -> str:
@@ -313,9 +389,12 @@ def check_serve_url(url: str) -> str:
     return url
 
 
-def open_transport(url: str) -> Transport:
-    """The transport for `url` (`pty://`, `socket://HOST:PORT`; port 0 picks a free port)."""
+def open_transport(url: str, baud: int | None = None) -> Transport:
+    """The transport for `url` (`pty://`, `socket://HOST:PORT`, port 0 picks a free port; a
+    device path, opened at `baud` or DEVICE_BAUD)."""
     cls, args = _lookup(url)
+    if cls is SerialTransport:
+        args = (*args, baud or DEVICE_BAUD)
     return cls(*args)
 
 

@@ -115,6 +115,10 @@ def test_serve_refuses_a_tampered_package(package, tmp_path):
     (["--pty", "--flip", "fc0:3"], "--flip 'fc0:3': expected LAYER:INDEX:BIT"),
     (["--pty", "--stuck-at", "fc0:3:1"], "expected LAYER:INDEX:BIT:0|1"),
     (["--pty", "--noise-ber", "2"], "--noise-ber must be in [0, 1)"),
+    (["--pty", "--mlperf-model-id", "ic01"], "--mlperf-model-id: only with --protocol "
+                                             "mlperf-tiny"),
+    (["--pty", "--protocol", "mlperf-tiny", "--mlperf-model-id", "a b"],
+     "MLPerf Tiny model id 'a b'"),
 ])
 def test_serve_checks_its_options_before_anything_else(run_cli, tmp_path, args, message):
     code, out, err = run_cli("board", "serve", tmp_path / "no-package", *args)
