@@ -14,6 +14,7 @@ reference runner does.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from typing import TYPE_CHECKING, Callable
@@ -23,6 +24,7 @@ import serial
 
 from fpgaprint.core.errors import InputError, LinkError
 from fpgaprint.hw_targets.agent import Backend
+from fpgaprint.hw_targets.link import no_delay
 
 if TYPE_CHECKING:
     from fpgaprint.core.package import Package
@@ -37,6 +39,28 @@ MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 MIN_DECIMALS, MAX_DECIMALS = 6, 17
 
 Scores = Callable[[np.ndarray], np.ndarray]
+log = logging.getLogger("fpgaprint.board")
+
+# model ids of the runner's test scripts that drive a DUT differently from a classifier
+UNDRIVEN = {
+    "ad01": "the runner sends its input as a stream of overlapping segments",
+    "sww01": "a streaming test that needs the runner's interface board",
+}
+WINDOW_S = (10.0, 30.0)  # a performance window: the runner's floor and its line timeout
+
+
+def model_id_warning(model_id: str) -> str | None:
+    """Why the runner cannot drive a classifier under `model_id`, or None."""
+    why = UNDRIVEN.get(model_id.lower())
+    if why is None:
+        return None
+    return (f"MLPerf Tiny model id {model_id!r}: {why}; the runner cannot drive this board "
+            "under it (use ic01 for a classifier)")
+
+
+def window_count(rate: float) -> int:
+    """Inferences that fill the middle of the performance window at `rate` inferences/s."""
+    return max(1, int(rate * sum(WINDOW_S) / 2))
 
 
 def check_model_id(model_id: str) -> str:
@@ -242,9 +266,14 @@ class MlperfTinyHandler:
             for _ in range(warmups):
                 self.backend.infer(x)
             lines += ["m-warmup-done", f"m-infer-start-{n}", self._lap()]
+            t0 = time.perf_counter()
             for _ in range(n):
                 raw, labels = self.backend.infer(x)
+            took = time.perf_counter() - t0
             lines.append(self._lap())
+            rate = n / max(took, 1e-9)
+            log.info("infer %d: %.3f s, %.1f inferences/s; a %g-%g s performance window: "
+                     "infer %d", n, took, rate, *WINDOW_S, window_count(rate))
             self._last = self._results(np.asarray(raw).reshape(1, -1),
                                        int(np.asarray(labels).reshape(-1)[0]))
         except Exception as e:  # the board keeps serving
@@ -265,6 +294,7 @@ class MlperfTinyClient:
             self._ser = serial.serial_for_url(self.url, baudrate=self.baud, timeout=self.timeout)
         except (serial.SerialException, ValueError, OSError) as e:
             raise LinkError(f"cannot open board port {self.url}: {e}") from None
+        no_delay(self._ser)
         self._ser.reset_input_buffer()
         return self
 

@@ -29,7 +29,9 @@ import click
 import numpy as np
 
 from fpgaprint.core.errors import InputError
-from fpgaprint.hw_targets.mlperf import check_model_id, container_dtype
+from fpgaprint.core.cliopts import warn
+from fpgaprint.hw_targets.link import no_delay
+from fpgaprint.hw_targets.mlperf import check_model_id, container_dtype, model_id_warning
 
 LABELS = ("golden", "expected")
 DEFAULT_USB = (0x0483, 0x374B)  # the reference DUT's (ST-LINK V3) in the runner's devices files
@@ -58,6 +60,8 @@ def write_dataset(package: str | Path, out: str | Path, model: str = "ic01",
     from fpgaprint.core.package import verify_package
 
     check_model_id(model)
+    if (why := model_id_warning(model)) is not None:
+        warn(why)
     if labels not in LABELS:
         raise InputError(f"labels {labels!r}: expected one of {', '.join(LABELS)}")
     target = Path(out) / model
@@ -95,7 +99,8 @@ def parse_usb(spec: str) -> tuple[int, int]:
 
 def list_board_port(port: str, usb: tuple[int, int]) -> None:
     """Make pyserial list `port` as a USB serial port with `usb` = (VID, PID), and open a
-    URL port with `serial_for_url` where `serial.Serial(port, …)` is asked for it."""
+    URL port with `serial_for_url` (TCP_NODELAY on `socket://`) where `serial.Serial(port, …)`
+    is asked for it."""
     import serial
     from serial.tools import list_ports, list_ports_common
 
@@ -114,7 +119,9 @@ def list_board_port(port: str, usb: tuple[int, int]) -> None:
 
         def open_port(device=None, *args, **kwargs):
             if device == port:
-                return serial.serial_for_url(device, *args, **kwargs)
+                opened = serial.serial_for_url(device, *args, **kwargs)
+                no_delay(opened)
+                return opened
             return opener(device, *args, **kwargs)
 
         serial.Serial = open_port

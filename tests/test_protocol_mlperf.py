@@ -396,3 +396,64 @@ def test_runner_launcher_refuses_a_folder_without_main(tmp_path):
         [sys.executable, "-m", "fpgaprint.hw_targets.mlperf_runner", "run", str(tmp_path),
          "--port", "/dev/null"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "no main.py" in proc.stderr
+
+
+@pytest.mark.parametrize("model_id", ["ad01", "sww01", "AD01"])
+def test_model_ids_the_runner_cannot_drive_are_warned_of(digits_package, keypair, tmp_path,
+                                                          capsys, model_id):
+    from fpgaprint.hw_targets.mlperf_runner import write_dataset
+
+    write_dataset(digits_package, tmp_path, model_id, trusted_key=keypair[1])
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: MLPerf Tiny model id {model_id!r}: ")
+    assert "the runner cannot drive this board under it (use ic01" in err
+    write_dataset(digits_package, tmp_path, "ic01", trusted_key=keypair[1])
+    assert capsys.readouterr().err == ""
+
+
+def test_host_ports_on_socket_urls_send_without_delay():
+    """Nagle's algorithm off on the host's `socket://` ports (the runner's and the verifier's):
+    a command and its `%` written apart would otherwise wait for the board's delayed ACK."""
+    import socket
+
+    from fpgaprint.harness.port import BoardPort
+    from fpgaprint.hw_targets.mlperf_runner import list_board_port
+
+    def nodelay(ser) -> int:
+        return ser._socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+    listener = TcpTransport("127.0.0.1", 0)
+    try:
+        with MlperfTinyClient(listener.url) as client:
+            assert nodelay(client._ser) != 0
+        port = BoardPort(listener.url, 115200, 1.0, {})
+        port.open()
+        try:
+            assert nodelay(port._ser) != 0
+        finally:
+            port.close()
+        opener = serial.Serial
+        try:
+            list_board_port(listener.url, (0x0483, 0x374B))
+            runner_port = serial.Serial(listener.url, 115200, timeout=1)
+            assert nodelay(runner_port) != 0
+            runner_port.close()
+        finally:
+            serial.Serial = opener
+    finally:
+        listener.close()
+
+
+def test_the_board_logs_its_rate_and_the_count_of_a_performance_window(handler, caplog):
+    from fpgaprint.hw_targets.mlperf import WINDOW_S, window_count
+
+    run(handler, "db load 16%db " + "01" * 16 + "%")
+    with caplog.at_level("INFO", logger="fpgaprint.board"):
+        run(handler, "infer 50 0%")
+    (record,) = [r for r in caplog.records if "inferences/s" in r.getMessage()]
+    m = re.fullmatch(r"infer 50: [\d.]+ s, ([\d.]+) inferences/s; a 10-30 s performance "
+                     r"window: infer (\d+)", record.getMessage())
+    assert m, record.getMessage()
+    rate, count = float(m.group(1)), int(m.group(2))
+    assert WINDOW_S[0] * rate * 0.99 <= count <= WINDOW_S[1] * rate * 1.01
+    assert window_count(200.0) == 4000  # 20 s, the middle of the window, at 200 inferences/s
