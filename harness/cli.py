@@ -65,7 +65,12 @@ _common = [
                       "time of the vectors + 0.1 per vector]"),
     click.option("--challenge", default=None, callback=_path, metavar=FPSET,
                  help="verifier-held fingerprint set (.npz) for a challenge instead of the "
-                      "embedded vectors; must share no input with the package"),
+                      "embedded vectors; must share no input with the package; judged by "
+                      "the package's policy like the self-test"),
+    click.option("--allow-fingerprint-only", is_flag=True,
+                 help="Verify with a package policy that has no integrity check (no exact or "
+                      "boundary check): labels at a threshold do not detect weight faults "
+                      "(warns on every run and is recorded in every report)."),
     trust_options,
 ]
 
@@ -113,6 +118,20 @@ def _load(package, trusted_key, allow_unsigned, allow_unpinned):
     return pkg
 
 
+def _plan(pkg, challenge: Path | None, allow_fingerprint_only: bool):
+    """The self-test or challenge plan; warns when a policy without integrity check is
+    allowed."""
+    from fpgaprint.harness.verify import challenge_plan, selftest_plan
+
+    plan = (challenge_plan(pkg, challenge, _rng(), allow_fingerprint_only) if challenge
+            else selftest_plan(pkg, allow_fingerprint_only))
+    if plan.fingerprint_only:
+        warn(f"package {pkg.dir}: its policy {list(plan.policy.checks)} has no integrity "
+             "check: a PASS says the labels match, NOT that the weights are intact "
+             "(--allow-fingerprint-only)")
+    return plan
+
+
 def _port(ctx, param, value: str) -> str:
     return check_port_url(value, "--port")
 
@@ -126,19 +145,20 @@ def _port(ctx, param, value: str) -> str:
         help="write the per-vector JSON report here")
 @click.option("--junit", type=OutputPath(), default=None,
               help="write a JUnit XML report here")
-def verify(port, package, timeout, retries, batch, baud, deadline, challenge, trusted_key,
-           allow_unsigned, allow_unpinned, json_out, junit) -> None:
+def verify(port, package, timeout, retries, batch, baud, deadline, challenge,
+           allow_fingerprint_only, trusted_key, allow_unsigned, allow_unpinned, json_out,
+           junit) -> None:
     """Verify one board against its deployment package and give the verdict."""
     from rich.console import Console
 
     from fpgaprint.core.atomic import write_json
     from fpgaprint.harness.reports import verify_report, verify_summary, write_verify_junit
-    from fpgaprint.harness.verify import challenge_plan, selftest_plan, verify_board
+    from fpgaprint.harness.verify import verify_board
 
     distinct_outputs(**{"--json": json_out, "--junit": junit})
     settings = LinkSettings(timeout, retries, batch, baud, deadline)
     with _load(package, trusted_key, allow_unsigned, allow_unpinned) as pkg:
-        plan = challenge_plan(pkg, challenge, _rng()) if challenge else selftest_plan(pkg)
+        plan = _plan(pkg, challenge, allow_fingerprint_only)
         outcome = verify_board(port, pkg, plan, settings)
     errors = _write_reports([
         ("--json", json_out,
@@ -180,9 +200,9 @@ def _ports(ctx, param, value: str | None) -> list[str] | None:
               help="write an HTML report with plots")
 @click.option("--station", default=None, metavar="NAME",
               help="station name recorded with the run [host name]")
-def accept(ports, package, timeout, retries, batch, baud, deadline, challenge, trusted_key,
-           allow_unsigned, allow_unpinned, db_url, db_wait, journal, resume, junit, html,
-           station) -> None:
+def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
+           allow_fingerprint_only, trusted_key, allow_unsigned, allow_unpinned, db_url, db_wait,
+           journal, resume, junit, html, station) -> None:
     """Accept several boards in parallel; every result is committed to the database."""
     from rich.console import Console
 
@@ -190,7 +210,6 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge, t
     from fpgaprint.harness.accept import default_station
     from fpgaprint.harness.db import RUNNING, Journal, ResultStore
     from fpgaprint.harness.reports import accept_table, write_accept_html, write_accept_junit
-    from fpgaprint.harness.verify import challenge_plan, selftest_plan
 
     if ports is None and resume is None:
         raise InputError("--ports: required (a comma-separated list of port URLs) unless "
@@ -207,7 +226,7 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge, t
         if replayed:
             console.print(f"committed {replayed} spooled result(s) from {spool.path}")
         # built (and checked) once, before any board is touched
-        base = challenge_plan(pkg, challenge, _rng()) if challenge else selftest_plan(pkg)
+        base = _plan(pkg, challenge, allow_fingerprint_only)
 
         def plan_for(_port: str):
             """Each board gets its own random order of the challenge set."""

@@ -195,6 +195,7 @@ class BoardOutcome:
     deadline_s: float | None = None  # the verification's overall deadline
     trust: dict[str, Any] | None = None  # the package's trust (pinned/unpinned/unsigned)
     unreachable: bool = False  # the port could not be opened: no board was reached
+    fingerprint_only: bool = False  # verified under a policy without integrity check (allowed)
 
     @property
     def serial(self) -> str | None:
@@ -235,6 +236,7 @@ class BoardOutcome:
             "phases_s": self.phases_s,
             "deadline_s": self.deadline_s,
             "trust": self.trust,
+            "fingerprint_only": self.fingerprint_only,
             "verdict": None if self.verdict is None else self.verdict.to_dict(),
         }
 
@@ -247,7 +249,8 @@ class BoardOutcome:
             [VectorResult(**r) for r in v["vectors"]])
         fields = {k: d[k] for k in ("port", "status", "reason", "package_id", "package_name",
                                     "mode", "nonce", "identity", "board_selftest", "started",
-                                    "duration_s", "deadline_s", "trust") if k in d}
+                                    "duration_s", "deadline_s", "trust", "fingerprint_only")
+                  if k in d}
         return cls(**fields, verdict=verdict)
 
 

@@ -1,15 +1,19 @@
 """Verify one board against its deployment package: identity, then the vectors, then the verdict.
 
-Two modes:
-- ``selftest``: the package's embedded vectors (exact and/or fingerprint check per its policy).
+One pass rule for every mode (`core.selftest.evaluate` with the package's policy):
+- ``selftest``: the package's embedded vectors.
 - ``challenge``: a verifier-held fingerprint set the board never stored, sent in random order,
-  each batch bound to a fresh nonce; checked by label against the set (fingerprint check; a
-  boundary set made from the package's golden model gets the strict boundary check), so a
-  board that replays stored answers fails. A set sharing any input with the package's vectors
-  is refused: a board may hold the package, and the answers to those inputs with it.
+  each batch bound to a fresh nonce. It is the self-test run with other inputs: the expected
+  raw outputs and deployed labels come from the package's golden model, and the policy's
+  `exact` and `onchip` checks apply as in the self-test; the label check is `fingerprint`
+  against the set's pre-trained labels, at the stricter of the set's and the policy's
+  thresholds (`boundary` for a boundary set). A set sharing any input with the package's
+  vectors is refused: a board may hold the package, and the answers to those inputs with it.
 
-A PASS whose fingerprint interval straddles the threshold is reported as NO_VERDICT (exit 3),
-with a reason starting "MARGINAL": never as a plain PASS.
+A policy without an integrity check (`exact` or `boundary`) is refused unless the caller allows
+it (`--allow-fingerprint-only`, warned and recorded). A PASS whose fingerprint interval
+straddles the threshold is reported as NO_VERDICT (exit 3), with a reason starting "MARGINAL":
+never as a plain PASS.
 
 Everything is bounded by one deadline (`LinkSettings.deadline`, by default derived from the
 number of vectors and the line rate); a board that does not finish in time gives NO_VERDICT.
@@ -58,6 +62,7 @@ class Plan:
     policy: Policy
     order: np.ndarray  # the sending order (a permutation of range(N))
     bist: Any = None  # the package's on-chip self-test (core.bist.BistSpec), onchip check
+    fingerprint_only: bool = False  # a policy without integrity check, allowed by the caller
 
 
 @dataclass(frozen=True)
@@ -99,10 +104,26 @@ def raw_width(pkg: "Package") -> int:
     return math.prod(pkg.io["raw_output"]["shape"][1:])
 
 
-def selftest_plan(pkg: "Package") -> Plan:
+def check_policy_strength(policy: Policy, allow_fingerprint_only: bool, where: str) -> bool:
+    """Refuse a policy with no integrity check (neither `exact` nor `boundary`) unless allowed:
+    labels at a threshold tell a model's provenance, not whether its weights are intact (docs/
+    fingerprint.md). Returns True when such a policy was allowed (warned and recorded)."""
+    if "exact" in policy.checks or "boundary" in policy.checks:
+        return False
+    if not allow_fingerprint_only:
+        raise InputError(
+            f"{where}: the policy has no integrity check (checks {list(policy.checks)}): a "
+            "label match rate does not detect weight faults or tampering; give "
+            "--allow-fingerprint-only to verify with it anyway (warned and recorded)")
+    return True
+
+
+def selftest_plan(pkg: "Package", allow_fingerprint_only: bool = False) -> Plan:
     """The package's embedded vectors, in order, with its policy."""
     v = pkg.vectors()
     policy = Policy.from_dict(pkg.policy(), where=f"{pkg.dir}: selftest/policy.json")
+    weak = check_policy_strength(policy, allow_fingerprint_only,
+                                 f"{pkg.dir}: selftest/policy.json")
     expected = Expected(v["expected_labels"], v["golden_raw"], v["golden_labels"])
     n = len(expected)
     bist = pkg.bist()
@@ -110,13 +131,22 @@ def selftest_plan(pkg: "Package") -> Plan:
         raise InputError(f"{pkg.dir}: the policy has the onchip check but the package has no "
                          "on-chip self-test (hw/rtl/bist/bist.json)")
     return Plan("selftest", np.asarray(v["inputs"], dtype=np.int64), expected, policy,
-                np.arange(n), bist)
+                np.arange(n), bist, weak)
 
 
-def challenge_plan(pkg: "Package", fp_path: str | Path, rng: np.random.Generator) -> Plan:
-    """A verifier-held fingerprint set: labels checked against the set, random sending order."""
+def challenge_plan(pkg: "Package", fp_path: str | Path, rng: np.random.Generator,
+                   allow_fingerprint_only: bool = False) -> Plan:
+    """A verifier-held fingerprint set, judged by the package's own pass rule.
+
+    The set's inputs are the self-test run's inputs: the golden raw outputs and deployed labels
+    come from the package's golden model, bit-exactly, and every check of the package's policy
+    that can apply does (`exact` on the challenge vectors, `onchip` from the board's registers,
+    `fingerprint` against the set's pre-trained labels at the stricter of the set's and the
+    policy's thresholds; a boundary set: `boundary` against the deployed labels)."""
     from fpgaprint.core.fpset import load_set
 
+    base_plan = selftest_plan(pkg, allow_fingerprint_only)  # the package's policy, checked
+    base = base_plan.policy
     fp = load_set(fp_path)
     in_shape = tuple(pkg.io["input"]["shape"][1:])
     if tuple(fp.input_shape) != in_shape:
@@ -138,23 +168,59 @@ def challenge_plan(pkg: "Package", fp_path: str | Path, rng: np.random.Generator
     if len(fp) == 0:
         raise InputError(f"{fp_path}: empty challenge set")
     check_disjoint(pkg, fp.inputs_int, fp_path)
+    golden_raw, golden_labels, classes = golden_answers(pkg, fp.inputs_int)
+    bad = np.flatnonzero((fp.labels < 0) | (fp.labels >= classes))
+    if len(bad):
+        raise InputError(f"{fp_path}: challenge label {int(fp.labels[bad[0]])} (vector "
+                         f"{int(bad[0])}) is not a class of the package's model (0 to "
+                         f"{classes - 1})")
+    kept = tuple(c for c in ("exact", "onchip") if c in base.checks)
+    n = len(fp)
     if fp.algorithm == "boundary":  # labels of the deployed model: bound to its golden graph
         golden = pkg.manifest.get("files", {}).get("model/golden.onnx")
         if fp.source_sha256 != golden:
             raise InputError(
                 f"{fp_path}: boundary set was made from the golden model {fp.source_sha256[:16]}…"
                 f", the package {pkg.dir} holds {str(golden)[:16]}…")
-        return Plan("challenge", fp.inputs_int, Expected(fp.labels),
-                    Policy(("boundary",), 1.0, len(fp)), rng.permutation(len(fp)))
-    source = pkg.policy().get("source_model_sha256")
-    if source and fp.source_sha256 and source != fp.source_sha256:
-        raise InputError(
-            f"{fp_path}: challenge set comes from model {fp.source_sha256[:16]}…, the package "
-            f"was built from {source[:16]}…"
-        )
-    policy = Policy(("fingerprint",), float(fp.threshold))
-    return Plan("challenge", fp.inputs_int, Expected(fp.labels), policy,
-                rng.permutation(len(fp)))
+        differ = np.flatnonzero(fp.labels != golden_labels)
+        if len(differ):
+            raise InputError(f"{fp_path}: boundary label of vector {int(differ[0])} is "
+                             f"{int(fp.labels[differ[0]])}, the package's golden model says "
+                             f"{int(golden_labels[differ[0]])}")
+        policy = Policy(("boundary", *kept), 1.0, n)
+    else:
+        source = pkg.policy().get("source_model_sha256")
+        if source and fp.source_sha256 and source != fp.source_sha256:
+            raise InputError(
+                f"{fp_path}: challenge set comes from model {fp.source_sha256[:16]}…, the "
+                f"package was built from {source[:16]}…"
+            )
+        own = base.fingerprint_threshold if "fingerprint" in base.checks else 0.0
+        threshold = max(float(fp.threshold), own)
+        if threshold <= 0.0:
+            raise InputError(f"{fp_path}: challenge threshold {fp.threshold:g}: a threshold of "
+                             "0 passes every board")
+        policy = Policy(("fingerprint", *kept), threshold)
+        need = policy.required_matches(n)
+        agree = int((golden_labels == fp.labels).sum())
+        if agree < need:
+            raise InputError(
+                f"{fp_path}: the package's own golden model matches {agree}/{n} of the set's "
+                f"labels, {need} required at threshold {threshold:.3f}: a healthy board would "
+                "fail this challenge")
+    expected = Expected(fp.labels, golden_raw if "exact" in kept else None, golden_labels)
+    return Plan("challenge", fp.inputs_int, expected, policy, rng.permutation(n),
+                base_plan.bist, base_plan.fingerprint_only)
+
+
+def golden_answers(pkg: "Package", inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(golden raw outputs, deployed labels, number of classes) of `inputs` from the package's
+    golden model, computed bit-exactly as the build computes the embedded vectors'."""
+    from fpgaprint.core.golden import GoldenModel
+
+    golden = GoldenModel(pkg.golden_path, raw_output=pkg.io["raw_output"]["name"])
+    raw, logits, labels = golden.run(inputs)
+    return raw, labels, int(np.asarray(logits).reshape(len(inputs), -1).shape[1])
 
 
 def check_disjoint(pkg: "Package", challenge: np.ndarray, where: str | Path) -> None:
@@ -286,5 +352,5 @@ def verify_board(
         duration_s=time.perf_counter() - t0, nonce=",".join(nonces) or None, phases_s=phases,
         deadline_s=deadline,
         trust=None if verification is None else verification.trust_record(),
-        unreachable=unreachable,
+        unreachable=unreachable, fingerprint_only=plan.fingerprint_only,
     )

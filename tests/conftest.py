@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -124,6 +125,35 @@ def first_changing_flip(golden, x: np.ndarray, key: str, step: int):
     raise AssertionError("no output-changing flip found")
 
 
+def make_challenge(golden: Path, inputs: np.ndarray, out: Path, threshold: float = 0.9,
+                   algorithm: str = "robust", source_sha256: str = "") -> Path:
+    """A verifier-held fingerprint set of `inputs` labelled by the golden model `golden` (the
+    labels a healthy board gives, whatever float training did), saved to `out`."""
+    from fpgaprint.core.fpset import FingerprintSet
+    from fpgaprint.core.golden import GoldenModel
+
+    _, _, labels = GoldenModel(golden).run(inputs)
+    FingerprintSet(inputs, labels, np.ones(len(inputs)), algorithm, {}, 0, source_sha256,
+                   inputs.shape[1:], threshold=threshold).save(out)
+    return out
+
+
+def moved(inputs: np.ndarray) -> np.ndarray:
+    """Inputs near `inputs` that share no row with them (a challenge the board never saw)."""
+    fresh = (inputs + 1) % 256
+    fresh[:, 0] = 0
+    return fresh
+
+
+def confident_threshold(agree: int, n: int) -> float:
+    """A fingerprint threshold a model matching `agree` of `n` labels passes confidently (below
+    the lower end of its match rate's interval), so a healthy board's PASS never rests on a
+    one-label margin of float-versus-quantized agreement."""
+    from fpgaprint.core.selftest import clopper_pearson
+
+    return math.floor(100 * clopper_pearson(agree, n)[0]) / 100 - 0.01
+
+
 def resign(pkg_dir: Path, key: Path, edit=None) -> Path:
     """Rebuild `pkg_dir`'s manifest.json from its files as they are now (after `edit(manifest)`
     changed its metadata in place, if given) and sign it with `key`: what an attacker with
@@ -141,15 +171,16 @@ def resign(pkg_dir: Path, key: Path, edit=None) -> Path:
 
 @contextlib.contextmanager
 def in_process_board(package: Path, trusted_key: Path, agent_cls=None, wrap=None,
-                     pty: bool = False):
-    """The virtual board of `package` in this process: its backend (passed through `wrap`, if
-    given) behind `agent_cls` (BoardAgent by default). Yields the agent, or with `pty` the
-    started BoardLink serving it on a pty (its `url`); stopped and closed on exit."""
+                     pty: bool = False, faults=None):
+    """The virtual board of `package` in this process (with `faults`, a FaultSpec, if given):
+    its backend (passed through `wrap`, if given) behind `agent_cls` (BoardAgent by default).
+    Yields the agent, or with `pty` the started BoardLink serving it on a pty (its `url`);
+    stopped and closed on exit."""
     from fpgaprint.hw_targets.agent import BoardAgent
     from fpgaprint.hw_targets.backends import open_backend
     from fpgaprint.hw_targets.link import BoardLink, PtyTransport
 
-    with open_backend(package, trusted_key=trusted_key) as backend:
+    with open_backend(package, faults=faults, trusted_key=trusted_key) as backend:
         agent = (agent_cls or BoardAgent)(backend if wrap is None else wrap(backend))
         if not pty:
             yield agent
@@ -320,10 +351,12 @@ def digits_build(compiled) -> Compiled:
 def make_package(compiled, keypair):
     """make_package(NAME, OUT, threshold=…, golden_from=…, signed=…, hw=…, rtl=…): a finalized
     package of zoo:NAME whose self-test vectors are the model's test data, expected labels from
-    the pre-trained model (`hw` files, e.g. {"top.bit": …}, go to hw/; `rtl` copies the build's
-    stitched RTL to hw/rtl/; `bist` "exact" or "signature" also generates its on-chip
-    self-test there, as the build does, with the onchip check in the policy)."""
-    def make(name: str, out: Path, threshold: float = 0.8, golden_from: Path | None = None,
+    the pre-trained model, the threshold by default one the package's own golden model passes
+    confidently (`confident_threshold`). `hw` files, e.g. {"top.bit": …}, go to hw/; `rtl`
+    copies the build's stitched RTL to hw/rtl/; `bist` "exact" or "signature" also generates
+    its on-chip self-test there, as the build does, with the onchip check in the policy."""
+    def make(name: str, out: Path, threshold: float | None = None,
+             golden_from: Path | None = None,
              signed: bool = True, hw: dict[str, bytes] | None = None,
              rtl: bool = False, bist: str | None = None) -> Path:
         from fpgaprint.compiler.package import finalize_package, write_selftest
@@ -334,6 +367,8 @@ def make_package(compiled, keypair):
         (out / "model").mkdir(parents=True, exist_ok=True)
         shutil.copy2(golden, out / "model" / "golden.onnx")
         raw, _, labels = GoldenModel(golden).run(c.inputs)
+        if threshold is None:  # from the build under test: the deployed model passes it
+            threshold = confident_threshold(int((labels == c.expected).sum()), len(labels))
         checks = ["exact", "fingerprint"] + (["onchip"] if bist else [])
         write_selftest(out, c.inputs, raw, labels, c.expected,
                        {"checks": checks, "fingerprint_threshold": threshold})
