@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import first_changing_flip
+from conftest import first_changing_flip, make_challenge, moved
 
 from fpgaprint.core import bist as B
 from fpgaprint.core.errors import InputError
@@ -187,12 +187,24 @@ def test_verify_on_the_rtlsim_board_reports_the_onchip_check(bist_package, keypa
     with served_boards((pkg, "--pty", *common),
                        (pkg, "--pty", *common, "--flip", f"{key}:{index}:{bit}"),
                        (pkg, "--pty", *common, "--bist-rom-flip", "0:7")) as (good, bad, rom):
+        challenge = make_challenge(pkg / "model" / "golden.onnx",
+                                   moved(load_vectors(pkg)["inputs"]), tmp_path / "ch.npz")
         results = {}
         for name, board in (("good", good), ("bad", bad), ("rom", rom)):
-            code, out, err = run_cli("verify", "--port", board.port, "--package", pkg,
-                                     "--trusted-key", pub, "--json", tmp_path / f"{name}.json")
-            rep = json.loads((tmp_path / f"{name}.json").read_text())
-            results[name] = code, {c["name"]: c for c in rep["verdict"]["checks"]}, out + err
+            for mode, extra in (("selftest", ()), ("challenge", ("--challenge", challenge))):
+                report = tmp_path / f"{name}-{mode}.json"
+                code, out, err = run_cli("verify", "--port", board.port, "--package", pkg,
+                                         "--trusted-key", pub, "--json", report, *extra)
+                rep = json.loads(report.read_text())
+                results[name, mode] = (code, {c["name"]: c for c in rep["verdict"]["checks"]},
+                                       out + err)
+    # a challenge is the self-test run with other inputs: the same checks, the same verdicts
+    for name in ("good", "bad", "rom"):
+        (code, checks, _), (ch_code, ch_checks, text) = (results[name, "selftest"],
+                                                         results[name, "challenge"])
+        assert ch_code == code and set(ch_checks) == set(checks), (name, text)
+        assert ch_checks["onchip"]["status"] == checks["onchip"]["status"], name
+    results = {name: results[name, "selftest"] for name in ("good", "bad", "rom")}
     code, checks, text = results["good"]
     assert code == 0 and checks["onchip"]["status"] == PASS, text
     assert "onchip" in text and {"exact", "fingerprint", "onchip"} <= set(checks)
