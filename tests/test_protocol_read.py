@@ -7,6 +7,7 @@ import zlib
 import pytest
 from test_protocol_link import MatBackend, serve  # noqa: F401  (fixture)
 
+from fpgaprint.core.errors import LinkError
 from fpgaprint.harness.client import BoardClient
 from fpgaprint.hw_targets import protocol as P
 from fpgaprint.hw_targets.agent import BoardAgent
@@ -58,3 +59,30 @@ def test_hello_and_info_cross_a_lossy_line(serve):  # noqa: F811
             assert ident["package_id"] == "ab" * 32 and info["selftest"]["passed"]
             slices += client.stats["slice_reads"]
     assert slices >= 1
+
+
+class SliceTamperingAgent(BoardAgent):
+    """Serves the first slice of a long answer honestly and alters one byte of every later
+    slice, keeping the whole answer's length and CRC-32 fields: each frame is intact, the
+    answer is not."""
+
+    def _read(self, payload: bytes) -> bytes:
+        answer = BoardAgent._read(self, payload)
+        _, offset, _, _ = P.unpack_read_request(payload)
+        if offset == 0 or len(answer) <= 8:
+            return answer
+        return answer[:8] + bytes([answer[8] ^ 0x01]) + answer[9:]
+
+    _handlers = {**BoardAgent._handlers, P.MsgType.READ: _read}
+
+
+def test_an_answer_read_in_slices_is_checked_by_its_whole_crc(serve):  # noqa: F811
+    link, _ = serve(agent_cls=SliceTamperingAgent)
+    with BoardClient(link.url, timeout=1.0) as client:
+        with pytest.raises(LinkError, match="HELLO answer read in slices does not match its "
+                                            "CRC-32"):
+            client._read(P.MsgType.HELLO, P.pack_hello(), None)
+    link, _ = serve()  # the same read from an honest board
+    with BoardClient(link.url, timeout=1.0) as client:
+        whole = client._read(P.MsgType.HELLO, P.pack_hello(), None)
+        assert P.unpack_json(whole)["package_id"] == "ab" * 32
