@@ -1,5 +1,5 @@
-/* fpgaprint C reference agent: framing (COBS, CRC-32), HELLO, INFO, INFER, SELFTEST, RESET,
- * READ and ERROR of docs/protocol.md over the accelerator behind hal.h. C99, no dynamic memory.
+/* fpgaprint C reference agent: framing (COBS, CRC-32), HELLO, INFO, INFER, SELFTEST,
+ * CHALLENGE (SHA-256), RESET, READ and ERROR of docs/protocol.md over the accelerator behind hal.h. C99, no dynamic memory.
  *
  * Package constants come from two generated headers: selftest_vectors.h (the package's own
  * self-test vectors, golden raw outputs and labels) and fpgaprint_agent_package.h (identity,
@@ -45,7 +45,7 @@ STATIC_ASSERT(FPA_OUT_BITS <= 64u && FPA_IN_BITS <= 64u, element_width);
 /* a self-test pass streams at most MAX_BATCH vectors at a time */
 #define LABEL_BYTES (FPA_RAW_SIZE <= 256u ? 1u : FPA_RAW_SIZE <= 65536u ? 2u : 4u)
 #define INFER_ANSWER (2u + 4u * 2u + MAX_BATCH * FPA_RAW_SIZE * sizeof(fpa_raw_t) \
-                      + 2u + 4u + MAX_BATCH * LABEL_BYTES)
+                      + 2u + 4u + MAX_BATCH * LABEL_BYTES + 32u)
 #define JSON_MAX 1024u
 #define ANSWER_MAX (INFER_ANSWER > JSON_MAX + 8u ? INFER_ANSWER : JSON_MAX + 8u)
 #define ERROR_TEXT 200u
@@ -111,6 +111,91 @@ static uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n)
             crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
     }
     return ~crc;
+}
+
+/* ----------------------------------------------------------------------------- SHA-256 */
+
+/* FIPS 180-4, for the CHALLENGE digest */
+typedef struct {
+    uint32_t h[8];
+    uint8_t block[64];
+    uint64_t bytes;
+    size_t n;
+} sha256_t;
+
+static const uint32_t sha_k[64] = {
+    0x428a2f98u, 0x71374491u, 0xb5c0fbcfu, 0xe9b5dba5u, 0x3956c25bu, 0x59f111f1u, 0x923f82a4u,
+    0xab1c5ed5u, 0xd807aa98u, 0x12835b01u, 0x243185beu, 0x550c7dc3u, 0x72be5d74u, 0x80deb1feu,
+    0x9bdc06a7u, 0xc19bf174u, 0xe49b69c1u, 0xefbe4786u, 0x0fc19dc6u, 0x240ca1ccu, 0x2de92c6fu,
+    0x4a7484aau, 0x5cb0a9dcu, 0x76f988dau, 0x983e5152u, 0xa831c66du, 0xb00327c8u, 0xbf597fc7u,
+    0xc6e00bf3u, 0xd5a79147u, 0x06ca6351u, 0x14292967u, 0x27b70a85u, 0x2e1b2138u, 0x4d2c6dfcu,
+    0x53380d13u, 0x650a7354u, 0x766a0abbu, 0x81c2c92eu, 0x92722c85u, 0xa2bfe8a1u, 0xa81a664bu,
+    0xc24b8b70u, 0xc76c51a3u, 0xd192e819u, 0xd6990624u, 0xf40e3585u, 0x106aa070u, 0x19a4c116u,
+    0x1e376c08u, 0x2748774cu, 0x34b0bcb5u, 0x391c0cb3u, 0x4ed8aa4au, 0x5b9cca4fu, 0x682e6ff3u,
+    0x748f82eeu, 0x78a5636fu, 0x84c87814u, 0x8cc70208u, 0x90befffau, 0xa4506cebu, 0xbef9a3f7u,
+    0xc67178f2u};
+
+#define ROTR(x, n) (((x) >> (n)) | ((x) << (32u - (n))))
+
+static void sha_compress(sha256_t *s)
+{
+    uint32_t w[64], a, b, c, d, e, f, g, h, t1, t2;
+    unsigned i;
+    for (i = 0; i < 16u; ++i)
+        w[i] = (uint32_t)s->block[4 * i] << 24 | (uint32_t)s->block[4 * i + 1] << 16 |
+               (uint32_t)s->block[4 * i + 2] << 8 | s->block[4 * i + 3];
+    for (; i < 64u; ++i)
+        w[i] = w[i - 16] + (ROTR(w[i - 15], 7u) ^ ROTR(w[i - 15], 18u) ^ (w[i - 15] >> 3)) +
+               w[i - 7] + (ROTR(w[i - 2], 17u) ^ ROTR(w[i - 2], 19u) ^ (w[i - 2] >> 10));
+    a = s->h[0]; b = s->h[1]; c = s->h[2]; d = s->h[3];
+    e = s->h[4]; f = s->h[5]; g = s->h[6]; h = s->h[7];
+    for (i = 0; i < 64u; ++i) {
+        t1 = h + (ROTR(e, 6u) ^ ROTR(e, 11u) ^ ROTR(e, 25u)) + ((e & f) ^ (~e & g)) + sha_k[i] +
+             w[i];
+        t2 = (ROTR(a, 2u) ^ ROTR(a, 13u) ^ ROTR(a, 22u)) + ((a & b) ^ (a & c) ^ (b & c));
+        h = g; g = f; f = e; e = d + t1;
+        d = c; c = b; b = a; a = t1 + t2;
+    }
+    s->h[0] += a; s->h[1] += b; s->h[2] += c; s->h[3] += d;
+    s->h[4] += e; s->h[5] += f; s->h[6] += g; s->h[7] += h;
+}
+
+static void sha_init(sha256_t *s)
+{
+    static const uint32_t iv[8] = {0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au,
+                                   0x510e527fu, 0x9b05688cu, 0x1f83d9abu, 0x5be0cd19u};
+    unsigned i;
+    for (i = 0; i < 8u; ++i)
+        s->h[i] = iv[i];
+    s->bytes = 0;
+    s->n = 0;
+}
+
+static void sha_update(sha256_t *s, const uint8_t *p, size_t n)
+{
+    s->bytes += n;
+    while (n--) {
+        s->block[s->n++] = *p++;
+        if (s->n == 64u) {
+            sha_compress(s);
+            s->n = 0;
+        }
+    }
+}
+
+static void sha_final(sha256_t *s, uint8_t digest[32])
+{
+    uint64_t bits = s->bytes * 8u;
+    uint8_t pad = 0x80u, zero = 0, len[8];
+    unsigned i;
+    sha_update(s, &pad, 1);
+    while (s->n != 56u)
+        sha_update(s, &zero, 1);
+    for (i = 0; i < 8u; ++i)
+        len[i] = (uint8_t)(bits >> (56u - 8u * i));
+    sha_update(s, len, 8);
+    for (i = 0; i < 32u; ++i)
+        digest[i] = (uint8_t)(s->h[i / 4u] >> (24u - 8u * (i % 4u)));
 }
 
 static void put_u16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
@@ -678,7 +763,10 @@ static size_t put_elem(uint8_t *o, int64_t v, unsigned size)
     return size;
 }
 
-static int do_infer(const uint8_t *p, size_t n, uint8_t *out, size_t cap, size_t *len)
+/* INFER (sha == NULL) and CHALLENGE: the answer arrays; with `sha`, the canonical encoding of
+ * the inputs and the answer are hashed into it (docs/protocol.md, challenge binding). */
+static int infer(const uint8_t *p, size_t n, uint8_t *out, size_t cap, size_t *len,
+                 sha256_t *sha)
 {
     unsigned size, rsize, lsize, d;
     int is_signed;
@@ -711,7 +799,7 @@ static int do_infer(const uint8_t *p, size_t n, uint8_t *out, size_t cap, size_t
     if (count * size != n - 2u - 4u * ndim)
         return fail(E_BAD_PAYLOAD, count * size > n - 2u - 4u * ndim
                                        ? "truncated array data"
-                                       : "trailing data after INFER inputs");
+                                       : "trailing data after the inputs");
     if (ndim < 2u)
         return fail(E_BAD_PAYLOAD, "INFER needs a batch (B, *input_shape) with B >= 1");
     batch = dims[0];
@@ -747,6 +835,25 @@ static int do_infer(const uint8_t *p, size_t n, uint8_t *out, size_t cap, size_t
         }
         pack_vector(in_words + (size_t)b * FPA_IN_WORDS * FPA_IN_WORD_BYTES, xbuf);
     }
+    if (sha) { /* the inputs as the host encodes them: narrowest type, same shape */
+        uint64_t i;
+        uint8_t head[2 + 4 * MAX_NDIM], e[8];
+        unsigned xsize;
+        for (i = 0; i < count; ++i) {
+            int64_t v = get_elem(data + i * size, size, is_signed);
+            if (i == 0 || v < lo)
+                lo = v;
+            if (i == 0 || v > hi)
+                hi = v;
+        }
+        head[0] = narrowest(lo, hi, &xsize);
+        head[1] = (uint8_t)ndim;
+        for (d = 0; d < ndim; ++d)
+            put_u32(head + 2 + 4 * d, dims[d]);
+        sha_update(sha, head, 2u + 4u * ndim);
+        for (i = 0; i < count; ++i)
+            sha_update(sha, e, put_elem(e, get_elem(data + i * size, size, is_signed), xsize));
+    }
     if (run_batch(batch) != 0)
         return -1;
     for (b = 0; b < batch; ++b)
@@ -759,7 +866,7 @@ static int do_infer(const uint8_t *p, size_t n, uint8_t *out, size_t cap, size_t
         }
     rcode = narrowest(lo, hi, &rsize);
     lcode = narrowest(0, FPA_RAW_SIZE - 1, &lsize);
-    if (20u + (size_t)batch * (FPA_RAW_SIZE * rsize + lsize) > cap)
+    if (20u + 32u + (size_t)batch * (FPA_RAW_SIZE * rsize + lsize) > cap)
         return fail(E_INTERNAL, "answer longer than the agent's buffer");
     o = put_array_head(out, rcode, batch, FPA_RAW_SIZE);
     for (b = 0; b < batch; ++b)
@@ -768,8 +875,31 @@ static int do_infer(const uint8_t *p, size_t n, uint8_t *out, size_t cap, size_t
     o += put_array_head(out + o, lcode, batch, 0);
     for (b = 0; b < batch; ++b)
         o += put_elem(out + o, (int64_t)labels[b], lsize);
+    if (sha) {
+        sha_update(sha, out, o);
+        sha_final(sha, out + o);
+        o += 32u;
+    }
     *len = o;
     return 0;
+}
+
+static int do_infer(const uint8_t *p, size_t n, uint8_t *out, size_t cap, size_t *len)
+{
+    return infer(p, n, out, cap, len, 0);
+}
+
+/* CHALLENGE: n:u8, nonce (8..64 B), inputs; the answer bound to both by its digest */
+static int do_challenge(const uint8_t *p, size_t n, uint8_t *out, size_t cap, size_t *len)
+{
+    static const char domain[] = "fpgaprint-challenge/1"; /* and its terminating zero */
+    sha256_t sha;
+    if (n < 1u || p[0] < 8u || p[0] > 64u || n < 1u + p[0])
+        return fail(E_BAD_PAYLOAD, "nonce must be 8..64 B");
+    sha_init(&sha);
+    sha_update(&sha, (const uint8_t *)domain, sizeof domain);
+    sha_update(&sha, p + 1, p[0]);
+    return infer(p + 1 + p[0], n - 1u - p[0], out, cap, len, &sha);
 }
 
 typedef int (*handler_t)(const uint8_t *, size_t, uint8_t *, size_t, size_t *);
@@ -832,6 +962,7 @@ static handler_t handler_of(uint8_t type)
 {
     switch (type) {
     case T_INFER: return do_infer;
+    case T_CHALLENGE: return do_challenge;
     case T_RESET: return do_reset;
     case T_READ: return do_read;
     default: return readable(type);
@@ -932,8 +1063,7 @@ static int chunk(void)
     }
     h = handler_of(type);
     if (!h) {
-        fail(E_UNKNOWN_COMMAND, type == T_CHALLENGE ? "CHALLENGE is not supported by this "
-                                                      "board" : "unknown command");
+        fail(E_UNKNOWN_COMMAND, "unknown command");
         send_error(seq);
         return 0;
     }

@@ -6,6 +6,7 @@ as a subprocess: PASS as built, FAIL with one bit flipped in an MVAU weight imag
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -114,8 +115,9 @@ def _error(frame: P.Frame) -> tuple[str, str]:
 
 
 def test_c_agent_speaks_the_wire_protocol(fw_package, keypair, agent):
-    """Raw outputs and labels equal the golden model's; malformed requests get the ERROR the
-    protocol names; READ slices, RESET and BOOT as docs/protocol.md says."""
+    """Raw outputs and labels equal the golden model's, CHALLENGE answers are bound to their
+    nonce; malformed requests get the ERROR the protocol names; READ slices, RESET and BOOT
+    as docs/protocol.md says."""
     from fpgaprint.core.package import load_vectors
 
     binary, library = agent
@@ -130,6 +132,11 @@ def test_c_agent_speaks_the_wire_protocol(fw_package, keypair, agent):
             raw, labels = client.infer(x)
             np.testing.assert_array_equal(raw, vec["golden_raw"])
             np.testing.assert_array_equal(labels, vec["golden_labels"])
+            # CHALLENGE: the client checks every answer's SHA-256 binding to nonce and inputs
+            order = np.random.default_rng(0).permutation(len(x))
+            raw_c, labels_c = client.challenge(os.urandom(16), x[order])
+            np.testing.assert_array_equal(raw_c, vec["golden_raw"][order])
+            np.testing.assert_array_equal(labels_c, vec["golden_labels"][order])
             sliced = client._read(P.MsgType.INFO, b"", None)  # READ in 48-byte slices
             assert P.unpack_json(sliced)["package_id"] == hello["package_id"]
             with pytest.raises(LinkError, match="BAD_PAYLOAD.*63 values per vector"):
@@ -143,7 +150,10 @@ def test_c_agent_speaks_the_wire_protocol(fw_package, keypair, agent):
                 "BAD_PAYLOAD", "inputs: value 256 outside UINT8 (0..255)")
             assert _error(_ask(s, P.MsgType.HELLO, P.pack_hello(2, 3), 12))[0] == "BAD_VERSION"
             assert _error(_ask(s, P.MsgType.INFO, b"", 13, version=2))[0] == "BAD_VERSION"
-            assert _error(_ask(s, P.MsgType.CHALLENGE, b"\x08", 14))[0] == "UNKNOWN_COMMAND"
+            assert _error(_ask(s, 0x08, b"", 14))[0] == "UNKNOWN_COMMAND"
+            short_nonce = b"\x07" + bytes(7) + P.pack_array(x[:1])
+            assert _error(_ask(s, P.MsgType.CHALLENGE, short_nonce, 19)) == (
+                "BAD_PAYLOAD", "nonce must be 8..64 B")
             read_infer = bytes((P.MsgType.INFER,)) + P.pack_read_request(P.MsgType.HELLO, 0,
                                                                           48)[1:]
             assert _error(_ask(s, P.MsgType.READ, read_infer, 15))[0] == "BAD_PAYLOAD"
@@ -153,7 +163,7 @@ def test_c_agent_speaks_the_wire_protocol(fw_package, keypair, agent):
             (damaged,) = _frames(s, 1)
             assert damaged.seq == 0 and _error(damaged)[0] in ("BAD_CRC", "BAD_FRAME")
             answer = _ask(s, P.MsgType.INFO, b"", 17)
-            assert P.unpack_json(answer.payload)["errors"] >= 7
+            assert P.unpack_json(answer.payload)["errors"] >= 8
             reset = _ask(s, P.MsgType.RESET, b"", 18)
             assert reset.type == P.MsgType.RESET and reset.payload == b""
             (boot,) = _frames(s, 1, timeout=60)
