@@ -3,7 +3,9 @@
 Boards run in worker threads; the calling thread commits every finished board to the database
 in its own transaction, so a run that is killed keeps every result committed before the kill
 (`fpgaprint accept --resume RUN` verifies the boards it lacks and finishes it). A result the
-database refuses even after the store's retries is spooled to the journal, never lost.
+database refuses even after the store's retries is spooled to the journal, never lost; one it
+refuses for good (its schema, a constraint) is spooled marked `rejected`, with why. The run is
+claimed by this process (`ResultStore.claim`) and kept claimed by a heartbeat while boards run.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from fpgaprint.core.cliopts import check_port_url
 from fpgaprint.core.errors import InputError
 from fpgaprint.core.progress import Progress
-from fpgaprint.harness.db import DatabaseUnavailable, Journal, ResultStore
+from fpgaprint.harness.db import (
+    HEARTBEAT,
+    RUNNING,
+    DatabaseUnavailable,
+    Journal,
+    ResultRejected,
+    ResultStore,
+)
 from fpgaprint.harness.verdict import NO_VERDICT, BoardOutcome, overall
 from fpgaprint.harness.verify import LinkSettings, Plan, verify_board
 
@@ -36,6 +45,50 @@ class AcceptResult:
     spooled: list[str] = field(default_factory=list)  # what went to the journal
     unsaved: list[str] = field(default_factory=list)  # what neither place could keep
     db_error: str | None = None  # why
+    rejected: dict[str, str] = field(default_factory=dict)  # refused for good: what -> why
+
+
+@dataclass
+class Resumed:
+    """What `resume` found: the ports still to verify, the statuses committed before, the
+    station of the run."""
+
+    ports: list[str]
+    earlier: list[str]
+    station: str
+    finished: str | None = None  # the run's status when it was finished already
+
+
+def resume(store: ResultStore, run_id: int, package_id: str, mode: str,
+           ports: list[str] | None) -> Resumed:
+    """Check that run `run_id` can be resumed with this package, mode and ports, and claim it
+    (RunBusy if another process works on it). `ports` replace the boards still to verify."""
+    run = store.run(run_id)
+    if run["package_id"] != package_id:
+        raise InputError(f"--resume {run_id}: run {run_id} verified package "
+                         f"{run['package_id'][:16]}…, not {package_id[:16]}…")
+    if run["status"] != RUNNING:
+        return Resumed([], [], run["station"], finished=run["status"])
+    other = sorted({r["mode"] for r in run["results"]} - {mode})
+    if other:
+        raise InputError(f"--resume {run_id}: run {run_id} verified boards in {other[0]} "
+                         f"mode, not {mode}: resume it in the same mode")
+    done = {r["port"] for r in run["results"]}
+    todo = [p for p in run["ports"] if p not in done]
+    if ports is not None:
+        again = [p for p in ports if p in done]
+        if again:
+            raise InputError(f"--ports: {again[0]} already has a result in run {run_id}; "
+                             "give the ports of the boards still to verify")
+    store.claim(run_id)
+    run = store.run(run_id)  # what a process that held the run before committed
+    done = {r["port"] for r in run["results"]}
+    if ports is not None:
+        todo = list(ports)
+        store.set_ports(run_id, [p for p in run["ports"] if p in done] + todo)
+    else:
+        todo = [p for p in run["ports"] if p not in done]
+    return Resumed(todo, [r["status"] for r in run["results"]], run["station"])
 
 
 def parse_ports(spec: str) -> list[str]:
@@ -93,9 +146,14 @@ def accept(
         if journal is None:
             raise e
         result.db_error = str(e)
+        if isinstance(e, ResultRejected):
+            entry = {**entry, "rejected": str(e)}
         try:
             journal.append({**entry, "db": store.url, "run_id": run_id})
-            result.spooled.append(what)
+            if isinstance(e, ResultRejected):
+                result.rejected[what] = str(e)
+            else:
+                result.spooled.append(what)
         except OSError as je:  # still no verdict lost: it is printed and is the exit code
             result.unsaved.append(what)
             result.db_error += f"; journal {journal.path}: {je.strerror or je}"
@@ -110,8 +168,12 @@ def accept(
             for p in ports
         }
         pending = set(futures)
+        beat = time.monotonic()
         while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            finished, pending = wait(pending, timeout=HEARTBEAT, return_when=FIRST_COMPLETED)
+            if time.monotonic() - beat >= HEARTBEAT:  # the run is still being worked on
+                store.heartbeat(run_id)
+                beat = time.monotonic()
             for fut in finished:
                 port = futures[fut]
                 try:
@@ -123,7 +185,8 @@ def accept(
                 except (DatabaseUnavailable, InputError) as e:
                     spool({"kind": "result", "outcome": outcome.to_dict()}, port, e)
                 done[port] = outcome
-                boards.finish(outcome, committed=port not in result.spooled + result.unsaved)
+                boards.finish(outcome, committed=port not in [*result.spooled, *result.unsaved,
+                                                          *result.rejected])
     result.outcomes = [done[p] for p in ports]
     result.status = overall([o.status for o in result.outcomes] + list(earlier))
     try:

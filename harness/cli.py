@@ -208,7 +208,8 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
 
     from fpgaprint.harness.accept import accept as run_accept
     from fpgaprint.harness.accept import default_station
-    from fpgaprint.harness.db import RUNNING, Journal, ResultStore
+    from fpgaprint.harness.accept import resume as resume_run
+    from fpgaprint.harness.db import Journal, ResultStore
     from fpgaprint.harness.reports import accept_table, write_accept_html, write_accept_junit
 
     if ports is None and resume is None:
@@ -223,8 +224,14 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
             ResultStore(db_url, wait=db_wait) as store:
         spool = Journal(journal or Journal.default_path(db_url))
         replayed = store.replay(spool)
-        if replayed:
-            console.print(f"committed {replayed} spooled result(s) from {spool.path}")
+        if replayed.committed:
+            console.print(f"committed {replayed.committed} spooled result(s) from {spool.path}")
+        if replayed.held:
+            warn(f"{spool.path} keeps {replayed.held} result(s) the database refused (each "
+                 "with why, under \"rejected\")")
+        if replayed.rejected:
+            raise InputError(f"--journal {spool.path}: " + "; ".join(replayed.rejected)
+                             + ": kept in the journal, marked rejected; nothing was verified")
         # built (and checked) once, before any board is touched
         base = _plan(pkg, challenge, allow_fingerprint_only)
 
@@ -236,31 +243,15 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
 
         run_id, earlier = None, []
         if resume is not None:
-            run = store.run(resume)
-            if run["package_id"] != pkg.package_id:
-                raise InputError(f"--resume {resume}: run {resume} verified package "
-                                 f"{run['package_id'][:16]}…, not {pkg.package_id[:16]}…")
-            if run["status"] != RUNNING:
-                console.print(f"run {resume} in {store.url} is finished: [bold]{run['status']}[/]")
-                _raise_for(run["status"], f"run {resume} finished as {run['status']}")
-                return
             mode = "challenge" if challenge else "selftest"
-            other = sorted({r["mode"] for r in run["results"]} - {mode})
-            if other:
-                raise InputError(f"--resume {resume}: run {resume} verified boards in {other[0]} "
-                                 f"mode, not {mode}: resume it in the same mode")
-            done = {r["port"] for r in run["results"]}
-            todo = [p for p in run["ports"] if p not in done]
-            if ports is not None:
-                again = [p for p in ports if p in done]
-                if again:
-                    raise InputError(f"--ports: {again[0]} already has a result in run {resume}; "
-                                     "give the ports of the boards still to verify")
-                todo = list(ports)
-                store.set_ports(resume, [p for p in run["ports"] if p in done] + todo)
-            run_id, station = resume, station or run["station"]
-            earlier = [r["status"] for r in run["results"]]
-            ports = todo
+            resumed = resume_run(store, resume, pkg.package_id, mode, ports)
+            if resumed.finished:
+                console.print(f"run {resume} in {store.url} is finished: "
+                              f"[bold]{resumed.finished}[/]")
+                _raise_for(resumed.finished, f"run {resume} finished as {resumed.finished}")
+                return
+            run_id, station = resume, station or resumed.station
+            earlier, ports = resumed.earlier, resumed.ports
         station = station or default_station()
         if ports:
             result = run_accept(ports, pkg, plan_for, store, station, settings,
@@ -292,8 +283,12 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
     if result.unsaved:
         errors.append(f"--db {db_shown}: {result.db_error}; {', '.join(result.unsaved)} "
                       "could not be saved (the verdicts above are the only record)")
+    for what, why in result.rejected.items():
+        errors.append(f"--db {db_shown}: {what}: {why}; kept in {spool.path}, marked rejected")
     for line in errors:
         click.echo(f"error: {line}", err=True)
+    if result.rejected:
+        raise SystemExit(2)
     failed = [o for o in result.outcomes if o.status != PASS]
     reason = "; ".join(f"{o.port}: {o.status} ({o.reason})" for o in failed) or result.status
     _raise_for(result.status, reason)

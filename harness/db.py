@@ -7,7 +7,16 @@ absent, and a killed run loses nothing that was committed.
 
 A locked or unreachable database is retried with backoff for `wait` seconds; a result that
 still cannot be committed goes to a local `Journal` (JSON lines, fsynced), which `replay`
-commits at the next start.
+commits at the next start. A result the database refuses for good (its schema, or another
+result for the same board of the run) is never retried and never dropped: it stays in the
+journal marked with why.
+
+A run is claimed by the one process that works on it (`claim`, a conditional UPDATE that works
+the same on SQLite and PostgreSQL), so two `accept --resume` of one run cannot both verify it.
+
+Schema: tables are created when missing; the nullable columns added since the first version
+(`ADDED_COLUMNS`) are added to an older database on open, and its older rows read as unknown
+(NULL). A database missing any other column is refused before any board is verified.
 """
 
 from __future__ import annotations
@@ -17,8 +26,11 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import threading
 import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -34,13 +46,16 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     func,
+    inspect,
     select,
     text,
+    update,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DatabaseError,
+    IntegrityError,
     NoSuchModuleError,
     OperationalError,
     SQLAlchemyError,
@@ -56,7 +71,12 @@ log = logging.getLogger("fpgaprint.accept")
 DEFAULT_URL = "sqlite:///accept.db"
 RUNNING = "RUNNING"
 LOCK_WAIT = 30.0  # seconds a locked or unreachable database is retried
+CLAIM_LEASE = 120.0  # seconds without a heartbeat after which another host may take a run
+HEARTBEAT = 15.0  # seconds between the heartbeats of a process working on a run
 _PG_TRANSIENT = {"55P03", "40001", "40P01", "57014"}  # lock, serialization, deadlock, timeout
+_PG_PERMANENT = ("22", "23", "42")  # SQLSTATE classes: data, integrity, syntax/undefined names
+_SQLITE_PERMANENT = ("no such column", "no such table", "has no column named",
+                     "constraint failed", "datatype mismatch")
 T = TypeVar("T")
 
 
@@ -64,11 +84,29 @@ class DatabaseUnavailable(InputError):
     """The database stayed locked or unreachable for the whole wait."""
 
 
+class ResultRejected(InputError):
+    """The database refuses a result for good: retrying cannot commit it."""
+
+
+class RunBusy(InputError):
+    """Another live process works on the run."""
+
+
 def _reason(e: BaseException) -> str:
     """One line of the driver's message (never the SQL statement)."""
     orig = getattr(e, "orig", None) or e
     text = str(orig).strip().splitlines()
     return (text[0] if text else type(orig).__name__)[:200]
+
+
+def _permanent(e: BaseException) -> bool:
+    """An error no retry can cure: the schema, a constraint, a value the column refuses."""
+    if isinstance(e, IntegrityError):
+        return True
+    orig = getattr(e, "orig", None)
+    code = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+    text = _reason(e).lower()
+    return code[:2] in _PG_PERMANENT or any(m in text for m in _SQLITE_PERMANENT)
 
 
 def _locked(e: BaseException) -> bool:
@@ -81,14 +119,77 @@ def _locked(e: BaseException) -> bool:
 SCHEMA_LOCK = 0x6670_6770  # the advisory lock under which a station creates the tables
 
 
+# Nullable columns added after the first version of the schema, per table: added to an
+# older database when it is opened; its older rows hold NULL (read as unknown).
+ADDED_COLUMNS = {"accept_runs": ("claim", "claim_seen"), "accept_results": ("trust",)}
+
+
 def _create_tables(engine: Engine) -> None:
-    """Create missing tables. On PostgreSQL under an advisory lock: stations that start at
-    once into a new database would otherwise collide in the catalog (CREATE TABLE IF NOT
-    EXISTS is not atomic there)."""
+    """Create missing tables and add the columns of `ADDED_COLUMNS` an older database lacks.
+    On PostgreSQL under an advisory lock: stations that start at once into a new database
+    would otherwise collide in the catalog (CREATE TABLE IF NOT EXISTS is not atomic there)."""
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK})
         Base.metadata.create_all(conn)
+        for table, names in ADDED_COLUMNS.items():
+            have = {c["name"] for c in inspect(conn).get_columns(table)}
+            for name in names:
+                if name not in have:
+                    col = Base.metadata.tables[table].c[name]
+                    kind = col.type.compile(dialect=conn.dialect)
+                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
+
+
+def schema_mismatch(engine: Engine) -> str | None:
+    """What the database lacks that this version reads and writes (a renamed or removed
+    column), or None."""
+    insp = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        if not insp.has_table(table.name):
+            return f"no table {table.name}"
+        have = {c["name"] for c in insp.get_columns(table.name)}
+        missing = [c.name for c in table.columns if c.name not in have]
+        if missing:
+            return f"table {table.name} has no column {', '.join(missing)}"
+    return None
+
+
+def _token() -> str:
+    """Who claims a run: host, process id and a random part (pids are reused)."""
+    return f"{socket.gethostname()[:120]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _claimer(claim: str) -> tuple[str, int | None]:
+    """(host, pid) of a claim token."""
+    parts = claim.rsplit(":", 2)
+    try:
+        return parts[0], int(parts[1])
+    except (IndexError, ValueError):
+        return parts[0], None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_is_stale(claim: str | None, seen: dt.datetime | None, now: dt.datetime) -> bool:
+    """A claim nobody holds any more: none, no heartbeat for CLAIM_LEASE seconds, or a process
+    of this host that has ended."""
+    if claim is None:
+        return True
+    seen = None if seen is None else (seen if seen.tzinfo else seen.replace(
+        tzinfo=dt.timezone.utc))
+    if seen is None or (now - seen).total_seconds() > CLAIM_LEASE:
+        return True
+    host, pid = _claimer(claim)
+    return host == socket.gethostname()[:120] and pid is not None and not _alive(pid)
 
 
 def _utc(ts: float | None = None) -> dt.datetime:
@@ -113,6 +214,8 @@ class Run(Base):
     started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     status: Mapped[str] = mapped_column(String(16), default=RUNNING)
+    claim: Mapped[str | None] = mapped_column(String(200))  # who works on it (host:pid:nonce)
+    claim_seen: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     results: Mapped[list["BoardResult"]] = relationship(
         back_populates="run", order_by="BoardResult.id"
@@ -147,6 +250,7 @@ class BoardResult(Base):
     checks: Mapped[list] = mapped_column(JSON)
     identity: Mapped[dict] = mapped_column(JSON)
     board_selftest: Mapped[dict | None] = mapped_column(JSON)
+    trust: Mapped[str | None] = mapped_column(String(16))  # pinned/unpinned/unsigned; NULL unknown
 
     run: Mapped[Run] = relationship(back_populates="results")
     vectors: Mapped[list["VectorRow"]] = relationship(
@@ -183,6 +287,7 @@ class ResultStore:
 
     def __init__(self, url: str = DEFAULT_URL, wait: float = LOCK_WAIT) -> None:
         self.wait = wait
+        self.token = _token()
         self._lock = threading.Lock()
         try:
             parsed = make_url(url)
@@ -198,8 +303,19 @@ class ResultStore:
                 from None
         except DatabaseError as e:
             raise InputError(f"--db {self.url}: not a database ({_reason(e)})") from None
+        wrong = self._retry("read the schema", lambda: schema_mismatch(self.engine), _locked)
+        if wrong:
+            self.engine.dispose()
+            raise InputError(f"--db {self.url}: {wrong}: not the schema of fpgaprint's results "
+                             "(a column renamed or removed?); nothing was verified")
 
     def close(self) -> None:
+        """Release the runs this store claimed and did not finish; close the connections."""
+        try:
+            with self._lock, Session(self.engine) as s, s.begin():
+                s.execute(update(Run).where(Run.claim == self.token).values(claim=None))
+        except SQLAlchemyError as e:  # the lease lets another host take the run later
+            log.info("database %s: claims not released: %s", self.url, _reason(e))
         self.engine.dispose()
 
     def __enter__(self) -> "ResultStore":
@@ -232,9 +348,11 @@ class ResultStore:
     def start_run(self, station: str, package_id: str, package_name: str, ports: list[str]) -> int:
         def start() -> int:
             with Session(self.engine) as s, s.begin():
+                now = _utc()
                 run = Run(
                     station=station, package_id=package_id, package_name=package_name,
-                    ports=list(ports), started_at=_utc(), status=RUNNING,
+                    ports=list(ports), started_at=now, status=RUNNING, claim=self.token,
+                    claim_seen=now,
                 )
                 s.add(run)
                 s.flush()
@@ -252,10 +370,54 @@ class ResultStore:
                 return row.id
 
         try:
-            return self._retry(f"commit the result of {o.port}", commit)
+            return self._retry(f"commit the result of {o.port}", commit,
+                               lambda e: not _permanent(e))
         except SQLAlchemyError as e:
-            raise InputError(f"database {self.url}: cannot commit the result of {o.port} "
-                             f"({_reason(e)})") from None
+            raise ResultRejected(f"database {self.url}: cannot commit the result of {o.port} "
+                                 f"({_reason(e)})") from None
+
+    def claim(self, run_id: int) -> None:
+        """Make this process the one that works on `run_id` (RunBusy if a live one does).
+        A compare-and-set on the claim column: of two processes, one UPDATE matches."""
+        def take() -> None:
+            with Session(self.engine) as s, s.begin():
+                run = s.get(Run, run_id)
+                if run is None:
+                    raise InputError(f"database {self.url}: no run {run_id}")
+                now = _utc()
+                held, seen = run.claim, run.claim_seen
+                if held != self.token and not claim_is_stale(held, seen, now):
+                    raise RunBusy(self._busy(run_id, held, seen, now))
+                same = Run.claim.is_(None) if held is None else Run.claim == held
+                won = s.execute(update(Run).where(Run.id == run_id, same)
+                                .values(claim=self.token, claim_seen=now)).rowcount
+                if won != 1:
+                    raise RunBusy(self._busy(run_id, None, None, now))
+
+        self._retry(f"claim run {run_id}", take, _locked)
+
+    def _busy(self, run_id: int, claim: str | None, seen: dt.datetime | None,
+              now: dt.datetime) -> str:
+        who = "another process"
+        if claim:
+            host, pid = _claimer(claim)
+            who = f"{host} pid {pid}" if pid is not None else host
+        ago = ""
+        if seen is not None:
+            seen = seen if seen.tzinfo else seen.replace(tzinfo=dt.timezone.utc)
+            ago = f", last seen {max(0.0, (now - seen).total_seconds()):.0f} s ago"
+        return (f"--resume {run_id}: run {run_id} is being resumed by {who}{ago}; try again "
+                f"when it has finished (or {CLAIM_LEASE:g} s after its last sign of life)")
+
+    def heartbeat(self, run_id: int) -> None:
+        """Say this process still works on `run_id` (one try: a missed beat is harmless)."""
+        try:
+            with self._lock, Session(self.engine) as s, s.begin():
+                s.execute(update(Run).where(Run.id == run_id, Run.claim == self.token)
+                          .values(claim_seen=_utc()))
+        except SQLAlchemyError as e:
+            log.info("database %s: heartbeat of run %d missed: %s", self.url, run_id,
+                     _reason(e))
 
     def finish_run(self, run_id: int, status: str) -> None:
         def finish() -> None:
@@ -265,6 +427,7 @@ class ResultStore:
                     raise InputError(f"database {self.url}: no run {run_id}")
                 run.status = status
                 run.finished_at = _utc()
+                run.claim = None
 
         self._retry(f"finish run {run_id}", finish)
 
@@ -297,6 +460,7 @@ class ResultStore:
                             "n_vectors": r.n_vectors, "n_answered": r.n_answered,
                             "vector_rows": counts.get(r.id, 0), "match_rate": r.match_rate,
                             "exact_failed": r.exact_failed, "reason": r.reason,
+                            "trust": r.trust,
                         }
                         for r in run.results
                     ],
@@ -326,31 +490,88 @@ class ResultStore:
         with Session(self.engine) as s:
             return s.scalar(select(func.max(Run.id)))
 
-    def replay(self, journal: "Journal") -> int:
-        """Commit what `journal` spooled; entries that still fail stay in it. Returns how
-        many were committed (a result already in the database counts as committed)."""
+    def replay(self, journal: "Journal") -> "Replay":
+        """Commit what `journal` spooled for this database. An entry the database is still
+        unavailable for stays; one it refuses for good stays too, marked `rejected` with why
+        (reported once, then kept and counted); a result already committed for the same board
+        counts as committed only when it is the same result."""
+        out = Replay()
         entries = journal.entries()
         if not entries:
-            return 0
+            return out
         left = []
-        done = 0
         for entry in entries:
-            try:
-                if entry.get("db") != self.url:
-                    left.append(entry)
-                    continue
-                if entry["kind"] == "result":
-                    o = BoardOutcome.from_dict(entry["outcome"])
-                    if o.port not in self.committed_ports(int(entry["run_id"])):
-                        self.record(int(entry["run_id"]), o)
-                else:
-                    self.finish_run(int(entry["run_id"]), str(entry["status"]))
-                done += 1
-            except (InputError, SQLAlchemyError, KeyError, TypeError, ValueError) as e:
-                log.warning("journal entry not committed yet: %s", e)
+            if entry.get("db") != self.url:
                 left.append(entry)
+                continue
+            if entry.get("rejected"):
+                out.held += 1
+                left.append(entry)
+                continue
+            try:
+                why = self._replay_one(entry)
+            except DatabaseUnavailable as e:
+                out.waiting.append(str(e))
+                left.append(entry)
+                continue
+            except (InputError, SQLAlchemyError, KeyError, TypeError, ValueError,
+                    AttributeError) as e:
+                why = _reason(e) if isinstance(e, SQLAlchemyError) else str(e)
+            if why is None:
+                out.committed += 1
+                continue
+            left.append({**entry, "rejected": why})
+            out.rejected.append(f"{_what(entry)}: {why}")
         journal.rewrite(left)
-        return done
+        return out
+
+    def _replay_one(self, entry: dict[str, Any]) -> str | None:
+        """Commit one journal entry; None when committed, else why it never can be."""
+        run_id = int(entry["run_id"])
+        if entry["kind"] == "finish":
+            self.finish_run(run_id, str(entry["status"]))
+            return None
+        if entry["kind"] != "result":
+            return f"unknown entry kind {entry['kind']!r}"
+        o = BoardOutcome.from_dict(entry["outcome"])
+
+        def existing() -> BoardResult | None:
+            with Session(self.engine) as s:
+                if s.get(Run, run_id) is None:
+                    raise InputError(f"no run {run_id} in the database")
+                return s.scalar(select(BoardResult).where(BoardResult.run_id == run_id,
+                                                          BoardResult.port == o.port))
+
+        row = self._retry(f"read run {run_id}", existing, _locked)
+        if row is None:
+            self.record(run_id, o)
+            return None
+        started = _utc(o.started).timestamp() if o.started else None
+        have = row.started_at.replace(tzinfo=row.started_at.tzinfo or dt.timezone.utc)
+        if row.status == o.status and started is not None \
+                and abs(have.timestamp() - started) < 1e-3:
+            return None  # committed before the journal was rewritten
+        return (f"run {run_id} already has another result for {o.port} ({row.status}, "
+                f"committed {have.isoformat(timespec='seconds')})")
+
+
+@dataclass
+class Replay:
+    """What `ResultStore.replay` did with a journal."""
+
+    committed: int = 0
+    rejected: list[str] = field(default_factory=list)  # refused for good now: why, per entry
+    held: int = 0  # refused before, still kept in the journal
+    waiting: list[str] = field(default_factory=list)  # the database is still unavailable
+
+
+def _what(entry: dict[str, Any]) -> str:
+    """A journal entry in words: the result of PORT (STATUS) in run N, or the end of run N."""
+    run = entry.get("run_id", "?")
+    if entry.get("kind") == "result":
+        o = entry.get("outcome") if isinstance(entry.get("outcome"), dict) else {}
+        return f"the {o.get('status', '?')} result of {o.get('port', '?')} in run {run}"
+    return f"the end of run {run}"
 
 
 def _result_row(run_id: int, o: BoardOutcome) -> BoardResult:
@@ -365,6 +586,7 @@ def _result_row(run_id: int, o: BoardOutcome) -> BoardResult:
         n_answered=o.answered, exact_failed=o.exact_failed, match_rate=o.match_rate,
         duration_s=o.duration_s, started_at=_utc(o.started), committed_at=_utc(),
         checks=checks, identity=dict(ident), board_selftest=o.board_selftest,
+        trust=_str((o.trust or {}).get("trust")),
     )
     if o.verdict is not None:
         row.vectors = [

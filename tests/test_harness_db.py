@@ -121,3 +121,116 @@ def test_unreachable_postgres_hides_password():
     with pytest.raises(InputError, match="cannot open") as e:
         ResultStore("postgresql+psycopg://u:secret@127.0.0.1:1/db?connect_timeout=2")
     assert "secret" not in str(e.value)
+
+
+def test_one_process_claims_a_run_at_a_time(db_url):
+    from fpgaprint.harness.db import RunBusy
+
+    with ResultStore(db_url) as a, ResultStore(db_url) as b:
+        run = a.start_run("s", "ab" * 32, "x", ["p"])  # the starting process holds it
+        with pytest.raises(RunBusy, match=rf"run {run} is being resumed by .* pid {os.getpid()}"):
+            b.claim(run)
+        a.finish_run(run, PASS)  # a finished run is nobody's
+        b.claim(run)
+        with pytest.raises(RunBusy):
+            a.claim(run)
+    with ResultStore(db_url) as c:  # closing b released its claim
+        c.claim(run)
+
+
+def test_a_claim_of_an_ended_process_on_this_host_is_taken_over(tmp_path):
+    import socket
+    import subprocess
+
+    from fpgaprint.harness.db import Run
+
+    url = f"sqlite:///{tmp_path}/acc.db"
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    with ResultStore(url) as store:
+        run = store.start_run("s", "ab" * 32, "x", ["p"])
+        with Session(store.engine) as s, s.begin():
+            s.get(Run, run).claim = f"{socket.gethostname()}:{ended.pid}:0"
+        store.claim(run)  # its heartbeat is fresh, but its process has ended
+        with Session(store.engine) as s:
+            assert s.get(Run, run).claim == store.token
+
+
+def _spool_pass_over_no_verdict(url: str, tmp_path: Path):
+    """The losing resume committed NO_VERDICT for port a; the winner's PASS was spooled."""
+    from fpgaprint.harness.db import Journal
+
+    with ResultStore(url) as store:
+        run = store.start_run("s", "ab" * 32, "x", ["a"])
+        lost = outcome("a", "SN-A", missing=6)
+        store.record(run, lost)
+    journal = Journal(tmp_path / "j.jsonl")
+    journal.append({"kind": "result", "outcome": outcome("a", "SN-A").to_dict(), "db": url,
+                    "run_id": run})
+    return run, journal
+
+
+def test_replay_keeps_a_result_the_database_holds_another_of(tmp_path):
+    url = f"sqlite:///{tmp_path}/acc.db"
+    run, journal = _spool_pass_over_no_verdict(url, tmp_path)
+    with ResultStore(url) as store:
+        got = store.replay(journal)
+        assert got.committed == 0 and got.held == 0
+        (why,) = got.rejected
+        assert why.startswith(f"the PASS result of a in run {run}: run {run} already has "
+                              "another result for a (NO_VERDICT")
+        (kept,) = journal.entries()
+        assert kept["outcome"]["status"] == PASS and kept["rejected"] in why
+        again = store.replay(journal)  # reported once, kept for good
+        assert (again.committed, again.rejected, again.held) == (0, [], 1)
+        assert len(journal.entries()) == 1
+        assert store.run(run)["results"][0]["status"] == "NO_VERDICT"
+
+
+def test_replay_of_a_result_committed_before_the_journal_was_rewritten(tmp_path):
+    from fpgaprint.harness.db import Journal
+
+    url = f"sqlite:///{tmp_path}/acc.db"
+    with ResultStore(url) as store:
+        run = store.start_run("s", "ab" * 32, "x", ["a"])
+        o = outcome("a", "SN-A")
+        store.record(run, o)
+        journal = Journal(tmp_path / "j.jsonl")
+        journal.append({"kind": "result", "outcome": o.to_dict(), "db": url, "run_id": run})
+        got = store.replay(journal)
+    assert (got.committed, got.rejected) == (1, []) and journal.entries() == []
+
+
+def test_a_renamed_column_is_refused_when_the_database_is_opened(tmp_path):
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path}/acc.db"
+    ResultStore(url).close()
+    con = sqlite3.connect(tmp_path / "acc.db")
+    con.execute("ALTER TABLE accept_results RENAME COLUMN reason TO why")
+    con.commit()
+    con.close()
+    with pytest.raises(InputError, match="table accept_results has no column reason: not the "
+                                         "schema of fpgaprint's results"):
+        ResultStore(url, wait=30)
+
+
+def test_trust_is_recorded_and_an_older_database_gains_the_column(tmp_path):
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path}/acc.db"
+    with ResultStore(url) as store:
+        run = store.start_run("s", "ab" * 32, "x", ["a", "b"])
+        store.record(run, outcome("a", "SN-A"))
+    con = sqlite3.connect(tmp_path / "acc.db")  # as the previous version wrote it
+    for table, col in (("accept_results", "trust"), ("accept_runs", "claim"),
+                       ("accept_runs", "claim_seen")):
+        con.execute(f"ALTER TABLE {table} DROP COLUMN {col}")
+    con.commit()
+    con.close()
+    with ResultStore(url) as store:
+        unpinned = outcome("b", "SN-B")
+        unpinned.trust = {"trust": "unpinned", "warning": "signer not pinned"}
+        store.record(run, unpinned)
+        got = {r["port"]: r["trust"] for r in store.run(run)["results"]}
+    assert got == {"a": None, "b": "unpinned"}

@@ -1,11 +1,19 @@
 """`accept --resume`: a resumed run's verdict covers the results committed before it (even if the
-database cannot be read again), the ports given again must be boards still to verify, and a run
-is resumed in the mode it was started in."""
+database cannot be read again), the ports given again must be boards still to verify, a run
+is resumed in the mode it was started in, two resumes of one run are serialized, and a spooled
+result is committed or kept, never dropped."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
 from fpgaprint.harness.accept import accept
-from fpgaprint.harness.db import DatabaseUnavailable, ResultStore
+from fpgaprint.harness.db import DatabaseUnavailable, Journal, ResultStore, Run
 from fpgaprint.harness.verdict import FAIL, PASS, BoardOutcome
 from fpgaprint.harness.verify import load_package, selftest_plan
 from fpgaprint.hw_targets.served import ServedBoard
@@ -67,3 +75,90 @@ def test_resume_keeps_the_mode_of_the_run(digits_package, keypair, tmp_path, run
                              "--trusted-key", keypair[1], "--db", url)
     assert code == 2, out + err
     assert f"run {run} verified boards in challenge mode, not selftest" in err
+
+
+FPGAPRINT = str(Path(sys.executable).parent / "fpgaprint")
+
+
+def _claim(url: str, run: int) -> str | None:
+    with ResultStore(url) as store, Session(store.engine) as s:
+        return s.get(Run, run).claim
+
+
+def test_two_resumes_of_one_run_at_once_keep_the_pass(digits_package, keypair, tmp_path):
+    """The second resume starts while the first verifies the board (a 9600-baud line makes
+    that take seconds): it exits 2 without touching the board, and the PASS is committed."""
+    pkg = load_package(digits_package, keypair[1])
+    url = f"sqlite:///{tmp_path}/r.db"
+    pin = ("--package", str(digits_package), "--trusted-key", str(keypair[1]), "--db", url,
+           "--baud", "9600")
+    with ServedBoard(digits_package, "--trusted-key", keypair[1], "--baud", "9600") as board:
+        with ResultStore(url) as store:  # a killed run: A committed, the board still to do
+            run = store.start_run("station", pkg.package_id, "digits-mlp", [A, board.port])
+            store.record(run, BoardOutcome(port=A, status=PASS, reason="earlier",
+                                           package_id=pkg.package_id))
+        assert _claim(url, run) is None  # the killed process holds it no more
+        first = subprocess.Popen([FPGAPRINT, "accept", "--resume", str(run), *pin],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        end = time.monotonic() + 120
+        while _claim(url, run) is None and first.poll() is None and time.monotonic() < end:
+            time.sleep(0.1)
+        second = subprocess.run([FPGAPRINT, "accept", "--resume", str(run), *pin],
+                                capture_output=True, text=True, timeout=300)
+        out = first.communicate(timeout=300)[0]
+    assert first.returncode == 0, out
+    assert second.returncode == 2, second.stdout + second.stderr
+    errors = [ln for ln in second.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and f"run {run} is being resumed by" in errors[0], second.stderr
+    with ResultStore(url) as store:
+        got = store.run(run)
+    assert {r["port"]: r["status"] for r in got["results"]} == {A: PASS, board.port: PASS}
+    assert got["status"] == PASS
+    assert not Path(f"{tmp_path}/r.db.pending.jsonl").exists()
+
+
+def test_a_spooled_pass_the_run_holds_another_result_of_is_kept(digits_package, keypair,
+                                                                 tmp_path, run_cli):
+    """What an unserialized second resume left: NO_VERDICT committed for B, the PASS of B in
+    the journal. The PASS is never dropped: kept with why, and the command exits 2 once."""
+    pkg = load_package(digits_package, keypair[1])
+    url = f"sqlite:///{tmp_path}/r.db"
+    with ResultStore(url) as store:
+        run = _run_with(store, pkg, PASS)
+        store.record(run, BoardOutcome(port=B, status="NO_VERDICT", reason="link error",
+                                       package_id=pkg.package_id))
+    journal = Journal(f"{tmp_path}/r.db.pending.jsonl")
+    won = BoardOutcome(port=B, status=PASS, reason="every check passed",
+                       package_id=pkg.package_id, started=time.time())
+    journal.append({"kind": "result", "outcome": won.to_dict(), "db": url, "run_id": run})
+    args = ("accept", "--resume", run, "--package", digits_package, "--trusted-key", keypair[1],
+            "--db", url)
+    code, out, err = run_cli(*args)
+    assert code == 2, out + err
+    assert "committed 1 spooled" not in out
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert (f"the PASS result of {B} in run {run}: run {run} already has another result for "
+            f"{B} (NO_VERDICT") in line and "kept in the journal" in line
+    (kept,) = journal.entries()
+    assert kept["outcome"]["status"] == PASS and "already has another result" in kept["rejected"]
+    code, out, err = run_cli(*args)  # kept, said, and the station goes on
+    assert "keeps 1 result(s) the database refused" in err
+    assert code == 3, out + err  # the run's NO_VERDICT, closed
+    assert len(journal.entries()) == 1
+
+
+def test_a_renamed_column_exits_2_before_any_board(digits_package, keypair, tmp_path, run_cli):
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path}/r.db"
+    ResultStore(url).close()
+    con = sqlite3.connect(tmp_path / "r.db")
+    con.execute("ALTER TABLE accept_results RENAME COLUMN status TO verdict")
+    con.commit()
+    con.close()
+    code, out, err = run_cli("accept", "--ports", A, "--package", digits_package,
+                             "--trusted-key", keypair[1], "--db", url)
+    assert code == 2, out + err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert "table accept_results has no column status" in line
+    assert not (tmp_path / "r.db.pending.jsonl").exists()
