@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from fpgaprint.core.cliopts import OutputDir
+
 
 @click.command()
 @click.option("--db", "db_url", required=True, metavar="URL",
@@ -14,14 +16,21 @@ import click
 @click.option("--since", metavar="WHEN",
               help="only results from then on: a date, a date-time (UTC unless given) or an "
                    "age like 12h, 7d, 2w")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", required=True, type=OutputDir(),
               help="directory for factory.json, factory.md and factory.html")
 def report(db_url: str, since: str | None, out: Path) -> None:
-    """Yield per station, package and day, failure causes and retried boards, from every
-    acceptance run in the database."""
+    """The boards that have not passed (with their cause), yield per station, package, day and
+    trust, failure causes and retried boards, from every acceptance run in the database."""
     from rich.console import Console
 
-    from fpgaprint.harness.factory import aggregate, load, parse_since, summary_table, write_report
+    from fpgaprint.harness.factory import (
+        aggregate,
+        load,
+        not_passed_table,
+        parse_since,
+        summary_table,
+        write_report,
+    )
 
     when = parse_since(since)
     console = Console(highlight=False)
@@ -30,6 +39,8 @@ def report(db_url: str, since: str | None, out: Path) -> None:
         doc = aggregate(data)
     paths = write_report(doc, out)
     console.print(summary_table(doc))
+    if doc["not_passed"]:
+        console.print(not_passed_table(doc))
     t = doc["total"]
     console.print(f"{t['boards']} boards, {t['results']} results in {data.url}; reports: "
                   + ", ".join(str(p) for p in paths))

@@ -4,13 +4,19 @@
 (PostgreSQL shared by several stations, or a local SQLite file) without changing it and
 writes `factory.json`, `factory.md` and `factory.html` (with plots):
 
-- yield per station, per package and per day: boards tested, results, PASS / FAIL /
-  NO_VERDICT, first-pass yield (a board's first result in the group is PASS) and final yield
-  (its last result is PASS). A board is its reported serial, else its port at its station;
+- boards that have not passed: every board whose last result for a package is not PASS,
+  with its cause (`reports.cause`), station, run and the package's trust;
+- yield per station, per package, per day and per trust (pinned / unpinned / unsigned;
+  `unknown` for results written before the database recorded it): boards tested, results,
+  PASS / FAIL / NO_VERDICT, first-pass yield (a board's first result in the group is PASS) and
+  final yield (its last result is PASS). A board is its reported serial, else PORT@STATION;
 - failure causes: which check failed or reached no verdict, link errors (NO_VERDICT results
-  whose reason is the link), and which vectors failed (raw output, label, no answer) per
-  package;
+  whose reason is the link, an unopenable port included), and which answered vectors failed
+  (raw output, label) per package; an unanswered vector is a link matter, never a failing one;
 - boards that needed retries: boards with more than one result for a package, in order.
+
+Every cell is read as untrusted: a malformed JSON or typed cell is one InputError naming its
+table, row and column.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from fpgaprint.harness.verdict import FAIL, NO_VERDICT, PASS
 
 STATUSES = (PASS, FAIL, NO_VERDICT)
 TOP_VECTORS = 20
+GOOD_YIELD, LOW_YIELD = 0.95, 0.80  # green from GOOD_YIELD on, red below LOW_YIELD
 _REL = re.compile(r"^(\d+)\s*([hdw])$")
 
 
@@ -71,10 +78,19 @@ class Result:
     started: dt.datetime
     checks: list[dict[str, Any]]
     match_rate: float | None
+    answered: int = 0
+    total: int = 0
+    trust: str | None = None  # None: written before the database recorded trust
 
     @property
     def board(self) -> str:
-        return self.serial or f"{self.station}:{self.port}"
+        return self.serial or f"{self.port}@{self.station}"
+
+    @property
+    def cause(self) -> str:
+        from fpgaprint.harness.reports import cause
+
+        return cause(self.status, self.reason, self.checks, self.answered, self.total)
 
     @property
     def day(self) -> str:
@@ -98,7 +114,7 @@ class FactoryData:
 
 def load(url: str, since: dt.datetime | None = None) -> FactoryData:
     """Every run and board result (started at or after `since`) of the database at `url`."""
-    from sqlalchemy import and_, case, create_engine, func, inspect, or_, select
+    from sqlalchemy import and_, case, create_engine, func, inspect, literal, or_, select
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
     from sqlalchemy.orm import Session
@@ -122,38 +138,47 @@ def load(url: str, since: dt.datetime | None = None) -> FactoryData:
         cutoff = None if since is None else (
             since.astimezone(dt.timezone.utc) if backend != "sqlite"
             else since.astimezone(dt.timezone.utc).replace(tzinfo=None))
+        have = {c["name"] for c in inspect(engine).get_columns(BoardResult.__tablename__)}
+        trust = BoardResult.trust if "trust" in have else literal(None).label("trust")
         with Session(engine) as s:
-            q = select(BoardResult, Run).join(Run, BoardResult.run_id == Run.id)
+            q = (select(BoardResult.id, BoardResult.run_id, Run.station, Run.package_id,
+                        Run.package_name, BoardResult.port, BoardResult.serial,
+                        BoardResult.status, BoardResult.reason, BoardResult.started_at,
+                        BoardResult.checks, BoardResult.match_rate, BoardResult.n_answered,
+                        BoardResult.n_vectors, trust)
+                 .join(Run, BoardResult.run_id == Run.id))
             if cutoff is not None:
                 q = q.where(BoardResult.started_at >= cutoff)
-            results = [Result(r.run_id, run.station, run.package_id, run.package_name or "",
-                              r.port, r.serial, r.status, r.reason or "", _utc(r.started_at),
-                              list(r.checks or []), r.match_rate)
-                       for r, run in s.execute(q.order_by(BoardResult.started_at,
-                                                          BoardResult.id))]
-            rq = select(Run.station, Run.status, func.count(Run.id)).group_by(
-                Run.station, Run.status)
-            if cutoff is not None:
-                rq = rq.where(Run.started_at >= cutoff)
-            runs = [{"station": st, "status": status, "runs": n}
-                    for st, status, n in s.execute(rq)]
-            bad_exact = case((VectorRow.exact.is_(False), 1), else_=0)
-            bad_label = case((VectorRow.fingerprint.is_(False), 1), else_=0)
-            unanswered = case((VectorRow.answered.is_(False), 1), else_=0)
-            vq = (select(Run.package_id, Run.package_name, VectorRow.index,
-                         func.sum(bad_exact), func.sum(bad_label), func.sum(unanswered),
-                         func.count(func.distinct(VectorRow.result_id)))
-                  .join(BoardResult, VectorRow.result_id == BoardResult.id)
-                  .join(Run, BoardResult.run_id == Run.id)
-                  .where(or_(VectorRow.exact.is_(False), VectorRow.fingerprint.is_(False),
-                             VectorRow.answered.is_(False)))
-                  .group_by(Run.package_id, Run.package_name, VectorRow.index))
-            if cutoff is not None:
-                vq = vq.where(and_(BoardResult.started_at >= cutoff))
-            vectors = [{"package_id": pid, "package": f"{name or '?'} {pid[:12]}",
-                        "vector": int(i), "exact_failed": int(e), "label_failed": int(lab),
-                        "unanswered": int(u), "boards": int(n)}
-                       for pid, name, i, e, lab, u, n in s.execute(vq)]
+            try:
+                results = [_result(row) for row in s.execute(
+                    q.order_by(BoardResult.started_at, BoardResult.id))]
+                rq = select(Run.station, Run.status, func.count(Run.id)).group_by(
+                    Run.station, Run.status)
+                if cutoff is not None:
+                    rq = rq.where(Run.started_at >= cutoff)
+                runs = [{"station": _text(st, "accept_runs", "station"),
+                         "status": _text(status, "accept_runs", "status"), "runs": int(n)}
+                        for st, status, n in s.execute(rq)]
+                bad_exact = case((VectorRow.exact.is_(False), 1), else_=0)
+                bad_label = case((VectorRow.fingerprint.is_(False), 1), else_=0)
+                vq = (select(Run.package_id, Run.package_name, VectorRow.index,
+                             func.sum(bad_exact), func.sum(bad_label),
+                             func.count(func.distinct(VectorRow.result_id)))
+                      .join(BoardResult, VectorRow.result_id == BoardResult.id)
+                      .join(Run, BoardResult.run_id == Run.id)
+                      .where(VectorRow.answered.is_(True),
+                             or_(VectorRow.exact.is_(False), VectorRow.fingerprint.is_(False)))
+                      .group_by(Run.package_id, Run.package_name, VectorRow.index))
+                if cutoff is not None:
+                    vq = vq.where(and_(BoardResult.started_at >= cutoff))
+                vectors = [{"package_id": str(pid), "package": f"{name or '?'} {str(pid)[:12]}",
+                            "vector": int(i), "exact_failed": int(e), "label_failed": int(lab),
+                            "boards": int(n)}
+                           for pid, name, i, e, lab, n in s.execute(vq)]
+            except (ValueError, TypeError, OverflowError) as e:
+                where = str(e) if isinstance(e, _BadCell) else (
+                    _bad_cell(s) or f"a cell it cannot read ({type(e).__name__}: {e})")
+                raise InputError(f"--db {shown}: {where}"[:400]) from None
     except OperationalError as e:
         raise LinkError(f"--db {shown}: cannot read the database "
                         f"({str(e.orig).strip().splitlines()[0][:200]})") from None
@@ -162,9 +187,83 @@ def load(url: str, since: dt.datetime | None = None) -> FactoryData:
             from None
     finally:
         engine.dispose()
-    vectors.sort(key=lambda v: (-(v["exact_failed"] + v["label_failed"] + v["unanswered"]),
-                                v["package_id"], v["vector"]))
+    vectors.sort(key=lambda v: (-(v["exact_failed"] + v["label_failed"]), v["package_id"],
+                                v["vector"]))
     return FactoryData(shown, since, results, runs, vectors)
+
+
+class _BadCell(ValueError):
+    pass
+
+
+def _text(v: Any, table: str, column: str, row: Any = None, null: bool = False) -> Any:
+    if v is None and null:
+        return None
+    if isinstance(v, (str, int)) and not isinstance(v, bool):
+        return str(v)
+    where = f"table {table}" + (f" row {row}" if row is not None else "")
+    raise _BadCell(f"{where}, column {column}: {type(v).__name__} where text is expected")
+
+
+def _result(row: Any) -> Result:
+    """One board result from its row, every cell checked (_BadCell naming the cell)."""
+    (rid, run_id, station, package_id, package_name, port, serial, status, reason, started,
+     checks, match_rate, answered, total, trust) = row
+
+    def bad(column: str, what: str) -> _BadCell:
+        return _BadCell(f"table accept_results row {rid}, column {column}: {what}")
+
+    def t(v: Any, column: str, null: bool = False) -> Any:
+        return _text(v, "accept_results", column, rid, null)
+
+    station, package_id, port, status = (t(station, "station"), t(package_id, "package_id"),
+                                         t(port, "port"), t(status, "status"))
+    package_name, serial, reason, trust = (t(package_name, "package_name", True),
+                                           t(serial, "serial", True), t(reason, "reason", True),
+                                           t(trust, "trust", True))
+    if status not in STATUSES:
+        raise bad("status", f"{status[:40]!r} is not one of {', '.join(STATUSES)}")
+    if not isinstance(started, dt.datetime):
+        raise bad("started_at", "not a date-time")
+    if not isinstance(checks, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("name"), str)
+            and isinstance(c.get("status"), str) for c in checks):
+        raise bad("checks", "not a list of checks with a name and a status")
+    for col, v in (("n_answered", answered), ("n_vectors", total)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise bad(col, f"{str(v)[:40]!r} is not a count")
+    if match_rate is not None and (not isinstance(match_rate, (int, float))
+                                   or isinstance(match_rate, bool)):
+        raise bad("match_rate", f"{str(match_rate)[:40]!r} is not a number")
+    return Result(int(run_id), station, package_id, package_name or "", port, serial, status,
+                  reason or "", _utc(started), list(checks), match_rate, answered, total, trust)
+
+
+def _bad_cell(session: Any) -> str | None:
+    """The first cell of a JSON or date-time column its type cannot read (SQLite stores
+    anything in any column), as `table T row N, column C: why`."""
+    from sqlalchemy import JSON, DateTime, Text, select, type_coerce
+
+    from fpgaprint.harness.db import Base
+
+    dialect = session.get_bind().dialect
+    for table in Base.metadata.sorted_tables:
+        for col in table.columns:
+            if not isinstance(col.type, (JSON, DateTime)):
+                continue
+            convert = col.type.result_processor(dialect, None)
+            if convert is None:
+                continue
+            q = select(table.c.id, type_coerce(col, Text)).where(col.is_not(None))
+            for rid, raw in session.execute(q):
+                try:
+                    convert(raw)
+                except (ValueError, TypeError) as e:
+                    what = "not valid JSON" if isinstance(col.type, JSON) else \
+                        "not a date-time"
+                    return (f"table {table.name} row {rid}, column {col.name}: {what} "
+                            f"({str(e)[:80]})")
+    return None
 
 
 # ------------------------------------------------------------------------------ aggregates
@@ -192,28 +291,30 @@ def _group(results: list[Result], key) -> dict[str, dict[str, Any]]:
 
 
 def link_cause(r: Result) -> str | None:
-    """The link error of a NO_VERDICT result, as a short category; None for other results."""
-    if r.status != NO_VERDICT:
+    """The link error of a NO_VERDICT result, as a short category; None for other results.
+    A result whose vectors went unanswered (an unopenable port, a hung board) is one."""
+    if r.status != NO_VERDICT or not r.cause.startswith("link: "):
         return None
-    text = r.reason
-    m = re.search(r"link error: (.*)", text)
-    if m:
-        text = _first_clause(m.group(1))
-    elif "HELLO" not in text and "error while verifying" not in text:
-        return None
-    text = re.sub(r"(/dev/\S+|socket://\S+|pty://\S+|rfc2217://\S+)", "PORT", text)
+    text = r.cause[len("link: "):]
+    text = re.sub(r"(/dev/\S+|socket://\S+|pty://\S+|rfc2217://\S+|loop://\S*)", "PORT",
+                  text)
     text = re.sub(r"\d+(\.\d+)?", "N", text)
     return text.strip()[:120]
 
 
-def _first_clause(text: str) -> str:
-    """Text up to the first `; ` outside parentheses."""
-    depth = 0
-    for i, ch in enumerate(text):
-        depth += {"(": 1, ")": -1}.get(ch, 0)
-        if ch == ";" and depth <= 0:
-            return text[:i]
-    return text
+def not_passed(results: list[Result]) -> list[dict[str, Any]]:
+    """Every board whose last result for a package is not PASS: the board (serial, else
+    PORT@STATION), that result's cause, station, run and time, and the package's trust."""
+    last: dict[tuple[str, str], Result] = {}
+    tries: Counter = Counter()
+    for r in results:  # in time order: the last one wins
+        last[(r.board, r.package_id)] = r
+        tries[(r.board, r.package_id)] += 1
+    return [{"board": board, "package": r.package, "status": r.status, "cause": r.cause,
+             "station": r.station, "run": r.run_id, "when": r.started.isoformat(),
+             "answered": f"{r.answered}/{r.total}", "trust": r.trust or "unknown",
+             "attempts": tries[(board, pid)]}
+            for (board, pid), r in sorted(last.items()) if r.status != PASS]
 
 
 def causes(results: list[Result]) -> dict[str, Any]:
@@ -255,9 +356,11 @@ def aggregate(data: FactoryData) -> dict[str, Any]:
         "since": data.since.isoformat() if data.since else None,
         "generated": data.generated,
         "total": _yield(res),
+        "not_passed": not_passed(res),
         "stations": _group(res, lambda r: r.station),
         "packages": _group(res, lambda r: r.package),
         "days": _group(res, lambda r: r.day),
+        "trust": _group(res, lambda r: r.trust or "unknown"),
         "station_day": _group(res, lambda r: f"{r.station} {r.day}"),
         "runs": data.runs,
         "causes": causes(res),
@@ -273,6 +376,23 @@ def _pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:.1f} %"
 
 
+def yield_status(y: float | None) -> str | None:
+    """The verdict colour of a yield: PASS's from GOOD_YIELD on, NO_VERDICT's from LOW_YIELD,
+    FAIL's below (never green below GOOD_YIELD)."""
+    if y is None:
+        return None
+    return PASS if y >= GOOD_YIELD else NO_VERDICT if y >= LOW_YIELD else FAIL
+
+
+NOT_PASSED_COLS = ["board", "package", "last result", "cause", "station", "run", "answered",
+                   "trust", "results"]
+
+
+def _not_passed_rows(doc: dict[str, Any]) -> list[list[str]]:
+    return [[b["board"], b["package"], b["status"], b["cause"], b["station"], str(b["run"]),
+             b["answered"], b["trust"], str(b["attempts"])] for b in doc["not_passed"]]
+
+
 def _yield_rows(groups: dict[str, dict[str, Any]]) -> list[list[str]]:
     return [[k, str(g["boards"]), str(g["results"]), str(g[PASS]), str(g[FAIL]),
              str(g[NO_VERDICT]), _pct(g["first_pass_yield"]), _pct(g["final_yield"])]
@@ -281,6 +401,12 @@ def _yield_rows(groups: dict[str, dict[str, Any]]) -> list[list[str]]:
 
 YIELD_COLS = ["boards", "results", "PASS", "FAIL", "NO_VERDICT", "first-pass yield",
               "final yield"]
+VECTOR_COLS = ["package", "vector", "raw ≠ golden", "label ≠ expected", "boards"]
+
+
+def _vector_rows(doc: dict[str, Any]) -> list[list[str]]:
+    return [[v["package"], str(v["vector"]), str(v["exact_failed"]), str(v["label_failed"]),
+             str(v["boards"])] for v in doc["vectors"]]
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -299,9 +425,12 @@ def markdown(doc: dict[str, Any]) -> str:
              f"{t['boards']} boards, {t['results']} results: first-pass yield "
              f"{_pct(t['first_pass_yield']) or 'n/a'}, final yield "
              f"{_pct(t['final_yield']) or 'n/a'}.", ""]
+    lines += [f"## Boards that have not passed ({len(doc['not_passed'])})", ""]
+    lines += table(NOT_PASSED_COLS, _not_passed_rows(doc))
     for title, key, first in (("Yield per station", "stations", "station"),
                               ("Yield per package", "packages", "package"),
-                              ("Yield per day (UTC)", "days", "day")):
+                              ("Yield per day (UTC)", "days", "day"),
+                              ("Yield per trust", "trust", "trust")):
         lines += [f"## {title}", ""] + table([first] + YIELD_COLS, _yield_rows(doc[key]))
     c = doc["causes"]
     lines += ["## Failure causes", "", "### Checks that did not pass", ""]
@@ -309,12 +438,9 @@ def markdown(doc: dict[str, Any]) -> str:
                    [[k, str(v[FAIL]), str(v[NO_VERDICT])] for k, v in c["checks"].items()])
     lines += ["### Link errors (NO_VERDICT)", ""]
     lines += table(["error", "results"], [[k, str(v)] for k, v in c["link_errors"].items()])
-    lines += [f"### Failing vectors (top {TOP_VECTORS} of {doc['vectors_total']})", ""]
-    lines += table(["package", "vector", "raw ≠ golden", "label ≠ expected", "no answer",
-                    "boards"],
-                   [[v["package"], str(v["vector"]), str(v["exact_failed"]),
-                     str(v["label_failed"]), str(v["unanswered"]), str(v["boards"])]
-                    for v in doc["vectors"]])
+    lines += [f"### Failing vectors (top {TOP_VECTORS} of {doc['vectors_total']}, answered "
+              "vectors only)", ""]
+    lines += table(VECTOR_COLS, _vector_rows(doc))
     lines += ["## Boards that needed retries", ""]
     lines += table(["board", "package", "attempts", "results in order", "stations", "final"],
                    [[r["board"], r["package"], str(r["attempts"]), " → ".join(r["statuses"]),
@@ -344,7 +470,9 @@ def plots(doc: dict[str, Any]) -> dict[str, str]:
         first = [100 * (g["first_pass_yield"] or 0) for g in groups.values()]
         final = [100 * (g["final_yield"] or 0) for g in groups.values()]
         ax.bar(x - 0.2, first, width=0.4, color="#56B4E9", label="first-pass yield")
-        ax.bar(x + 0.2, final, width=0.4, color=COLORS[PASS], label="final yield")
+        ax.bar(x + 0.2, final, width=0.4, label="final yield",
+               color=[COLORS[yield_status(g["final_yield"]) or PASS] for g in groups.values()])
+        ax.axhline(100 * GOOD_YIELD, color="black", ls="--", lw=0.8)
         for i, g in enumerate(groups.values()):
             ax.text(i, 103, f"{g['boards']} boards", ha="center", fontsize=7)
         ax.set_xticks(x, names, rotation=30 if len(names) > 3 else 0,
@@ -389,8 +517,7 @@ def plots(doc: dict[str, Any]) -> dict[str, str]:
         ax = fig.subplots()
         bottom = np.zeros(len(vs))
         for key, label, color in (("exact_failed", "raw output ≠ golden", "#D55E00"),
-                                  ("label_failed", "label ≠ expected", "#CC79A7"),
-                                  ("unanswered", "no answer", "#E69F00")):
+                                  ("label_failed", "label ≠ expected", "#CC79A7")):
             vals = np.array([v[key] for v in vs], dtype=float)
             ax.bar(x, vals, bottom=bottom, color=color, label=label)
             bottom += vals
@@ -409,13 +536,14 @@ TITLES = {"stations": "Yield per station", "days": "Yield per day",
 CAPTIONS = {
     "stations": "Share of boards whose first result at the station was PASS (first-pass "
                 "yield) and whose last result was PASS (final yield); the number of boards "
-                "tested is above each pair.",
+                "tested is above each pair. A final-yield bar is green from 95 %, orange from "
+                "80 %, red below (dashed line: 95 %).",
     "days": "The same yields per day (UTC) over every station.",
     "causes": "Board results per cause: a check that failed (red), a check that reached no "
               "verdict or a link error (orange).",
     "vectors": "The self-test vectors that failed most often, per package: raw output "
-               "different from the golden model's, label different from the expected one, or "
-               "no answer, counted over board results.",
+               "different from the golden model's or label different from the expected one, "
+               "counted over board results; unanswered vectors are a link matter, not counted.",
 }
 
 
@@ -437,11 +565,13 @@ def html_page(doc: dict[str, Any]) -> str:
 
     t = doc["total"]
     c = doc["causes"]
-    sections = []
+    sections = [f"<h2>Boards that have not passed ({len(doc['not_passed'])})</h2>"
+                + table(NOT_PASSED_COLS, _not_passed_rows(doc))]
     for title, key, first in (("Yield per station", "stations", "station"),
                               ("Yield per package", "packages", "package"),
                               ("Yield per day (UTC)", "days", "day"),
-                              ("Yield per station and day", "station_day", "station, day")):
+                              ("Yield per station and day", "station_day", "station, day"),
+                              ("Yield per trust", "trust", "trust")):
         sections.append(f"<h2>{e(title)}</h2>" + table([first] + YIELD_COLS,
                                                         _yield_rows(doc[key])))
     sections.append("<h2>Failure causes</h2><h3>Checks that did not pass</h3>" + table(
@@ -449,12 +579,8 @@ def html_page(doc: dict[str, Any]) -> str:
         [[k, str(v[FAIL]), str(v[NO_VERDICT])] for k, v in c["checks"].items()]))
     sections.append("<h3>Link errors (NO_VERDICT)</h3>" + table(
         ["error", "results"], [[k, str(v)] for k, v in c["link_errors"].items()]))
-    sections.append(f"<h3>Failing vectors (top {TOP_VECTORS} of {doc['vectors_total']})</h3>"
-                    + table(["package", "vector", "raw ≠ golden", "label ≠ expected",
-                             "no answer", "boards"],
-                            [[v["package"], str(v["vector"]), str(v["exact_failed"]),
-                              str(v["label_failed"]), str(v["unanswered"]), str(v["boards"])]
-                             for v in doc["vectors"]]))
+    sections.append(f"<h3>Failing vectors (top {TOP_VECTORS} of {doc['vectors_total']}, "
+                    "answered vectors only)</h3>" + table(VECTOR_COLS, _vector_rows(doc)))
     sections.append("<h2>Boards that needed retries</h2>" + table(
         ["board", "package", "attempts", "results in order", "stations", "final"],
         [[r["board"], r["package"], str(r["attempts"]), " → ".join(r["statuses"]),
@@ -466,13 +592,14 @@ def html_page(doc: dict[str, Any]) -> str:
 body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;margin-bottom:1em}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
 figure{{display:inline-block;vertical-align:top;max-width:48em;margin:1em}}
-figcaption{{font-size:90%;color:#333}} .pass{{color:{COLORS[PASS]}}}
+figcaption{{font-size:90%;color:#333}} .PASS{{color:{COLORS[PASS]}}}
+.FAIL{{color:{COLORS[FAIL]}}} .NO_VERDICT{{color:{COLORS[NO_VERDICT]}}}
 </style></head><body>
 <h1>Factory acceptance report</h1>
 <p>Database {e(doc['database'])}{since}; generated {e(doc['generated'])}.</p>
 <p>{t['boards']} boards, {t['results']} results: first-pass yield
-<b class='pass'>{e(_pct(t['first_pass_yield']) or 'n/a')}</b>, final yield
-<b class='pass'>{e(_pct(t['final_yield']) or 'n/a')}</b>.</p>
+<b class='{yield_status(t['first_pass_yield']) or ""}'>{e(_pct(t['first_pass_yield']) or 'n/a')}</b>,
+final yield <b class='{yield_status(t['final_yield']) or ""}'>{e(_pct(t['final_yield']) or 'n/a')}</b>.</p>
 {imgs}
 {''.join(sections)}
 </body></html>
@@ -483,20 +610,45 @@ def write_report(doc: dict[str, Any], out: str | Path) -> list[Path]:
     from fpgaprint.core.atomic import write_atomic, write_json
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "factory.json", doc, sort_keys=False)
-    write_atomic(out / "factory.md", markdown(doc) + "\n")
-    write_atomic(out / "factory.html", html_page(doc).encode("utf-8"))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "factory.json", doc, sort_keys=False)
+        write_atomic(out / "factory.md", markdown(doc) + "\n")
+        write_atomic(out / "factory.html", html_page(doc).encode("utf-8"))
+    except OSError as e:
+        raise InputError(f"--out {out}: cannot write the report ({e.strerror or e})") from None
     return [out / "factory.json", out / "factory.md", out / "factory.html"]
 
 
 def summary_table(doc: dict[str, Any]):
-    """A rich table: yield per station."""
+    """A rich table: yield per station, each yield in its verdict colour."""
     from rich.table import Table
+    from rich.text import Text
+
+    from fpgaprint.harness.reports import STYLE
 
     t = Table(title="yield per station", header_style="bold")
     for col in ["station"] + YIELD_COLS:
         t.add_column(col)
-    for row in _yield_rows(doc["stations"]):
-        t.add_row(*row)
+    for row, g in zip(_yield_rows(doc["stations"]), doc["stations"].values()):
+        ys = [Text(cell, STYLE.get(yield_status(g[k]) or "", "")) for cell, k in
+              zip(row[-2:], ("first_pass_yield", "final_yield"))]
+        t.add_row(*row[:-2], *ys)
+    return t
+
+
+def not_passed_table(doc: dict[str, Any]):
+    """A rich table: the boards that have not passed, with their cause."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from fpgaprint.harness.reports import STYLE
+
+    t = Table(title=f"boards that have not passed ({len(doc['not_passed'])})",
+              header_style="bold")
+    for col in ("board", "last result", "cause", "station", "run", "trust"):
+        t.add_column(col, overflow="fold")
+    for b in doc["not_passed"]:
+        t.add_row(b["board"], Text(b["status"], STYLE[b["status"]]), b["cause"], b["station"],
+                  str(b["run"]), b["trust"])
     return t

@@ -172,10 +172,11 @@ TITLES = {"match_rate": "Fingerprint match rate per board",
           "duration": "Verification time per board",
           "failures": "Vectors that failed a check, per board"}
 CAPTIONS = {
-    "match_rate": "Fingerprint match rate of each board: the share of vectors whose label equals "
-                  "the pre-trained model's. The dashed line is the threshold a board must reach. "
-                  "A bar's colour is the fingerprint check's result; the note above it names "
-                  "every other check that did not pass.",
+    "match_rate": "Fingerprint match rate of each board: the share of its answered vectors "
+                  "whose label equals the pre-trained model's (how many answered is noted above "
+                  "the bar). The dashed line is the threshold a board must reach. A bar's "
+                  "colour is the board's verdict; the note above it names every other check "
+                  "that did not pass.",
     "duration": "Time to verify each board, split into the identity exchange (HELLO), the "
                 "exchange of the vectors, and the rest (connecting, the board's self-test "
                 "report, the decision).",
@@ -183,6 +184,60 @@ CAPTIONS = {
                 "golden model's (exact check), label different from the expected one "
                 "(fingerprint check), or no answer at all.",
 }
+
+
+def _first_clause(text: str) -> str:
+    """Text up to the first `; ` outside parentheses."""
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == ";" and depth <= 0:
+            return text[:i]
+    return text
+
+
+def cause(status: str, reason: str, checks: list[dict[str, Any]], answered: int,
+          total: int) -> str:
+    """Why a board did not pass, in one line ("" for a PASS): the checks that failed; else,
+    when vectors went unanswered, the fixture or link (`link: ...`), never the vectors; else
+    the checks that reached no verdict. Used by `accept` and `fpgaprint report`."""
+    if status == PASS:
+        return ""
+    failed = [c for c in checks if c.get("status") == FAIL]
+    if failed:
+        return "; ".join(f"{c.get('name')}: {c.get('detail')}" for c in failed)
+    text = re.sub(r"^(no verdict: |link error: )", "", reason or "")
+    if (total and answered == 0) or not checks:
+        return f"link: {_first_clause(text)}"
+    if answered < total:
+        return f"link: {answered}/{total} vectors answered ({_first_clause(text)})"
+    open_ = [c for c in checks if c.get("status") == NO_VERDICT]
+    return "; ".join(f"{c.get('name')}: {c.get('detail')}" for c in open_) or text
+
+
+def outcome_cause(o: BoardOutcome) -> str:
+    """`cause` of a board outcome."""
+    checks = [] if o.verdict is None else o.verdict.to_dict()["checks"]
+    return cause(o.status, o.reason, checks, o.answered, o.total)
+
+
+def label_matches(o: BoardOutcome) -> tuple[int, int, int]:
+    """(labels that match, vectors answered, vectors) of the fingerprint tier: a match rate is
+    only ever taken over answered vectors."""
+    vs = [v for v in (o.verdict.vectors if o.verdict else []) if v.tier == "fingerprint"]
+    answered = [v for v in vs if v.answered]
+    return sum(v.fingerprint is True for v in answered), len(answered), len(vs)
+
+
+def match_text(o: BoardOutcome) -> str:
+    """`0.98 (100/100)`: the match rate over the answered vectors and how many answered;
+    `— (0/100 answered)` when none did; "" without fingerprint-tier vectors."""
+    k, answered, n = label_matches(o)
+    if not n:
+        return ""
+    if not answered:
+        return f"— (0/{n} answered)"
+    return f"{k / answered:.2f} ({answered}/{n})"
 
 
 def not_passed(o: BoardOutcome) -> list[CheckResult]:
@@ -223,17 +278,21 @@ def accept_plots(outcomes: list[BoardOutcome], threshold: float | None) -> dict[
     fig = Figure(figsize=(width, 3.4), layout="constrained")
     ax = fig.subplots()
     fp = [o.verdict.check("fingerprint") if o.verdict else None for o in outcomes]
-    ax.bar(x, [o.match_rate or 0.0 for o in outcomes],
-           color=[COLORS.get(c.status, GREY) if c else GREY for c in fp])
-    for i, o in enumerate(outcomes):  # every other check that did not pass, above the bar
+    counts = [label_matches(o) for o in outcomes]
+    ax.bar(x, [k / a if a else 0.0 for k, a, _ in counts],
+           color=[COLORS.get(o.status, GREY) for o in outcomes])
+    for i, o in enumerate(outcomes):  # the answered count; every other check not passed
+        k, a, n = counts[i]
         notes = [f"{c.name}: {'FAIL' if c.status == FAIL else 'no verdict'}"
                  for c in not_passed(o) if c.name != "fingerprint"]
         if fp[i] is None and not notes:
             notes = ["no check ran", o.status.replace("_", " ").lower()]
+        if n:
+            notes.append(f"{a}/{n} answered")
         if notes:
             ax.text(i, 1.04, "\n".join(notes), ha="center", va="bottom", fontsize=7,
                     color=COLORS.get(o.status, "black"))
-    handles = [Patch(color=COLORS[s], label=f"fingerprint {s}") for s in COLORS]
+    handles = [Patch(color=COLORS[s], label=f"board {s}") for s in COLORS]
     if threshold is not None:
         ax.axhline(threshold, color="black", linestyle="--", lw=1)
         handles.append(Line2D([], [], color="black", ls="--", label=f"threshold {threshold:.2f}"))
@@ -242,7 +301,7 @@ def accept_plots(outcomes: list[BoardOutcome], threshold: float | None) -> dict[
     ax.set_ylim(0, 1.3)
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_xlabel("board (serial, else port)")
-    ax.set_ylabel("fingerprint match rate")
+    ax.set_ylabel("match rate (answered vectors)")
     ax.set_title(TITLES["match_rate"])
     ax.legend(handles=handles, **legend)
     plots["match_rate"] = _png(fig)
@@ -295,12 +354,10 @@ def accept_html(
     plots = accept_plots(outcomes, threshold) if outcomes else {}
     rows = []
     for o in outcomes:
-        rate = "" if o.match_rate is None else f"{o.match_rate:.3f}"
-        failed = ", ".join(f"{c.name} ({c.status})" for c in not_passed(o))
         rows.append(
             f"<tr class='{e(o.status)}'><td>{e(o.port)}</td><td>{e(o.serial or '')}</td>"
             f"<td>{e(str(o.identity.get('board') or ''))}</td><td>{e(o.status)}</td>"
-            f"<td>{e(failed)}</td><td>{rate}</td>"
+            f"<td>{e(outcome_cause(o))}</td><td>{e(match_text(o))}</td>"
             f"<td>{'' if o.exact_failed is None else o.exact_failed}</td>"
             f"<td>{o.answered}/{o.total}</td><td>{o.duration_s:.2f}</td><td>{e(o.reason)}</td></tr>"
         )
@@ -319,9 +376,9 @@ def accept_html(
 <style>
 body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
-tr.PASS td:nth-child(4),li.PASS b{{color:{COLORS[PASS]}}}
-tr.FAIL td:nth-child(4),li.FAIL b{{color:{COLORS[FAIL]}}}
-tr.NO_VERDICT td:nth-child(4),li.NO_VERDICT b{{color:{COLORS[NO_VERDICT]}}}
+tr.PASS td:nth-child(4),tr.PASS td:nth-child(6),li.PASS b{{color:{COLORS[PASS]}}}
+tr.FAIL td:nth-child(4),tr.FAIL td:nth-child(6),li.FAIL b{{color:{COLORS[FAIL]}}}
+tr.NO_VERDICT td:nth-child(4),tr.NO_VERDICT td:nth-child(6),li.NO_VERDICT b{{color:{COLORS[NO_VERDICT]}}}
 figure{{display:inline-block;vertical-align:top;max-width:44em;margin:1em}}
 figcaption{{font-size:90%;color:#333}}
 </style></head><body>
@@ -330,8 +387,8 @@ figcaption{{font-size:90%;color:#333}}
 <h2>Verdicts</h2>
 <ul>{verdicts}</ul>
 <h2>Boards</h2>
-<table><tr><th>port</th><th>serial</th><th>board</th><th>verdict</th><th>checks not passed</th>
-<th>match rate</th><th>raw mismatches</th><th>answered</th><th>duration [s]</th><th>reason</th>
+<table><tr><th>port</th><th>serial</th><th>board</th><th>verdict</th><th>cause</th>
+<th>match rate (answered)</th><th>raw mismatches</th><th>answered</th><th>duration [s]</th><th>reason</th>
 </tr>
 {''.join(rows)}</table>
 <h2>Plots</h2>
@@ -380,14 +437,16 @@ def accept_table(outcomes: list[BoardOutcome], pending: Iterable[str] = ()) -> A
     from rich.text import Text
 
     table = Table(title="acceptance", header_style="bold")
-    for col in ("port", "serial", "verdict", "match rate", "raw mism.", "time [s]"):
+    for col in ("port", "serial", "verdict", "cause", "match rate (answered)", "raw mism.",
+                "time [s]"):
         table.add_column(col)
     for o in outcomes:
+        style = STYLE[o.status].replace("bold ", "")
         table.add_row(
-            o.port, str(o.serial), Text(o.status, STYLE[o.status]),
-            "" if o.match_rate is None else f"{o.match_rate:.3f}",
+            o.port, str(o.serial or "—"), Text(o.status, STYLE[o.status]), outcome_cause(o),
+            Text(match_text(o), style),
             "" if o.exact_failed is None else str(o.exact_failed), f"{o.duration_s:.2f}",
         )
     for p in pending:
-        table.add_row(p, "", Text("running", "cyan"), "", "", "")
+        table.add_row(p, "", Text("running", "cyan"), "", "", "", "")
     return table

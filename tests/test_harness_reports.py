@@ -172,7 +172,8 @@ def test_accept_html(tmp_path):
     # SN-B's fingerprint passes (its bar is green at 0.75): the page says which check failed
     assert ("<b>SN-B</b> on b: FAIL: exact check failed: 5/12 vectors differ from the golden "
             "model (vectors 0, 1, 2, 3, 4) (identity, fingerprint passed)") in page
-    assert "<td>FAIL</td><td>exact (FAIL)</td><td>0.750</td>" in page
+    assert ("<td>FAIL</td><td>exact: 5/12 vectors differ from the golden model (vectors 0, 1, "
+            "2, 3, 4)</td><td>0.75 (12/12)</td>") in page
     assert "<b>SN-C</b> on c: NO_VERDICT: exact check reached no verdict" in page
     captions = re.findall(r"<figcaption>([^<]+)</figcaption>", page)
     assert [c.split(":")[0] for c in captions] == [
@@ -202,3 +203,41 @@ def test_schema_rejects_what_jenkins_rejects():
     assert SCHEMA.validate(etree.fromstring(
         b'<testsuites><testsuite name="a" tests="1"><testcase name="x">'
         b'<failure message="m">text</failure></testcase></testsuite></testsuites>'))
+
+
+def unreachable(port: str, n: int = 12) -> BoardOutcome:
+    """A port that could not be opened: no vector was sent."""
+    rng = np.random.default_rng(1)
+    raw = rng.integers(-50, 50, size=(n, 10))
+    ident = CheckResult("identity", NO_VERDICT, f"no answer to HELLO: cannot open {port}")
+    v = decide(Expected(raw.argmax(1), raw, raw.argmax(1)), Answers(n, 10),
+               Policy(("exact", "fingerprint"), 0.75), extra_checks=[ident])
+    return BoardOutcome(port=port, status=v.status, reason=f"cannot open {port}: no such file",
+                        package_id="ab" * 32, verdict=v, unreachable=True)
+
+
+def test_accept_table_names_the_cause_and_counts_only_answered_vectors():
+    from rich.console import Console
+
+    outs = [unreachable("/dev/ttyNOPE"), outcome("b", "SN-B", flip=5),
+            outcome("c", "SN-C", missing=5), outcome("a", "SN-A")]
+    table = accept_table(outs)
+    cols = {c.header: c for c in table.columns}
+    cause = [str(x) for x in cols["cause"]._cells]
+    rate = list(cols["match rate (answered)"]._cells)
+    # an unopenable port is a link error: no serial "None", no failing vectors, no rate
+    assert [str(x) for x in cols["serial"]._cells][0] == "—"
+    assert cause[0] == "link: cannot open /dev/ttyNOPE: no such file"
+    assert str(rate[0]) == "— (0/12 answered)"
+    assert [str(x) for x in cols["raw mism."]._cells][0] == "0"
+    # a FAIL names its check, and its rate is drawn red even at 0.75 over 12 answered
+    assert cause[1].startswith("exact: 5/12 vectors differ")
+    assert str(rate[1]) == "0.75 (12/12)" and "green" not in str(rate[1].style)
+    assert "red" in str(rate[1].style)
+    # 7 of 12 answered: the rate over the 7, the cause the link, not the 5 missing vectors
+    assert cause[2].startswith("link: 7/12 vectors answered")
+    assert str(rate[2]) == "1.00 (7/12)" and "green" not in str(rate[2].style)
+    assert cause[3] == "" and str(rate[3]) == "1.00 (12/12)" and "green" in str(rate[3].style)
+    con = Console(record=True, width=200)
+    con.print(table)
+    assert "None" not in con.export_text()
