@@ -193,3 +193,33 @@ def test_agent_header_needs_a_stitched_design(digits_package, keypair, tmp_path)
                          capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.count("\n") == 1
     assert "no stitched RTL" in out.stderr and not (tmp_path / "h.h").exists()
+
+
+def test_agent_header_tail_steps_and_refusals(fw_package, keypair, tmp_path):
+    """The tail the agent computes is the golden graph's own (constants bit for bit); an op it
+    cannot compute is refused naming the node."""
+    from types import SimpleNamespace
+
+    from onnx import helper
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    with verify_package(fw_package, trusted_key=keypair[1]) as pkg:
+        steps = cagent.tail_steps(pkg)
+        io, golden = pkg.io, pkg.golden_path
+    model = ModelWrapper(str(golden))
+    tail = [n for n in model.graph.node if not n.domain]
+    assert [op for op, _ in steps] == [{"Mul": "FPA_TAIL_MUL", "Add": "FPA_TAIL_ADD"}[n.op_type]
+                                       for n in tail]
+    for (_, values), node in zip(steps, tail):
+        const = model.get_initializer(node.input[1]).astype(np.float32)
+        np.testing.assert_array_equal(np.float32(values),
+                                      np.broadcast_to(const, (1, len(values))).ravel())
+    last = model.graph.node[-1]
+    out = last.output[0]
+    last.output[0] = "before_softmax"
+    model.graph.node.append(helper.make_node("Softmax", ["before_softmax"], [out],
+                                             name="Softmax_0"))
+    bad = tmp_path / "golden.onnx"
+    model.save(str(bad))
+    with pytest.raises(InputError, match="Softmax node 'Softmax_0'"):
+        cagent.tail_steps(SimpleNamespace(io=io, golden_path=bad))
