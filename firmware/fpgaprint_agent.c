@@ -1,5 +1,6 @@
 /* fpgaprint C reference agent: framing (COBS, CRC-32), HELLO, INFO, INFER, SELFTEST,
- * CHALLENGE (SHA-256), RESET, READ and ERROR of docs/protocol.md over the accelerator behind hal.h. C99, no dynamic memory.
+ * CHALLENGE (SHA-256), RESET, READ and ERROR of docs/protocol.md over the accelerator behind
+ * hal.h. C99, no dynamic memory.
  *
  * Package constants come from two generated headers: selftest_vectors.h (the package's own
  * self-test vectors, golden raw outputs and labels) and fpgaprint_agent_package.h (identity,
@@ -40,9 +41,9 @@ STATIC_ASSERT(FPA_OUT_BITS <= 64u && FPA_IN_BITS <= 64u, element_width);
 
 #define MAX_CHUNK (HEADER_SIZE + FPA_MAX_PAYLOAD + CRC_SIZE \
                    + (HEADER_SIZE + FPA_MAX_PAYLOAD + CRC_SIZE) / 254u + 1u)
-/* vectors in one INFER request: at least one byte per input element */
+/* vectors in one INFER request (at least one byte per input element); the power-on self-test
+ * streams its vectors in batches of this size too */
 #define MAX_BATCH (FPA_MAX_PAYLOAD / FPA_INPUT_SIZE)
-/* a self-test pass streams at most MAX_BATCH vectors at a time */
 #define LABEL_BYTES (FPA_RAW_SIZE <= 256u ? 1u : FPA_RAW_SIZE <= 65536u ? 2u : 4u)
 #define INFER_ANSWER (2u + 4u * 2u + MAX_BATCH * FPA_RAW_SIZE * sizeof(fpa_raw_t) \
                       + 2u + 4u + MAX_BATCH * LABEL_BYTES + 32u)
