@@ -4,6 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 TORCH   := torch==2.13.0
+UV      := uv==0.13.9
 FINN    := finn-plus==1.6.1
 DEMO    ?= build/demo
 PYTEST_ARGS ?=
@@ -17,13 +18,15 @@ install: $(STAMP)
 
 # FINN+ 1.6.1 pins brevitas==0.13.0 (setuptools<70) while torch 2.13 needs setuptools>=77:
 # install torch, then FINN+'s requirements with brevitas 0.13.4 (requirements/lock.txt),
-# then FINN+ itself without its pins.
+# then FINN+ itself without its pins. pip installs torch (the machine's CPU wheel on disk) and
+# uv; uv installs the rest of the lock, pin for pin, in parallel.
+UVPIP   := $(BIN)/uv pip install -q --python $(BIN)/python
 $(STAMP): requirements/lock.txt pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements/lock.txt
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps $(FINN)
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/pip install -q --disable-pip-version-check $(TORCH) $(UV)
+	$(UVPIP) -r requirements/lock.txt
+	$(UVPIP) --no-deps $(FINN)
+	$(UVPIP) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 # bytecode caches on, whatever the caller's PYTHONDONTWRITEBYTECODE: pytest keeps its rewritten
