@@ -35,6 +35,7 @@ from fpgaprint.core.grid import InputGrid
 from fpgaprint.harness.verdict import (
     FAIL,
     NO_VERDICT,
+    PASS,
     Answers,
     BoardOutcome,
     CheckResult,
@@ -42,6 +43,7 @@ from fpgaprint.harness.verdict import (
     Policy,
     Verdict,
     decide,
+    evaluate,
     identity_check,
 )
 
@@ -201,13 +203,16 @@ def challenge_plan(pkg: "Package", fp_path: str | Path, rng: np.random.Generator
             raise InputError(f"{fp_path}: challenge threshold {fp.threshold:g}: a threshold of "
                              "0 passes every board")
         policy = Policy(("fingerprint", *kept), threshold)
-        need = policy.required_matches(n)
-        agree = int((golden_labels == fp.labels).sum())
-        if agree < need:
+        own_answers = evaluate(None, golden_labels, {"expected_labels": fp.labels},
+                               Policy(("fingerprint",), threshold))
+        if own_answers.status != PASS or own_answers.marginal:
+            c = own_answers.check("fingerprint")
             raise InputError(
-                f"{fp_path}: the package's own golden model matches {agree}/{n} of the set's "
-                f"labels, {need} required at threshold {threshold:.3f}: a healthy board would "
-                "fail this challenge")
+                f"{fp_path}: the package's own golden model gives {c.passed}/{n} of the set's "
+                f"labels at threshold {threshold:.3f} (" + ("MARGINAL" if c.status == PASS
+                                                            else "FAIL")
+                + "): a healthy board would not pass this challenge confidently; use a larger "
+                "set or one calibrated for this package")
     expected = Expected(fp.labels, golden_raw if "exact" in kept else None, golden_labels)
     return Plan("challenge", fp.inputs_int, expected, policy, rng.permutation(n),
                 base_plan.bist, base_plan.fingerprint_only)

@@ -151,7 +151,7 @@ def confident_threshold(agree: int, n: int) -> float:
     one-label margin of float-versus-quantized agreement."""
     from fpgaprint.core.selftest import clopper_pearson
 
-    return math.floor(100 * clopper_pearson(agree, n)[0]) / 100 - 0.01
+    return max(0.01, math.floor(100 * clopper_pearson(agree, n)[0]) / 100 - 0.01)
 
 
 def resign(pkg_dir: Path, key: Path, edit=None) -> Path:

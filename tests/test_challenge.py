@@ -20,7 +20,7 @@ from fpgaprint.core.errors import InputError
 from fpgaprint.core.fpset import FingerprintSet, load_set
 from fpgaprint.core.golden import GoldenModel
 from fpgaprint.core.package import load_vectors, verify_package
-from fpgaprint.core.selftest import FAIL, PASS
+from fpgaprint.core.selftest import FAIL, PASS, clopper_pearson
 from fpgaprint.harness.verify import challenge_plan, selftest_plan
 from fpgaprint.hw_targets.faults import FaultSpec
 
@@ -199,9 +199,11 @@ def test_a_challenge_takes_the_package_policy_and_the_stricter_threshold(
     pkg = verify_package(digits_package, trusted_key=keypair[1])
     own = selftest_plan(pkg).policy
     x = moved(digits_build.inputs)
-    for offset in (-0.3, +0.05):  # a set looser than the package, and one stricter
-        thr = min(1.0, max(0.01, own.fingerprint_threshold + offset))
-        fp = make_challenge(digits_build.golden, x, tmp_path / f"{offset}.npz", threshold=thr)
+    own_thr = own.fingerprint_threshold
+    # a set looser than the package, and one stricter that a healthy board passes confidently
+    best = clopper_pearson(len(x), len(x))[0]
+    for i, thr in enumerate((max(0.01, own_thr - 0.3), (own_thr + best) / 2)):
+        fp = make_challenge(digits_build.golden, x, tmp_path / f"{i}.npz", threshold=thr)
         plan = challenge_plan(pkg, fp, RNG)
         assert plan.policy.fingerprint_threshold == max(thr, own.fingerprint_threshold)
         assert set(plan.policy.checks) == set(own.checks)
@@ -234,7 +236,7 @@ def test_challenges_that_cannot_judge_are_refused(digits_build, digits_package, 
     # labels the deployed model itself does not give
     wrong = FingerprintSet(fp.inputs_int, (fp.labels + 1) % 10, fp.margins, "robust", {}, 0,
                            "", fp.input_shape, threshold=0.9)
-    with pytest.raises(InputError, match="a healthy board would fail this challenge"):
+    with pytest.raises(InputError, match="a healthy board would not pass this challenge"):
         challenge_plan(pkg, wrong.save(tmp_path / "wrong.npz"), RNG)
     # threshold 0 under a policy without a fingerprint threshold of its own
     exact = verify_package(_exact_only(digits_package, tmp_path / "exact", keypair[0]),

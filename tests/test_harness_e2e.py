@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import confident_threshold
 from junitparser import JUnitXml
 
+from fpgaprint.core.golden import GoldenModel
 from fpgaprint.hw_targets.served import served_boards
 
 pytestmark = pytest.mark.slow
@@ -58,8 +60,16 @@ def art(tmp_path_factory, cli_trained) -> dict[str, Path]:
     from fpgaprint.core.fpset import load_set
 
     s = load_set(both)
-    s.subset(np.arange(COUNT)).save(fp)
-    s.subset(np.arange(COUNT, 2 * COUNT)).save(ch)
+    # thresholds from the build under test: the deployed model passes both halves confidently
+    r = run("build", str(model), "--out", str(pkg), env=env)
+    assert r.returncode == 0, f"build failed:\n{r.stdout}\n{r.stderr}"
+    _, _, deployed = GoldenModel(pkg / "model" / "golden.onnx").run(s.inputs_int)
+    halves = ((np.arange(COUNT), fp), (np.arange(COUNT, 2 * COUNT), ch))
+    threshold = min(confident_threshold(int((deployed[p] == s.labels[p]).sum()), COUNT)
+                    for p, _ in halves)
+    for part, out in halves:
+        half = s.subset(part)
+        half.with_threshold(threshold, half.calibration).save(out)
     r = run("build", str(model), "--out", str(pkg), "--fingerprint", str(fp), "--allow-unsigned",
             env=env)
     assert r.returncode == 0, f"build failed:\n{r.stdout}\n{r.stderr}"

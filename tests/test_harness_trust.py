@@ -118,11 +118,17 @@ def test_a_resigned_package_is_refused_unless_its_signer_is_pinned(
         code, _, err = verify(run_cli, evil, keypair[1], b.port)
         assert code == 2 and "not by the trusted key" in err
         code, out, err = run_cli("verify", "--port", b.port, "--package", evil,
-                                 "--allow-unpinned", "--json", tmp_path / "r.json")
+                                 "--allow-unpinned")
+        assert code == 2 and "has no integrity check" in err  # its labels-only policy
+        code, out, err = run_cli("verify", "--port", b.port, "--package", evil,
+                                 "--allow-unpinned", "--allow-fingerprint-only",
+                                 "--json", tmp_path / "r.json")
     assert code == 0  # what the attacker wanted, now said loudly and recorded
     assert err.startswith("warning: package signer ") and "NOT pinned" in err
+    assert "NOT that the weights are intact" in err
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["trust"]["trust"] == "unpinned" and "NOT pinned" in rep["trust"]["warning"]
+    assert rep["fingerprint_only"] is True
 
 
 def test_board_serve_requires_a_pinned_signer(digits_package, tmp_path):
