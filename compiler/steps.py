@@ -20,7 +20,9 @@ from typing import Any, Callable
 import numpy as np
 from onnx import TensorProto, helper
 
+from fpgaprint.compiler.monotonic import check_monotonic, step_thresholds
 from fpgaprint.core.errors import InputError, UnsupportedModelError
+from fpgaprint.core.golden import HEAD_OPS
 
 # ONNX/QONNX ops the front end accepts (anything else is named in an error before FINN runs).
 SUPPORTED_OPS = {
@@ -32,7 +34,7 @@ SUPPORTED_OPS = {
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
 # host-side ops the dataflow partition may leave outside the accelerator
 HOST_OPS = {"Mul", "Add", "Sub", "Div", "Max", "Reshape", "Transpose", "Flatten", "TopK",
-            "Identity"}
+            "Identity", "Softmax", "LogSoftmax", "Sigmoid", "ArgMax"}
 # FINN+ HW layers that stay on the host when they compute in float at the graph's end
 FLOAT_TAIL_OPS = {"ElementwiseMul": "Mul", "ElementwiseAdd": "Add", "ElementwiseSub": "Sub",
                   "ElementwiseDiv": "Div", "ElementwiseMax": "Max"}
@@ -214,13 +216,18 @@ def check_supported_ops(model) -> None:
     """Name the first node whose op the compiler cannot map. A node computing on constants
     alone is folded away by FINN+'s tidy-up (the TorchScript exporter writes the TensorNorm of
     FINN's TFC and CNV with a Pow on constants), so its op needs no mapping."""
+    from fpgaprint.compiler.heads import head_names
+
     const = {t.name for t in model.graph.initializer}
+    heads = head_names(model)
     for node in model.graph.node:  # ONNX keeps nodes in topological order
         if node.op_type == "Constant" or (
                 node.op_type not in ("Quant", "BipolarQuant")  # never folded
                 and node.input and all(i in const for i in node.input)):
             const.update(node.output)
             continue
+        if node.name in heads or check_monotonic(model, node):
+            continue  # kept on the host / becomes thresholds (monotonic.py)
         if node.op_type not in SUPPORTED_OPS:
             raise UnsupportedModelError(
                 f"unsupported operator {node.op_type} at node {node.name or '(unnamed)'} "
@@ -428,8 +435,11 @@ def step_convert_to_hw(model, ctx):
     and reshapes at either end go back to the host, so the accelerator's raw output is the
     integer the exact check compares and its input the grid's integers; a node left outside
     the HW layers is named as the user wrote it."""
+    from fpgaprint.compiler import heads
+
     _check_integer_inputs(model)
-    model = finn_steps().step_convert_to_hw(model, ctx.finn)
+    head = heads.detach(model)  # output heads stay on the host, as the user wrote them
+    model = heads.attach(finn_steps().step_convert_to_hw(model, ctx.finn), head)
     model = _float_tail_to_host(model)
     model = _edge_reshapes_to_host(model)
     _check_mapped(model)
@@ -508,6 +518,7 @@ def _float_tail_to_host(model):
     from qonnx.custom_op.registry import getCustomOp
 
     names = {o.name for o in model.graph.output}
+    names |= {n.input[0] for n in model.graph.node if n.op_type in HEAD_OPS}  # host heads
     changed = True
     while changed:
         changed = False
@@ -785,6 +796,7 @@ class Step:
 
 STEPS: list[Step] = [
     Step("input_grid", step_input_grid),
+    Step("thresholds", step_thresholds),  # compiler/monotonic.py
     Step("qonnx_to_finn", step_qonnx_to_finn, finn=("step_qonnx_to_finn",)),
     Step("tidy_up", step_tidy_up, finn=("step_tidy_up",)),
     Step("streamline", step_streamline, finn=("step_streamline",)),

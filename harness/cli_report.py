@@ -26,7 +26,7 @@ def report(db_url: str, since: str | None, out: Path) -> None:
     from fpgaprint.harness.factory import (
         aggregate,
         load,
-        not_passed_table,
+        not_passed_lines,
         parse_since,
         summary_table,
         write_report,
@@ -39,8 +39,8 @@ def report(db_url: str, since: str | None, out: Path) -> None:
         doc = aggregate(data)
     paths = write_report(doc, out)
     console.print(summary_table(doc))
-    if doc["not_passed"]:
-        console.print(not_passed_table(doc))
+    for line in not_passed_lines(doc):
+        console.print(line, markup=False, soft_wrap=True)
     t = doc["total"]
     console.print(f"{t['boards']} boards, {t['results']} results in {data.url}; reports: "
                   + ", ".join(str(p) for p in paths))

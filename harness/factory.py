@@ -251,7 +251,7 @@ def _bad_cell(session: Any) -> str | None:
         for col in table.columns:
             if not isinstance(col.type, (JSON, DateTime)):
                 continue
-            convert = col.type.result_processor(dialect, None)
+            convert = col.type.dialect_impl(dialect).result_processor(dialect, None)
             if convert is None:
                 continue
             q = select(table.c.id, type_coerce(col, Text)).where(col.is_not(None))
@@ -296,8 +296,8 @@ def link_cause(r: Result) -> str | None:
     if r.status != NO_VERDICT or not r.cause.startswith("link: "):
         return None
     text = r.cause[len("link: "):]
-    text = re.sub(r"(/dev/\S+|socket://\S+|pty://\S+|rfc2217://\S+|loop://\S*)", "PORT",
-                  text)
+    text = re.sub(r"((?:socket|pty|rfc2217|loop)://\S*?|/dev/\S*?)(?=:?(?:\s|$|[;,)]))",
+                  "PORT", text)
     text = re.sub(r"\d+(\.\d+)?", "N", text)
     return text.strip()[:120]
 
@@ -637,18 +637,8 @@ def summary_table(doc: dict[str, Any]):
     return t
 
 
-def not_passed_table(doc: dict[str, Any]):
-    """A rich table: the boards that have not passed, with their cause."""
-    from rich.table import Table
-    from rich.text import Text
-
-    from fpgaprint.harness.reports import STYLE
-
-    t = Table(title=f"boards that have not passed ({len(doc['not_passed'])})",
-              header_style="bold")
-    for col in ("board", "last result", "cause", "station", "run", "trust"):
-        t.add_column(col, overflow="fold")
-    for b in doc["not_passed"]:
-        t.add_row(b["board"], Text(b["status"], STYLE[b["status"]]), b["cause"], b["station"],
-                  str(b["run"]), b["trust"])
-    return t
+def not_passed_lines(doc: dict[str, Any]) -> list[str]:
+    """One line per board that has not passed (printed whole, never cut to the terminal)."""
+    return [f"not passed: {b['board']}: {b['status']} at {b['station']} (run {b['run']}, "
+            f"{b['answered']} answered, trust {b['trust']}): {b['cause']}"
+            for b in doc["not_passed"]]

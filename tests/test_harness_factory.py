@@ -131,7 +131,7 @@ def test_two_concurrent_stations_into_postgresql_are_aggregated(digits_package, 
     (bad,) = doc["not_passed"]
     assert (bad["board"], bad["status"], bad["station"]) == ("A2", "FAIL", "station-a")
     assert bad["cause"].startswith("exact: ") and bad["trust"] == "pinned"
-    assert "A2" in stdout and "boards that have not passed (1)" in stdout
+    assert "not passed: A2: FAIL at station-a" in stdout
     assert "station-a" in stdout and "5 results" in stdout.replace("\n", " ")
     # --since after every result: nothing, and still a report
     code, _, err = run_cli("report", "--db", pg_schema, "--since", "2999-01-01",
@@ -203,3 +203,105 @@ def test_stations_opening_a_new_postgresql_database_at_once_all_start(pg_schema)
     for s in stores:
         s.close()
     assert not errors and len(stores) == 8, errors
+
+
+def _synthetic_db(tmp_path: Path) -> str:
+    """One station's results: a PASS, a FAIL, an unopenable port, a board that passed on its
+    second try; the FAIL's package unpinned."""
+    from test_harness_reports import outcome, unreachable
+
+    from fpgaprint.harness.db import ResultStore
+
+    url = f"sqlite:///{tmp_path}/acc.db"
+    with ResultStore(url) as store:
+        run = store.start_run("line-1", "ab" * 32, "digits-mlp", [])
+        fail = outcome("b", "SN-B", flip=5)
+        fail.trust = {"trust": "unpinned"}
+        for o in (outcome("a", "SN-A"), fail, unreachable("/dev/ttyNOPE"),
+                  outcome("c", "SN-C", missing=5)):
+            store.record(run, o)
+        store.finish_run(run, "FAIL")
+        again = store.start_run("line-1", "ab" * 32, "digits-mlp", [])
+        store.record(again, outcome("c2", "SN-C"))
+        store.finish_run(again, "PASS")
+    return url
+
+
+def test_report_names_every_board_that_has_not_passed(tmp_path, run_cli):
+    url = _synthetic_db(tmp_path)
+    code, out, err = run_cli("report", "--db", url, "--out", tmp_path / "r")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "r" / "factory.json").read_text())
+    named = {b["board"]: b for b in doc["not_passed"]}
+    assert set(named) == {"SN-B", "/dev/ttyNOPE@line-1"}  # SN-C passed on its second try
+    assert named["SN-B"]["cause"].startswith("exact: 5/12 vectors differ")
+    assert named["SN-B"]["trust"] == "unpinned" and named["SN-B"]["station"] == "line-1"
+    port = named["/dev/ttyNOPE@line-1"]
+    assert port["cause"] == "link: cannot open /dev/ttyNOPE: no such file"
+    assert port["answered"] == "0/12" and port["trust"] == "unknown"
+    # the unopenable port is a link error, and none of its 12 vectors is a failing one
+    assert doc["causes"]["link_errors"] == {"cannot open PORT: no such file": 1,
+                                            "N/N vectors answered (exact: N/N vectors "
+                                            "unanswered)": 1}
+    assert {v["vector"] for v in doc["vectors"]} == {0, 1, 2, 3, 4}
+    assert all(v["boards"] == 1 and v["exact_failed"] == 1 for v in doc["vectors"])
+    assert doc["trust"]["unpinned"]["FAIL"] == 1 and doc["trust"]["unknown"]["results"] == 4
+    assert ("not passed: /dev/ttyNOPE@line-1: NO_VERDICT at line-1 (run 1, 0/12 answered, "
+            "trust unknown): link: cannot open /dev/ttyNOPE: no such file") in out.splitlines()
+    assert "not passed: SN-B: FAIL at line-1 (run 1, 12/12 answered, trust unpinned): exact: " \
+        "5/12 vectors differ" in out
+    md = (tmp_path / "r" / "factory.md").read_text()
+    assert "## Boards that have not passed (2)" in md and "| SN-B | digits-mlp" in md
+    page = (tmp_path / "r" / "factory.html").read_text()
+    assert "final yield <b class='FAIL'>" in page.replace("\n", " ")  # 2 of 4: never green
+
+
+def test_an_older_database_reads_as_unknown_trust(tmp_path, run_cli):
+    import sqlite3
+
+    url = _synthetic_db(tmp_path)
+    con = sqlite3.connect(tmp_path / "acc.db")  # as the previous version wrote it
+    con.execute("ALTER TABLE accept_results DROP COLUMN trust")
+    con.commit()
+    con.close()
+    code, _, err = run_cli("report", "--db", url, "--out", tmp_path / "r")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "r" / "factory.json").read_text())
+    assert list(doc["trust"]) == ["unknown"] and doc["trust"]["unknown"]["results"] == 5
+
+
+@pytest.mark.parametrize("sql, message", [
+    ("UPDATE accept_results SET checks = '[{\"name\": ' WHERE port = 'b'",
+     "table accept_results row 2, column checks: not valid JSON"),
+    ("UPDATE accept_results SET checks = '{\"a\": 1}' WHERE port = 'b'",
+     "table accept_results row 2, column checks: not a list of checks"),
+    ("UPDATE accept_results SET started_at = 'yesterday' WHERE port = 'b'",
+     "table accept_results row 2, column started_at: not a date-time"),
+    ("UPDATE accept_results SET n_answered = 'many' WHERE port = 'b'",
+     "table accept_results row 2, column n_answered: 'many' is not a count"),
+    ("UPDATE accept_results SET status = 'GREAT' WHERE port = 'b'",
+     "table accept_results row 2, column status: 'GREAT' is not one of PASS"),
+])
+def test_report_on_a_malformed_cell_is_one_line_naming_it(tmp_path, run_cli, sql, message):
+    import sqlite3
+
+    url = _synthetic_db(tmp_path)
+    con = sqlite3.connect(tmp_path / "acc.db")
+    con.execute(sql)
+    con.commit()
+    con.close()
+    code, out, err = run_cli("report", "--db", url, "--since", "2000-01-01",
+                             "--out", tmp_path / "r")
+    assert code == 2, out + err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"error: --db {url}: {message}"), err
+    assert "unexpected" not in err
+
+
+def test_report_out_under_a_file_is_one_line(tmp_path, run_cli):
+    url = _synthetic_db(tmp_path)
+    (tmp_path / "f").write_text("")
+    code, out, err = run_cli("report", "--db", url, "--out", tmp_path / "f" / "r")
+    assert code == 2, out + err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"error: --out {tmp_path / 'f' / 'r'}:") and "not a folder" in line
