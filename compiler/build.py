@@ -297,6 +297,7 @@ def _io_spec(golden_model) -> dict:
         "raw_output": {"name": g.raw_output, "shape": list(g.raw_shape),
                        "datatype": g.raw_datatype},
         "output": {"name": g.output_name, "shape": list(m.get_tensor_shape(g.output_name))},
+        "host_ops": g.host_ops,
     }
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from fpgaprint.compiler.monotonic import check_monotonic, step_thresholds
+from fpgaprint.compiler.usernodes import USER_NODE, mark_user_nodes, user_node
 from fpgaprint.core.errors import InputError, UnsupportedModelError
 from fpgaprint.core.golden import HEAD_OPS
 
@@ -38,7 +39,6 @@ HOST_OPS = {"Mul", "Add", "Sub", "Div", "Max", "Reshape", "Transpose", "Flatten"
 # FINN+ HW layers that stay on the host when they compute in float at the graph's end
 FLOAT_TAIL_OPS = {"ElementwiseMul": "Mul", "ElementwiseAdd": "Add", "ElementwiseSub": "Sub",
                   "ElementwiseDiv": "Div", "ElementwiseMax": "Max"}
-USER_NODE = "fpgaprint user node: "  # doc_string prefix naming the node as the user wrote it
 
 
 # ---------------------------------------------------------------- FINN+ steps
@@ -233,37 +233,6 @@ def check_supported_ops(model) -> None:
                 f"unsupported operator {node.op_type} at node {node.name or '(unnamed)'} "
                 f"(inputs {list(node.input)}); supported: {', '.join(sorted(SUPPORTED_OPS))}"
             )
-
-
-def mark_user_nodes(model) -> None:
-    """Remember each node's name and op as the user wrote them (kept by FINN+ while it
-    transforms a node in place), so errors can name the user's node."""
-    for node in model.graph.node:
-        if not node.doc_string.startswith(USER_NODE):
-            node.doc_string = f"{USER_NODE}{node.op_type} {node.name or '(unnamed)'}"
-
-
-def user_node(model, node) -> str:
-    """The user's node behind `node`: its own mark, else the nearest marked neighbour."""
-    if node.doc_string.startswith(USER_NODE):
-        return node.doc_string[len(USER_NODE):]
-    seen, frontier = set(), [node]
-    for _ in range(8):  # a few hops up, then down, through inserted nodes
-        nxt = []
-        for n in frontier:
-            for t in n.input:
-                p = model.find_producer(t)
-                if p is not None and p.name not in seen:
-                    nxt.append(p)
-            for c in model.find_consumers(n.output[0]) if n.output else []:
-                if c.name not in seen:
-                    nxt.append(c)
-        for n in nxt:
-            seen.add(n.name)
-            if n.doc_string.startswith(USER_NODE) and not n.domain.startswith(HW_DOMAIN):
-                return n.doc_string[len(USER_NODE):]
-        frontier = nxt
-    return f"{node.op_type} {node.name}"
 
 
 def _unmapped(model, node, inside: bool) -> UnsupportedModelError:

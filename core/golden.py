@@ -25,6 +25,17 @@ ROWWISE_OPS = {"MVAU", "Thresholding", "Reshape", "Flatten", "Mul", "Add", "Sub"
                "Relu", "Identity"}
 MAX_BATCH = 64
 EXACT_FLOAT32_BITS = 24  # integers up to 2^24 are exact in float32, in any summation order
+# output heads the host applies after the accelerator; the label is the argmax of what the
+# first of them reads (they keep its order per row)
+HEAD_OPS = {"Softmax", "LogSoftmax", "Sigmoid", "ArgMax", "TopK"}
+# every op the host may apply after the accelerator, with the attributes `io.host_ops`
+# records for it (a package's list is checked against this closed table and the graph)
+HOST_TAIL_OPS = {"Mul": (), "Add": (), "Sub": (), "Div": (), "Max": (), "Reshape": (),
+                 "Flatten": (), "Transpose": (), "Identity": (), "Sigmoid": (),
+                 "Softmax": ("axis",), "LogSoftmax": ("axis",),
+                 "ArgMax": ("axis", "keepdims", "select_last_index"),
+                 "TopK": ("axis", "k", "largest", "sorted")}
+MAX_HOST_OPS = 16
 
 
 class GoldenModel:
@@ -51,6 +62,8 @@ class GoldenModel:
         self.input_name = g.input[0].name
         self.output_name = g.output[0].name
         self.raw_output = raw_output or hw[-1].output[0]
+        self.host_ops = host_ops_of(self.model, self.raw_output)
+        self.scores = scores_tensor(self.model, self.raw_output)
         self.input_shape = tuple(self.model.get_tensor_shape(self.input_name))
         self.raw_shape = tuple(self.model.get_tensor_shape(self.raw_output))
         self.input_datatype = self.model.get_tensor_datatype(self.input_name).name
@@ -80,10 +93,12 @@ class GoldenModel:
             return (np.zeros((0, int(np.prod(self.raw_shape[1:]))), np.int64),
                     np.zeros((0, int(np.prod(out_shape[1:]))), np.float32),
                     np.zeros((0,), np.int64))
-        out = self.tensors(x, (self.raw_output, self.output_name), batch)
+        out = self.tensors(x, dict.fromkeys((self.raw_output, self.output_name, self.scores)),
+                           batch)
         raw = np.rint(out[self.raw_output].reshape(n, -1)).astype(np.int64)
         logits = out[self.output_name].reshape(n, -1).astype(np.float32)
-        return raw, logits, logits.argmax(axis=1).astype(np.int64)
+        scores = out[self.scores].reshape(n, -1)
+        return raw, logits, scores.argmax(axis=1).astype(np.int64)
 
     def tensors(self, x_int: np.ndarray, names, batch: bool = True) -> dict[str, np.ndarray]:
         """Values of the named tensors for N >= 1 input vectors, each (N, *shape[1:]) where
@@ -222,6 +237,12 @@ class GoldenModel:
             model.set_initializer(mems[key].tensor, np.asarray(values).astype(np.float32))
         return GoldenModel(model, raw_output=self.raw_output)
 
+    def check_host_ops(self, declared) -> None:
+        """A package's `io.host_ops` (validated) must be exactly the graph's host tail."""
+        if check_host_ops(declared) != self.host_ops:
+            raise InputError(f"package io.host_ops {declared!r} is not the golden model's host "
+                             f"tail {self.host_ops!r}")
+
     def flipped(self, flips: list[tuple[str, int, int]]) -> "GoldenModel":
         """A copy with bits flipped: (memory key or layer name, flat index, bit)."""
         mems = self.memories()
@@ -245,3 +266,70 @@ def resolve_memory(mems: dict[str, MemoryImage], layer: str) -> str:
         if f"{layer}/{kind}" in mems:
             return f"{layer}/{kind}"
     raise InputError(f"no memory {layer!r}; memories: {', '.join(mems)}")
+
+
+def _tail(model, raw_output: str) -> list:
+    nodes = list(model.graph.node)
+    producer = model.find_producer(raw_output)
+    return nodes[nodes.index(producer) + 1:] if producer is not None else []
+
+
+def host_ops_of(model, raw_output: str) -> list[dict]:
+    """The host ops after the accelerator, in order: op type and the attributes HOST_TAIL_OPS
+    names (TopK's `k` from its constant input). Refuses an op outside that table."""
+    from onnx import helper
+
+    out = []
+    for node in _tail(model, raw_output):
+        if node.op_type not in HOST_TAIL_OPS or node.domain not in ("", "ai.onnx"):
+            raise InputError(f"golden model: host-side {node.op_type} node {node.name!r} after "
+                             f"the accelerator; allowed there: {', '.join(sorted(HOST_TAIL_OPS))}")
+        spec: dict = {"op": node.op_type}
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        for key in HOST_TAIL_OPS[node.op_type]:
+            if key == "k":
+                k = model.get_initializer(node.input[1]) if len(node.input) > 1 else None
+                if k is None or np.asarray(k).size != 1:
+                    raise InputError(f"golden model: TopK node {node.name!r} needs a constant k")
+                spec["k"] = int(np.asarray(k).reshape(-1)[0])
+            elif key in attrs:
+                spec[key] = int(attrs[key])
+        out.append(spec)
+    return out
+
+
+def scores_tensor(model, raw_output: str) -> str:
+    """The tensor whose argmax is the label: what the first output head reads, else the
+    graph's output."""
+    for node in _tail(model, raw_output):
+        if node.op_type in HEAD_OPS:
+            return node.input[0]
+    return model.graph.output[0].name
+
+
+# bounds of the recorded attributes: (min, max)
+_ATTR_RANGE = {"axis": (-8, 7), "keepdims": (0, 1), "select_last_index": (0, 0),
+               "k": (1, 1 << 20), "largest": (1, 1), "sorted": (0, 1)}
+
+
+def check_host_ops(spec) -> list[dict]:
+    """Validate `io.host_ops` as read from a package (untrusted): a list of at most
+    MAX_HOST_OPS entries, each an op of HOST_TAIL_OPS with only its own integer attributes,
+    each within bounds (heads that keep the argmax: largest values, first index on ties)."""
+    if not isinstance(spec, list) or len(spec) > MAX_HOST_OPS:
+        raise InputError(f"package metadata io.host_ops: expected a list of at most "
+                         f"{MAX_HOST_OPS} ops")
+    for i, op in enumerate(spec):
+        where = f"package metadata io.host_ops[{i}]"
+        if not isinstance(op, dict) or op.get("op") not in HOST_TAIL_OPS:
+            raise InputError(f"{where}: expected {{'op': one of "
+                             f"{', '.join(sorted(HOST_TAIL_OPS))}}}")
+        allowed = HOST_TAIL_OPS[op["op"]]
+        for key, value in op.items():
+            if key == "op":
+                continue
+            lo, hi = _ATTR_RANGE.get(key, (0, -1))
+            if key not in allowed or isinstance(value, bool) or not isinstance(value, int) \
+                    or not lo <= value <= hi:
+                raise InputError(f"{where}: {op['op']} attribute {key}={value!r} not allowed")
+    return spec

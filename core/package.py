@@ -220,6 +220,10 @@ def check_io(io_: Any) -> dict[str, Any]:
         if not isinstance(dt, str):
             raise InputError(f"package metadata io.{port}.datatype: missing")
         carrays.datatype_range(dt)
+    if "host_ops" in io_:
+        from fpgaprint.core.golden import check_host_ops
+
+        check_host_ops(io_["host_ops"])
     return io_
 
 

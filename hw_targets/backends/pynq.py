@@ -55,13 +55,18 @@ class HostGraph:
         if producer is None or nodes.index(producer) != hw[-1]:
             raise InputError(f"{golden_path}: raw output {raw_output!r} is not produced by the "
                              "last HW layer")
+        from fpgaprint.core.golden import scores_tensor
+
         self.raw_output = raw_output
         self.output = self.model.graph.output[0].name
+        self.scores = scores_tensor(self.model, raw_output)  # what the label is the argmax of
         self.tail = nodes[hw[-1] + 1:]
 
-    def final(self, raw: np.ndarray) -> np.ndarray:
-        """Final outputs (B, C) float32 from raw accelerator outputs (B, R)."""
-        if not self.tail:
+    def final(self, raw: np.ndarray, name: str | None = None) -> np.ndarray:
+        """Final outputs (B, C) float32 from raw accelerator outputs (B, R) (or the tail's
+        tensor `name`)."""
+        name = name or self.output
+        if not self.tail or name == self.raw_output:
             return raw.astype(np.float32)
         from qonnx.core.onnx_exec import execute_onnx
 
@@ -71,11 +76,11 @@ class HostGraph:
             ctx = execute_onnx(self.model, {self.raw_output: row.reshape(shape).astype(np.float32)},
                                return_full_exec_context=True, start_node=self.tail[0],
                                end_node=self.tail[-1])
-            out.append(np.asarray(ctx[self.output], dtype=np.float32).reshape(-1))
+            out.append(np.asarray(ctx[name], dtype=np.float32).reshape(-1))
         return np.stack(out)
 
     def labels(self, raw: np.ndarray) -> np.ndarray:
-        return self.final(raw).argmax(axis=1).astype(np.int64)
+        return self.final(raw, self.scores).argmax(axis=1).astype(np.int64)
 
 
 def find_hw_files(package: Package) -> tuple[Path, Path]:

@@ -32,6 +32,8 @@ class VirtualBackend(Backend):
         io = package.io
         base = (load_swap_model(self.faults.swap_model, io) if self.faults.swap_model
                 else GoldenModel(package.golden_path, raw_output=io["raw_output"]["name"]))
+        if "host_ops" in io and not self.faults.swap_model:
+            base.check_host_ops(io["host_ops"])  # the host applies only these after it
         self.golden, self._log = inject(base, self.faults)
         self.inferences = 0
 
