@@ -13,7 +13,8 @@
 // Built by compiler/rtlsim/verilator.py with -DFP_TOP=<Verilator prefix>, with
 // "fp_ports.inc" generated from the model header (one FP_PORT(name, width, dir) per port),
 // and with VL_PRINTF routed to fp_printf (declared in the generated, force-included
-// "fp_config.h") so the text of $fatal/$error reaches the error message.
+// "fp_config.h") so the text of $fatal/$error reaches the error message; what the design
+// prints ($display, $warning) goes to stderr, never to stdout.
 
 #include <verilated.h>
 
@@ -185,7 +186,7 @@ int fp_printf(const char* fmt, ...) {
     va_start(ap, fmt);
     int n = std::vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    std::fputs(buf, stdout);
+    std::fputs(buf, stderr);  // the design's messages are a log: stdout carries results only
     g_out += buf;
     if (g_out.size() > 16384) g_out.erase(0, g_out.size() - 8192);
     return n;
