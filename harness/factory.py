@@ -586,6 +586,10 @@ def html_page(doc: dict[str, Any]) -> str:
         [[r["board"], r["package"], str(r["attempts"]), " → ".join(r["statuses"]),
           ", ".join(r["stations"]), r["final"]] for r in doc["retries"]]))
     since = f", results since {e(doc['since'])}" if doc["since"] else ""
+
+    def coloured(key: str) -> str:
+        return (f"<b class='{yield_status(t[key]) or ''}'>{e(_pct(t[key]) or 'n/a')}</b>")
+
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>fpgaprint factory report</title>
 <style>
@@ -597,9 +601,8 @@ figcaption{{font-size:90%;color:#333}} .PASS{{color:{COLORS[PASS]}}}
 </style></head><body>
 <h1>Factory acceptance report</h1>
 <p>Database {e(doc['database'])}{since}; generated {e(doc['generated'])}.</p>
-<p>{t['boards']} boards, {t['results']} results: first-pass yield
-<b class='{yield_status(t['first_pass_yield']) or ""}'>{e(_pct(t['first_pass_yield']) or 'n/a')}</b>,
-final yield <b class='{yield_status(t['final_yield']) or ""}'>{e(_pct(t['final_yield']) or 'n/a')}</b>.</p>
+<p>{t['boards']} boards, {t['results']} results: first-pass yield {coloured('first_pass_yield')},
+final yield {coloured('final_yield')}.</p>
 {imgs}
 {''.join(sections)}
 </body></html>

@@ -366,6 +366,9 @@ def accept_html(
         f"{e(_verdict_sentence(o))}</li>" for o in outcomes
     )
     meta_rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in meta.items())
+    verdict_css = "\n".join(  # the verdict and match-rate cells in the board's verdict colour
+        f"tr.{s} td:nth-child(4),tr.{s} td:nth-child(6),li.{s} b{{color:{c}}}"
+        for s, c in COLORS.items())
     imgs = "".join(
         f"<figure><img alt='{e(TITLES[k])}' src='data:image/png;base64,{v}'>"
         f"<figcaption>Figure {i}. {e(CAPTIONS[k])}</figcaption></figure>"
@@ -376,9 +379,7 @@ def accept_html(
 <style>
 body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
-tr.PASS td:nth-child(4),tr.PASS td:nth-child(6),li.PASS b{{color:{COLORS[PASS]}}}
-tr.FAIL td:nth-child(4),tr.FAIL td:nth-child(6),li.FAIL b{{color:{COLORS[FAIL]}}}
-tr.NO_VERDICT td:nth-child(4),tr.NO_VERDICT td:nth-child(6),li.NO_VERDICT b{{color:{COLORS[NO_VERDICT]}}}
+{verdict_css}
 figure{{display:inline-block;vertical-align:top;max-width:44em;margin:1em}}
 figcaption{{font-size:90%;color:#333}}
 </style></head><body>
@@ -388,8 +389,8 @@ figcaption{{font-size:90%;color:#333}}
 <ul>{verdicts}</ul>
 <h2>Boards</h2>
 <table><tr><th>port</th><th>serial</th><th>board</th><th>verdict</th><th>cause</th>
-<th>match rate (answered)</th><th>raw mismatches</th><th>answered</th><th>duration [s]</th><th>reason</th>
-</tr>
+<th>match rate (answered)</th><th>raw mismatches</th><th>answered</th><th>duration [s]</th>
+<th>reason</th></tr>
 {''.join(rows)}</table>
 <h2>Plots</h2>
 {imgs}
@@ -424,11 +425,10 @@ def verify_summary(outcome: BoardOutcome) -> Any:
         table.add_row(c.name, Text(c.status, STYLE.get(c.status, "")), str(c.passed),
                       str(c.failed), str(c.missing), c.detail)
     verdict = Text.assemble(("verdict: ", "bold"), (outcome.status, STYLE[outcome.status]),
-                            f"  ({outcome.duration_s:.2f} s)")
-    parts: list[Any] = [head, table, verdict]
-    if outcome.status != PASS:
-        parts.append(Text(outcome.reason))
-    return Group(*parts)
+                            f" ({outcome.duration_s:.2f} s)")
+    if outcome.status != PASS:  # the reason, once: the CLI adds no error line after it
+        verdict.append(f": {outcome.reason}")
+    return Group(head, table, verdict)
 
 
 def accept_table(outcomes: list[BoardOutcome], pending: Iterable[str] = ()) -> Any:
