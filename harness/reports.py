@@ -170,7 +170,7 @@ COLORS = {PASS: "#009E73", FAIL: "#D55E00", NO_VERDICT: "#E69F00"}
 GREY = "#999999"
 TITLES = {"match_rate": "Fingerprint match rate per board",
           "duration": "Verification time per board",
-          "failures": "Vectors that failed a check, per board"}
+          "failures": "Vectors that failed a check or went unanswered, per board"}
 CAPTIONS = {
     "match_rate": "Fingerprint match rate of each board: the share of its answered vectors "
                   "whose label equals the pre-trained model's (how many answered is noted above "
@@ -181,8 +181,9 @@ CAPTIONS = {
                 "exchange of the vectors, and the rest (connecting, the board's self-test "
                 "report, the decision).",
     "failures": "Vectors of each board that failed a check: raw output different from the "
-                "golden model's (exact check), label different from the expected one "
-                "(fingerprint check), or no answer at all.",
+                "golden model's (exact check) or label different from the expected one "
+                "(fingerprint check); apart from them, the vectors never answered (a link "
+                "matter, not a failing vector).",
 }
 
 

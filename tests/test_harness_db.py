@@ -234,3 +234,22 @@ def test_trust_is_recorded_and_an_older_database_gains_the_column(tmp_path):
         store.record(run, unpinned)
         got = {r["port"]: r["trust"] for r in store.run(run)["results"]}
     assert got == {"a": None, "b": "unpinned"}
+
+
+def test_a_column_renamed_under_an_open_store_is_refused_without_retries(tmp_path, caplog):
+    import logging
+    import sqlite3
+
+    from fpgaprint.harness.db import ResultRejected
+
+    url = f"sqlite:///{tmp_path}/acc.db"
+    caplog.set_level(logging.INFO, logger="fpgaprint.accept")
+    with ResultStore(url, wait=600) as store:
+        run = store.start_run("s", "ab" * 32, "x", ["a"])
+        con = sqlite3.connect(tmp_path / "acc.db")
+        con.execute("ALTER TABLE accept_results RENAME COLUMN reason TO why")
+        con.commit()
+        con.close()
+        with pytest.raises(ResultRejected, match="cannot commit the result of a .*reason"):
+            store.record(run, outcome("a", "SN-A"))
+    assert "retrying" not in caplog.text

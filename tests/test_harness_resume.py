@@ -162,3 +162,28 @@ def test_a_renamed_column_exits_2_before_any_board(digits_package, keypair, tmp_
     (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert "table accept_results has no column status" in line
     assert not (tmp_path / "r.db.pending.jsonl").exists()
+
+
+def test_a_result_the_run_already_holds_another_of_is_kept_marked(digits_package, keypair,
+                                                                   tmp_path, caplog):
+    """A board verified into a run that already has its result (what an unserialized second
+    process would do): the PASS is not retried, not dropped, kept in the journal with why."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="fpgaprint.accept")
+    pkg = load_package(digits_package, keypair[1])
+    url = f"sqlite:///{tmp_path}/r.db"
+    journal = Journal(tmp_path / "j.jsonl")
+    with ResultStore(url, wait=600) as store, ServedBoard(digits_package, "--trusted-key",
+                                                          keypair[1]) as board:
+        run = store.start_run("station", pkg.package_id, "digits-mlp", [board.port])
+        store.record(run, BoardOutcome(port=board.port, status="NO_VERDICT", reason="lost",
+                                       package_id=pkg.package_id))
+        res = accept([board.port], pkg, lambda _: selftest_plan(pkg), store, "station",
+                     journal=journal, run_id=run)
+    assert [o.status for o in res.outcomes] == [PASS]
+    assert list(res.rejected) == [board.port] and res.spooled == []
+    assert "UNIQUE" in res.rejected[board.port]
+    (kept,) = journal.entries()
+    assert kept["outcome"]["status"] == PASS and "UNIQUE" in kept["rejected"]
+    assert "retrying" not in caplog.text
