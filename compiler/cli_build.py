@@ -106,7 +106,7 @@ def build(model, board, out, fingerprint, boundary, config_path, key, allow_unsi
         return cli_matrix(matrix, out, scheduler, workers, key, allow_unsigned)
     from fpgaprint.compiler.build import build_model, check_model_spec
     from fpgaprint.compiler.config import BuildConfig
-    from fpgaprint.compiler.report import summary
+    from fpgaprint.compiler.report import produced, summary
 
     check_model_spec(model)
     if fingerprint is None:
@@ -122,4 +122,6 @@ def build(model, board, out, fingerprint, boundary, config_path, key, allow_unsi
     res = build_model(model, board, Path(out), cfg, fingerprint=fingerprint, key=key, tar=tar,
                       allow_unsigned=allow_unsigned,
                       console=console, boundary=boundary)
-    summary(res.report, console, out)
+    summary(res.report, console)
+    for line in produced(res.report, out):  # the result: stdout
+        click.echo(line)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 
-def summary(report: dict, console, out=None) -> None:
-    """Equivalence, estimates, layers, steps, then what was produced in `out`."""
+def summary(report: dict, console) -> None:
+    """Equivalence, estimates, layers and steps (progress: stderr); what was produced is the
+    build's result (`produced`, on stdout)."""
     from rich.table import Table
 
     t = Table(title=f"{report['model']} → {report['board']} ({report['part']})", box=None)
@@ -37,8 +38,6 @@ def summary(report: dict, console, out=None) -> None:
     reused = [s["name"] for s in steps if s.get("skipped")]
     console.print(f"{len(steps)} steps in {report.get('seconds', 0):.1f} s"
                   + (f" ({len(reused)} reused from the previous build)" if reused else ""))
-    for line in produced(report, out):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def produced(report: dict, out=None) -> list[str]:

@@ -249,13 +249,12 @@ def trust_options(f):
 
 
 def stderr_console():
-    """The console progress and summaries go to: stderr, bound now, so that a library's output
-    redirected into a log while a step runs never takes the progress lines with it."""
-    import sys
+    """The console progress and logs go to: stderr, bound now, so that a library's output
+    redirected into a log while a step runs never takes the progress lines with it; never
+    wrapped or cut off a terminal (core.progress.console)."""
+    from fpgaprint.core.progress import console
 
-    from rich.console import Console
-
-    return Console(file=sys.stderr, highlight=False)
+    return console(stderr=True)
 
 
 def warn(message: str) -> None:

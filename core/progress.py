@@ -22,6 +22,20 @@ from rich.progress import (
 )
 
 HEARTBEAT_S = 10.0  # off a terminal, the longest silence; $FPGAPRINT_HEARTBEAT_S overrides
+LOG_WIDTH = 1 << 16  # off a terminal: lines as long as their text (rich would cut at 80)
+
+
+def console(stderr: bool = False) -> Console:
+    """The console a command prints to (stdout, or stderr bound now). On a terminal, rich as
+    usual; otherwise (a CI log, a pipe, a file) no line is wrapped or cut: tables take their
+    natural width and text is never folded."""
+    import sys
+
+    c = Console(file=sys.stderr if stderr else sys.stdout, highlight=False)
+    if not c.is_terminal:
+        c.soft_wrap = True
+        c.width = LOG_WIDTH
+    return c
 
 
 def _heartbeat_s() -> float:

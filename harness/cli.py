@@ -91,6 +91,13 @@ def _raise_for(status: str, reason: str) -> None:
         raise LinkError(f"no verdict: unknown status {status!r}")
 
 
+def shown_verdict(status: str) -> click.exceptions.Exit:
+    """The exit of a command that printed its verdict and reason: the verdict's code (0 PASS,
+    1 FAIL, 3 anything else), no further line."""
+    code = {PASS: 0, FAIL: VerdictFail.exit_code}.get(status, LinkError.exit_code)
+    return click.exceptions.Exit(code)
+
+
 def _rng() -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(os.urandom(8), "little"))
 
@@ -149,9 +156,8 @@ def verify(port, package, timeout, retries, batch, baud, deadline, challenge,
            allow_fingerprint_only, trusted_key, allow_unsigned, allow_unpinned, json_out,
            junit) -> None:
     """Verify one board against its deployment package and give the verdict."""
-    from rich.console import Console
-
     from fpgaprint.core.atomic import write_json
+    from fpgaprint.core.progress import console
     from fpgaprint.harness.reports import verify_report, verify_summary, write_verify_junit
     from fpgaprint.harness.verify import verify_board
 
@@ -169,8 +175,8 @@ def verify(port, package, timeout, retries, batch, baud, deadline, challenge,
         click.echo(f"error: {line}", err=True)
     if outcome.unreachable:  # no board reached: one line, no table of unanswered checks
         raise LinkError(outcome.reason)
-    Console(highlight=False).print(verify_summary(outcome))
-    _raise_for(outcome.status, outcome.reason)
+    console().print(verify_summary(outcome))  # the verdict and its reason, on stdout
+    raise shown_verdict(outcome.status)
 
 
 def _ports(ctx, param, value: str | None) -> list[str] | None:

@@ -3,16 +3,14 @@
 Phases: identify (package id, protocol), power-on self-test (the board's own claim), verify
 (the package's embedded vectors, host-side verdict) and, with a verifier-held fingerprint set,
 challenge. Every decision is a measurement with a validator, so OpenHTF's outcome is the
-verdict. Runs headless (no web UI):
+verdict. Runs headless (no web UI) as `fpgaprint station` (harness/cli_station.py):
 
-    python -m harness.openhtf_station --port /dev/pts/5 --package build/pkg [--challenge FP.npz]
+    fpgaprint station --port /dev/pts/5 --package build/pkg [--challenge FP.npz] [--json REC]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import numpy as np
 import openhtf as htf
 from openhtf.core.base_plugs import BasePlug
 
-from fpgaprint.harness.verdict import PASS, Answers, decide
+from fpgaprint.harness.verdict import FAIL, NO_VERDICT, PASS, Answers, decide
 from fpgaprint.harness.verify import (
     DEFAULT_BATCH,
     Plan,
@@ -198,33 +196,24 @@ def run(test: htf.Test, record_json: str | Path | None = None) -> Any:
     return records[-1]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Headless station: exit 0 PASS, 1 FAIL, 3 error (no verdict), 2 bad input."""
+def summary(record: Any) -> tuple[list[str], str, str]:
+    """(one line per phase with its failed measurements, the verdict, its reason) of a
+    TestRecord: OpenHTF's PASS and FAIL are the verdict; anything else (an error, a lost
+    link) is NO_VERDICT with OpenHTF's outcome details as the reason."""
     from openhtf.core.test_record import Outcome
 
-    from fpgaprint.core.errors import FpgaprintError
-
-    ap = argparse.ArgumentParser(prog="python -m harness.openhtf_station")
-    ap.add_argument("--port", required=True)
-    ap.add_argument("--package", required=True)
-    ap.add_argument("--challenge")
-    ap.add_argument("--trusted-key")
-    ap.add_argument("--allow-unsigned", action="store_true")
-    ap.add_argument("--allow-unpinned", action="store_true")
-    ap.add_argument("--timeout", type=float, default=2.0)
-    ap.add_argument("--retries", type=int, default=3)
-    ap.add_argument("--record", help="write the OpenHTF test record as JSON here")
-    args = ap.parse_args(argv)
-    try:
-        test = make_test(args.package, args.port, args.challenge, args.trusted_key,
-                         args.allow_unsigned, args.timeout, args.retries,
-                         allow_unpinned=args.allow_unpinned)
-    except FpgaprintError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    record = run(test, args.record)
-    return {Outcome.PASS: 0, Outcome.FAIL: 1}.get(record.outcome, 3)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    lines, failed = [], []
+    for phase in record.phases:
+        lines.append(f"{phase.name}: {phase.outcome.name}")
+        for name, m in (phase.measurements or {}).items():
+            if m.outcome.name != "PASS":
+                value = m.measured_value.value if m.measured_value.is_value_set else "unset"
+                lines.append(f"  {name} = {value} ({m.outcome.name})")
+                failed.append(name)
+    if record.outcome == Outcome.PASS:
+        return lines, PASS, ""
+    if record.outcome == Outcome.FAIL:
+        return lines, FAIL, f"failed measurements: {', '.join(failed)}"
+    details = "; ".join(str(d.description or d.code) for d in record.outcome_details or [])
+    return lines, NO_VERDICT, f"OpenHTF outcome {record.outcome.name}" + (
+        f": {details}" if details else "")

@@ -208,10 +208,10 @@ def serve(package, port_url, use_pty, tcp, protocol, mlperf_model_id, backend, s
 @click.command()
 def boards() -> None:
     """List the supported boards."""
-    from rich.console import Console
     from rich.table import Table
 
     from fpgaprint.core.boards import BOARDS, RESOURCE_KEYS
+    from fpgaprint.core.progress import console
 
     table = Table(title="fpgaprint boards")
     for col in ("board", "part", "FINN board", "platform", "clock", *RESOURCE_KEYS, "serial"):
@@ -221,4 +221,4 @@ def boards() -> None:
         serial_port = f"{b.serial_device} @ {b.baud}" if b.serial_device else "TCP"
         table.add_row(b.name, b.part, b.finn_board, b.platform, f"{mhz:g} MHz",
                       *(str(b.resources.get(k, 0)) for k in RESOURCE_KEYS), serial_port)
-    Console(width=200).print(table)
+    console().print(table)

@@ -11,6 +11,7 @@ import subprocess
 import time
 
 import pytest
+from conftest import first_changing_flip
 
 from fpgaprint.core.errors import LinkError
 from fpgaprint.hw_targets.link import SerialTransport, open_transport
@@ -49,7 +50,6 @@ def test_verify_passes_a_board_on_a_serial_device_and_fails_a_flipped_one(
         digits_package, keypair, null_modem, run_cli):
     from fpgaprint.core.golden import GoldenModel
     from fpgaprint.core.package import load_vectors
-    from tests.conftest import first_changing_flip
 
     pub = keypair[1]
     board_end, host_end = null_modem

@@ -1,0 +1,79 @@
+"""`fpgaprint station`: the OpenHTF station as a subcommand, on the digits package served as a
+virtual board on a pty; its help, its exit codes and its record."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from conftest import run_fpgaprint
+
+from fpgaprint.hw_targets.served import ServedBoard
+
+
+def test_station_help_documents_every_option(run_cli):
+    code, out, _ = run_cli("station", "--help")
+    assert code == 0
+    assert "station [OPTIONS]" in out and "openhtf_station" not in out
+    options = re.findall(r"^\s+(--[a-z-]+)", out, re.M)
+    assert {"--port", "--package", "--challenge", "--trusted-key", "--allow-unsigned",
+            "--allow-unpinned", "--timeout", "--retries", "--json"} <= set(options)
+    assert "--record" not in options  # the old spelling is hidden
+    for line in out.split("Options:")[1].splitlines():
+        if m := re.match(r"^\s+(-h, )?(--[a-z-]+)( [A-Z]+)?\s*$", line):
+            pytest.fail(f"{m.group(1)} has no help text")
+    code, top, _ = run_cli("--help")
+    assert re.search(r"^\s+station\s+Run the OpenHTF station", top, re.M), top
+
+
+def station(*args) -> tuple[int, str, str]:
+    """`fpgaprint station ARGS` in a child process with pipes (OpenHTF prints to the real
+    stdout)."""
+    r = run_fpgaprint("station", *args)
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_station_passes_a_healthy_board_and_fails_a_flipped_one(digits_package, keypair,
+                                                                tmp_path):
+    from fpgaprint.core.golden import GoldenModel
+
+    pub = keypair[1]
+    record = tmp_path / "record.json"
+    with ServedBoard(digits_package, "--trusted-key", pub) as board:
+        code, out, err = station("--port", board.port, "--package", digits_package,
+                                 "--trusted-key", pub, "--json", record)
+    assert code == 0, out + err
+    assert out.splitlines()[-1] == "verdict: PASS"
+    for phase in ("identify", "power_on_selftest", "verify"):
+        assert f"{phase}: PASS" in out
+    assert json.loads(record.read_text())["outcome"] == "PASS"
+
+    mems = GoldenModel(digits_package / "model" / "golden.onnx").memories()
+    key = [k for k in mems if k.endswith("/weights")][-1]
+    old = tmp_path / "old.json"
+    with ServedBoard(digits_package, "--trusted-key", pub,
+                     "--flip", f"{key}:0:{mems[key].bits - 1}") as board:
+        code, out, err = station("--port", board.port, "--package", digits_package,
+                                 "--trusted-key", pub, "--record", old)
+    assert code == 1, out + err
+    assert "verify: FAIL" in out and "verify_exact_failed" in out
+    last = out.splitlines()[-1]
+    assert last.startswith("verdict: FAIL: failed measurements: ") and "verify_verdict" in last
+    assert "--record is now --json" in err
+    assert json.loads(old.read_text())["outcome"] == "FAIL"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--port", "", "--package", "p"], "--port '': empty"),
+    (["--port", "/dev/pts/9", "--package", "p", "--timeout", "0"], "--timeout: expected"),
+    (["--port", "/dev/pts/9", "--package", "p", "--json", "/etc/passwd/x"], "--json"),
+    (["--port", "/dev/pts/9", "--package", "p", "--json", "a.json", "--record", "b.json"],
+     "--record: the old spelling of --json; give one of them"),
+])
+def test_station_checks_its_options_before_any_board(run_cli, args, message, tmp_path,
+                                                       monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("station", *args)
+    assert code == 2 and out == "" and message in err, err
+    assert err.count("\n") == 1, err
