@@ -152,6 +152,10 @@ def load_matrix(path: str | Path, out: str | Path, key: str | None = None,
     if isinstance(spec.config, str):
         base_values = BuildConfig.load(resolve(spec.config, "config")).as_dict()
     else:
+        try:  # a bad key here is the config's, not the first override's
+            BuildConfig.load(None, **spec.config)
+        except InputError as err:
+            raise InputError(f"{p}: config: {err}") from None
         base_values = dict(spec.config)
     for k, vals in spec.sweep.items():
         if not vals:
@@ -434,9 +438,11 @@ def run_matrix(matrix: Matrix, out: str | Path, cluster: Cluster, console=None
                         worker=rec.get("worker"),
                         detail=rec.get("error") or rec.get("detail") or rec.get("fit") or "")
     wall = time.perf_counter() - t0
-    meta = {"matrix": str(matrix.path), "builds": len(jobs), "cluster": cluster.describe(),
+    # the report outlives the cluster: no dashboard address in it
+    meta = {"matrix": str(matrix.path), "builds": len(jobs),
+            "cluster": cluster.describe(live=False),
             "mode": cluster.mode, "workers": len(cluster.workers) if cluster.client else 1,
-            "dashboard": cluster.dashboard, "wall_seconds": round(wall, 3),
+            "wall_seconds": round(wall, 3),
             "finished": stamp(), **code_identity(), **matrix.meta}
     result = MatrixResult(out, [r for r in records if r is not None], meta, [])
     result.paths = write_reports(result)
@@ -605,12 +611,12 @@ def cli_matrix(path: str, out: str, scheduler: str | None, workers: int | None,
                key: str | None, unsigned: bool) -> int:
     """`fpgaprint build --matrix`: 0 when every build succeeded or was present, else the
     exit code of the first failed build (one line naming it and the reports)."""
-    from rich.console import Console
+    from fpgaprint.core.progress import console as make_console
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)  # progress and logs; the result line: stdout
     res = build_matrix(path, out, scheduler, workers, key, unsigned, console)
     c = {s: sum(r["status"] == s for r in res.records) for s in ("ok", "skipped", "failed")}
-    console.print(f"{len(res.records)} builds: {c['ok']} built, {c['skipped']} skipped "
+    make_console().print(f"{len(res.records)} builds: {c['ok']} built, {c['skipped']} skipped "
                   f"(present), {c['failed']} failed in {res.meta['wall_seconds']:.1f} s; "
                   f"reports: {', '.join(str(p) for p in res.paths)}", highlight=False)
     if res.failed:

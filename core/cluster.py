@@ -129,14 +129,16 @@ class Cluster:
     dashboard: str | None = None
     restrict: bool = False  # submit only to `workers`
 
-    def describe(self) -> str:
+    def describe(self, live: bool = True) -> str:
+        """Where tasks run; `live`: with the dashboard's address (gone once the run ends, so
+        reports leave it out)."""
         if self.client is None:
             return "serial, in this process"
         where = "LocalCluster" if self.mode == LOCAL else f"scheduler {self.mode}"
         text = f"{where}: {len(self.workers)} worker(s)"
         if self.refused:
             text += f", {len(self.refused)} refused (other fpgaprint code)"
-        if self.dashboard:
+        if self.dashboard and live:
             text += f"; Dask dashboard {self.dashboard}"
         return text
 

@@ -144,6 +144,11 @@ def test_local_cluster_gives_the_serial_package_ids_with_a_worker_killed_mid_bui
     doc = json.loads((out / "matrix.json").read_text())
     assert doc["counts"]["ok"] == 2 and "(attempt 2)" in (out / "matrix.md").read_text()
     assert [r["attempts"] for r in res.records if r["name"] != killed["name"]] == [1]
+    # the dashboard died with the cluster: the reports do not point at it
+    dashboard = cluster.dashboard.split("//", 1)[-1]
+    for report in ("matrix.json", "matrix.md", "matrix.html"):
+        text = (out / report).read_text()
+        assert "dashboard" not in text.lower() and dashboard not in text, report
 
 
 def test_rerun_skips_present_packages_and_rebuilds_changed_inputs(serial, inputs, tmp_path):
@@ -192,6 +197,10 @@ def test_failed_build_is_reported_and_never_stops_the_others(inputs, tmp_path, r
      "overrides[0]: unknown config key(s) weight_bit"),
     ({"models": ["zoo:digits-mlp"], "overrides": [{"weight_bits": 99}]},
      "overrides[0]: config weight_bits"),
+    ({"models": ["zoo:digits-mlp"], "config": {"weight_bit": 3}},
+     ": config: unknown config key(s) weight_bit"),
+    ({"models": ["zoo:digits-mlp"], "config": {"weight_bits": 99}, "overrides": [{}, {}]},
+     ": config: config weight_bits"),
     ({"models": ["nothere.pt"]}, "models[0] nothere.pt: no such file"),
     ({"models": ["zoo:digits-mlp"], "colour": 1}, "colour: Extra inputs are not permitted"),
     ({"models": ["zoo:digits-mlp"], "overrides": [{"name": "a"}, {"name": "a"}]},
