@@ -61,6 +61,19 @@ class BuildConfig(BaseModel):
     impl_style: Literal["auto", "rtl", "hls"] = Field(
         "auto", description="FINN+ RTL or HLS variant of each layer: auto = RTL where FINN+ "
         "has one (implies standalone thresholds), rtl = fail on any HLS layer, hls")
+    auto_fifo_depths: bool = Field(
+        True, description="FINN+ key: size the FIFOs by simulating the stitched design "
+        "(auto_fifo_strategy); false: depths from fifo_config_file, else the layers' "
+        "inFIFODepths/outFIFODepths (a folding config may set them)")
+    auto_fifo_strategy: Literal["distributed_sim", "force_minimal_fifos"] = Field(
+        "distributed_sim", description="FINN+ key: distributed_sim = FIFO depths from the "
+        "occupancy of the stitched design in a Verilator simulation at full rate; "
+        "force_minimal_fifos = every FIFO at FINN+'s minimal depth")
+    fifo_config_file: str | None = Field(
+        None, description="FINN+ FIFO config JSON ({\"fifo_depths\": {FIFO: depth}}, as "
+        "reports/fifo_depths.json writes it), applied with auto_fifo_depths false")
+    large_fifo_mem_style: Literal["auto", "block", "distributed", "ultra"] = Field(
+        "auto", description="FINN+ key: memory of the FIFOs fifo.sv would back with BRAM/URAM")
     equivalence_samples: int = Field(32, ge=1, le=100_000)
     seed: int = Field(0, ge=0, le=2**32 - 1)
     zoo_epochs: int | None = Field(None, ge=0, le=10_000,
@@ -143,6 +156,10 @@ def finn_config(config: BuildConfig, board, output_dir: str | Path, **extra: Any
         mvau_wwidth_max=config.mvau_wwidth_max,
         standalone_thresholds=standalone_thresholds(config),  # implied by impl_style rtl/auto
         minimize_bit_width=True,
+        auto_fifo_depths=config.auto_fifo_depths,
+        auto_fifo_strategy=bc.AutoFIFOSizingMethod(config.auto_fifo_strategy),
+        fifo_config_file=Path(config.fifo_config_file) if config.fifo_config_file else None,
+        large_fifo_mem_style=bc.LargeFIFOMemStyle(config.large_fifo_mem_style),
     )
     values.update(extra)
     return bc.DataflowBuildConfig(**values)

@@ -3,12 +3,14 @@ gated on the vendor tools: without them the build stops after codegen and says s
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
 SUPPORTED = "AMD Vivado + Vitis HLS 2022.2 or 2024.2 and later (vitis-run)"
 TOOLS = ("vivado", "vitis_hls")
+RTL_DIR = Path("hw/rtl")
 
 
 def missing_tools() -> list[str]:
@@ -36,29 +38,116 @@ def run_or_explain(out: Path, board, config, log) -> dict:
 
 
 def _run_hardware_steps(out: Path, board, config, log) -> dict:
-    """ipgen → stitched IP → bitfile + hwh + driver, via FINN+'s own build steps."""
+    """ipgen → FIFOs → stitched IP → bitfile + hwh + driver, via FINN+'s own build steps.
+
+    A design that was stitched and simulated (`hw/rtl/design.json`) is what Vivado gets:
+    FINN+'s step_set_fifo_depths runs with `auto_fifo_depths: false` and the simulated
+    depths, and the graph it returns must be the simulated one (`check_simulated`) before
+    FINN+'s stitched-IP step sees it."""
     from finn.builder import build_dataflow_config as bc
     from qonnx.core.modelwrapper import ModelWrapper
 
     from fpgaprint.compiler.config import finn_config
+    from fpgaprint.compiler.rtlsim.design import DESIGN_JSON
+    from fpgaprint.compiler.rtlsim.fifosizing import finn_config_file
     from fpgaprint.compiler.steps import finn_steps
+    from fpgaprint.core.atomic import write_json
 
     bs = finn_steps()
-
+    work = out / "finn" / "vivado"
+    work.mkdir(parents=True, exist_ok=True)
     steps = sorted((out / "model" / "steps").glob("*_codegen.onnx"))
     model = ModelWrapper(str(steps[-1]))
-    cfg = finn_config(config, board, out / "finn" / "vivado",
+    rtl = out / RTL_DIR
+    fifo = {}
+    if (rtl / DESIGN_JSON).is_file():
+        fifo_file = work / "fifo_config.json"
+        design = json.loads((rtl / DESIGN_JSON).read_text())
+        write_json(fifo_file, finn_config_file(design["fifos"]))
+        fifo = {"auto_fifo_depths": False, "fifo_config_file": fifo_file}
+    cfg = finn_config(config, board, work,
                       generate_outputs=[bc.DataflowOutputType.STITCHED_IP,
                                         bc.DataflowOutputType.BITFILE,
-                                        bc.DataflowOutputType.PYNQ_DRIVER])
-    for step in (bs.step_hw_ipgen, bs.step_create_stitched_ip, bs.step_synthesize_bitfile,
-                 bs.step_make_driver):
+                                        bc.DataflowOutputType.PYNQ_DRIVER], **fifo)
+    for step in (bs.step_hw_ipgen, bs.step_set_fifo_depths, bs.step_create_stitched_ip,
+                 bs.step_synthesize_bitfile, bs.step_make_driver):
+        if step.__name__ == "step_create_stitched_ip" and fifo:
+            check_simulated(model, rtl)
+            log("vivado: the graph for the stitched IP is the simulated design "
+                f"({RTL_DIR.as_posix()}/{DESIGN_JSON})", show=True)
         log(f"vivado step {step.__name__}", show=True)
         model = step(model, cfg)
     hw = out / "hw"
     hw.mkdir(exist_ok=True)
     for pattern in ("bitfile/*.bit", "bitfile/*.hwh", "bitfile/*.xclbin", "driver/*"):
-        for f in (out / "finn" / "vivado").glob(pattern):
+        for f in work.glob(pattern):
             if f.is_file():
                 shutil.copy2(f, hw / f.name)
-    return {"ran": True, "files": sorted(p.name for p in hw.iterdir())}
+    return {"ran": True, "simulated_design": bool(fifo),
+            "files": sorted(p.name for p in hw.iterdir() if p.is_file())}
+
+
+def check_simulated(model, rtl_dir: Path) -> None:
+    """`model` (the graph for FINN+'s stitched-IP step) is the simulated design in `rtl_dir`:
+    the same nodes in the same order, attributes (folding, widths, datatypes, FIFO depths and
+    memory styles; build paths aside), initializers, stream widths, and the memory images its
+    layers' sources read equal to the simulated ones. Else RtlMismatchError naming the first
+    difference."""
+    import numpy as np
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    from fpgaprint.compiler.rtlsim.design import StitchedDesign
+    from fpgaprint.compiler.rtlsim.errors import RtlMismatchError
+    from fpgaprint.compiler.rtlsim.stitch import PATH_ATTRS
+
+    design = StitchedDesign(rtl_dir)
+    sim = ModelWrapper(str(design.graph))
+
+    def differs(what: str) -> RtlMismatchError:
+        return RtlMismatchError(f"the graph for Vivado is not the simulated design "
+                                f"({RTL_DIR.as_posix()}): {what}")
+
+    got = [(n.name, n.op_type) for n in model.graph.node]
+    want = [(n.name, n.op_type) for n in sim.graph.node]
+    if got != want:
+        i = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got),
+                                                                             len(want)))
+        raise differs(f"node {i} is {got[i] if i < len(got) else 'missing'}, simulated "
+                      f"{want[i] if i < len(want) else 'none'}")
+    for a, b in zip(model.graph.node, sim.graph.node):
+        oa, ob = getCustomOp(a), getCustomOp(b)
+        attrs = sorted({x.name for x in a.attribute} | {x.name for x in b.attribute})
+        for name in attrs:
+            if name in PATH_ATTRS:
+                continue
+            va, vb = _attr(oa, name), _attr(ob, name)
+            if va != vb:
+                raise differs(f"{a.name}.{name} is {va!r}, simulated {vb!r}")
+        for i in range(len(a.input)):
+            ia, ib = model.get_initializer(a.input[i]), sim.get_initializer(b.input[i])
+            if (ia is None) != (ib is None) or \
+                    (ia is not None and not np.array_equal(ia, ib)):
+                raise differs(f"{a.name} input {i} ({a.input[i]}) differs")
+        for i in range(len(a.output)):
+            if oa.get_outstream_width_padded(i) != ob.get_outstream_width_padded(i):
+                raise differs(f"{a.name} output stream {i} is "
+                              f"{oa.get_outstream_width_padded(i)} bits, simulated "
+                              f"{ob.get_outstream_width_padded(i)}")
+    for m in design.memories:
+        code_gen = Path(getCustomOp(model.get_node_from_name(m["layer"]))
+                        .get_nodeattr("code_gen_dir_ipgen"))
+        for name, rel in m["files"].items():
+            src = code_gen / name
+            if not src.is_file() or src.read_text().split() != \
+                    (design.dir / rel).read_text().split():
+                raise differs(f"memory image {name} of {m['layer']} is not the simulated "
+                              f"{rel}")
+
+
+def _attr(op, name: str):
+    try:
+        v = op.get_nodeattr(name)
+    except (AttributeError, KeyError):
+        return None
+    return v.tolist() if hasattr(v, "tolist") else v

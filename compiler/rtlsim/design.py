@@ -94,6 +94,10 @@ class StitchedDesign:
             if m.get("writer") not in WRITER_MODES:
                 raise InputError(f"{where}: memories: unknown image writer {m.get('writer')!r}")
         self.estimates = dict(d.get("estimates") or {})
+        self.monitors = list(d.get("monitors") or [])
+        for name in self.monitors:
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_]\w{0,127}", name):
+                raise InputError(f"{where}: monitors: {name!r} is not a FIFO name"[:200])
         self.graph = self.dir / _rel(d.get("graph", "design.onnx"), f"{where}: graph")
 
     @property
@@ -160,8 +164,9 @@ class StitchedSim:
     def reset(self) -> None:
         self.sim.reset(self.design.reset_n, True, RESET_CYCLES)
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, int]:
-        """(raw outputs int64 (B, R), cycles) for inputs (B, *input) on the input grid."""
+    def run(self, x: np.ndarray, stalls=None) -> tuple[np.ndarray, int]:
+        """(raw outputs int64 (B, R), cycles) for inputs (B, *input) on the input grid;
+        `stalls` (sim.Stalls): seeded random gaps on the input valid and output ready."""
         from fpgaprint.core.streams import fold_input, pack_input, unfold_output, unpack_output
 
         io = self.design.io
@@ -171,11 +176,13 @@ class StitchedSim:
         words = packed.reshape(-1, packed.shape[-1])
         count = b * self.design.words_out
         slack = max(self.latency_estimate, self.ii_estimate, 1000)
+        if stalls is not None:
+            slack = int(slack / max(0.05, (1 - stalls.input) * (1 - stalls.output)))
         try:
             res = self.sim.stream(
                 {self.design.input: words}, {self.design.output: count},
                 liveness=4 * slack + 10_000,
-                max_cycles=(b + 2) * 4 * slack + 100_000, as_bytes=True,
+                max_cycles=(b + 2) * 4 * slack + 100_000, as_bytes=True, stalls=stalls,
                 timeout_message="RTL simulation produced no output for too long "
                                 f"(FINN+ estimates {self.latency_estimate} cycles of latency).")
         except SimulationError:
@@ -183,6 +190,10 @@ class StitchedSim:
             raise
         out = res.outputs[self.design.output].reshape(io.batched("oshape_packed", b))
         return unfold_output(unpack_output(out, io), io), res.cycles
+
+    def peaks(self) -> dict[str, int]:
+        """The most items each monitored FIFO held since reset (design.json `monitors`)."""
+        return {name: self.sim.get(f"{name}_maxcount") for name in self.design.monitors}
 
     def measure(self, x: np.ndarray) -> dict:
         """Cycles per frame: latency (one vector into an idle design) and initiation interval

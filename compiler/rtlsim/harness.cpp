@@ -105,6 +105,10 @@ struct Sim {
     std::vector<InStream> ins;
     std::vector<OutStream> outs;
     int timed_out = -1;  // stream index of the last timeout (outputs first, then inputs)
+    // Random stalls (fp_set_stalls): the chance in 1/65536 that an input stream holds back
+    // its next value / an output stream drops tready in a cycle; xorshift64 state.
+    uint32_t stall_in = 0, stall_out = 0;
+    uint64_t rng = 0;
     std::string error;
     std::vector<std::pair<int, std::vector<uint8_t>>> pending;  // written after next rising edge
 };
@@ -175,6 +179,15 @@ bool cycle(Sim* s, const std::vector<Update>& ups) {
     s->ctx->timeInc(1);
     s->cycles++;
     return true;
+}
+
+// True with probability p/65536 (xorshift64; p == 0 draws nothing).
+bool stall(Sim* s, uint32_t p) {
+    if (!p) return false;
+    s->rng ^= s->rng << 13;
+    s->rng ^= s->rng >> 7;
+    s->rng ^= s->rng << 17;
+    return (s->rng >> 16 & 0xffff) < p;
 }
 
 }  // namespace
@@ -317,6 +330,17 @@ FP_API void fp_clear_streams(void* h) {
     s->timed_out = -1;
 }
 
+// Random stalls for the following fp_run calls: an input stream withholds its next value
+// (tvalid low, never mid-handshake) with chance in_p/65536 per cycle, an output stream
+// drops tready with chance out_p/65536; `seed` fixes the pattern. 0, 0 turns them off.
+FP_API void fp_set_stalls(void* h, uint64_t seed, uint32_t in_p, uint32_t out_p) {
+    auto* s = static_cast<Sim*>(h);
+    s->stall_in = in_p > 65536 ? 65536 : in_p;
+    s->stall_out = out_p > 65536 ? 65536 : out_p;
+    s->rng = seed * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull;
+    if (!s->rng) s->rng = 1;
+}
+
 // Stream index that timed out: outputs are 0..n_out-1, inputs n_out.. (for naming it).
 FP_API int fp_timed_out(void* h) { return static_cast<Sim*>(h)->timed_out; }
 
@@ -343,7 +367,13 @@ FP_API int fp_run(void* h, uint64_t budget, uint64_t liveness) {
                 in.txns++;
                 any_txn = true;
             }
-            if (in.next < in.count) {
+            if (in.next < in.count && stall(s, s->stall_in)) {  // hold the next value back
+                if (in.vld) {
+                    ups.push_back(Update{in.valid, nullptr, 0, 0});
+                    in.vld = false;
+                }
+                any_active = true;
+            } else if (in.next < in.count) {
                 ups.push_back(Update{in.data, &in.values[in.next * in.nbytes], in.nbytes, 0});
                 if (!in.vld) ups.push_back(Update{in.valid, nullptr, 0, 1});
                 in.vld = true;
@@ -360,21 +390,18 @@ FP_API int fp_run(void* h, uint64_t budget, uint64_t liveness) {
         }
         for (OutStream& o : s->outs) {
             if (!o.active) continue;
-            if (o.rdy) {
+            if (o.rdy && port_high(s->ports[o.valid])) {
+                port_read(s->ports[o.data], &o.values[o.got * o.nbytes], o.nbytes);
+                o.got++;
+                o.idle = 0;
+                any_txn = true;
+            }
+            bool want = o.got < o.count && !stall(s, s->stall_out);
+            if (want != o.rdy) {
+                ups.push_back(Update{o.ready, nullptr, 0, static_cast<uint8_t>(want)});
+                o.rdy = want;
                 any_active = true;
-                if (port_high(s->ports[o.valid])) {
-                    port_read(s->ports[o.data], &o.values[o.got * o.nbytes], o.nbytes);
-                    o.got++;
-                    o.idle = 0;
-                    any_txn = true;
-                    if (o.got == o.count) {
-                        ups.push_back(Update{o.ready, nullptr, 0, 0});
-                        o.rdy = false;
-                    }
-                }
-            } else if (o.got < o.count) {
-                ups.push_back(Update{o.ready, nullptr, 0, 1});
-                o.rdy = true;
+            } else if (o.rdy || o.got < o.count) {
                 any_active = true;
             } else {
                 o.active = false;

@@ -50,6 +50,7 @@ _SIGNATURES = {
     "fp_clear_streams": ([_c_ptr], None),
     "fp_timed_out": ([_c_ptr], ctypes.c_int),
     "fp_run": ([_c_ptr, _c_u64, _c_u64], ctypes.c_int),
+    "fp_set_stalls": ([_c_ptr, _c_u64, ctypes.c_uint32, ctypes.c_uint32], None),
 }
 
 _libs: dict[str, ctypes.CDLL] = {}
@@ -96,6 +97,26 @@ class SignalInfo:
     @property
     def nbytes(self) -> int:
         return (self.width + 7) // 8
+
+
+@dataclass(frozen=True)
+class Stalls:
+    """Seeded random stalls of a stream run: each cycle an input withholds its next value
+    with chance `input`, an output drops tready with chance `output` (AXI-Stream allows any
+    such pattern; valid is never withdrawn mid-handshake)."""
+
+    seed: int = 0
+    input: float = 0.25
+    output: float = 0.25
+
+    def __post_init__(self) -> None:
+        for p in (self.input, self.output):
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"stall probability {p} is not in [0, 1)")
+
+    @staticmethod
+    def q16(p: float) -> int:
+        return round(p * 65536)
 
 
 @dataclass
@@ -244,11 +265,13 @@ class VerilatedSim:
 
     def stream(self, inputs: Mapping[str, Sequence[int]], outputs: Mapping[str, int], *,
                liveness: int = 10000, max_cycles: int | None = None,
-               timeout_message: str | None = None, as_bytes: bool = False) -> StreamResult:
+               timeout_message: str | None = None, as_bytes: bool = False,
+               stalls: Stalls | None = None) -> StreamResult:
         """Feed `inputs` (stream -> values) and collect `outputs` (stream -> count).
 
         Values are ints, or a uint8 array (n, bytes per word) of little-endian words; with
-        `as_bytes` the outputs come back as such arrays.
+        `as_bytes` the outputs come back as such arrays. `stalls`: seeded random gaps on the
+        inputs' tvalid and the outputs' tready (default: full rate).
 
         Runs until every input is consumed and every output collected. Raises
         SimulationError naming the design and the stream when an output sees no value for
@@ -277,6 +300,9 @@ class VerilatedSim:
             driven.append(ready)
         start = self.cycles
         done = False
+        if stalls is not None:
+            lib.fp_set_stalls(h, int(stalls.seed) & (2**64 - 1), stalls.q16(stalls.input),
+                              stalls.q16(stalls.output))
         try:
             while True:
                 budget = CHUNK_CYCLES
@@ -319,6 +345,8 @@ class VerilatedSim:
             return StreamResult(result, self.cycles - start)
         finally:
             lib.fp_clear_streams(h)
+            if stalls is not None and self._h:
+                lib.fp_set_stalls(self._h, 0, 0, 0)
             if not done and self._h:
                 self._needs_reset = True
                 for sig in driven:

@@ -28,8 +28,11 @@ import numpy as np
 
 from fpgaprint.compiler.rtlsim.errors import RtlMismatchError, SimulationError
 from fpgaprint.compiler.rtlsim.impl import layer_table, require_rtl
+from fpgaprint.compiler.rtlsim.sim import Stalls
 
 RTL_DIR = Path("hw/rtl")
+FIFO_JSON = Path("reports/fifo_depths.json")  # FINN+'s fifo_config_file format
+STALLS = Stalls(seed=1, input=0.25, output=0.25)  # the backpressure run of every build
 
 
 def run(out: Path, board, config, log, report: dict, eq, stages, model_path: Path,
@@ -97,8 +100,13 @@ def run(out: Path, board, config, log, report: dict, eq, stages, model_path: Pat
     except SimulationError as e:
         _log_failure(log, e)
         raise
+    add_plumbing_resources(report)
     st = section["stitched"]
     if st.get("built"):
+        from fpgaprint.compiler.rtlsim.fifosizing import finn_config_file
+        from fpgaprint.core.atomic import write_json
+
+        write_json(out / FIFO_JSON, finn_config_file(st["fifos"]["fifos"]))
         results.append(StageResult("rtlsim_stitched", True, 0.0, 0, 0, True,
                                    round(time.perf_counter() - t0, 3)))
 
@@ -118,24 +126,32 @@ def _log_failure(log, error: Exception) -> None:
 
 
 def _stitched(out: Path, board, config, log, model, golden_path: Path, x_int) -> dict:
-    """Build, check and measure the stitched design; {"built": False, "reason"} when the
-    design cannot be stitched."""
-    from fpgaprint.compiler.rtlsim import stitch
+    """Size the FIFOs, build, check (at full rate and with random stalls) and measure the
+    stitched design; {"built": False, "reason"} when the design cannot be stitched."""
+    from fpgaprint.compiler.rtlsim import fifosizing, stitch
     from fpgaprint.compiler.rtlsim.design import StitchedDesign
     from fpgaprint.core.golden import GoldenModel
 
     clock_ns = config.clock_ns or board.clock_ns
     golden = GoldenModel(golden_path)
     t0 = time.perf_counter()
+    hook, source = fifosizing.hook(config)
+    sizing = None
     try:
+        if hook is None:  # sizing by simulation
+            work = out / "finn" / "fifosizing" / "rtl"
+            sizing = fifosizing.measure(model, board.part, clock_ns, golden, x_int, work, log)
+            depths = fifosizing.sized_depths(sizing["graph"], sizing["peaks"])
+            hook = fifosizing.setter(depths, config.large_fifo_mem_style)
         with log.capture():
-            plumbed = stitch.plumb(model, board.part, clock_ns)
+            plumbed = stitch.plumb(model, board.part, clock_ns, hook)
             est = estimates(plumbed)
             stitch.export(plumbed, out / RTL_DIR, golden, est)
     except stitch.NotStitchable as e:
         log(f"rtlsim: no stitched design: {e}")
         shutil.rmtree(out / RTL_DIR, ignore_errors=True)
         return {"built": False, "reason": str(e)}
+    fifos = _fifo_report(plumbed, board, config, source, sizing)
     design = StitchedDesign(out / RTL_DIR)
     t1 = time.perf_counter()
     try:
@@ -150,6 +166,9 @@ def _stitched(out: Path, board, config, log, model, golden_path: Path, x_int) ->
         sim_s = time.perf_counter() - t2
         check_stitched(design.top, raw, want)
         perf = sim.measure(x_int)
+        sim.reset()
+        stalled, stalled_cycles = sim.run(x_int, STALLS)
+        check_stitched(design.top, stalled, want, f" with random stalls (seed {STALLS.seed})")
     clock_mhz = 1000.0 / clock_ns
     res = {
         "built": True, "ok": True, "top": design.top, "path": RTL_DIR.as_posix(),
@@ -161,11 +180,66 @@ def _stitched(out: Path, board, config, log, model, golden_path: Path, x_int) ->
         "measured_fps": round(clock_mhz * 1e6 / perf["ii_cycles"]) if perf["ii_cycles"]
         else None,
         "export_seconds": round(t1 - t0, 3),
+        "backpressure": {"ok": True, "seed": STALLS.seed, "input_stall": STALLS.input,
+                         "output_stall": STALLS.output, "vectors": int(len(x_int)),
+                         "cycles": int(stalled_cycles)},
+        "fifos": fifos,
     }
+    if sizing is not None:
+        fifos["deep_ii_cycles"] = sizing["ii_cycles"]
+        if perf["ii_cycles"] > sizing["ii_cycles"] * 1.01 + 1:
+            log(f"[yellow]rtlsim: the sized FIFOs run at an interval of {perf['ii_cycles']} "
+                f"cycles, the deep ones at {sizing['ii_cycles']}[/]", show=True)
     log(f"rtlsim: stitched design {design.top} bit-exact on {len(x_int)} vectors; latency "
         f"{res['latency_cycles']} cycles (FINN+ estimate {est['latency_cycles']}), initiation "
         f"interval {res['ii_cycles']} (estimate {est['ii_cycles']})")
     return res
+
+
+def _fifo_report(plumbed, board, config, source: str, sizing: dict | None) -> dict:
+    """The FIFOs as built: how their depths were set, each one's depth, width, memory,
+    peak (when sized) and FINN+'s resource estimate; the plumbing's resources by node."""
+    from functools import partial
+
+    from finn.analysis.fpgadataflow.res_estimation import res_estimation
+
+    from fpgaprint.compiler.rtlsim.stitch import fifo_table
+
+    res = plumbed.analysis(partial(res_estimation, fpgapart=board.part))
+    table = fifo_table(plumbed)
+    for f in table:
+        f["resources"] = _resources(res.get(f["name"], {}))
+        if sizing is not None:
+            f["peak"] = int(sizing["peaks"].get(f["name"], 0))
+    inserted = {n.name for n in plumbed.graph.node
+                if n.op_type.startswith(("StreamingFIFO", "StreamingDataWidthConverter"))}
+    return {"depths_from": source, "large_fifo_mem_style": config.large_fifo_mem_style,
+            "sizing_depth": sizing["sizing_depth"] if sizing else None, "fifos": table,
+            "plumbing_resources": {k: _resources(v) for k, v in res.items() if k in inserted}}
+
+
+def _resources(res: dict) -> dict[str, float]:
+    """FINN+'s resource counts of a node (its efficiency ratios left out)."""
+    return {k: float(v) for k, v in res.items()
+            if isinstance(v, (int, float)) and not k.endswith("_efficiency")}
+
+
+def add_plumbing_resources(report: dict) -> None:
+    """FINN+'s estimates of the inserted FIFOs and width converters join the build's
+    estimate (`estimates.resources_per_layer` and `resources_total`, the board fit check's
+    input)."""
+    fifos = ((report.get("rtl") or {}).get("stitched") or {}).get("fifos")
+    est = report.get("estimates")
+    if not fifos or not isinstance(est, dict):
+        return
+    per = est.setdefault("resources_per_layer", {})
+    total = est.setdefault("resources_total", {})
+    for name, res in fifos["plumbing_resources"].items():
+        if name in per:
+            continue
+        per[name] = res
+        for k, v in res.items():
+            total[k] = total.get(k, 0.0) + v
 
 
 def _culprit(message: str, design) -> str:
@@ -187,7 +261,7 @@ def estimates(model) -> dict:
             "ii_cycles": int(perf["max_cycles"]), "slowest_layer": perf["max_cycles_node_name"]}
 
 
-def check_stitched(top: str, raw: np.ndarray, want: np.ndarray) -> None:
+def check_stitched(top: str, raw: np.ndarray, want: np.ndarray, how: str = "") -> None:
     """The stitched design's raw outputs equal the golden model's, or name the first
     difference."""
     from fpgaprint.compiler.rtlsim.layers import first_difference
@@ -195,10 +269,11 @@ def check_stitched(top: str, raw: np.ndarray, want: np.ndarray) -> None:
     diff = first_difference(raw.reshape(want.shape), want)
     if diff is not None:
         v, idx = diff
+        got = raw.reshape(want.shape)[(v, *idx)]
         raise RtlMismatchError(
-            f"stitched RTL design {top} differs from the golden model on equivalence vector "
-            f"{v}: raw output [{', '.join(map(str, idx))}] is {raw.reshape(want.shape)[(v, *idx)]}"
-            f", the golden model gives {want[(v, *idx)]}")
+            f"stitched RTL design {top}{how} differs from the golden model on equivalence "
+            f"vector {v}: raw output [{', '.join(map(str, idx))}] is {got}, the golden model "
+            f"gives {want[(v, *idx)]}")
 
 
 def summary(report: dict, console) -> None:
@@ -223,6 +298,12 @@ def summary(report: dict, console) -> None:
         console.print(f"stitched RTL ({st['path']}, {st['layers']} layers incl. FIFOs and width "
                       f"converters): bit-exact on {st['vectors']} vectors; cycles per frame "
                       f"measured latency {st['latency_cycles']} / interval {st['ii_cycles']}, "
-                      f"FINN+ estimate {e['latency_cycles']} / {e['ii_cycles']}")
+                      f"FINN+ estimate {e['latency_cycles']} / {e['ii_cycles']}; same outputs "
+                      f"with random stalls")
+        f = st.get("fifos") or {}
+        if f.get("fifos"):
+            console.print(f"FIFO depths ({f['depths_from']}): " + ", ".join(
+                f"{x['name'].removeprefix('StreamingFIFO_rtl_')}:{x['depth']}"
+                for x in f["fifos"]))
     elif st.get("reason"):
         console.print(f"stitched RTL: not built ({st['reason']})")

@@ -35,6 +35,7 @@ from fpgaprint.compiler.rtlsim.impl import impl_of
 from fpgaprint.core.errors import FpgaprintError
 
 TOP = "finn_design"
+COUNT_WIDTH = 32  # the occupancy outputs of FINN+'s FIFO wrapper (fifo_template.v)
 TOP_FILE = TOP + ".v"
 DESIGN_JSON = "design.json"
 DESIGN_ONNX = "design.onnx"
@@ -53,9 +54,12 @@ class NotStitchable(FpgaprintError):
     names the layer. The build reports it and goes on without a stitched design."""
 
 
-def plumb(model, part: str, clock_ns: float):
+def plumb(model, part: str, clock_ns: float, set_depths=None):
     """A copy of the accelerator graph with FINN+'s width converters and FIFOs inserted,
-    specialized and code-generated (existing layers keep their generated code)."""
+    specialized and code-generated (existing layers keep their generated code).
+
+    `set_depths(graph)`, when given, sets the FIFOs' `depth` (and `ram_style`) on the
+    specialized, named graph before their code is generated (`rtlsim.fifosizing`)."""
     import copy
 
     from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
@@ -69,8 +73,11 @@ def plumb(model, part: str, clock_ns: float):
         raise NotStitchable(f"not all layers are RTL ({', '.join(hls)})")
     m = copy.deepcopy(model)
     for t in (InsertDWC(), InsertFIFO(create_shallow_fifos=True), SpecializeLayers(part),
-              GiveUniqueNodeNames(), PrepareIP(part, clock_ns)):
+              GiveUniqueNodeNames()):
         m = m.transform(t)
+    if set_depths is not None:
+        m = set_depths(m)
+    m = m.transform(PrepareIP(part, clock_ns))
     hls = [f"{n.name} ({n.op_type})" for n in m.graph.node if impl_of(n) != "rtl"]
     if hls:
         raise NotStitchable(f"FINN+ inserted layers without an RTL variant: {', '.join(hls)}")
@@ -161,6 +168,7 @@ class Netlist:
     """The stitched top built from each layer's IPI commands; `files` in compile order."""
 
     model: object
+    monitor: bool = False  # each FIFO's maximum occupancy as a top output NAME_maxcount
     files: list[Path] = field(default_factory=list)
     file_node: dict[Path, str] = field(default_factory=dict)  # generated file -> its layer
     instances: dict[str, tuple[str, str]] = field(default_factory=dict)  # path -> (module, node)
@@ -329,8 +337,15 @@ class Netlist:
         raise NotStitchable(f"cannot tell the width of the net between "
                             f"{', '.join('/'.join(x for x in k if x) for k in members)}")
 
+    def monitored(self) -> list[str]:
+        """The FIFOs whose occupancy peak is a top output (with `monitor`)."""
+        if not self.monitor:
+            return []
+        return [n.name for n in self.model.graph.node if n.op_type == "StreamingFIFO_rtl"]
+
     def verilog(self) -> str:
         """The top module's source."""
+        monitored = set(self.monitored())
         inst_ports = {}
         for path, (module, _) in self.instances.items():
             _, ports = self._module_text(module)
@@ -369,7 +384,10 @@ class Netlist:
             "    output wire s_axis_0_tready,",
             f"    output wire [{self.out_width - 1}:0] m_axis_0_tdata,",
             "    output wire m_axis_0_tvalid,",
-            "    input  wire m_axis_0_tready",
+            "    input  wire m_axis_0_tready" + ("," if monitored else ""),
+            *[f"    output wire [{COUNT_WIDTH - 1}:0] {n}_maxcount"
+              + ("," if i < len(monitored) - 1 else "")
+              for i, n in enumerate(sorted(monitored))],
             ");",
             "",
         ]
@@ -384,6 +402,8 @@ class Netlist:
                 root = self._find(key) if (key in self._parent or key in self._bound) else None
                 if root is not None and root in signal:
                     conns.append(f".{port}({signal[root].name})")
+                elif port == "maxcount" and path in monitored:
+                    conns.append(f".{port}({path}_maxcount)")
                 elif direction == "input":
                     conns.append(f".{port}(0)")  # an unused input: AXI-lite, set selection
                     undriven.append(f"{inst}.{port}")
@@ -432,9 +452,11 @@ def _rewrite_paths(text: str, src: Path, node: str, rtl_dir: Path,
     return re.sub(r'(parameter\s+\w+\s*=\s*)"([^"]*)"', repl, text)
 
 
-def export(model, rtl_dir: Path, golden, estimates: dict | None = None) -> dict:
+def export(model, rtl_dir: Path, golden, estimates: dict | None = None,
+           monitor: bool = False) -> dict:
     """Write the stitched design of the plumbed graph `model` into `rtl_dir` (replaced);
-    returns design.json's content. `golden` (GoldenModel) relates memories to its keys."""
+    returns design.json's content. `golden` (GoldenModel) relates memories to its keys.
+    `monitor`: the FIFOs' occupancy peaks are top outputs (FIFO sizing)."""
     from finn.util.settings import get_settings
 
     from fpgaprint.core.streams import io_shape_dict
@@ -444,7 +466,7 @@ def export(model, rtl_dir: Path, golden, estimates: dict | None = None) -> dict:
         shutil.rmtree(rtl_dir)
     (rtl_dir / "mem").mkdir(parents=True)
     (rtl_dir / "layers").mkdir()
-    net = Netlist(model)
+    net = Netlist(model, monitor)
     top = net.verilog()
     rtllib = Path(os.path.realpath(get_settings().finn_rtllib))
     sources: list[str] = []
@@ -478,6 +500,8 @@ def export(model, rtl_dir: Path, golden, estimates: dict | None = None) -> dict:
                   "output": {"name": "m_axis_0", "width": net.out_width}},
         "io": io_shape_dict(model),
         "layers": [{"name": n.name, "op_type": n.op_type} for n in model.graph.node],
+        "fifos": fifo_table(model),
+        "monitors": net.monitored(),
         "tied_inputs": net.tied,
         "memories": memories,
         "graph": DESIGN_ONNX,
@@ -486,6 +510,20 @@ def export(model, rtl_dir: Path, golden, estimates: dict | None = None) -> dict:
     (rtl_dir / DESIGN_JSON).write_text(json.dumps(design, indent=1, sort_keys=True) + "\n")
     check_relative(rtl_dir, (rtllib,))
     return design
+
+
+def fifo_table(model) -> list[dict]:
+    """Each FIFO of a plumbed graph: name, depth, stream width (bits), ram_style."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    out = []
+    for n in model.graph.node:
+        if n.op_type.startswith("StreamingFIFO"):
+            op = getCustomOp(n)
+            out.append({"name": n.name, "depth": int(op.get_nodeattr("depth")),
+                        "width": int(op.get_instream_width()),
+                        "ram_style": op.get_nodeattr("ram_style")})
+    return out
 
 
 def _save_graph(model, path: Path) -> None:
