@@ -210,8 +210,7 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
            allow_fingerprint_only, trusted_key, allow_unsigned, allow_unpinned, db_url, db_wait,
            journal, resume, junit, html, station) -> None:
     """Accept several boards in parallel; every result is committed to the database."""
-    from rich.console import Console
-
+    from fpgaprint.core.progress import console as make_console
     from fpgaprint.harness.accept import accept as run_accept
     from fpgaprint.harness.accept import default_station
     from fpgaprint.harness.accept import resume as resume_run
@@ -225,7 +224,7 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
         raise InputError(f"--station {station!r}: expected 1 to 128 characters")
     distinct_outputs(**{"--junit": junit, "--html": html, "--journal": journal})
     settings = LinkSettings(timeout, retries, batch, baud, deadline)
-    console = Console(highlight=False)
+    console = make_console()  # never wrapped or cut off a terminal
     with _load(package, trusted_key, allow_unsigned, allow_unpinned) as pkg, \
             ResultStore(db_url, wait=db_wait) as store:
         spool = Journal(journal or Journal.default_path(db_url))

@@ -21,8 +21,7 @@ from fpgaprint.core.cliopts import OutputDir
 def report(db_url: str, since: str | None, out: Path) -> None:
     """The boards that have not passed (with their cause), yield per station, package, day and
     trust, failure causes and retried boards, from every acceptance run in the database."""
-    from rich.console import Console
-
+    from fpgaprint.core.progress import console as make_console
     from fpgaprint.harness.factory import (
         aggregate,
         load,
@@ -33,7 +32,7 @@ def report(db_url: str, since: str | None, out: Path) -> None:
     )
 
     when = parse_since(since)
-    console = Console(highlight=False)
+    console = make_console()  # never wrapped or cut off a terminal
     with console.status(f"reading {db_url.split('@')[-1]}"):
         data = load(db_url, when)
         doc = aggregate(data)
