@@ -130,12 +130,17 @@ def make_test(
         verify_measures.append(htf.Measurement("verify_onchip").equals(PASS).doc(
             "the board's on-chip self-test (BIST registers)"))
 
+    def judge(board: BoardPlug, plan: Plan):
+        """The plan's answers and the verdict of the one pass rule (both modes)."""
+        checks = plan.policy.checks
+        answers = board.run(plan, batch_size, raw_width(pkg) if "exact" in checks else None)
+        regs = (board.info().get("selftest") or {}).get("bist") if "onchip" in checks else None
+        return answers, decide(plan.expected, answers, plan.policy, onchip=regs, bist=plan.bist)
+
     @htf.measures(*verify_measures)
     @htf.plug(board=plug)
     def verify(test: htf.TestApi, board: BoardPlug) -> None:
-        answers = board.run(st_plan, batch_size, raw_width(pkg) if exact else None)
-        regs = (board.info().get("selftest") or {}).get("bist") if onchip else None
-        v = decide(st_plan.expected, answers, st_plan.policy, onchip=regs, bist=st_plan.bist)
+        answers, v = judge(board, st_plan)
         test.measurements.verify_answered = int(answers.answered.sum())
         test.measurements.verify_verdict = v.status
         test.measurements.verify_match_rate = v.match_rate
@@ -151,20 +156,26 @@ def make_test(
         rng = np.random.default_rng(int.from_bytes(os.urandom(8), "little"))
         ch_plan = challenge_plan(pkg, challenge, rng)
 
-        @htf.PhaseOptions(name="challenge")
-        @htf.measures(
+        ch_measures = [
             htf.Measurement("challenge_answered").equals(len(ch_plan.expected)),
-            htf.Measurement("challenge_verdict").equals(PASS),
+            htf.Measurement("challenge_verdict").equals(PASS).doc(
+                "the pass rule (core.selftest) with the package's policy"),
             htf.Measurement("challenge_match_rate").doc(
                 f"label match rate (threshold {ch_plan.policy.fingerprint_threshold:.3f})"),
-        )
+        ]
+        if "exact" in ch_plan.policy.checks:
+            ch_measures.append(htf.Measurement("challenge_exact_failed").equals(0))
+
+        @htf.PhaseOptions(name="challenge")
+        @htf.measures(*ch_measures)
         @htf.plug(board=plug)
         def challenge_phase(test: htf.TestApi, board: BoardPlug) -> None:
-            answers = board.run(ch_plan, batch_size)
-            v = decide(ch_plan.expected, answers, ch_plan.policy)
+            answers, v = judge(board, ch_plan)
             test.measurements.challenge_answered = int(answers.answered.sum())
             test.measurements.challenge_verdict = v.status
             test.measurements.challenge_match_rate = v.match_rate
+            if "exact" in ch_plan.policy.checks:
+                test.measurements.challenge_exact_failed = v.check("exact").failed
         phases.append(challenge_phase)
 
     test = htf.Test(*phases, test_name=f"fpgaprint-{pkg.manifest.get('name', 'board')}",
