@@ -6,7 +6,8 @@
 Zoo models (digits-mlp, tfc-w2a2, built with impl_style auto): Verilator compile seconds
 (node-level layers and the stitched design, empty cache), simulated cycles per second and
 vectors per second node by node and stitched, measured cycles per frame (latency, initiation
-interval) next to FINN+'s estimates, the added build time as a ratio to the same build
+interval) next to FINN+'s estimates, the FIFO depths sized by simulation, the stitched design
+under random stalls, the added build time as a ratio to the same build
 without the rtlsim stage (same QONNX, alternating, in one run), and 100 self-test vectors
 through the stitched design including its compile.
 
@@ -269,6 +270,7 @@ def zoo_figures(args, work: Path, console) -> None:
     from fpgaprint.compiler.config import BuildConfig
     from fpgaprint.compiler.rtlsim.design import StitchedDesign
     from fpgaprint.compiler.rtlsim.layers import check_layers
+    from fpgaprint.compiler.rtlsim.sim import Stalls
     from fpgaprint.compiler.rtlsim.stage import check_stitched
     from fpgaprint.core.golden import GoldenModel
 
@@ -318,12 +320,20 @@ def zoo_figures(args, work: Path, console) -> None:
         xl = rng.integers(0, 256, (n_long, *shape))
         with design.simulator(build=build) as sim:
             sim.run(xl[:4])
-            t0 = time.perf_counter()
+            sim.reset()
+            t0, c0 = time.perf_counter(), time.process_time()
             raw, cycles = sim.run(xl)
-            stitched_s = time.perf_counter() - t0
+            stitched_s, stitched_cpu = time.perf_counter() - t0, time.process_time() - c0
             perf = sim.measure(x64)
+            sim.reset()
+            t0 = time.process_time()
+            stalled, stall_cycles = sim.run(xl, Stalls(seed=1))
+            stall_cpu = time.process_time() - t0
         check_stitched(design.top, raw, golden.run(xl)[0])
-        est = zoo.report["rtl"]["stitched"]["estimate"]
+        check_stitched(design.top, stalled, golden.run(xl)[0], " with random stalls")
+        st = zoo.report["rtl"]["stitched"]
+        est = st["estimate"]
+        fifos = st["fifos"]
 
         # added build time: same QONNX, with and without the rtlsim stage, alternating
         cfg = BuildConfig(equivalence_samples=32)
@@ -347,6 +357,9 @@ def zoo_figures(args, work: Path, console) -> None:
             "node cycles/s": node_cycles / node_s if node_s else 0.0,
             "node vectors/s": 64 / node_s if node_s else 0.0,
             "stitched cycles/s": cycles / stitched_s, "stitched vectors/s": n_long / stitched_s,
+            "stitched cycles/cpu-s": cycles / stitched_cpu,
+            "stalled": (stall_cycles, cycles, stall_cycles / stall_cpu),
+            "fifos": fifos, "sizing s": st.get("fifo_sizing_seconds"),
             "latency": (perf["latency_cycles"], est["latency_cycles"]),
             "ii": (perf["ii_cycles"], est["ii_cycles"]),
             "build with s": statistics.median(with_rtl),
@@ -365,7 +378,16 @@ def zoo_figures(args, work: Path, console) -> None:
          lambda r: f"{r['stitched compile s']:.1f}"),
         ("100 vectors through the stitched design incl. compile s",
          lambda r: f"{r['100 vectors incl. compile s']:.1f}"),
-        ("simulated cycles/s, stitched", lambda r: f"{r['stitched cycles/s']:,.0f}"),
+        ("simulated cycles/s, stitched (wall clock / per CPU second)",
+         lambda r: f"{r['stitched cycles/s']:,.0f} / {r['stitched cycles/cpu-s']:,.0f}"),
+        ("with random stalls (0.25 in, 0.25 out): cycles vs full rate, cycles per CPU second",
+         lambda r: f"{r['stalled'][0] / r['stalled'][1]:.2f}x, {r['stalled'][2]:,.0f}"),
+        ("FIFO depths (sized by simulation; peak -> depth, input FIFO excluded)",
+         lambda r: ", ".join(f"{x['peak']}->{x['depth']}" for x in r["fifos"]["fifos"][1:])),
+        ("interval with deep FIFOs / sized FIFOs",
+         lambda r: f"{r['fifos']['deep_ii_cycles']:,.0f} / {r['ii'][0]:,.0f}"),
+        ("FIFO sizing s in the build (deep design: export, compile, simulation)",
+         lambda r: f"{r['sizing s']:.1f}" if r["sizing s"] is not None else "-"),
         ("simulated cycles/s, node by node (FINN+ execute_node)",
          lambda r: f"{r['node cycles/s']:,.0f}"),
         ("vectors/s, stitched", lambda r: f"{r['stitched vectors/s']:,.0f}"),
