@@ -138,7 +138,11 @@ def _create_tables(engine: Engine) -> None:
                 if name not in have:
                     col = Base.metadata.tables[table].c[name]
                     kind = col.type.compile(dialect=conn.dialect)
-                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
+                    try:
+                        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
+                    except OperationalError as e:  # SQLite: another station added it first
+                        if "duplicate column" not in _reason(e):
+                            raise
 
 
 def schema_mismatch(engine: Engine) -> str | None:
