@@ -438,12 +438,32 @@ def test_stalled_stream_times_out(toy):
 
 
 def test_runtime_fatal_raises_and_process_survives(toy):
+    """The design's own $fatal is a hardware mismatch (exit 1) naming the design and cycle."""
+    from fpgaprint.compiler.rtlsim.errors import DesignAssertionError
+
     toy.set("fatal_at", 5)
-    with pytest.raises(SimulationError) as e:
+    with pytest.raises(DesignAssertionError) as e:
         toy.stream({"in0_V": list(range(20))}, {"out0_V": 20}, liveness=100)
-    assert "toy: fatal at output 5" in str(e.value)
-    with pytest.raises(SimulationError):
+    msg = str(e.value)
+    assert "toy: fatal at output 5" in msg and msg.startswith("RTL layer toy stopped")
+    assert f"at cycle {toy.cycles}" in msg and e.value.exit_code == 1 and "\n" not in msg
+    with pytest.raises(DesignAssertionError):
         toy.step(1)  # a failed model stays failed
+
+
+@pytest.mark.parametrize("message, cls, layer", [
+    ("[40] %Error: mvu_vvu_axi.sv:376: Assertion failed in TOP.finn_design.MVAU_rtl_0.inst."
+     "blkOutput: Overflowing output queue.", "DesignAssertionError", "MVAU_rtl_0"),
+    ("toy.sv:12: TOP.toy: %Fatal: toy: fatal", "DesignAssertionError", "top"),
+    ("Verilated model didn't converge", "SimulationError", None),
+])
+def test_runtime_errors_classified(message, cls, layer):
+    from fpgaprint.compiler.rtlsim import errors
+
+    e = errors.runtime_error("top", "step", message, 149)
+    assert type(e).__name__ == cls and e.exit_code == (1 if layer else 2)
+    if layer:
+        assert str(e).startswith(f"RTL layer {layer} ") and "at cycle 149" in str(e)
 
 
 def test_missing_port_is_named(toy):

@@ -18,7 +18,7 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from fpgaprint.compiler.rtlsim.errors import SimulationError
+from fpgaprint.compiler.rtlsim.errors import SimulationError, runtime_error
 
 _c_u64 = ctypes.c_uint64
 _c_size = ctypes.c_size_t
@@ -366,7 +366,7 @@ class VerilatedSim:
     def _check(self, when: str) -> None:
         msg = self._lib.fp_error(self._h).decode(errors="replace") if self._h else ""
         if msg:
-            raise SimulationError(f"{self.name}: runtime error during {when}: {msg}")
+            raise runtime_error(self.name, when, msg, int(self._lib.fp_cycles(self._h)))
 
 
 def _pack(values: Sequence[int], nb: int) -> bytes:

@@ -68,6 +68,7 @@ def run(out: Path, board, config, log, report: dict, eq, stages, model_path: Pat
 
     def layers_done(result, error) -> None:
         if error is not None:
+            section["node_by_node"] = _failed("rtlsim_layers", error)
             _log_failure(log, error)
             raise error
         by_name = {r["layer"]: r for r in result["layers"]}
@@ -97,7 +98,8 @@ def run(out: Path, board, config, log, report: dict, eq, stages, model_path: Pat
     t0 = time.perf_counter()
     try:
         section["stitched"] = _stitched(out, board, config, log, model, golden_path, x_int)
-    except SimulationError as e:
+    except (SimulationError, RtlMismatchError) as e:
+        section["stitched"] = _failed("rtlsim_stitched", e)
         _log_failure(log, e)
         raise
     add_plumbing_resources(report)
@@ -117,6 +119,12 @@ def _golden_layers(golden_path: Path) -> dict[str, str]:
 
     g = GoldenModel(golden_path)
     return {n.output[0]: n.name for n in g.model.graph.node}
+
+
+def _failed(stage: str, error: Exception) -> dict:
+    """The report entry of a failed RTL stage (build.failed.json)."""
+    return {"ok": False, "stage": stage, "error": str(error),
+            "exit_code": getattr(error, "exit_code", None)}
 
 
 def _log_failure(log, error: Exception) -> None:
