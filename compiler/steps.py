@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 from onnx import TensorProto, helper
 
+from fpgaprint.compiler.rtlsim.foldrules import avoid_failing_foldings
 from fpgaprint.compiler.monotonic import check_monotonic, step_thresholds
 from fpgaprint.compiler.usernodes import USER_NODE, mark_user_nodes, user_node
 from fpgaprint.core.errors import InputError, UnsupportedModelError
@@ -622,21 +623,37 @@ def _fits(model, ctx) -> bool:
 def step_folding(model, ctx):
     """PE/SIMD: FINN+'s step_apply_folding_config for a folding JSON, its
     step_target_fps_parallelization for `target_fps`; without either, fpgaprint's ladder
-    (100k FPS down to 100) takes the fastest whose estimate fits the board."""
+    (100k FPS down to 100) takes the fastest whose estimate fits the board. Foldings FINN+'s
+    RTL cannot run are changed to the nearest that it can (`rtlsim.foldrules`), before the
+    fit check; each change is logged and listed in the fragment's `adjusted`."""
     bs = finn_steps()
     if ctx.config.folding_config:
         _check_folding_names(model, ctx.config.folding_config)
         model = bs.step_apply_folding_config(model, ctx.finn)
-        return model, {"folding": {"source": Path(ctx.config.folding_config).name}}
+        return _safe(model, ctx, {"source": Path(ctx.config.folding_config).name})
     if ctx.config.target_fps:
         model = bs.step_target_fps_parallelization(model, ctx.finn)
-        return model, {"folding": {"target_fps": ctx.config.target_fps}}
+        return _safe(model, ctx, {"target_fps": ctx.config.target_fps})
     for fps in FPS_LADDER:
-        folded = bs.step_target_fps_parallelization(copy.deepcopy(model),
-                                                    ctx.finn_with(target_fps=fps))
+        folded, adjusted = avoid_failing_foldings(bs.step_target_fps_parallelization(
+            copy.deepcopy(model), ctx.finn_with(target_fps=fps)))
         if _fits(folded, ctx):
-            return folded, {"folding": {"target_fps": fps, "chosen": "fastest that fits"}}
-    return folded, {"folding": {"target_fps": FPS_LADDER[-1], "chosen": "slowest tried"}}
+            return _safe(folded, ctx, {"target_fps": fps, "chosen": "fastest that fits"},
+                         adjusted)
+    return _safe(folded, ctx, {"target_fps": FPS_LADDER[-1], "chosen": "slowest tried"},
+                 adjusted)
+
+
+def _safe(model, ctx, folding: dict, adjusted: list[dict] | None = None):
+    """(model, fragment) with foldings FINN+'s RTL cannot run changed, each change logged."""
+    if adjusted is None:
+        model, adjusted = avoid_failing_foldings(model)
+    for a in adjusted:
+        ctx.log(f"folding: {a['layer']} {a['attribute']} {a['from']} -> {a['to']}: "
+                f"{a['reason']}")
+    if adjusted:
+        folding["adjusted"] = adjusted
+    return model, {"folding": folding}
 
 
 def _check_folding_names(model, path) -> None:

@@ -86,6 +86,26 @@ def avgpool_cnn(rounding: str, seed: int = 0) -> tuple[nn.Module, tuple[int, ...
     return _settle(model, (2, 6, 6)), (2, 6, 6)
 
 
+def kws_cnn(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
+    """1-D convolutions over a (1, 1, 64) input with (1, 5) kernels (the keyword-spotting
+    shape): the first layer's matrix is 5 wide, so FINN+ folds it to SIMD = MW = 5."""
+    import brevitas.nn as qnn
+
+    _seed(seed)
+    model = nn.Sequential(
+        qnn.QuantIdentity(bit_width=4, return_quant_tensor=True),
+        qnn.QuantConv2d(1, 4, (1, 5), bias=False, weight_bit_width=3),
+        nn.BatchNorm2d(4),
+        qnn.QuantReLU(bit_width=3, return_quant_tensor=True),
+        qnn.QuantConv2d(4, 4, (1, 5), stride=(1, 2), bias=False, weight_bit_width=3),
+        nn.BatchNorm2d(4),
+        qnn.QuantReLU(bit_width=3, return_quant_tensor=True),
+        nn.Flatten(),
+        qnn.QuantLinear(4 * 1 * 28, 5, bias=False, weight_bit_width=3),
+    )
+    return _settle(model, (1, 1, 64)), (1, 1, 64)
+
+
 class Residual(nn.Module):
     """x → fc1 → relu → (fc2 → relu) + skip → fc3: the Add joins two quantized branches."""
 
@@ -126,6 +146,38 @@ def binary_weight_mlp(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
         qnn.QuantLinear(64, 10, bias=False, weight_quant=SignedBinaryWeightPerTensorConst),
     )
     return _settle(model, (32,)), (32,)
+
+
+def softmax_mlp(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
+    """A classifier that ends in Softmax, as exported classifiers often do."""
+    import brevitas.nn as qnn
+
+    _seed(seed)
+    model = nn.Sequential(
+        qnn.QuantIdentity(bit_width=4, return_quant_tensor=True),
+        qnn.QuantLinear(16, 12, bias=False, weight_bit_width=3),
+        nn.BatchNorm1d(12),
+        qnn.QuantReLU(bit_width=3),
+        qnn.QuantLinear(12, 5, bias=False, weight_bit_width=3),
+        nn.Softmax(dim=1),
+    )
+    return _settle(model, (16,)), (16,)
+
+
+def activation_mlp(act: nn.Module, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
+    """Linear (float bias) → `act` (Sigmoid, Tanh, Hardsigmoid, Hardtanh) → 4-bit quantizer
+    → Linear."""
+    import brevitas.nn as qnn
+
+    _seed(seed)
+    model = nn.Sequential(
+        qnn.QuantIdentity(bit_width=4, return_quant_tensor=True),
+        qnn.QuantLinear(16, 12, bias=True, weight_bit_width=3),
+        act,
+        qnn.QuantIdentity(bit_width=4, return_quant_tensor=True),
+        qnn.QuantLinear(12, 5, bias=False, weight_bit_width=3),
+    )
+    return _settle(model, (16,)), (16,)
 
 
 def _settle(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
