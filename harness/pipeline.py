@@ -170,7 +170,14 @@ class Pipeline:
 
     def check_deadline(self, what: str) -> None:
         if time.monotonic() >= self.deadline:
-            raise LinkError(f"{what}: overall deadline reached on {self.port.url}")
+            raise LinkError(f"{what}: overall deadline reached on {self.port.url}"
+                            f"{self.line_note()}")
+
+    def line_note(self) -> str:
+        """What a failure message adds when text, not frames, arrives on the line."""
+        text = self.port.foreign_text()
+        return (f"; the line carries non-protocol text: {text!r} — is a console on this "
+                "port?") if text else ""
 
     def line_time(self, nbytes: int) -> float:
         return nbytes * 10.0 / self.port.baud
@@ -314,7 +321,8 @@ class _Exchange:
         allowed = min(pipe.health.attempts_allowed(job), self.max_attempts)
         if job.attempts >= allowed:
             raise LinkError(f"{job.type.name} to {pipe.port.url}: no valid answer after "
-                            f"{len(job.reasons)} attempts ({'; '.join(job.reasons[-4:])})")
+                            f"{len(job.reasons)} attempts ({'; '.join(job.reasons[-4:])})"
+                            f"{pipe.line_note()}")
         pipe.stats["retries"] += 1
         log.info("retrying %s (%s)", job.type.name, reason)
         pieces = self.batcher.split(job) if shrink else [job]

@@ -5,6 +5,14 @@ pyserial's backends differ: a device or `socket://` takes a `write_timeout`, RFC
 (`rfc2217://`, labgrid's network serial ports over ser2net) refuses one (its socket bounds a
 write at 5 s instead), and only some have a file descriptor to wait on. `BoardPort` asks each
 backend for what it supports and otherwise polls, so every URL works the same way above it.
+
+The first frame after a write that did not finish starts with a delimiter: the partial frame
+left in the board's decoder ends there instead of swallowing the request (BoardClient writes
+one on opening, for what a previous host left).
+
+Bytes that never form a frame are kept (the first `TEXT_SAMPLE` after the last frame): when
+they are text, `foreign_text()` quotes them, so a console on the port (a boot loader, a login
+prompt) is named as such instead of only timing out.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from fpgaprint.hw_targets.link import no_delay
 log = logging.getLogger("fpgaprint.client")
 
 READ_SIZE = 65536
+TEXT_SAMPLE = 64  # bytes kept of what arrived since the last frame
+TEXT_MIN = 8  # fewer stray bytes than this say nothing
 
 
 class BoardPort:
@@ -38,6 +48,9 @@ class BoardPort:
         self._fd: int | None = None
         self._decoder = P.FrameDecoder(P.MAX_PAYLOAD)
         self._frames: deque[P.Frame | P.ProtocolError] = deque()
+        self._resync = False  # the next write starts with a delimiter
+        self._stray = bytearray()  # the first bytes since the last frame
+        self._stray_delimited = False  # a delimiter came among them: framed, if damaged
 
     # -- opening ------------------------------------------------------------------------
 
@@ -59,6 +72,9 @@ class BoardPort:
             raise LinkError(f"board port {self.url}: {e}") from None
         self._decoder.reset()
         self._frames.clear()
+        self._resync = False
+        self._stray.clear()
+        self._stray_delimited = False
 
     def _open(self, write_timeout: float | None) -> serial.SerialBase:
         try:
@@ -91,8 +107,12 @@ class BoardPort:
 
     def write(self, data: bytes, deadline: float = float("inf")) -> None:
         """Write all of `data`; where the backend takes a write timeout, never past
-        `deadline` (monotonic)."""
+        `deadline` (monotonic). The first write after a failed one starts with a delimiter
+        (module docstring)."""
         port = self._port()
+        if self._resync:
+            data = P.DELIMITER + data
+        self._resync = True  # until this write is whole
         left = deadline - time.monotonic()
         if self.write_timeout_applied and left < (port.write_timeout or float("inf")):
             port.write_timeout = max(left, 0.01)  # the last writes before the deadline
@@ -102,21 +122,52 @@ class BoardPort:
             raise LinkError(f"board port {self.url}: write of {len(data)} B timed out") from None
         except (serial.SerialException, OSError) as e:
             raise LinkError(f"board port {self.url}: write failed: {e}") from None
+        self._resync = False
         self.stats["bytes_sent"] += len(data)
+
+    def _receive(self) -> bool:
+        """Read what the board has sent into the frame queue; whether any byte came."""
+        try:
+            data = self._port().read(READ_SIZE)
+        except (serial.SerialException, OSError) as e:
+            raise LinkError(f"board port {self.url}: read failed: {e}") from None
+        if not data:
+            return False
+        self.stats["bytes_received"] += len(data)
+        if len(self._stray) < TEXT_SAMPLE:
+            self._stray += data[:TEXT_SAMPLE - len(self._stray)]
+        self._stray_delimited = self._stray_delimited or P.DELIMITER in data
+        for item in self._decoder.feed(data):
+            if isinstance(item, P.ProtocolError):
+                self.stats["bad_frames"] += 1
+                log.debug("damaged frame: %s", item)
+                self._frames.append(item)
+            elif item.is_response:
+                self.stats["frames_received"] += 1
+                self._frames.append(item)
+                self._stray.clear()
+                self._stray_delimited = False
+        return True
+
+    def foreign_text(self) -> str | None:
+        """The start of what arrived since the last frame, when it is text that no frame
+        delimits (a console on the port, not a damaged answer); else None."""
+        sample = bytes(self._stray)
+        if self._stray_delimited or len(sample) < TEXT_MIN:
+            return None
+        text = sample.decode("ascii", errors="replace")
+        if sum(c.isprintable() or c in "\r\n\t" for c in text) < 0.9 * len(text):
+            return None
+        return " ".join(text.split())[:48] + "…"
 
     def next_frame(self, deadline: float) -> P.Frame | P.ProtocolError | None:
         """The next answer frame or damaged chunk from the board, or None at `deadline`."""
-        port = self._port()
         idle = 0.0005
         while not self._frames:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            try:
-                data = port.read(READ_SIZE)
-            except (serial.SerialException, OSError) as e:
-                raise LinkError(f"board port {self.url}: read failed: {e}") from None
-            if not data:
+            if not self._receive():
                 if self._fd is not None:
                     select.select([self._fd], [], [], min(left, 0.1))
                 else:
@@ -124,15 +175,6 @@ class BoardPort:
                     idle = min(idle * 2, 0.005)
                 continue
             idle = 0.0005
-            self.stats["bytes_received"] += len(data)
-            for item in self._decoder.feed(data):
-                if isinstance(item, P.ProtocolError):
-                    self.stats["bad_frames"] += 1
-                    log.debug("damaged frame: %s", item)
-                    self._frames.append(item)
-                elif item.is_response:
-                    self.stats["frames_received"] += 1
-                    self._frames.append(item)
         return self._frames.popleft()
 
     def next_good_frame(self, deadline: float) -> P.Frame | None:

@@ -99,19 +99,24 @@ class BoardAgent:
         link then calls `reboot()`. Frames beyond `window` in one delivery are answered BUSY;
         at most `window` BUSY or damaged-frame answers per delivery, the rest are dropped
         (counted in `dropped`), so a flood never earns more answers than it sends requests.
+        The delivery's last frame, when it is a request, is always answered (BUSY if not
+        served): it is what a host that stopped flooding waits for, and silence would leave it
+        waiting for good.
         """
         out: list[bytes] = []
         pending = refused = 0
+        items = self._decoder.feed(data)
+        last = items[-1] if items else None
 
-        def refuse(seq: int, code: P.ErrorCode, message: str) -> None:
+        def refuse(seq: int, code: P.ErrorCode, message: str, always: bool = False) -> None:
             nonlocal refused
             refused += 1
-            if refused > self.window:  # a flood: no more answers than requests served
+            if refused > self.window and not always:  # a flood: no more answers than requests
                 self.counters["dropped"] += 1
                 return
             out.append(self._error(seq, code, message))
 
-        for item in self._decoder.feed(data):
+        for item in items:
             if isinstance(item, P.ProtocolError):
                 self.counters["errors"] += 1
                 log.warning("bad frame: %s", item)
@@ -122,7 +127,8 @@ class BoardAgent:
                 continue
             pending += 1
             if pending > self.window:
-                refuse(item.seq, P.ErrorCode.BUSY, f"more than {self.window} requests pending")
+                refuse(item.seq, P.ErrorCode.BUSY, f"more than {self.window} requests pending",
+                       always=item is last)
                 continue
             out.append(P.encode_frame(self.handle(item)))
             if item.type == P.MsgType.RESET:
