@@ -171,3 +171,19 @@ def test_depth_rule_is_finns():
     d = fifosizing.depth_for(300, 36)  # above the SRL limit: whole BRAM blocks
     assert d >= 301 and calculate_bram_blocks(d, 36) == calculate_bram_blocks(301, 36)
     assert calculate_bram_blocks(d + 1, 36) > calculate_bram_blocks(d, 36)
+
+
+def test_folding_config_fifo_depths_are_kept_without_sizing(accel):
+    """FINN+'s layer attributes inFIFODepths/outFIFODepths (what a folding config sets) give
+    the FIFOs' depths with auto_fifo_depths false."""
+    import copy
+
+    m = copy.deepcopy(accel)
+    layer = next(n for n in m.graph.node if n.op_type == "MVAU_rtl")
+    getCustomOp(layer).set_nodeattr("inFIFODepths", [100])
+    plumbed, source = _plumbed(m, BuildConfig(auto_fifo_depths=False))
+    assert source.startswith("layer attributes")
+    fifo = plumbed.find_direct_predecessors(plumbed.get_node_from_name(layer.name))[0]
+    assert fifo.op_type == "StreamingFIFO_rtl" and getCustomOp(fifo).get_nodeattr("depth") == 100
+    others = {d for n, d in _fifo_depths(plumbed).items() if n != fifo.name}
+    assert others == {2}
