@@ -116,29 +116,47 @@ BANNER = (b"U-Boot 2023.01 (Jan 09 2023 - 12:00:00 +0000)\r\n\r\nCPU:   Zynq 7z0
           b"DRAM:  512 MiB\r\n", b"Starting kernel ...\r\n", b"\r\npynq login: ")
 
 
-def test_a_console_on_the_port_is_named_with_its_text():
-    """A port that streams a boot console: the failure quotes the text and asks whether a
-    console is on the port, instead of only counting timeouts."""
-    console, host = os.openpty()
-    tty.setraw(console)
-    stop = threading.Event()
+class _Console(threading.Thread):
+    """A boot console on the other end of a pty: powered on by the first byte it hears, then a
+    boot log and a login prompt, every 50 ms; it takes what it is sent."""
 
-    def stream():  # powered on by the first byte it hears, then a boot log and a prompt
+    def __init__(self, fd: int):
+        super().__init__(daemon=True)  # still blocked in its first read: ends with the process
+        self.fd, self.halt = fd, threading.Event()
+
+    def run(self) -> None:
         i = 0
-        os.read(console, 4096)
-        os.set_blocking(console, False)
-        while not stop.is_set():
+        os.read(self.fd, 4096)
+        os.set_blocking(self.fd, False)
+        while not self.halt.is_set():
             try:
-                os.read(console, 4096)  # a console takes what it is sent
+                os.read(self.fd, 4096)
             except BlockingIOError:
                 pass
-            os.write(console, BANNER[i % len(BANNER)])
+            os.write(self.fd, BANNER[i % len(BANNER)])
             i += 1
             time.sleep(0.05)
 
-    t = threading.Thread(target=stream, daemon=True)
-    t.start()
-    try:  # (a thread still blocked in its first read ends with the process)
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(2)
+        os.close(self.fd)
+
+
+def _console() -> tuple[_Console, int]:
+    """(the console, the host's end of its pty)."""
+    console_fd, host = os.openpty()
+    tty.setraw(console_fd)
+    console = _Console(console_fd)
+    console.start()
+    return console, host
+
+
+def test_a_console_on_the_port_is_named_with_its_text():
+    """A port that streams a boot console: the failure quotes the text and asks whether a
+    console is on the port, instead of only counting timeouts."""
+    console, host = _console()
+    try:
         with pytest.raises(LinkError) as e:
             with BoardClient(os.ttyname(host), timeout=0.3, retries=2, deadline=15) as client:
                 client.hello()
@@ -147,10 +165,22 @@ def test_a_console_on_the_port_is_named_with_its_text():
             "timeout); the line carries non-protocol text: 'U-Boot 2023.01 (Jan 09 2023 - "
             "12:00:00 +0000) CP…' — is a console on this port?")
     finally:
-        stop.set()
-        t.join(2)
-        os.close(console)
+        console.stop()
         os.close(host)
+
+
+def test_verify_against_a_console_says_so_in_its_verdict(digits_package, keypair, run_cli):
+    console, host = _console()
+    try:
+        code, out, _ = run_cli("verify", "--port", os.ttyname(host), "--package",
+                               digits_package, "--trusted-key", keypair[1], "--deadline", 20)
+    finally:
+        console.stop()
+        os.close(host)
+    verdict = next(line for line in out.splitlines() if line.startswith("verdict: "))
+    assert code == 3 and verdict.startswith("verdict: NO_VERDICT")
+    assert ("the line carries non-protocol text: 'U-Boot 2023.01 (Jan 09 2023 - 12:00:00 "
+            "+0000) CP…' — is a console on this port?") in verdict
 
 
 def test_damaged_frames_are_not_taken_for_a_console(serve):  # noqa: F811
