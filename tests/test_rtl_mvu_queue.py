@@ -15,15 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fpgaprint.compiler.rtlsim import SimulationError, VerilatedSim, build_library
+from fpgaprint.compiler.rtlsim import VerilatedSim, build_library
+from fpgaprint.compiler.rtlsim.errors import DesignAssertionError
 
+OVERFLOW = r"mvu_vvu_axi\.sv:\d+.*Overflowing output queue"  # FINN+'s assertion
 AW, WW, ACCU = 4, 4, 16  # UINT4 activations, narrow INT4 weights, 16-bit accumulators
 
 
 def _mvu_build(mw: int, mh: int, simd: int, pe: int, version: int = 1,
                queue: str | None = None, scratch: Path | None = None):
     """FINN+'s mvu_vvu_axi built with Verilator; with `queue`, a scratch copy (in `scratch`)
-    whose MAX_IN_FLIGHT is that expression instead (for the finding only, never built)."""
+    whose MAX_IN_FLIGHT is that expression instead (the finding's check of a deeper queue;
+    no build uses it)."""
     from fpgaprint.compiler.rtlsim.xsi import HDL_DIR
     from fpgaprint.core.finn_env import ensure_finn
 
@@ -109,7 +112,7 @@ def finn_ready():
 @pytest.mark.parametrize("mw, simd", [(5, 5), (4, 4)])
 def test_one_output_per_cycle_overflows_finn_output_queue_under_backpressure(finn_ready, mw,
                                                                               simd):
-    with pytest.raises(SimulationError, match=r"mvu_vvu_axi\.sv:\d+.*Overflowing output queue"):
+    with pytest.raises(DesignAssertionError, match=OVERFLOW):
         run_mvu(mw, 2, simd, 1)
 
 
@@ -138,5 +141,5 @@ def test_queue_of_pipeline_depth_plus_one_survives_stalls_at_one_output_per_cycl
 
 
 def test_queue_of_pipeline_depth_still_overflows(finn_ready, tmp_path):
-    with pytest.raises(SimulationError, match="Overflowing output queue"):
+    with pytest.raises(DesignAssertionError, match="Overflowing output queue"):
         run_mvu(5, 2, 5, 1, queue=PIPELINE_DEPTH, scratch=tmp_path)
