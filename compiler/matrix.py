@@ -13,7 +13,7 @@ The matrix file (YAML):
 Keys are the build config's, FINN+ names included, and are validated by it. Relative paths
 are relative to the matrix file. Each build writes its usual directory `OUT/NAME/`;
 `OUT/matrix.{json,md,html}` list per build: fit and resources, estimated and measured cycles,
-equivalence, package id, seconds, or the error. A failed build never stops the others. A
+equivalence, package id, signed or UNSIGNED, seconds, or the error. A failed build never stops the others. A
 build whose directory already holds a complete result of the same inputs (model, board,
 config, fingerprint, key, fpgaprint code) is skipped with its package id; any other build
 goes through `build_model`, which reuses every unchanged step.
@@ -348,9 +348,9 @@ def _run_build(job: BuildJob) -> dict[str, Any]:
                            "worker": worker_address(), "started": stamp()}
     present = _present(out, job)
     if present is not None:
-        keep = {k: present.get(k) for k in ("package_id", "fit", "resources", "estimated",
-                                            "measured", "equivalence", "build_seconds",
-                                            "steps", "steps_reused")}
+        keep = {k: present.get(k) for k in ("package_id", "signature", "fit", "resources",
+                                            "estimated", "measured", "equivalence",
+                                            "build_seconds", "steps", "steps_reused")}
         rec.update(keep, status="skipped", attempts=0,
                    detail="complete result of the same inputs present")
         rec["seconds"] = round(time.perf_counter() - t0, 3)
@@ -375,6 +375,7 @@ def _run_build(job: BuildJob) -> dict[str, Any]:
         manifest = out / "manifest.json"
         rec["package_id"] = (hashlib.sha256(manifest.read_bytes()).hexdigest()
                              if job.fingerprint and manifest.is_file() else None)
+        rec["signature"] = package_signature(out) if rec["package_id"] else None
     except Exception as e:  # every build error is this build's, never the matrix's
         report = _read_report(out)
         rec.update(status="failed", error=describe_error(e), package_id=None,
@@ -462,6 +463,11 @@ def write_reports(result: MatrixResult) -> list[Path]:
     return [out / "matrix.json", out / "matrix.md", out / "matrix.html"]
 
 
+def package_signature(pkg: Path) -> str:
+    """"signed" when the package carries its detached signature, else "UNSIGNED"."""
+    return "signed" if (pkg / "manifest.sig").is_file() else "UNSIGNED"
+
+
 def _cells(r: dict[str, Any]) -> dict[str, str]:
     """The table cells of one build (Markdown and HTML share them)."""
     res = r.get("resources") or {}
@@ -486,6 +492,7 @@ def _cells(r: dict[str, Any]) -> dict[str, str]:
         "measured cycles": "" if not meas else f"{meas.get('ii_cycles'):g} "
                                                f"(latency {meas.get('latency_cycles'):g})",
         "equivalence": eqs, "package id": r.get("package_id") or "",
+        "signature": r.get("signature") or "",
         "seconds": "" if secs is None else f"{secs:.1f}",
         "error": r.get("error") or "",
     }

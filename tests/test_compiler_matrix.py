@@ -81,6 +81,11 @@ def test_serial_matrix_builds_packages_and_reports(serial, inputs):
     assert doc["counts"] == {"ok": 4, "skipped": 0, "failed": 0}
     md = (serial.out / "matrix.md").read_text()
     assert all(i in md for i in ids.values())
+    assert [r["signature"] for r in serial.records] == ["signed"] * 4
+    lines = md.splitlines()
+    head = [c.strip() for c in lines[4].strip("|").split("|")]
+    assert [[c.strip() for c in ln.strip("|").split("|")][head.index("signature")]
+            for ln in lines[6:10]] == ["signed"] * 4
     page = (serial.out / "matrix.html").read_text()
     assert page.count("data:image/png;base64,") == 1 and "digits-ZCU104-w6" in page
 
@@ -185,6 +190,7 @@ def test_failed_build_is_reported_and_never_stops_the_others(inputs, tmp_path, r
     recs = {r["name"]: r for r in doc["builds"]}
     assert recs["digits-ZCU104"]["status"] == "ok"
     assert recs["digits-ZCU104"]["package_id"] is None  # no fingerprint: no package
+    assert recs["digits-ZCU104"]["signature"] is None
     assert recs["broken-ZCU104"]["status"] == "failed"
     assert "broken.onnx" in recs["broken-ZCU104"]["error"]
     assert "broken.onnx" in (tmp_path / "m" / "matrix.md").read_text()
@@ -239,3 +245,21 @@ def test_matrix_expands_sweeps_and_finn_key_names(tmp_path):
 def test_build_cli_refuses_mixed_forms(run_cli, tmp_path, args, message):
     code, _, err = run_cli("build", *args, "--out", tmp_path / "o")
     assert code == 2 and message in err, err
+
+
+def test_an_unsigned_package_is_marked_in_the_matrix_reports(inputs, tmp_path):
+    spec = {"models": [{"model": "model.pt", "name": "digits"}], "boards": ["ZCU104"],
+            "config": {"equivalence_samples": 4}, "fingerprint": "fp.npz", "unsigned": True}
+    path = inputs / "unsigned.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    res = build_matrix(path, tmp_path / "m", scheduler="serial")
+    (rec,) = res.records
+    assert rec["status"] == "ok" and len(rec["package_id"]) == 64
+    assert rec["signature"] == "UNSIGNED"
+    assert not (tmp_path / "m" / "digits-ZCU104" / "manifest.sig").exists()
+    md = (tmp_path / "m" / "matrix.md").read_text().splitlines()
+    head = [c.strip() for c in md[4].strip("|").split("|")]
+    row = [c.strip() for c in md[6].strip("|").split("|")]
+    assert row[head.index("signature")] == "UNSIGNED"
+    assert "<td>UNSIGNED</td>" in (tmp_path / "m" / "matrix.html").read_text()
+    assert "dashboard" not in (tmp_path / "m" / "matrix.json").read_text()
