@@ -13,10 +13,10 @@ The matrix file (YAML):
 Keys are the build config's, FINN+ names included, and are validated by it. Relative paths
 are relative to the matrix file. Each build writes its usual directory `OUT/NAME/`;
 `OUT/matrix.{json,md,html}` list per build: fit and resources, estimated and measured cycles,
-equivalence, package id, signed or UNSIGNED, seconds, or the error. A failed build never stops the others. A
-build whose directory already holds a complete result of the same inputs (model, board,
-config, fingerprint, key, fpgaprint code) is skipped with its package id; any other build
-goes through `build_model`, which reuses every unchanged step.
+equivalence, package id, signed or UNSIGNED, seconds, or the error. A failed build never
+stops the others. A build whose directory already holds a complete result of the same
+inputs (model, board, config, fingerprint, key, fpgaprint code) is skipped with its package
+id; any other build goes through `build_model`, which reuses every unchanged step.
 """
 
 from __future__ import annotations
