@@ -215,4 +215,7 @@ def with_shapes(model):
     leaves them out, and running the graph vector by vector needs them)."""
     from qonnx.transformation.infer_shapes import InferShapes
 
+    from fpgaprint.compiler import qonnx_fixes
+
+    qonnx_fixes.install()  # before anything renames this model's tensors
     return model.transform(InferShapes(), cleanup=False)

@@ -55,9 +55,11 @@ def finn_steps():
     without Vivado that name is bound to a stand-in that says so when used."""
     global _finn_steps
     if _finn_steps is None:
+        from fpgaprint.compiler import qonnx_fixes
         from fpgaprint.core.finn_env import ensure_finn
 
         ensure_finn()
+        qonnx_fixes.install()
         import finn.xsi as xsi
 
         if "SimEngine" not in vars(xsi):

@@ -180,6 +180,26 @@ def activation_mlp(act: nn.Module, seed: int = 0) -> tuple[nn.Module, tuple[int,
     return _settle(model, (16,)), (16,)
 
 
+class InputConcat(nn.Module):
+    """The quantized input joined with itself (`torch.cat([q, q])`), then a linear layer."""
+
+    def __init__(self):
+        import brevitas.nn as qnn
+
+        super().__init__()
+        self.inp = qnn.QuantIdentity(bit_width=4)
+        self.fc = qnn.QuantLinear(16, 5, bias=False, weight_bit_width=3)
+
+    def forward(self, x):
+        q = self.inp(x)
+        return self.fc(torch.cat([q, q], dim=1))
+
+
+def input_concat(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
+    _seed(seed)
+    return InputConcat().eval(), (8,)
+
+
 def _settle(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
     """Give batch norms non-trivial statistics (a few forward passes in training mode)."""
     g = torch.Generator().manual_seed(1)

@@ -247,3 +247,32 @@ def test_an_op_on_constants_alone_needs_no_mapping_but_on_data_it_is_named():
         check_supported_ops(graph("x"))
     with pytest.raises(UnsupportedModelError, match="unsupported operator Pow at node Pow_7"):
         check_supported_ops(graph("v", extra_input=""))
+
+
+def test_a_node_reading_one_tensor_twice_keeps_both_inputs_when_renamed():
+    """qonnx's rename renamed only the first of them (fixed in compiler/qonnx_fixes.py)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.general import GiveReadableTensorNames
+
+    from fpgaprint.compiler.frontend import with_shapes
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    cat = helper.make_node("Concat", ["x", "x"], ["y"], name="Concat_0", axis=1)
+    model = with_shapes(ModelWrapper(helper.make_model(helper.make_graph([cat], "g", [x], [y]))))
+    model = model.transform(GiveReadableTensorNames())
+    node = model.graph.node[0]
+    assert node.input[0] == node.input[1] == model.graph.input[0].name
+    assert model.check_all_tensor_shapes_specified()
+
+
+def test_input_feeding_a_concat_is_named_not_unexpected(tmp_path, run_cli):
+    import models
+
+    module, shape = models.input_concat()
+    path = models.export(module, shape, tmp_path / "m.onnx")
+    cat = next(n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Concat")
+    code, _, err = run_cli("build", path, "--out", tmp_path / "o")
+    assert code == 2, err
+    assert f"operator Concat {cat}" in err and "unexpected" not in err, err
+    assert err.count("error:") == 1
