@@ -1,19 +1,21 @@
-"""Two-sided threshold calibration: held-out benign variants against independent models.
+"""Threshold calibration: the benign side sets it, the attack side checks it.
 
-The threshold of a fingerprint set is placed between two sides, each measured on the set:
+The threshold of a fingerprint set comes from the benign side, measured on the set:
+variants of the source held out from the generation family (and from the survival family
+robust generation keeps examples by): lower weight or activation bit widths, BN folding,
+magnitude pruning with a short fine-tune, and the FINN-compiled golden model when given. A
+variant losing more than `max_loss` accuracy (5 points) on the evaluator's data is no benign
+deployment: it is excluded and reported. The threshold is the one-sided Clopper-Pearson lower
+bound of the worst benign variant's match rate at the false-alarm target.
 
-- benign: variants of the source held out from the generation family (and from the survival
-  family robust generation keeps examples by): lower weight or activation bit widths, BN
-  folding, magnitude pruning with a short fine-tune, and the FINN-compiled golden model when
-  given. A variant losing more than `max_loss` accuracy (5 points) on the evaluator's data is
-  no benign deployment: it is excluded and reported;
-- attack: at least two independently trained models: the zoo recipe with seeds the source
-  never used (or models given explicitly).
-
-With `b` the worst benign match rate and `a` the best attack rate on N vectors, the
-threshold is the midpoint of the benign side's Clopper-Pearson lower bound and the attack
-side's upper bound (of the rates themselves when those bounds cross). `b <= a` means no
-threshold separates the sides: `CalibrationOverlap` (exit 1), and nothing is written.
+The attack side checks that the threshold separates: at least two independently trained
+models (the zoo recipe with seeds the source never used, or models given explicitly), and
+the set's impostors (classifiers trained on the set's own vectors, `fingerprint.impostor`).
+A threshold that does not reject an independent model is refused (`CalibrationOverlap`,
+exit 1, nothing written); one that does not reject an impostor is written with the report
+saying so, and whether any threshold could (`no_threshold`). The report also gives the
+score-level statistic (`fingerprint.scores`) calibrated the same way, and the number of
+vectors the measured gap needs (`fingerprint.power`).
 """
 
 from __future__ import annotations
@@ -22,16 +24,19 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from fpgaprint.compiler.data import Dataset, load_digits, upsample_digits
 from fpgaprint.core.errors import FpgaprintError, InputError, VerdictFail
 from fpgaprint.core.fpset import FingerprintSet
-from fpgaprint.core.selftest import CONFIDENCE, clopper_pearson
-from fpgaprint.fingerprint import variants
+from fpgaprint.core.selftest import clopper_pearson
+from fpgaprint.fingerprint import impostor, power, scores, variants
 from fpgaprint.fingerprint.perturb import PerturbConfig
 from fpgaprint.fingerprint.source import Model, load_model
 
 ATTACK_SEEDS = (1001, 1002)  # zoo seeds of the attack side; the evaluation's swaps use 1, 2, 3
 MAX_LOSS = 0.05  # accuracy a benign variant may lose
+FALSE_ALARM = 0.025  # one-sided: the benign lower bound is the pass rule's 95 % interval's
 FINETUNE_EPOCHS = 2
 PRUNE_FRACTION = 0.5
 
@@ -62,6 +67,7 @@ class Sides:
     skipped: dict[str, str] = field(default_factory=dict)
     data: str = ""
     max_loss: float = MAX_LOSS
+    source: Model | None = None  # reference outputs (score level) and the distill impostor
 
     def held_out_from(self, families: list[PerturbConfig]) -> bool:
         """No benign variant is a draw of any of `families`."""
@@ -189,24 +195,36 @@ def _digest(x) -> str:
 
 
 class Predictions:
-    """A model's labels on fixed input arrays: stands for the model in `place_threshold` and
-    `accuracy` (any other input is an error)."""
+    """A model's outputs (or labels) on fixed input arrays: stands for the model in
+    `place_threshold` and `accuracy` (any other input is an error)."""
 
-    def __init__(self, name: str, arrays: list, labels: list):
+    def __init__(self, name: str, arrays: list, outputs: list, meta: dict | None = None):
         self.name = name
-        self._labels = {_digest(x): y for x, y in zip(arrays, labels)}
+        self.meta = dict(meta or {})
+        self._out = {_digest(x): y for x, y in zip(arrays, outputs)}
+
+    def _get(self, x):
+        try:
+            return self._out[_digest(x)]
+        except KeyError:
+            raise InputError(f"{self.name}: no outputs for these inputs (made on a worker for "
+                             "other inputs)") from None
 
     def predict(self, x):
-        try:
-            return self._labels[_digest(x)]
-        except KeyError:
-            raise InputError(f"{self.name}: no labels for these inputs (made on a worker for "
-                             "other inputs)") from None
+        y = self._get(x)
+        return y.argmax(1).astype("int64") if y.ndim == 2 else y
+
+    def logits(self, x):
+        y = self._get(x)
+        if y.ndim != 2:
+            raise InputError(f"{self.name}: only labels were kept for these inputs")
+        return y
 
 
 def _predictions(name: str, make, arrays: list) -> Predictions:
     model = make()
-    return Predictions(name, arrays, [model.predict(x) for x in arrays])
+    return Predictions(name, arrays, [model.logits(x) for x in arrays],
+                       getattr(model, "meta", None))
 
 
 def _named(m: Model, name: str) -> Model:
@@ -252,8 +270,10 @@ def _independent(zoo_name: str, seed: int, epochs: int | None) -> Model:
     from fpgaprint.fingerprint.source import from_module
 
     ckpt = zoo.make(zoo_name, seed=seed, epochs=epochs)
-    return from_module(ckpt.model, ckpt.input_shape, ckpt.num_classes, f"swap(seed={seed})",
-                       ckpt.kind, ckpt.zoo)
+    m = from_module(ckpt.model, ckpt.input_shape, ckpt.num_classes, f"swap(seed={seed})",
+                    ckpt.kind, ckpt.zoo)
+    m.meta = dict(ckpt.meta)  # its test accuracy is on its own held-out split
+    return m
 
 
 def accuracy(model: Model, data: Dataset) -> float:
@@ -296,65 +316,141 @@ def build_sides(model: Model, data: Dataset | None = None, golden: str | Path | 
     att = attack_models(model, attack, epochs=attack_epochs, runner=runner,
                         predict_on=predict_on)
     for v in att:
-        v.accuracy = accuracy(v.model, data)
-    return Sides(src_acc, benign, excluded, att, skipped, data.name, max_loss)
+        own = getattr(v.model, "meta", {}).get("test_accuracy")
+        if own is not None:  # trained on another split of the data: its own held-out part
+            v.accuracy = float(own)
+            v.note = "accuracy on its own held-out split"
+        else:
+            v.accuracy = accuracy(v.model, data)
+    return Sides(src_acc, benign, excluded, att, skipped, data.name, max_loss, model)
 
 
-def place_threshold(fs: FingerprintSet, sides: Sides, confidence: float = CONFIDENCE
-                    ) -> tuple[float | None, dict]:
-    """(threshold, report) for `fs` between the sides; threshold None when they overlap."""
+def place_threshold(fs: FingerprintSet, sides: Sides, false_alarm: float = FALSE_ALARM,
+                    impostors: bool = True) -> tuple[float | None, dict]:
+    """(threshold, report) for `fs`: the threshold is the benign side's, checked against the
+    attack side; None when it does not reject every independently trained model.
+
+    The threshold is the one-sided Clopper-Pearson lower bound, at 1 - `false_alarm`, of the
+    worst benign variant's match rate (at the default 2.5 % it is the lower end of the pass
+    rule's 95 % interval, so that variant passes confidently). Independent models, the set's
+    impostors (`fingerprint.impostor`) and the score-level statistic are measured the same
+    way; the report says which attack the threshold rejects and, if not, whether any
+    threshold could (`separates`, `no_threshold`)."""
     n = len(fs)
+    confidence = 1.0 - 2.0 * false_alarm
+    ref = sides.source.logits(fs.inputs) if sides.source is not None else None
+
+    def entry(name: str, outputs, labels, accuracy=None, spec=None, note="") -> dict:
+        k = int((np.asarray(labels) == fs.labels).sum())
+        lo, hi = clopper_pearson(k, n, confidence)
+        e = {"match_rate": k / n, "matches": k, "interval": [lo, hi], "accuracy": accuracy,
+             **({"spec": spec} if spec is not None else {}), **({"note": note} if note else {})}
+        if ref is not None and outputs is not None:
+            m, slo, shi = scores.mean_interval(scores.order_agreement(ref, outputs), confidence)
+            e["score"] = {"mean": float(m), "interval": [float(slo), float(shi)]}
+        return e
 
     def rates(vs: list[Variant]) -> dict[str, dict]:
         out = {}
         for v in vs:
-            k = int((v.model.predict(fs.inputs) == fs.labels).sum())
-            lo, hi = clopper_pearson(k, n, confidence)
-            out[v.name] = {"match_rate": k / n, "matches": k, "interval": [lo, hi],
-                           "accuracy": v.accuracy, "spec": v.spec,
-                           **({"note": v.note} if v.note else {})}
+            try:
+                outputs = v.model.logits(fs.inputs)
+            except InputError:  # labels only (made on a worker before outputs were kept)
+                outputs = None
+            labels = v.model.predict(fs.inputs) if outputs is None else outputs.argmax(1)
+            out[v.name] = entry(v.name, outputs, labels, v.accuracy, v.spec, v.note)
         return out
 
     ben, att, exc = rates(sides.benign), rates(sides.attack), rates(sides.excluded)
+    imp = {}
+    if impostors:
+        for name, outputs in impostor.cross_fit(fs.inputs, fs.labels, sides.source.num_classes
+                                                if sides.source is not None else
+                                                int(fs.labels.max()) + 1, ref,
+                                                seed=fs.seed).items():
+            imp[f"impostor-{name}"] = entry(name, outputs, outputs.argmax(1),
+                                            note="trained on the set's own vectors")
     worst = min(ben, key=lambda k: ben[k]["match_rate"])
     best = max(att, key=lambda k: att[k]["match_rate"])
     b, a = ben[worst], att[best]
     gap = b["match_rate"] - a["match_rate"]
-    lo_b, hi_a = b["interval"][0], a["interval"][1]
-    confident = lo_b > hi_a
+    thr = b["interval"][0]
+    attacks = {**att, **imp}
+    rejected = {k: bool(e["match_rate"] < thr) for k, e in attacks.items()}
+    top = max(attacks, key=lambda k: attacks[k]["match_rate"])
+    a_top = attacks[top]["match_rate"]
+    not_rej = [k for k, ok in rejected.items() if not ok]
+    need = power.vectors_needed(b["match_rate"], a_top, 1.0 - 2.0 * false_alarm)
+    shape = fs.inputs[0].size
+    ncls = ref.shape[1] if ref is not None else int(fs.labels.max()) + 1
     report = {
         "method": "",
-        "benign": ben, "attack": att, "excluded": exc, "skipped": dict(sides.skipped),
+        "rule": "benign lower bound",
+        "benign": ben, "attack": att, "impostor": imp, "excluded": exc,
+        "skipped": dict(sides.skipped),
         "worst_benign": worst, "best_attack": best, "gap": gap,
-        "confidence": confidence, "count": n, "confident": confident,
+        "confidence": confidence, "false_alarm": false_alarm, "count": n,
+        "confident": bool(b["interval"][0] > a["interval"][1]),
+        "rejected": rejected, "not_rejected": not_rej, "separates": not not_rej,
+        "no_threshold": bool(b["match_rate"] <= a_top),
+        "power": {"against": top, "gap": b["match_rate"] - a_top, "vectors_needed": need,
+                  "cap": power.CAP, "baud": power.BAUD,
+                  "line_seconds": None if need is None else
+                  power.line_seconds(need, shape, ncls, power.BAUD),
+                  "line_seconds_now": power.line_seconds(n, shape, ncls, power.BAUD)},
         "source_accuracy": sides.source_accuracy, "max_loss": sides.max_loss,
         "data": sides.data,
     }
-    if gap <= 0:
-        report["method"] = (f"sides overlap: benign {worst} matches {b['match_rate']:.3f}, "
-                            f"independent {best} matches {a['match_rate']:.3f}")
+    if ref is not None and (sc := _score_side(ben, attacks)):
+        report["score"] = sc
+    ci = f"{100 * (1 - false_alarm):g} %"
+    head = (f"benign side: threshold {thr:.3f} = the {ci} lower bound of the worst held-out "
+            f"benign variant ({worst} {b['match_rate']:.3f}) at N={n}")
+    if not_rej:
+        why = "; ".join(f"{k} {attacks[k]['match_rate']:.3f}" for k in not_rej)
+        if report["no_threshold"]:
+            tail = (f"; NO threshold separates the benign side from {top} "
+                    f"({a_top:.3f} >= {b['match_rate']:.3f})")
+        else:
+            tail = ("; a threshold in ({:.3f}, {:.3f}] would, at a higher false-alarm risk, "
+                    "with {} vectors to be confident").format(
+                        a_top, b["match_rate"], need if need else f"more than {power.CAP}")
+        head += f"; does NOT reject {why}{tail}"
+    else:
+        head += (f"; rejects all {len(attacks)} attacks (best {top} {a_top:.3f}); "
+                 f"{need if need else f'more than {power.CAP}'} vectors separate them "
+                 "confidently")
+    report["method"] = head
+    if any(not rejected[k] for k in att):
         return None, report
-    thr = (lo_b + hi_a) / 2 if confident else (b["match_rate"] + a["match_rate"]) / 2
-    ci = f"{100 * confidence:g} %"
-    report["method"] = (
-        f"two-sided: threshold {thr:.3f} between held-out benign (worst {worst} "
-        f"{b['match_rate']:.3f}, {ci} lower bound {lo_b:.3f}) and {len(att)} independently "
-        f"trained models (best {best} {a['match_rate']:.3f}, upper bound {hi_a:.3f}); gap "
-        f"{gap:.3f} at N={n}" + ("" if confident else
-                                 "; the bounds overlap: the gap is within binomial noise"))
     return thr, report
 
 
-def calibrate_with(fs: FingerprintSet, sides: Sides, confidence: float = CONFIDENCE
+def _score_side(ben: dict, attacks: dict) -> dict:
+    """The score-level statistic calibrated like the labels: threshold = the lower bound of
+    the worst benign variant's mean order agreement; which attacks it rejects."""
+    ben = {k: e for k, e in ben.items() if "score" in e}
+    if not ben:
+        return {}
+    worst = min(ben, key=lambda k: ben[k]["score"]["mean"])
+    thr = ben[worst]["score"]["interval"][0]
+    rejected = {k: bool(e["score"]["mean"] < thr) for k, e in attacks.items() if "score" in e}
+    return {"statistic": "order agreement", "threshold": thr, "worst_benign": worst,
+            "rejected": rejected, "separates": all(rejected.values()),
+            "not_rejected": [k for k, ok in rejected.items() if not ok]}
+
+
+def calibrate_with(fs: FingerprintSet, sides: Sides, false_alarm: float = FALSE_ALARM
                    ) -> FingerprintSet:
-    """A copy of `fs` with its two-sided threshold; `CalibrationOverlap` if none exists."""
+    """A copy of `fs` with its threshold; `CalibrationOverlap` if it does not reject every
+    independently trained model."""
     if fs.algorithm == "boundary":
         raise InputError("boundary sets are strict (threshold 1.0): nothing to calibrate")
-    thr, report = place_threshold(fs, sides, confidence)
+    thr, report = place_threshold(fs, sides, false_alarm)
     if thr is None:
         raise CalibrationOverlap(
-            f"cannot calibrate: {report['method']} on {len(fs)} {fs.algorithm} vectors; no "
-            "threshold separates them, none written")
+            f"cannot calibrate: {report['method']} on {len(fs)} {fs.algorithm} vectors; the "
+            "threshold does not reject an independently trained model, none written")
     return fs.with_threshold(thr, report)
 
 

@@ -180,7 +180,7 @@ def generate(model: str, algorithm: str, count: int, out: Path, seed: int, calib
 
 
 def _print_sides(cal: dict) -> None:
-    for side in ("benign", "attack", "excluded"):
+    for side in ("benign", "attack", "impostor", "excluded"):
         for name, r in cal.get(side, {}).items():
             lo, hi = r["interval"]
             acc = "" if r.get("accuracy") is None else f", accuracy {r['accuracy']:.3f}"
@@ -189,6 +189,10 @@ def _print_sides(cal: dict) -> None:
                        f"[{lo:.3f}, {hi:.3f}]{acc}{note}")
     for name, why in cal.get("skipped", {}).items():
         click.echo(f"  skipped  {name}: {why}")
+    from fpgaprint.fingerprint.report import calibration_lines
+
+    for text in calibration_lines(cal):
+        click.echo(f"  {text}")
 
 
 @fingerprint.command(name="calibrate")
@@ -202,8 +206,9 @@ def _print_sides(cal: dict) -> None:
 @threads_option
 def calibrate_cmd(model: str, fpset: Path, out: Path | None, golden: Path | None,
                   attack: tuple[str, ...], seed: int) -> None:
-    """Place FPSET's threshold between held-out benign variants of MODEL and independently
-    trained models (exit 1, nothing written, when no threshold separates them)."""
+    """Set FPSET's threshold from held-out benign variants of MODEL and check it against
+    independently trained models and the set's impostors (exit 1, nothing written, when it
+    does not reject an independent model)."""
     from fpgaprint.core.fpset import load_set
     from fpgaprint.fingerprint.calibrate import calibrate
     from fpgaprint.fingerprint.source import load_model

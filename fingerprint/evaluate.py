@@ -33,7 +33,7 @@ from fpgaprint.core.fpset import FingerprintSet
 from fpgaprint.core.grid import InputGrid
 from fpgaprint.core.progress import Progress
 from fpgaprint.core.words import random_flips
-from fpgaprint.fingerprint import baselines, bitflips, variants
+from fpgaprint.fingerprint import baselines, bitflips, impostor, scores, variants
 from fpgaprint.fingerprint.boundary import generation_flips
 from fpgaprint.fingerprint.calibrate import (
     MAX_LOSS,
@@ -53,6 +53,9 @@ from fpgaprint.fingerprint.source import Model, load_model
 __all__ = ["EvalConfig", "dataset_for", "evaluate", "in_family", "summarize"]
 
 STRONG_BACKDOOR = 0.985  # attack success from which a backdoor counts as strong
+# the table's impostors: the calibration's learners retrained on another fold split and seed,
+# and a 1-nearest-neighbour learner the calibration never uses
+EVAL_IMPOSTOR_SEED = 17
 
 
 @dataclass
@@ -74,6 +77,7 @@ class EvalConfig:
     pbs_flips: int = 10
     pbs_seeds: int = 3
     pool_noise: int = 500
+    natural_draws: int = 10  # draws of natural samples for the single-flip baseline
     build: bool = True
     build_dir: str | None = None
     golden: str | None = None  # an existing golden.onnx of this model: no build
@@ -84,7 +88,8 @@ class EvalConfig:
         return cls(count=40, ptq_bits=(8, 3), qat_bits=(4,), prune_fractions=(0.7,),
                    swap_seeds=(1,), epochs=2, stuck_neurons=(1,), stuck_seeds=2,
                    repeat_checks=3, flip_counts=(1, 16, 256), flip_seeds=3,
-                   single_flip_seeds=20, pbs_flips=3, pbs_seeds=1, pool_noise=100)
+                   single_flip_seeds=20, pbs_flips=3, pbs_seeds=1, pool_noise=100,
+                   natural_draws=3)
 
 
 def in_family(spec: dict, params: GenParams) -> str | None:
@@ -108,6 +113,8 @@ class Evaluation:
         self.grid = InputGrid()
         self.gen_params = GenParams()
         self.sets: dict[str, FingerprintSet] = {}  # calibrated
+        self.ref: dict[str, np.ndarray] = {}  # the source's outputs on each set
+        self.score_thr: dict[str, float] = {}  # score-level thresholds (calibrated)
         self.rows: list[dict] = []
         self.golden = None
         self.golden_path: Path | None = None
@@ -187,8 +194,11 @@ class Evaluation:
         for m in methods:
             fs, secs = made[m]
             self.seconds[m] = round(secs, 3)
+            self.ref[m] = src.logits(fs.inputs)
             if m != "boundary":
                 thr, report = place_threshold(fs, self.sides)
+                if report.get("score"):
+                    self.score_thr[m] = report["score"]["threshold"]
                 if thr is None:  # no threshold separates the sides: keep a number, flag it
                     b = report["benign"][report["worst_benign"]]["match_rate"]
                     a = report["attack"][report["best_attack"]]["match_rate"]
@@ -208,23 +218,30 @@ class Evaluation:
         return match, verdict
 
     def add_row(self, name: str, family: str, benign: bool, labels: dict[str, np.ndarray],
-                accuracy: float | None, info: dict | None = None, level: str = "model") -> None:
+                accuracy: float | None, info: dict | None = None, level: str = "model",
+                outputs: dict[str, np.ndarray] | None = None) -> None:
+        """One row; with `outputs` (per set), also the score-level statistic per method."""
         match, verdict = self.verdicts(name, labels)
         loss = None if accuracy is None else self.src_acc - accuracy
+        score = {m: float(scores.order_agreement(self.ref[m], outputs[m]).mean())
+                 for m in self.score_thr if outputs is not None and m in outputs}
         self.rows.append({
             "name": name, "family": family, "benign": benign, "level": level,
             "accuracy": accuracy, "accuracy_loss": loss,
             "in_scope": bool(benign and loss is not None and loss <= MAX_LOSS),
             "match": match, "verdict": verdict,
             "detected": {m: v == "FAIL" for m, v in verdict.items()},
+            "score": score,
+            "score_detected": {m: bool(v < self.score_thr[m]) for m, v in score.items()},
             "info": info or {},
         })
 
     def model_row(self, name: str, family: str, benign: bool, model: Model,
                   info: dict | None = None) -> None:
-        labels = {m: model.predict(fs.inputs) for m, fs in self.sets.items()}
+        outputs = {m: model.logits(fs.inputs) for m, fs in self.sets.items()}
+        labels = {m: o.argmax(1) for m, o in outputs.items()}
         acc = float((model.predict(self.data.x_test) == self.data.y_test).mean())
-        self.add_row(name, family, benign, labels, acc, info)
+        self.add_row(name, family, benign, labels, acc, info, outputs=outputs)
 
     def make_variants(self) -> None:
         cfg, src, data = self.cfg, self.src, self.data
@@ -255,6 +272,9 @@ class Evaluation:
                              lambda sd=sd: variants.retrained(src.zoo, sd)))
             jobs.append(("extraction", "extraction", False, None,
                          lambda: variants.extraction(src, data, seed=cfg.seed + 7)))
+            jobs.append(("extraction-noise", "extraction-noise", False, None,
+                         lambda: variants.extraction(src, data, seed=cfg.seed + 8,
+                                                     queries="noise")))
         else:
             self.notes.append("swap, extraction: the source is not a zoo model (no recipe)")
         jobs += [
@@ -280,7 +300,8 @@ class Evaluation:
                     raise o.error
                 self.notes.append(f"{name}: {o.error}")
                 continue
-            labels, acc, info = o.value[0]
+            outputs, acc, info = o.value[0]
+            labels = {m: v.argmax(1) for m, v in outputs.items()}
             if family == "backdoor":  # weak or strong by the measured attack success
                 family = ("backdoor-strong" if info["attack_success"] >= STRONG_BACKDOOR
                           else "backdoor-weak")
@@ -289,7 +310,24 @@ class Evaluation:
                 seen = in_family(spec, self.gen_params)
                 if seen:
                     info["seen_by"] = f"robust/ltrc {seen} family"
-            self.add_row(name, family, benign, labels, acc, info)
+            self.add_row(name, family, benign, labels, acc, info, outputs=outputs)
+        self.impostor_rows()
+
+    def impostor_rows(self) -> None:
+        """Classifiers trained on each set's own vectors (what a board holding the package
+        can learn), judged on vectors they did not see (`fingerprint.impostor`)."""
+        per: dict[str, dict[str, np.ndarray]] = {}
+        for m, fs in self.sets.items():
+            fit = impostor.cross_fit(fs.inputs, fs.labels, self.src.num_classes, self.ref[m],
+                                     seed=self.cfg.seed + EVAL_IMPOSTOR_SEED,
+                                     learners=impostor.IMPOSTORS + ("knn",))
+            for name, out in fit.items():
+                per.setdefault(name, {})[m] = out
+        for name, outputs in per.items():
+            self.add_row(f"impostor-{name}", "impostor", False,
+                         {m: o.argmax(1) for m, o in outputs.items()}, None,
+                         {"trained_on": "the set's own vectors, 10-fold cross-fitted"},
+                         outputs=outputs)
 
     # -- deployed-model rows ---------------------------------------------------------------
     def _golden_labels(self, mems: dict | None = None, stuck: dict | None = None
@@ -309,9 +347,12 @@ class Evaluation:
             return
         gm = self.golden_model
         acc = float((gm.predict(self.data.x_test) == self.data.y_test).mean())
+        outputs = {m: (self.ex.run(fs.inputs_int.reshape(len(fs), -1))[1]
+                       if self.ex is not None else gm.logits(fs.inputs))
+                   for m, fs in self.sets.items()}
         self.add_row("finn-golden", "finn-golden", True, self._golden_labels(), acc,
                      {"golden": str(self.golden_path), "note": "also a calibration variant"},
-                     level="deployed")
+                     level="deployed", outputs=outputs)
         if self.ex is None:
             self.notes.append("stuck-at-zero rows need the fast executor: left out")
             return
@@ -422,6 +463,7 @@ class Evaluation:
             for k, f in enumerate(singles):
                 out["single_weight"].append({"n": 1, "flip": list(f), **self._flip_record(
                     lab[k], changed[k], bool(eff[k].any()))})
+            out["natural_draws"] = self.natural_draws(singles)
         else:
             for f in singles:
                 out["single_weight"].append({"n": 1, "flip": list(f),
@@ -446,6 +488,20 @@ class Evaluation:
                                         "accuracy": acc,
                                         **self._flip_record(labels, changed, eff)})
         return out
+
+    def natural_draws(self, singles: list) -> list[float]:
+        """The natural baseline of single weight-bit flips over `natural_draws` draws of
+        held-out samples (the set's size each): per draw, the share of flips that change any
+        label (strict)."""
+        n = len(self.sets.get("natural", next(iter(self.sets.values()))))
+        rates = []
+        for d in range(self.cfg.natural_draws):
+            pick = baselines.natural_pick(self.data, n, self.cfg.seed + 1000 + d)
+            q = self.grid.to_int(self.data.x_test[pick]).reshape(len(pick), -1)
+            ref = self.ex.run(q)[2]
+            lab = self.ex.flip_labels(q, singles)
+            rates.append(float((lab != ref[None]).any(1).mean()))
+        return rates
 
     def run(self) -> dict:
         phases = [("golden model", self.build_golden), ("fingerprint sets", self.make_sets),
@@ -513,6 +569,14 @@ def summarize(rows: list[dict], flips: dict, methods: list[str], repeated: dict 
                     fam[m].append(r["verdict"][m] in hit)
     out = {k: {f: {m: _rate(v) for m, v in d.items()} for f, d in fams.items()}
            for k, fams in out.items()}
+    out.update(score_summary(rows))
+    out["tradeoff"] = tradeoff(rows, methods)
+    out["uniqueness"] = uniqueness(rows, methods)
+    draws = flips.get("natural_draws")
+    if draws:
+        out["natural_draws"] = {"rates": draws, "mean": float(np.mean(draws)),
+                                "std": float(np.std(draws, ddof=1)) if len(draws) > 1 else 0.0,
+                                "min": float(min(draws)), "max": float(max(draws))}
     out["repeated_checks"] = repeated or {}
     for kind, by in (("random", "n"), ("targeted", "k")):
         recs = flips.get(kind, [])
@@ -542,6 +606,80 @@ def summarize(rows: list[dict], flips: dict, methods: list[str], repeated: dict 
     return out
 
 
+def _benign_in_scope(r: dict) -> bool:
+    return r["family"] != "source" and r["benign"] and r["in_scope"]
+
+
+def score_summary(rows: list[dict]) -> dict:
+    """The score-level statistic at its calibrated threshold: false alarms per benign family
+    (losing at most 5 points), detection per attack family."""
+    fa: dict = {}
+    det: dict = {}
+    for r in rows:
+        if r["family"] == "source" or not r.get("score_detected"):
+            continue
+        if r["benign"] and not r["in_scope"]:
+            continue
+        into = fa if r["benign"] else det
+        fam = into.setdefault(r["family"], {})
+        for m, hit in r["score_detected"].items():
+            fam.setdefault(m, []).append(hit)
+    return {"score_false_alarm": {f: {m: _rate(v) for m, v in d.items()} for f, d in fa.items()},
+            "score_detection": {f: {m: _rate(v) for m, v in d.items()} for f, d in det.items()}}
+
+
+def tradeoff(rows: list[dict], methods: list[str]) -> dict:
+    """Detection against false alarms for every threshold, per method and attack family.
+
+    For each statistic (``label``: match rate; ``score``: order agreement) and method, every
+    distinct value of a row is a threshold t (a row fails when its value is below t); the
+    curve lists, per t, the share of held-out benign rows (losing at most 5 points) that
+    would fail and, per attack family, the share of its rows that would. ``at_zero`` is each
+    family's detection at the highest threshold with no false alarm; ``for_full`` the false
+    alarms the lowest threshold detecting the whole family costs."""
+    ben = [r for r in rows if _benign_in_scope(r)]
+    att = [r for r in rows if not r["benign"] and r["level"] == "model"]
+    fams = sorted({r["family"] for r in att})
+    out: dict = {}
+    for stat, key in (("label", "match"), ("score", "score")):
+        for m in methods:
+            bv = [r[key][m] for r in ben if m in r.get(key, {})]
+            if not bv or (stat == "label" and m == "boundary"):
+                continue
+            av = {f: [r[key][m] for r in att if r["family"] == f and m in r.get(key, {})]
+                  for f in fams}
+            av = {f: v for f, v in av.items() if v}
+            ts = sorted({*bv, *(x for v in av.values() for x in v)})
+            ts.append(ts[-1] + 1e-9)
+            curve = [{"threshold": t, "false_alarm": float(np.mean([x < t for x in bv])),
+                      "detection": {f: float(np.mean([x < t for x in v]))
+                                    for f, v in av.items()}} for t in ts]
+            zero = min(bv)  # the highest threshold with no false alarm
+            out.setdefault(stat, {})[m] = {
+                "curve": curve,
+                "at_zero": {f: float(np.mean([x < zero for x in v])) for f, v in av.items()},
+                "for_full": {f: float(np.mean([x <= max(v) for x in bv]))
+                             for f, v in av.items()},
+            }
+    return out
+
+
+def uniqueness(rows: list[dict], methods: list[str]) -> dict:
+    """The paper's Uniqueness Score per method: robustness minus transferability, here the
+    mean match rate of the held-out benign rows losing at most 5 points minus that of the
+    independently trained models (swaps)."""
+    ben = [r for r in rows if _benign_in_scope(r)]
+    swaps = [r for r in rows if r["family"] == "swap"]
+    out = {}
+    for m in methods:
+        if m == "boundary" or not ben or not swaps:
+            continue
+        rob = float(np.mean([r["match"][m] for r in ben]))
+        tra = float(np.mean([r["match"][m] for r in swaps]))
+        out[m] = {"robustness": rob, "transferability": tra, "uniqueness": rob - tra}
+    return out
+
+
 def _jsonable(d):
     if isinstance(d, dict):
         return {k: _jsonable(v) for k, v in d.items()}
@@ -566,11 +704,11 @@ def hidden_neurons(ex) -> list[tuple[str, int]]:
 
 def _variant_labels(build: Callable[[], object], inputs: dict[str, np.ndarray], data
                     ) -> tuple[dict[str, np.ndarray], float, dict]:
-    """Make a variant and label every set's inputs with it (a job: only labels travel)."""
+    """Make a variant and run every set's inputs through it (a job: only outputs travel)."""
     made = build()
     model, info = made if isinstance(made, tuple) else (made, {})
-    labels = {m: model.predict(x) for m, x in inputs.items()}
-    return labels, float((model.predict(data.x_test) == data.y_test).mean()), info
+    outputs = {m: model.logits(x) for m, x in inputs.items()}
+    return outputs, float((model.predict(data.x_test) == data.y_test).mean()), info
 
 
 def evaluate(spec, cfg: EvalConfig | None = None, progress: Progress | None = None,

@@ -243,6 +243,8 @@ class Generator:
                             kept_q.append(q[i])
                             kept_t.append(int(c))
                             kept_m.append(float(m[i]))
+            # the closing line says what was kept, not what the last round started with
+            task.update(detail=f"{len(kept_t)}/{int(need.sum())} kept", line=False)
         if (have < need).any() or not kept_t:
             short = {int(c): int(need[c] - have[c]) for c in np.flatnonzero(have < need)}
             why = ("the margin" if reasons["margin"] >= reasons["survival"] else

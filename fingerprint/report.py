@@ -21,6 +21,32 @@ def _cell(r: dict, k: str) -> str:
     return f"**{txt}**" if v == "FAIL" else (f"{txt}?" if v == "MARGINAL" else txt)
 
 
+def calibration_lines(cal: dict) -> list[str]:
+    """What a calibration report says about separation, the score level and power."""
+    out = []
+    if "separates" in cal:
+        out.append("separates: " + ("yes, every attack is below the threshold" if
+                                    cal["separates"] else
+                                    "NO: not rejected " + ", ".join(cal["not_rejected"])
+                                    + ("; no threshold separates them" if cal.get("no_threshold")
+                                       else "")))
+    sc = cal.get("score")
+    if sc:
+        out.append(f"score level ({sc['statistic']}): threshold {sc['threshold']:.3f} from "
+                   f"{sc['worst_benign']}; " + ("rejects every attack" if sc["separates"] else
+                                                "does not reject " + ", ".join(
+                                                    sc["not_rejected"])))
+    pw = cal.get("power")
+    if pw:
+        need = pw["vectors_needed"]
+        out.append(f"power: against {pw['against']} (gap {pw['gap']:.3f}) "
+                   + (f"{need} vectors separate the intervals, about {pw['line_seconds']:.1f} s "
+                      f"on the line at {pw['baud']} baud" if need else
+                      f"no N up to {pw['cap']} separates the intervals")
+                   + f"; this set's {cal['count']} take about {pw['line_seconds_now']:.1f} s")
+    return out
+
+
 def markdown(res: dict) -> str:
     methods = list(res["methods"])
     head = "| " + " | ".join(methods) + " |"

@@ -189,17 +189,26 @@ def mixed_finetune(model: Model, data: Dataset, epochs: int = 5, lr: float = 1e-
     return _wrap(_finetune(_module(model), both, epochs, lr, seed), model, "finetune-mixed")
 
 
-def extraction(model: Model, data: Dataset, seed: int = 1, epochs: int | None = None
-               ) -> tuple[Model, dict]:
+def extraction(model: Model, data: Dataset, seed: int = 1, epochs: int | None = None,
+               queries: str = "natural") -> tuple[Model, dict]:
     """Model extraction: a freshly initialized copy of the architecture trained on the
-    source's labels of natural inputs (the training split), as a thief with query access
-    would. Zoo models only (the architecture recipe)."""
+    source's labels of `queries` inputs, as a thief with query access would: ``natural``
+    (the training split) or ``noise`` (as many uniform-noise inputs on the grid). Zoo models
+    only (the architecture recipe)."""
     from fpgaprint.compiler import zoo
 
     if not model.zoo:
         raise InputError(f"{model.name}: extraction needs the architecture (a zoo model)")
     entry = zoo.get_entry(model.zoo)
-    stolen = Dataset(data.name + "-queried", data.x_train, model.predict(data.x_train),
+    if queries == "natural":
+        x = data.x_train
+    elif queries == "noise":
+        grid = model.input_grid()
+        x = grid.to_float(grid.random(np.random.default_rng([seed, 0x4E]),
+                                      data.x_train.shape)).astype(np.float32)
+    else:
+        raise InputError(f"extraction queries: 'natural' or 'noise', got {queries!r}")
+    stolen = Dataset(f"{data.name}-queried-{queries}", x, model.predict(x),
                      data.x_test, data.y_test, data.input_shape, data.num_classes)
     import torch
 
@@ -207,7 +216,7 @@ def extraction(model: Model, data: Dataset, seed: int = 1, epochs: int | None = 
     module = entry.build()
     module = zoo.train(module, stolen, entry.epochs if epochs is None else epochs, entry.lr,
                        seed=seed)
-    m = _wrap(module, model, "extraction")
+    m = _wrap(module, model, "extraction" if queries == "natural" else f"extraction-{queries}")
     agree = float((m.predict(data.x_test) == model.predict(data.x_test)).mean())
     return m, {"test_agreement": agree}
 

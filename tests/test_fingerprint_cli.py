@@ -48,10 +48,18 @@ def test_generate_writes_calibrated_set(models, fpset):
     cal = fs.calibration
     assert {"ptq-w3a4", "prune50+ft2"} <= set(cal["benign"]) | set(cal["excluded"])
     assert set(cal["attack"]) == {"independent-seed1001", "independent-seed1002"}
-    worst = cal["benign"][cal["worst_benign"]]["match_rate"]
+    worst = cal["benign"][cal["worst_benign"]]
     best = cal["attack"][cal["best_attack"]]["match_rate"]
-    assert best < fs.threshold < worst and cal["gap"] == pytest.approx(worst - best)
-    assert cal["count"] == 30 and "two-sided" in cal["method"]
+    assert worst["match_rate"] == min(e["match_rate"] for e in cal["benign"].values())
+    assert fs.threshold == worst["interval"][0]  # the benign side's lower bound
+    assert best < fs.threshold and cal["gap"] == pytest.approx(worst["match_rate"] - best)
+    assert cal["count"] == 30 and "lower bound" in cal["method"]
+    assert {"impostor-centroid", "impostor-mlp", "impostor-distill"} == set(cal["impostor"])
+    assert cal["separates"] == all(e["match_rate"] < fs.threshold
+                                   for side in ("attack", "impostor")
+                                   for e in cal[side].values())
+    for name, e in cal["attack"].items():  # each on its own held-out split
+        assert e["note"] == "accuracy on its own held-out split"
     assert not list(models.glob(".fp.npz.*"))  # no temporary file left behind
 
 

@@ -150,7 +150,8 @@ def test_calibration_fails_cleanly_on_overlapping_sides(ckpts, run_cli, tmp_path
                              "--attack", ckpts / "alike1.pt", "--attack", ckpts / "alike2.pt")
     assert code == 1
     last = err.strip().splitlines()[-1]  # progress lines above it
-    assert last.startswith("error: cannot calibrate: sides overlap") and "none written" in last
+    assert last.startswith("error: cannot calibrate: benign side: threshold")
+    assert "does not reject an independently trained model, none written" in last
     assert fp.read_bytes() == before
     code, _, err = run_cli("fingerprint", "calibrate", ckpts / "src.pt", fp, "--attack",
                            ckpts / "alike1.pt")
