@@ -94,7 +94,6 @@ def build(model, board, out, fingerprint, boundary, config_path, key, allow_unsi
     """Compile MODEL (QONNX .onnx, PyTorch/Brevitas checkpoint, or zoo:NAME) for BOARD, or
     every build of a --matrix file."""
     from fpgaprint.compiler.matrix import check_build_args, cli_matrix
-
     from fpgaprint.core.keys import load_private_key
 
     is_matrix = check_build_args(model, matrix, scheduler, workers, fingerprint, boundary,

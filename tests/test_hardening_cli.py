@@ -31,7 +31,7 @@ def keys(tmp_path_factory):
 
 
 def test_build_with_a_public_key_as_key_is_refused_before_any_step(run_cli, keys, tmp_path):
-    priv, pub = keys
+    _, pub = keys
     for extra in ((), ("--fingerprint", tmp_path / "set.npz")):
         code, out, err = run_cli("build", "zoo:digits-mlp", "--out", tmp_path / "b", "--key",
                                  pub, *extra)

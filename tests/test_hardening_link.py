@@ -19,7 +19,6 @@ from fpgaprint.harness.port import BoardPort
 from fpgaprint.hw_targets import protocol as P
 from fpgaprint.hw_targets.agent import BoardAgent
 
-
 FLOOD = P.encode_frame(P.Frame(P.MsgType.INFER, 1, P.pack_array(
     np.random.default_rng(0).integers(0, 256, (16, 64)))))
 

@@ -33,7 +33,7 @@ def _lines(text: str) -> list[str]:
 
 
 def test_untrust_of_a_key_from_trust_toml_names_the_entry_and_keeps_it(signed, run_cli):
-    pkg, pub, hex_key, store, conf = signed
+    _, pub, hex_key, store, conf = signed
     (conf.parent / "release.pub").write_bytes(pub.read_bytes())
     conf.write_text('trusted_keys = ["release.pub"]\n')
     code, out, _ = run_cli("keys", "list")
