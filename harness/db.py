@@ -121,7 +121,8 @@ SCHEMA_LOCK = 0x6670_6770  # the advisory lock under which a station creates the
 
 # Nullable columns added after the first version of the schema, per table: added to an
 # older database when it is opened; its older rows hold NULL (read as unknown).
-ADDED_COLUMNS = {"accept_runs": ("claim", "claim_seen"), "accept_results": ("trust",)}
+ADDED_COLUMNS = {"accept_runs": ("claim", "claim_seen"),
+                 "accept_results": ("trust", "fingerprint_only")}
 
 
 def _create_tables(engine: Engine) -> None:
@@ -255,6 +256,8 @@ class BoardResult(Base):
     identity: Mapped[dict] = mapped_column(JSON)
     board_selftest: Mapped[dict | None] = mapped_column(JSON)
     trust: Mapped[str | None] = mapped_column(String(16))  # pinned/unpinned/unsigned; NULL unknown
+    # verified under a policy without integrity check (--allow-fingerprint-only); NULL unknown
+    fingerprint_only: Mapped[bool | None] = mapped_column(Boolean)
 
     run: Mapped[Run] = relationship(back_populates="results")
     vectors: Mapped[list["VectorRow"]] = relationship(
@@ -464,7 +467,7 @@ class ResultStore:
                             "n_vectors": r.n_vectors, "n_answered": r.n_answered,
                             "vector_rows": counts.get(r.id, 0), "match_rate": r.match_rate,
                             "exact_failed": r.exact_failed, "reason": r.reason,
-                            "trust": r.trust,
+                            "trust": r.trust, "fingerprint_only": r.fingerprint_only,
                         }
                         for r in run.results
                     ],
@@ -590,7 +593,7 @@ def _result_row(run_id: int, o: BoardOutcome) -> BoardResult:
         n_answered=o.answered, exact_failed=o.exact_failed, match_rate=o.match_rate,
         duration_s=o.duration_s, started_at=_utc(o.started), committed_at=_utc(),
         checks=checks, identity=dict(ident), board_selftest=o.board_selftest,
-        trust=_str((o.trust or {}).get("trust")),
+        trust=_str((o.trust or {}).get("trust")), fingerprint_only=o.fingerprint_only,
     )
     if o.verdict is not None:
         row.vectors = [

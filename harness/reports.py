@@ -108,6 +108,8 @@ def _board_suite(outcome: BoardOutcome, kind: str, name: str, serial: str,
     if outcome.trust:
         props["trust"] = outcome.trust.get("trust")
         props["trust_warning"] = outcome.trust.get("warning")
+    if outcome.fingerprint_only:
+        props["fingerprint_only"] = "true (no integrity check in the policy)"
     for k, v in props.items():
         if v not in (None, ""):
             suite.add_property(k, str(v))

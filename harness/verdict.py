@@ -237,6 +237,7 @@ class BoardOutcome:
             "deadline_s": self.deadline_s,
             "trust": self.trust,
             "fingerprint_only": self.fingerprint_only,
+            "unreachable": self.unreachable,
             "verdict": None if self.verdict is None else self.verdict.to_dict(),
         }
 
@@ -249,7 +250,8 @@ class BoardOutcome:
             [VectorResult(**r) for r in v["vectors"]])
         fields = {k: d[k] for k in ("port", "status", "reason", "package_id", "package_name",
                                     "mode", "nonce", "identity", "board_selftest", "started",
-                                    "duration_s", "deadline_s", "trust", "fingerprint_only")
+                                    "duration_s", "deadline_s", "trust", "fingerprint_only",
+                                    "unreachable")
                   if k in d}
         return cls(**fields, verdict=verdict)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -261,6 +262,18 @@ def test_a_fingerprint_only_policy_needs_its_flag_and_is_recorded(
             assert code == 0 and "warning: package" in text and "NOT that the weights" in text
             assert json.loads(report.read_text())["fingerprint_only"] is True
             assert set(checks) == {"identity", "fingerprint"}
+        db = tmp_path / "accept.db"
+        code, out, err = run_cli("accept", "--ports", link.url, "--package", weak,
+                                 "--trusted-key", pub, "--db", f"sqlite:///{db}")
+        assert code == 2 and "has no integrity check" in err
+        code, out, err = run_cli("accept", "--ports", link.url, "--package", weak,
+                                 "--trusted-key", pub, "--db", f"sqlite:///{db}",
+                                 "--allow-fingerprint-only", "--junit", tmp_path / "j.xml")
+        assert code == 0, out + err
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT status, fingerprint_only FROM accept_results").fetchall() \
+            == [("PASS", 1)]
+    assert "fingerprint_only" in (tmp_path / "j.xml").read_text()
 
 
 def test_the_self_test_policy_is_the_one_the_board_is_judged_by(digits_package, keypair):
