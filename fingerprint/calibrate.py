@@ -346,8 +346,9 @@ def place_threshold(fs: FingerprintSet, sides: Sides, false_alarm: float = FALSE
         e = {"match_rate": k / n, "matches": k, "interval": [lo, hi], "accuracy": accuracy,
              **({"spec": spec} if spec is not None else {}), **({"note": note} if note else {})}
         if ref is not None and outputs is not None:
-            m, slo, shi = scores.mean_interval(scores.order_agreement(ref, outputs), confidence)
-            e["score"] = {"mean": float(m), "interval": [float(slo), float(shi)]}
+            r, slo, shi = scores.margin_correlation(ref, outputs, fs.labels, confidence)
+            e["score"] = {"value": r, "interval": [slo, shi],
+                          "order_agreement": float(scores.order_agreement(ref, outputs).mean())}
         return e
 
     def rates(vs: list[Variant]) -> dict[str, dict]:
@@ -428,14 +429,14 @@ def place_threshold(fs: FingerprintSet, sides: Sides, false_alarm: float = FALSE
 
 def _score_side(ben: dict, attacks: dict) -> dict:
     """The score-level statistic calibrated like the labels: threshold = the lower bound of
-    the worst benign variant's mean order agreement; which attacks it rejects."""
+    the worst benign variant's margin correlation; which attacks it rejects."""
     ben = {k: e for k, e in ben.items() if "score" in e}
     if not ben:
         return {}
-    worst = min(ben, key=lambda k: ben[k]["score"]["mean"])
+    worst = min(ben, key=lambda k: ben[k]["score"]["value"])
     thr = ben[worst]["score"]["interval"][0]
-    rejected = {k: bool(e["score"]["mean"] < thr) for k, e in attacks.items() if "score" in e}
-    return {"statistic": "order agreement", "threshold": thr, "worst_benign": worst,
+    rejected = {k: bool(e["score"]["value"] < thr) for k, e in attacks.items() if "score" in e}
+    return {"statistic": "margin correlation", "threshold": thr, "worst_benign": worst,
             "rejected": rejected, "separates": all(rejected.values()),
             "not_rejected": [k for k, ok in rejected.items() if not ok]}
 

@@ -223,7 +223,7 @@ class Evaluation:
         """One row; with `outputs` (per set), also the score-level statistic per method."""
         match, verdict = self.verdicts(name, labels)
         loss = None if accuracy is None else self.src_acc - accuracy
-        score = {m: float(scores.order_agreement(self.ref[m], outputs[m]).mean())
+        score = {m: scores.margin_correlation(self.ref[m], outputs[m], self.sets[m].labels)[0]
                  for m in self.score_thr if outputs is not None and m in outputs}
         self.rows.append({
             "name": name, "family": family, "benign": benign, "level": level,
@@ -631,7 +631,7 @@ def score_summary(rows: list[dict]) -> dict:
 def tradeoff(rows: list[dict], methods: list[str]) -> dict:
     """Detection against false alarms for every threshold, per method and attack family.
 
-    For each statistic (``label``: match rate; ``score``: order agreement) and method, every
+    For each statistic (``label``: match rate; ``score``: margin correlation) and method, every
     distinct value of a row is a threshold t (a row fails when its value is below t); the
     curve lists, per t, the share of held-out benign rows (losing at most 5 points) that
     would fail and, per attack family, the share of its rows that would. ``at_zero`` is each

@@ -57,7 +57,8 @@ def markdown(res: dict) -> str:
              f"Model sha256 `{m['sha256'][:16]}`, {m['kind']}, input {tuple(m['input_shape'])}, "
              f"evaluation data {m['data']} (accuracy {m.get('accuracy', float('nan')):.3f}); "
              f"{res['config']['count']} vectors per method.", "",
-             "## Thresholds (two-sided: held-out benign variants vs independent models)", "",
+             "## Thresholds (the worst held-out benign variant's lower bound, checked against "
+             "independent models and impostors)", "",
              "Benign side: " + (", ".join(f"{k} (accuracy {v['accuracy']:.3f})"
                                           for k, v in cal.get("benign", {}).items()) or "none")
              + ". Excluded (lose more than 5 points): "
@@ -132,9 +133,74 @@ def markdown(res: dict) -> str:
                   + " | ".join(_pct(sw["label_strict"][k]) for k in methods) + " |",
                   "| exact, of effective flips | "
                   + " | ".join(_pct(sw["exact_of_effective"][k]) for k in methods) + " |"]
+    lines += _calibration_section(res, methods)
+    lines += _tradeoff_section(s, methods)
+    nd = s.get("natural_draws")
+    if nd:
+        lines += ["", f"## Natural baseline of single weight-bit flips over {len(nd['rates'])} "
+                  "draws", "", f"Share of flips that change any label of a draw of "
+                  f"{res['config']['count']} held-out samples: mean {nd['mean']:.3f}, sd "
+                  f"{nd['std']:.3f}, range {nd['min']:.3f}-{nd['max']:.3f}."]
     if res.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in res["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _calibration_section(res: dict, methods: list[str]) -> list[str]:
+    cals = {m: res["methods"][m]["calibration"] for m in methods if m != "boundary"}
+    if not any("separates" in c for c in cals.values()):
+        return []
+    out = ["", "## Calibration: the benign side's threshold against every attack", "",
+           "| method | threshold | worst benign | rejects all | not rejected | score threshold "
+           "| score not rejected | vectors needed | line s at 115200 baud |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for m, c in cals.items():
+        if "separates" not in c:
+            continue
+        sc, pw = c.get("score", {}), c.get("power", {})
+        need = pw.get("vectors_needed")
+        out.append(
+            f"| {m} | {res['methods'][m]['threshold']:.3f} | {c['worst_benign']} "
+            f"{c['benign'][c['worst_benign']]['match_rate']:.2f} | "
+            f"{'yes' if c['separates'] else 'NO'} | "
+            + (", ".join(f"{k} {({**c['attack'], **c['impostor']})[k]['match_rate']:.2f}"
+                         for k in c["not_rejected"]) or "-")
+            + (" (no threshold separates)" if c.get("no_threshold") else "") + " | "
+            + (f"{sc['threshold']:.3f} | " + (", ".join(sc["not_rejected"]) or "-")
+               if sc else "n/a | n/a") + " | "
+            + (f"{need} | {pw['line_seconds']:.1f}" if need else
+               f"> {pw.get('cap', 500)} | -") + " |")
+    return out
+
+
+def _tradeoff_section(s: dict, methods: list[str]) -> list[str]:
+    to = s.get("tradeoff") or {}
+    out = []
+    for stat, title in (("label", "label match rate"), ("score", "score level (margin "
+                                                                    "correlation)")):
+        by = to.get(stat) or {}
+        if not by:
+            continue
+        fams = sorted({f for t in by.values() for f in t["at_zero"]})
+        out += ["", f"## Trade-off, {title}: detection at the highest threshold without a "
+                "false alarm / false alarms that detecting the whole family costs", "",
+                "| family | " + " | ".join(by) + " |", "|---" + "|---" * len(by) + "|"]
+        for f in fams:
+            out.append(f"| {f} | " + " | ".join(
+                f"{_pct(t['at_zero'].get(f))} / {_pct(t['for_full'].get(f))}"
+                for t in by.values()) + " |")
+    u = s.get("uniqueness") or {}
+    if u:
+        out += ["", "## Uniqueness Score (robustness - transferability: mean match of the "
+                "held-out benign rows losing at most 5 points minus that of the swaps)", "",
+                "| | " + " | ".join(u) + " |", "|---" + "|---" * len(u) + "|",
+                "| Uniqueness Score | " + " | ".join(f"{v['uniqueness']:.3f}"
+                                                    for v in u.values()) + " |",
+                "| robustness | " + " | ".join(f"{v['robustness']:.3f}" for v in u.values())
+                + " |",
+                "| transferability | " + " | ".join(f"{v['transferability']:.3f}"
+                                                   for v in u.values()) + " |"]
+    return out
 
 
 # Okabe & Ito's colour-blind-safe palette; the sequential maps are viridis (perceptually

@@ -1,11 +1,13 @@
-"""Score-level agreement: how a model ranks the classes of each vector, against the source.
+"""Score-level agreement: the model's outputs on a set, against the source's, beyond labels.
 
-Labels say only which class wins. The outputs also say how the others are ordered, and a
-benign compression keeps that order more than a model changed by other training does. Per
-vector, the statistic is the share of the C(C-1)/2 class pairs that the model orders as the
-source does (Kendall's tau rescaled to [0, 1]); scale-free, so raw accumulators, float
-logits and the host-side scaled outputs compare alike. A set's score is its mean over the
-vectors, with a Student-t interval.
+Labels say only which class wins. The outputs also say by how much, and a benign compression
+keeps that more than a model changed by other training, or a board imitating the model from
+its embedded vectors, does. The statistic is the **margin correlation**: over the set's
+vectors, the Pearson correlation of the source's margin (its label's output minus the best
+other) with the model's margin for the same label; with a Fisher-z interval. Invariant to a
+positive scale and a shift common to all classes, so raw accumulators and float logits compare
+alike. `order_agreement` (the share of class pairs ordered as the source orders them) is kept
+as a second figure.
 """
 
 from __future__ import annotations
@@ -13,6 +15,40 @@ from __future__ import annotations
 import numpy as np
 
 from fpgaprint.core.selftest import CONFIDENCE
+
+
+def margins(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per vector: the output of class `labels` minus the largest other output."""
+    out = np.asarray(outputs, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    if out.ndim != 2 or out.shape[1] < 2 or len(y) != len(out):
+        raise ValueError(f"outputs of shape {out.shape} for {len(y)} labels")
+    rows = np.arange(len(y))
+    other = out.copy()
+    other[rows, y] = -np.inf
+    return out[rows, y] - other.max(1)
+
+
+def margin_correlation(reference: np.ndarray, outputs: np.ndarray, labels: np.ndarray,
+                       confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """(r, lower, upper): the correlation of the model's margins with the reference's for
+    `labels`, and its Fisher-z interval (0 when either side's margins are constant)."""
+    from scipy.special import ndtri
+
+    if np.shape(reference) != np.shape(outputs):
+        raise ValueError(f"outputs of shape {np.shape(outputs)} against reference "
+                         f"{np.shape(reference)}")
+    a, b = margins(reference, labels), margins(outputs, labels)
+    n = len(a)
+    if n < 4:
+        return 0.0, -1.0, 1.0
+    if a.std() == 0 or b.std() == 0:
+        r = 0.0
+    else:
+        r = float(np.clip(np.corrcoef(a, b)[0, 1], -0.999999, 0.999999))
+    half = float(ndtri(0.5 + confidence / 2)) / np.sqrt(n - 3)
+    z = np.arctanh(r)
+    return r, float(np.tanh(z - half)), float(np.tanh(z + half))
 
 
 def order_agreement(reference: np.ndarray, outputs: np.ndarray) -> np.ndarray:
@@ -24,17 +60,3 @@ def order_agreement(reference: np.ndarray, outputs: np.ndarray) -> np.ndarray:
         raise ValueError(f"outputs of shape {out.shape} against reference {ref.shape}")
     i, j = np.triu_indices(ref.shape[1], 1)
     return (np.sign(ref[:, i] - ref[:, j]) == np.sign(out[:, i] - out[:, j])).mean(1)
-
-
-def mean_interval(values: np.ndarray, confidence: float = CONFIDENCE
-                  ) -> tuple[float, float, float]:
-    """(mean, lower, upper): the mean of per-vector values and its Student-t interval."""
-    from scipy.special import stdtrit
-
-    v = np.asarray(values, dtype=np.float64)
-    n = len(v)
-    m = float(v.mean()) if n else 0.0
-    if n < 2:
-        return m, 0.0, 1.0
-    half = float(stdtrit(n - 1, 0.5 + confidence / 2)) * float(v.std(ddof=1)) / np.sqrt(n)
-    return m, max(0.0, m - half), min(1.0, m + half)

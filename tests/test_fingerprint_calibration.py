@@ -51,25 +51,29 @@ def make_set(clustered: bool, seed: int = 0) -> FingerprintSet:
     return FingerprintSet(q, labels, np.ones(N), "robust", {}, seed, "0" * 64, (D,))
 
 
-def source_outputs(fs: FingerprintSet) -> np.ndarray:
-    """Outputs whose argmax is the set's labels, and whose other classes have a fixed order."""
-    out = np.tile(np.arange(C, dtype=float), (len(fs), 1))
-    out[np.arange(len(fs)), fs.labels] = C + 1.0
+def _boosted(fs: FingerprintSet, seed: int) -> np.ndarray:
+    """Random outputs whose argmax is the set's labels, by a margin drawn per vector."""
+    rng = np.random.default_rng([seed, 7])
+    out = rng.normal(size=(len(fs), C))
+    rows = np.arange(len(fs))
+    out[rows, fs.labels] = -np.inf
+    out[rows, fs.labels] = out.max(1) + rng.uniform(0.5, 3.0, len(fs))
     return out
 
 
-def with_errors(fs: FingerprintSet, wrong: int, shuffle_rest: bool = False, seed: int = 1
-                ) -> np.ndarray:
-    """The source's outputs with the first `wrong` labels moved to another class."""
-    out = source_outputs(fs)
-    if shuffle_rest:
-        rng = np.random.default_rng(seed)
-        for row, y in zip(out, fs.labels):
-            others = [c for c in range(C) if c != y]
-            row[others] = rng.permutation(len(others))
+def source_outputs(fs: FingerprintSet) -> np.ndarray:
+    return _boosted(fs, 0)
+
+
+def with_errors(fs: FingerprintSet, wrong: int, independent: bool = False) -> np.ndarray:
+    """The source's outputs, slightly moved (`independent`: outputs of their own), with the
+    first `wrong` labels moved to another class."""
+    if independent:
+        out = _boosted(fs, 1 + wrong)
+    else:
+        out = source_outputs(fs) + np.random.default_rng(wrong).normal(0, 0.05, (len(fs), C))
     for i in range(wrong):
-        y = fs.labels[i]
-        out[i, (y + 1) % C] = C + 2.0
+        out[i, (fs.labels[i] + 1) % C] = out[i].max() + 1.0
     return out
 
 
@@ -78,7 +82,7 @@ def sides_for(fs: FingerprintSet, benign_wrong: list[int], attack_wrong: list[in
     ben = [Variant(f"b{w}", {"kind": "test"}, Outputs(fs, with_errors(fs, w)), 1.0)
            for w in benign_wrong]
     att = [Variant(f"a{w}", {"kind": "independent"},
-                   Outputs(fs, with_errors(fs, w, shuffle_rest=True)), 1.0)
+                   Outputs(fs, with_errors(fs, w, independent=True)), 1.0)
            for w in attack_wrong]
     return Sides(1.0, ben, [], att, source=src)
 
@@ -130,30 +134,31 @@ def test_an_independent_model_above_the_threshold_is_refused():
 
 def test_score_level_threshold_and_rejections():
     fs = make_set(clustered=False)
-    _, cal = place_threshold(fs, sides_for(fs, [3], [20, 45]))
+    _, cal = place_threshold(fs, sides_for(fs, [3, 5], [20, 45]))
     sc = cal["score"]
-    ben = cal["benign"]["b3"]["score"]
-    assert sc["threshold"] == pytest.approx(ben["interval"][0]) and sc["worst_benign"] == "b3"
-    # the attacks' other classes are shuffled: their order agreement is lower
+    worst = min(cal["benign"], key=lambda k: cal["benign"][k]["score"]["value"])
+    assert sc["worst_benign"] == worst and sc["statistic"] == "margin correlation"
+    assert sc["threshold"] == pytest.approx(cal["benign"][worst]["score"]["interval"][0])
+    # the attacks' margins are their own: uncorrelated with the source's
     for k in ("a20", "a45"):
-        assert cal["attack"][k]["score"]["mean"] < ben["mean"]
-        assert sc["rejected"][k] == (cal["attack"][k]["score"]["mean"] < sc["threshold"])
+        assert cal["attack"][k]["score"]["value"] < sc["threshold"] and sc["rejected"][k]
+    assert sc["separates"] == all(sc["rejected"].values())
 
 
-def test_order_agreement_is_scale_free_and_counts_pairs():
+def test_margin_correlation_is_scale_free_and_has_an_interval():
     rng = np.random.default_rng(0)
-    ref = rng.normal(size=(20, 6))
+    ref = rng.normal(size=(50, 6))
+    y = ref.argmax(1)
+    r, lo, hi = scores.margin_correlation(ref, 3.0 * ref + 7.0, y)
+    assert r == pytest.approx(1.0, abs=1e-5) and lo < r <= hi
+    r, lo, hi = scores.margin_correlation(ref, rng.normal(size=(50, 6)), y)
+    assert lo < 0 < hi  # independent outputs: no correlation to speak of
+    assert scores.margin_correlation(ref, np.zeros((50, 6)), y)[0] == 0.0
+    assert np.all(scores.margins(ref, y) > 0)
     assert np.all(scores.order_agreement(ref, 3.0 * ref + 7.0) == 1.0)
     assert np.all(scores.order_agreement(ref, -ref) == 0.0)
-    swapped = ref.copy()
-    top2 = np.argsort(-ref, 1)[:, :2]
-    r = np.arange(20)
-    swapped[r, top2[:, 0]], swapped[r, top2[:, 1]] = ref[r, top2[:, 1]], ref[r, top2[:, 0]]
-    assert np.allclose(scores.order_agreement(ref, swapped), 1 - 1 / 15)  # one pair of 15
-    m, lo, hi = scores.mean_interval(np.array([0.5, 0.7, 0.9]))
-    assert m == pytest.approx(0.7) and lo < m < hi
     with pytest.raises(ValueError):
-        scores.order_agreement(ref, ref[:, :3])
+        scores.margin_correlation(ref, ref[:, :3], y)
 
 
 @pytest.mark.parametrize("b,a", [(0.9, 0.6), (0.86, 0.76), (1.0, 0.9)])
