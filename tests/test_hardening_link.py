@@ -38,6 +38,14 @@ def _answer_to(fd: int, seq: int, seconds: float) -> P.Frame | None:
     return None
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        try:
+            data = data[os.write(fd, data):]
+        except BlockingIOError:
+            time.sleep(0.002)
+
+
 def test_the_last_request_of_a_flooded_delivery_is_answered():
     """Beyond its window a delivery earns at most a window of refusals, the rest dropped;
     the request at its end, the one a host that stopped flooding waits for, is answered."""
@@ -52,23 +60,19 @@ def test_the_last_request_of_a_flooded_delivery_is_answered():
 
 
 def test_a_probe_written_right_behind_a_never_read_flood_is_answered(serve):  # noqa: F811
-    """A host floods a board on a pty and never reads, then writes one HELLO and waits: the
-    board answers it (BUSY when it came in the flood's delivery), and a resend is served."""
+    """A host floods a board on a pty with small requests and never reads, then writes one
+    HELLO right behind them and waits: the board answers it (BUSY when it came in the flood's
+    delivery), and a resend is served."""
     link, _ = serve()
+    info = P.encode_frame(P.Frame(P.MsgType.INFO, 1))
+    probe = P.encode_frame(P.Frame(P.MsgType.HELLO, 999, P.pack_hello()))
     fd = os.open(link.url, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
     try:
         tty.setraw(fd)
-        end, data = time.monotonic() + 1.5, b""
-        while time.monotonic() < end or data:  # whole frames, never a read
-            if not data and time.monotonic() < end:
-                data = FLOOD * 8
-            try:
-                data = data[os.write(fd, data):]
-            except BlockingIOError:
-                time.sleep(0.002)
-        os.set_blocking(fd, True)
-        os.write(fd, P.encode_frame(P.Frame(P.MsgType.HELLO, 999, P.pack_hello())))
-        os.set_blocking(fd, False)
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:  # whole frames, never a read
+            _write_all(fd, info * 64)
+        _write_all(fd, info * 64 + probe)
         answer = _answer_to(fd, 999, 10.0)
         assert answer is not None, "the probe was never answered"
         if answer.type == P.MsgType.ERROR:
