@@ -484,6 +484,20 @@ def packing():
     packing.uninstall(undo)
 
 
+def test_repeated_stream_words_keep_their_bytes(packing):
+    """An MVAU's weight stream, repeated per input vector as FINN+ does (`wei * reps`), goes
+    to the simulator as the bytes of exactly those words."""
+    from qonnx.core.datatype import DataType
+
+    a = np.random.default_rng(3).integers(-2, 2, size=(4, 40)).astype(np.float32)
+    words = packing.npy_to_rtlsim_input(a, DataType["INT2"], 80)
+    rep = words * 3
+    assert isinstance(rep, packing.Words) and list(rep) == list(words) * 3
+    assert rep.rows.shape == (12, 10)
+    assert [int.from_bytes(r.tobytes(), "little") for r in rep.rows] == list(rep)
+    assert list(2 * words) == list(words) * 2
+
+
 @pytest.mark.parametrize("dt, shape", [("INT2", (3, 5, 18)), ("UINT8", (2, 64)),
                                        ("INT13", (4, 7, 5)), ("BIPOLAR", (6, 9)),
                                        ("UINT1", (2, 3, 70)), ("INT32", (3, 4)),

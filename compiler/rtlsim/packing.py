@@ -54,7 +54,23 @@ def npy_to_rtlsim_input(input_file, input_dtype, pad_to_nbits, reverse_inner=Tru
     packed = dp.finnpy_to_packed_bytearray(a.astype(np.float32), input_dtype,
                                            reverse_inner=True, reverse_endian=True)
     rows = np.ascontiguousarray(packed).reshape(-1, packed.shape[-1])
-    return [int.from_bytes(r.tobytes(), "little") for r in rows]
+    return Words([int.from_bytes(r.tobytes(), "little") for r in rows], rows)
+
+
+class Words(list):
+    """Stream words (Python ints, FINN+'s contract) that keep their little-endian bytes
+    (`rows`, uint8 (n, bytes)), so the simulator takes them without converting each word
+    again. Repeating them (`words * k`, as FINN+ repeats an MVAU's weight stream once per
+    input vector) repeats both."""
+
+    def __init__(self, values, rows: np.ndarray):
+        super().__init__(values)
+        self.rows = rows
+
+    def __mul__(self, k):
+        return Words(list.__mul__(self, k), np.tile(self.rows, (max(int(k), 0), 1)))
+
+    __rmul__ = __mul__
 
 
 def rtlsim_output_to_npy(output, path, dtype, shape, packedBits, targetBits,  # noqa: N803
