@@ -395,6 +395,8 @@ def place_threshold(fs: FingerprintSet, sides: Sides, false_alarm: float = FALSE
         "rejected": rejected, "not_rejected": not_rej, "separates": not not_rej,
         "no_threshold": bool(b["match_rate"] <= a_top),
         "power": {"against": top, "gap": b["match_rate"] - a_top, "vectors_needed": need,
+                  "vectors_needed_independent": power.vectors_needed(
+                      b["match_rate"], a["match_rate"], confidence),
                   "cap": power.CAP, "baud": power.BAUD,
                   "line_seconds": None if need is None else
                   power.line_seconds(need, shape, ncls, power.BAUD),

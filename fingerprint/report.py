@@ -43,7 +43,9 @@ def calibration_lines(cal: dict) -> list[str]:
                    + (f"{need} vectors separate the intervals, about {pw['line_seconds']:.1f} s "
                       f"on the line at {pw['baud']} baud" if need else
                       f"no N up to {pw['cap']} separates the intervals")
-                   + f"; this set's {cal['count']} take about {pw['line_seconds_now']:.1f} s")
+                   + f"; this set's {cal['count']} take about {pw['line_seconds_now']:.1f} s"
+                   + (f"; against the independent models alone {pw['vectors_needed_independent']}"
+                      " vectors" if pw.get("vectors_needed_independent") else ""))
     return out
 
 

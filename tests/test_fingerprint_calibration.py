@@ -204,3 +204,20 @@ def test_tradeoff_and_uniqueness_from_rows():
     assert s["natural_draws"]["std"] == pytest.approx(0.1)
     assert s["score_false_alarm"]["ptq"]["robust"] == 0.0
     assert s["score_detection"]["finetune-other-data"]["robust"] == 1.0
+
+
+def test_reports_say_when_no_threshold_separates():
+    from fpgaprint.fingerprint.report import calibration_lines, markdown
+
+    fs = make_set(clustered=True)
+    thr, cal = place_threshold(fs, sides_for(fs, [6], [40, 45]))
+    lines = calibration_lines(cal)
+    assert lines[0].startswith("separates: NO") and "no threshold separates them" in lines[0]
+    assert any(x.startswith("power:") for x in lines)
+    res = {"model": {"name": "m", "sha256": "ab" * 32, "kind": "float", "input_shape": [D],
+                     "data": "d", "accuracy": 1.0},
+           "config": {"count": N}, "variants": [], "summary": {},
+           "methods": {"robust": {"threshold": thr, "calibration": cal}}}
+    text = markdown(res)
+    row = next(x for x in text.splitlines() if x.startswith("| robust | "))
+    assert "| NO |" in row and "(no threshold separates)" in row
