@@ -50,6 +50,7 @@ TRUSTED_KEYS_ENV = "FPGAPRINT_TRUSTED_KEYS"
 MAX_CONFIG = 64 * 1024
 STORE_SUFFIX = ".pub"
 MAX_STORE_KEYS = 256
+MAX_NAMED = 8  # ignored store entries named one by one
 
 
 @dataclass(frozen=True)
@@ -135,10 +136,13 @@ def _store_anchors(store: Path) -> dict[Path, Anchor]:
     if not store.is_dir():
         raise InputError(f"{store}: trust store is not a folder ({TRUST_STORE_ENV})")
     entries = sorted(store.iterdir())
-    for p in entries:
-        if p.suffix != STORE_SUFFIX and not p.name.startswith("."):
-            _warn_once(f"trust store entry {p} ignored: not a {STORE_SUFFIX} file (fpgaprint "
-                       "keys trust FILE adds a key)")
+    others = [p for p in entries if p.suffix != STORE_SUFFIX and not p.name.startswith(".")]
+    for p in others[:MAX_NAMED]:
+        _warn_once(f"trust store entry {p} ignored: not a {STORE_SUFFIX} file (fpgaprint "
+                   "keys trust FILE adds a key)")
+    if len(others) > MAX_NAMED:
+        _warn_once(f"{store}: {len(others) - MAX_NAMED} more entries ignored: not "
+                   f"{STORE_SUFFIX} files")
     files = [p for p in entries if p.suffix == STORE_SUFFIX]
     if len(files) > MAX_STORE_KEYS:
         raise InputError(f"{store}: trust store holds {len(files)} keys, at most "
