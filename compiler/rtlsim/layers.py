@@ -8,7 +8,8 @@ interleaves channels for the layer after it): its output must then equal FINN+'s
 of that `_rtl` layer, which must hold the golden values reordered ("reference": "reordered").
 The golden model supplies the input of every layer, so HLS layers in between need not run.
 Layers whose batch is their `numInputVectors` (MVAU, Thresholding on vectors) run all vectors
-in one simulation; the others one vector per simulation.
+in one simulation; the others one vector per simulation. The layers compile in order on a
+thread while those already built simulate, so compiler and simulator use both cores.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import io
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -106,47 +108,63 @@ def check_layers(model_path: str | Path, golden_path: str | Path, x_int: np.ndar
     n = len(x_int)
     rows = []
     with tempfile.TemporaryDirectory(prefix="fpgaprint-rtlsim-") as tmp, _build_dir(tmp), \
-            use_verilator():
-        for node in nodes:
-            op = getCustomOp(node)
-            # FINN+ writes its simulation files next to the generated code: work on a copy
-            code = Path(tmp) / f"code_gen_{node.name}"
-            shutil.copytree(op.get_nodeattr("code_gen_dir_ipgen"), code)
-            op.set_nodeattr("code_gen_dir_ipgen", str(code))
-            t0 = time.perf_counter()
-            try:
-                with _quiet():
-                    op.prepare_rtlsim(behav=False)
-            except SimulationError as e:
-                raise _kept_log(e, log_dir) from None
-            compiled = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            for t in (*_data_inputs(model, node), node.output[0]):
-                want = tuple(model.get_tensor_shape(t)[1:])
-                if tuple(tensors[t].shape[1:]) != want:
-                    raise SimulationError(
-                        f"{node.name}: tensor {t} has shape {want} per vector in the "
-                        f"accelerator, {tuple(tensors[t].shape[1:])} in the golden model")
-            out, cycles = _run_layer(model, node, op, tensors, n, "rtlsim")
-            want = tensors[node.output[0]]
-            out = out.reshape(want.shape)
-            diff = first_difference(out, want)
-            reference = "golden"
-            if diff is not None and _reorders(model, node, op, tensors, n, out, want):
-                diff, reference = None, "reordered"
-            if diff is not None:
-                v, idx = diff
-                got_v = out[(v, *idx)]
-                raise RtlMismatchError(
-                    f"RTL layer {node.name} ({node.op_type}) differs from the golden model on "
-                    f"equivalence vector {v}: {node.output[0]}[{', '.join(map(str, idx))}] is "
-                    f"{got_v:g} in RTL simulation, {want[(v, *idx)]:g} in the golden model")
-            rows.append({"layer": node.name, "op_type": node.op_type, "vectors": n,
-                         "cycles": cycles, "reference": reference,
-                         "seconds": round(time.perf_counter() - t0, 3),
-                         "compile_seconds": round(compiled, 3)})
+            use_verilator(), _quiet(), ThreadPoolExecutor(1) as compiler:
+        ops = [getCustomOp(node) for node in nodes]
+        # the layers compile one after the other on a thread (C++ compilers in subprocesses)
+        # while the ones already built simulate here: both cores busy
+        builds = [compiler.submit(_prepare, op, node, Path(tmp)) for op, node in zip(ops, nodes)]
+        try:
+            _check_each(model, nodes, ops, builds, tensors, n, log_dir, rows)
+        finally:
+            for b in builds:  # after a failure, build no further layers
+                b.cancel()
     return {"layers": rows, "vectors": n, "seconds": round(time.perf_counter() - t_all, 3),
             "compile_seconds": round(sum(r["compile_seconds"] for r in rows), 3)}
+
+
+def _check_each(model, nodes, ops, builds, tensors, n: int, log_dir, rows: list) -> None:
+    """Simulate each layer once its build is done; its row in `rows`, or the first error."""
+    for node, op, build in zip(nodes, ops, builds):
+        try:
+            compiled = build.result()
+        except SimulationError as e:
+            raise _kept_log(e, log_dir) from None
+        t0 = time.perf_counter()
+        for t in (*_data_inputs(model, node), node.output[0]):
+            want = tuple(model.get_tensor_shape(t)[1:])
+            if tuple(tensors[t].shape[1:]) != want:
+                raise SimulationError(
+                    f"{node.name}: tensor {t} has shape {want} per vector in the "
+                    f"accelerator, {tuple(tensors[t].shape[1:])} in the golden model")
+        out, cycles = _run_layer(model, node, op, tensors, n, "rtlsim")
+        want = tensors[node.output[0]]
+        out = out.reshape(want.shape)
+        diff = first_difference(out, want)
+        reference = "golden"
+        if diff is not None and _reorders(model, node, op, tensors, n, out, want):
+            diff, reference = None, "reordered"
+        if diff is not None:
+            v, idx = diff
+            got_v = out[(v, *idx)]
+            raise RtlMismatchError(
+                f"RTL layer {node.name} ({node.op_type}) differs from the golden model on "
+                f"equivalence vector {v}: {node.output[0]}[{', '.join(map(str, idx))}] is "
+                f"{got_v:g} in RTL simulation, {want[(v, *idx)]:g} in the golden model")
+        rows.append({"layer": node.name, "op_type": node.op_type, "vectors": n,
+                     "cycles": cycles, "reference": reference,
+                     "seconds": round(time.perf_counter() - t0, 3),
+                     "compile_seconds": round(compiled, 3)})
+
+
+def _prepare(op, node, tmp: Path) -> float:
+    """Build one layer's simulation (FINN+'s prepare_rtlsim) on a copy of its generated code,
+    where FINN+ writes its simulation files; the seconds it took."""
+    code = tmp / f"code_gen_{node.name}"
+    shutil.copytree(op.get_nodeattr("code_gen_dir_ipgen"), code)
+    op.set_nodeattr("code_gen_dir_ipgen", str(code))
+    t0 = time.perf_counter()
+    op.prepare_rtlsim(behav=False)
+    return time.perf_counter() - t0
 
 
 def _run_layer(model, node, op, tensors, n: int, mode: str) -> tuple[np.ndarray, int]:
