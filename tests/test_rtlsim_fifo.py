@@ -38,6 +38,7 @@ def test_sized_fifos_reach_finns_interval_estimate(compiled, name):
     f = st["fifos"]
     assert f["depths_from"] == "distributed_sim" and f["sizing_depth"] >= 64
     assert st["ii_cycles"] <= f["deep_ii_cycles"] * 1.01 + 1  # the sized design re-simulated
+    assert f["filled"] == []
     rtl = c.out / "hw" / "rtl"
     graph = ModelWrapper(str(rtl / "design.onnx"))
     first = fifosizing.input_fifo(graph)

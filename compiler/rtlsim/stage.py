@@ -197,6 +197,13 @@ def _stitched(out: Path, board, config, log, model, golden_path: Path, x_int) ->
     }
     if sizing is not None:
         fifos["deep_ii_cycles"] = sizing["ii_cycles"]
+        first = fifosizing.input_fifo(plumbed)
+        fifos["filled"] = sorted(n for n, peak in sizing["peaks"].items()
+                                 if n != first and peak >= sizing["sizing_depth"])
+        if fifos["filled"]:
+            log(f"[yellow]rtlsim: FIFO sizing: {', '.join(fifos['filled'])} filled its "
+                f"sizing depth of {sizing['sizing_depth']}; its depth is a lower bound[/]",
+                show=True)
         if perf["ii_cycles"] > sizing["ii_cycles"] * 1.01 + 1:
             log(f"[yellow]rtlsim: the sized FIFOs run at an interval of {perf['ii_cycles']} "
                 f"cycles, the deep ones at {sizing['ii_cycles']}[/]", show=True)
