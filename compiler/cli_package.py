@@ -49,10 +49,12 @@ def generate(out: Path | None, force: bool) -> None:
 @keys.command("trust")
 @click.argument("pub", metavar=PUB)
 def trust(pub: str) -> None:
-    """Provision PUB (a public key file) as a trusted signer of packages on this host.
+    """Provision PUB (a public key file; a private key is refused) as a trusted signer of
+    packages on this host.
 
     verify, accept and board serve then accept packages signed by it without --trusted-key.
-    The trust store is ~/.config/fpgaprint/trusted/ ($FPGAPRINT_TRUST_STORE moves it).
+    The trust store is ~/.config/fpgaprint/trusted/ ($FPGAPRINT_TRUST_STORE moves it); it keeps
+    a copy of the key, and never follows a symbolic link placed there.
     """
     from fpgaprint.core.trust import trust_key
 
