@@ -145,6 +145,15 @@ def headline(model: str, res: dict) -> None:
                 if d < 1.0:
                     print(f"    highest attacker score "
                           f"{max(r['score'][alg] for r in fam_rows):.3f} vs {thr:.3f}")
+    for alg in score_methods:
+        fa = [f for f, by in s.get("both_false_alarm", {}).items() if by.get(alg)]
+        line(f"{alg}, label and score checks (either FAIL): benign families with a false "
+             "alarm", f"{len(fa)}", "0", not fa)
+        for fam in DETECT:
+            d = s.get("both_detection", {}).get(fam, {}).get(alg)
+            if d is not None:
+                line(f"{alg}, label and score checks: detection of {fam}", f"{d:.2f}", "1.0",
+                     d >= 1.0)
     to = s.get("tradeoff", {})
     for stat in ("label", "score"):
         for alg, t in to.get(stat, {}).items():
@@ -200,6 +209,8 @@ def main() -> None:
     ap.add_argument("--out", default="build/bench")
     ap.add_argument("--skip-table", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--count", type=int, help="vectors per method (default 100; at most 500)")
+    ap.add_argument("--methods", help="comma-separated methods (default: all)")
     args = ap.parse_args()
     if not args.skip_speed:
         print("== generation speed ==")
@@ -212,8 +223,12 @@ def main() -> None:
     torch.set_num_threads(1)
     for name in args.models.split(","):
         cfg = EvalConfig.quick() if args.quick else EvalConfig()
-        out = Path(args.out) / f"fingerprint-{name}"
-        cfg.build_dir = str(out)
+        if args.count:
+            cfg.count = args.count
+        if args.methods:
+            cfg.methods = tuple(args.methods.split(","))
+        out = Path(args.out) / f"fingerprint-{name}" / (f"n{cfg.count}" if args.count else "")
+        cfg.build_dir = str(Path(args.out) / f"fingerprint-{name}")  # one build per model
         t = time.perf_counter()
         res, sets = evaluate(f"zoo:{name}", cfg)
         write_report(res, out, sets)

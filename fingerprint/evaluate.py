@@ -611,21 +611,23 @@ def _benign_in_scope(r: dict) -> bool:
 
 
 def score_summary(rows: list[dict]) -> dict:
-    """The score-level statistic at its calibrated threshold: false alarms per benign family
-    (losing at most 5 points), detection per attack family."""
-    fa: dict = {}
-    det: dict = {}
+    """The score-level statistic at its calibrated threshold, alone (``score_``) and as a
+    second check beside the label check (``both_``: either fails): false alarms per benign
+    family (losing at most 5 points), detection per attack family."""
+    out: dict = {k: {} for k in ("score_false_alarm", "score_detection",
+                                 "both_false_alarm", "both_detection")}
     for r in rows:
         if r["family"] == "source" or not r.get("score_detected"):
             continue
         if r["benign"] and not r["in_scope"]:
             continue
-        into = fa if r["benign"] else det
-        fam = into.setdefault(r["family"], {})
+        kind = "false_alarm" if r["benign"] else "detection"
         for m, hit in r["score_detected"].items():
-            fam.setdefault(m, []).append(hit)
-    return {"score_false_alarm": {f: {m: _rate(v) for m, v in d.items()} for f, d in fa.items()},
-            "score_detection": {f: {m: _rate(v) for m, v in d.items()} for f, d in det.items()}}
+            out[f"score_{kind}"].setdefault(r["family"], {}).setdefault(m, []).append(hit)
+            both = hit or r["verdict"][m] == "FAIL"  # either check fails: FAIL
+            out[f"both_{kind}"].setdefault(r["family"], {}).setdefault(m, []).append(both)
+    return {k: {f: {m: _rate(v) for m, v in d.items()} for f, d in fams.items()}
+            for k, fams in out.items()}
 
 
 def tradeoff(rows: list[dict], methods: list[str]) -> dict:
