@@ -461,7 +461,7 @@ def calibrate(fs: FingerprintSet, model: Model, data: Dataset | None = None,
               golden: str | Path | None = None, attack: list[str | Path] | None = None,
               weight_bits: int | None = None, act_bits: int | None = None, seed: int = 0,
               say=None) -> FingerprintSet:
-    """Calibrate `fs` two-sided for `model` (widths default to the set's generation widths)."""
+    """Calibrate `fs` for `model` (widths default to the set's generation widths)."""
     wb = weight_bits or int(fs.params.get("weight_bits", 4))
     ab = act_bits or int(fs.params.get("act_bits", 4))
     sides = build_sides(model, data, golden, attack, wb, ab, seed, say=say)

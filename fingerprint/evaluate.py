@@ -1,15 +1,17 @@
 """The fidelity table: every fingerprint method against benign variants, attacks and faults.
 
 Methods are the three intrinsic-example algorithms, the boundary tier and the baselines, all
-at the same vector budget. Every set except the strict boundary tier gets the two-sided
-threshold of `calibrate` (held-out benign variants against independent models with seeds
-1001 and 1002); the rows below are held out from that calibration: the table's swaps use
+at the same vector budget. Every set except the strict boundary tier gets the threshold of
+`calibrate` (the worst held-out benign variant's lower bound, checked against independent
+models with seeds 1001 and 1002 and the set's impostors); the rows below are held out from
+that calibration: the table's swaps use
 seeds 1, 2, 3, its PTQ, pruning and BN-folding variants use other widths, fractions or
 fine-tunes than the calibration's (rows that a family did see are marked).
 
 Rows: model variants (float/Brevitas: PTQ, QAT, pruning + fine-tune, BN folding; swaps,
 transfer, fine-tunes on shifted and on original + shifted data, weak and strong backdoors,
-extraction from natural inputs) and deployed-model variants (the FINN golden model,
+extraction from natural and from noise inputs, impostors trained on each set's own vectors)
+and deployed-model variants (the FINN golden model,
 stuck-at-zero neurons, random and targeted bit flips of its memories). A verdict per row and
 method is PASS, FAIL or MARGINAL (a pass whose interval straddles the threshold). The
 boundary tier is strict: any label other than the deployed model's fails, so it flags every
