@@ -11,6 +11,8 @@ FINN+ 1.6 would map Sigmoid and Tanh to polynomial approximations, which are not
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from onnx import TensorProto, helper
 
@@ -39,10 +41,15 @@ def step_thresholds(model, ctx):
     for node in list(model.graph.node):
         if check_monotonic(model, node):
             done.append(_convert(model, node))
+        elif rounded_trunc(model, node):
+            done.append(_convert_trunc(model, node))
     if done:
+        from qonnx.transformation.general import RemoveUnusedTensors
         from qonnx.transformation.infer_shapes import InferShapes
 
-        model = model.transform(InferShapes())
+        # the replaced nodes' constants go too: a leftover keeps its name while qonnx
+        # renames the others, and may later collide with one of them
+        model = model.transform(RemoveUnusedTensors()).transform(InferShapes())
         ctx.log(f"thresholds computed for {', '.join(done)}")
     return model, ({"thresholds": done} if done else {})
 
@@ -111,8 +118,7 @@ def _convert_checked(model, fnode, who) -> str:
     base = f"{fnode.name}_thresholds"
     dt = f"{'INT' if signed else 'UINT'}{bits}" if bits > 1 or signed else "BINARY"
     mt_out = f"{base}_out"
-    g.initializer.append(helper.make_tensor(base, TensorProto.FLOAT, list(thresholds.shape),
-                                            thresholds.reshape(-1).tolist()))
+    add_constant(model, base, thresholds)
     mark = f"{USER_NODE}{who}"
     mt = helper.make_node("MultiThreshold", [x_name, base], [mt_out], name=base,
                           domain="qonnx.custom_op.general", out_dtype=dt,
@@ -128,6 +134,15 @@ def _convert_checked(model, fnode, who) -> str:
     g.node.insert(at, mt)
     model.set_tensor_datatype(mt_out, DataType[dt])
     return who
+
+
+def add_constant(model, name, value) -> None:
+    """A float32 constant with its value_info: qonnx renames only tensors it lists there
+    (`get_all_tensor_names`), and a constant left out keeps its name while readable names
+    are handed out, which may then collide with it."""
+    value = np.asarray(value, dtype=np.float32)
+    model.set_initializer(name, value)
+    model.set_tensor_shape(name, list(value.shape))
 
 
 def _affine_chain(model, name):
@@ -233,8 +248,6 @@ def _accumulator(model, producer):
 def _evaluate(model, chain, fnode, quant, producer, p, rank):
     """X (the function's input) and Y (the quantizer's output), (K, C) each, computed by the
     source graph's own nodes on producer outputs `p` (K, C)."""
-    import copy
-
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
     from qonnx.transformation.infer_shapes import InferShapes
@@ -282,3 +295,92 @@ def _thresholds(x, count, n, who) -> np.ndarray:
                     t = xs[idx]
             out[c, j - 1] = t
     return out
+
+
+# ---------------------------------------------------------------- rounded truncation
+
+
+def rounded_trunc(model, node) -> bool:
+    """A Trunc that rounds other than FLOOR (Brevitas' TruncAvgPool2d default is ROUND), with
+    constant scalar parameters: a monotonic step function of its integer input."""
+    if node.op_type != "Trunc":
+        return False
+    mode = _attr(node, "rounding_mode", b"FLOOR")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    params = [_const(model, t) for t in node.input[1:]]
+    return (mode.upper() != "FLOOR" and len(node.input) >= 6  # Trunc v2: with output scale
+            and all(p is not None and p.size == 1 for p in params))
+
+
+def _convert_trunc(model, node) -> str:
+    """Trunc(ROUND) → Trunc(FLOOR) keeping every input bit (the exact integer sum, which
+    FINN+ maps to its average pool) → MultiThreshold on that sum → Mul(output scale)."""
+    from qonnx.core.datatype import DataType
+    from qonnx.custom_op.general.quant import max_int, min_int
+
+    who = user_node(model, node)
+    producer = model.find_producer(node.input[0])
+    if producer is not None and producer.op_type in ("AveragePool", "GlobalAveragePool"):
+        who = f"average pool {user_node(model, producer).split(' ', 1)[-1]}"
+    scale = float(_const(model, node.input[1]).reshape(-1)[0])
+    if float(_const(model, node.input[2]).reshape(-1)[0]) != 0:
+        raise UnsupportedModelError(f"{who}: its truncation has a zero point; thresholds "
+                                    "need 0")
+    in_bits = int(_const(model, node.input[3]).reshape(-1)[0])
+    out_bits = int(_const(model, node.input[5]).reshape(-1)[0])
+    signed, narrow = bool(_attr(node, "signed", 0)), bool(_attr(node, "narrow", 0))
+    q = np.arange(min_int(signed, False, in_bits), max_int(signed, False, in_bits) + 1)
+    x = (q * scale).astype(np.float32)[:, None]
+    y = _run_single(model, node, x)
+    out_scale = float(_const(model, node.input[4]).reshape(-1)[0])
+    qmin, qmax = min_int(signed, narrow, out_bits), max_int(signed, narrow, out_bits)
+    try:
+        thr = _thresholds(x, np.rint(y / out_scale).astype(np.int64) - qmin, qmax - qmin, who)
+    except _Refused as e:
+        raise UnsupportedModelError(f"{who}: {e}") from None
+    shape = model.get_tensor_shape(node.input[0])
+    thr = np.repeat(thr, shape[1], axis=0)
+    g = model.graph
+    exact, base, mt_out = f"{node.name}_sum", f"{node.name}_thresholds", f"{node.name}_levels"
+    # the FLOOR Trunc keeps the exact sum: output bits and scale those of its input
+    floor = copy.deepcopy(node)
+    del floor.attribute[:]
+    floor.attribute.extend([helper.make_attribute("rounding_mode", "FLOOR"),
+                            helper.make_attribute("signed", int(signed)),
+                            helper.make_attribute("narrow", 0)])
+    floor.output[0] = exact
+    floor.input[4], floor.input[5] = node.input[1], node.input[3]
+    mark = f"{USER_NODE}{who}"
+    add_constant(model, base, thr)
+    scale_name = f"{node.name}_out_scale"
+    add_constant(model, scale_name, np.asarray(out_scale, dtype=np.float32))
+    dt = f"{'INT' if signed else 'UINT'}{out_bits}"
+    mt = helper.make_node("MultiThreshold", [exact, base], [mt_out], name=base,
+                          domain="qonnx.custom_op.general", out_dtype=dt,
+                          out_bias=float(qmin), doc_string=mark,
+                          data_layout="NCHW" if len(shape) == 4 else "NC")
+    mul = helper.make_node("Mul", [mt_out, scale_name], [node.output[0]],
+                           name=f"{node.name}_scale", doc_string=mark)
+    at = list(g.node).index(node)
+    g.node.remove(node)
+    for n in (mul, mt, floor):
+        g.node.insert(at, n)
+    model.set_tensor_datatype(mt_out, DataType[dt])
+    return who
+
+
+def _run_single(model, node, x):
+    """`node` of `model` (its constants) executed on `x` as its first input."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    n = copy.deepcopy(node)
+    graph = helper.make_graph(
+        [n], "single", [helper.make_tensor_value_info(n.input[0], TensorProto.FLOAT,
+                                                      list(x.shape))],
+        [helper.make_tensor_value_info(n.output[0], TensorProto.FLOAT, None)],
+        [copy.deepcopy(t) for t in model.graph.initializer if t.name in n.input[1:]])
+    mini = ModelWrapper(helper.make_model(graph, opset_imports=model.model.opset_import))
+    ctx = execute_onnx(mini.transform(InferShapes()), {n.input[0]: x})
+    return np.asarray(ctx[n.output[0]], dtype=np.float64)

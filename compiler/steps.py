@@ -20,8 +20,8 @@ from typing import Any, Callable
 import numpy as np
 from onnx import TensorProto, helper
 
+from fpgaprint.compiler.monotonic import check_monotonic, rounded_trunc, step_thresholds
 from fpgaprint.compiler.rtlsim.foldrules import avoid_failing_foldings
-from fpgaprint.compiler.monotonic import check_monotonic, step_thresholds
 from fpgaprint.compiler.usernodes import USER_NODE, mark_user_nodes, user_node
 from fpgaprint.core.errors import InputError, UnsupportedModelError
 from fpgaprint.core.golden import HEAD_OPS
@@ -265,8 +265,15 @@ def _check_mapped(model) -> None:
 
 
 def step_qonnx_to_finn(model, ctx):
-    """FINN+'s step_qonnx_to_finn (QONNX clean-up, Quant → MultiThreshold)."""
-    return finn_steps().step_qonnx_to_finn(model, ctx.finn), {}
+    """FINN+'s step_qonnx_to_finn (QONNX clean-up, Quant → MultiThreshold).
+
+    fpgaprint first rewrites a Trunc that widens its input (`TruncTo8bit`), which FINN+
+    converts wrongly, into the equal Trunc it converts exactly (compiler/avgpool.py)."""
+    from fpgaprint.compiler.avgpool import widening_truncs
+
+    widened = widening_truncs(model, ctx.log)
+    model = finn_steps().step_qonnx_to_finn(model, ctx.finn)
+    return model, ({"truncs_unshifted": widened} if widened else {})
 
 
 def _check_trunc(model) -> None:
@@ -275,15 +282,17 @@ def _check_trunc(model) -> None:
     for node in model.get_nodes_by_op_type("Trunc"):
         mode = getCustomOp(node).get_nodeattr("rounding_mode")
         mode = mode.decode() if isinstance(mode, bytes) else mode
-        if str(mode).upper() != "FLOOR":
+        if str(mode).upper() != "FLOOR" and not rounded_trunc(model, node):
             producer = model.find_producer(node.input[0])
             what = (f"average pool {producer.name}" if producer is not None and
                     producer.op_type in ("AveragePool", "GlobalAveragePool")
                     else f"Trunc {node.name}")
             raise UnsupportedModelError(
-                f"{what}: its output is truncated with rounding mode {mode} (Brevitas' "
-                "default for average pooling); FINN+ maps only FLOOR truncation. Use "
-                "TruncAvgPool2d(float_to_int_impl_type='FLOOR') or a max pool")
+                f"{what}: its output is truncated with rounding mode {mode} and per-channel "
+                "or non-constant parameters; FINN+ maps only FLOOR truncation, and fpgaprint "
+                "turns other rounding into thresholds only with one constant scale and bit "
+                "width (Trunc with an output scale). Use TruncAvgPool2d(bit_width=N) or "
+                "float_to_int_impl_type='FLOOR', or a max pool")
 
 
 def step_tidy_up(model, ctx):

@@ -69,17 +69,22 @@ def depthwise_cnn(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
 
 
 def avgpool_cnn(rounding: str, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
-    """Conv → Brevitas TruncAvgPool2d with the given rounding ("round" or "floor")."""
+    """Conv → Brevitas TruncAvgPool2d with the given rounding ("round" or "floor"), or with
+    `trunc_quant=TruncTo8bit` ("to8bit": FLOOR, 8 output bits, MSB-preserving scale)."""
     import brevitas.nn as qnn
+    from brevitas.quant import TruncTo8bit
 
     _seed(seed)
+    pool = (qnn.TruncAvgPool2d(2, trunc_quant=TruncTo8bit, return_quant_tensor=True)
+            if rounding == "to8bit" else
+            qnn.TruncAvgPool2d(2, bit_width=3, float_to_int_impl_type=rounding.upper(),
+                               return_quant_tensor=True))
     model = nn.Sequential(
         qnn.QuantIdentity(bit_width=4, return_quant_tensor=True),
         qnn.QuantConv2d(2, 4, 3, bias=False, weight_bit_width=3),
         nn.BatchNorm2d(4),
         qnn.QuantReLU(bit_width=3, return_quant_tensor=True),
-        qnn.TruncAvgPool2d(2, bit_width=3, float_to_int_impl_type=rounding.upper(),
-                           return_quant_tensor=True),
+        pool,
         nn.Flatten(),
         qnn.QuantLinear(4 * 2 * 2, 5, bias=False, weight_bit_width=3),
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from pathlib import Path
 
@@ -211,17 +210,6 @@ def test_package_diff_names_what_differs(depthwise, signed):
     assert "manifest:  name: 'dw' / 'signed'" in lines
     assert any(line.startswith("manifest:  io: ") for line in lines)
     assert not any("build.log" in line or "reports/" in line for line in lines)  # extras
-
-
-def test_avgpool_round_is_refused_naming_the_layer(tmp_path, run_cli):
-    module, shape = models.avgpool_cnn("round")
-    path = models.export(module, shape, tmp_path / "m.onnx")
-    code, _, err = run_cli("build", path, "--out", tmp_path / "o", "--allow-unsigned")
-    assert code == 2, err
-    assert "average pool" in err and "ROUND" in err and "FLOOR" in err
-    lines = [line for line in err.strip().splitlines()
-             if not re.match(r"\d\d:\d\d:\d\d ", line)]  # progress lines (not a terminal)
-    assert err.count("error:") == 1 and len(lines) == 1 and lines[0].startswith("error:")
 
 
 def test_avgpool_floor_compiles_bit_exact(tmp_path):

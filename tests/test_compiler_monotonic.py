@@ -14,8 +14,8 @@ import models
 import numpy as np
 import onnx
 import pytest
-import torch.nn as nn
 from onnx import TensorProto, helper
+from torch import nn
 
 from fpgaprint.compiler.build import build_model
 from fpgaprint.compiler.config import BuildConfig
