@@ -12,7 +12,10 @@
 * `layers`: the stitched graph's nodes in stream order; `graph`: that graph (`design.onnx`);
 * `memories`: for each weight or threshold memory: the golden model's memory key, the RTL
   layer, the FINN+ writer mode of its image and its files (FINN+ name -> `mem/...`);
-* `estimates`: FINN+'s cycle estimates of the stitched graph.
+* `estimates`: FINN+'s cycle estimates of the stitched graph;
+* `fifos`: each FIFO's name, depth, stream width and ram_style (the depths as sized,
+  `rtlsim.fifosizing`); `monitors`: FIFOs whose occupancy peak is a top output `NAME_maxcount`
+  (only in the FIFO sizing design, never packaged).
 
 Sources from FINN+'s RTL library keep their library path under `finn-rtllib/`; the three that
 Verilator cannot compile are swapped for `compiler/rtlsim/hdl/` at build time (the package
