@@ -319,7 +319,9 @@ def summary(report: dict, console) -> None:
                       f"with random stalls")
         f = st.get("fifos") or {}
         if f.get("fifos"):
-            console.print(f"FIFO depths ({f['depths_from']}): " + ", ".join(
+            how = "sized by simulation" if f["depths_from"] == "distributed_sim" else \
+                f["depths_from"]
+            console.print(f"FIFO depths ({how}): " + ", ".join(
                 f"{x['name'].removeprefix('StreamingFIFO_rtl_')}:{x['depth']}"
                 for x in f["fifos"]))
     elif st.get("reason"):
