@@ -712,7 +712,10 @@ def _variant_labels(build: Callable[[], object], inputs: dict[str, np.ndarray], 
     made = build()
     model, info = made if isinstance(made, tuple) else (made, {})
     outputs = {m: model.logits(x) for m, x in inputs.items()}
-    return outputs, float((model.predict(data.x_test) == data.y_test).mean()), info
+    own = (model.meta or {}).get("test_accuracy")  # a retrained model: its own held-out split
+    acc = float(own) if own is not None else float(
+        (model.predict(data.x_test) == data.y_test).mean())
+    return outputs, acc, info
 
 
 def evaluate(spec, cfg: EvalConfig | None = None, progress: Progress | None = None,
