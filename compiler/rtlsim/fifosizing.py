@@ -196,9 +196,13 @@ def measure(model, part: str, clock_ns: float, golden, x_int, work: Path, log) -
         build = design.build(log_dir=work.parent)
     except SimulationError as e:
         raise SimulationError(f"FIFO sizing design: {e}", e.log) from None
-    with design.simulator(build=build) as sim:
-        perf = sim.measure(x_int)
-        peaks = sim.peaks()
+    try:
+        with design.simulator(build=build) as sim:
+            perf = sim.measure(x_int)
+            peaks = sim.peaks()
+    except SimulationError as e:
+        raise SimulationError(f"FIFO sizing design (every FIFO {sizing_depth(plumbed)} deep): "
+                              f"{e}", e.log) from None
     deep = max(f["depth"] for f in stitch.fifo_table(plumbed))
     return {"sizing_depth": deep, "peaks": peaks, "graph": plumbed,
             "ii_cycles": perf["ii_cycles"], "latency_cycles": perf["latency_cycles"],
