@@ -36,6 +36,7 @@ HOST_TAIL_OPS = {"Mul": (), "Add": (), "Sub": (), "Div": (), "Max": (), "Reshape
                  "ArgMax": ("axis", "keepdims", "select_last_index"),
                  "TopK": ("axis", "k", "largest", "sorted")}
 MAX_HOST_OPS = 16
+HEAD_AXIS_DEFAULT = {"Softmax": -1, "LogSoftmax": -1, "Sigmoid": None, "ArgMax": 0, "TopK": -1}
 
 
 class GoldenModel:
@@ -152,6 +153,10 @@ class GoldenModel:
         inits = {t.name for t in g.initializer}
         plan: dict = {"tensors": [], "vectors": [], "reshapes": []}
         for node in g.node:
+            if node.op_type in HEAD_OPS:
+                if _attr(node, "axis", HEAD_AXIS_DEFAULT[node.op_type]) == 0:
+                    return None  # a head across the batch dimension
+                continue
             if node.op_type not in ROWWISE_OPS:
                 return None
             if node.domain.startswith(HW_DOMAIN):
@@ -266,6 +271,15 @@ def resolve_memory(mems: dict[str, MemoryImage], layer: str) -> str:
         if f"{layer}/{kind}" in mems:
             return f"{layer}/{kind}"
     raise InputError(f"no memory {layer!r}; memories: {', '.join(mems)}")
+
+
+def _attr(node, name: str, default):
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
 
 
 def _tail(model, raw_output: str) -> list:

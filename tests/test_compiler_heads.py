@@ -55,6 +55,10 @@ def test_softmax_classifier_builds_exact_with_softmax_on_the_host(softmax):
     assert (labels == scores.argmax(axis=1)).all()
     assert io["raw_output"]["name"] == golden.raw_output != golden.scores  # raw: integers
     assert np.array_equal(raw, np.rint(raw))
+    assert golden.batchable  # the head works row by row: one execution per batch
+    one = golden.run(x, batch=False)
+    for a, b in zip(one, (raw, out, labels)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_virtual_board_answers_the_package(softmax, keypair):
