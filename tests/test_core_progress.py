@@ -75,3 +75,25 @@ def test_heartbeat_from_the_environment(monkeypatch):
     assert Progress(None).heartbeat == 2.5
     monkeypatch.setenv("FPGAPRINT_HEARTBEAT_S", "nonsense")
     assert Progress(None).heartbeat == 10.0
+
+
+def test_the_console_off_a_terminal_never_wraps_or_cuts(monkeypatch, capsys):
+    """A pipe (capsys here): a 300-character line stays one line, a table cell stays whole."""
+    from rich.table import Table
+
+    from fpgaprint.core.progress import console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    c = console()
+    assert not c.is_terminal
+    long = "reason " * 43  # 301 characters
+    c.print(long.strip())
+    table = Table("check", "detail")
+    table.add_row("exact", long.strip())
+    c.print(table)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == long.strip()
+    row = next(line for line in out if "exact" in line)
+    assert long.strip() in row and "…" not in "".join(out)
+    console(stderr=True).print(long.strip())
+    assert capsys.readouterr().err == long.strip() + "\n"
