@@ -105,3 +105,15 @@ def test_workers_with_other_code_are_left_out():
         refused["tcp://b:1"]
     with pytest.raises(InputError, match="no worker runs this fpgaprint"):
         _check_workers(_Stub({"tcp://b:1": other}), "tcp://s:1")
+
+
+def test_a_report_describes_the_cluster_without_its_dashboard():
+    """The dashboard dies with the cluster: `describe(live=False)`, what reports keep, leaves
+    its address out; the live view shows it."""
+    from fpgaprint.core.cluster import LOCAL, Cluster
+
+    c = Cluster(LOCAL, client=object(), workers=["tcp://127.0.0.1:1"],
+                dashboard="http://127.0.0.1:8787/status")
+    assert c.describe() == ("LocalCluster: 1 worker(s); Dask dashboard "
+                            "http://127.0.0.1:8787/status")
+    assert c.describe(live=False) == "LocalCluster: 1 worker(s)"
