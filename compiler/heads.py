@@ -43,9 +43,12 @@ def detach(model):
         return None
     g = model.graph
     used = {t for n in nodes for t in n.input}
+    made = {t for n in nodes for t in n.output}
     inits = [copy.deepcopy(t) for t in g.initializer if t.name in used]
-    outputs = [copy.deepcopy(o) for o in g.output]
     scores = nodes[0].input[0]
+    # shapes of the head's own tensors (TopK's k and values): FINN+ drops them meanwhile
+    infos = [copy.deepcopy(v) for v in g.value_info if v.name in (made | used) - {scores}]
+    outputs = [copy.deepcopy(o) for o in g.output]
     vi = model.get_tensor_valueinfo(scores)
     shape = model.get_tensor_shape(scores)
     for n in nodes:
@@ -59,7 +62,7 @@ def detach(model):
     for v in [v for v in g.value_info if v.name == scores]:
         g.value_info.remove(v)
     return {"nodes": [copy.deepcopy(n) for n in nodes], "inits": inits, "outputs": outputs,
-            "scores": scores}
+            "infos": infos, "scores": scores}
 
 
 def attach(model, head):
@@ -77,6 +80,8 @@ def attach(model, head):
     have = {t.name for t in g.initializer}
     g.initializer.extend(t for t in head["inits"] if t.name not in have)
     g.value_info.append(g.output[0])
+    have = {v.name for v in g.value_info}
+    g.value_info.extend(v for v in head["infos"] if v.name not in have)
     while g.output:
         g.output.pop()
     g.output.extend(head["outputs"])

@@ -169,6 +169,24 @@ def softmax_mlp(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
     return _settle(model, (16,)), (16,)
 
 
+class Ranked(nn.Module):
+    """The Softmax classifier's body, answering with its argmax or its top-2 indices."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        self.body = softmax_mlp()[0][:-1]
+
+    def forward(self, x):
+        y = self.body(x)
+        return y.argmax(1, keepdim=True) if self.kind == "argmax" else torch.topk(y, 2)[1]
+
+
+def ranked_mlp(kind: str) -> tuple[nn.Module, tuple[int, ...]]:
+    """`kind`: "argmax" or "topk"."""
+    return Ranked(kind).eval(), (16,)
+
+
 def activation_mlp(act: nn.Module, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
     """Linear (float bias) → `act` (Sigmoid, Tanh, Hardsigmoid, Hardtanh) → 4-bit quantizer
     → Linear."""

@@ -117,3 +117,20 @@ def test_declared_host_ops_must_be_the_golden_tail(softmax):
     golden.check_host_ops(copy.deepcopy(golden.host_ops))
     with pytest.raises(InputError, match="not the golden model's host tail"):
         golden.check_host_ops([{"op": "Mul"}])
+
+
+@pytest.mark.parametrize("kind, op", [("argmax", "ArgMax"), ("topk", "TopK")])
+def test_index_heads_build_exact_and_answer_the_label(tmp_path, kind, op):
+    module, shape = models.ranked_mlp(kind)
+    path = models.export(module, shape, tmp_path / "m.onnx")
+    res = build_model(str(path), "Pynq-Z1", tmp_path / "o", BuildConfig(equivalence_samples=8),
+                      allow_unsigned=True)
+    stages = {r["stage"]: r for r in res.report["equivalence"]}
+    assert all(r["ok"] for r in stages.values()), stages
+    assert stages["rtlsim_stitched"]["exact"] and stages["rtlsim_stitched"]["max_abs_diff"] == 0
+    assert res.report["io"]["host_ops"][-1]["op"] == op
+    golden = GoldenModel(res.golden_path)
+    assert "LabelSelect" not in {n.op_type for n in golden.model.graph.node}
+    x = np.random.default_rng(3).integers(-8, 8, (16, 16))
+    _, out, labels = golden.run(x)
+    np.testing.assert_array_equal(out[:, 0].astype(np.int64), labels)  # the first index
