@@ -294,6 +294,4 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
         click.echo(f"error: {line}", err=True)
     if result.rejected:
         raise SystemExit(2)
-    failed = [o for o in result.outcomes if o.status != PASS]
-    reason = "; ".join(f"{o.port}: {o.status} ({o.reason})" for o in failed) or result.status
-    _raise_for(result.status, reason)
+    raise shown_verdict(result.status)  # each board's verdict and cause are in the table
