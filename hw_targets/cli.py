@@ -156,8 +156,9 @@ def serve(package, port_url, use_pty, tcp, protocol, mlperf_model_id, backend, s
         if (why := model_id_warning(mlperf_model_id)) is not None:
             warn(why)
     device = is_device(url)  # a real line: the device paces it, not the fault model
-    link_faults = LinkFaults(baud=None if device else baud, noise_ber=noise_ber, drop_rate=drop_rate,
-                             hang_after=hang_after, reset_after=reset_after, seed=seed)
+    link_faults = LinkFaults(baud=None if device else baud, noise_ber=noise_ber,
+                             drop_rate=drop_rate, hang_after=hang_after, reset_after=reset_after,
+                             seed=seed)
     faults = dataclasses.replace(
         FaultSpec.from_strings(flip_bits=flip_bits, seed=seed, flips=flip, stuck_at=stuck_at,
                                swap_model=swap_model, replay=replay),

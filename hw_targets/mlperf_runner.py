@@ -28,8 +28,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from fpgaprint.core.errors import InputError
 from fpgaprint.core.cliopts import warn
+from fpgaprint.core.errors import InputError
 from fpgaprint.hw_targets.link import no_delay
 from fpgaprint.hw_targets.mlperf import check_model_id, container_dtype, model_id_warning
 
