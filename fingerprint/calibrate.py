@@ -14,7 +14,7 @@ the set's impostors (classifiers trained on the set's own vectors, `fingerprint.
 A threshold that does not reject an independent model is refused (`CalibrationOverlap`,
 exit 1, nothing written); one that does not reject an impostor is written with the report
 saying so, and whether any threshold could (`no_threshold`). The report also gives the
-score-level statistic (`fingerprint.scores`) calibrated the same way, and the number of
+score-level statistic (`core.scores`) calibrated the same way, and the number of
 vectors the measured gap needs (`fingerprint.power`).
 """
 
@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from fpgaprint.compiler.data import Dataset, load_digits, upsample_digits
+from fpgaprint.core import scores
 from fpgaprint.core.errors import FpgaprintError, InputError, VerdictFail
 from fpgaprint.core.fpset import FingerprintSet
 from fpgaprint.core.selftest import clopper_pearson
-from fpgaprint.fingerprint import impostor, power, scores, variants
+from fpgaprint.fingerprint import impostor, power, variants
 from fpgaprint.fingerprint.perturb import PerturbConfig
 from fpgaprint.fingerprint.source import Model, load_model
 

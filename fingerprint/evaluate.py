@@ -29,13 +29,14 @@ from typing import Callable
 
 import numpy as np
 
+from fpgaprint.core import scores
 from fpgaprint.core.cluster import Cluster
 from fpgaprint.core.errors import FpgaprintError, InputError
 from fpgaprint.core.fpset import FingerprintSet
 from fpgaprint.core.grid import InputGrid
 from fpgaprint.core.progress import Progress
 from fpgaprint.core.words import random_flips
-from fpgaprint.fingerprint import baselines, bitflips, impostor, scores, variants
+from fpgaprint.fingerprint import baselines, bitflips, impostor, variants
 from fpgaprint.fingerprint.boundary import generation_flips
 from fpgaprint.fingerprint.calibrate import (
     MAX_LOSS,

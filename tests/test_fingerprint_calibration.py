@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fpgaprint.core import scores
 from fpgaprint.core.fpset import FingerprintSet
 from fpgaprint.core.selftest import clopper_pearson
-from fpgaprint.fingerprint import impostor, power, scores
+from fpgaprint.fingerprint import impostor, power
 from fpgaprint.fingerprint.calibrate import (
     FALSE_ALARM,
     CalibrationOverlap,

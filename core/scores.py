@@ -1,4 +1,6 @@
-"""Score-level agreement: the model's outputs on a set, against the source's, beyond labels.
+"""Score-level agreement: a model's outputs on fingerprint vectors, against the source's.
+
+A core module (numpy and scipy only) so that the pass rule can use it as a check.
 
 Labels say only which class wins. The outputs also say by how much, and a benign compression
 keeps that more than a model changed by other training, or a board imitating the model from
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from fpgaprint.core.selftest import CONFIDENCE
 
 
 def margins(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -30,10 +31,16 @@ def margins(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def margin_correlation(reference: np.ndarray, outputs: np.ndarray, labels: np.ndarray,
-                       confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+                       confidence: float | None = None) -> tuple[float, float, float]:
     """(r, lower, upper): the correlation of the model's margins with the reference's for
-    `labels`, and its Fisher-z interval (0 when either side's margins are constant)."""
+    `labels`, and its Fisher-z interval at `confidence` (default: the pass rule's) (r = 0
+    when either side's margins are constant)."""
     from scipy.special import ndtri
+
+    if confidence is None:
+        from fpgaprint.core.selftest import CONFIDENCE  # here: the pass rule may import this
+
+        confidence = CONFIDENCE
 
     if np.shape(reference) != np.shape(outputs):
         raise ValueError(f"outputs of shape {np.shape(outputs)} against reference "
