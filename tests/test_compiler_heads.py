@@ -71,6 +71,19 @@ def test_virtual_board_answers_the_package(softmax, keypair):
     np.testing.assert_array_equal(labels, v["golden_labels"])
 
 
+def test_boards_host_side_labels_are_the_golden_labels(softmax):
+    """The host side of the RTL and PYNQ boards (raw outputs → labels) applies the same
+    tail: labels from what the Softmax reads."""
+    from fpgaprint.hw_targets.backends.pynq import HostGraph
+
+    golden = GoldenModel(softmax["res"].golden_path)
+    host = HostGraph(softmax["res"].golden_path, golden.raw_output)
+    x = np.random.default_rng(4).integers(-8, 8, (16, 16))
+    raw, out, labels = golden.run(x)
+    np.testing.assert_array_equal(host.labels(raw), labels)
+    np.testing.assert_allclose(host.final(raw), out, rtol=0, atol=1e-7)
+
+
 def test_argmax_head_labels_are_its_answer(softmax):
     """An ArgMax head in place of the Softmax: the final output is the label itself."""
     golden = GoldenModel(softmax["res"].golden_path)
