@@ -153,8 +153,9 @@ def binary_weight_mlp(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
     return _settle(model, (32,)), (32,)
 
 
-def softmax_mlp(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
-    """A classifier that ends in Softmax, as exported classifiers often do."""
+def softmax_mlp(seed: int = 0, head: nn.Module | None = None) -> tuple[nn.Module,
+                                                                     tuple[int, ...]]:
+    """A classifier that ends in Softmax (or `head`), as exported classifiers often do."""
     import brevitas.nn as qnn
 
     _seed(seed)
@@ -164,7 +165,7 @@ def softmax_mlp(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
         nn.BatchNorm1d(12),
         qnn.QuantReLU(bit_width=3),
         qnn.QuantLinear(12, 5, bias=False, weight_bit_width=3),
-        nn.Softmax(dim=1),
+        nn.Softmax(dim=1) if head is None else head,
     )
     return _settle(model, (16,)), (16,)
 

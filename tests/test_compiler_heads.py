@@ -12,6 +12,7 @@ import models
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
+from torch import nn
 
 from fpgaprint.compiler.build import build_model
 from fpgaprint.compiler.config import BuildConfig
@@ -147,3 +148,22 @@ def test_index_heads_build_exact_and_answer_the_label(tmp_path, kind, op):
     x = np.random.default_rng(3).integers(-8, 8, (16, 16))
     _, out, labels = golden.run(x)
     np.testing.assert_array_equal(out[:, 0].astype(np.int64), labels)  # the first index
+
+
+@pytest.mark.parametrize("head, op", [(nn.LogSoftmax(dim=1), "LogSoftmax"),
+                                      (nn.Sigmoid(), "Sigmoid")])
+def test_other_output_heads_build_exact_on_the_host(tmp_path, head, op):
+    module, shape = models.softmax_mlp(head=head)
+    path = models.export(module, shape, tmp_path / "m.onnx")
+    res = build_model(str(path), "Pynq-Z1", tmp_path / "o", BuildConfig(equivalence_samples=8),
+                      allow_unsigned=True)
+    stages = {r["stage"]: r for r in res.report["equivalence"]}
+    assert all(r["ok"] for r in stages.values()), stages
+    assert stages["rtlsim_stitched"]["exact"] and stages["rtlsim_stitched"]["max_abs_diff"] == 0
+    assert res.report["io"]["host_ops"][-1]["op"] == op
+    assert "thresholds" not in res.report  # the output Sigmoid is a head, not thresholds
+    golden = GoldenModel(res.golden_path)
+    x = np.random.default_rng(5).integers(-8, 8, (16, 16))
+    _, _, labels = golden.run(x)
+    scores = golden.tensors(x, [golden.scores])[golden.scores].reshape(len(x), -1)
+    np.testing.assert_array_equal(labels, scores.argmax(axis=1))
