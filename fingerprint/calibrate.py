@@ -327,7 +327,8 @@ def build_sides(model: Model, data: Dataset | None = None, golden: str | Path | 
 
 
 def place_threshold(fs: FingerprintSet, sides: Sides, false_alarm: float = FALSE_ALARM,
-                    impostors: bool = True) -> tuple[float | None, dict]:
+                    impostors: bool = True, embedded: FingerprintSet | None = None
+                    ) -> tuple[float | None, dict]:
     """(threshold, report) for `fs`: the threshold is the benign side's, checked against the
     attack side; None when it does not reject every independently trained model.
 
@@ -365,13 +366,19 @@ def place_threshold(fs: FingerprintSet, sides: Sides, false_alarm: float = FALSE
 
     ben, att, exc = rates(sides.benign), rates(sides.attack), rates(sides.excluded)
     imp = {}
-    if impostors:
-        for name, outputs in impostor.cross_fit(fs.inputs, fs.labels, sides.source.num_classes
-                                                if sides.source is not None else
-                                                int(fs.labels.max()) + 1, ref,
-                                                seed=fs.seed).items():
-            imp[f"impostor-{name}"] = entry(name, outputs, outputs.argmax(1),
-                                            note="trained on the set's own vectors")
+    ncls = sides.source.num_classes if sides.source is not None else int(fs.labels.max()) + 1
+    if impostors and embedded is not None:  # a challenge set: what the package gives away
+        emb_ref = sides.source.logits(embedded.inputs) if sides.source is not None else None
+        fits = impostor.trained_on(embedded.inputs, embedded.labels, ncls, fs.inputs, emb_ref,
+                                   seed=fs.seed)
+        how = "trained on the embedded set"
+    elif impostors:
+        fits = impostor.cross_fit(fs.inputs, fs.labels, ncls, ref, seed=fs.seed)
+        how = "trained on the set's own vectors"
+    else:
+        fits = {}
+    for name, outputs in fits.items():
+        imp[f"impostor-{name}"] = entry(name, outputs, outputs.argmax(1), note=how)
     worst = min(ben, key=lambda k: ben[k]["match_rate"])
     best = max(att, key=lambda k: att[k]["match_rate"])
     b, a = ben[worst], att[best]
@@ -384,7 +391,6 @@ def place_threshold(fs: FingerprintSet, sides: Sides, false_alarm: float = FALSE
     not_rej = [k for k, ok in rejected.items() if not ok]
     need = power.vectors_needed(b["match_rate"], a_top, 1.0 - 2.0 * false_alarm)
     shape = fs.inputs[0].size
-    ncls = ref.shape[1] if ref is not None else int(fs.labels.max()) + 1
     report = {
         "method": "",
         "rule": "benign lower bound",
@@ -444,13 +450,14 @@ def _score_side(ben: dict, attacks: dict) -> dict:
             "not_rejected": [k for k, ok in rejected.items() if not ok]}
 
 
-def calibrate_with(fs: FingerprintSet, sides: Sides, false_alarm: float = FALSE_ALARM
-                   ) -> FingerprintSet:
+def calibrate_with(fs: FingerprintSet, sides: Sides, false_alarm: float = FALSE_ALARM,
+                   embedded: FingerprintSet | None = None) -> FingerprintSet:
     """A copy of `fs` with its threshold; `CalibrationOverlap` if it does not reject every
-    independently trained model."""
+    independently trained model. For a challenge set, `embedded` is the package's set: the
+    impostors are trained on it (else cross-fitted on `fs` itself)."""
     if fs.algorithm == "boundary":
         raise InputError("boundary sets are strict (threshold 1.0): nothing to calibrate")
-    thr, report = place_threshold(fs, sides, false_alarm)
+    thr, report = place_threshold(fs, sides, false_alarm, embedded=embedded)
     if thr is None:
         raise CalibrationOverlap(
             f"cannot calibrate: {report['method']} on {len(fs)} {fs.algorithm} vectors; the "

@@ -107,7 +107,8 @@ def _with(options):
               help="Generation seed.")
 @threads_option
 @click.option("--calibrate", is_flag=True,
-              help="Two-sided threshold: held-out benign variants vs independent models.")
+              help="Threshold from held-out benign variants, checked against independent "
+                   "models and impostors.")
 @_with(_calibration_options)
 @click.option("--challenge-out", type=OutputPath(), metavar=FPSET,
               help="Also write a challenge set, disjoint from the embedded one.")
@@ -166,7 +167,7 @@ def generate(model: str, algorithm: str, count: int, out: Path, seed: int, calib
                                     weight_bits=params.weight_bits, act_bits=params.act_bits,
                                     seed=seed, say=progress.log)
             fs = calibrate_with(fs, sides)
-            chal = calibrate_with(chal, sides) if chal is not None else None
+            chal = calibrate_with(chal, sides, embedded=fs) if chal is not None else None
     fs.save(out)
     click.echo(f"{out}: {len(fs)} {algorithm} examples ({PAPER_NAMES[algorithm]}) of "
                f"{src.name} (source sha256 {src.sha256[:16]}), threshold {fs.threshold:.3f}")

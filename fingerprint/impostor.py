@@ -100,3 +100,20 @@ def cross_fit(inputs: np.ndarray, labels: np.ndarray, num_classes: int,
                                       x[te], num_classes, seed * 1000 + f)
         out[name] = res
     return out
+
+
+def trained_on(inputs: np.ndarray, labels: np.ndarray, num_classes: int, query: np.ndarray,
+               source_outputs: np.ndarray | None = None, seed: int = 0,
+               learners: tuple[str, ...] = IMPOSTORS) -> dict[str, np.ndarray]:
+    """Outputs (len(query), classes) of every impostor trained on a whole set (the package's
+    embedded one) for other vectors (a challenge set): the attack a challenge must reject."""
+    x = np.asarray(inputs, dtype=np.float64).reshape(len(inputs), -1)
+    q = np.asarray(query, dtype=np.float64).reshape(len(query), -1)
+    y = np.asarray(labels, dtype=np.int64)
+    out = {}
+    for name in learners:
+        if name == "distill" and source_outputs is None:
+            continue
+        z = None if name != "distill" else np.asarray(source_outputs, dtype=np.float64)
+        out[name] = _LEARNERS[name](x, y, z, q, num_classes, seed)
+    return out

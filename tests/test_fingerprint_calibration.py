@@ -28,8 +28,10 @@ class Outputs:
     """A model that answers this test's set with fixed outputs (what it stands for is the
     statistics below, not a network)."""
 
-    def __init__(self, fs: FingerprintSet, outputs: np.ndarray, num_classes: int = C):
-        self._p = Predictions("fixed", [fs.inputs], [outputs])
+    def __init__(self, fs: FingerprintSet, outputs: np.ndarray, num_classes: int = C,
+                 also: tuple[FingerprintSet, ...] = ()):
+        self._p = Predictions("fixed", [fs.inputs, *(o.inputs for o in also)],
+                              [outputs, *(source_outputs(o) for o in also)])
         self.num_classes = num_classes
 
     def logits(self, x):
@@ -39,14 +41,16 @@ class Outputs:
         return self._p.predict(x)
 
 
-def make_set(clustered: bool, seed: int = 0) -> FingerprintSet:
+def make_set(clustered: bool, seed: int = 0, jitter: int = 0) -> FingerprintSet:
     """N vectors; `clustered`: each class a tight cluster (an impostor learns it from the
-    set), else uniform noise with labels unrelated to the inputs."""
+    set; `jitter` draws other vectors around the same centres), else uniform noise with
+    labels unrelated to the inputs."""
     rng = np.random.default_rng(seed)
     labels = np.arange(N) % C
     if clustered:
         centers = rng.integers(0, 256, (C, D))
-        q = np.clip(centers[labels] + rng.integers(-2, 3, (N, D)), 0, 255)
+        noise = np.random.default_rng([seed, jitter]).integers(-2, 3, (N, D))
+        q = np.clip(centers[labels] + noise, 0, 255)
     else:
         q = rng.integers(0, 256, (N, D))
     return FingerprintSet(q, labels, np.ones(N), "robust", {}, seed, "0" * 64, (D,))
@@ -78,8 +82,10 @@ def with_errors(fs: FingerprintSet, wrong: int, independent: bool = False) -> np
     return out
 
 
-def sides_for(fs: FingerprintSet, benign_wrong: list[int], attack_wrong: list[int]) -> Sides:
-    src = Outputs(fs, source_outputs(fs))
+def sides_for(fs: FingerprintSet, benign_wrong: list[int], attack_wrong: list[int],
+              also: tuple[FingerprintSet, ...] = ()) -> Sides:
+    """Both sides for `fs`; the source also answers the sets `also` (embedded sets)."""
+    src = Outputs(fs, source_outputs(fs), also=also)
     ben = [Variant(f"b{w}", {"kind": "test"}, Outputs(fs, with_errors(fs, w)), 1.0)
            for w in benign_wrong]
     att = [Variant(f"a{w}", {"kind": "independent"},
@@ -122,6 +128,21 @@ def test_an_impostor_at_the_benign_level_is_reported_as_not_separable():
     assert "NO threshold separates" in cal["method"]
     out = calibrate_with(fs, sides_for(fs, [6], [40, 45]))
     assert out.threshold == pytest.approx(thr) and not out.calibration["separates"]
+
+
+def test_a_challenge_set_is_checked_against_impostors_trained_on_the_embedded_set():
+    embedded = make_set(clustered=True)
+    challenge = make_set(clustered=True, jitter=1)  # other vectors of the same kind
+    assert not np.array_equal(embedded.inputs_int, challenge.inputs_int)
+    other = make_set(clustered=True, seed=5)  # an embedded set of another kind
+    sides = sides_for(challenge, [6], [40, 45], also=(embedded, other))
+    out = calibrate_with(challenge, sides, embedded=embedded)
+    cal = out.calibration
+    assert all(e["note"] == "trained on the embedded set" for e in cal["impostor"].values())
+    assert cal["impostor"]["impostor-centroid"]["match_rate"] == 1.0
+    assert not cal["separates"] and cal["no_threshold"]
+    cal = calibrate_with(challenge, sides, embedded=other).calibration
+    assert cal["impostor"]["impostor-centroid"]["match_rate"] < 0.6
 
 
 def test_an_independent_model_above_the_threshold_is_refused():
