@@ -20,7 +20,12 @@ from typing import Any, Callable
 import numpy as np
 from onnx import TensorProto, helper
 
-from fpgaprint.compiler.monotonic import check_monotonic, rounded_trunc, step_thresholds
+from fpgaprint.compiler.monotonic import (
+    MONOTONIC_OPS,
+    check_monotonic,
+    rounded_trunc,
+    step_thresholds,
+)
 from fpgaprint.compiler.rtlsim.foldrules import avoid_failing_foldings
 from fpgaprint.compiler.usernodes import USER_NODE, mark_user_nodes, user_node
 from fpgaprint.core.errors import InputError, UnsupportedModelError
@@ -232,10 +237,15 @@ def check_supported_ops(model) -> None:
         if node.name in heads or check_monotonic(model, node):
             continue  # kept on the host / becomes thresholds (monotonic.py)
         if node.op_type not in SUPPORTED_OPS:
+            where = f"{node.op_type} at node {node.name or '(unnamed)'}"
+            if node.op_type in MONOTONIC_OPS | HEAD_OPS:
+                raise UnsupportedModelError(
+                    f"unsupported operator {where}: it is compiled only when a quantizer "
+                    "follows it (thresholds) or as an output head (Softmax, LogSoftmax, "
+                    "Sigmoid, ArgMax, TopK at the graph's output, on the host)")
             raise UnsupportedModelError(
-                f"unsupported operator {node.op_type} at node {node.name or '(unnamed)'} "
-                f"(inputs {list(node.input)}); supported: {', '.join(sorted(SUPPORTED_OPS))}"
-            )
+                f"unsupported operator {where} (inputs {list(node.input)}); supported: "
+                f"{', '.join(sorted(SUPPORTED_OPS))}")
 
 
 def _unmapped(model, node, inside: bool) -> UnsupportedModelError:

@@ -276,3 +276,11 @@ def test_input_feeding_a_concat_is_named_not_unexpected(tmp_path, run_cli):
     assert code == 2, err
     assert f"operator Concat {cat}" in err and "unexpected" not in err, err
     assert err.count("error:") == 1
+
+
+def test_monotonic_function_without_quantizer_says_what_compiles(tmp_path, run_cli):
+    _quant_onnx_with(str(tmp_path / "m.onnx"), "Tanh")  # Tanh at the output: not a head
+    code, _, err = run_cli("build", tmp_path / "m.onnx", "--out", tmp_path / "o")
+    assert code == 2, err
+    assert "unsupported operator Tanh at node Mystery_7" in err
+    assert "a quantizer follows it" in err and err.count("error:") == 1
