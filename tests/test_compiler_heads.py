@@ -85,6 +85,21 @@ def test_boards_host_side_labels_are_the_golden_labels(softmax):
     np.testing.assert_allclose(host.final(raw), out, rtol=0, atol=1e-7)
 
 
+def test_host_side_refuses_an_op_outside_the_table(softmax, tmp_path):
+    from fpgaprint.hw_targets.backends.pynq import HostGraph
+
+    golden = GoldenModel(softmax["res"].golden_path)
+    model = copy.deepcopy(golden.model)
+    out = model.graph.output[0].name
+    model.graph.node[-1].output[0] = "before_erf"
+    model.graph.node.append(helper.make_node("Erf", ["before_erf"], [out], name="Erf_0"))
+    model.save(str(tmp_path / "golden.onnx"))
+    for make in (lambda: GoldenModel(model),
+                 lambda: HostGraph(tmp_path / "golden.onnx", golden.raw_output)):
+        with pytest.raises(InputError, match="host-side Erf node 'Erf_0'"):
+            make()
+
+
 def test_argmax_head_labels_are_its_answer(softmax):
     """An ArgMax head in place of the Softmax: the final output is the label itself."""
     golden = GoldenModel(softmax["res"].golden_path)

@@ -55,8 +55,9 @@ class HostGraph:
         if producer is None or nodes.index(producer) != hw[-1]:
             raise InputError(f"{golden_path}: raw output {raw_output!r} is not produced by the "
                              "last HW layer")
-        from fpgaprint.core.golden import scores_tensor
+        from fpgaprint.core.golden import host_ops_of, scores_tensor
 
+        host_ops_of(self.model, raw_output)  # only the host ops of the closed table
         self.raw_output = raw_output
         self.output = self.model.graph.output[0].name
         self.scores = scores_tensor(self.model, raw_output)  # what the label is the argmax of
