@@ -178,6 +178,11 @@ def generate(model: str, algorithm: str, count: int, out: Path, seed: int, calib
                    f"(no quantized input in common), threshold {chal.threshold:.3f}")
     if calibrate:
         _print_sides(fs.calibration)
+        if chal is not None:
+            from fpgaprint.fingerprint.report import calibration_lines
+
+            click.echo(f"  challenge set against impostors trained on the embedded set: "
+                       f"{calibration_lines(chal.calibration)[0]}")
 
 
 def _print_sides(cal: dict) -> None:
