@@ -162,7 +162,7 @@ def headline(model: str, res: dict) -> None:
             print(f"  trade-off, {stat}, {alg}: detection at the highest threshold with no "
                   "false alarm: " + ", ".join(f"{f} {t['at_zero'][f]:.2f}" for f in DETECT
                                              if f in t["at_zero"]))
-            print(f"    false alarms the full detection costs: " + ", ".join(
+            print("    false alarms the full detection costs: " + ", ".join(
                 f"{f} {t['for_full'][f]:.2f}" for f in DETECT if f in t["for_full"]))
     for alg, u in s.get("uniqueness", {}).items():
         print(f"  Uniqueness Score {alg}: {u['uniqueness']:.3f} (robustness "

@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 
 
-
 def margins(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per vector: the output of class `labels` minus the largest other output."""
     out = np.asarray(outputs, dtype=np.float64)

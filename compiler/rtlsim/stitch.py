@@ -3,8 +3,8 @@
 `plumb` inserts FINN+'s stream plumbing the way FINN+'s `step_set_fifo_depths` does
 (InsertDWC, InsertFIFO, SpecializeLayers, the FIFO depths from a hook of
 `rtlsim.fifosizing`, PrepareIP for the new nodes); the step itself is not called because its
-IP generation rewrites every generated source to absolute paths. `Netlist` reads each layer's own Vivado IP Integrator
-commands (`code_generation_ipi`: its source files, its module instances and the nets between
+IP generation rewrites every generated source to absolute paths. `Netlist` reads each layer's
+own Vivado IP Integrator commands (`code_generation_ipi`: its source files, its module instances and the nets between
 them, e.g. an MVAU's weight streamer) and emits one Verilog top that instantiates them and
 chains their AXI streams along the graph, with FINN's stitched-IP port names:
 
