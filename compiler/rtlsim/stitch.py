@@ -6,7 +6,8 @@
 IP generation rewrites every generated source to absolute paths. `Netlist` reads each layer's
 own Vivado IP Integrator commands (`code_generation_ipi`: its source files, its module
 instances and the nets between them, e.g. an MVAU's weight streamer) and emits one Verilog top
-that instantiates them and chains their AXI streams along the graph, with FINN's stitched-IP port names:
+that instantiates them and chains their AXI streams along the graph, with FINN's stitched-IP
+port names:
 
     module finn_design (input ap_clk, input ap_rst_n,
                         input [IW-1:0] s_axis_0_tdata, input s_axis_0_tvalid,
