@@ -76,6 +76,18 @@ def test_kws_shape_builds_exact_with_its_stitched_design(kws_onnx, tmp_path):
         assert f"folding: {a['layer']} SIMD {a['from']} -> {a['to']}: " in log
 
 
+def test_kws_shape_builds_exact_with_fifos_sized_by_simulation(kws_onnx, tmp_path):
+    """The default FIFO sizing on a part without URAM: the deep FIFOs of the 1-D convolution
+    are block RAM, the design fits, and the stitched run (full rate and stalled) is exact."""
+    res = build_model(str(kws_onnx), "Pynq-Z1", tmp_path / "o",
+                      BuildConfig(equivalence_samples=4), allow_unsigned=True)
+    st = res.report["rtl"]["stitched"]
+    assert st["built"] and st["ok"] and st["vectors"] == 4
+    assert st["fifos"]["depths_from"] == "distributed_sim"
+    assert all(f["ram_style"] != "ultra" and not f["resources"].get("URAM")
+               for f in st["fifos"]["fifos"])
+
+
 def test_without_the_rule_the_assertion_fails_the_build_naming_layer_cycle_and_stage(
         kws_onnx, tmp_path, monkeypatch):
     monkeypatch.setattr(steps, "avoid_failing_foldings", lambda model: (model, []))

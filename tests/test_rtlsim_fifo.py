@@ -20,6 +20,7 @@ from fpgaprint.compiler.config import BuildConfig
 from fpgaprint.compiler.rtlsim import fifosizing, stitch
 from fpgaprint.compiler.rtlsim.design import StitchedDesign
 from fpgaprint.compiler.rtlsim.sim import Stalls
+from fpgaprint.core.boards import get_board
 from fpgaprint.core.errors import InputError
 from fpgaprint.core.golden import GoldenModel
 
@@ -103,8 +104,19 @@ def accel(digits_build):
 
 
 def _plumbed(accel, config: BuildConfig):
-    hook, source = fifosizing.hook(config)
+    hook, source = fifosizing.hook(config, get_board("Pynq-Z1"))
     return stitch.plumb(accel, "xc7z020clg400-1", 10.0, hook), source
+
+
+def test_large_fifos_on_a_part_without_uram_are_block_ram():
+    """fifo.sv asks for URAM for the deepest FIFOs under `auto`; a part without URAM backs
+    them with BRAM, and the estimate and fit check must count that."""
+    pynq, zcu = get_board("Pynq-Z1"), get_board("ZCU104")
+    assert not pynq.resources["URAM"] and zcu.resources["URAM"]
+    assert fifosizing.large_fifo_style(BuildConfig(), pynq) == "block"
+    assert fifosizing.large_fifo_style(BuildConfig(), zcu) == "auto"
+    with pytest.raises(InputError, match="Pynq-Z1 has no URAM"):
+        fifosizing.large_fifo_style(BuildConfig(large_fifo_mem_style="ultra"), pynq)
 
 
 def test_force_minimal_fifos_keeps_finns_minimal_depths(accel):

@@ -169,9 +169,23 @@ def finn_config_file(fifos: list[dict]) -> dict:
             "fifo_sizes": {f["name"]: f["depth"] * f["width"] for f in fifos}}
 
 
-def hook(config):
-    """The plumb hook of the build's FIFO configuration, and its name in the report."""
+def large_fifo_style(config, board) -> str:
+    """FINN+'s `large_fifo_mem_style` on `board`: `auto` lets fifo.sv ask for URAM for the
+    deepest FIFOs, which a part without URAM backs with BRAM (Vivado drops the attribute), so
+    there it is `block`, and the estimate and the fit check count what the board delivers."""
     style = config.large_fifo_mem_style
+    if not board.resources.get("URAM", 0):
+        if style == "ultra":
+            raise InputError(f"large_fifo_mem_style 'ultra': the {board.name} has no URAM; "
+                             "use auto or block")
+        if style == "auto":
+            return "block"
+    return style
+
+
+def hook(config, board):
+    """The plumb hook of the build's FIFO configuration, and its name in the report."""
+    style = large_fifo_style(config, board)
     if not config.auto_fifo_depths:
         if config.fifo_config_file:
             return from_file(config.fifo_config_file, style), "fifo_config_file"

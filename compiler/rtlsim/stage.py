@@ -143,7 +143,7 @@ def _stitched(out: Path, board, config, log, model, golden_path: Path, x_int) ->
     clock_ns = config.clock_ns or board.clock_ns
     golden = GoldenModel(golden_path)
     t0 = time.perf_counter()
-    hook, source = fifosizing.hook(config)
+    hook, source = fifosizing.hook(config, board)
     sizing = None
     try:
         if hook is None:  # sizing by simulation
@@ -151,7 +151,7 @@ def _stitched(out: Path, board, config, log, model, golden_path: Path, x_int) ->
             sizing = fifosizing.measure(model, board.part, clock_ns, golden, x_int, work, log)
             sizing["seconds"] = round(time.perf_counter() - t0, 3)
             depths = fifosizing.sized_depths(sizing["graph"], sizing["peaks"])
-            hook = fifosizing.setter(depths, config.large_fifo_mem_style)
+            hook = fifosizing.setter(depths, fifosizing.large_fifo_style(config, board))
         with log.capture():
             plumbed = stitch.plumb(model, board.part, clock_ns, hook)
             est = estimates(plumbed)
@@ -230,7 +230,9 @@ def _fifo_report(plumbed, board, config, source: str, sizing: dict | None) -> di
             f["peak"] = int(sizing["peaks"].get(f["name"], 0))
     inserted = {n.name for n in plumbed.graph.node
                 if n.op_type.startswith(("StreamingFIFO", "StreamingDataWidthConverter"))}
-    return {"depths_from": source, "large_fifo_mem_style": config.large_fifo_mem_style,
+    from fpgaprint.compiler.rtlsim.fifosizing import large_fifo_style
+
+    return {"depths_from": source, "large_fifo_mem_style": large_fifo_style(config, board),
             "sizing_depth": sizing["sizing_depth"] if sizing else None, "fifos": table,
             "plumbing_resources": {k: _resources(v) for k, v in res.items() if k in inserted}}
 
