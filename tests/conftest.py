@@ -31,9 +31,12 @@ SHARED_GROUPS = {"tfc": ("test_compiler_build.py", "test_bist.py", "test_board_p
 # units of work (a group or a file) handed out first, longest first (about 15 to 40 s each on
 # 2 cores), so that the workers end together on the short files; the others follow in
 # collection order
-LONGEST_FIRST = ("tfc", "cli", "test_compiler_models.py", "test_compiler_matrix.py",
+LONGEST_FIRST = ("tfc", "cli", "test_fingerprint_fanout.py", "test_rtl_foldrules.py",
+                 "test_compiler_models.py", "test_rtlsim_fifo.py", "test_compiler_matrix.py",
                  "test_harness_trust.py", "test_fingerprint_core.py", "test_fingerprint_eval.py",
-                 "test_fingerprint_fanout.py", "test_fingerprint_tiers.py")
+                 "test_fingerprint_tiers.py", "test_hardening_link.py", "test_compiler_heads.py",
+                 "test_compiler_monotonic.py", "test_compiler_avgpool.py", "test_challenge.py",
+                 "test_firmware_agent.py")
 _GROUP_OF = {f: g for g, files in SHARED_GROUPS.items() for f in files}
 
 

@@ -73,7 +73,7 @@ def test_predictions_answer_only_their_inputs():
     x = np.random.default_rng(0).random((4, 64), dtype=np.float32)
     p = Predictions("v", [x], [np.array([1, 2, 3, 4])])
     assert p.predict(x.copy()).tolist() == [1, 2, 3, 4]
-    with pytest.raises(InputError, match="no labels for these inputs"):
+    with pytest.raises(InputError, match="no outputs for these inputs"):
         p.predict(x[:2])
 
 
