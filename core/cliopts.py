@@ -70,6 +70,14 @@ def seconds(lo: float = 0.0, hi: float = 24 * 3600.0) -> Number:
 PYSERIAL_HOST_SCHEMES = ("socket", "rfc2217")
 
 
+def port_option(f):
+    """`--port URL`: one board's port, checked when the command line is parsed."""
+    return click.option(
+        "--port", required=True, callback=lambda ctx, param, value: check_port_url(value),
+        metavar="URL", help="pyserial URL of the board (/dev/ttyUSB0, /dev/pts/N, "
+                            "socket://HOST:PORT, rfc2217://HOST:PORT)")(f)
+
+
 def check_port_url(url: str, flag: str = "--port") -> str:
     """A device path or a pyserial URL whose scheme pyserial knows; socket:// and rfc2217://
     need HOST:PORT."""
@@ -129,14 +137,7 @@ def check_output_path(path: str | Path | None, flag: str) -> Path | None:
         raise InputError(f"{flag} {p}: is a folder, expected a file path")
     if p.exists() and not p.is_file():
         raise InputError(f"{flag} {p}: exists and is not a regular file")
-    parent = p.parent.resolve()
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise InputError(f"{flag} {p}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{flag} {p}: cannot write in {parent}")
-    return p
+    return _writable_under(p.parent.resolve(), p, flag)
 
 
 def check_output_dir(path: str | Path | None, flag: str) -> Path | None:
@@ -149,7 +150,12 @@ def check_output_dir(path: str | Path | None, flag: str) -> Path | None:
         raise InputError(f"{flag} {str(path)!r}: empty path")
     if p.exists() and not p.is_dir():
         raise InputError(f"{flag} {p}: exists and is not a folder")
-    parent = p.resolve()
+    return _writable_under(p.resolve(), p, flag)
+
+
+def _writable_under(parent: Path, p: Path, flag: str) -> Path:
+    """`p`, once its nearest existing ancestor from `parent` up is a folder this process can
+    write in (folders below it are created as needed)."""
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():

@@ -95,8 +95,13 @@ class ForkedCLI:
         return self._p.exitcode
 
     def send_signal(self, sig: int) -> None:
+        """Signal the child unless it has ended (the forkserver, its parent, may have reaped
+        it before this process saw its exit code)."""
         if self._p.exitcode is None:
-            os.kill(self.pid, sig)
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)

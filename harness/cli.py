@@ -21,9 +21,9 @@ from fpgaprint.core.cliopts import (
     PACKAGE,
     Number,
     OutputPath,
-    check_port_url,
     distinct_outputs,
     option,
+    port_option,
     seconds,
     stderr_console,
     trust_options,
@@ -139,14 +139,8 @@ def _plan(pkg, challenge: Path | None, allow_fingerprint_only: bool):
     return plan
 
 
-def _port(ctx, param, value: str) -> str:
-    return check_port_url(value, "--port")
-
-
 @click.command()
-@click.option("--port", required=True, callback=_port, metavar="URL",
-              help="pyserial URL of the board (/dev/ttyUSB0, /dev/pts/N, socket://HOST:PORT, "
-                   "rfc2217://HOST:PORT)")
+@port_option
 @common
 @option("--json", "json_out", type=OutputPath(), default=None, old=("--report",),
         help="write the per-vector JSON report here")

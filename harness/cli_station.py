@@ -15,21 +15,15 @@ from fpgaprint.core.cliopts import (
     PACKAGE,
     Number,
     OutputPath,
-    check_port_url,
     option,
+    port_option,
     seconds,
     trust_options,
 )
 
 
-def _port(ctx, param, value: str) -> str:
-    return check_port_url(value, "--port")
-
-
 @click.command()
-@click.option("--port", required=True, callback=_port, metavar="URL",
-              help="pyserial URL of the board (/dev/ttyUSB0, /dev/pts/N, socket://HOST:PORT, "
-                   "rfc2217://HOST:PORT)")
+@port_option
 @click.option("--package", required=True, type=click.Path(path_type=Path), metavar=PACKAGE,
               help="deployment package (directory or .tar.gz) the board should run")
 @click.option("--challenge", type=click.Path(path_type=Path), metavar=FPSET,

@@ -64,15 +64,19 @@ def run(run_cli, pkg, pub, port, *extra, report: Path | None = None):
     return code, out + err, checks
 
 
-class OneLsb:
-    """A board one least significant bit off: raw element 0 of every answer is one higher; its
-    labels are the healthy ones."""
+class Wrapped:
+    """A backend with some methods changed: everything else is the healthy board's."""
 
     def __init__(self, backend):
         self.backend = backend
 
     def __getattr__(self, name):
         return getattr(self.backend, name)
+
+
+class OneLsb(Wrapped):
+    """A board one least significant bit off: raw element 0 of every answer is one higher; its
+    labels are the healthy ones."""
 
     def infer(self, x):
         raw, labels = self.backend.infer(x)
@@ -81,13 +85,13 @@ class OneLsb:
         return raw, labels
 
 
-class CentroidImpostor:
+class CentroidImpostor(Wrapped):
     """A board that never runs the model: it answers the embedded inputs from its package and
     every other input with the stored answer of the nearest class centroid of the embedded
     vectors (what the package leaks about the model)."""
 
     def __init__(self, backend):
-        self.backend = backend
+        super().__init__(backend)
         v = backend.package.vectors()
         self.table = {r.tobytes(): (g, lab) for r, g, lab in
                       zip(v["inputs"].astype("<i8"), v["golden_raw"], v["golden_labels"])}
@@ -97,9 +101,6 @@ class CentroidImpostor:
         self.centroids = np.stack([x[v["golden_labels"] == c].mean(0) for c in classes])
         self.raw = np.stack([np.rint(v["golden_raw"][v["golden_labels"] == c].mean(0))
                              for c in classes]).astype(np.int64)
-
-    def __getattr__(self, name):
-        return getattr(self.backend, name)
 
     def infer(self, x):
         x = np.asarray(x, dtype="<i8").reshape(len(x), -1)
@@ -114,14 +115,8 @@ class CentroidImpostor:
         return np.stack(raw), np.array(labels, dtype=np.int64)
 
 
-class BoundaryLiar:
+class BoundaryLiar(Wrapped):
     """Raw outputs exact, but the label of the first vector of every batch is moved by one."""
-
-    def __init__(self, backend):
-        self.backend = backend
-
-    def __getattr__(self, name):
-        return getattr(self.backend, name)
 
     def infer(self, x):
         raw, labels = self.backend.infer(x)
