@@ -248,3 +248,17 @@ def export(model: nn.Module, shape: tuple[int, ...], path: Path,
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         export_qonnx(model, torch.zeros((1, *shape)), str(path), **kwargs)
     return path
+
+
+def build_exported(model: nn.Module, shape: tuple[int, ...], tmp_path: Path, samples: int = 8):
+    """Export `model` as a user would and build it for Pynq-Z1 (unsigned): (the BuildResult,
+    its equivalence stages by name), every stage already checked to agree."""
+    from fpgaprint.compiler.build import build_model
+    from fpgaprint.compiler.config import BuildConfig
+
+    path = export(model, shape, tmp_path / "m.onnx")
+    res = build_model(str(path), "Pynq-Z1", tmp_path / "o",
+                      BuildConfig(equivalence_samples=samples), allow_unsigned=True)
+    stages = {r["stage"]: r for r in res.report["equivalence"]}
+    assert all(r["ok"] for r in stages.values()), stages
+    return res, stages

@@ -8,8 +8,6 @@ from __future__ import annotations
 import models
 import pytest
 
-from fpgaprint.compiler.build import build_model
-from fpgaprint.compiler.config import BuildConfig
 from fpgaprint.core.golden import GoldenModel
 
 
@@ -17,11 +15,7 @@ from fpgaprint.core.golden import GoldenModel
                                                 ("to8bit", "truncs_unshifted")])
 def test_truncated_average_pool_builds_exact(tmp_path, rounding, fragment):
     module, shape = models.avgpool_cnn(rounding)
-    path = models.export(module, shape, tmp_path / "m.onnx")
-    res = build_model(str(path), "Pynq-Z1", tmp_path / "o", BuildConfig(equivalence_samples=8),
-                      allow_unsigned=True)
-    stages = {r["stage"]: r for r in res.report["equivalence"]}
-    assert all(r["ok"] for r in stages.values()), stages
+    res, stages = models.build_exported(module, shape, tmp_path)
     for s in ("convert_to_hw", "minimize_bit_width", "dataflow_parent", "rtlsim_layers"):
         assert stages[s]["exact"] and stages[s]["max_abs_diff"] == 0.0, s
     assert len(res.report[fragment]) == 1

@@ -151,11 +151,7 @@ def test_declared_host_ops_must_be_the_golden_tail(softmax):
 @pytest.mark.parametrize("kind, op", [("argmax", "ArgMax"), ("topk", "TopK")])
 def test_index_heads_build_exact_and_answer_the_label(tmp_path, kind, op):
     module, shape = models.ranked_mlp(kind)
-    path = models.export(module, shape, tmp_path / "m.onnx")
-    res = build_model(str(path), "Pynq-Z1", tmp_path / "o", BuildConfig(equivalence_samples=8),
-                      allow_unsigned=True)
-    stages = {r["stage"]: r for r in res.report["equivalence"]}
-    assert all(r["ok"] for r in stages.values()), stages
+    res, stages = models.build_exported(module, shape, tmp_path)
     assert stages["rtlsim_stitched"]["exact"] and stages["rtlsim_stitched"]["max_abs_diff"] == 0
     assert res.report["io"]["host_ops"][-1]["op"] == op
     golden = GoldenModel(res.golden_path)
@@ -169,11 +165,7 @@ def test_index_heads_build_exact_and_answer_the_label(tmp_path, kind, op):
                                       (nn.Sigmoid(), "Sigmoid")])
 def test_other_output_heads_build_exact_on_the_host(tmp_path, head, op):
     module, shape = models.softmax_mlp(head=head)
-    path = models.export(module, shape, tmp_path / "m.onnx")
-    res = build_model(str(path), "Pynq-Z1", tmp_path / "o", BuildConfig(equivalence_samples=8),
-                      allow_unsigned=True)
-    stages = {r["stage"]: r for r in res.report["equivalence"]}
-    assert all(r["ok"] for r in stages.values()), stages
+    res, stages = models.build_exported(module, shape, tmp_path)
     assert stages["rtlsim_stitched"]["exact"] and stages["rtlsim_stitched"]["max_abs_diff"] == 0
     assert res.report["io"]["host_ops"][-1]["op"] == op
     assert "thresholds" not in res.report  # the output Sigmoid is a head, not thresholds

@@ -17,8 +17,6 @@ import pytest
 from onnx import TensorProto, helper
 from torch import nn
 
-from fpgaprint.compiler.build import build_model
-from fpgaprint.compiler.config import BuildConfig
 from fpgaprint.core.golden import GoldenModel
 
 ACTS = {"Sigmoid": nn.Sigmoid, "Tanh": nn.Tanh, "HardSigmoid": nn.Hardsigmoid,
@@ -28,12 +26,8 @@ ACTS = {"Sigmoid": nn.Sigmoid, "Tanh": nn.Tanh, "HardSigmoid": nn.Hardsigmoid,
 @pytest.mark.parametrize("op", ["Sigmoid", "Tanh"])
 def test_activation_between_layers_builds_exact(tmp_path, op):
     module, shape = models.activation_mlp(ACTS[op]())
-    path = models.export(module, shape, tmp_path / "m.onnx")
-    name = next(n.name for n in onnx.load(str(path)).graph.node if n.op_type == op)
-    res = build_model(str(path), "Pynq-Z1", tmp_path / "o", BuildConfig(equivalence_samples=8),
-                      allow_unsigned=True)
-    stages = {r["stage"]: r for r in res.report["equivalence"]}
-    assert all(r["ok"] for r in stages.values()), stages
+    res, stages = models.build_exported(module, shape, tmp_path)
+    name = next(n.name for n in onnx.load(str(tmp_path / "m.onnx")).graph.node if n.op_type == op)
     for s in ("convert_to_hw", "minimize_bit_width", "dataflow_parent", "rtlsim_stitched"):
         assert stages[s]["exact"] and stages[s]["max_abs_diff"] == 0.0, s
     assert res.report["thresholds"] == [f"{op} {name}"]
