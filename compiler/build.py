@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import inspect
 import io
@@ -92,18 +93,32 @@ def _prepare_out(out: Path) -> None:
 
 
 def _code_key(step) -> str:
-    """What a step's code is: the source of the module defining it (its wrapper and helpers),
-    the FINN+ step functions it calls and the FINN+ version (a changed step invalidates its
-    saved results)."""
-    import sys
+    """What a step's code is: fpgaprint's compiler and core sources (the step's wrapper and
+    every helper it may call, e.g. the folding rules), the FINN+ step functions it calls and
+    the FINN+ version (a changed step invalidates its saved results)."""
     from importlib import metadata
 
     from fpgaprint.compiler.steps import finn_steps
 
-    parts = [inspect.getsource(sys.modules[step.fn.__module__]), step.name,
-             metadata.version("finn-plus")]
+    parts = [_own_sources(), step.name, metadata.version("finn-plus")]
     parts += [inspect.getsource(getattr(finn_steps(), f)) for f in step.finn]
     return _sha("\n".join(parts))
+
+
+@functools.cache
+def _own_sources() -> str:
+    """SHA-256 of the Python and HDL sources of fpgaprint.compiler and fpgaprint.core, in a
+    fixed order."""
+    import fpgaprint.compiler
+    import fpgaprint.core
+
+    h = hashlib.sha256()
+    for pkg in (fpgaprint.compiler, fpgaprint.core):
+        root = Path(pkg.__file__).parent
+        for f in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".sv", ".v", ".cpp")
+                        and "__pycache__" not in p.parts):
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
 
 
 def build_model(
