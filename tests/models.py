@@ -91,6 +91,25 @@ def avgpool_cnn(rounding: str, seed: int = 0) -> tuple[nn.Module, tuple[int, ...
     return _settle(model, (2, 6, 6)), (2, 6, 6)
 
 
+def conv_fc_cnn(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
+    """Conv (per-channel weight scales) → BN → ReLU → flatten → linear over a (2, 6, 6)
+    input: every layer has an RTL variant, so the whole design is stitched, and its input
+    is transposed NCHW → NHWC on the host (two channels change the order)."""
+    import brevitas.nn as qnn
+
+    _seed(seed)
+    model = nn.Sequential(
+        qnn.QuantIdentity(bit_width=4, return_quant_tensor=True),
+        qnn.QuantConv2d(2, 4, 3, bias=False, weight_bit_width=3,
+                        weight_scaling_per_output_channel=True),
+        nn.BatchNorm2d(4),
+        qnn.QuantReLU(bit_width=3, return_quant_tensor=True),
+        nn.Flatten(),
+        qnn.QuantLinear(4 * 4 * 4, 5, bias=False, weight_bit_width=3),
+    )
+    return _settle(model, (2, 6, 6)), (2, 6, 6)
+
+
 def kws_cnn(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
     """1-D convolutions over a (1, 1, 64) input with (1, 5) kernels (the keyword-spotting
     shape): the first layer's matrix is 5 wide, so FINN+ folds it to SIMD = MW = 5."""
@@ -250,13 +269,15 @@ def export(model: nn.Module, shape: tuple[int, ...], path: Path,
     return path
 
 
-def build_exported(model: nn.Module, shape: tuple[int, ...], tmp_path: Path, samples: int = 8):
-    """Export `model` as a user would and build it for Pynq-Z1 (unsigned): (the BuildResult,
-    its equivalence stages by name), every stage already checked to agree."""
+def build_exported(model: nn.Module, shape: tuple[int, ...], tmp_path: Path, samples: int = 8,
+                   dynamo: bool | None = None):
+    """Export `model` as a user would (`dynamo` as in `export`) and build it for Pynq-Z1
+    (unsigned): (the BuildResult, its equivalence stages by name), every stage already checked
+    to agree."""
     from fpgaprint.compiler.build import build_model
     from fpgaprint.compiler.config import BuildConfig
 
-    path = export(model, shape, tmp_path / "m.onnx")
+    path = export(model, shape, tmp_path / "m.onnx", dynamo=dynamo)
     res = build_model(str(path), "Pynq-Z1", tmp_path / "o",
                       BuildConfig(equivalence_samples=samples), allow_unsigned=True)
     stages = {r["stage"]: r for r in res.report["equivalence"]}

@@ -195,9 +195,10 @@ def hook(config, board):
     return None, "distributed_sim"
 
 
-def measure(model, part: str, clock_ns: float, golden, x_int, work: Path, log) -> dict:
-    """Stitch `model` with deep, monitored FIFOs in `work`, stream `x_int` through it at full
-    rate; returns the sizing depth, each FIFO's peak, and the deep design's cycles."""
+def measure(model, part: str, clock_ns: float, golden, x_acc, work: Path, log) -> dict:
+    """Stitch `model` with deep, monitored FIFOs in `work`, stream `x_acc` (the vectors as the
+    accelerator's first layer reads them) through it at full rate; returns the sizing depth,
+    each FIFO's peak, and the deep design's cycles."""
     from fpgaprint.compiler.rtlsim import stitch
     from fpgaprint.compiler.rtlsim.design import StitchedDesign
     from fpgaprint.compiler.rtlsim.errors import SimulationError
@@ -212,7 +213,7 @@ def measure(model, part: str, clock_ns: float, golden, x_int, work: Path, log) -
         raise SimulationError(f"FIFO sizing design: {e}", e.log) from None
     try:
         with design.simulator(build=build) as sim:
-            perf = sim.measure(x_int)
+            perf = sim.measure(x_acc)
             peaks = sim.peaks()
     except SimulationError as e:
         raise SimulationError(f"FIFO sizing design (every FIFO {sizing_depth(plumbed)} deep): "

@@ -135,20 +135,27 @@ def _log_failure(log, error: Exception) -> None:
 
 def _stitched(out: Path, board, config, log, model, golden_path: Path, x_int) -> dict:
     """Size the FIFOs, build, check (at full rate and with random stalls) and measure the
-    stitched design; {"built": False, "reason"} when the design cannot be stitched."""
+    stitched design; {"built": False, "reason"} when the design cannot be stitched.
+
+    `x_int` are the golden model's inputs; the design streams them as its first layer reads
+    them, after the host-side head of the golden graph (a convolution's NCHW -> NHWC
+    Transpose)."""
+    from fpgaprint.compiler.bist.stage import accelerator_inputs
     from fpgaprint.compiler.rtlsim import fifosizing, stitch
     from fpgaprint.compiler.rtlsim.design import StitchedDesign
     from fpgaprint.core.golden import GoldenModel
 
     clock_ns = config.clock_ns or board.clock_ns
     golden = GoldenModel(golden_path)
+    want = golden.run(x_int)[0]
+    x_acc = accelerator_inputs(golden, x_int)
     t0 = time.perf_counter()
     hook, source = fifosizing.hook(config, board)
     sizing = None
     try:
         if hook is None:  # sizing by simulation
             work = out / "finn" / "fifosizing" / "rtl"
-            sizing = fifosizing.measure(model, board.part, clock_ns, golden, x_int, work, log)
+            sizing = fifosizing.measure(model, board.part, clock_ns, golden, x_acc, work, log)
             sizing["seconds"] = round(time.perf_counter() - t0, 3)
             depths = fifosizing.sized_depths(sizing["graph"], sizing["peaks"])
             hook = fifosizing.setter(depths, fifosizing.large_fifo_style(config, board))
@@ -168,15 +175,14 @@ def _stitched(out: Path, board, config, log, model, golden_path: Path, x_int) ->
     except SimulationError as e:
         raise SimulationError(f"{_culprit(str(e), design)}{e}", e.log) from None
     compile_s = time.perf_counter() - t1
-    want = golden.run(x_int)[0]
     with design.simulator(build=build) as sim:
         t2 = time.perf_counter()
-        raw, cycles = sim.run(x_int)
+        raw, cycles = sim.run(x_acc)
         sim_s = time.perf_counter() - t2
         check_stitched(design.top, raw, want)
-        perf = sim.measure(x_int)
+        perf = sim.measure(x_acc)
         sim.reset()
-        stalled, stalled_cycles = sim.run(x_int, STALLS)
+        stalled, stalled_cycles = sim.run(x_acc, STALLS)
         check_stitched(design.top, stalled, want, f" with random stalls (seed {STALLS.seed})")
     clock_mhz = 1000.0 / clock_ns
     res = {
