@@ -24,6 +24,8 @@ MEMORY_INPUTS = {"MVAU": (1, 2), "VVAU": (1, 2), "Thresholding": (1,)}
 ROWWISE_OPS = {"MVAU", "Thresholding", "Reshape", "Flatten", "Mul", "Add", "Sub", "Div",
                "Relu", "Identity"}
 MAX_BATCH = 64
+KEEP_ORDER = ("Reshape", "Flatten")  # host-side head ops that keep the row-major order
+INPUT_OPS = (*KEEP_ORDER, "Transpose")  # host-side ops a board applies before its accelerator
 EXACT_FLOAT32_BITS = 24  # integers up to 2^24 are exact in float32, in any summation order
 # output heads the host applies after the accelerator; the label is the argmax of what the
 # first of them reads (they keep its order per row)
@@ -347,3 +349,29 @@ def check_host_ops(spec) -> list[dict]:
                     or not lo <= value <= hi:
                 raise InputError(f"{where}: {op['op']} attribute {key}={value!r} not allowed")
     return spec
+
+
+def accelerator_inputs(model, x: np.ndarray) -> np.ndarray:
+    """The vectors `x` (B, ...) of the golden graph `model` (a qonnx ModelWrapper) as the
+    accelerator's first HW layer receives them, (B, values): the graph's host-side head (e.g. a
+    convolution's NCHW -> NHWC Transpose) applied, one vector at a time. Integers stay exact
+    (a head only moves values)."""
+    from qonnx.core.onnx_exec import execute_onnx
+
+    nodes = list(model.graph.node)
+    first = next(i for i, n in enumerate(nodes) if n.domain.startswith(HW_DOMAIN))
+    head = nodes[:first]
+    x = np.asarray(x)
+    if all(n.op_type in KEEP_ORDER for n in head):
+        return x.reshape(len(x), -1)
+    bad = next((n for n in head if n.op_type not in INPUT_OPS), None)
+    if bad is not None:
+        raise InputError(f"host-side {bad.op_type} node {bad.name!r} before the accelerator; "
+                         f"a board applies only {', '.join(INPUT_OPS)} there")
+    name, inp = nodes[first].input[0], model.graph.input[0].name
+    shape = tuple(model.get_tensor_shape(inp))[1:]
+    x = x.reshape((-1, *shape))
+    return np.stack([np.asarray(execute_onnx(
+        model, {inp: row[None].astype(np.float32)}, return_full_exec_context=True,
+        start_node=head[0], end_node=head[-1])[name]) for row in x]).reshape(len(x), -1) \
+        .astype(x.dtype)

@@ -22,29 +22,15 @@ import numpy as np
 from fpgaprint.compiler.rtlsim.errors import BistError
 from fpgaprint.core import bist as B
 from fpgaprint.core.errors import InputError
-from fpgaprint.core.golden import HW_DOMAIN, GoldenModel
+from fpgaprint.core.golden import GoldenModel
+from fpgaprint.core.golden import accelerator_inputs as golden_accelerator_inputs
 
 RTL_DIR = Path("hw/rtl")
 
 
-KEEP_ORDER = ("Reshape", "Flatten")
-
-
 def accelerator_inputs(g: GoldenModel, x: np.ndarray) -> np.ndarray:
-    """The vectors as the accelerator's first layer receives them: the golden graph's
-    host-side head (e.g. CNV's NCHW -> NHWC Transpose) applied, one vector at a time."""
-    from qonnx.core.onnx_exec import execute_onnx
-
-    nodes = list(g.model.graph.node)
-    first = next(i for i, n in enumerate(nodes) if n.domain.startswith(HW_DOMAIN))
-    head = nodes[:first]
-    if all(n.op_type in KEEP_ORDER for n in head):
-        return np.asarray(x)
-    name = nodes[first].input[0]
-    x = np.asarray(x).reshape((-1, *g.input_shape[1:]))
-    return np.stack([np.asarray(execute_onnx(
-        g.model, {g.input_name: row[None].astype(np.float32)}, return_full_exec_context=True,
-        start_node=head[0], end_node=head[-1])[name]) for row in x]).reshape(len(x), -1)
+    """The vectors as the accelerator's first layer receives them (`core.golden`)."""
+    return golden_accelerator_inputs(g.model, x)
 
 
 def predicted_cycles(stitched: dict, n: int) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from fpgaprint.core.errors import InputError, LinkError
+from fpgaprint.core.golden import HW_DOMAIN, INPUT_OPS, accelerator_inputs
 from fpgaprint.core.package import Package
 from fpgaprint.core.streams import (  # noqa: F401  (the driver data path, re-exported)
     DriverIO,
@@ -28,14 +29,13 @@ from fpgaprint.core.streams import (  # noqa: F401  (the driver data path, re-ex
 )
 from fpgaprint.hw_targets.backends.base import Backend, check_inputs, register
 
-HW_DOMAIN = "finn.custom_op.fpgadataflow"
 SETTINGS = ("hw/settings.json", "hw/driver/settings.json")
-HEAD_OPS = ("Reshape", "Flatten")  # host-side ops before the accelerator that keep row order
 
 
 class HostGraph:
-    """The host-side parts of the golden graph around the accelerator: the head (only
-    reshapes are allowed there) and the tail that turns raw outputs into final outputs."""
+    """The host-side parts of the golden graph around the accelerator: the head (reshapes and
+    transposes, `core.golden.INPUT_OPS`) and the tail that turns raw outputs into final
+    outputs."""
 
     def __init__(self, golden_path: Path, raw_output: str, tail_only: bool = False):
         """`tail_only`: only the tail is used, any host-side head is allowed."""
@@ -46,11 +46,11 @@ class HostGraph:
         hw = [i for i, n in enumerate(nodes) if n.domain.startswith(HW_DOMAIN)]
         if not hw:
             raise InputError(f"{golden_path}: no FINN HW layers")
-        bad = [] if tail_only else [n for n in nodes[:hw[0]] if n.op_type not in HEAD_OPS]
+        bad = [] if tail_only else [n for n in nodes[:hw[0]] if n.op_type not in INPUT_OPS]
         if bad:
             raise InputError(f"{golden_path}: host-side {bad[0].op_type} node {bad[0].name!r} "
-                             "before the accelerator; the pynq backend supports only "
-                             f"{', '.join(HEAD_OPS)} there")
+                             "before the accelerator; a board applies only "
+                             f"{', '.join(INPUT_OPS)} there")
         producer = self.model.find_producer(raw_output)
         if producer is None or nodes.index(producer) != hw[-1]:
             raise InputError(f"{golden_path}: raw output {raw_output!r} is not produced by the "
@@ -62,6 +62,10 @@ class HostGraph:
         self.output = self.model.graph.output[0].name
         self.scores = scores_tensor(self.model, raw_output)  # what the label is the argmax of
         self.tail = nodes[hw[-1] + 1:]
+
+    def head(self, x: np.ndarray) -> np.ndarray:
+        """Checked inputs (B, *input) as the accelerator reads them, (B, values)."""
+        return accelerator_inputs(self.model, x)
 
     def final(self, raw: np.ndarray, name: str | None = None) -> np.ndarray:
         """Final outputs (B, C) float32 from raw accelerator outputs (B, R) (or the tail's
@@ -155,7 +159,7 @@ class PynqBackend(Backend):
     def accelerate(self, x: np.ndarray) -> np.ndarray:
         """Raw accelerator outputs int64 (B, R) for checked inputs (B, *input_shape)."""
         b = x.shape[0]
-        packed = pack_input(fold_input(x, self.io), self.io)
+        packed = pack_input(fold_input(self.host.head(x), self.io), self.io)
         if getattr(self.overlay, "batch_size", None) != b:
             self.overlay.batch_size = b
         out = np.empty(self.io.batched("oshape_packed", b), dtype=np.uint8)
