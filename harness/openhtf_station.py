@@ -18,7 +18,7 @@ import numpy as np
 import openhtf as htf
 from openhtf.core.base_plugs import BasePlug
 
-from fpgaprint.harness.verdict import FAIL, NO_VERDICT, PASS, Answers, decide
+from fpgaprint.harness.verdict import FAIL, NO_VERDICT, PASS, Answers, decide, identity_check
 from fpgaprint.harness.verify import (
     DEFAULT_BATCH,
     Plan,
@@ -93,6 +93,8 @@ def make_test(
     @htf.measures(
         htf.Measurement("package_id").equals(ident["package_id"]),
         htf.Measurement("protocol").equals(ident["protocol"]),
+        htf.Measurement("identity").equals(PASS).doc(
+            "package id, protocol and bitstream hash as verify checks them"),
         htf.Measurement("serial").doc("serial number the board reports"),
         htf.Measurement("board"),
     )
@@ -105,7 +107,9 @@ def make_test(
         test.measurements.board = str(hello.get("board"))
         if hello.get("serial"):
             test.dut_id = str(hello["serial"])
-        if hello.get("package_id") != ident["package_id"]:
+        check = identity_check(ident, hello)
+        test.measurements.identity = check.status
+        if check.status != PASS:
             return htf.PhaseResult.STOP
 
     @htf.measures(
@@ -142,7 +146,7 @@ def make_test(
     def verify(test: htf.TestApi, board: BoardPlug) -> None:
         answers, v = judge(board, st_plan)
         test.measurements.verify_answered = int(answers.answered.sum())
-        test.measurements.verify_verdict = v.status
+        test.measurements.verify_verdict = v.reported
         test.measurements.verify_match_rate = v.match_rate
         if exact:
             test.measurements.verify_exact_failed = v.check("exact").failed
@@ -172,7 +176,7 @@ def make_test(
         def challenge_phase(test: htf.TestApi, board: BoardPlug) -> None:
             answers, v = judge(board, ch_plan)
             test.measurements.challenge_answered = int(answers.answered.sum())
-            test.measurements.challenge_verdict = v.status
+            test.measurements.challenge_verdict = v.reported
             test.measurements.challenge_match_rate = v.match_rate
             if "exact" in ch_plan.policy.checks:
                 test.measurements.challenge_exact_failed = v.check("exact").failed

@@ -110,6 +110,11 @@ class Verdict:
         """PASS by the rule with a fingerprint interval straddling the threshold."""
         return is_marginal(self.status, self.checks)
 
+    @property
+    def reported(self) -> str:
+        """The status every caller reports: a marginal PASS is NO_VERDICT, never PASS."""
+        return NO_VERDICT if self.marginal else self.status
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "status": self.status,

@@ -213,9 +213,17 @@ def challenge_plan(pkg: "Package", fp_path: str | Path, rng: np.random.Generator
                                                             else "FAIL")
                 + "): a healthy board would not pass this challenge confidently; use a larger "
                 "set or one calibrated for this package")
+    weak = base_plan.fingerprint_only
+    if "exact" not in kept and fp.algorithm != "boundary" and not weak:
+        if not allow_fingerprint_only:  # the policy's boundary tier covers only its own vectors
+            raise InputError(
+                f"{fp_path}: the package's policy has no exact check, so this challenge would be "
+                "judged by labels alone (a boundary set is judged strictly); give "
+                "--allow-fingerprint-only to verify with it anyway (warned and recorded)")
+        weak = True
     expected = Expected(fp.labels, golden_raw if "exact" in kept else None, golden_labels)
     return Plan("challenge", fp.inputs_int, expected, policy, rng.permutation(n),
-                base_plan.bist, base_plan.fingerprint_only)
+                base_plan.bist, weak)
 
 
 def golden_answers(pkg: "Package", inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -347,7 +355,7 @@ def verify_board(
     elif link_error and verdict.status == NO_VERDICT and "HELLO" not in reason:
         reason = f"link error: {link_error}; {reason}"
     if verdict.marginal:  # a pass the interval does not support: no confident verdict
-        status = NO_VERDICT
+        status = verdict.reported
         reason = f"no confident verdict: fingerprint: {verdict.check('fingerprint').detail}"
     verification = pkg.verification
     return BoardOutcome(

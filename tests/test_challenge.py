@@ -15,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import first_changing_flip, in_process_board, make_challenge, moved, resign
+from conftest import (
+    first_changing_flip,
+    in_process_board,
+    make_challenge,
+    moved,
+    resign,
+    run_fpgaprint,
+)
 
 from fpgaprint.core.errors import InputError
 from fpgaprint.core.fpset import FingerprintSet, load_set
@@ -277,3 +284,51 @@ def test_the_self_test_policy_is_the_one_the_board_is_judged_by(digits_package, 
     v = load_vectors(digits_package)
     assert np.array_equal(plan.inputs, v["inputs"]) and not plan.fingerprint_only
     assert "exact" in plan.policy.checks
+
+
+def test_a_challenge_under_a_policy_without_exact_check_needs_the_flag(
+        digits_build, digits_package, keypair, tmp_path):
+    """A boundary tier judges only the package's own vectors: an ordinary challenge of such a
+    package would be judged by labels alone."""
+    pkg = verify_package(digits_package, trusted_key=keypair[1])
+    n = len(load_vectors(digits_package)["inputs"])
+    weak = _exact_only(digits_package, tmp_path / "bd", keypair[0], ("fingerprint", "boundary"),
+                       0.5)
+    policy = weak / "selftest" / "policy.json"
+    doc = json.loads(policy.read_text())
+    doc["boundary_count"] = n // 4
+    policy.write_text(json.dumps(doc))
+    weak_pkg = verify_package(resign(weak, keypair[0]), trusted_key=keypair[1])
+    assert not selftest_plan(weak_pkg).fingerprint_only  # the self-test has its boundary tier
+    fp = make_challenge(digits_build.golden, moved(digits_build.inputs), tmp_path / "c.npz")
+    with pytest.raises(InputError, match="would be judged by labels alone"):
+        challenge_plan(weak_pkg, fp, RNG)
+    assert challenge_plan(weak_pkg, fp, RNG, allow_fingerprint_only=True).fingerprint_only
+    assert not challenge_plan(pkg, fp, RNG).fingerprint_only
+
+
+class OtherBitstream(Wrapped):
+    """A board that reports another bitstream than the package's."""
+
+    def identity(self):
+        return {**self.backend.identity(), "bitstream_sha256": "ab" * 32}
+
+
+def test_the_station_judges_identity_and_marginal_passes_as_verify_does(
+        digits_build, make_package, keypair, tmp_path):
+    pub = keypair[1]
+
+    def station(pkg, url):
+        r = run_fpgaprint("station", "--port", url, "--package", pkg, "--trusted-key", pub)
+        return r.returncode, r.stdout + r.stderr
+
+    flashed = make_package("digits-mlp", tmp_path / "bit", hw={"top.bit": b"a bitstream"})
+    with in_process_board(flashed, pub, wrap=OtherBitstream, pty=True) as link:
+        code, text = station(flashed, link.url)
+    assert code != 0 and "identity" in text and "verdict: PASS" not in text, text
+    golden_labels = GoldenModel(digits_build.golden).run(digits_build.inputs)[2]
+    k, n = int((golden_labels == digits_build.expected).sum()), len(golden_labels)
+    edge = make_package("digits-mlp", tmp_path / "edge", threshold=k / n)  # rate == threshold
+    with in_process_board(edge, pub, pty=True) as link:
+        code, text = station(edge, link.url)
+    assert code != 0 and "NO_VERDICT" in text and "verdict: PASS" not in text, text
