@@ -8,6 +8,7 @@ names the report.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from pathlib import Path
@@ -219,8 +220,11 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
     distinct_outputs(**{"--junit": junit, "--html": html, "--journal": journal})
     settings = LinkSettings(timeout, retries, batch, baud, deadline)
     console = make_console()  # never wrapped or cut off a terminal
-    with _load(package, trusted_key, allow_unsigned, allow_unpinned) as pkg, \
-            ResultStore(db_url, wait=db_wait) as store:
+    with contextlib.ExitStack() as stack:
+        pkg = stack.enter_context(_load(package, trusted_key, allow_unsigned, allow_unpinned))
+        # built (and checked) once, before the database is opened or any board is touched
+        base = _plan(pkg, challenge, allow_fingerprint_only)
+        store = stack.enter_context(ResultStore(db_url, wait=db_wait))
         spool = Journal(journal or Journal.default_path(db_url))
         replayed = store.replay(spool)
         if replayed.committed:
@@ -231,8 +235,6 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
         if replayed.rejected:
             raise InputError(f"--journal {spool.path}: " + "; ".join(replayed.rejected)
                              + ": kept in the journal, marked rejected; nothing was verified")
-        # built (and checked) once, before any board is touched
-        base = _plan(pkg, challenge, allow_fingerprint_only)
 
         def plan_for(_port: str):
             """Each board gets its own random order of the challenge set."""
