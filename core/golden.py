@@ -75,6 +75,10 @@ class GoldenModel:
         self._batch_models: dict = {}  # batch size -> batched copy of self.model
 
     # -- execution -------------------------------------------------------------------------
+    def accelerator_inputs(self, x: np.ndarray) -> np.ndarray:
+        """`x` as the accelerator's first HW layer receives it (`accelerator_inputs`)."""
+        return accelerator_inputs(self.model, x)
+
     def run(
         self, x_int: np.ndarray, batch: bool = True
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -380,12 +380,12 @@ def make_package(compiled, keypair):
             shutil.copytree(c.out / "hw" / "rtl", out / "hw" / "rtl")
         if bist:
             from fpgaprint.compiler.bist.generate import generate
-            from fpgaprint.compiler.bist.stage import accelerator_inputs, predicted_cycles
+            from fpgaprint.compiler.bist.stage import predicted_cycles
             from fpgaprint.compiler.rtlsim.design import StitchedDesign
 
             st = c.result.report["rtl"]["stitched"]
             generate(out / "hw" / "rtl", StitchedDesign(out / "hw" / "rtl").io,
-                     accelerator_inputs(GoldenModel(golden), c.inputs), raw, bist,
+                     GoldenModel(golden).accelerator_inputs(c.inputs), raw, bist,
                      predicted_cycles=predicted_cycles(st, len(c.inputs)),
                      latency_cycles=st["latency_cycles"])
         for rel, data in (hw or {}).items():

@@ -7,7 +7,6 @@ import models
 import numpy as np
 import pytest
 
-from fpgaprint.compiler.bist.stage import accelerator_inputs
 from fpgaprint.compiler.rtlsim.design import StitchedDesign
 from fpgaprint.core.golden import GoldenModel
 
@@ -26,7 +25,7 @@ def test_conv_fc_with_host_transpose_stitches_exact(tmp_path, dynamo):
     x = np.random.default_rng(3).integers(-8, 8, (4, *shape))
     want = golden.run(x)[0]
     with StitchedDesign(tmp_path / "o" / "hw" / "rtl").simulator() as sim:
-        raw, _ = sim.run(accelerator_inputs(golden, x))
+        raw, _ = sim.run(golden.accelerator_inputs(x))
         np.testing.assert_array_equal(raw.reshape(want.shape), want)
         sim.reset()
         unordered, _ = sim.run(x)  # the golden model's own layout is not the stream's

@@ -23,14 +23,8 @@ from fpgaprint.compiler.rtlsim.errors import BistError
 from fpgaprint.core import bist as B
 from fpgaprint.core.errors import InputError
 from fpgaprint.core.golden import GoldenModel
-from fpgaprint.core.golden import accelerator_inputs as golden_accelerator_inputs
 
 RTL_DIR = Path("hw/rtl")
-
-
-def accelerator_inputs(g: GoldenModel, x: np.ndarray) -> np.ndarray:
-    """The vectors as the accelerator's first layer receives them (`core.golden`)."""
-    return golden_accelerator_inputs(g.model, x)
 
 
 def predicted_cycles(stitched: dict, n: int) -> int:
@@ -94,7 +88,7 @@ def run(out: Path, brd, config, report: dict, inputs: np.ndarray, raw: np.ndarra
         predicted = None
     if not isinstance(golden, GoldenModel):
         golden = GoldenModel(golden)
-    acc_in = accelerator_inputs(golden, inputs)
+    acc_in = golden.accelerator_inputs(inputs)
     spec = generate(rtl, io, acc_in, raw, mode, stitched=stitched, predicted_cycles=predicted,
                     latency_cycles=st.get("latency_cycles") if stitched else None)
     clock_ns = float(config.clock_ns or brd.clock_ns)

@@ -140,7 +140,6 @@ def _stitched(out: Path, board, config, log, model, golden_path: Path, x_int) ->
     `x_int` are the golden model's inputs; the design streams them as its first layer reads
     them, after the host-side head of the golden graph (a convolution's NCHW -> NHWC
     Transpose)."""
-    from fpgaprint.compiler.bist.stage import accelerator_inputs
     from fpgaprint.compiler.rtlsim import fifosizing, stitch
     from fpgaprint.compiler.rtlsim.design import StitchedDesign
     from fpgaprint.core.golden import GoldenModel
@@ -148,7 +147,7 @@ def _stitched(out: Path, board, config, log, model, golden_path: Path, x_int) ->
     clock_ns = config.clock_ns or board.clock_ns
     golden = GoldenModel(golden_path)
     want = golden.run(x_int)[0]
-    x_acc = accelerator_inputs(golden, x_int)
+    x_acc = golden.accelerator_inputs(x_int)
     t0 = time.perf_counter()
     hook, source = fifosizing.hook(config, board)
     sizing = None
