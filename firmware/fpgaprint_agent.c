@@ -583,6 +583,17 @@ static void identity(sb_t *b, int *first)
     sb_u64(b, boots);
 }
 
+/* "name", "package_id", "protocol": consecutive in the sorted keys of HELLO and INFO */
+static void package_fields(sb_t *b, int *first)
+{
+    js_key(b, first, "name");
+    js_string(b, FPA_PACKAGE_NAME);
+    js_key(b, first, "package_id");
+    js_string(b, FPA_PACKAGE_ID);
+    js_key(b, first, "protocol");
+    sb_u64(b, PROTOCOL_VERSION);
+}
+
 static void limits(sb_t *b, int *first)
 {
     js_key(b, first, "infer_s_per_vector");
@@ -649,12 +660,7 @@ static int do_hello(const uint8_t *p, size_t n, uint8_t *out, size_t cap, size_t
     sb_ch(&b, '{');
     identity(&b, &first);
     limits(&b, &first);
-    js_key(&b, &first, "name");
-    js_string(&b, FPA_PACKAGE_NAME);
-    js_key(&b, &first, "package_id");
-    js_string(&b, FPA_PACKAGE_ID);
-    js_key(&b, &first, "protocol");
-    sb_u64(&b, PROTOCOL_VERSION);
+    package_fields(&b, &first);
     js_key(&b, &first, "serial");
     js_string(&b, fpa_hal_serial());
     js_key(&b, &first, "window");
@@ -676,12 +682,7 @@ static int do_info(const uint8_t *p, size_t n, uint8_t *out, size_t cap, size_t 
     js_key(&b, &first, "errors");
     sb_u64(&b, n_errors);
     limits(&b, &first);
-    js_key(&b, &first, "name");
-    js_string(&b, FPA_PACKAGE_NAME);
-    js_key(&b, &first, "package_id");
-    js_string(&b, FPA_PACKAGE_ID);
-    js_key(&b, &first, "protocol");
-    sb_u64(&b, PROTOCOL_VERSION);
+    package_fields(&b, &first);
     js_key(&b, &first, "requests");
     sb_u64(&b, n_requests);
     js_key(&b, &first, "selftest");
