@@ -327,8 +327,8 @@ def build_sides(model: Model, data: Dataset | None = None, golden: str | Path | 
 
 
 def place_threshold(fs: FingerprintSet, sides: Sides, false_alarm: float = FALSE_ALARM,
-                    impostors: bool = True, embedded: FingerprintSet | None = None
-                    ) -> tuple[float | None, dict]:
+                    impostors: bool = True, embedded: FingerprintSet | None = None,
+                    baud: int = power.BAUD) -> tuple[float | None, dict]:
     """(threshold, report) for `fs`: the threshold is the benign side's, checked against the
     attack side; None when it does not reject every independently trained model.
 
@@ -337,7 +337,7 @@ def place_threshold(fs: FingerprintSet, sides: Sides, false_alarm: float = FALSE
     rule's 95 % interval, so that variant passes confidently). Independent models, the set's
     impostors (`fingerprint.impostor`) and the score-level statistic are measured the same
     way; the report says which attack the threshold rejects and, if not, whether any
-    threshold could (`separates`, `no_threshold`)."""
+    threshold could (`separates`, `no_threshold`); line times are at `baud`."""
     n = len(fs)
     confidence = 1.0 - 2.0 * false_alarm
     ref = sides.source.logits(fs.inputs) if sides.source is not None else None
@@ -404,10 +404,10 @@ def place_threshold(fs: FingerprintSet, sides: Sides, false_alarm: float = FALSE
         "power": {"against": top, "gap": b["match_rate"] - a_top, "vectors_needed": need,
                   "vectors_needed_independent": power.vectors_needed(
                       b["match_rate"], a["match_rate"], confidence),
-                  "cap": power.CAP, "baud": power.BAUD,
+                  "cap": power.CAP, "baud": baud,
                   "line_seconds": None if need is None else
-                  power.line_seconds(need, shape, ncls, power.BAUD),
-                  "line_seconds_now": power.line_seconds(n, shape, ncls, power.BAUD)},
+                  power.line_seconds(need, shape, ncls, baud),
+                  "line_seconds_now": power.line_seconds(n, shape, ncls, baud)},
         "source_accuracy": sides.source_accuracy, "max_loss": sides.max_loss,
         "data": sides.data,
     }
@@ -451,13 +451,14 @@ def _score_side(ben: dict, attacks: dict) -> dict:
 
 
 def calibrate_with(fs: FingerprintSet, sides: Sides, false_alarm: float = FALSE_ALARM,
-                   embedded: FingerprintSet | None = None) -> FingerprintSet:
+                   embedded: FingerprintSet | None = None, baud: int = power.BAUD
+                   ) -> FingerprintSet:
     """A copy of `fs` with its threshold; `CalibrationOverlap` if it does not reject every
     independently trained model. For a challenge set, `embedded` is the package's set: the
     impostors are trained on it (else cross-fitted on `fs` itself)."""
     if fs.algorithm == "boundary":
         raise InputError("boundary sets are strict (threshold 1.0): nothing to calibrate")
-    thr, report = place_threshold(fs, sides, false_alarm, embedded=embedded)
+    thr, report = place_threshold(fs, sides, false_alarm, embedded=embedded, baud=baud)
     if thr is None:
         raise CalibrationOverlap(
             f"cannot calibrate: {report['method']} on {len(fs)} {fs.algorithm} vectors; the "

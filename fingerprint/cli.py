@@ -36,6 +36,24 @@ def _count_type():
     return Number(int, 1, MAX_COUNT)
 
 
+class CountOrAuto(Number):
+    """A count from 1 to MAX_COUNT, or `auto` (sized to the calibration's gap)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        return super().convert(value, param, ctx)
+
+    def describe(self) -> str:
+        return super().describe() + " or auto"
+
+
+def _count_or_auto():
+    from fpgaprint.fingerprint.sets import MAX_COUNT
+
+    return CountOrAuto(int, 1, MAX_COUNT)
+
+
 def _seed_torch() -> None:
     import torch
 
@@ -99,8 +117,9 @@ def _with(options):
 @click.option("--algorithm", type=Algorithm(), default="robust", show_default=True,
               help="vanilla (C-), robust (RC-), ltrc (LTRC-examples) from the pre-trained "
                    "model; boundary: the fragile tier, from the build's model/golden.onnx.")
-@click.option("--count", type=_count_type(), default=100, show_default=True,
-              help="Examples in the set (1 to 10000).")
+@click.option("--count", type=_count_or_auto(), default=100, show_default=True,
+              help="Examples in the set (1 to 10000), or auto: sized to the gap the "
+                   "calibration measures on a pilot of 100, at most 500 (needs --calibrate).")
 @click.option("--out", type=OutputPath(), required=True,
               metavar=FPSET, help="The fingerprint set to write (.npz).")
 @click.option("--seed", type=Number(int, 0, MAX_SEED), default=0, show_default=True,
@@ -110,6 +129,9 @@ def _with(options):
               help="Threshold from held-out benign variants, checked against independent "
                    "models and impostors.")
 @_with(_calibration_options)
+@click.option("--board", metavar="BOARD",
+              help="The board the set is verified on: its UART rate (core/boards.yaml) sets "
+                   "the line times the calibration reports [default: 115200 baud].")
 @click.option("--challenge-out", type=OutputPath(), metavar=FPSET,
               help="Also write a challenge set, disjoint from the embedded one.")
 @click.option("--challenge-count", type=_count_type(), default=None,
@@ -124,21 +146,32 @@ def _with(options):
               help="The build's activation width the robust family draws [build default].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE", help="build.yaml: take the widths and the input grid from it.")
-def generate(model: str, algorithm: str, count: int, out: Path, seed: int, calibrate: bool,
-             golden: Path | None, attack: tuple[str, ...], challenge_out: Path | None,
-             challenge_count: int | None, margin: float | None, steps: int | None,
-             weight_bits: int | None, act_bits: int | None, config_path: Path | None) -> None:
+def generate(model: str, algorithm: str, count: int | str, out: Path, seed: int,
+             calibrate: bool, golden: Path | None, attack: tuple[str, ...], board: str | None,
+             challenge_out: Path | None, challenge_count: int | None, margin: float | None,
+             steps: int | None, weight_bits: int | None, act_bits: int | None,
+             config_path: Path | None) -> None:
     """Generate COUNT examples of MODEL (.pt, zoo:NAME, or golden.onnx for boundary) into OUT."""
     from fpgaprint.compiler.config import BuildConfig
+    from fpgaprint.fingerprint import power
     from fpgaprint.fingerprint.calibrate import build_sides, calibrate_with
     from fpgaprint.fingerprint.generate import PAPER_NAMES, GenParams, generate_pair
     from fpgaprint.fingerprint.source import load_model
 
+    if count == "auto" and not calibrate:
+        raise InputError("--count auto: needs --calibrate (the count is sized to the gap the "
+                         "calibration measures)")
+    if board is not None and not calibrate:
+        raise InputError("--board: only with --calibrate (it sets the calibration's line times)")
+    try:  # an unknown board is an input error before any work
+        baud = power.board_baud(board)[0]
+    except InputError as e:
+        raise InputError(f"--board: {e}") from None
     if challenge_count is not None and challenge_out is None:
         raise InputError("--challenge-count: give --challenge-out for the challenge set")
     if challenge_out is not None and Path(challenge_out).resolve() == Path(out).resolve():
         raise InputError("--challenge-out: must differ from --out")
-    n_chal = (challenge_count or count) if challenge_out else 0
+    n_chal = (challenge_count or count) if challenge_out and count != "auto" else 0
     if algorithm == "boundary":
         if calibrate:
             raise InputError("--calibrate: boundary sets are strict (threshold 1.0)")
@@ -158,16 +191,30 @@ def generate(model: str, algorithm: str, count: int, out: Path, seed: int, calib
             params.steps = steps
     _seed_torch()
     src = load_model(model)
+    sizing = None
     with _progress() as progress:
-        fs, chal = generate_pair(src, algorithm, count, n_chal, seed=seed, params=params,
-                                 progress=progress)
-        if calibrate:
+        def sides():
             with progress.task("calibration"):
-                sides = build_sides(src, golden=golden, attack=list(attack) or None,
-                                    weight_bits=params.weight_bits, act_bits=params.act_bits,
-                                    seed=seed, say=progress.log)
-            fs = calibrate_with(fs, sides)
-            chal = calibrate_with(chal, sides, embedded=fs) if chal is not None else None
+                return build_sides(src, golden=golden, attack=list(attack) or None,
+                                   weight_bits=params.weight_bits, act_bits=params.act_bits,
+                                   seed=seed, say=progress.log)
+
+        if count == "auto":
+            from fpgaprint.fingerprint.sizing import generate_sized
+
+            sized = generate_sized(src, algorithm, sides(), seed, params,
+                                   challenge=challenge_out is not None,
+                                   challenge_count=challenge_count, board=board,
+                                   progress=progress)
+            fs, chal, sizing = sized.fs, sized.challenge, sized.sizing
+        else:
+            fs, chal = generate_pair(src, algorithm, count, n_chal, seed=seed, params=params,
+                                     progress=progress)
+            if calibrate:
+                both = sides()
+                fs = calibrate_with(fs, both, baud=baud)
+                chal = (calibrate_with(chal, both, embedded=fs, baud=baud)
+                        if chal is not None else None)
     fs.save(out)
     click.echo(f"{out}: {len(fs)} {algorithm} examples ({PAPER_NAMES[algorithm]}) of "
                f"{src.name} (source sha256 {src.sha256[:16]}), threshold {fs.threshold:.3f}")
@@ -183,6 +230,11 @@ def generate(model: str, algorithm: str, count: int, out: Path, seed: int, calib
 
             click.echo(f"  challenge set against impostors trained on the embedded set: "
                        f"{calibration_lines(chal.calibration)[0]}")
+    if sizing is not None:
+        from fpgaprint.fingerprint.sizing import sizing_lines
+
+        for text in sizing_lines(sizing):
+            click.echo(text)
 
 
 def _print_sides(cal: dict) -> None:
