@@ -66,5 +66,5 @@ def board_baud(board: str | None) -> tuple[int, str]:
         return BAUD, f"no board given: the default {BAUD}"
     b = get_board(board)
     if b.baud is None:
-        return BAUD, f"{b.name} has no UART (its agent is reached over TCP): the default {BAUD}"
+        return BAUD, f"{b.name} has no UART, its agent is reached over TCP: the default {BAUD}"
     return int(b.baud), f"{b.name}'s UART, core/boards.yaml"
