@@ -1,5 +1,6 @@
-"""RTL co-simulation in the build: impl_style, node-by-node rtlsim of every RTL layer against the
-golden model, the stitched RTL accelerator (its top, its package folder, its simulation), and
+"""RTL co-simulation in the build: impl_style, node-by-node rtlsim of RTL layers against the
+golden model (those outside a stitched design, every one on request or to name the layer a
+stitched design differs in), the stitched RTL accelerator (its top, its package folder, its simulation), and
 the failure modes (a corrupted memory image, Verilator missing or failing, a stalled design).
 
 The zoo builds are the session's shared ones (`compiled`); tests that must change a build work
@@ -44,16 +45,17 @@ def test_auto_build_is_all_rtl_and_bit_exact_at_every_layer_and_stitched(compile
     layers = rtl["layers"]
     assert layers and all(r["impl"] == "rtl" and r["simulated"] for r in layers), layers
     assert {"MVAU_rtl", "Thresholding_rtl"} <= {r["op_type"] for r in layers}
-    assert all(r["golden_layer"] and r["cycles_rtlsim"] > 0 for r in layers)
+    # every layer is in the stitched design, whose simulation covers it
+    assert all(r["golden_layer"] and r["covered_by"] == "finn_design" for r in layers)
     n = report["equivalence_inputs"]
-    assert rtl["node_by_node"] == {**rtl["node_by_node"], "ok": True, "vectors": n,
-                                   "layers": len(layers)}
+    assert rtl["node_by_node"] == {**rtl["node_by_node"], "ok": True,
+                                   "covered_by": "finn_design", "layers": 0}
     st = rtl["stitched"]
     assert st["built"] and st["ok"] and st["vectors"] == n and st["top"] == "finn_design"
     assert st["latency_cycles"] > 0 and st["ii_cycles"] > 0
     assert st["estimate"]["latency_cycles"] > 0 and st["estimate"]["ii_cycles"] > 0
     stages = {r["stage"]: r for r in report["equivalence"]}
-    assert stages["rtlsim_layers"]["exact"] and stages["rtlsim_stitched"]["ok"]
+    assert "rtlsim_layers" not in stages and stages["rtlsim_stitched"]["ok"]
     on_disk = json.loads((c.out / "reports" / "build.json").read_text())
     assert on_disk["rtl"]["stitched"]["latency_cycles"] == st["latency_cycles"]
     # the packaged design, simulated again on fresh vectors, is bit-exact with the golden model
@@ -188,6 +190,41 @@ def test_corrupted_weight_image_fails_the_build_naming_layer_file_and_line(scrat
     failed = json.loads((scratch / "reports" / "build.failed.json").read_text())
     assert failed["status"] == "failed" and "MVAU_rtl_1" in failed["error"]
     assert not (scratch / "reports" / "build.json").exists()
+
+
+def test_node_by_node_all_simulates_every_layer_besides_the_stitched_design(scratch, tmp_path):
+    out = tmp_path / "all"
+    res = build_model(str(_source(scratch)), "Pynq-Z1", out,
+                      BuildConfig(equivalence_samples=4, rtlsim_node_by_node="all"),
+                      allow_unsigned=True)
+    rtl = res.report["rtl"]
+    layers = rtl["layers"]
+    assert layers and all(r["simulated"] and r["cycles_rtlsim"] > 0 and "covered_by" not in r
+                          for r in layers)
+    assert rtl["node_by_node"] == {**rtl["node_by_node"], "ok": True, "vectors": 4,
+                                   "layers": len(layers)}
+    stages = {r["stage"]: r for r in res.report["equivalence"]}
+    assert stages["rtlsim_layers"]["exact"] and stages["rtlsim_stitched"]["ok"]
+    assert rtl["stitched"]["built"] and rtl["stitched"]["ok"]
+
+
+def test_a_stitched_design_that_differs_is_traced_to_its_layer(scratch, run_cli):
+    """A layer's RTL changed (its output offset): the stitched design differs, and its layers,
+    simulated one by one, name the layer, the vector and the element (exit 1)."""
+    rtl = _code_gen(scratch, "Thresholding_rtl_0") / "Thresholding_rtl_0.v"
+    with _Edited(rtl, lambda t: t.replace("parameter  BIAS   = 0", "parameter  BIAS   = 1", 1)):
+        assert "BIAS   = 1" in rtl.read_text()
+        code, _, err = run_cli("build", _source(scratch), "--out", scratch, "--samples", "4")
+    assert code == 1, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: RTL layer Thresholding_rtl_0 (Thresholding_rtl) differs from "
+                           "the golden model on equivalence vector "), line
+    failed = json.loads((scratch / "reports" / "build.failed.json").read_text())["rtl"]
+    assert failed["stitched"]["ok"] is False and failed["stitched"]["stage"] == "rtlsim_stitched"
+    assert failed["stitched"]["error"].startswith("stitched RTL design finn_design differs")
+    assert failed["node_by_node"] == {**failed["node_by_node"], "ok": False,
+                                      "stage": "rtlsim_layers", "exit_code": 1}
+    assert "simulating its layers one by one" in (scratch / "build.log").read_text()
 
 
 def test_corrupted_threshold_image_is_named_with_vector_and_element(scratch, tmp_path):

@@ -3,10 +3,13 @@ generated) and its part of the terminal summary (`summary`).
 
 * Every layer is listed with its implementation (`impl_style`); HLS layers are named "not
   simulated here: needs Vitis HLS".
-* Node by node: every RTL layer runs FINN+'s node-level rtlsim on Verilator over the build's
-  equivalence vectors, fed with the golden model's tensors (`layers.check_layers`): here
-  when the golden model runs batched (MLPs: a second or two), else on the stage runner's
-  worker while the build goes on; `drain` reports it in order.
+* Node by node: an RTL layer outside a stitched design runs FINN+'s node-level rtlsim on
+  Verilator over the build's equivalence vectors, fed with the golden model's tensors
+  (`layers.check_layers`): here when the golden model runs batched (MLPs: a second or two),
+  else on the stage runner's worker while the build goes on; `drain` reports it in order.
+  The layers of a stitched design are covered by its simulation; they run one by one only
+  when it differs from the golden model, to name the layer (config `rtlsim_node_by_node:
+  all` runs them anyway).
 * Stitched: an all-RTL design gets FINN+'s FIFOs and width converters and one Verilog top
   (`stitch`), written to `OUT/hw/rtl/` (a package folder), built with Verilator and run on the
   same vectors; its raw outputs must equal the golden model's, and its measured cycles per
@@ -92,18 +95,27 @@ def run(out: Path, board, config, log, report: dict, eq, stages, model_path: Pat
     # here; the others (convolutions, one vector at a time) go to the worker
     from fpgaprint.core.golden import GoldenModel
 
-    stages.task("rtlsim_layers", check_layers,
-                (str(model_path), str(golden_path), x_int, str(out / "finn")), layers_done,
-                inline=GoldenModel(golden_path).batchable)
+    args = (str(model_path), str(golden_path), x_int, str(out / "finn"))
+    covered = (getattr(config, "rtlsim_node_by_node", "uncovered") == "uncovered"
+               and all(r["impl"] == "rtl" for r in rows))
+    if not covered:
+        stages.task("rtlsim_layers", check_layers, args, layers_done,
+                    inline=GoldenModel(golden_path).batchable)
     t0 = time.perf_counter()
     try:
         section["stitched"] = _stitched(out, board, config, log, model, golden_path, x_int)
     except (SimulationError, RtlMismatchError) as e:
         section["stitched"] = _failed("rtlsim_stitched", e)
         _log_failure(log, e)
+        if covered and type(e) is RtlMismatchError:
+            _localize(check_layers, args, layers_done, log)
         raise
     add_plumbing_resources(report)
     st = section["stitched"]
+    if covered and not st.get("built"):  # all RTL but not stitchable: every layer alone
+        covered = False
+        stages.task("rtlsim_layers", check_layers, args, layers_done,
+                    inline=GoldenModel(golden_path).batchable)
     if st.get("built"):
         from fpgaprint.compiler.rtlsim.fifosizing import finn_config_file
         from fpgaprint.core.atomic import write_json
@@ -111,6 +123,24 @@ def run(out: Path, board, config, log, report: dict, eq, stages, model_path: Pat
         write_json(out / FIFO_JSON, finn_config_file(st["fifos"]["fifos"]))
         results.append(StageResult("rtlsim_stitched", True, 0.0, 0, 0, True,
                                    round(time.perf_counter() - t0, 3)))
+    if covered:
+        for r in rows:
+            r.update(simulated=True, covered_by=st["top"])
+        section["node_by_node"] = {"ok": True, "covered_by": st["top"], "vectors": 0,
+                                   "layers": 0, "seconds": 0.0, "compile_seconds": 0.0}
+        eq.results.extend(results)
+
+
+def _localize(check_layers, args: tuple, layers_done, log) -> None:
+    """After the stitched design differed: simulate its layers one by one, so that the first
+    layer that differs is named (its error raised); returns when every layer is exact."""
+    log("rtlsim: the stitched design differs from the golden model; simulating its layers "
+        "one by one to find the layer", show=True)
+    try:
+        result = check_layers(*args)
+    except (SimulationError, RtlMismatchError) as e:
+        layers_done(None, e)
+    layers_done(result, None)
 
 
 def _golden_layers(golden_path: Path) -> dict[str, str]:
@@ -312,6 +342,7 @@ def summary(report: dict, console) -> None:
         t.add_column(c)
     for r in rtl["layers"]:
         sim = (r.get("note") or "not simulated") if not r.get("simulated") else \
+            f"rtlsim bit-exact in {r['covered_by']}" if r.get("covered_by") else \
             "rtlsim bit-exact" if r.get("reference") != "reordered" else \
             "rtlsim bit-exact (output order by design)"
         t.add_row(r["layer"], r.get("golden_layer", ""), r["impl"].upper(), sim)
