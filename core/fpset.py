@@ -1,5 +1,9 @@
 """The fingerprint set: intrinsic examples on the input grid with their labels and provenance.
 
+A set whose calibration keeps the score check (`core.selftest`) also carries the source
+model's outputs on its vectors (`source_outputs`, float32 (N, C)) and the check's threshold
+(`score_threshold`); both or neither.
+
 Stored as one `.npz` (format `fpgaprint-fingerprint/1`), written to a temporary file and
 renamed so a set is never half-written.
 """
@@ -23,6 +27,33 @@ FORMAT = "fpgaprint-fingerprint/1"
 DEFAULT_THRESHOLD = 0.8  # uncalibrated; a perfect match is confident above it from N = 17
 REQUIRED = ("format", "inputs", "inputs_int", "labels", "margins", "algorithm", "params", "seed",
             "source_sha256", "input_shape", "grid_bits", "threshold", "calibration")
+MAX_CLASSES = 65_536  # columns of `source_outputs`
+MAX_OUTPUT = 1e30  # magnitude bound of a source output
+
+
+def check_score_arrays(outputs, threshold, n: int, where: str
+                       ) -> tuple[np.ndarray | None, float | None]:
+    """Validate a score check's source outputs (finite floats, shape (n, C), 2 <= C) and
+    threshold (a number in [-1, 1]), both or neither; InputError naming `where`."""
+    if outputs is None and threshold is None:
+        return None, None
+    if outputs is None or threshold is None:
+        raise InputError(f"{where}: the score check needs both source_outputs and "
+                         "score_threshold")
+    a = np.asarray(outputs)
+    if a.dtype.kind != "f":
+        raise InputError(f"{where}: source_outputs must be floats, got dtype {a.dtype}")
+    if a.ndim != 2 or a.shape[0] != n or not 2 <= a.shape[1] <= MAX_CLASSES:
+        raise InputError(f"{where}: source_outputs must have shape ({n}, classes), got "
+                         f"{a.shape}")
+    if not np.isfinite(a).all() or (a.size and float(np.abs(a).max()) > MAX_OUTPUT):
+        raise InputError(f"{where}: source_outputs holds values that are not finite numbers "
+                         f"of magnitude <= {MAX_OUTPUT:g}")
+    t = np.asarray(threshold)
+    if t.shape != () or t.dtype.kind not in "fiu" or not -1.0 <= float(t) <= 1.0:
+        raise InputError(f"{where}: score_threshold must be a number in [-1, 1], got "
+                         f"{threshold!r}")
+    return a.astype(np.float32), float(t)
 
 
 @dataclass
@@ -40,6 +71,8 @@ class FingerprintSet:
     grid: InputGrid = field(default_factory=InputGrid)  # an int means InputGrid(bits)
     threshold: float = DEFAULT_THRESHOLD
     calibration: dict = field(default_factory=lambda: {"method": "default, not calibrated"})
+    source_outputs: np.ndarray | None = None  # float32 (N, C): the score check's reference
+    score_threshold: float | None = None  # the score check's threshold (with source_outputs)
 
     def __post_init__(self) -> None:
         if not isinstance(self.grid, InputGrid):
@@ -54,6 +87,13 @@ class FingerprintSet:
                 f"inconsistent fingerprint set: inputs {self.inputs_int.shape}, "
                 f"{n} labels, {len(self.margins)} margins, input shape {self.input_shape}"
             )
+        self.source_outputs, self.score_threshold = check_score_arrays(
+            self.source_outputs, self.score_threshold, n, "fingerprint set")
+
+    @property
+    def has_score(self) -> bool:
+        """Whether the set carries the score check."""
+        return self.source_outputs is not None
 
     @property
     def grid_bits(self) -> int:
@@ -75,14 +115,24 @@ class FingerprintSet:
         grid = "" if self.grid.same_integers(InputGrid(self.grid.bits)) else \
             json.dumps(self.grid.to_dict(), sort_keys=True)
         h.update(f"{self.threshold:.6f}{self.source_sha256}{self.grid_bits}{grid}".encode())
+        if self.has_score:
+            h.update(np.ascontiguousarray(self.source_outputs, "<f4").tobytes())
+            h.update(f"score{self.score_threshold:.6f}".encode())
         return h.hexdigest()
 
     def with_threshold(self, threshold: float, calibration: dict) -> "FingerprintSet":
         return replace(self, threshold=float(threshold), calibration=dict(calibration))
 
+    def with_score(self, source_outputs: np.ndarray | None, threshold: float | None
+                   ) -> "FingerprintSet":
+        """A copy carrying the score check (None, None: without it)."""
+        return replace(self, source_outputs=source_outputs, score_threshold=threshold)
+
     def subset(self, idx: np.ndarray) -> "FingerprintSet":
         return replace(self, inputs_int=self.inputs_int[idx], labels=self.labels[idx],
-                       margins=self.margins[idx])
+                       margins=self.margins[idx],
+                       source_outputs=None if self.source_outputs is None
+                       else self.source_outputs[idx])
 
     def save(self, path: str | Path) -> Path:
         """Write the set atomically (temporary file in the same folder, then rename)."""
@@ -102,6 +152,9 @@ class FingerprintSet:
             "threshold": np.array(float(self.threshold)),
             "calibration": np.array(json.dumps(self.calibration, sort_keys=True)),
         }
+        if self.has_score:
+            arrays["source_outputs"] = self.source_outputs
+            arrays["score_threshold"] = np.array(float(self.score_threshold))
         with atomic_file(path) as f:
             np.savez(f, **arrays)
         return Path(path)
@@ -151,7 +204,9 @@ def load_set(path: str | Path) -> FingerprintSet:
             threshold=float(data["threshold"]),
             calibration=json.loads(str(data["calibration"])),
         )
-    except (ValueError, json.JSONDecodeError) as e:
+        fs.source_outputs, fs.score_threshold = check_score_arrays(
+            data.get("source_outputs"), data.get("score_threshold"), len(fs), str(path))
+    except (ValueError, TypeError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: malformed fingerprint set: {e}") from e
     if not fs.grid.contains(fs.inputs_int):
         raise InputError(f"{path}: inputs outside the {fs.grid.datatype} grid")

@@ -107,6 +107,29 @@ class GoldenModel:
         scores = out[self.scores].reshape(n, -1)
         return raw, logits, scores.argmax(axis=1).astype(np.int64)
 
+    def deployed_scores(self, raw: np.ndarray) -> np.ndarray:
+        """Raw accelerator outputs (N, R) through the host-side tail up to the tensor the
+        label is the argmax of (`scores`): float64 (N, C), the deployed model's class scores
+        (a per-class scale or bias on the host changes margins, so they are computed, not
+        assumed). One row at a time, as a board's host side does."""
+        from qonnx.core.onnx_exec import execute_onnx
+
+        raw = np.asarray(raw, dtype=np.float64)
+        n = len(raw)
+        tail = _tail(self.model, self.raw_output)
+        last = self.model.find_producer(self.scores)
+        if not tail or self.scores == self.raw_output or last is None:
+            return raw.reshape(n, -1)
+        tail = tail[:tail.index(last) + 1]
+        if all(t.op_type in KEEP_ORDER or t.op_type == "Identity" for t in tail):
+            return raw.reshape(n, -1)
+        shape = self.raw_shape
+        out = [np.asarray(execute_onnx(
+            self.model, {self.raw_output: row.reshape(shape).astype(np.float32)},
+            return_full_exec_context=True, start_node=tail[0], end_node=tail[-1])[self.scores],
+            dtype=np.float64).reshape(-1) for row in raw.reshape(n, -1)]
+        return np.stack(out) if out else np.zeros((0, int(np.prod(shape[1:]))))
+
     def tensors(self, x_int: np.ndarray, names, batch: bool = True) -> dict[str, np.ndarray]:
         """Values of the named tensors for N >= 1 input vectors, each (N, *shape[1:]) where
         shape is the tensor's shape for one vector (batched as `run` is)."""

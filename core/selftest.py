@@ -14,7 +14,11 @@ Checks:
   vector of the boundary tier; one differing label is FAIL;
 - ``onchip``: the accelerator's own self-test (BIST, `core.bist`) ran to completion over the
   package's vectors from its ROM and reports PASS, an intact ROM and the golden output
-  signature the package records; packages built with a BIST carry it.
+  signature the package records; packages built with a BIST carry it;
+- ``score`` (sets whose calibration keeps it): over the fingerprint tier, the correlation of
+  the board's deployed class-score margins with the pre-trained model's (`core.scores`), with
+  its Fisher-z interval: FAIL when the interval's upper end is below ``score_threshold``,
+  ``marginal`` when the interval straddles it. It only adds a way to fail.
 
 A set of N vectors holds the fingerprint tier first and the boundary tier (the last
 ``boundary_count`` vectors) after it; the exact check covers both.
@@ -28,35 +32,40 @@ any check has none, else PASS.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
 
 from fpgaprint.core.errors import InputError
+from fpgaprint.core.scores import CONFIDENCE, margin_correlation
 
 PASS = "PASS"
 FAIL = "FAIL"
 NO_VERDICT = "NO_VERDICT"
 EXIT_CODES = {PASS: 0, FAIL: 1, NO_VERDICT: 3}
-CHECKS = ("exact", "fingerprint", "boundary", "onchip")
-CONFIDENCE = 0.95  # of the match rate's Clopper-Pearson interval
+CHECKS = ("exact", "fingerprint", "boundary", "onchip", "score")
+MARGINAL_CHECKS = ("fingerprint", "score")  # checks whose interval may straddle a threshold
+# CONFIDENCE: the level of every interval of the rule (match rate, score)
 MAX_BOUNDARY = 1_000_000  # bound on the boundary tier's size read from a policy
 
 
 @dataclass(frozen=True)
 class Policy:
-    """Which checks apply, the fingerprint match-rate threshold and the size of the boundary
-    tier (the last `boundary_count` vectors); the one validation."""
+    """Which checks apply, the fingerprint match-rate threshold, the size of the boundary
+    tier (the last `boundary_count` vectors) and the score check's margin-correlation
+    threshold (exactly when it applies); the one validation."""
 
     checks: tuple[str, ...]
     fingerprint_threshold: float = 1.0
     boundary_count: int = 0
+    score_threshold: float | None = None
 
     def __post_init__(self) -> None:
         check_checks(self.checks, "policy")
         check_threshold(self.fingerprint_threshold, "policy")
         check_boundary_count(self.boundary_count, self.checks, "policy")
+        check_score_threshold(self.score_threshold, self.checks, "policy")
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "policy") -> "Policy":
@@ -65,14 +74,22 @@ class Policy:
         checks = check_checks(d.get("checks"), where)
         thr = d.get("fingerprint_threshold", 1.0 if "fingerprint" not in checks else None)
         nb = check_boundary_count(d.get("boundary_count", 0), checks, where)
-        return cls(checks, check_threshold(thr, where), nb)
+        st = check_score_threshold(d.get("score_threshold"), checks, where)
+        return cls(checks, check_threshold(thr, where), nb, st)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"checks": list(self.checks),
                              "fingerprint_threshold": self.fingerprint_threshold}
         if "boundary" in self.checks:
             d["boundary_count"] = self.boundary_count
+        if "score" in self.checks:
+            d["score_threshold"] = self.score_threshold
         return d
+
+    def with_checks(self, *checks: str) -> "Policy":
+        """This policy with `checks` added (their thresholds as set here)."""
+        return replace(self, checks=(*self.checks, *(c for c in checks
+                                                     if c not in self.checks)))
 
     def required_matches(self, n: int) -> int:
         """Label matches out of `n` that the fingerprint check needs."""
@@ -106,6 +123,19 @@ def check_boundary_count(nb: Any, checks: tuple[str, ...], where: str) -> int:
         raise InputError(f"{where}: 'boundary_count' must be positive exactly when the "
                          f"boundary check applies (checks {list(checks)}, boundary_count {nb})")
     return nb
+
+
+def check_score_threshold(t: Any, checks: tuple[str, ...], where: str) -> float | None:
+    """The score check's threshold: a correlation in [-1, 1], given exactly when it applies."""
+    if "score" not in checks:
+        if t is not None:
+            raise InputError(f"{where}: 'score_threshold' is set but the score check does not "
+                             f"apply (checks {list(checks)})")
+        return None
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not -1.0 <= float(t) <= 1.0:
+        raise InputError(f"{where}: 'score_threshold' must be a number in [-1, 1] when the "
+                         f"score check applies, got {t!r}")
+    return float(t)
 
 
 def check_threshold(t: Any, where: str) -> float:
@@ -170,10 +200,20 @@ class Evaluation:
 
 
 def is_marginal(status: str, checks: list[CheckResult]) -> bool:
-    """PASS by the rule, but the fingerprint interval straddles the threshold: callers report
-    it as MARGINAL (no confident verdict, exit 3), never as a plain PASS."""
-    c = next((c for c in checks if c.name == "fingerprint"), None)
-    return status == PASS and c is not None and bool(c.extra.get("marginal"))
+    """PASS by the rule, but an interval (fingerprint, score) straddles its threshold: callers
+    report it as MARGINAL (no confident verdict, exit 3), never as a plain PASS."""
+    return status == PASS and bool(marginal_checks(checks))
+
+
+def marginal_checks(checks: list[CheckResult]) -> list[CheckResult]:
+    """The checks whose interval straddles their threshold."""
+    return [c for c in checks if c.name in MARGINAL_CHECKS and c.extra.get("marginal")]
+
+
+def marginal_reason(checks: list[CheckResult]) -> str:
+    """The reason a marginal PASS gets: each straddling check's detail."""
+    return "no confident verdict: " + "; ".join(f"{c.name}: {c.detail}"
+                                                for c in marginal_checks(checks))
 
 
 def _indices(mask: np.ndarray, limit: int = 10) -> str:
@@ -263,6 +303,39 @@ def boundary_check(expected_labels: np.ndarray, labels: np.ndarray, answered: np
     return CheckResult("boundary", status, detail, matches, failed, missing, extra), match
 
 
+def score_check(source: np.ndarray, scores: np.ndarray | None, labels: np.ndarray,
+                have: np.ndarray, threshold: float, confidence: float = CONFIDENCE
+                ) -> CheckResult:
+    """The deployed class scores (N, C) against the pre-trained model's `source` (N, C) for
+    its `labels`: margin correlation (`core.scores`) and its Fisher-z interval. FAIL when the
+    upper end is below `threshold`; `marginal` when the interval straddles it; vectors not in
+    `have` (no raw answer) leave it NO_VERDICT."""
+    n = len(have)
+    missing = int(n - np.asarray(have, bool).sum())
+    extra: dict[str, Any] = {"threshold": threshold, "confidence": confidence}
+    if missing or scores is None:
+        return CheckResult("score", NO_VERDICT, f"{missing or n}/{n} vectors without a raw "
+                           "output for the score check", 0, 0, missing or n, extra)
+    scores = np.asarray(scores, dtype=np.float64)
+    if not np.isfinite(scores).all():
+        bad = ~np.isfinite(scores).all(axis=1)
+        return CheckResult("score", FAIL, f"deployed scores are not finite (vectors "
+                           f"{_indices(bad)})", 0, n, 0, extra)
+    r, lo, hi = margin_correlation(source, scores, labels, confidence)
+    marginal = bool(lo < threshold <= hi)
+    extra.update(correlation=r, interval=[lo, hi], marginal=marginal)
+    ci = interval_text(lo, hi, confidence)
+    text = f"margin correlation {r:.3f} with the pre-trained model over {n} vectors ({ci})"
+    if hi < threshold:
+        return CheckResult("score", FAIL, f"{text} < threshold {threshold:.3f}", 0, n, 0,
+                           extra)
+    if marginal:
+        return CheckResult("score", PASS, f"MARGINAL: {text}: the interval straddles the "
+                           f"threshold {threshold:.3f}, more vectors are needed for a confident "
+                           "verdict", n, 0, 0, extra)
+    return CheckResult("score", PASS, f"{text} >= threshold {threshold:.3f}", n, 0, 0, extra)
+
+
 def onchip_check(record: Mapping[str, Any] | None, spec) -> CheckResult:
     """The board's BIST registers (`core.bist.RECORD_FIELDS`, or None when it reported none)
     against the package's BIST description `spec` (a `core.bist.BistSpec`)."""
@@ -324,7 +397,7 @@ def evaluate(raw: np.ndarray | None, labels: np.ndarray, vectors: Mapping[str, n
              raw_ok: np.ndarray | None = None,
              extra_checks: list[CheckResult] | None = None,
              confidence: float = CONFIDENCE, onchip: Mapping[str, Any] | None = None,
-             bist=None) -> Evaluation:
+             bist=None, scores: np.ndarray | None = None) -> Evaluation:
     """Apply the policy's checks to a board's answers for N vectors.
 
     `vectors` holds ``expected_labels`` (N,) and, for the exact check, ``golden_raw`` (N, R);
@@ -334,7 +407,10 @@ def evaluate(raw: np.ndarray | None, labels: np.ndarray, vectors: Mapping[str, n
     `extra_checks` (identity, binding…) take part in the overall status. `confidence` is the
     level of the fingerprint match rate's interval. `onchip` is the board's BIST register
     record (None: not reported) and `bist` the package's `core.bist.BistSpec`, both for the
-    ``onchip`` check.
+    ``onchip`` check. For the ``score`` check, `vectors` holds ``source_outputs`` (the
+    pre-trained model's outputs on the fingerprint tier) and `scores` (N, C) the board's
+    deployed class scores (`GoldenModel.deployed_scores` of its raw outputs; rows without a
+    raw answer of the expected width, per `raw_ok`, count as missing).
     """
     expected = np.asarray(vectors["expected_labels"], dtype=np.int64).reshape(-1)
     n = len(expected)
@@ -373,6 +449,10 @@ def evaluate(raw: np.ndarray | None, labels: np.ndarray, vectors: Mapping[str, n
             c, label_ok[bd] = boundary_check(expected[bd], labels[bd], answered[bd])
             checked[bd] = True
             checks.append(c)
+        if "score" in policy.checks:
+            checks.append(_score(vectors, scores, expected[fp], answered[fp],
+                                 None if raw_ok is None else np.asarray(raw_ok, bool)[fp],
+                                 fp, policy.score_threshold, confidence))
     if "onchip" in policy.checks:
         if bist is None:
             raise InputError("onchip check requested but the package describes no BIST")
@@ -380,3 +460,25 @@ def evaluate(raw: np.ndarray | None, labels: np.ndarray, vectors: Mapping[str, n
     status, reason = combine(checks)
     return Evaluation(status, reason, checks, diff, label_ok,
                       None if label_ok is None else checked, policy.boundary_count)
+
+
+def _score(vectors: Mapping[str, np.ndarray], scores: np.ndarray | None, labels: np.ndarray,
+           answered: np.ndarray, raw_ok: np.ndarray | None, fp: slice, threshold: float,
+           confidence: float) -> CheckResult:
+    """The score check over the fingerprint tier `fp` (see `evaluate`)."""
+    source = vectors.get("source_outputs")
+    if source is None:
+        raise InputError("score check requested but there are no source outputs")
+    source = np.asarray(source, dtype=np.float64)
+    n = len(labels)
+    if source.ndim != 2 or source.shape[0] != n:
+        raise InputError(f"score check: source outputs of shape {source.shape} for {n} "
+                         "fingerprint vectors")
+    have = answered if raw_ok is None else answered & raw_ok
+    if scores is not None:
+        scores = np.asarray(scores, dtype=np.float64)
+        scores = scores.reshape(len(scores), -1)[fp]
+        if scores.shape != source.shape:
+            raise InputError(f"score check: deployed scores of shape {scores.shape}, source "
+                             f"outputs {source.shape}")
+    return score_check(source, scores, labels, have, threshold, confidence)

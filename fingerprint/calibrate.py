@@ -16,6 +16,12 @@ exit 1, nothing written); one that does not reject an impostor is written with t
 saying so, and whether any threshold could (`no_threshold`). The report also gives the
 score-level statistic (`core.scores`) calibrated the same way, and the number of
 vectors the measured gap needs (`fingerprint.power`).
+
+The score check (`core.selftest`, ``score``) is kept on the set, with the source model's
+outputs on its vectors, only where it separates: every independently trained model FAILs it
+by the pass rule (its interval's upper end below the threshold) and no benign variant lies
+below the threshold. Impostors and quiet attacks are reported, not required: an impostor
+distilled from the source's outputs imitates its margins too.
 """
 
 from __future__ import annotations
@@ -445,9 +451,41 @@ def _score_side(ben: dict, attacks: dict) -> dict:
     worst = min(ben, key=lambda k: ben[k]["score"]["value"])
     thr = ben[worst]["score"]["interval"][0]
     rejected = {k: bool(e["score"]["value"] < thr) for k, e in attacks.items() if "score" in e}
+    outcome = {k: _score_outcome(e["score"]["interval"], thr)
+               for k, e in {**ben, **attacks}.items() if "score" in e}
     return {"statistic": "margin correlation", "threshold": thr, "worst_benign": worst,
             "rejected": rejected, "separates": all(rejected.values()),
-            "not_rejected": [k for k, ok in rejected.items() if not ok]}
+            "not_rejected": [k for k, ok in rejected.items() if not ok],
+            "outcome": outcome,
+            "benign_below": [k for k, e in ben.items() if e["score"]["value"] < thr]}
+
+
+def _score_outcome(interval, thr: float) -> str:
+    """The pass rule's score verdict for an interval: FAIL, MARGINAL or PASS."""
+    lo, hi = interval
+    return "FAIL" if hi < thr else "MARGINAL" if lo < thr else "PASS"
+
+
+def keep_score(report: dict) -> tuple[bool, str]:
+    """(kept, why): the score check is kept when every independently trained model FAILs it
+    and no benign variant is below its threshold."""
+    sc = report.get("score") or {}
+    if not sc:
+        return False, "no score-level figures (no source outputs for the benign side)"
+    out = sc.get("outcome", {})
+    indep = list(report.get("attack", {}))
+    missing = [k for k in indep if k not in out]
+    if missing or not indep:
+        return False, f"no score-level figures for the independent models {missing or indep}"
+    passing = [f"{k} {out[k]}" for k in indep if out[k] != "FAIL"]
+    if passing:
+        return False, (f"does not reject every independently trained model at threshold "
+                       f"{sc['threshold']:.3f} ({'; '.join(passing)})")
+    if sc.get("benign_below"):
+        return False, f"benign variants below the threshold: {sc['benign_below']}"
+    return True, (f"margin correlation threshold {sc['threshold']:.3f} (the lower bound of "
+                  f"{sc['worst_benign']}); rejects all {len(indep)} independently trained "
+                  "models")
 
 
 def calibrate_with(fs: FingerprintSet, sides: Sides, false_alarm: float = FALSE_ALARM,
@@ -463,7 +501,12 @@ def calibrate_with(fs: FingerprintSet, sides: Sides, false_alarm: float = FALSE_
         raise CalibrationOverlap(
             f"cannot calibrate: {report['method']} on {len(fs)} {fs.algorithm} vectors; the "
             "threshold does not reject an independently trained model, none written")
-    return fs.with_threshold(thr, report)
+    kept, why = keep_score(report)
+    report["score_check"] = {"kept": kept, "why": why}
+    out = fs.with_threshold(thr, report)
+    if kept and sides.source is not None:
+        return out.with_score(sides.source.logits(fs.inputs), report["score"]["threshold"])
+    return out.with_score(None, None)
 
 
 def calibrate(fs: FingerprintSet, model: Model, data: Dataset | None = None,

@@ -299,8 +299,9 @@ def calibrate_cmd(model: str, fpset: Path, out: Path | None, golden: Path | None
               help="Level of the match rate's Clopper-Pearson interval.")
 def check(model: str, fpset: Path, expect_source: bool, json_out: Path | None,
           confidence: float) -> None:
-    """Match rate, interval and verdict of MODEL on FPSET: exit 0 PASS, 1 FAIL, 3 MARGINAL
-    (the interval straddles the threshold: no confident verdict)."""
+    """Match rate, interval and verdict of MODEL on FPSET, and the score check when FPSET
+    carries it: exit 0 PASS, 1 FAIL, 3 MARGINAL (an interval straddles its threshold: no
+    confident verdict)."""
     from fpgaprint.core.fpset import load_set
     from fpgaprint.fingerprint.check import MARGINAL
     from fpgaprint.fingerprint.check import check as do_check
@@ -314,10 +315,14 @@ def check(model: str, fpset: Path, expect_source: bool, json_out: Path | None,
     if json_out:
         write_json(json_out, result.to_dict(), sort_keys=False)
     lo, hi = result.interval
+    if result.verdict == MARGINAL and not result.marginal:
+        raise NoVerdict(f"marginal: score: {result.score['detail']}")
     if result.verdict == MARGINAL:
         raise NoVerdict(f"marginal: match rate {result.match_rate:.3f}, interval [{lo:.3f}, "
                         f"{hi:.3f}] straddles threshold {result.threshold:.3f} at N="
                         f"{result.count}: no confident verdict")
+    if result.labels_pass and result.score_failed:
+        raise VerdictFail(f"score mismatch: {result.score['detail']}")
     if not result.passed:
         raise VerdictFail(f"fingerprint mismatch: {result.matches}/{result.count} labels match"
                           + (" (strict)" if result.strict else

@@ -36,6 +36,10 @@ def calibration_lines(cal: dict) -> list[str]:
                    f"{sc['worst_benign']}; " + ("rejects every attack" if sc["separates"] else
                                                 "does not reject " + ", ".join(
                                                     sc["not_rejected"])))
+    kept = cal.get("score_check")
+    if kept:
+        out.append("score check: " + ("carried by the set: " if kept["kept"] else
+                                      "not carried: ") + kept["why"])
     pw = cal.get("power")
     if pw:
         need = pw["vectors_needed"]
