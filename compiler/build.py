@@ -400,7 +400,10 @@ def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar:
                          f"accelerator's is {grid.describe()}")
     inputs = fp.inputs_int.reshape((len(fp), *in_shape))
     expected = fp.labels
-    policy = Policy(("exact", "fingerprint"), float(fp.threshold))
+    # the score check where the set's calibration kept it (the set carries its reference)
+    score = ("score",) if fp.has_score else ()
+    st = fp.score_threshold if fp.has_score else None
+    policy = Policy(("exact", "fingerprint", *score), float(fp.threshold), 0, st)
     extra: dict = {}
     # -- boundary tier: strict labels of this build's golden model, after the fingerprint's
     if bd is not None:
@@ -411,7 +414,8 @@ def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar:
                 f"is {golden_sha[:16]}… (generate it from {result.golden_path})")
         inputs = np.concatenate([inputs, bd.inputs_int.reshape((len(bd), *in_shape))])
         expected = np.concatenate([fp.labels, bd.labels])
-        policy = Policy(("exact", "fingerprint", "boundary"), float(fp.threshold), len(bd))
+        policy = Policy(("exact", "fingerprint", "boundary", *score), float(fp.threshold),
+                        len(bd), st)
         extra = {"boundary_sha256": bd.sha256(), "boundary_source_sha256": bd.source_sha256}
     raw, _, labels = golden.run(inputs)
     # the on-chip self-test over the same vectors; part of the policy where the deployed
@@ -421,10 +425,12 @@ def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar:
     bist, onchip = bist_stage.run(out, brd, config, report, inputs, raw, log, golden)
     bit = sorted((out / "hw").glob("*.bit")) if (out / "hw").is_dir() else []
     if onchip is not None and not bit:
-        policy = Policy((*policy.checks, "onchip"), policy.fingerprint_threshold,
-                        policy.boundary_count)
-    own = evaluate(raw, labels, {"golden_raw": raw, "expected_labels": expected}, policy,
-                   onchip=onchip, bist=bist)
+        policy = policy.with_checks("onchip")
+    vectors = {"golden_raw": raw, "expected_labels": expected}
+    if fp.has_score:
+        vectors["source_outputs"] = fp.source_outputs
+    own = evaluate(raw, labels, vectors, policy, onchip=onchip, bist=bist,
+                   scores=golden.deployed_scores(raw) if fp.has_score else None)
     match = own.match_rate
     if not own.passed:
         raise InputError(f"the compiled model would fail its own self-test: {own.reason}")
@@ -444,9 +450,12 @@ def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar:
         "threshold_note": json.dumps(fp.calibration, sort_keys=True),
         "golden_match_rate": match,
         **extra,
-    })
+    }, fp.source_outputs if fp.has_score else None)
+    sc = own.check("score")
     report["selftest"] = {"count": len(fp), "golden_match_rate": match,
                           "threshold": float(fp.threshold),
+                          **({"score_threshold": st, "golden_score": sc.extra["correlation"]}
+                             if sc is not None else {}),
                           **({"boundary_count": len(bd)} if bd is not None else {})}
     meta = {"name": Path(report["model"]).stem.removeprefix("zoo:"), "board": brd.name,
             "part": brd.part, "platform": brd.platform,

@@ -33,11 +33,13 @@ from fpgaprint.core.package import (
     HEADER,
     POLICY,
     REQUIRED,
+    SOURCE_OUTPUTS,
     VECTORS,
     Package,
     check_consistency,
     check_io,
     check_policy,
+    check_source_outputs,
     check_vectors,
     load_policy,
     load_vectors,
@@ -65,17 +67,22 @@ def write_selftest(
     golden_labels: np.ndarray,
     expected_labels: np.ndarray,
     policy: dict[str, Any],
+    source_outputs: np.ndarray | None = None,
 ) -> Path:
     """Write selftest/vectors.npz and selftest/policy.json (validated, atomic); returns
-    the selftest directory. `policy['count']` is filled in with N."""
+    the selftest directory. `policy['count']` is filled in with N. `source_outputs`: the
+    pre-trained model's outputs on the fingerprint tier, for a policy with the score check."""
     vectors = {
         "inputs": _int_array("inputs", inputs),
         "golden_raw": _int_array("golden_raw", golden_raw),
         "golden_labels": _int_array("golden_labels", golden_labels),
         "expected_labels": _int_array("expected_labels", expected_labels),
     }
+    if source_outputs is not None:
+        vectors[SOURCE_OUTPUTS] = np.asarray(source_outputs, dtype=np.float32)
     n = check_vectors(vectors)
     policy = check_policy(policy, n)
+    check_source_outputs(vectors, policy, "selftest")
     buf = io.BytesIO()
     np.savez(buf, **vectors)
     out = Path(out_dir)
@@ -214,6 +221,7 @@ def finalize_package(
     check_vectors(vectors)
     check_consistency(vectors, io_, str(out))
     policy = check_policy(load_policy(out), int(vectors["inputs"].shape[0]), f"{out}: {POLICY}")
+    check_source_outputs(vectors, policy, str(out))
     bitstream = _bitstream(out, meta.get("bitstream"))
     crcs = cheader.write_header(out / HEADER, name, vectors, io_["input"]["datatype"],
                                 io_["raw_output"]["datatype"])

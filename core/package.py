@@ -38,6 +38,7 @@ POLICY = "selftest/policy.json"
 HEADER = "firmware/selftest_vectors.h"
 REQUIRED = (GOLDEN, VECTORS, POLICY)
 VECTOR_KEYS = ("inputs", "golden_raw", "golden_labels", "expected_labels")
+SOURCE_OUTPUTS = "source_outputs"  # float (N_fp, C): the score check's reference, optional
 
 
 # ---------------------------------------------------------------- self-test files
@@ -76,6 +77,31 @@ def check_vectors(vectors: dict[str, np.ndarray]) -> int:
         if a.size and int(a.min()) < 0:
             raise InputError(f"selftest {key}: negative label {int(a.min())}")
     return n
+
+def check_source_outputs(vectors: dict[str, np.ndarray], policy: dict[str, Any],
+                         where: str) -> None:
+    """The score check's arrays: `source_outputs` (finite floats, one row per fingerprint
+    vector, one column per raw output value) present exactly when the policy lists the
+    score check."""
+    from fpgaprint.core.fpset import check_score_arrays
+
+    pol = Policy.from_dict(policy, where)
+    outputs = vectors.get(SOURCE_OUTPUTS)
+    if "score" not in pol.checks:
+        if outputs is not None:
+            raise InputError(f"{where}: {VECTORS}: {SOURCE_OUTPUTS} present but the policy "
+                             "has no score check")
+        return
+    if outputs is None:
+        raise InputError(f"{where}: the policy has the score check but {VECTORS} has no "
+                         f"{SOURCE_OUTPUTS}")
+    n = int(vectors["inputs"].shape[0]) - pol.boundary_count
+    check_score_arrays(outputs, pol.score_threshold, n, f"{where}: {VECTORS}")
+    raw = int(vectors["golden_raw"].shape[1])
+    if outputs.shape[1] != raw:
+        raise InputError(f"{where}: {VECTORS}: {SOURCE_OUTPUTS} has {outputs.shape[1]} "
+                         f"classes, the raw output {raw} values")
+
 
 def load_vectors(pkg_dir: str | Path) -> dict[str, np.ndarray]:
     """The arrays of a package's selftest/vectors.npz."""
@@ -250,7 +276,8 @@ def _check_contents(pkg: Package) -> None:
     vectors = pkg.vectors()
     check_vectors(vectors)
     check_consistency(vectors, io_, str(pkg.dir))
-    check_policy(pkg.policy(), int(vectors["inputs"].shape[0]), f"{pkg.dir}: {POLICY}")
+    policy = check_policy(pkg.policy(), int(vectors["inputs"].shape[0]), f"{pkg.dir}: {POLICY}")
+    check_source_outputs(vectors, policy, str(pkg.dir))
     want = pkg.selftest_crc32
     got = carrays.crc32s(vectors, io_["input"]["datatype"], io_["raw_output"]["datatype"])
     for key, crc in got.items():

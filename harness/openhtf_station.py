@@ -22,10 +22,10 @@ from fpgaprint.harness.verdict import FAIL, NO_VERDICT, PASS, Answers, decide, i
 from fpgaprint.harness.verify import (
     DEFAULT_BATCH,
     Plan,
+    answer_width,
     challenge_plan,
     expected_identity,
     load_package,
-    raw_width,
     run_plan,
     selftest_plan,
 )
@@ -137,7 +137,7 @@ def make_test(
     def judge(board: BoardPlug, plan: Plan):
         """The plan's answers and the verdict of the one pass rule (both modes)."""
         checks = plan.policy.checks
-        answers = board.run(plan, batch_size, raw_width(pkg) if "exact" in checks else None)
+        answers = board.run(plan, batch_size, answer_width(pkg, plan.policy))
         regs = (board.info().get("selftest") or {}).get("bist") if "onchip" in checks else None
         return answers, decide(plan.expected, answers, plan.policy, onchip=regs, bist=plan.bist)
 

@@ -7,7 +7,7 @@ answers (some may be missing) and reports what the rule decided, vector by vecto
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from fpgaprint.core.selftest import (  # noqa: F401  (re-exported for the harnes
     combine,
     evaluate,
     is_marginal,
+    marginal_reason,
 )
 
 
@@ -32,6 +33,10 @@ class Expected:
     expected_labels: np.ndarray  # (N,) labels of the pre-trained model
     golden_raw: np.ndarray | None = None  # (N, R) golden raw output (exact check)
     golden_labels: np.ndarray | None = None  # (N,) argmax of the golden model
+    # score check: the pre-trained model's outputs on the fingerprint tier (N_fp, C), and
+    # the function turning raw outputs (B, R) into deployed class scores (B, C)
+    source_outputs: np.ndarray | None = None
+    scores_of: Callable[[np.ndarray], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         self.expected_labels = np.asarray(self.expected_labels, dtype=np.int64).reshape(-1)
@@ -140,8 +145,12 @@ def decide(
     vectors = {"expected_labels": expected.expected_labels}
     if expected.golden_raw is not None:
         vectors["golden_raw"] = expected.golden_raw
+    scores = None
+    if "score" in policy.checks:
+        scores = deployed_scores(expected, answers, n - policy.boundary_count)
+        vectors["source_outputs"] = expected.source_outputs
     ev = evaluate(answers.raw, answers.labels, vectors, policy, answers.answered,
-                  answers.raw_ok, extra_checks, onchip=onchip, bist=bist)
+                  answers.raw_ok, extra_checks, onchip=onchip, bist=bist, scores=scores)
     diff, label_ok, checked = ev.raw_diff, ev.label_ok, ev.label_checked
     first_boundary = n - ev.boundary_count
     vectors_out = []
@@ -164,6 +173,23 @@ def decide(
             )
         )
     return Verdict(ev.status, ev.reason, ev.checks, vectors_out)
+
+
+def deployed_scores(expected: Expected, answers: Answers, n_fp: int) -> np.ndarray | None:
+    """The board's deployed class scores (N, C) for the score check: its raw answers of the
+    first `n_fp` vectors (the fingerprint tier) through `expected.scores_of`; rows without a
+    raw answer of the expected width stay NaN (the check counts them missing). None when no
+    raw output was collected."""
+    if expected.source_outputs is None or expected.scores_of is None:
+        raise ValueError("the score check needs the source outputs and the scores function")
+    if answers.raw is None:
+        return None
+    ok = answers.answered & answers.raw_ok
+    ok[n_fp:] = False
+    out = np.full((answers.n, expected.source_outputs.shape[1]), np.nan)
+    if ok.any():
+        out[ok] = np.asarray(expected.scores_of(answers.raw[ok])).reshape(int(ok.sum()), -1)
+    return out
 
 
 def identity_check(expected: Mapping[str, Any], reported: Mapping[str, Any]) -> CheckResult:

@@ -7,13 +7,16 @@ One pass rule for every mode (`core.selftest.evaluate` with the package's policy
   raw outputs and deployed labels come from the package's golden model, and the policy's
   `exact` and `onchip` checks apply as in the self-test; the label check is `fingerprint`
   against the set's pre-trained labels, at the stricter of the set's and the policy's
-  thresholds (`boundary` for a boundary set). A set sharing any input with the package's
-  vectors is refused: a board may hold the package, and the answers to those inputs with it.
+  thresholds (`boundary` for a boundary set), and `score` when the set carries it (at the
+  stricter of its and the policy's score thresholds; the deployed class scores come from the
+  board's raw outputs through the golden graph's host tail). A set sharing any input with the
+  package's vectors is refused: a board may hold the package, and the answers to those inputs
+  with it.
 
 A policy without an integrity check (`exact` or `boundary`) is refused unless the caller allows
-it (`--allow-fingerprint-only`, warned and recorded). A PASS whose fingerprint interval
-straddles the threshold is reported as NO_VERDICT (exit 3), with a reason starting "MARGINAL":
-never as a plain PASS.
+it (`--allow-fingerprint-only`, warned and recorded). A PASS whose fingerprint or score interval
+straddles its threshold is reported as NO_VERDICT (exit 3), with a reason starting "no
+confident verdict": never as a plain PASS.
 
 Everything is bounded by one deadline (`LinkSettings.deadline`, by default derived from the
 number of vectors and the line rate); a board that does not finish in time gives NO_VERDICT.
@@ -45,6 +48,7 @@ from fpgaprint.harness.verdict import (
     decide,
     evaluate,
     identity_check,
+    marginal_reason,
 )
 
 if TYPE_CHECKING:
@@ -106,6 +110,19 @@ def raw_width(pkg: "Package") -> int:
     return math.prod(pkg.io["raw_output"]["shape"][1:])
 
 
+def answer_width(pkg: "Package", policy: Policy) -> int | None:
+    """The raw width to collect from the board: when a check reads raw outputs (`exact`,
+    `score`), else None."""
+    return raw_width(pkg) if {"exact", "score"} & set(policy.checks) else None
+
+
+def golden_of(pkg: "Package"):
+    """The package's golden model (`core.golden.GoldenModel`), its raw output as the io says."""
+    from fpgaprint.core.golden import GoldenModel
+
+    return GoldenModel(pkg.golden_path, raw_output=pkg.io["raw_output"]["name"])
+
+
 def check_policy_strength(policy: Policy, allow_fingerprint_only: bool, where: str) -> bool:
     """Refuse a policy with no integrity check (neither `exact` nor `boundary`) unless allowed:
     labels at a threshold tell a model's provenance, not whether its weights are intact (docs/
@@ -126,7 +143,10 @@ def selftest_plan(pkg: "Package", allow_fingerprint_only: bool = False) -> Plan:
     policy = Policy.from_dict(pkg.policy(), where=f"{pkg.dir}: selftest/policy.json")
     weak = check_policy_strength(policy, allow_fingerprint_only,
                                  f"{pkg.dir}: selftest/policy.json")
-    expected = Expected(v["expected_labels"], v["golden_raw"], v["golden_labels"])
+    score = "score" in policy.checks
+    expected = Expected(v["expected_labels"], v["golden_raw"], v["golden_labels"],
+                        v.get("source_outputs") if score else None,
+                        golden_of(pkg).deployed_scores if score else None)
     n = len(expected)
     bist = pkg.bist()
     if "onchip" in policy.checks and bist is None:
@@ -170,7 +190,8 @@ def challenge_plan(pkg: "Package", fp_path: str | Path, rng: np.random.Generator
     if len(fp) == 0:
         raise InputError(f"{fp_path}: empty challenge set")
     check_disjoint(pkg, fp.inputs_int, fp_path)
-    golden_raw, golden_labels, classes = golden_answers(pkg, fp.inputs_int)
+    golden = golden_of(pkg)
+    golden_raw, golden_labels, classes = golden_answers(pkg, fp.inputs_int, golden)
     bad = np.flatnonzero((fp.labels < 0) | (fp.labels >= classes))
     if len(bad):
         raise InputError(f"{fp_path}: challenge label {int(fp.labels[bad[0]])} (vector "
@@ -205,6 +226,8 @@ def challenge_plan(pkg: "Package", fp_path: str | Path, rng: np.random.Generator
         policy = Policy(("fingerprint", *kept), threshold)
         own_answers = evaluate(None, golden_labels, {"expected_labels": fp.labels},
                                Policy(("fingerprint",), threshold))
+        if fp.has_score:
+            policy = challenge_score(pkg, fp, fp_path, base, policy, golden, golden_raw)
         if own_answers.status != PASS or own_answers.marginal:
             c = own_answers.check("fingerprint")
             raise InputError(
@@ -221,17 +244,42 @@ def challenge_plan(pkg: "Package", fp_path: str | Path, rng: np.random.Generator
                 "judged by labels alone (a boundary set is judged strictly); give "
                 "--allow-fingerprint-only to verify with it anyway (warned and recorded)")
         weak = True
-    expected = Expected(fp.labels, golden_raw if "exact" in kept else None, golden_labels)
+    score = "score" in policy.checks
+    expected = Expected(fp.labels, golden_raw if "exact" in kept else None, golden_labels,
+                        fp.source_outputs if score else None,
+                        golden.deployed_scores if score else None)
     return Plan("challenge", fp.inputs_int, expected, policy, rng.permutation(n),
                 base_plan.bist, weak)
 
 
-def golden_answers(pkg: "Package", inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def challenge_score(pkg: "Package", fp, fp_path, base: Policy, policy: Policy, golden,
+                    golden_raw: np.ndarray) -> Policy:
+    """`policy` with the score check of a challenge set that carries it, at the stricter of
+    the set's and the package policy's score thresholds; refused (InputError) when the
+    package's own golden model would not pass it confidently."""
+    classes = int(fp.source_outputs.shape[1])
+    if classes != raw_width(pkg):
+        raise InputError(f"{fp_path}: the set's source outputs have {classes} classes, the "
+                         f"package's raw output {raw_width(pkg)} values")
+    own = base.score_threshold if "score" in base.checks else -1.0
+    score = Policy((*policy.checks, "score"), policy.fingerprint_threshold,
+                   policy.boundary_count, max(float(fp.score_threshold), own))
+    mine = evaluate(None, fp.labels, {"expected_labels": fp.labels,
+                                      "source_outputs": fp.source_outputs},
+                    Policy(("score",), score_threshold=score.score_threshold),
+                    scores=golden.deployed_scores(golden_raw)).check("score")
+    if mine.status != PASS or mine.extra.get("marginal"):
+        raise InputError(f"{fp_path}: the package's own golden model does not pass the set's "
+                         f"score check confidently ({mine.detail}); use a set calibrated for "
+                         "this package")
+    return score
+
+
+def golden_answers(pkg: "Package", inputs: np.ndarray, golden=None
+                   ) -> tuple[np.ndarray, np.ndarray, int]:
     """(golden raw outputs, deployed labels, number of classes) of `inputs` from the package's
     golden model, computed bit-exactly as the build computes the embedded vectors'."""
-    from fpgaprint.core.golden import GoldenModel
-
-    golden = GoldenModel(pkg.golden_path, raw_output=pkg.io["raw_output"]["name"])
+    golden = golden or golden_of(pkg)
     raw, logits, labels = golden.run(inputs)
     return raw, labels, int(np.asarray(logits).reshape(len(inputs), -1).shape[1])
 
@@ -306,8 +354,7 @@ def verify_board(
     started = time.time()
     t0 = time.perf_counter()
     deadline = settings.deadline_for(plan)
-    width = raw_width(pkg) if "exact" in plan.policy.checks else None
-    answers = Answers(len(plan.expected), width)
+    answers = Answers(len(plan.expected), answer_width(pkg, plan.policy))
     identity: dict[str, Any] = {}
     board_selftest: dict[str, Any] | None = None
     nonces: list[str] = []
@@ -354,9 +401,9 @@ def verify_board(
         reason = link_error
     elif link_error and verdict.status == NO_VERDICT and "HELLO" not in reason:
         reason = f"link error: {link_error}; {reason}"
-    if verdict.marginal:  # a pass the interval does not support: no confident verdict
+    if verdict.marginal:  # a pass an interval does not support: no confident verdict
         status = verdict.reported
-        reason = f"no confident verdict: fingerprint: {verdict.check('fingerprint').detail}"
+        reason = marginal_reason(verdict.checks)
     verification = pkg.verification
     return BoardOutcome(
         port=port, status=status, reason=reason, package_id=pkg.package_id,

@@ -112,6 +112,7 @@ class Backend(ABC):
         self._vectors = package.vectors()
         self._policy = Policy.from_dict(package.policy())
         self._bist = package.bist()
+        self._golden = None  # the golden model, loaded for the score check
 
     def identity(self) -> dict:
         """What HELLO reports: board, serial, package and bitstream hashes, backend."""
@@ -134,7 +135,9 @@ class Backend(ABC):
         t0 = time.perf_counter()
         raw, labels = self.infer(self._vectors["inputs"])
         regs = self.bist_registers(raw) if self._bist is not None else None
-        ev = evaluate(raw, labels, self._vectors, self._policy, onchip=regs, bist=self._bist)
+        ev = evaluate(raw, labels, self._vectors, self._policy, onchip=regs, bist=self._bist,
+                      scores=self.deployed_scores(raw) if "score" in self._policy.checks
+                      else None)
         exact = ev.check("exact")
         out = {"passed": ev.passed, "count": int(len(labels)),
                "exact_mismatches": 0 if exact is None else exact.failed,
@@ -144,6 +147,16 @@ class Backend(ABC):
         if self._bist is not None:
             out.update(bist=regs, bist_source=self.bist_source)
         return out
+
+    def deployed_scores(self, raw: np.ndarray) -> np.ndarray:
+        """Class scores (B, C) of raw outputs (B, R) through the golden graph's host tail, as
+        the labels are computed (the score check)."""
+        from fpgaprint.core.golden import GoldenModel
+
+        if self._golden is None:
+            self._golden = GoldenModel(self.package.golden_path,
+                                       raw_output=self.package.io["raw_output"]["name"])
+        return self._golden.deployed_scores(raw)
 
     def bist_registers(self, raw: np.ndarray) -> dict[str, int] | None:
         """The on-chip self-test's registers (`core.bist.RECORD_FIELDS`), None when the
