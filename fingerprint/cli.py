@@ -202,7 +202,7 @@ def generate(model: str, algorithm: str, count: int | str, out: Path, seed: int,
         if count == "auto":
             from fpgaprint.fingerprint.sizing import generate_sized
 
-            sized = generate_sized(src, algorithm, sides(), seed, params,
+            sized = generate_sized(src, algorithm, sides, seed, params,
                                    challenge=challenge_out is not None,
                                    challenge_count=challenge_count, board=board,
                                    progress=progress)

@@ -19,8 +19,10 @@ every set at the cap without separating them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from fpgaprint.core.errors import InputError
 from fpgaprint.core.fpset import FingerprintSet
 from fpgaprint.core.progress import Progress
 from fpgaprint.fingerprint import power
@@ -40,16 +42,21 @@ class Sized:
     sizing: dict
 
 
-def generate_sized(model: Model, algorithm: str, sides: Sides, seed: int = 0, params=None,
+def generate_sized(model: Model, algorithm: str, sides: Sides | Callable[[], Sides],
+                   seed: int = 0, params=None,
                    challenge: bool = False, challenge_count: int | None = None,
                    pilot: int = PILOT, cap: int = power.CAP, board: str | None = None,
                    progress: Progress | None = None) -> Sized:
     """Size, generate and calibrate a set of `model` (and a challenge set of `challenge_count`
     vectors, default the chosen count, when `challenge`); `board` gives the UART rate of the
-    line time (core/boards.yaml)."""
+    line time (core/boards.yaml). `sides` may be a function making them: it is called once
+    the pilot is made, so a pilot that cannot be made fails before any training."""
     baud, baud_source = power.board_baud(board)
     progress = progress or Progress(None)
-    first = generate(model, algorithm, pilot, seed, params, progress)
+    first = _made(f"the pilot of {pilot}", generate, model, algorithm, pilot, seed, params,
+                  progress)
+    if callable(sides):
+        sides = sides()
     with progress.task("calibration of the pilot"):
         _, rep = place_threshold(first, sides, baud=baud)
     rates = {side: {k: e["match_rate"] for k, e in rep[side].items()}
@@ -60,8 +67,8 @@ def generate_sized(model: Model, algorithm: str, sides: Sides, seed: int = 0, pa
     if reuse:
         fs, chal = first, None
     else:
-        fs, chal = generate_pair(model, algorithm, n, (challenge_count or n) if challenge else 0,
-                                 seed, params, progress)
+        fs, chal = _made(f"the set of N={n}", generate_pair, model, algorithm, n,
+                         (challenge_count or n) if challenge else 0, seed, params, progress)
     with progress.task("calibration"):
         fs = calibrate_with(fs, sides, baud=baud)
         chal = calibrate_with(chal, sides, embedded=fs, baud=baud) if chal is not None else None
@@ -78,6 +85,14 @@ def generate_sized(model: Model, algorithm: str, sides: Sides, seed: int = 0, pa
     }
     return Sized(fs.with_threshold(fs.threshold, {**fs.calibration, "sizing": sizing}), chal,
                  sizing)
+
+
+def _made(what: str, make, *args):
+    """`make(*args)`; an InputError says which of the two generations it came from."""
+    try:
+        return make(*args)
+    except InputError as e:
+        raise InputError(f"--count auto: {what}: {e}") from None
 
 
 def _at_chosen(cal: dict) -> dict:

@@ -15,6 +15,7 @@ from fpgaprint.fingerprint import power
 from fpgaprint.fingerprint.generate import GenParams, generate
 from fpgaprint.fingerprint.sizing import PILOT, sizing_lines
 
+EXPECTED = "--count: expected an integer from 1 to 10000 or auto"
 STEPS = "40"  # gradient steps per round: enough for digits, faster than the default 100
 
 
@@ -101,18 +102,20 @@ def test_auto_count_is_reproducible_and_is_the_plain_set_at_n(auto, model):
 
 @pytest.mark.parametrize("args, message", [
     (["--count", "auto"], "--count auto: needs --calibrate"),
-    (["--count", "0", "--calibrate"], "--count: expected an integer from 1 to 10000 or auto, "
-                                      "got '0'"),
-    (["--count", "foo", "--calibrate"], "--count: expected an integer from 1 to 10000 or auto, "
-                                        "got 'foo'"),
+    (["--count", "0", "--calibrate"], f"{EXPECTED}, got '0'"),
+    (["--count", "foo", "--calibrate"], f"{EXPECTED}, got 'foo'"),
     (["--count", "auto", "--calibrate", "--board", "nope"], "--board: unknown board 'nope'"),
     (["--count", "20", "--board", "Pynq-Z1"], "--board: only with --calibrate"),
+    # no example reaches a margin of 100: the pilot fails, before any training
+    (["--count", "auto", "--calibrate", "--steps", "5", "--margin", "100"],
+     "--count auto: the pilot of 100: robust: 100 of 100 examples missing"),
 ])
 def test_bad_count_is_one_line_exit_2(model, tmp_path, capsys, args, message):
-    code, out, err = run(["fingerprint", "generate", str(model), *args, "--out",
+    code, _, err = run(["fingerprint", "generate", str(model), *args, "--out",
                           str(tmp_path / "x.npz")], capsys)
     assert code == 2
-    assert len(err.strip().splitlines()) == 1 and message in err
+    errors = [x for x in err.splitlines() if x.startswith("error:")]  # progress lines aside
+    assert len(errors) == 1 and message in errors[0]
     assert not (tmp_path / "x.npz").exists()
 
 
@@ -145,8 +148,8 @@ def test_size_to_gap_caps_and_says_so():
 
 def test_board_baud_comes_from_boards_yaml():
     uart = next(b for b in BOARDS.values() if b.baud)
-    assert power.board_baud(uart.name.lower()) == (uart.baud, f"{uart.name}'s UART, "
-                                                   "core/boards.yaml")
+    assert power.board_baud(uart.name.lower()) == (uart.baud,
+                                                   f"{uart.name}'s UART, core/boards.yaml")
     assert power.board_baud(None)[0] == power.BAUD
     tcp = next(b for b in BOARDS.values() if b.baud is None)
     baud, why = power.board_baud(tcp.name)
