@@ -345,3 +345,42 @@ def test_a_tampered_score_package_is_one_line_exit_2(run_cli, packages, keypair,
             code, out, err = run_cli(*args, "--trusted-key", keypair[1])
             assert code == 2 and len(err.strip().splitlines()) == 1, (name, args, out, err)
             assert "source_outputs" in err, err
+
+
+# ---------------------------------------------------------------- build and station
+
+
+def test_the_build_embeds_the_score_check_and_refuses_one_its_model_fails(
+        run_cli, refs, keypair, tmp_path):
+    from fpgaprint.compiler.build import build_model
+    from fpgaprint.compiler.config import BuildConfig
+    from fpgaprint.core.package import verify_package
+
+    o = refs["selftest"]
+    own = _challenge(tmp_path / "own.npz", o, "own", o["score_threshold"])
+    res = build_model("zoo:digits-mlp", "Pynq-Z1", tmp_path / "pkg", BuildConfig(
+        equivalence_samples=4), fingerprint=own, key=keypair[0])
+    pkg = verify_package(res.out, trusted_key=keypair[1])
+    policy = pkg.policy()
+    assert "score" in policy["checks"]
+    assert policy["score_threshold"] == pytest.approx(o["score_threshold"])
+    assert np.allclose(pkg.vectors()["source_outputs"], o["src"]["own"], atol=1e-5)
+    with board(res.out, keypair[1]) as port:
+        code, text, checks = verify(run_cli, res.out, keypair[1], port, tmp_path / "v.json")
+    assert code == 0 and checks["score"]["status"] == PASS, text
+    other = _challenge(tmp_path / "other.npz", o, "other", o["score_threshold"])
+    with pytest.raises(InputError, match="own self-test: score:"):
+        build_model("zoo:digits-mlp", "Pynq-Z1", tmp_path / "pkg2", BuildConfig(
+            equivalence_samples=4), fingerprint=other, key=keypair[0])
+
+
+def test_the_station_applies_the_score_check(packages, keypair):
+    """The modified package differs from the healthy one only in what the score check reads
+    (its exact and label checks pass: see the verify test above)."""
+    from conftest import run_fpgaprint
+
+    for name, want in (("healthy", 0), ("modified", 1)):
+        with board(packages[name], keypair[1]) as port:
+            r = run_fpgaprint("station", "--port", port, "--package", packages[name],
+                              "--trusted-key", keypair[1])
+        assert r.returncode == want, (name, r.stdout + r.stderr)
