@@ -27,6 +27,7 @@ distilled from the source's outputs imitates its margins too.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -449,7 +450,9 @@ def _score_side(ben: dict, attacks: dict) -> dict:
     if not ben:
         return {}
     worst = min(ben, key=lambda k: ben[k]["score"]["value"])
-    thr = ben[worst]["score"]["interval"][0]
+    # rounded down to 4 decimals: the deployed model is often the worst benign variant, and
+    # its own check must not turn MARGINAL on the last bits of a float computed another way
+    thr = math.floor(ben[worst]["score"]["interval"][0] * 1e4) / 1e4
     rejected = {k: bool(e["score"]["value"] < thr) for k, e in attacks.items() if "score" in e}
     outcome = {k: _score_outcome(e["score"]["interval"], thr)
                for k, e in {**ben, **attacks}.items() if "score" in e}

@@ -160,7 +160,8 @@ def test_score_level_threshold_and_rejections():
     sc = cal["score"]
     worst = min(cal["benign"], key=lambda k: cal["benign"][k]["score"]["value"])
     assert sc["worst_benign"] == worst and sc["statistic"] == "margin correlation"
-    assert sc["threshold"] == pytest.approx(cal["benign"][worst]["score"]["interval"][0])
+    lo = cal["benign"][worst]["score"]["interval"][0]
+    assert lo - 1e-4 < sc["threshold"] <= lo  # the lower bound, rounded down to 4 decimals
     # the attacks' margins are their own: uncorrelated with the source's
     for k in ("a20", "a45"):
         assert cal["attack"][k]["score"]["value"] < sc["threshold"] and sc["rejected"][k]
