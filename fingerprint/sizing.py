@@ -7,8 +7,9 @@ generated at that count from the same seed and calibrated again, so `--count aut
 `--count N --calibrate` writes, plus the record of the choice (`calibration["sizing"]`).
 Generation is not prefix-stable (the balanced targets and the rounds depend on the count), so
 the pilot is reused only when N equals its size. N comes from the pilot's rates, the more
-precise measurement when N is below the pilot's size; the rates re-measured on the set at N
-are recorded and shown (`at_chosen`), not used to size again.
+precise measurement when N is below the pilot's size. When the rates re-measured on the set
+at N still overlap at N, N is sized again from them (at most `ROUNDS` sizings in all, never
+smaller); every round is recorded (`rounds`) and the last one's rates shown (`at_chosen`).
 
 The independent models set N because they are the attack the calibration must reject (it
 refuses a set that does not). The set's impostors are measured on the pilot and their own
@@ -31,6 +32,7 @@ from fpgaprint.fingerprint.generate import generate, generate_pair
 from fpgaprint.fingerprint.source import Model
 
 PILOT = 100  # the pilot's size: the default --count
+ROUNDS = 3  # sizings at most: the pilot's, then again from the rates measured at N
 
 
 @dataclass
@@ -63,25 +65,39 @@ def generate_sized(model: Model, algorithm: str, sides: Sides | Callable[[], Sid
              for side in ("benign", "attack", "impostor")}
     size = power.size_to_gap(rates["benign"], rates["attack"], rep["confidence"], cap)
     n = size["chosen"]
-    reuse = n == len(first) and not challenge
-    if reuse:
-        fs, chal = first, None
-    else:
-        fs, chal = _made(f"the set of N={n}", generate_pair, model, algorithm, n,
-                         (challenge_count or n) if challenge else 0, seed, params, progress)
-    with progress.task("calibration"):
-        fs = calibrate_with(fs, sides, baud=baud)
-        chal = calibrate_with(chal, sides, embedded=fs, baud=baud) if chal is not None else None
+    rounds: list[dict] = []
+    while True:
+        reuse = n == len(first) and not challenge
+        if reuse:
+            fs, chal = first, None
+        else:
+            fs, chal = _made(f"the set of N={n}", generate_pair, model, algorithm, n,
+                             (challenge_count or n) if challenge else 0, seed, params,
+                             progress)
+        with progress.task("calibration"):
+            fs = calibrate_with(fs, sides, baud=baud)
+        at = _at_chosen(fs.calibration)
+        rounds.append({"count": n, "separated": at["separated"],
+                       "vectors_needed": at["vectors_needed"]})
+        # the rates measured at N may need more vectors than the pilot's: size again
+        more = at["vectors_needed"]
+        if at["separated"] or more is None or more <= n or len(rounds) == ROUNDS:
+            break
+        n = more
+    if chal is not None:
+        with progress.task("calibration of the challenge set"):
+            chal = calibrate_with(chal, sides, embedded=fs, baud=baud)
     b = size["benign_rate"]
+    size = {**size, "from_pilot": size["chosen"], "chosen": n}
     sizing = {
-        "requested": "auto", "pilot": len(first), **size,
+        "requested": "auto", "pilot": len(first), **size, "rounds": rounds,
         "benign": rates["benign"], "attack": rates["attack"],
         "impostor": {k: {"match_rate": r, "vectors_needed":
                          power.vectors_needed(b, r, rep["confidence"], cap)}
                      for k, r in rates["impostor"].items()},
         "pilot_reused": reuse, "baud": baud, "baud_source": baud_source,
         "line_seconds": power.line_seconds(n, fs.inputs[0].size, model.num_classes, baud),
-        "at_chosen": _at_chosen(fs.calibration),
+        "at_chosen": at,
     }
     return Sized(fs.with_threshold(fs.threshold, {**fs.calibration, "sizing": sizing}), chal,
                  sizing)
@@ -108,7 +124,10 @@ def _at_chosen(cal: dict) -> dict:
 
 def sizing_lines(sz: dict) -> list[str]:
     """The choice in one line; the rates re-measured at N and the impostors' own needs."""
-    head = (f"count auto: N={sz['chosen']}, {sz['reason']}: on a pilot of {sz['pilot']} "
+    counts = [r["count"] for r in sz.get("rounds", [])]
+    resized = (" (sized again from the rates at N=" + ", ".join(map(str, counts[:-1])) + ")"
+               if len(counts) > 1 else "")
+    head = (f"count auto: N={sz['chosen']}{resized}, {sz['reason']}: on a pilot of {sz['pilot']} "
             f"{sz['worst_benign']} {sz['benign_rate']:.3f} against {sz['against']} "
             f"{sz['attack_rate']:.3f} (gap {sz['gap']:.3f})"
             + ("" if sz["needed"] is not None else "; the capped set is written")

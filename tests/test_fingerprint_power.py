@@ -63,9 +63,20 @@ def test_auto_count_is_the_pilots_power_computation(auto):
     b = min(sz["benign"].values())
     att = max(sz["attack"].values())
     need = power.vectors_needed(b, att, sz["confidence"], power.CAP)
-    assert sz["chosen"] == (power.CAP if need is None else need) and sz["needed"] == need
+    assert sz["from_pilot"] == (power.CAP if need is None else need) and sz["needed"] == need
     assert sz["against"] in fs.calibration["attack"]  # an independent model sets N
     assert len(fs) == sz["chosen"] == fs.calibration["count"]
+    # sized again while the rates measured at N still overlap there: each round's count is
+    # what the previous round's rates need, and the last round is separated, capped or the
+    # third
+    rounds = sz["rounds"]
+    assert rounds[0]["count"] == sz["from_pilot"] and rounds[-1]["count"] == len(fs)
+    for prev, nxt in zip(rounds, rounds[1:]):
+        assert not prev["separated"] and nxt["count"] == prev["vectors_needed"] > prev["count"]
+    last = rounds[-1]
+    assert last["separated"] or last["vectors_needed"] is None or len(rounds) == 3 or \
+        last["vectors_needed"] <= last["count"]
+    assert sz["at_chosen"]["separated"] == last["separated"]
     # the set at N is calibrated at N: its threshold is the worst benign lower bound there
     cal = fs.calibration
     assert fs.threshold == cal["benign"][cal["worst_benign"]]["interval"][0]
