@@ -91,6 +91,27 @@ def avgpool_cnn(rounding: str, seed: int = 0) -> tuple[nn.Module, tuple[int, ...
     return _settle(model, (2, 6, 6)), (2, 6, 6)
 
 
+def maxpool_cnn(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
+    """Conv → ReLU → max pool → conv → ReLU → linear, CNV's pattern in small: FINN+ has no
+    RTL pool, so its HLS pool splits the RTL layers in two runs."""
+    import brevitas.nn as qnn
+
+    _seed(seed)
+    model = nn.Sequential(
+        qnn.QuantIdentity(bit_width=4, return_quant_tensor=True),
+        qnn.QuantConv2d(2, 4, 3, bias=False, weight_bit_width=3),
+        nn.BatchNorm2d(4),
+        qnn.QuantReLU(bit_width=3, return_quant_tensor=True),
+        nn.MaxPool2d(2),
+        qnn.QuantConv2d(4, 4, 3, bias=False, weight_bit_width=3),
+        nn.BatchNorm2d(4),
+        qnn.QuantReLU(bit_width=3, return_quant_tensor=True),
+        nn.Flatten(),
+        qnn.QuantLinear(4 * 2 * 2, 5, bias=False, weight_bit_width=3),
+    )
+    return _settle(model, (2, 10, 10)), (2, 10, 10)
+
+
 def conv_fc_cnn(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
     """Conv (per-channel weight scales) → BN → ReLU → flatten → linear over a (2, 6, 6)
     input: every layer has an RTL variant, so the whole design is stitched, and its input

@@ -140,8 +140,8 @@ def test_user_exported_qonnx_compiles(tmp_path, run_cli, dynamo):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["tfc-w2a2", pytest.param("cnv-w2a2", marks=long_test(
-    "about 45 s: CNV's layers simulated one by one (its mixed RTL/HLS path is tested on a "
-    "small CNN in test_compiler_models)"))])
+    "about 45 s: CNV's RTL layers simulated in stitched segments (its mixed RTL/HLS path is "
+    "tested on small CNNs in test_compiler_models and test_rtl_segments)"))])
 def test_reference_topologies_bit_exact(compiled, tmp_path, name):
     # TFC is the session's shared build (equivalence on 16 samples); CNV, untrained, on 4
     res = build_model(f"zoo:{name}", "Pynq-Z1", tmp_path / name,
@@ -154,12 +154,15 @@ def test_reference_topologies_bit_exact(compiled, tmp_path, name):
     simulated = [r for r in rtl["layers"] if r["impl"] == "rtl"]
     assert simulated and all(r["simulated"] for r in simulated)
     by_node = rtl["node_by_node"]
-    assert by_node["ok"] and by_node["layers"] == (0 if by_node.get("covered_by") else
-                                                   len(simulated))
+    assert by_node["ok"] and by_node["layers"] == sum(not r.get("covered_by")
+                                                      for r in simulated)
     assert bool(by_node.get("covered_by")) == bool(rtl["stitched"]["built"])
     if name.startswith("cnv"):
         assert {"ConvolutionInputGenerator", "Pool"} <= ops
-        # mixed: FINN+ has no RTL pool; its HLS layers are listed, not simulated
+        # mixed: FINN+ has no RTL pool; its HLS layers are listed, not simulated, and the
+        # RTL layers between them are covered by stitched segments
+        assert {r.get("covered_by") for r in simulated} - {None} == \
+            {s["name"] for s in rtl["segments"]} and len(rtl["segments"]) == 3
         hls = [r for r in rtl["layers"] if r["impl"] == "hls"]
         assert {r["op_type"] for r in hls} == {"Pool_hls"}
         assert all(r["note"] == "not simulated here: needs Vitis HLS" and not r["simulated"]

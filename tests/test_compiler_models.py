@@ -221,14 +221,18 @@ def test_avgpool_floor_compiles_bit_exact(tmp_path):
     ops = {n.op_type for n in GoldenModel(res.golden_path).model.graph.node}
     assert {"ConvolutionInputGenerator", "Pool"} <= ops, ops
     # mixed: FINN+ has no RTL pool; its HLS layer is listed, not simulated, and the RTL
-    # layers around it are simulated node by node
+    # layers around it are covered by stitched segments or simulated node by node
     rtl = res.report["rtl"]
     hls = [r for r in rtl["layers"] if r["impl"] == "hls"]
     simulated = [r for r in rtl["layers"] if r["impl"] == "rtl"]
     assert [r["op_type"] for r in hls] == ["Pool_hls"]
     assert hls[0]["note"] == "not simulated here: needs Vitis HLS" and not hls[0]["simulated"]
     assert simulated and all(r["simulated"] for r in simulated)
-    assert rtl["node_by_node"]["ok"] and rtl["node_by_node"]["layers"] == len(simulated)
+    covered = [r for r in simulated if r.get("covered_by")]
+    assert covered and {r["covered_by"] for r in covered} == {
+        s["name"] for s in rtl["segments"] if s["ok"]}
+    assert rtl["node_by_node"]["ok"] and \
+        rtl["node_by_node"]["layers"] == len(simulated) - len(covered)
     assert not rtl["stitched"]["built"] and "Pool_hls_0" in rtl["stitched"]["reason"]
     assert not (res.out / "hw" / "rtl").exists()
 

@@ -70,11 +70,14 @@ def _execute(model, node, feeds: dict[str, np.ndarray],
 
 
 def check_layers(model_path: str | Path, golden_path: str | Path, x_int: np.ndarray,
-                 log_dir: str | Path | None = None) -> dict:
-    """Run every RTL layer of the accelerator graph at `model_path` on the vectors `x_int`.
+                 log_dir: str | Path | None = None, only: list[str] | None = None,
+                 tensors: dict[str, np.ndarray] | None = None) -> dict:
+    """Run every RTL layer of the accelerator graph at `model_path` (or the layers named in
+    `only`) on the vectors `x_int`.
 
     Simulation files go to a temporary directory (the generated code is copied there); the
-    full log of a layer that does not build is kept in `log_dir`.
+    full log of a layer that does not build is kept in `log_dir`. `tensors`: golden tensors
+    already computed for `x_int` (name -> (N, ...)); the missing ones are computed.
 
     Returns {"layers": [per layer: layer, op_type, vectors, cycles, seconds,
     compile_seconds], "vectors", "seconds", "compile_seconds"}. Raises RtlMismatchError at the
@@ -90,7 +93,8 @@ def check_layers(model_path: str | Path, golden_path: str | Path, x_int: np.ndar
     t_all = time.perf_counter()
     model = ModelWrapper(str(model_path))
     golden = GoldenModel(golden_path)
-    nodes = [n for n in model.graph.node if impl_of(n) == "rtl"]
+    nodes = [n for n in model.graph.node if impl_of(n) == "rtl"
+             and (only is None or n.name in only)]
     names = []
     for node in nodes:
         for t in (*_data_inputs(model, node), node.output[0]):
@@ -104,7 +108,11 @@ def check_layers(model_path: str | Path, golden_path: str | Path, x_int: np.ndar
         user = next(n for n in nodes if missing[0] in (*n.input, *n.output))
         raise SimulationError(f"{user.name}: the golden model has no tensor {missing[0]!r} to "
                               "compare this RTL layer with")
-    tensors = golden.tensors(x_int, names)
+    have = dict(tensors or {})
+    todo = [t for t in names if t not in have]
+    if todo:
+        have.update(golden.tensors(x_int, todo))
+    tensors = have
     n = len(x_int)
     rows = []
     with tempfile.TemporaryDirectory(prefix="fpgaprint-rtlsim-") as tmp, _build_dir(tmp), \

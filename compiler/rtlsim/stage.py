@@ -3,13 +3,13 @@ generated) and its part of the terminal summary (`summary`).
 
 * Every layer is listed with its implementation (`impl_style`); HLS layers are named "not
   simulated here: needs Vitis HLS".
-* Node by node: an RTL layer outside a stitched design runs FINN+'s node-level rtlsim on
-  Verilator over the build's equivalence vectors, fed with the golden model's tensors
-  (`layers.check_layers`): here when the golden model runs batched (MLPs: a second or two),
-  else on the stage runner's worker while the build goes on; `drain` reports it in order.
-  The layers of a stitched design are covered by its simulation; they run one by one only
-  when it differs from the golden model, to name the layer (config `rtlsim_node_by_node:
-  all` runs them anyway).
+* Layers of a design HLS layers split: each run of RTL layers is stitched as a segment, fed
+  and checked with the golden model's tensors, the rest run FINN+'s node-level rtlsim on
+  Verilator (`segments.check`, `layers.check_layers`): here when the golden model runs
+  batched (MLPs: a second or two), else on the stage runner's worker while the build goes
+  on; `drain` reports it in order. The layers of a stitched design are covered by its
+  simulation; they run one by one only when it differs from the golden model, to name the
+  layer (config `rtlsim_node_by_node: all` runs every layer one by one, no segments).
 * Stitched: an all-RTL design gets FINN+'s FIFOs and width converters and one Verilog top
   (`stitch`), written to `OUT/hw/rtl/` (a package folder), built with Verilator and run on the
   same vectors; its raw outputs must equal the golden model's, and its measured cycles per
@@ -32,6 +32,7 @@ import numpy as np
 from fpgaprint.compiler.rtlsim.errors import RtlMismatchError, SimulationError
 from fpgaprint.compiler.rtlsim.impl import layer_table, require_rtl
 from fpgaprint.compiler.rtlsim.sim import Stalls
+from fpgaprint.compiler.rtlsim.stitch import estimates
 
 RTL_DIR = Path("hw/rtl")
 FIFO_JSON = Path("reports/fifo_depths.json")  # FINN+'s fifo_config_file format
@@ -44,6 +45,7 @@ def run(out: Path, board, config, log, report: dict, eq, stages, model_path: Pat
     from qonnx.core.modelwrapper import ModelWrapper
 
     from fpgaprint.compiler.equivalence import StageResult
+    from fpgaprint.compiler.rtlsim import segments
     from fpgaprint.compiler.rtlsim.layers import check_layers
     from fpgaprint.compiler.rtlsim.xsi import ensure_available
 
@@ -57,7 +59,8 @@ def run(out: Path, board, config, log, report: dict, eq, stages, model_path: Pat
     for r in rows:
         node = model.get_node_from_name(r["layer"])
         r["golden_layer"] = golden_of.get(node.output[0], "")
-    section = {"impl_style": style, "layers": rows, "node_by_node": None, "stitched": None}
+    section = {"impl_style": style, "layers": rows, "node_by_node": None, "segments": None,
+               "stitched": None}
     report["rtl"] = section
     require_rtl(rows, style, board.part)
     if not any(r["impl"] == "rtl" for r in rows):
@@ -72,6 +75,9 @@ def run(out: Path, board, config, log, report: dict, eq, stages, model_path: Pat
     def layers_done(result, error) -> None:
         if error is not None:
             section["node_by_node"] = _failed("rtlsim_layers", error)
+            if getattr(error, "segments", None) is not None:
+                section["segments"] = error.segments
+                _log_segment_failure(log, error.segments)
             _log_failure(log, error)
             raise error
         by_name = {r["layer"]: r for r in result["layers"]}
@@ -81,12 +87,20 @@ def run(out: Path, board, config, log, report: dict, eq, stages, model_path: Pat
                 r.update(simulated=True, cycles_rtlsim=sim["cycles"],
                          reference=sim["reference"], seconds=sim["seconds"],
                          compile_seconds=sim["compile_seconds"])
+        stitched = [s for s in result.get("segments") or [] if s.get("ok")]
+        segment_of = {layer: s["name"] for s in stitched for layer in s["layers"]}
+        for r in rows:
+            if r["layer"] in segment_of:
+                r.update(simulated=True, covered_by=segment_of[r["layer"]])
+        if "segments" in result:
+            section["segments"] = result["segments"]
         section["node_by_node"] = {"ok": True, "vectors": result["vectors"],
                                    "layers": len(result["layers"]),
                                    "seconds": result["seconds"],
                                    "compile_seconds": result["compile_seconds"]}
-        log(f"rtlsim: {len(result['layers'])} RTL layers bit-exact with the golden model on "
-            f"{result['vectors']} vectors ({result['seconds']:.1f} s)")
+        how = f" ({len(segment_of)} in {len(stitched)} stitched segments)" if stitched else ""
+        log(f"rtlsim: {len(result['layers']) + len(segment_of)} RTL layers{how} bit-exact with "
+            f"the golden model on {result['vectors']} vectors ({result['seconds']:.1f} s)")
         eq.results.append(StageResult("rtlsim_layers", True, 0.0, 0, 0, True,
                                       result["seconds"]))
         eq.results.extend(results)
@@ -96,10 +110,12 @@ def run(out: Path, board, config, log, report: dict, eq, stages, model_path: Pat
     from fpgaprint.core.golden import GoldenModel
 
     args = (str(model_path), str(golden_path), x_int, str(out / "finn"))
-    covered = (getattr(config, "rtlsim_node_by_node", "uncovered") == "uncovered"
-               and all(r["impl"] == "rtl" for r in rows))
-    if not covered:
-        stages.task("rtlsim_layers", check_layers, args, layers_done,
+    every = getattr(config, "rtlsim_node_by_node", "uncovered") == "all"
+    covered = not every and all(r["impl"] == "rtl" for r in rows)
+    if not covered:  # a mixed design: stitched segments of RTL layers, unless `all`
+        fn, fn_args = (check_layers, args) if every else \
+            (segments.check, (*args, board.part, config.clock_ns or board.clock_ns))
+        stages.task("rtlsim_layers", fn, fn_args, layers_done,
                     inline=GoldenModel(golden_path).batchable)
     t0 = time.perf_counter()
     try:
@@ -141,6 +157,13 @@ def _localize(check_layers, args: tuple, layers_done, log) -> None:
     except (SimulationError, RtlMismatchError) as e:
         layers_done(None, e)
     layers_done(result, None)
+
+
+def _log_segment_failure(log, segs: list[dict]) -> None:
+    for s in segs:
+        if s.get("ok") is False:
+            log(f"rtlsim: {s['error']}; its layers simulated one by one to find the layer",
+                show=True)
 
 
 def _golden_layers(golden_path: Path) -> dict[str, str]:
@@ -304,17 +327,6 @@ def _culprit(message: str, design) -> str:
     return ""
 
 
-def estimates(model) -> dict:
-    """FINN+'s cycle estimates of a stitched graph: latency (critical path) and initiation
-    interval (slowest layer)."""
-    from finn.analysis.fpgadataflow.dataflow_performance import dataflow_performance
-    from finn.transformation.fpgadataflow.annotate_cycles import AnnotateCycles
-
-    perf = model.transform(AnnotateCycles()).analysis(dataflow_performance)
-    return {"latency_cycles": int(perf["critical_path_cycles"]),
-            "ii_cycles": int(perf["max_cycles"]), "slowest_layer": perf["max_cycles_node_name"]}
-
-
 def check_stitched(top: str, raw: np.ndarray, want: np.ndarray, how: str = "") -> None:
     """The stitched design's raw outputs equal the golden model's, or name the first
     difference."""
@@ -347,6 +359,11 @@ def summary(report: dict, console) -> None:
             "rtlsim bit-exact (output order by design)"
         t.add_row(r["layer"], r.get("golden_layer", ""), r["impl"].upper(), sim)
     console.print(t)
+    segs = [s for s in rtl.get("segments") or [] if s.get("ok")]
+    if segs:
+        console.print("stitched RTL segments (RTL layers between HLS layers), bit-exact: " +
+                      ", ".join(f"{s['name']} ({len(s['layers'])} layers, {s['cycles']} cycles "
+                                f"for {s['vectors']} vectors)" for s in segs))
     st = rtl.get("stitched") or {}
     if st.get("built"):
         e = st["estimate"]

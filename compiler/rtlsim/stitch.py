@@ -76,6 +76,7 @@ def plumb(model, part: str, clock_ns: float, set_depths=None):
     for t in (InsertDWC(), InsertFIFO(create_shallow_fifos=True), SpecializeLayers(part),
               GiveUniqueNodeNames()):
         m = m.transform(t)
+    _keep_names(model, m)
     if set_depths is not None:
         m = set_depths(m)
     m = m.transform(PrepareIP(part, clock_ns))
@@ -83,6 +84,32 @@ def plumb(model, part: str, clock_ns: float, set_depths=None):
     if hls:
         raise NotStitchable(f"FINN+ inserted layers without an RTL variant: {', '.join(hls)}")
     return m
+
+
+def _keep_names(model, plumbed) -> None:
+    """The layers of `model` keep their names in `plumbed` (GiveUniqueNodeNames numbers every
+    node of a part of the graph from 0; the plumbing keeps each op type's order)."""
+    names: dict[str, list[str]] = {}
+    for n in model.graph.node:
+        names.setdefault(n.op_type, []).append(n.name)
+    seen: dict[str, int] = {}
+    for n in plumbed.graph.node:
+        k = seen[n.op_type] = seen.get(n.op_type, -1) + 1
+        if k < len(names.get(n.op_type, ())):
+            n.name = names[n.op_type][k]
+    if len({n.name for n in plumbed.graph.node}) != len(plumbed.graph.node):
+        raise NotStitchable("the plumbed graph's node names are not unique")
+
+
+def estimates(model) -> dict:
+    """FINN+'s cycle estimates of a stitched graph: latency (critical path) and initiation
+    interval (slowest layer)."""
+    from finn.analysis.fpgadataflow.dataflow_performance import dataflow_performance
+    from finn.transformation.fpgadataflow.annotate_cycles import AnnotateCycles
+
+    perf = model.transform(AnnotateCycles()).analysis(dataflow_performance)
+    return {"latency_cycles": int(perf["critical_path_cycles"]),
+            "ii_cycles": int(perf["max_cycles"]), "slowest_layer": perf["max_cycles_node_name"]}
 
 
 # ------------------------------------------------------------------ Verilog port lists

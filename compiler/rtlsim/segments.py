@@ -1,0 +1,267 @@
+"""Stitched RTL segments: the RTL layers of a design that HLS layers split, checked a run at a
+time instead of one layer at a time.
+
+A segment is a maximal run of consecutive RTL layers of the accelerator graph with one input
+and one output stream (`plan`). Each is plumbed and stitched as a whole design is
+(`stitch.plumb`, `stitch.export`) into `finn/segments/<name>/` (scratch, never packaged),
+built once with Verilator and run over all equivalence vectors in one simulation, fed with
+the golden model's tensor at its input; its output must equal the golden tensor at its output
+bit for bit. Its FIFOs keep FINN+'s minimal depths (InsertFIFO's, as `force_minimal_fifos`):
+a segment checks what its layers compute, it is not the design that is flashed, and its
+cycles are not measured against an estimate.
+
+Left out of segments and run node by node (`layers.check_layers`):
+* a depthwise sliding window at the end of a run and a VVAU at its start: that pair
+  interleaves channels between them by design, so only both together compute the golden
+  order (node by node, the window is checked against FINN+'s python model of it);
+* runs of fewer than `MIN_LAYERS` layers, and runs that cannot be stitched (the reason is in
+  the report).
+
+When a segment differs, its layers run node by node to name the layer that differs; if they
+all agree, the segment's own difference is raised. Errors as in `layers`: RtlMismatchError
+(exit 1) naming the segment, vector and element; SimulationError (exit 2).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fpgaprint.compiler.rtlsim.errors import RtlMismatchError, SimulationError
+from fpgaprint.compiler.rtlsim.impl import impl_of
+
+MIN_LAYERS = 2
+SWG = ("ConvolutionInputGenerator_rtl",)
+VVAU = ("VVAU_rtl",)
+
+
+@dataclass
+class Segment:
+    """A run of RTL layers stitched as one design: its layers, input and output tensors."""
+
+    name: str
+    layers: list[str]
+    input: str
+    output: str
+    report: dict = field(default_factory=dict)
+
+
+def _depthwise(node) -> bool:
+    from qonnx.custom_op.registry import getCustomOp
+
+    try:
+        return int(getCustomOp(node).get_nodeattr("depthwise")) == 1
+    except AttributeError:
+        return False
+
+
+def _runs(model) -> list[list]:
+    """Maximal runs of consecutive RTL nodes (graph order)."""
+    runs: list[list] = [[]]
+    for node in model.graph.node:
+        if impl_of(node) == "rtl":
+            runs[-1].append(node)
+        elif runs[-1]:
+            runs.append([])
+    return [r for r in runs if r]
+
+
+def _trimmed(run: list) -> list:
+    """The run without a depthwise window at its end and a VVAU at its start."""
+    if run and run[-1].op_type in SWG and _depthwise(run[-1]):
+        run = run[:-1]
+    if run and run[0].op_type in VVAU:
+        run = run[1:]
+    return run
+
+
+def _ends(model, run: list) -> tuple[str, str] | None:
+    """(input tensor, output tensor) of a run with one stream in and one out, else None."""
+    made = {t for n in run for t in n.output}
+    ins = {t for n in run for t in n.input
+           if t and t not in made and model.get_initializer(t) is None}
+    inside = {n.name for n in run}
+    outs = set()
+    for n in run:
+        for t in n.output:
+            users = [c for c in model.find_consumers(t) or [] if c.name not in inside]
+            if users or t in {o.name for o in model.graph.output}:
+                outs.add(t)
+    if len(ins) != 1 or len(outs) != 1:
+        return None
+    return next(iter(ins)), next(iter(outs))
+
+
+def plan(model) -> tuple[list[Segment], list[str]]:
+    """(the segments to stitch, the RTL layers left to run node by node)."""
+    segs: list[Segment] = []
+    covered: set[str] = set()
+    for run in _runs(model):
+        run = _trimmed(run)
+        ends = _ends(model, run) if len(run) >= MIN_LAYERS else None
+        if ends is None:
+            continue
+        segs.append(Segment(f"segment_{len(segs)}", [n.name for n in run], *ends))
+        covered.update(n.name for n in run)
+    alone = [n.name for n in model.graph.node if impl_of(n) == "rtl" and n.name not in covered]
+    return segs, alone
+
+
+def sub_model(model, seg: Segment):
+    """The accelerator graph cut down to the segment's layers, its input and output the
+    segment's streams (datatype annotations kept)."""
+    import copy
+
+    from onnx import TensorProto, helper
+    from qonnx.transformation.general import RemoveUnusedTensors
+
+    m = copy.deepcopy(model)
+    g = m.graph
+    keep = set(seg.layers)
+    for node in [n for n in g.node if n.name not in keep]:
+        g.node.remove(node)
+
+    def io(name: str):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, m.get_tensor_shape(name))
+
+    new_in, new_out = io(seg.input), io(seg.output)
+    for vi in [v for v in g.value_info if v.name in (seg.input, seg.output)]:
+        g.value_info.remove(vi)
+    del g.input[:]
+    del g.output[:]
+    g.input.append(new_in)
+    g.output.append(new_out)
+    return m.transform(RemoveUnusedTensors())
+
+
+def check(model_path: str | Path, golden_path: str | Path, x_int: np.ndarray,
+          log_dir: str | Path, part: str, clock_ns: float) -> dict:
+    """Check every RTL layer of the accelerator graph at `model_path` on `x_int`: segments
+    stitched, the rest node by node. Scratch designs go to `log_dir`/segments/.
+
+    Returns {"segments": [per segment: name, layers, input, output, built, and when built:
+    vectors, cycles, compile_seconds, sim_seconds, cached, path, or the reason], "layers":
+    [node-by-node rows as `check_layers` gives them], "vectors", "seconds",
+    "compile_seconds"}. Raises as `check_layers`; a mismatch error carries the segments'
+    report entries as `segments`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from fpgaprint.compiler.rtlsim.layers import _quiet, check_layers
+    from fpgaprint.core.golden import GoldenModel
+
+    t_all = time.perf_counter()
+    model = ModelWrapper(str(model_path))
+    golden = GoldenModel(golden_path)
+    segs, alone = plan(model)
+    work = Path(log_dir) / "segments"
+    shutil.rmtree(work, ignore_errors=True)
+    names = list(dict.fromkeys(t for s in segs for t in (s.input, s.output)))
+    known = {t for n in golden.model.graph.node for t in (*n.input, *n.output)}
+    if any(t not in known for t in names):  # the layers name the missing tensor
+        alone = [n.name for n in model.graph.node if impl_of(n) == "rtl"]
+        segs, names = [], []
+    tensors = golden.tensors(x_int, names) if names else {}
+    built = []
+    for seg in segs:
+        seg.report = {"name": seg.name, "layers": seg.layers, "input": seg.input,
+                      "output": seg.output}
+        try:
+            with _quiet():
+                design = _export(model, seg, work / seg.name, golden, part, clock_ns)
+        except _NotStitchable as e:
+            seg.report.update(built=False, reason=str(e))
+            alone += seg.layers
+            continue
+        built.append((seg, design))
+    order = [n.name for n in model.graph.node]
+    alone.sort(key=order.index)
+    n = len(x_int)
+    with ThreadPoolExecutor(1) as compiler:
+        # the segments compile one after the other on a thread (C++ compilers in
+        # subprocesses) while the lone layers, then the segments already built, simulate here
+        builds = [compiler.submit(_build, seg, design, log_dir) for seg, design in built]
+        try:
+            lone = check_layers(model_path, golden_path, x_int, log_dir, only=alone) \
+                if alone else {"layers": [], "compile_seconds": 0.0}
+            for (seg, design), build in zip(built, builds):
+                _simulate(seg, design, build.result(), tensors, n, model_path, golden_path,
+                          x_int, log_dir, [s.report for s in segs])
+        finally:
+            for b in builds:
+                b.cancel()
+    return {"segments": [s.report for s in segs], "layers": lone["layers"], "vectors": n,
+            "seconds": round(time.perf_counter() - t_all, 3),
+            "compile_seconds": round(lone["compile_seconds"] + sum(
+                s.report.get("compile_seconds", 0.0) for s in segs), 3)}
+
+
+class _NotStitchable(Exception):
+    pass
+
+
+def _export(model, seg: Segment, rtl_dir: Path, golden, part: str, clock_ns: float):
+    """Plumb and stitch the segment into `rtl_dir`; its StitchedDesign."""
+    from fpgaprint.compiler.rtlsim import stitch
+    from fpgaprint.compiler.rtlsim.design import StitchedDesign
+
+    try:
+        plumbed = stitch.plumb(sub_model(model, seg), part, clock_ns)
+        stitch.export(plumbed, rtl_dir, golden, stitch.estimates(plumbed))
+    except stitch.NotStitchable as e:
+        raise _NotStitchable(str(e)) from None
+    return StitchedDesign(rtl_dir)
+
+
+def _build(seg: Segment, design, log_dir):
+    """The segment's Verilator model (built or from the cache) and the seconds it took."""
+    t0 = time.perf_counter()
+    try:
+        build = design.build(log_dir=log_dir)
+    except SimulationError as e:
+        raise SimulationError(f"stitched RTL segment {seg.name} ({_span(seg)}): {e}",
+                              e.log) from None
+    return build, time.perf_counter() - t0
+
+
+def _span(seg: Segment) -> str:
+    return seg.layers[0] if len(seg.layers) == 1 else f"{seg.layers[0]} to {seg.layers[-1]}"
+
+
+def _simulate(seg: Segment, design, built, tensors, n: int, model_path, golden_path, x_int,
+              log_dir, reports: list[dict]) -> None:
+    """Run the segment over all vectors and compare; on a difference, name the layer."""
+    from fpgaprint.compiler.rtlsim.layers import check_layers, first_difference
+
+    build, compile_s = built
+    want = tensors[seg.output]
+    t0 = time.perf_counter()
+    try:
+        with design.simulator(build=build) as sim:
+            raw, cycles = sim.run(tensors[seg.input].reshape(n, -1))
+        got = raw.reshape(want.shape)
+        diff = first_difference(got, np.rint(want).astype(np.int64))
+        seg.report.update(built=True, path=f"finn/segments/{seg.name}", vectors=n, cycles=int(cycles),
+                          compile_seconds=round(compile_s, 3), cached=bool(build.cached),
+                          sim_seconds=round(time.perf_counter() - t0, 3))
+        if diff is not None:
+            v, idx = diff
+            raise RtlMismatchError(
+                f"stitched RTL segment {seg.name} ({_span(seg)}) differs from the golden "
+                f"model on equivalence vector {v}: {seg.output}[{', '.join(map(str, idx))}] is "
+                f"{got[(v, *idx)]} in RTL simulation, {want[(v, *idx)]:g} in the golden model")
+    except RtlMismatchError as e:
+        seg.report.update(built=True, ok=False, error=str(e))
+        try:  # its layers one by one name the layer
+            check_layers(model_path, golden_path, x_int, log_dir, only=seg.layers)
+        except RtlMismatchError as layer_error:
+            layer_error.segments = reports
+            raise layer_error from None
+        e.segments = reports
+        raise
+    seg.report["ok"] = True
