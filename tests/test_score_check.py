@@ -156,6 +156,19 @@ def refs(digits_build):
     return out
 
 
+def test_deployed_scores_are_the_raw_outputs_through_the_host_tail(digits_build):
+    golden = GoldenModel(digits_build.golden)
+    raw, final, _ = golden.run(digits_build.inputs)
+    assert [op["op"] for op in golden.host_ops] == ["Mul", "Add"]  # scale, per-class bias
+    scores = golden.deployed_scores(raw)
+    assert np.allclose(scores, final, rtol=1e-6, atol=1e-6)  # no head: the final output
+    # a per-class bias moves margins: they are not the raw margins scaled
+    from fpgaprint.core.scores import margins
+
+    y = scores.argmax(1)
+    assert np.corrcoef(margins(raw, y), margins(scores, y))[0, 1] < 1 - 1e-6
+
+
 def _package(out: Path, c, keypair, source: np.ndarray, label_thr: float,
              score_thr: float | None) -> Path:
     """A signed package of the digits build whose expected labels (and, with `score_thr`, the
