@@ -397,3 +397,17 @@ def test_the_station_applies_the_score_check(packages, keypair):
             r = run_fpgaprint("station", "--port", port, "--package", packages[name],
                               "--trusted-key", keypair[1])
         assert r.returncode == want, (name, r.stdout + r.stderr)
+
+
+def test_accept_records_the_score_check(run_cli, packages, keypair, tmp_path):
+    import sqlite3
+
+    db = tmp_path / "accept.db"
+    with board(packages["modified"], keypair[1]) as port:
+        code, out, err = run_cli("accept", "--ports", port, "--package", packages["modified"],
+                                 "--trusted-key", keypair[1], "--db", f"sqlite:///{db}",
+                                 "--junit", tmp_path / "j.xml")
+    assert code == 1 and "score" in out + err, out + err
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT status FROM accept_results").fetchall() == [("FAIL",)]
+    assert 'name="score"' in (tmp_path / "j.xml").read_text()
