@@ -170,17 +170,19 @@ def test_deployed_scores_are_the_raw_outputs_through_the_host_tail(digits_build)
 
 
 def _package(out: Path, c, keypair, source: np.ndarray, label_thr: float,
-             score_thr: float | None) -> Path:
+             score_thr: float | None, exact: bool = True) -> Path:
     """A signed package of the digits build whose expected labels (and, with `score_thr`, the
-    score check's source outputs) come from `source`."""
+    score check's source outputs) come from `source`; without the exact check if not
+    `exact`."""
     from fpgaprint.compiler.package import finalize_package, write_selftest
 
     (out / "model").mkdir(parents=True)
     shutil.copy2(c.golden, out / "model" / "golden.onnx")
     raw, _, labels = GoldenModel(c.golden).run(c.inputs)
-    policy = {"checks": ["exact", "fingerprint"], "fingerprint_threshold": label_thr}
+    checks = ["exact", "fingerprint"] if exact else ["fingerprint"]
+    policy = {"checks": checks, "fingerprint_threshold": label_thr}
     if score_thr is not None:
-        policy.update(checks=["exact", "fingerprint", "score"], score_threshold=score_thr)
+        policy.update(checks=[*checks, "score"], score_threshold=score_thr)
     write_selftest(out, c.inputs, raw, labels, source.argmax(1), policy,
                    source if score_thr is not None else None)
     finalize_package(out, {"name": "digits-mlp", **META, "io": c.io}, key_path=keypair[0])
@@ -189,7 +191,8 @@ def _package(out: Path, c, keypair, source: np.ndarray, label_thr: float,
 
 @pytest.fixture(scope="module")
 def packages(digits_build, keypair, refs, tmp_path_factory):
-    """healthy / modified (seed-1 source) / modified without the score check / marginal."""
+    """healthy / modified (seed-1 source) / modified without the score check / marginal /
+    both without the exact check."""
     d = tmp_path_factory.mktemp("score-pkgs")
     st = refs["selftest"]
     lt, thr = st["label_threshold"], st["score_threshold"]
@@ -200,6 +203,9 @@ def packages(digits_build, keypair, refs, tmp_path_factory):
         "modified-labels-only": _package(d / "mod-lab", digits_build, keypair, other, lt, None),
         "marginal": _package(d / "marginal", digits_build, keypair, own, lt,
                              st["corr"]["own"][0]),
+        "no-exact": _package(d / "no-exact", digits_build, keypair, own, lt, thr, exact=False),
+        "no-exact-modified": _package(d / "no-exact-mod", digits_build, keypair, other, lt,
+                                      thr, exact=False),
     }
 
 
@@ -411,3 +417,13 @@ def test_accept_records_the_score_check(run_cli, packages, keypair, tmp_path):
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT status FROM accept_results").fetchall() == [("FAIL",)]
     assert 'name="score"' in (tmp_path / "j.xml").read_text()
+
+
+def test_without_the_exact_check_the_board_still_returns_raw_outputs_for_the_score(
+        run_cli, packages, keypair, tmp_path):
+    for name, want in (("no-exact", 0), ("no-exact-modified", 1)):
+        with board(packages[name], keypair[1]) as port:
+            code, text, checks = verify(run_cli, packages[name], keypair[1], port,
+                                        tmp_path / f"{name}.json", "--allow-fingerprint-only")
+        assert code == want and set(checks) == {"identity", "fingerprint", "score"}, text
+        assert checks["score"]["status"] == (PASS if want == 0 else FAIL), text
