@@ -18,10 +18,12 @@ score-level statistic (`core.scores`) calibrated the same way, and the number of
 vectors the measured gap needs (`fingerprint.power`).
 
 The score check (`core.selftest`, ``score``) is kept on the set, with the source model's
-outputs on its vectors, only where it separates: every independently trained model FAILs it
-by the pass rule (its interval's upper end below the threshold) and no benign variant lies
-below the threshold. Impostors and quiet attacks are reported, not required: an impostor
-distilled from the source's outputs imitates its margins too.
+outputs on its vectors, only where it separates: at least MIN_SCORE_BENIGN benign variants
+were measured at the score level (one variant says nothing of the benign spread), every
+independently trained model FAILs it by the pass rule (its interval's upper end below the
+threshold) and no benign variant lies below the threshold. Impostors and quiet attacks are
+reported, not required: an impostor distilled from the source's outputs imitates its margins
+too.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ MAX_LOSS = 0.05  # accuracy a benign variant may lose
 FALSE_ALARM = 0.025  # one-sided: the benign lower bound is the pass rule's 95 % interval's
 FINETUNE_EPOCHS = 2
 PRUNE_FRACTION = 0.5
+MIN_SCORE_BENIGN = 2  # benign variants the score check's threshold must come from
 
 
 class CalibrationOverlap(VerdictFail):
@@ -470,11 +473,17 @@ def _score_outcome(interval, thr: float) -> str:
 
 
 def keep_score(report: dict) -> tuple[bool, str]:
-    """(kept, why): the score check is kept when every independently trained model FAILs it
-    and no benign variant is below its threshold."""
+    """(kept, why): the score check is kept when at least MIN_SCORE_BENIGN benign variants
+    were measured, every independently trained model FAILs it and no benign variant is below
+    its threshold."""
     sc = report.get("score") or {}
     if not sc:
         return False, "no score-level figures (no source outputs for the benign side)"
+    benign = [k for k, e in report.get("benign", {}).items() if "score" in e]
+    if len(benign) < MIN_SCORE_BENIGN:
+        return False, (f"benign variants measured at the score level: {', '.join(benign)}; "
+                       f"at least {MIN_SCORE_BENIGN} are needed to set its threshold (one says "
+                       "nothing of the benign spread; --golden adds the compiled model)")
     out = sc.get("outcome", {})
     indep = list(report.get("attack", {}))
     missing = [k for k in indep if k not in out]

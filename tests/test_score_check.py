@@ -108,6 +108,11 @@ def test_calibration_keeps_the_score_check_only_where_it_rejects_independent_mod
     assert not out.has_score and not out.calibration["score_check"]["kept"]
     assert "does not reject every independently trained model" in \
         out.calibration["score_check"]["why"]
+    # one benign variant says nothing of the benign spread: not carried either
+    out = calibrate_with(fs, sides_for(fs, [0], [40, 45]))
+    assert all(o == "FAIL" for k, o in out.calibration["score"]["outcome"].items()
+               if k.startswith("a"))
+    assert not out.has_score and "at least 2" in out.calibration["score_check"]["why"]
 
 
 # ---------------------------------------------------------------- a compiled model
