@@ -130,15 +130,18 @@ void port_read(const Port& p, uint8_t* buf, size_t n) {
 }
 
 void port_bit(Port& p, uint8_t v) {
-    std::memset(p.data, 0, p.size);
+    if (p.size != 1) std::memset(p.data, 0, p.size);
     reinterpret_cast<uint8_t*>(p.data)[0] = v & 1;
 }
 
 bool port_high(const Port& p) { return reinterpret_cast<const uint8_t*>(p.data)[0] & 1; }
 
+// Runtime callbacks (vl_fatal, ...) act on this model's context: every API call that
+// evaluates the model selects it first (a thread-local, so once per call, not per eval).
+void use_context(Sim* s) { Verilated::threadContextp(s->ctx.get()); }
+
 bool settle(Sim* s) {
     if (!s->error.empty()) return false;
-    Verilated::threadContextp(s->ctx.get());  // runtime callbacks act on this model's context
     try {
         s->top->eval();
     } catch (const Fatal& f) {
@@ -236,6 +239,7 @@ FP_API void* fp_create() {
     s->ctx->fatalOnError(false);
     s->ctx->fatalOnVpiError(false);
     s->top.reset(new FP_TOP{s->ctx.get(), "TOP"});
+    use_context(s);
     FP_TOP* t = s->top.get();
 #define FP_PORT(nm, w, d) s->ports.push_back(Port{#nm, w, d, &t->nm, sizeof(t->nm)});
 #include "fp_ports.inc"
@@ -284,13 +288,18 @@ FP_API void fp_schedule(void* h, int port, const uint8_t* buf, size_t n) {
     static_cast<Sim*>(h)->pending.emplace_back(port, std::vector<uint8_t>(buf, buf + n));
 }
 
-FP_API int fp_eval(void* h) { return settle(static_cast<Sim*>(h)) ? 0 : -1; }
+FP_API int fp_eval(void* h) {
+    auto* s = static_cast<Sim*>(h);
+    use_context(s);
+    return settle(s) ? 0 : -1;
+}
 
 // n clock cycles with the inputs as they are; -1 on a runtime error.
 FP_API int fp_step(void* h, uint64_t n) {
     auto* s = static_cast<Sim*>(h);
     static const std::vector<Update> none;
     if (s->clk < 0) return -2;
+    use_context(s);
     for (uint64_t i = 0; i < n; ++i)
         if (!cycle(s, none)) return -1;
     return 0;
@@ -351,6 +360,7 @@ FP_API int fp_timed_out(void* h) { return static_cast<Sim*>(h)->timed_out; }
 FP_API int fp_run(void* h, uint64_t budget, uint64_t liveness) {
     auto* s = static_cast<Sim*>(h);
     if (s->clk < 0) return -2;
+    use_context(s);
     std::vector<Update> ups;
     ups.reserve(2 * (s->ins.size() + s->outs.size()));
     uint64_t quiet = 0;  // cycles without any transaction
