@@ -501,11 +501,12 @@ def keep_score(report: dict) -> tuple[bool, str]:
 
 
 def calibrate_with(fs: FingerprintSet, sides: Sides, false_alarm: float = FALSE_ALARM,
-                   embedded: FingerprintSet | None = None, baud: int = power.BAUD
-                   ) -> FingerprintSet:
+                   embedded: FingerprintSet | None = None, baud: int = power.BAUD,
+                   score: bool = True) -> FingerprintSet:
     """A copy of `fs` with its threshold; `CalibrationOverlap` if it does not reject every
     independently trained model. For a challenge set, `embedded` is the package's set: the
-    impostors are trained on it (else cross-fitted on `fs` itself)."""
+    impostors are trained on it (else cross-fitted on `fs` itself). Without `score` the set
+    never carries the score check (its figures stay in the report)."""
     if fs.algorithm == "boundary":
         raise InputError("boundary sets are strict (threshold 1.0): nothing to calibrate")
     thr, report = place_threshold(fs, sides, false_alarm, embedded=embedded, baud=baud)
@@ -513,7 +514,7 @@ def calibrate_with(fs: FingerprintSet, sides: Sides, false_alarm: float = FALSE_
         raise CalibrationOverlap(
             f"cannot calibrate: {report['method']} on {len(fs)} {fs.algorithm} vectors; the "
             "threshold does not reject an independently trained model, none written")
-    kept, why = keep_score(report)
+    kept, why = keep_score(report) if score else (False, "left out by request (--no-score)")
     report["score_check"] = {"kept": kept, "why": why}
     out = fs.with_threshold(thr, report)
     if kept and sides.source is not None:
@@ -524,9 +525,9 @@ def calibrate_with(fs: FingerprintSet, sides: Sides, false_alarm: float = FALSE_
 def calibrate(fs: FingerprintSet, model: Model, data: Dataset | None = None,
               golden: str | Path | None = None, attack: list[str | Path] | None = None,
               weight_bits: int | None = None, act_bits: int | None = None, seed: int = 0,
-              say=None) -> FingerprintSet:
+              say=None, score: bool = True) -> FingerprintSet:
     """Calibrate `fs` for `model` (widths default to the set's generation widths)."""
     wb = weight_bits or int(fs.params.get("weight_bits", 4))
     ab = act_bits or int(fs.params.get("act_bits", 4))
     sides = build_sides(model, data, golden, attack, wb, ab, seed, say=say)
-    return calibrate_with(fs, sides)
+    return calibrate_with(fs, sides, score=score)

@@ -261,12 +261,16 @@ def _print_sides(cal: dict) -> None:
 @_with(_calibration_options)
 @click.option("--seed", type=Number(int, 0, MAX_SEED), default=0, show_default=True,
               help="Seed of the calibration's variants and independent models.")
+@click.option("--no-score", "no_score", is_flag=True,
+              help="Never carry the score check, even where the calibration keeps it (a "
+                   "benign side that misses planned compressions).")
 @threads_option
 def calibrate_cmd(model: str, fpset: Path, out: Path | None, golden: Path | None,
-                  attack: tuple[str, ...], seed: int) -> None:
+                  attack: tuple[str, ...], seed: int, no_score: bool) -> None:
     """Set FPSET's threshold from held-out benign variants of MODEL and check it against
     independently trained models and the set's impostors (exit 1, nothing written, when it
-    does not reject an independent model)."""
+    does not reject an independent model); the set carries the score check where it
+    separates (docs/fingerprint.md)."""
     from fpgaprint.core.fpset import load_set
     from fpgaprint.fingerprint.calibrate import calibrate
     from fpgaprint.fingerprint.source import load_model
@@ -279,7 +283,7 @@ def calibrate_cmd(model: str, fpset: Path, out: Path | None, golden: Path | None
                          f"set was made from {fs.source_sha256[:16]}…)")
     with _progress() as progress, progress.task("calibration"):
         fs = calibrate(fs, src, golden=golden, attack=list(attack) or None, seed=seed,
-                       say=progress.log)
+                       say=progress.log, score=not no_score)
     dest = out or fpset
     fs.save(dest)
     click.echo(f"{dest}: threshold {fs.threshold:.3f}")

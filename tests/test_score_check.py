@@ -96,6 +96,8 @@ def test_calibration_keeps_the_score_check_only_where_it_rejects_independent_mod
     assert out.score_threshold == pytest.approx(sc["threshold"])
     assert np.allclose(out.source_outputs, source_outputs(fs))
     assert all(sc["outcome"][k] == "FAIL" for k in ("a40", "a45"))
+    left = calibrate_with(fs, sides, score=False)  # calibrate --no-score
+    assert not left.has_score and "left out" in left.calibration["score_check"]["why"]
     back = load_set(out.save(tmp_path / "kept.npz"))
     assert back.has_score and back.sha256() == out.sha256()
     assert np.array_equal(back.source_outputs, out.source_outputs)
