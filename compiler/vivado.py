@@ -11,6 +11,8 @@ from pathlib import Path
 SUPPORTED = "AMD Vivado + Vitis HLS 2022.2 or 2024.2 and later (vitis-run)"
 TOOLS = ("vivado", "vitis_hls")
 RTL_DIR = Path("hw/rtl")
+# where a shell build places a node (FINN+'s Floorplan and partitioning), not what it computes
+PLACEMENT_ATTRS = ("partition_id", "slr", "mem_port", "device_id")
 
 
 def missing_tools() -> list[str]:
@@ -77,6 +79,10 @@ def _run_hardware_steps(out: Path, board, config, log) -> dict:
                 f"({RTL_DIR.as_posix()}/{DESIGN_JSON})", show=True)
         log(f"vivado step {step.__name__}", show=True)
         model = step(model, cfg)
+        if step.__name__ == "step_synthesize_bitfile" and fifo:
+            name = check_bitfile_kernel(model, rtl)
+            log(f"vivado: the bitfile's accelerator partition {name} is the simulated design",
+                show=True)
     hw = out / "hw"
     hw.mkdir(exist_ok=True)
     for pattern in ("bitfile/*.bit", "bitfile/*.hwh", "bitfile/*.xclbin", "driver/*"):
@@ -87,12 +93,44 @@ def _run_hardware_steps(out: Path, board, config, log) -> dict:
             "files": sorted(p.name for p in hw.iterdir() if p.is_file())}
 
 
-def check_simulated(model, rtl_dir: Path) -> None:
+def check_bitfile_kernel(parent, rtl_dir: Path) -> str:
+    """The accelerator that FINN+'s bitfile step built is the simulated design in `rtl_dir`.
+
+    FINN+'s shell builds (ZynqBuild, VitisBuild) do not take the stitched IP: they insert the
+    IO DMAs, partition the graph and stitch each partition again, the accelerator's nodes
+    renamed with the partition's prefix. `parent` is the graph the step returns: its one
+    partition without an IO DMA must be the simulated design (`check_simulated`, the prefix
+    set aside). Returns that partition's name; else RtlMismatchError."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    from fpgaprint.compiler.rtlsim.errors import RtlMismatchError
+
+    kernels = []
+    for sdp in parent.get_nodes_by_op_type("StreamingDataflowPartition"):
+        path = getCustomOp(sdp).get_nodeattr("model")
+        kernel = ModelWrapper(path) if path and Path(path).is_file() else None
+        if kernel is None or not any(n.op_type.startswith("IODMA") for n in kernel.graph.node):
+            kernels.append((sdp.name, kernel))
+    if len(kernels) != 1 or kernels[0][1] is None:
+        raise RtlMismatchError(
+            "the bitfile's graph is not the simulated design "
+            f"({RTL_DIR.as_posix()}): expected one accelerator partition besides the IO DMAs, "
+            f"found {len(kernels)}" + ("" if len(kernels) != 1 else " without its graph"))
+    name, kernel = kernels[0]
+    check_simulated(kernel, rtl_dir, prefix=name + "_", what="the bitfile's accelerator "
+                    f"partition {name}")
+    return name
+
+
+def check_simulated(model, rtl_dir: Path, prefix: str = "",
+                    what: str = "the graph for Vivado") -> None:
     """`model` (the graph for FINN+'s stitched-IP step) is the simulated design in `rtl_dir`:
-    the same nodes in the same order, attributes (folding, widths, datatypes, FIFO depths and
-    memory styles; build paths aside), initializers, stream widths, and the memory images its
-    layers' sources read equal to the simulated ones. Else RtlMismatchError naming the first
-    difference."""
+    the same nodes in the same order (names after `prefix`, which a shell build's partition
+    puts before them), attributes (folding, widths, datatypes, FIFO depths and memory styles;
+    build paths aside), initializers, stream widths, and the memory images its layers'
+    sources read equal to the simulated ones. Else RtlMismatchError naming the first
+    difference and `what` differs."""
     import numpy as np
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
@@ -104,11 +142,12 @@ def check_simulated(model, rtl_dir: Path) -> None:
     design = StitchedDesign(rtl_dir)
     sim = ModelWrapper(str(design.graph))
 
-    def differs(what: str) -> RtlMismatchError:
-        return RtlMismatchError(f"the graph for Vivado is not the simulated design "
-                                f"({RTL_DIR.as_posix()}): {what}")
+    def differs(detail: str) -> RtlMismatchError:
+        return RtlMismatchError(f"{what} is not the simulated design "
+                                f"({RTL_DIR.as_posix()}): {detail}")
 
-    got = [(n.name, n.op_type) for n in model.graph.node]
+    got = [(n.name.removeprefix(prefix) if n.name.startswith(prefix) else n.name, n.op_type)
+           for n in model.graph.node]
     want = [(n.name, n.op_type) for n in sim.graph.node]
     if got != want:
         i = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got),
@@ -119,7 +158,7 @@ def check_simulated(model, rtl_dir: Path) -> None:
         oa, ob = getCustomOp(a), getCustomOp(b)
         attrs = sorted({x.name for x in a.attribute} | {x.name for x in b.attribute})
         for name in attrs:
-            if name in PATH_ATTRS:
+            if name in PATH_ATTRS or name in PLACEMENT_ATTRS:
                 continue
             va, vb = _attr(oa, name), _attr(ob, name)
             if va != vb:
@@ -135,7 +174,7 @@ def check_simulated(model, rtl_dir: Path) -> None:
                               f"{oa.get_outstream_width_padded(i)} bits, simulated "
                               f"{ob.get_outstream_width_padded(i)}")
     for m in design.memories:
-        code_gen = Path(getCustomOp(model.get_node_from_name(m["layer"]))
+        code_gen = Path(getCustomOp(model.get_node_from_name(prefix + m["layer"]))
                         .get_nodeattr("code_gen_dir_ipgen"))
         for name, rel in m["files"].items():
             src = code_gen / name

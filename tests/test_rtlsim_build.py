@@ -1,7 +1,8 @@
 """RTL co-simulation in the build: impl_style, node-by-node rtlsim of RTL layers against the
 golden model (those outside a stitched design, every one on request or to name the layer a
-stitched design differs in), the stitched RTL accelerator (its top, its package folder, its simulation), and
-the failure modes (a corrupted memory image, Verilator missing or failing, a stalled design).
+stitched design differs in), the stitched RTL accelerator (its top, its package folder, its
+simulation), and the failure modes (a corrupted memory image, Verilator missing or failing, a
+stalled design). The Vivado steps' contract is in test_vivado_kernel.py.
 
 The zoo builds are the session's shared ones (`compiled`); tests that must change a build work
 on a scratch build of the digits model's QONNX export in this module's own directory.
@@ -354,66 +355,6 @@ def test_memory_images_have_the_documented_layout(digits_build):
 
 
 # ---------------------------------------------------------------- what is simulated is flashed
-
-
-def test_vivado_steps_receive_the_simulated_graph(scratch, monkeypatch):
-    """FINN+'s Vivado steps, with stand-ins for the three that need Vivado (stitched IP,
-    bitfile, driver; Vivado is not installed here): FINN+'s own step_hw_ipgen and
-    step_set_fifo_depths run, and the graph FINN+'s step_create_stitched_ip is handed is the
-    stitched design that was simulated (nodes, attributes, FIFO depths, stream widths,
-    memory images). Runs last on the scratch build (FINN+'s ipgen rewrites its sources)."""
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.custom_op.registry import getCustomOp
-
-    from fpgaprint.compiler import vivado
-    from fpgaprint.compiler.steps import finn_steps
-    from fpgaprint.core.boards import get_board
-
-    # the scratch build as built (the tests above leave it failed)
-    build_model(str(_source(scratch)), "Pynq-Z1", scratch, BuildConfig(equivalence_samples=4),
-                allow_unsigned=True)
-    bs = finn_steps()
-    handed: dict = {}
-
-    def stand_in(name):
-        def step(model, cfg):
-            handed[name] = (model, cfg)
-            return model
-        step.__name__ = name
-        return step
-
-    for name in ("step_create_stitched_ip", "step_synthesize_bitfile", "step_make_driver"):
-        monkeypatch.setattr(bs, name, stand_in(name))
-    lines: list[str] = []
-    res = vivado._run_hardware_steps(scratch, get_board("Pynq-Z1"), BuildConfig(),
-                                     lambda msg, **k: lines.append(msg))
-    assert res["ran"] and res["simulated_design"]
-    model, cfg = handed["step_create_stitched_ip"]
-    assert not cfg.auto_fifo_depths and cfg.fifo_config_file is not None
-    rtl = scratch / "hw" / "rtl"
-    design = json.loads((rtl / "design.json").read_text())
-    sim = ModelWrapper(str(rtl / "design.onnx"))
-    assert [(n.name, n.op_type) for n in model.graph.node] == \
-        [(n.name, n.op_type) for n in sim.graph.node] == \
-        [(x["name"], x["op_type"]) for x in design["layers"]]
-    kinds = {n.op_type for n in model.graph.node}
-    assert {"StreamingFIFO_rtl", "MVAU_rtl", "Thresholding_rtl"} <= kinds
-    depths = {n.name: getCustomOp(n).get_nodeattr("depth") for n in model.graph.node
-              if n.op_type == "StreamingFIFO_rtl"}
-    assert depths == {f["name"]: f["depth"] for f in design["fifos"]}
-    assert any(d > 2 for d in depths.values())  # sized, not FINN+'s minimal FIFOs
-    for a, b in zip(model.graph.node, sim.graph.node):
-        oa, ob = getCustomOp(a), getCustomOp(b)
-        assert oa.get_instream_width_padded() == ob.get_instream_width_padded(), a.name
-        assert oa.get_outstream_width_padded() == ob.get_outstream_width_padded(), a.name
-    for m in design["memories"]:
-        code_gen = Path(getCustomOp(model.get_node_from_name(m["layer"]))
-                        .get_nodeattr("code_gen_dir_ipgen"))
-        for name, rel in m["files"].items():
-            assert (code_gen / name).read_text().split() == (rtl / rel).read_text().split()
-    assert any("is the simulated design" in line for line in lines)
-    assert list(handed) == ["step_create_stitched_ip", "step_synthesize_bitfile",
-                            "step_make_driver"]
 
 
 def test_a_graph_other_than_the_simulated_one_is_refused(digits_build):
