@@ -6,9 +6,10 @@ and one output stream (`plan`). Each is plumbed and stitched as a whole design i
 (`stitch.plumb`, `stitch.export`) into `finn/segments/<name>/` (scratch, never packaged),
 built once with Verilator and run over all equivalence vectors in one simulation, fed with
 the golden model's tensor at its input; its output must equal the golden tensor at its output
-bit for bit. Its FIFOs keep FINN+'s minimal depths (InsertFIFO's, as `force_minimal_fifos`):
-a segment checks what its layers compute, it is not the design that is flashed, and its
-cycles are not measured against an estimate.
+bit for bit. Its FIFOs are deep (`fifosizing.sizing_depth`: two frames of its largest
+stream), not sized: a segment checks what its layers compute and is never flashed, and deep
+FIFOs let it run at its slowest layer's rate (CNV's last segment: 30 % fewer cycles than
+with FINN+'s minimal depths, so a shorter simulation).
 
 Left out of segments and run node by node (`layers.check_layers`):
 * a depthwise sliding window at the end of a run and a VVAU at its start: that pair
@@ -152,7 +153,7 @@ def check(model_path: str | Path, golden_path: str | Path, x_int: np.ndarray,
 
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from fpgaprint.compiler.rtlsim.layers import _quiet, check_layers
+    from fpgaprint.compiler.rtlsim.layers import _data_inputs, _quiet, check_layers
     from fpgaprint.core.golden import GoldenModel
 
     t_all = time.perf_counter()
@@ -161,12 +162,10 @@ def check(model_path: str | Path, golden_path: str | Path, x_int: np.ndarray,
     segs, alone = plan(model)
     work = Path(log_dir) / "segments"
     shutil.rmtree(work, ignore_errors=True)
-    names = list(dict.fromkeys(t for s in segs for t in (s.input, s.output)))
     known = {t for n in golden.model.graph.node for t in (*n.input, *n.output)}
-    if any(t not in known for t in names):  # the layers name the missing tensor
-        alone = [n.name for n in model.graph.node if impl_of(n) == "rtl"]
-        segs, names = [], []
-    tensors = golden.tensors(x_int, names) if names else {}
+    if any(t not in known for s in segs for t in (s.input, s.output)):
+        alone = [n.name for n in model.graph.node if impl_of(n) == "rtl"]  # they name it
+        segs = []
     built = []
     for seg in segs:
         seg.report = {"name": seg.name, "layers": seg.layers, "input": seg.input,
@@ -181,13 +180,20 @@ def check(model_path: str | Path, golden_path: str | Path, x_int: np.ndarray,
         built.append((seg, design))
     order = [n.name for n in model.graph.node]
     alone.sort(key=order.index)
+    names = [t for seg, _ in built for t in (seg.input, seg.output)]
+    for node in (model.get_node_from_name(a) for a in alone):
+        names += [*_data_inputs(model, node), node.output[0]]
+    names = [t for t in dict.fromkeys(names) if t in known]
     n = len(x_int)
     with ThreadPoolExecutor(1) as compiler:
         # the segments compile one after the other on a thread (C++ compilers in
-        # subprocesses) while the lone layers, then the segments already built, simulate here
+        # subprocesses) while the golden tensors are computed and the lone layers, then the
+        # segments already built, simulate here
         builds = [compiler.submit(_build, seg, design, log_dir) for seg, design in built]
         try:
-            lone = check_layers(model_path, golden_path, x_int, log_dir, only=alone) \
+            tensors = golden.tensors(x_int, names) if names else {}
+            lone = check_layers(model_path, golden_path, x_int, log_dir, only=alone,
+                                tensors=tensors) \
                 if alone else {"layers": [], "compile_seconds": 0.0}
             for (seg, design), build in zip(built, builds):
                 _simulate(seg, design, build.result(), tensors, n, model_path, golden_path,
@@ -207,12 +213,16 @@ class _NotStitchable(Exception):
 
 def _export(model, seg: Segment, rtl_dir: Path, golden, part: str, clock_ns: float):
     """Plumb and stitch the segment into `rtl_dir`; its StitchedDesign."""
-    from fpgaprint.compiler.rtlsim import stitch
+    from fpgaprint.compiler.rtlsim import fifosizing, packing, stitch
     from fpgaprint.compiler.rtlsim.design import StitchedDesign
 
+    def deep(graph):
+        return fifosizing.setter(fifosizing.sizing_depth(graph))(graph)
+
     try:
-        plumbed = stitch.plumb(sub_model(model, seg), part, clock_ns)
-        stitch.export(plumbed, rtl_dir, golden, stitch.estimates(plumbed))
+        with packing.installed():  # FINN+'s memory images, written without per-element packing
+            plumbed = stitch.plumb(sub_model(model, seg), part, clock_ns, deep)
+            stitch.export(plumbed, rtl_dir, golden, stitch.estimates(plumbed))
     except stitch.NotStitchable as e:
         raise _NotStitchable(str(e)) from None
     return StitchedDesign(rtl_dir)
