@@ -1,0 +1,38 @@
+"""How Verilator builds are compiled: the precompiled header is built once per cache and
+taken by every later design (GCC's -Winvalid-pch would say otherwise in the build log)."""
+
+from __future__ import annotations
+
+from fpgaprint.compiler.rtlsim import verilator as vl
+from fpgaprint.compiler.rtlsim.sim import VerilatedSim
+
+REG = """
+module reg1 (input ap_clk, input ap_rst_n, input [7:0] d, output logic [7:0] q);
+  always_ff @(posedge ap_clk) q <= ap_rst_n ? d + 8'd{inc} : 8'd0;
+endmodule
+"""
+
+
+def test_precompiled_header_is_built_once_and_taken_by_the_next_design(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(vl.CACHE_ENV, str(cache))
+    builds = []
+    for inc in (1, 2):
+        src = tmp_path / f"v{inc}" / "reg1.sv"
+        src.parent.mkdir()
+        src.write_text(REG.format(inc=inc))
+        builds.append(vl.build_library("reg1", [src]))
+        if inc == 1:
+            (gch,) = cache.glob(f"runtime/*/{vl._PCH}.gch")
+            first = gch.stat()
+    assert not builds[1].cached and builds[1].key != builds[0].key
+    second = gch.stat()
+    assert (second.st_ino, second.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+    for inc, b in zip((1, 2), builds):
+        log = (b.library.parent / "build.log").read_text()
+        assert ".gch" not in log, log  # -Winvalid-pch: a header GCC did not take
+        with VerilatedSim(b.library, name="reg1") as sim:
+            sim.reset()
+            sim.set("d", 41)
+            sim.step(1)
+            assert sim.get("q") == 41 + inc
