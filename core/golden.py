@@ -112,7 +112,6 @@ class GoldenModel:
         label is the argmax of (`scores`): float64 (N, C), the deployed model's class scores
         (a per-class scale or bias on the host changes margins, so they are computed, not
         assumed). One row at a time, as a board's host side does."""
-        from qonnx.core.onnx_exec import execute_onnx
 
         raw = np.asarray(raw, dtype=np.float64)
         n = len(raw)
@@ -123,12 +122,7 @@ class GoldenModel:
         tail = tail[:tail.index(last) + 1]
         if all(t.op_type in KEEP_ORDER or t.op_type == "Identity" for t in tail):
             return raw.reshape(n, -1)
-        shape = self.raw_shape
-        out = [np.asarray(execute_onnx(
-            self.model, {self.raw_output: row.reshape(shape).astype(np.float32)},
-            return_full_exec_context=True, start_node=tail[0], end_node=tail[-1])[self.scores],
-            dtype=np.float64).reshape(-1) for row in raw.reshape(n, -1)]
-        return np.stack(out) if out else np.zeros((0, int(np.prod(shape[1:]))))
+        return run_tail(self.model, self.raw_output, raw, self.scores).astype(np.float64)
 
     def tensors(self, x_int: np.ndarray, names, batch: bool = True) -> dict[str, np.ndarray]:
         """Values of the named tensors for N >= 1 input vectors, each (N, *shape[1:]) where
@@ -315,6 +309,28 @@ def _tail(model, raw_output: str) -> list:
     nodes = list(model.graph.node)
     producer = model.find_producer(raw_output)
     return nodes[nodes.index(producer) + 1:] if producer is not None else []
+
+
+def run_tail(model, raw_output: str, raw: np.ndarray, name: str) -> np.ndarray:
+    """Raw accelerator outputs (N, R) through the golden graph's host-side tail, one row at a
+    time as a board's host does: tensor `name` per row, float32 (N, values); `raw` itself
+    when `name` is the raw output or there is no tail."""
+    from qonnx.core.onnx_exec import execute_onnx
+
+    raw = np.asarray(raw)
+    n = len(raw)
+    tail = _tail(model, raw_output)
+    last = model.find_producer(name)
+    if not tail or name == raw_output or last is None or last not in tail:
+        return raw.reshape(n, -1).astype(np.float32)
+    tail = tail[:tail.index(last) + 1]
+    shape = model.get_tensor_shape(raw_output)
+    out = [np.asarray(execute_onnx(
+        model, {raw_output: row.reshape(shape).astype(np.float32)},
+        return_full_exec_context=True, start_node=tail[0], end_node=tail[-1])[name],
+        dtype=np.float32).reshape(-1) for row in raw.reshape(n, -1)]
+    return np.stack(out) if out else np.zeros((0, int(np.prod(model.get_tensor_shape(name)
+                                                               [1:]))), np.float32)
 
 
 def host_ops_of(model, raw_output: str) -> list[dict]:

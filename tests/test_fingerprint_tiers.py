@@ -172,9 +172,9 @@ def test_marginal_check_is_not_a_pass(ckpts, run_cli, tmp_path, src):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--count", "0"], "--count: expected an integer from 1 to 10000, got '0'"),
+    (["--count", "0"], "--count: expected an integer from 1 to 10000 or auto, got '0'"),
     (["--count", "1000000000"], "--count: expected an integer from 1 to 10000"),
-    (["--count", "ten"], "--count: expected an integer from 1 to 10000, got 'ten'"),
+    (["--count", "ten"], "--count: expected an integer from 1 to 10000 or auto, got 'ten'"),
     (["--seed", "-1"], "--seed: expected an integer from 0 to"),
     (["--margin", "nan"], "--margin: expected a number from 0 to 100, got 'nan'"),
     (["--steps", "0"], "--steps: expected an integer from 1 to 100000"),

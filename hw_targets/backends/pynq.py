@@ -70,19 +70,9 @@ class HostGraph:
     def final(self, raw: np.ndarray, name: str | None = None) -> np.ndarray:
         """Final outputs (B, C) float32 from raw accelerator outputs (B, R) (or the tail's
         tensor `name`)."""
-        name = name or self.output
-        if not self.tail or name == self.raw_output:
-            return raw.astype(np.float32)
-        from qonnx.core.onnx_exec import execute_onnx
+        from fpgaprint.core.golden import run_tail
 
-        shape = self.model.get_tensor_shape(self.raw_output)
-        out = []
-        for row in raw:
-            ctx = execute_onnx(self.model, {self.raw_output: row.reshape(shape).astype(np.float32)},
-                               return_full_exec_context=True, start_node=self.tail[0],
-                               end_node=self.tail[-1])
-            out.append(np.asarray(ctx[name], dtype=np.float32).reshape(-1))
-        return np.stack(out)
+        return run_tail(self.model, self.raw_output, raw, name or self.output)
 
     def labels(self, raw: np.ndarray) -> np.ndarray:
         return self.final(raw, self.scores).argmax(axis=1).astype(np.int64)
