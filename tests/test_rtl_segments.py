@@ -36,6 +36,14 @@ def _codegen(out: Path) -> Path:
     return min((out / "model" / "steps").glob("*_codegen.onnx"))
 
 
+def _inputs(res, n: int) -> np.ndarray:
+    """n vectors on the build's input grid."""
+    grid = res.report["input_grid"]
+    lo, hi = (-(1 << grid["bits"] - 1), 1 << grid["bits"] - 1) if grid["signed"] else \
+        (0, 1 << grid["bits"])
+    return np.random.default_rng(7).integers(lo, hi, (n, 2, 10, 10))
+
+
 def test_rtl_layers_around_an_hls_pool_are_covered_by_stitched_segments(built):
     _, res = built
     rtl = res.report["rtl"]
@@ -73,10 +81,7 @@ def test_each_segment_is_one_verilator_build_and_computes_the_golden_tensors(
     monkeypatch.setenv(verilator.CACHE_ENV, str(tmp_path / "cache"))  # cold
     _, res = built
     codegen, golden = _codegen(res.out), res.golden_path
-    grid = res.report["input_grid"]
-    lo, hi = (-(1 << grid["bits"] - 1), 1 << grid["bits"] - 1) if grid["signed"] else \
-        (0, 1 << grid["bits"])
-    x = np.random.default_rng(7).integers(lo, hi, (5, 2, 10, 10))
+    x = _inputs(res, 5)
     runs = verilator.stats["verilator_runs"]
     result = segments.check(codegen, golden, x, tmp_path / "finn", res.report["part"], 10.0)
     runs = verilator.stats["verilator_runs"] - runs
@@ -90,6 +95,29 @@ def test_each_segment_is_one_verilator_build_and_computes_the_golden_tensors(
         with StitchedDesign(tmp_path / "finn" / "segments" / s["name"]).simulator() as sim:
             raw, _ = sim.run(t[s["input"]].reshape(len(x), -1))
         np.testing.assert_array_equal(raw, np.rint(t[s["output"]]).reshape(len(x), -1))
+
+
+def test_a_run_that_cannot_be_stitched_is_checked_node_by_node(built, tmp_path, monkeypatch):
+    from fpgaprint.compiler.rtlsim import stitch
+
+    _, res = built
+    plumb = stitch.plumb
+
+    def refusing(model, *args, **kwargs):
+        if model.get_node_from_name("MVAU_rtl_0") is not None:
+            raise stitch.NotStitchable("MVAU_rtl_0: not stitched in this test")
+        return plumb(model, *args, **kwargs)
+
+    monkeypatch.setattr(stitch, "plumb", refusing)
+    result = segments.check(_codegen(res.out), res.golden_path, _inputs(res, 2),
+                            tmp_path / "finn", res.report["part"], 10.0)
+    first, second = result["segments"]
+    assert first["built"] is False and first["reason"] == "MVAU_rtl_0: not stitched in this test"
+    assert second["built"] and second["ok"]
+    alone = [r["layer"] for r in result["layers"]]
+    assert alone[:len(first["layers"])] == first["layers"]
+    assert not set(alone) & set(second["layers"])
+    assert all(r["vectors"] == 2 and r["cycles"] > 0 for r in result["layers"])
 
 
 def test_a_segment_that_differs_is_traced_to_its_layer(built, run_cli):

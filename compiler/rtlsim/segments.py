@@ -16,7 +16,7 @@ Left out of segments and run node by node (`layers.check_layers`):
   interleaves channels between them by design, so only both together compute the golden
   order (node by node, the window is checked against FINN+'s python model of it);
 * runs of fewer than `MIN_LAYERS` layers, and runs that cannot be stitched (the reason is in
-  the report).
+  the report; a memory image that differs from the golden model is an RtlMismatchError).
 
 When a segment differs, its layers run node by node to name the layer that differs; if they
 all agree, the segment's own difference is raised. Errors as in `layers`: RtlMismatchError
@@ -223,8 +223,12 @@ def _export(model, seg: Segment, rtl_dir: Path, golden, part: str, clock_ns: flo
         with packing.installed():  # FINN+'s memory images, written without per-element packing
             plumbed = stitch.plumb(sub_model(model, seg), part, clock_ns, deep)
             stitch.export(plumbed, rtl_dir, golden, stitch.estimates(plumbed))
-    except stitch.NotStitchable as e:
-        raise _NotStitchable(str(e)) from None
+    except RtlMismatchError:  # a memory image that differs from the golden model
+        raise
+    except Exception as e:  # noqa: BLE001 - its layers are then checked node by node
+        reason = str(e) if isinstance(e, stitch.NotStitchable) else \
+            f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        raise _NotStitchable(reason) from None
     return StitchedDesign(rtl_dir)
 
 
@@ -252,8 +256,12 @@ def _simulate(seg: Segment, design, built, tensors, n: int, model_path, golden_p
     want = tensors[seg.output]
     t0 = time.perf_counter()
     try:
-        with design.simulator(build=build) as sim:
-            raw, cycles = sim.run(tensors[seg.input].reshape(n, -1))
+        try:
+            with design.simulator(build=build) as sim:
+                raw, cycles = sim.run(tensors[seg.input].reshape(n, -1))
+        except SimulationError as e:
+            raise SimulationError(f"stitched RTL segment {seg.name} ({_span(seg)}): {e}",
+                                  e.log) from None
         got = raw.reshape(want.shape)
         diff = first_difference(got, np.rint(want).astype(np.int64))
         seg.report.update(built=True, path=f"finn/segments/{seg.name}", vectors=n, cycles=int(cycles),
