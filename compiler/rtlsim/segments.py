@@ -11,10 +11,10 @@ stream), not sized: a segment checks what its layers compute and is never flashe
 FIFOs let it run at its slowest layer's rate (CNV's last segment: 30 % fewer cycles than
 with FINN+'s minimal depths, so a shorter simulation).
 
+A depthwise sliding window interleaves channels for the VVAU or pool after it by design: a
+segment ending on one is compared with the golden values in that order (`_reference`).
 Left out of segments and run node by node (`layers.check_layers`):
-* a depthwise sliding window at the end of a run and a VVAU at its start: that pair
-  interleaves channels between them by design, so only both together compute the golden
-  order (node by node, the window is checked against FINN+'s python model of it);
+* a VVAU at the start of a run (it reads its window's order, by design);
 * runs of fewer than `MIN_LAYERS` layers, and runs that cannot be stitched (the reason is in
   the report; a memory image that differs from the golden model is an RtlMismatchError).
 
@@ -48,6 +48,7 @@ class Segment:
     layers: list[str]
     input: str
     output: str
+    reorders: bool = False  # its last layer is a depthwise window (see `_reference`)
     report: dict = field(default_factory=dict)
 
 
@@ -72,9 +73,7 @@ def _runs(model) -> list[list]:
 
 
 def _trimmed(run: list) -> list:
-    """The run without a depthwise window at its end and a VVAU at its start."""
-    if run and run[-1].op_type in SWG and _depthwise(run[-1]):
-        run = run[:-1]
+    """The run without a VVAU at its start (its input order is its window's, by design)."""
     if run and run[0].op_type in VVAU:
         run = run[1:]
     return run
@@ -106,7 +105,8 @@ def plan(model) -> tuple[list[Segment], list[str]]:
         ends = _ends(model, run) if len(run) >= MIN_LAYERS else None
         if ends is None:
             continue
-        segs.append(Segment(f"segment_{len(segs)}", [n.name for n in run], *ends))
+        segs.append(Segment(f"segment_{len(segs)}", [n.name for n in run], *ends,
+                            reorders=run[-1].op_type in SWG and _depthwise(run[-1])))
         covered.update(n.name for n in run)
     alone = [n.name for n in model.graph.node if impl_of(n) == "rtl" and n.name not in covered]
     return segs, alone
@@ -181,6 +181,8 @@ def check(model_path: str | Path, golden_path: str | Path, x_int: np.ndarray,
     order = [n.name for n in model.graph.node]
     alone.sort(key=order.index)
     names = [t for seg, _ in built for t in (seg.input, seg.output)]
+    names += [_data_inputs(model, model.get_node_from_name(seg.layers[-1]))[0]
+              for seg, _ in built if seg.reorders]
     for node in (model.get_node_from_name(a) for a in alone):
         names += [*_data_inputs(model, node), node.output[0]]
     names = [t for t in dict.fromkeys(names) if t in known]
@@ -196,8 +198,8 @@ def check(model_path: str | Path, golden_path: str | Path, x_int: np.ndarray,
                                 tensors=tensors) \
                 if alone else {"layers": [], "compile_seconds": 0.0}
             for (seg, design), build in zip(built, builds):
-                _simulate(seg, design, build.result(), tensors, n, model_path, golden_path,
-                          x_int, log_dir, [s.report for s in segs])
+                _simulate(seg, design, build.result(), model, tensors, n, model_path,
+                          golden_path, x_int, log_dir, [s.report for s in segs])
         finally:
             for b in builds:
                 b.cancel()
@@ -247,13 +249,38 @@ def _span(seg: Segment) -> str:
     return seg.layers[0] if len(seg.layers) == 1 else f"{seg.layers[0]} to {seg.layers[-1]}"
 
 
-def _simulate(seg: Segment, design, built, tensors, n: int, model_path, golden_path, x_int,
-              log_dir, reports: list[dict]) -> None:
+def _reference(model, seg: Segment, tensors, n: int) -> tuple[np.ndarray, str]:
+    """What the segment must output, and whether that is the golden tensor ("golden") or the
+    golden values in its last layer's order ("reordered"): a depthwise window interleaves
+    channels for the layer after it, so a segment ending on one is compared with FINN+'s
+    python model of that `_rtl` window fed with the golden tensor at its input, when that
+    holds, per vector, the golden values reordered (as `layers` checks the window alone)."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    from fpgaprint.compiler.rtlsim.layers import _run_layer
+
+    want = tensors[seg.output]
+    if not seg.reorders:
+        return want, "golden"
+    node = model.get_node_from_name(seg.layers[-1])
+    try:
+        ref, _ = _run_layer(model, node, getCustomOp(node), tensors, n, "cppsim")
+    except Exception:  # noqa: BLE001 - no python model: compared with the golden order
+        return want, "golden"
+    ref = ref.reshape(want.shape)
+    flat = (n, -1)
+    if np.array_equal(np.sort(ref.reshape(flat), axis=1), np.sort(want.reshape(flat), axis=1)):
+        return ref, "reordered"
+    return want, "golden"
+
+
+def _simulate(seg: Segment, design, built, model, tensors, n: int, model_path, golden_path,
+              x_int, log_dir, reports: list[dict]) -> None:
     """Run the segment over all vectors and compare; on a difference, name the layer."""
     from fpgaprint.compiler.rtlsim.layers import check_layers, first_difference
 
     build, compile_s = built
-    want = tensors[seg.output]
+    want, seg.report["reference"] = _reference(model, seg, tensors, n)
     t0 = time.perf_counter()
     try:
         try:
@@ -272,7 +299,9 @@ def _simulate(seg: Segment, design, built, tensors, n: int, model_path, golden_p
             raise RtlMismatchError(
                 f"stitched RTL segment {seg.name} ({_span(seg)}) differs from the golden "
                 f"model on equivalence vector {v}: {seg.output}[{', '.join(map(str, idx))}] is "
-                f"{got[(v, *idx)]} in RTL simulation, {want[(v, *idx)]:g} in the golden model")
+                f"{got[(v, *idx)]} in RTL simulation, {want[(v, *idx)]:g} in the golden model"
+                + (f" (in {seg.layers[-1]}'s output order)"
+                   if seg.report["reference"] == "reordered" else ""))
     except RtlMismatchError as e:
         seg.report.update(built=True, ok=False, error=str(e))
         try:  # its layers one by one name the layer

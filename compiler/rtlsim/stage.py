@@ -89,9 +89,12 @@ def run(out: Path, board, config, log, report: dict, eq, stages, model_path: Pat
                          compile_seconds=sim["compile_seconds"])
         stitched = [s for s in result.get("segments") or [] if s.get("ok")]
         segment_of = {layer: s["name"] for s in stitched for layer in s["layers"]}
+        reordered = {s["layers"][-1] for s in stitched if s.get("reference") == "reordered"}
         for r in rows:
             if r["layer"] in segment_of:
                 r.update(simulated=True, covered_by=segment_of[r["layer"]])
+            if r["layer"] in reordered:
+                r["reference"] = "reordered"
         if "segments" in result:
             section["segments"] = result["segments"]
         section["node_by_node"] = {"ok": True, "vectors": result["vectors"],
