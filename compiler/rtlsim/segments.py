@@ -18,7 +18,8 @@ Left out of segments and run node by node (`layers.check_layers`):
 * runs of fewer than `MIN_LAYERS` layers, and runs that cannot be stitched (the reason is in
   the report; a memory image that differs from the golden model is an RtlMismatchError).
 
-When a segment differs, its layers run node by node to name the layer that differs; if they
+Segments build, then simulate, on two threads while the golden tensors are computed. When a
+segment differs, its layers run node by node to name the layer that differs; if they
 all agree, the segment's own difference is raised. Errors as in `layers`: RtlMismatchError
 (exit 1) naming the segment, vector and element; SimulationError (exit 2).
 """
@@ -26,6 +27,7 @@ all agree, the segment's own difference is raised. Errors as in `layers`: RtlMis
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,7 @@ from fpgaprint.compiler.rtlsim.errors import RtlMismatchError, SimulationError
 from fpgaprint.compiler.rtlsim.impl import impl_of
 
 MIN_LAYERS = 2
+_START = threading.Lock()  # a simulation starts in its own working directory (`sim.py`)
 SWG = ("ConvolutionInputGenerator_rtl",)
 VVAU = ("VVAU_rtl",)
 
@@ -187,22 +190,50 @@ def check(model_path: str | Path, golden_path: str | Path, x_int: np.ndarray,
         names += [*_data_inputs(model, node), node.output[0]]
     names = [t for t in dict.fromkeys(names) if t in known]
     n = len(x_int)
-    with ThreadPoolExecutor(1) as compiler:
-        # the segments compile one after the other on a thread (C++ compilers in
-        # subprocesses) while the golden tensors are computed and the lone layers, then the
-        # segments already built, simulate here
-        builds = [compiler.submit(_build, seg, design, log_dir) for seg, design in built]
+    # each segment builds (C++ compilers in subprocesses) and then simulates on one of two
+    # threads (the simulation runs in C++ without the GIL) while the golden tensors are
+    # computed here; the threads start simulating once they are
+    shared: dict = {}
+    ready = threading.Event()
+
+    def run(seg: Segment, design) -> None:
+        built_ = _build(seg, design, log_dir)
+        ready.wait()
+        if "tensors" in shared:
+            _simulate(seg, design, built_, shared["refs"][seg.name], shared["tensors"], n)
+
+    failed = None
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(run, seg, design) for seg, design in built]
         try:
             tensors = golden.tensors(x_int, names) if names else {}
             lone = check_layers(model_path, golden_path, x_int, log_dir, only=alone,
                                 tensors=tensors) \
                 if alone else {"layers": [], "compile_seconds": 0.0}
-            for (seg, design), build in zip(built, builds):
-                _simulate(seg, design, build.result(), model, tensors, n, model_path,
-                          golden_path, x_int, log_dir, [s.report for s in segs])
+            refs = {seg.name: _reference(model, seg, tensors, n) for seg, _ in built}
+            shared.update(tensors=tensors, refs=refs)
         finally:
-            for b in builds:
-                b.cancel()
+            ready.set()  # without tensors (an error here) the threads only finish their build
+            for f in futures:
+                if not shared:
+                    f.cancel()
+        for (seg, _), f in zip(built, futures):
+            try:
+                f.result()
+            except RtlMismatchError as e:
+                failed = (seg, e)
+                for g in futures:
+                    g.cancel()
+                break
+    if failed is not None:  # its layers one by one name the layer
+        seg, e = failed
+        try:
+            check_layers(model_path, golden_path, x_int, log_dir, only=seg.layers)
+        except RtlMismatchError as layer_error:
+            layer_error.segments = [s.report for s in segs]
+            raise layer_error from None
+        e.segments = [s.report for s in segs]
+        raise e
     return {"segments": [s.report for s in segs], "layers": lone["layers"], "vectors": n,
             "seconds": round(time.perf_counter() - t_all, 3),
             "compile_seconds": round(lone["compile_seconds"] + sum(
@@ -274,41 +305,38 @@ def _reference(model, seg: Segment, tensors, n: int) -> tuple[np.ndarray, str]:
     return want, "golden"
 
 
-def _simulate(seg: Segment, design, built, model, tensors, n: int, model_path, golden_path,
-              x_int, log_dir, reports: list[dict]) -> None:
-    """Run the segment over all vectors and compare; on a difference, name the layer."""
-    from fpgaprint.compiler.rtlsim.layers import check_layers, first_difference
+def _simulate(seg: Segment, design, built, reference: tuple[np.ndarray, str], tensors,
+              n: int) -> None:
+    """Run the segment over all vectors and compare with `reference` (`_reference`)."""
+    from fpgaprint.compiler.rtlsim.layers import first_difference
 
     build, compile_s = built
-    want, seg.report["reference"] = _reference(model, seg, tensors, n)
+    want, seg.report["reference"] = reference
     t0 = time.perf_counter()
     try:
-        try:
-            with design.simulator(build=build) as sim:
-                raw, cycles = sim.run(tensors[seg.input].reshape(n, -1))
-        except SimulationError as e:
-            raise SimulationError(f"stitched RTL segment {seg.name} ({_span(seg)}): {e}",
-                                  e.log) from None
-        got = raw.reshape(want.shape)
-        diff = first_difference(got, np.rint(want).astype(np.int64))
-        seg.report.update(built=True, path=f"finn/segments/{seg.name}", vectors=n, cycles=int(cycles),
-                          compile_seconds=round(compile_s, 3), cached=bool(build.cached),
-                          sim_seconds=round(time.perf_counter() - t0, 3))
-        if diff is not None:
-            v, idx = diff
-            raise RtlMismatchError(
-                f"stitched RTL segment {seg.name} ({_span(seg)}) differs from the golden "
-                f"model on equivalence vector {v}: {seg.output}[{', '.join(map(str, idx))}] is "
-                f"{got[(v, *idx)]} in RTL simulation, {want[(v, *idx)]:g} in the golden model"
-                + (f" (in {seg.layers[-1]}'s output order)"
-                   if seg.report["reference"] == "reordered" else ""))
-    except RtlMismatchError as e:
+        with _START:
+            sim = design.simulator(build=build)
+        with sim:
+            raw, cycles = sim.run(tensors[seg.input].reshape(n, -1))
+    except SimulationError as e:
+        raise SimulationError(f"stitched RTL segment {seg.name} ({_span(seg)}): {e}",
+                              e.log) from None
+    except RtlMismatchError as e:  # an assertion of the design itself
         seg.report.update(built=True, ok=False, error=str(e))
-        try:  # its layers one by one name the layer
-            check_layers(model_path, golden_path, x_int, log_dir, only=seg.layers)
-        except RtlMismatchError as layer_error:
-            layer_error.segments = reports
-            raise layer_error from None
-        e.segments = reports
         raise
-    seg.report["ok"] = True
+    got = raw.reshape(want.shape)
+    diff = first_difference(got, np.rint(want).astype(np.int64))
+    seg.report.update(built=True, path=f"finn/segments/{seg.name}", vectors=n,
+                      cycles=int(cycles), compile_seconds=round(compile_s, 3),
+                      cached=bool(build.cached),
+                      sim_seconds=round(time.perf_counter() - t0, 3), ok=diff is None)
+    if diff is not None:
+        v, idx = diff
+        order = f" (in {seg.layers[-1]}'s output order)" \
+            if seg.report["reference"] == "reordered" else ""
+        seg.report["error"] = (
+            f"stitched RTL segment {seg.name} ({_span(seg)}) differs from the golden model on "
+            f"equivalence vector {v}: {seg.output}[{', '.join(map(str, idx))}] is "
+            f"{got[(v, *idx)]} in RTL simulation, {want[(v, *idx)]:g} in the golden "
+            f"model{order}")
+        raise RtlMismatchError(seg.report["error"])
