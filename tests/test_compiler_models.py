@@ -230,7 +230,7 @@ def test_avgpool_floor_compiles_bit_exact(tmp_path):
     assert simulated and all(r["simulated"] for r in simulated)
     covered = [r for r in simulated if r.get("covered_by")]
     assert covered and {r["covered_by"] for r in covered} == {
-        s["name"] for s in rtl["segments"] if s["ok"]}
+        s["name"] for s in rtl["segments"] if s.get("ok")}
     assert rtl["node_by_node"]["ok"] and \
         rtl["node_by_node"]["layers"] == len(simulated) - len(covered)
     assert not rtl["stitched"]["built"] and "Pool_hls_0" in rtl["stitched"]["reason"]
