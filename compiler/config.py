@@ -74,9 +74,10 @@ class BuildConfig(BaseModel):
         "reports/fifo_depths.json writes it), applied with auto_fifo_depths false")
     rtlsim_node_by_node: Literal["uncovered", "all"] = Field(
         "uncovered", description="RTL layers simulated one by one on Verilator: uncovered = "
-        "those outside a stitched design (whose simulation covers its layers), and every "
-        "layer when the stitched design differs from the golden model, to name the layer; "
-        "all = every RTL layer as well as the stitched design")
+        "those outside a stitched design or a stitched segment of a design HLS layers split "
+        "(whose simulations cover their layers), and every layer of a stitched design or "
+        "segment that differs from the golden model, to name the layer; all = every RTL "
+        "layer one by one (no segments) as well as the stitched design")
     large_fifo_mem_style: Literal["auto", "block", "distributed", "ultra"] = Field(
         "auto", description="FINN+ key: memory of the FIFOs fifo.sv would back with BRAM/URAM")
     equivalence_samples: int = Field(32, ge=1, le=100_000)
