@@ -228,7 +228,8 @@ def check(model_path: str | Path, golden_path: str | Path, x_int: np.ndarray,
     if failed is not None:  # its layers one by one name the layer
         seg, e = failed
         try:
-            check_layers(model_path, golden_path, x_int, log_dir, only=seg.layers)
+            check_layers(model_path, golden_path, x_int, log_dir, only=seg.layers,
+                         tensors=shared.get("tensors"))
         except RtlMismatchError as layer_error:
             layer_error.segments = [s.report for s in segs]
             raise layer_error from None
