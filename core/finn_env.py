@@ -20,5 +20,8 @@ def ensure_finn(build_dir: str | Path | None = None) -> None:
     if not _ready:
         from finn.util import settings
 
+        from fpgaprint.core import qonnx_speed
+
         settings.initialize_dummy_settings()
+        qonnx_speed.install()
         _ready = True
