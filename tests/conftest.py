@@ -350,6 +350,21 @@ def digits_build(compiled) -> Compiled:
     return compiled("digits-mlp")
 
 
+def own_digits_build(digits_build: Compiled, d: Path) -> Path:
+    """A digits build of its own in `d/build`, from the shared build's QONNX export (copied
+    to `d/src`), for tests that change a build or let FINN+'s ipgen rewrite its sources."""
+    (d / "src").mkdir()
+    for f in (digits_build.out / "model").glob("qonnx.onnx*"):
+        shutil.copy2(f, d / "src" / f.name)
+    from fpgaprint.compiler.build import build_model
+    from fpgaprint.compiler.config import BuildConfig
+
+    out = d / "build"
+    build_model(str(d / "src" / "qonnx.onnx"), "Pynq-Z1", out,
+                BuildConfig(equivalence_samples=4), allow_unsigned=True)
+    return out
+
+
 @pytest.fixture(scope="session")
 def make_package(compiled, keypair):
     """make_package(NAME, OUT, threshold=…, golden_from=…, signed=…, hw=…, rtl=…): a finalized

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import own_digits_build
 
 from fpgaprint.compiler.build import build_model
 from fpgaprint.compiler.config import BuildConfig
@@ -133,16 +134,7 @@ def test_impl_style_rtl_names_the_layers_left_in_hls():
 def scratch(digits_build, tmp_path_factory):
     """A digits build of its own (from the shared build's QONNX export), changed and restored
     by the tests below."""
-    import shutil
-
-    d = tmp_path_factory.mktemp("rtl-scratch")
-    (d / "src").mkdir()
-    for f in (digits_build.out / "model").glob("qonnx.onnx*"):
-        shutil.copy2(f, d / "src" / f.name)
-    out = d / "build"
-    build_model(str(d / "src" / "qonnx.onnx"), "Pynq-Z1", out,
-                BuildConfig(equivalence_samples=4), allow_unsigned=True)
-    return out
+    return own_digits_build(digits_build, tmp_path_factory.mktemp("rtl-scratch"))
 
 
 def _source(out: Path) -> Path:

@@ -7,14 +7,13 @@ MakeZYNQProject) and for the step's report copying; Vivado is not installed here
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
+from conftest import own_digits_build
 from qonnx.transformation.base import Transformation
 
 from fpgaprint.compiler import vivado
-from fpgaprint.compiler.build import build_model
 from fpgaprint.compiler.config import BuildConfig
 from fpgaprint.compiler.rtlsim.errors import RtlMismatchError
 from fpgaprint.compiler.steps import finn_steps
@@ -34,13 +33,7 @@ class _NoVivado(Transformation):
 @pytest.fixture()
 def build(digits_build, tmp_path):
     """A digits build of its own (FINN+'s ipgen rewrites a build's sources)."""
-    (tmp_path / "src").mkdir()
-    for f in (digits_build.out / "model").glob("qonnx.onnx*"):
-        shutil.copy2(f, tmp_path / "src" / f.name)
-    out = tmp_path / "build"
-    build_model(str(tmp_path / "src" / "qonnx.onnx"), "Pynq-Z1", out,
-                BuildConfig(equivalence_samples=4), allow_unsigned=True)
-    return out
+    return own_digits_build(digits_build, tmp_path)
 
 
 @pytest.fixture()
