@@ -9,6 +9,7 @@ import numpy as np
 
 from fpgaprint.core.atomic import write_atomic
 from fpgaprint.core.fpset import FingerprintSet
+from fpgaprint.fingerprint.power import BAUD
 
 
 def _pct(v) -> str:
@@ -156,9 +157,11 @@ def _calibration_section(res: dict, methods: list[str]) -> list[str]:
     cals = {m: res["methods"][m]["calibration"] for m in methods if m != "boundary"}
     if not any("separates" in c for c in cals.values()):
         return []
+    bauds = sorted({c.get("power", {}).get("baud", BAUD) for c in cals.values()})
+    at = " / ".join(map(str, bauds)) or str(BAUD)
     out = ["", "## Calibration: the benign side's threshold against every attack", "",
            "| method | threshold | worst benign | rejects all | not rejected | score threshold "
-           "| score not rejected | vectors needed | line s at 115200 baud |",
+           f"| score not rejected | vectors needed | line s at {at} baud |",
            "|---|---|---|---|---|---|---|---|---|"]
     for m, c in cals.items():
         if "separates" not in c:

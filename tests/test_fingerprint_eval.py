@@ -101,6 +101,9 @@ def test_fidelity_table_quick(tmp_path, golden_path):
     md = (tmp_path / "out" / "table.md").read_text()
     assert "| swap-seed1 | swap (attack) |" in md and "## Detection (FAIL) per attack" in md
     assert "checked repeatedly in random order" in md
+    # the calibration per method, the line time at the rate it was computed for
+    assert "## Calibration: the benign side's threshold" in md
+    assert f"| line s at {cal['power']['baud']} baud |" in md
 
 
 @pytest.mark.slow
