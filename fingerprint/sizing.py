@@ -112,14 +112,14 @@ def _made(what: str, make, *args):
 
 
 def _at_chosen(cal: dict) -> dict:
-    """The same two sides re-measured on the set at the chosen count."""
-    b = cal["benign"][cal["worst_benign"]]["match_rate"]
-    a = cal["attack"][cal["best_attack"]]["match_rate"]
-    n = cal["count"]
-    return {"worst_benign": cal["worst_benign"], "benign_rate": b,
-            "against": cal["best_attack"], "attack_rate": a,
-            "separated": bool(power.separated(b, a, n, cal["confidence"])),
-            "vectors_needed": power.vectors_needed(b, a, cal["confidence"], power.CAP)}
+    """The same two sides re-measured on the set at the chosen count (the calibration's own
+    figures: `confident` and the independent models' `vectors_needed`)."""
+    return {"worst_benign": cal["worst_benign"],
+            "benign_rate": cal["benign"][cal["worst_benign"]]["match_rate"],
+            "against": cal["best_attack"],
+            "attack_rate": cal["attack"][cal["best_attack"]]["match_rate"],
+            "separated": cal["confident"],
+            "vectors_needed": cal["power"]["vectors_needed_independent"]}
 
 
 def sizing_lines(sz: dict) -> list[str]:
