@@ -49,19 +49,29 @@ def unsigned4_input_mlp(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
                           return_quant_tensor=True))
 
 
+def _conv_block(cin: int, k, **conv) -> list[nn.Module]:
+    """A 3-bit conv `cin` → 4 channels (`conv`: its other arguments) → BN → 3-bit ReLU."""
+    import brevitas.nn as qnn
+
+    return [qnn.QuantConv2d(cin, 4, k, bias=False, weight_bit_width=3, **conv),
+            nn.BatchNorm2d(4), qnn.QuantReLU(bit_width=3, return_quant_tensor=True)]
+
+
+def _conv_front(cin: int, k, **conv) -> list[nn.Module]:
+    """The CNNs' front: a 4-bit input quantizer, then `_conv_block` (built in this order)."""
+    import brevitas.nn as qnn
+
+    return [qnn.QuantIdentity(bit_width=4, return_quant_tensor=True), *_conv_block(cin, k, **conv)]
+
+
 def depthwise_cnn(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
     """Conv → depthwise conv (groups = channels, VVAU) → linear."""
     import brevitas.nn as qnn
 
     _seed(seed)
     model = nn.Sequential(
-        qnn.QuantIdentity(bit_width=4, return_quant_tensor=True),
-        qnn.QuantConv2d(2, 4, 3, bias=False, weight_bit_width=3),
-        nn.BatchNorm2d(4),
-        qnn.QuantReLU(bit_width=3, return_quant_tensor=True),
-        qnn.QuantConv2d(4, 4, 3, groups=4, bias=False, weight_bit_width=3),
-        nn.BatchNorm2d(4),
-        qnn.QuantReLU(bit_width=3, return_quant_tensor=True),
+        *_conv_front(2, 3),
+        *_conv_block(4, 3, groups=4),
         nn.Flatten(),
         qnn.QuantLinear(4 * 2 * 2, 5, bias=False, weight_bit_width=3),
     )
@@ -80,10 +90,7 @@ def avgpool_cnn(rounding: str, seed: int = 0) -> tuple[nn.Module, tuple[int, ...
             qnn.TruncAvgPool2d(2, bit_width=3, float_to_int_impl_type=rounding.upper(),
                                return_quant_tensor=True))
     model = nn.Sequential(
-        qnn.QuantIdentity(bit_width=4, return_quant_tensor=True),
-        qnn.QuantConv2d(2, 4, 3, bias=False, weight_bit_width=3),
-        nn.BatchNorm2d(4),
-        qnn.QuantReLU(bit_width=3, return_quant_tensor=True),
+        *_conv_front(2, 3),
         pool,
         nn.Flatten(),
         qnn.QuantLinear(4 * 2 * 2, 5, bias=False, weight_bit_width=3),
@@ -98,14 +105,9 @@ def maxpool_cnn(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
 
     _seed(seed)
     model = nn.Sequential(
-        qnn.QuantIdentity(bit_width=4, return_quant_tensor=True),
-        qnn.QuantConv2d(2, 4, 3, bias=False, weight_bit_width=3),
-        nn.BatchNorm2d(4),
-        qnn.QuantReLU(bit_width=3, return_quant_tensor=True),
+        *_conv_front(2, 3),
         nn.MaxPool2d(2),
-        qnn.QuantConv2d(4, 4, 3, bias=False, weight_bit_width=3),
-        nn.BatchNorm2d(4),
-        qnn.QuantReLU(bit_width=3, return_quant_tensor=True),
+        *_conv_block(4, 3),
         nn.Flatten(),
         qnn.QuantLinear(4 * 2 * 2, 5, bias=False, weight_bit_width=3),
     )
@@ -120,11 +122,7 @@ def conv_fc_cnn(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
 
     _seed(seed)
     model = nn.Sequential(
-        qnn.QuantIdentity(bit_width=4, return_quant_tensor=True),
-        qnn.QuantConv2d(2, 4, 3, bias=False, weight_bit_width=3,
-                        weight_scaling_per_output_channel=True),
-        nn.BatchNorm2d(4),
-        qnn.QuantReLU(bit_width=3, return_quant_tensor=True),
+        *_conv_front(2, 3, weight_scaling_per_output_channel=True),
         nn.Flatten(),
         qnn.QuantLinear(4 * 4 * 4, 5, bias=False, weight_bit_width=3),
     )
@@ -138,13 +136,8 @@ def kws_cnn(seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
 
     _seed(seed)
     model = nn.Sequential(
-        qnn.QuantIdentity(bit_width=4, return_quant_tensor=True),
-        qnn.QuantConv2d(1, 4, (1, 5), bias=False, weight_bit_width=3),
-        nn.BatchNorm2d(4),
-        qnn.QuantReLU(bit_width=3, return_quant_tensor=True),
-        qnn.QuantConv2d(4, 4, (1, 5), stride=(1, 2), bias=False, weight_bit_width=3),
-        nn.BatchNorm2d(4),
-        qnn.QuantReLU(bit_width=3, return_quant_tensor=True),
+        *_conv_front(1, (1, 5)),
+        *_conv_block(4, (1, 5), stride=(1, 2)),
         nn.Flatten(),
         qnn.QuantLinear(4 * 1 * 28, 5, bias=False, weight_bit_width=3),
     )
