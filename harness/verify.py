@@ -200,11 +200,11 @@ def challenge_plan(pkg: "Package", fp_path: str | Path, rng: np.random.Generator
     kept = tuple(c for c in ("exact", "onchip") if c in base.checks)
     n = len(fp)
     if fp.algorithm == "boundary":  # labels of the deployed model: bound to its golden graph
-        golden = pkg.manifest.get("files", {}).get("model/golden.onnx")
-        if fp.source_sha256 != golden:
+        golden_sha = pkg.manifest.get("files", {}).get("model/golden.onnx")
+        if fp.source_sha256 != golden_sha:
             raise InputError(
                 f"{fp_path}: boundary set was made from the golden model {fp.source_sha256[:16]}…"
-                f", the package {pkg.dir} holds {str(golden)[:16]}…")
+                f", the package {pkg.dir} holds {str(golden_sha)[:16]}…")
         differ = np.flatnonzero(fp.labels != golden_labels)
         if len(differ):
             raise InputError(f"{fp_path}: boundary label of vector {int(differ[0])} is "
