@@ -20,24 +20,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fpgaprint.core.golden import GoldenModel  # noqa: E402
-from fpgaprint.core.words import random_flips  # noqa: E402
-from fpgaprint.fingerprint.boundary import generation_flips  # noqa: E402
+from fpgaprint.fingerprint.evaluate import EvalConfig, held_out_singles  # noqa: E402
 from fpgaprint.fingerprint.intexec import executor  # noqa: E402
-
-SINGLES = 400  # EvalConfig.single_flip_seeds
-
-
-def held_out_singles(golden, seed: int) -> list:
-    """The eval's single weight-bit flips: drawn apart from the boundary generation's."""
-    used = {tuple(f) for f in generation_flips(golden, 600, seed)}
-    singles, s = [], 0
-    while len(singles) < SINGLES:
-        f = random_flips(golden.memories(), 1, np.random.default_rng([seed, 1, 10**6 + s]),
-                         kinds=("weights",))[0]
-        s += 1
-        if tuple(f) not in used:
-            singles.append(f)
-    return singles
 
 
 def main() -> None:
@@ -50,7 +34,7 @@ def main() -> None:
     ex = executor(golden)
     if ex is None:
         sys.exit(f"{args.golden}: the fast integer executor does not support this graph")
-    singles = held_out_singles(golden, args.seed)
+    singles = held_out_singles(golden, EvalConfig.single_flip_seeds, args.seed)
     shape = golden.model.get_tensor_shape(golden.model.graph.input[0].name)[1:]
     x = np.random.default_rng([args.seed, 5]).integers(0, 256, (args.inputs, int(np.prod(shape))))
     labels, changed = ex.flip_labels(x, singles, raw=True)

@@ -53,7 +53,7 @@ from fpgaprint.fingerprint.intexec import executor, flipped_memories
 from fpgaprint.fingerprint.perturb import PerturbConfig
 from fpgaprint.fingerprint.source import Model, load_model
 
-__all__ = ["EvalConfig", "dataset_for", "evaluate", "in_family", "summarize"]
+__all__ = ["EvalConfig", "dataset_for", "evaluate", "held_out_singles", "in_family", "summarize"]
 
 STRONG_BACKDOOR = 0.985  # attack success from which a backdoor counts as strong
 # the table's impostors: the calibration's learners retrained on another fold split and seed,
@@ -451,15 +451,8 @@ class Evaluation:
                 out["random"].append({"n": n, "seed": s,
                                       **self._flip_record(*self._run_flipped(flips))})
         self.say(f"single weight-bit flips: {cfg.single_flip_seeds}")
-        used = {tuple(f) for f in generation_flips(g, 600, cfg.seed)} \
-            if "boundary" in self.sets else set()
-        singles, s = [], 0
-        while len(singles) < cfg.single_flip_seeds:  # held out from the boundary generation
-            f = random_flips(mems, 1, np.random.default_rng([cfg.seed, 1, 10**6 + s]),
-                             kinds=("weights",))[0]
-            s += 1
-            if tuple(f) not in used:
-                singles.append(f)
+        singles = held_out_singles(g, cfg.single_flip_seeds, cfg.seed,
+                                   held_out="boundary" in self.sets)
         if self.ex is not None:
             lab, changed = self.ex.flip_labels(self._all_q, singles, raw=True)
             _, eff = self.ex.flip_labels(self._pool, singles, raw=True)
@@ -683,6 +676,21 @@ def uniqueness(rows: list[dict], methods: list[str]) -> dict:
         tra = float(np.mean([r["match"][m] for r in swaps]))
         out[m] = {"robustness": rob, "transferability": tra, "uniqueness": rob - tra}
     return out
+
+
+def held_out_singles(golden, count: int, seed: int, held_out: bool = True) -> list:
+    """The table's `count` single weight-bit flips of `golden`; with `held_out`, drawn apart
+    from the boundary tier's generation flips."""
+    used = {tuple(f) for f in generation_flips(golden, 600, seed)} if held_out else set()
+    mems = golden.memories()
+    singles, s = [], 0
+    while len(singles) < count:
+        f = random_flips(mems, 1, np.random.default_rng([seed, 1, 10**6 + s]),
+                         kinds=("weights",))[0]
+        s += 1
+        if tuple(f) not in used:
+            singles.append(f)
+    return singles
 
 
 def _jsonable(d):
