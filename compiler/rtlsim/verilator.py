@@ -50,7 +50,6 @@ _CFLAGS = ("-fPIC", "-fvisibility=hidden", f"-DFP_TOP={PREFIX}", "-DVL_USER_FATA
 _CONFIG_H = "#pragma once\nint fp_printf(const char* fmt, ...);\n"
 _LDFLAGS = ("-shared", "-Wl,-Bsymbolic", "-pthread")
 _OPT = "-O1"  # the model, the harness and Verilator's runtime
-_OPT_SLOW = "-O0"  # verilated.mk's split-build code that runs once (unused: one translation unit)
 # The model and the harness are one translation unit: the model's single file
 # (`{PREFIX}__ALL.cpp`, as verilated.mk writes it) followed by the harness, so the headers
 # are parsed once per design, not twice; and those headers (verilated.h and the standard
@@ -254,7 +253,7 @@ def _key(tool: Verilator, top: str, items: list[tuple[str, str]], defines: dict[
         "format": _FORMAT, "verilator": tool.ident, "cxx": _cxx()[1],
         "harness": _sha(HARNESS.read_bytes()), "config": _CONFIG_H, "vflags": _VFLAGS,
         "cflags": _CFLAGS, "unit": [_UNIT, _UNIT_MK],
-        "ldflags": _LDFLAGS, "opt": [_OPT, _OPT_SLOW], "make": _MAKE_VARS, "top": top,
+        "ldflags": _LDFLAGS, "opt": _OPT, "make": _MAKE_VARS, "top": top,
         "defines": sorted((str(k), str(v)) for k, v in defines.items()),
         "params": sorted((str(k), str(v)) for k, v in params.items()),
         "sources": items,
@@ -328,7 +327,7 @@ def build_library(top: str, sources: list[str | Path], *, label: str | None = No
             runtime.seed(obj)
             _run([make, "-s", "-C", str(obj), "-f", "fp_sim.mk", f"-j{jobs}", f"CXX={cxx}",
                   f"LINK={cxx}", "AR=ar", f"PYTHON3={sys.executable}", f"OPT_FAST={_OPT}",
-                  f"OPT_SLOW={_OPT_SLOW}", f"OPT_GLOBAL={_OPT}", *_MAKE_VARS, LIBRARY_NAME],
+                  f"OPT_GLOBAL={_OPT}", *_MAKE_VARS, LIBRARY_NAME],
                  tool.env(), log, label, log_dir, key, "C++")
             runtime.keep(obj)
         finally:
