@@ -146,8 +146,7 @@ def check_simulated(model, rtl_dir: Path, prefix: str = "",
         return RtlMismatchError(f"{what} is not the simulated design "
                                 f"({RTL_DIR.as_posix()}): {detail}")
 
-    got = [(n.name.removeprefix(prefix) if n.name.startswith(prefix) else n.name, n.op_type)
-           for n in model.graph.node]
+    got = [(n.name.removeprefix(prefix), n.op_type) for n in model.graph.node]
     want = [(n.name, n.op_type) for n in sim.graph.node]
     if got != want:
         i = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got),
