@@ -15,12 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fpgaprint.compiler.monotonic import add_constant
-
-
-def _const(model, name):
-    v = model.get_initializer(name)
-    return None if v is None else np.asarray(v, dtype=np.float64)
+from fpgaprint.compiler.monotonic import _const, add_constant
 
 
 def widening_truncs(model, log) -> list[str]:
