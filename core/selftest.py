@@ -43,6 +43,7 @@ from fpgaprint.core.scores import CONFIDENCE, margin_correlation
 PASS = "PASS"
 FAIL = "FAIL"
 NO_VERDICT = "NO_VERDICT"
+MARGINAL = "MARGINAL"  # a PASS an interval does not support (no confident verdict)
 EXIT_CODES = {PASS: 0, FAIL: 1, NO_VERDICT: 3}
 CHECKS = ("exact", "fingerprint", "boundary", "onchip", "score")
 MARGINAL_CHECKS = ("fingerprint", "score")  # checks whose interval may straddle a threshold
@@ -303,6 +304,12 @@ def boundary_check(expected_labels: np.ndarray, labels: np.ndarray, answered: np
     return CheckResult("boundary", status, detail, matches, failed, missing, extra), match
 
 
+def score_outcome(lo: float, hi: float, threshold: float) -> str:
+    """The score check's verdict for a correlation interval [lo, hi]: FAIL when it lies below
+    `threshold`, MARGINAL when it straddles it, else PASS."""
+    return FAIL if hi < threshold else MARGINAL if lo < threshold else PASS
+
+
 def score_check(source: np.ndarray, scores: np.ndarray | None, labels: np.ndarray,
                 have: np.ndarray, threshold: float, confidence: float = CONFIDENCE
                 ) -> CheckResult:
@@ -322,11 +329,12 @@ def score_check(source: np.ndarray, scores: np.ndarray | None, labels: np.ndarra
         return CheckResult("score", FAIL, f"deployed scores are not finite (vectors "
                            f"{_indices(bad)})", 0, n, 0, extra)
     r, lo, hi = margin_correlation(source, scores, labels, confidence)
-    marginal = bool(lo < threshold <= hi)
+    outcome = score_outcome(lo, hi, threshold)
+    marginal = outcome == MARGINAL
     extra.update(correlation=r, interval=[lo, hi], marginal=marginal)
     ci = interval_text(lo, hi, confidence)
     text = f"margin correlation {r:.3f} with the pre-trained model over {n} vectors ({ci})"
-    if hi < threshold:
+    if outcome == FAIL:
         return CheckResult("score", FAIL, f"{text} < threshold {threshold:.3f}", 0, n, 0,
                            extra)
     if marginal:

@@ -39,7 +39,7 @@ from fpgaprint.compiler.data import Dataset, load_digits, upsample_digits
 from fpgaprint.core import scores
 from fpgaprint.core.errors import FpgaprintError, InputError, VerdictFail
 from fpgaprint.core.fpset import FingerprintSet
-from fpgaprint.core.selftest import clopper_pearson
+from fpgaprint.core.selftest import clopper_pearson, score_outcome
 from fpgaprint.fingerprint import impostor, power, variants
 from fpgaprint.fingerprint.perturb import PerturbConfig
 from fpgaprint.fingerprint.source import Model, load_model
@@ -399,7 +399,7 @@ def place_threshold(fs: FingerprintSet, sides: Sides, false_alarm: float = FALSE
     top = max(attacks, key=lambda k: attacks[k]["match_rate"])
     a_top = attacks[top]["match_rate"]
     not_rej = [k for k, ok in rejected.items() if not ok]
-    need = power.vectors_needed(b["match_rate"], a_top, 1.0 - 2.0 * false_alarm)
+    need = power.vectors_needed(b["match_rate"], a_top, confidence)
     shape = fs.inputs[0].size
     report = {
         "method": "",
@@ -457,19 +457,13 @@ def _score_side(ben: dict, attacks: dict) -> dict:
     # its own check must not turn MARGINAL on the last bits of a float computed another way
     thr = math.floor(ben[worst]["score"]["interval"][0] * 1e4) / 1e4
     rejected = {k: bool(e["score"]["value"] < thr) for k, e in attacks.items() if "score" in e}
-    outcome = {k: _score_outcome(e["score"]["interval"], thr)
+    outcome = {k: score_outcome(*e["score"]["interval"], thr)
                for k, e in {**ben, **attacks}.items() if "score" in e}
     return {"statistic": "margin correlation", "threshold": thr, "worst_benign": worst,
             "rejected": rejected, "separates": all(rejected.values()),
             "not_rejected": [k for k, ok in rejected.items() if not ok],
             "outcome": outcome,
             "benign_below": [k for k, e in ben.items() if e["score"]["value"] < thr]}
-
-
-def _score_outcome(interval, thr: float) -> str:
-    """The pass rule's score verdict for an interval: FAIL, MARGINAL or PASS."""
-    lo, hi = interval
-    return "FAIL" if hi < thr else "MARGINAL" if lo < thr else "PASS"
 
 
 def keep_score(report: dict) -> tuple[bool, str]:

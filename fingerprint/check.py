@@ -18,6 +18,7 @@ from fpgaprint.core.fpset import FingerprintSet
 from fpgaprint.core.selftest import (
     CONFIDENCE,
     FAIL,
+    MARGINAL,
     PASS,
     Policy,
     clopper_pearson,
@@ -25,8 +26,6 @@ from fpgaprint.core.selftest import (
     interval_text,
 )
 from fpgaprint.fingerprint.source import Model
-
-MARGINAL = "MARGINAL"
 
 
 @dataclass
