@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -80,13 +81,10 @@ def main() -> int:
           f"threshold {fs.threshold:.3f}, score threshold {sc.get('threshold', float('nan')):.4f}"
           f" from {sc.get('worst_benign')}; score check "
           + ("carried" if fs.has_score else "not carried") + f": {cal['score_check']['why']}")
-    if not fs.has_score:  # judge what the check would say at the calibration's threshold
-        import numpy as np
-
-        src0 = train_zoo(args.model, seed=0)
-        fs = fs.with_score(src0.logits(fs.inputs).astype(np.float32), sc["threshold"])
-        print("(not carried: the rows below apply it anyway at that threshold)")
     src = train_zoo(args.model, seed=0)
+    if not fs.has_score:  # judge what the check would say at the calibration's threshold
+        fs = fs.with_score(src.logits(fs.inputs).astype(np.float32), sc["threshold"])
+        print("(not carried: the rows below apply it anyway at that threshold)")
     data = dataset_for(src)
     print(f"source accuracy {accuracy(src, data):.3f}")
     print("side    model                 accuracy  labels  score r [95 % interval]    "
