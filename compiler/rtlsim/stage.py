@@ -112,14 +112,18 @@ def run(out: Path, board, config, log, report: dict, eq, stages, model_path: Pat
     # here; the others (convolutions, one vector at a time) go to the worker
     from fpgaprint.core.golden import GoldenModel
 
+    def queue_layers(fn, fn_args: tuple) -> None:
+        stages.task("rtlsim_layers", fn, fn_args, layers_done,
+                    inline=GoldenModel(golden_path).batchable)
+
     args = (str(model_path), str(golden_path), x_int, str(out / "finn"))
     every = getattr(config, "rtlsim_node_by_node", "uncovered") == "all"
     covered = not every and all(r["impl"] == "rtl" for r in rows)
     if not covered:  # a mixed design: stitched segments of RTL layers, unless `all`
-        fn, fn_args = (check_layers, args) if every else \
-            (segments.check, (*args, board.part, config.clock_ns or board.clock_ns))
-        stages.task("rtlsim_layers", fn, fn_args, layers_done,
-                    inline=GoldenModel(golden_path).batchable)
+        if every:
+            queue_layers(check_layers, args)
+        else:
+            queue_layers(segments.check, (*args, board.part, config.clock_ns or board.clock_ns))
     t0 = time.perf_counter()
     try:
         section["stitched"] = _stitched(out, board, config, log, model, golden_path, x_int)
@@ -133,8 +137,7 @@ def run(out: Path, board, config, log, report: dict, eq, stages, model_path: Pat
     st = section["stitched"]
     if covered and not st.get("built"):  # all RTL but not stitchable: every layer alone
         covered = False
-        stages.task("rtlsim_layers", check_layers, args, layers_done,
-                    inline=GoldenModel(golden_path).batchable)
+        queue_layers(check_layers, args)
     if st.get("built"):
         from fpgaprint.compiler.rtlsim.fifosizing import finn_config_file
         from fpgaprint.core.atomic import write_json
