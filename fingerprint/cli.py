@@ -30,10 +30,10 @@ class Algorithm(click.ParamType):
         return canonical(str(value))
 
 
-def _count_type():
+def _count_type(kind: type[Number] = Number) -> Number:
     from fpgaprint.fingerprint.sets import MAX_COUNT  # light: `fpgaprint --help` needs it
 
-    return Number(int, 1, MAX_COUNT)
+    return kind(int, 1, MAX_COUNT)
 
 
 class CountOrAuto(Number):
@@ -46,12 +46,6 @@ class CountOrAuto(Number):
 
     def describe(self) -> str:
         return super().describe() + " or auto"
-
-
-def _count_or_auto():
-    from fpgaprint.fingerprint.sets import MAX_COUNT
-
-    return CountOrAuto(int, 1, MAX_COUNT)
 
 
 def _seed_torch() -> None:
@@ -117,7 +111,7 @@ def _with(options):
 @click.option("--algorithm", type=Algorithm(), default="robust", show_default=True,
               help="vanilla (C-), robust (RC-), ltrc (LTRC-examples) from the pre-trained "
                    "model; boundary: the fragile tier, from the build's model/golden.onnx.")
-@click.option("--count", type=_count_or_auto(), default=100, show_default=True,
+@click.option("--count", type=_count_type(CountOrAuto), default=100, show_default=True,
               help="Examples in the set (1 to 10000), or auto: sized to the gap the "
                    "calibration measures on a pilot of 100, at most 500 (needs --calibrate).")
 @click.option("--out", type=OutputPath(), required=True,
