@@ -197,6 +197,13 @@ class Package:
     def golden_path(self) -> Path:
         return self.dir / GOLDEN
 
+    def golden(self):
+        """The package's golden model (`core.golden.GoldenModel`), its raw output as the io
+        names it."""
+        from fpgaprint.core.golden import GoldenModel
+
+        return GoldenModel(self.golden_path, raw_output=self.io["raw_output"]["name"])
+
     @property
     def header_path(self) -> Path:
         return self.dir / HEADER

@@ -116,13 +116,6 @@ def answer_width(pkg: "Package", policy: Policy) -> int | None:
     return raw_width(pkg) if {"exact", "score"} & set(policy.checks) else None
 
 
-def golden_of(pkg: "Package"):
-    """The package's golden model (`core.golden.GoldenModel`), its raw output as the io says."""
-    from fpgaprint.core.golden import GoldenModel
-
-    return GoldenModel(pkg.golden_path, raw_output=pkg.io["raw_output"]["name"])
-
-
 def check_policy_strength(policy: Policy, allow_fingerprint_only: bool, where: str) -> bool:
     """Refuse a policy with no integrity check (neither `exact` nor `boundary`) unless allowed:
     labels at a threshold tell a model's provenance, not whether its weights are intact (docs/
@@ -146,7 +139,7 @@ def selftest_plan(pkg: "Package", allow_fingerprint_only: bool = False) -> Plan:
     score = "score" in policy.checks
     expected = Expected(v["expected_labels"], v["golden_raw"], v["golden_labels"],
                         v.get("source_outputs") if score else None,
-                        golden_of(pkg).deployed_scores if score else None)
+                        pkg.golden().deployed_scores if score else None)
     n = len(expected)
     bist = pkg.bist()
     if "onchip" in policy.checks and bist is None:
@@ -190,7 +183,7 @@ def challenge_plan(pkg: "Package", fp_path: str | Path, rng: np.random.Generator
     if len(fp) == 0:
         raise InputError(f"{fp_path}: empty challenge set")
     check_disjoint(pkg, fp.inputs_int, fp_path)
-    golden = golden_of(pkg)
+    golden = pkg.golden()
     golden_raw, golden_labels, classes = golden_answers(pkg, fp.inputs_int, golden)
     bad = np.flatnonzero((fp.labels < 0) | (fp.labels >= classes))
     if len(bad):
@@ -279,7 +272,7 @@ def golden_answers(pkg: "Package", inputs: np.ndarray, golden=None
                    ) -> tuple[np.ndarray, np.ndarray, int]:
     """(golden raw outputs, deployed labels, number of classes) of `inputs` from the package's
     golden model, computed bit-exactly as the build computes the embedded vectors'."""
-    golden = golden or golden_of(pkg)
+    golden = golden or pkg.golden()
     raw, logits, labels = golden.run(inputs)
     return raw, labels, int(np.asarray(logits).reshape(len(inputs), -1).shape[1])
 

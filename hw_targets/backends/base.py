@@ -151,11 +151,8 @@ class Backend(ABC):
     def deployed_scores(self, raw: np.ndarray) -> np.ndarray:
         """Class scores (B, C) of raw outputs (B, R) through the golden graph's host tail, as
         the labels are computed (the score check)."""
-        from fpgaprint.core.golden import GoldenModel
-
         if self._golden is None:
-            self._golden = GoldenModel(self.package.golden_path,
-                                       raw_output=self.package.io["raw_output"]["name"])
+            self._golden = self.package.golden()
         return self._golden.deployed_scores(raw)
 
     def bist_registers(self, raw: np.ndarray) -> dict[str, int] | None:

@@ -39,7 +39,6 @@ class RtlsimBackend(Backend):
     def __init__(self, package: Package, faults: FaultSpec | None = None,
                  serial: str | None = None):
         from fpgaprint.compiler.rtlsim.design import StitchedDesign, memory_images
-        from fpgaprint.core.golden import GoldenModel
         from fpgaprint.hw_targets.backends.pynq import HostGraph
 
         super().__init__(package, serial)
@@ -58,7 +57,7 @@ class RtlsimBackend(Backend):
             raise InputError(f"{package.dir}: the stitched RTL's streams "
                              f"({self.design.io.ishape_normal} -> {self.design.io.oshape_normal})"
                              f" do not fit the package's io")
-        golden = GoldenModel(package.golden_path, raw_output=io["raw_output"]["name"])
+        golden = self._golden = package.golden()  # also the score check's host tail
         self.host = HostGraph(package.golden_path, io["raw_output"]["name"])
         self._mems = memory_images(self.design, golden)
         changed, self._log = apply_memory_faults(self._mems, self.faults)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from fpgaprint.core.errors import InputError
-from fpgaprint.core.golden import GoldenModel, MemoryImage
+from fpgaprint.core.golden import MemoryImage
 from fpgaprint.core.package import Package
 from fpgaprint.hw_targets.backends.base import Backend, check_inputs, register
 from fpgaprint.hw_targets.faults import FaultSpec, inject, load_swap_model
@@ -31,7 +31,7 @@ class VirtualBackend(Backend):
                              "no on-chip self-test ROM (its BIST registers are emulated)")
         io = package.io
         base = (load_swap_model(self.faults.swap_model, io) if self.faults.swap_model
-                else GoldenModel(package.golden_path, raw_output=io["raw_output"]["name"]))
+                else package.golden())
         if "host_ops" in io and not self.faults.swap_model:
             base.check_host_ops(io["host_ops"])  # the host applies only these after it
         self.golden, self._log = inject(base, self.faults)
