@@ -161,8 +161,9 @@ def build_model(
         try:
             _run(spec, brd, out, config, fp, log, report, result, console)
             check_fit(brd, config, report, log, "the design")
-            report["vivado"] = vivado.run_or_explain(out, brd, config, log)
-            if fp is not None:
+            if fp is None:
+                report["vivado"] = vivado.run_or_explain(out, brd, config, log)
+            else:  # the Vivado steps once the on-chip self-test exists
                 _package(out, brd, config, fp, result, key, allow_unsigned, tar, bd, log)
             report["status"] = "ok"
         except FpgaprintError as e:
@@ -418,13 +419,14 @@ def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar:
                         len(bd), st)
         extra = {"boundary_sha256": bd.sha256(), "boundary_source_sha256": bd.source_sha256}
     raw, _, labels = golden.run(inputs)
-    # the on-chip self-test over the same vectors; part of the policy where the deployed
-    # hardware is this RTL (a Vivado bitstream does not carry it yet)
+    # the on-chip self-test over the same vectors, then the Vivado steps (which put it into
+    # a Zynq bitstream); part of the policy where the deployed hardware carries it
     from fpgaprint.compiler.bist import stage as bist_stage
 
     bist, onchip = bist_stage.run(out, brd, config, report, inputs, raw, log, golden)
+    report["vivado"] = vivado.run_or_explain(out, brd, config, log)
     bit = sorted((out / "hw").glob("*.bit")) if (out / "hw").is_dir() else []
-    if onchip is not None and not bit:
+    if onchip is not None and (not bit or report["vivado"].get("bist")):
         policy = policy.with_checks("onchip")
     vectors = {"golden_raw": raw, "expected_labels": expected}
     if fp.has_score:

@@ -3,6 +3,7 @@ gated on the vendor tools: without them the build stops after codegen and says s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -45,14 +46,18 @@ def _run_hardware_steps(out: Path, board, config, log) -> dict:
     A design that was stitched and simulated (`hw/rtl/design.json`) is what Vivado gets:
     FINN+'s step_set_fifo_depths runs with `auto_fifo_depths: false` and the simulated
     depths, and the graph it returns must be the simulated one (`check_simulated`) before
-    FINN+'s stitched-IP step sees it."""
+    FINN+'s stitched-IP step sees it. A generated on-chip self-test (`hw/rtl/bist/`) goes
+    around the accelerator in a Zynq bitstream (`compiler/bist/shell.py`), its AXI-lite
+    slave at the address the hardware handoff records."""
     from finn.builder import build_dataflow_config as bc
     from qonnx.core.modelwrapper import ModelWrapper
 
+    from fpgaprint.compiler.bist import shell
     from fpgaprint.compiler.config import finn_config
     from fpgaprint.compiler.rtlsim.design import DESIGN_JSON
     from fpgaprint.compiler.rtlsim.fifosizing import finn_config_file
     from fpgaprint.compiler.steps import finn_steps
+    from fpgaprint.core import bist as B
     from fpgaprint.core.atomic import write_json
 
     bs = finn_steps()
@@ -71,6 +76,12 @@ def _run_hardware_steps(out: Path, board, config, log) -> dict:
                       generate_outputs=[bc.DataflowOutputType.STITCHED_IP,
                                         bc.DataflowOutputType.BITFILE,
                                         bc.DataflowOutputType.PYNQ_DRIVER], **fifo)
+    bist = shell.BistFiles.read(rtl)
+    if bist is not None and cfg.shell_flow_type != bc.ShellFlowType.VIVADO_ZYNQ:
+        log("[yellow]vivado: the on-chip self-test is put into Zynq bitstreams only; this "
+            f"{board.platform} build has none[/]", show=True)
+        bist = None
+    placed = None
     for step in (bs.step_hw_ipgen, bs.step_set_fifo_depths, bs.step_create_stitched_ip,
                  bs.step_synthesize_bitfile, bs.step_make_driver):
         if step.__name__ == "step_create_stitched_ip" and fifo:
@@ -78,29 +89,54 @@ def _run_hardware_steps(out: Path, board, config, log) -> dict:
             log("vivado: the graph for the stitched IP is the simulated design "
                 f"({RTL_DIR.as_posix()}/{DESIGN_JSON})", show=True)
         log(f"vivado step {step.__name__}", show=True)
-        model = step(model, cfg)
-        if step.__name__ == "step_synthesize_bitfile" and fifo:
+        bitfile = step.__name__ == "step_synthesize_bitfile"
+        with shell.zynq_shell(bist) if bitfile and bist else contextlib.nullcontext():
+            model = step(model, cfg)
+        if bitfile and fifo:
             name = check_bitfile_kernel(model, rtl)
             log(f"vivado: the bitfile's accelerator partition {name} is the simulated design",
                 show=True)
+        if bitfile and bist:
+            name, kernel = accelerator_partition(model)
+            placed = shell.check_partition(kernel, name, bist)
+            placed["address"] = _bist_address(model, placed["instance"])
+            placed["simulated"] = bist.spec.stitched  # the build simulates stitched designs
+            how = "as simulated" if bist.spec.stitched else "not simulated here: HLS layers"
+            log(f"vivado: the on-chip self-test ({B.BIST_DIR}, {how}) is in the bitstream "
+                f"around {placed['instance']}, its AXI-lite slave {placed['interface']} at "
+                f"{placed['address']['base']}", show=True)
     hw = out / "hw"
     hw.mkdir(exist_ok=True)
     for pattern in ("bitfile/*.bit", "bitfile/*.hwh", "bitfile/*.xclbin", "driver/*"):
         for f in work.glob(pattern):
             if f.is_file():
                 shutil.copy2(f, hw / f.name)
-    return {"ran": True, "simulated_design": bool(fifo),
-            "files": sorted(p.name for p in hw.iterdir() if p.is_file())}
+    res = {"ran": True, "simulated_design": bool(fifo),
+           "files": sorted(p.name for p in hw.iterdir() if p.is_file())}
+    if placed:
+        hwh = sorted(hw.glob("*.hwh"))
+        placed["address"]["hwh"] = f"hw/{hwh[0].name}" if hwh else None
+        res["bist"] = placed
+    return res
 
 
-def check_bitfile_kernel(parent, rtl_dir: Path) -> str:
-    """The accelerator that FINN+'s bitfile step built is the simulated design in `rtl_dir`.
+def _bist_address(model, instance: str) -> dict:
+    """Where MakeZYNQProject put the BIST slave, from the step's hardware handoff."""
+    from fpgaprint.compiler.bist import shell
+    from fpgaprint.compiler.rtlsim.errors import RtlMismatchError
 
-    FINN+'s shell builds (ZynqBuild, VitisBuild) do not take the stitched IP: they insert the
-    IO DMAs, partition the graph and stitch each partition again, the accelerator's nodes
-    renamed with the partition's prefix. `parent` is the graph the step returns: its one
-    partition without an IO DMA must be the simulated design (`check_simulated`, the prefix
-    set aside). Returns that partition's name; else RtlMismatchError."""
+    hwh = model.get_metadata_prop("hw_handoff")
+    found = shell.bist_address(Path(hwh), instance) if hwh and Path(hwh).is_file() else None
+    if found is None:
+        raise RtlMismatchError(f"the bitstream's hardware handoff ({hwh}) gives "
+                               f"{instance}/{shell.INTERFACE} no address: the on-chip "
+                               "self-test would be unreachable")
+    return found
+
+
+def accelerator_partition(parent) -> tuple[str, object]:
+    """The one partition of a shell build's graph `parent` without an IO DMA: (its name, its
+    graph); else RtlMismatchError."""
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
@@ -117,7 +153,18 @@ def check_bitfile_kernel(parent, rtl_dir: Path) -> str:
             "the bitfile's graph is not the simulated design "
             f"({RTL_DIR.as_posix()}): expected one accelerator partition besides the IO DMAs, "
             f"found {len(kernels)}" + ("" if len(kernels) != 1 else " without its graph"))
-    name, kernel = kernels[0]
+    return kernels[0]
+
+
+def check_bitfile_kernel(parent, rtl_dir: Path) -> str:
+    """The accelerator that FINN+'s bitfile step built is the simulated design in `rtl_dir`.
+
+    FINN+'s shell builds (ZynqBuild, VitisBuild) do not take the stitched IP: they insert the
+    IO DMAs, partition the graph and stitch each partition again, the accelerator's nodes
+    renamed with the partition's prefix. `parent` is the graph the step returns: its one
+    partition without an IO DMA must be the simulated design (`check_simulated`, the prefix
+    set aside). Returns that partition's name; else RtlMismatchError."""
+    name, kernel = accelerator_partition(parent)
     check_simulated(kernel, rtl_dir, prefix=name + "_", what="the bitfile's accelerator "
                     f"partition {name}")
     return name

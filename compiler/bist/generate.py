@@ -219,6 +219,12 @@ endmodule
 """
 
 
+def hdl_sources(spec: dict) -> dict[str, str]:
+    """The HDL files `generate` writes for the description `spec` (bist.json), by their
+    paths relative to `hw/rtl/`: the controller and the generated top."""
+    return {f"bist/{CTRL}": (HDL / CTRL).read_text(), f"bist/{TOP}.sv": _top(spec)}
+
+
 def watchdog(latency_cycles: int | None) -> int:
     if not latency_cycles:
         return WATCHDOG
@@ -274,7 +280,7 @@ def generate(rtl_dir: str | Path, io: DriverIO, inputs: np.ndarray, golden_raw: 
         "io": io.to_io_shape_dict(),
         **est,
     }
-    shutil.copyfile(HDL / CTRL, d / CTRL)
-    (d / f"{TOP}.sv").write_text(_top(spec))
+    for rel, text in hdl_sources(spec).items():
+        (Path(rtl_dir) / rel).write_text(text)
     (d / "bist.json").write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
     return B.BistSpec.from_dict(spec, str(d / "bist.json"))
