@@ -303,3 +303,47 @@ def test_the_handoff_address_reader_bounds_and_validates(tmp_path):
         S.bist_address(f, "p")
     assert str(e.value).startswith(f"{f}: not a hardware handoff (XML: ")
     assert e.value.exit_code == 2
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """A small MLP's QONNX export and a fingerprint set of its own."""
+    import models
+
+    from fpgaprint.fingerprint.generate import GenParams, generate
+    from fpgaprint.fingerprint.source import from_module
+
+    d = tmp_path_factory.mktemp("order")
+    module, shape = models.softmax_mlp()
+    onnx_path = models.export(module, shape, d / "m.onnx")
+    generate(from_module(module, shape, 5), "vanilla", 24, seed=0,
+             params=GenParams(steps=30, min_margin=0.02, target_margin=0.1)).save(d / "fp.npz")
+    return onnx_path, d / "fp.npz"
+
+
+@pytest.mark.parametrize("carried", [True, False])
+def test_a_packaged_build_runs_the_vivado_steps_on_its_simulated_bist(small_model, keypair,
+                                                                     tmp_path, monkeypatch,
+                                                                     carried):
+    """The Vivado steps (a stand-in recording what they find: Vivado is not installed) run
+    after the on-chip self-test was generated and simulated; the package keeps the onchip
+    check when its bitstream carries the BIST, and leaves it out when it does not."""
+    from fpgaprint.compiler.build import build_model
+    from fpgaprint.core.package import load_policy
+
+    seen: dict = {}
+
+    def hardware_steps(out, board, config, log):
+        seen["bist"] = S.BistFiles.read(out / "hw" / "rtl")
+        (out / "hw" / "finn-accel.bit").write_bytes(b"")  # stand-in bitstream
+        return {"ran": True, **({"bist": {"instance": ACC}} if carried else {})}
+
+    monkeypatch.setattr(vivado, "missing_tools", list)
+    monkeypatch.setattr(vivado, "_run_hardware_steps", hardware_steps)
+    onnx_path, fp = small_model
+    res = build_model(str(onnx_path), "Pynq-Z1", tmp_path / "pkg",
+                      BuildConfig(equivalence_samples=4), fingerprint=fp, key=keypair[0])
+    assert seen["bist"] is not None and seen["bist"].spec.stitched  # generated, then Vivado
+    assert res.report["bist"]["simulated"] and res.report["bist"]["passed"]
+    assert res.report["vivado"]["ran"]
+    assert ("onchip" in load_policy(tmp_path / "pkg")["checks"]) is carried
