@@ -64,8 +64,8 @@ class BistFiles:
     """The BIST files of `hw/rtl/`, read once: `files` maps each path relative to `hw/rtl/`
     (the sources, then the memory images of `bist.json`) to its bytes."""
 
-    def __init__(self, rtl_dir: Path, spec: B.BistSpec, files: dict[str, bytes]):
-        self.rtl_dir, self.spec, self.files = rtl_dir, spec, files
+    def __init__(self, spec: B.BistSpec, files: dict[str, bytes]):
+        self.spec, self.files = spec, files
 
     @property
     def sources(self) -> list[str]:
@@ -95,9 +95,10 @@ class BistFiles:
         images = raw.get("files")
         need = {"inputs", "meta"} | ({"expected"} if spec.mode == "exact" else set())
         if not isinstance(images, dict) or not need <= set(images) or \
-                not isinstance(raw.get("sources"), list):
-            raise InputError(f"{path}: 'sources' and 'files' ({', '.join(sorted(need))}) are "
-                             "not all named")
+                not isinstance(raw.get("sources"), list) or \
+                not isinstance(raw.get("watchdog_cycles"), int):
+            raise InputError(f"{path}: 'sources', 'watchdog_cycles' and 'files' "
+                             f"({', '.join(sorted(need))}) are not all given")
         rels = [*raw["sources"], *images.values()]
         files: dict[str, bytes] = {}
         for rel in rels:
@@ -119,7 +120,7 @@ class BistFiles:
         meta = f"{spec.signature:08x}\n{spec.rom_crc:08x}\n".encode()
         if files[images["meta"]] != meta:
             raise _differs(f"{images['meta']} does not hold bist.json's signature and ROM CRC")
-        return cls(rtl_dir, spec, files)
+        return cls(spec, files)
 
 
 def _image_crc(data: bytes, width: int, rel: str) -> int:
