@@ -615,10 +615,13 @@ def _memories(model, golden, mem_files: dict[str, str], rtl_dir: Path) -> list[d
 
 
 def write_image(op, mode: str, values) -> dict[str, str]:
-    """FINN+'s memory image(s) of `values` for the layer `op`: file name -> text."""
+    """FINN+'s memory image(s) of `values` for the layer `op`: file name -> text, FINN+'s
+    packing vectorized as when codegen wrote the layer's own (`packing`)."""
     import numpy as np
 
-    with tempfile.TemporaryDirectory(prefix="fpgaprint-mem-") as tmp:
+    from fpgaprint.compiler.rtlsim import packing
+
+    with tempfile.TemporaryDirectory(prefix="fpgaprint-mem-") as tmp, packing.installed():
         op.make_weight_file(np.asarray(values, dtype=np.float32), mode,
                             str(Path(tmp) / "memblock.dat"))
         return {f.name: f.read_text() for f in Path(tmp).iterdir()}
