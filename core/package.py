@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import tarfile
 import tempfile
 import zipfile
@@ -40,6 +41,13 @@ REQUIRED = (GOLDEN, VECTORS, POLICY)
 VECTOR_KEYS = ("inputs", "golden_raw", "golden_labels", "expected_labels")
 SOURCE_OUTPUTS = "source_outputs"  # float (N_fp, C): the score check's reference, optional
 
+
+# the BIST slave's window in the bitstream's address map (manifest bitstream.bist): at least
+# the register map; at most 64 KiB, the largest range Vivado's address editor gives an AXI-lite
+# slave by default (FINN+'s MakeZYNQProject gives max(4 KiB, 2**ADDR_WIDTH), 4 KiB here). A
+# wider window is not this slave's, and a board would map that much of its bus for it.
+BIST_WINDOW_MAX = 64 << 10
+_HEX = re.compile(r"0x[0-9A-Fa-f]{1,16}")
 
 # ---------------------------------------------------------------- self-test files
 
@@ -225,6 +233,40 @@ class Package:
         """The parsed selftest/policy.json."""
         return load_policy(self.dir)
 
+    def bist_window(self) -> tuple[int, int] | None:
+        """(base, size) of the BIST slave's AXI-lite window in the package's bitstream, from
+        the signed manifest's `bitstream.bist`; None when it records none. InputError naming
+        the field when it is malformed."""
+        from fpgaprint.core.bist import REGISTERS
+
+        bit = self.manifest.get("bitstream") or {}
+        info = bit.get("bist") if isinstance(bit, dict) else None
+        if info is None:
+            return None
+        where = f"{self.dir}: {MANIFEST} bitstream.bist"
+        if not isinstance(info, dict):
+            raise InputError(f"{where}: expected an object with base and high")
+        if not bit.get("present"):
+            raise InputError(f"{where}: recorded for a package without a bitstream")
+        addr = {}
+        for k in ("base", "high"):
+            v = info.get(k)
+            if not isinstance(v, str) or not _HEX.fullmatch(v):
+                raise InputError(f"{where}.{k}: expected a hex address like 0x43C00000, got "
+                                 f"{v!r:.40}")
+            addr[k] = int(v, 16)
+        base, high = addr["base"], addr["high"]
+        need = max(r.offset for r in REGISTERS) + 4
+        if high < base:
+            raise InputError(f"{where}: high {info['high']} is below base {info['base']}")
+        size = high - base + 1
+        if base % 4:
+            raise InputError(f"{where}.base: {info['base']} is not 32-bit aligned")
+        if not need <= size <= BIST_WINDOW_MAX:
+            raise InputError(f"{where}: a window of {size} bytes; the register map needs "
+                             f"{need} to {BIST_WINDOW_MAX} bytes")
+        return base, size
+
     def bist(self):
         """The package's on-chip self-test (`core.bist.BistSpec` of hw/rtl/bist/bist.json), or
         None when it has none."""
@@ -285,6 +327,7 @@ def _check_contents(pkg: Package) -> None:
     check_consistency(vectors, io_, str(pkg.dir))
     policy = check_policy(pkg.policy(), int(vectors["inputs"].shape[0]), f"{pkg.dir}: {POLICY}")
     check_source_outputs(vectors, policy, str(pkg.dir))
+    pkg.bist_window()
     want = pkg.selftest_crc32
     got = carrays.crc32s(vectors, io_["input"]["datatype"], io_["raw_output"]["datatype"])
     for key, crc in got.items():

@@ -292,9 +292,37 @@ def test_c_header_docs_and_rtl_share_the_register_map(bist_package, tmp_path):
     assert f"32'h{B.MAGIC:08X}" in top
 
 
-def test_pynq_reads_the_registers_at_the_map_offsets(bist_package, bist_sim, keypair):
-    """The pynq backend's MMIO reads, answered by the simulated RTL's AXI-lite slave (no
-    board here): same offsets, same registers."""
+ACC = "StreamingDataflowPartition_1"  # the partition instance the BIST slave belongs to
+WINDOW = {"instance": ACC, "interface": "s_axi_bist", "base": "0x43C10000",
+          "high": "0x43C10FFF"}
+
+
+def _with_window(bist_package, keypair, dest: Path, window) -> Path:
+    """A copy of the digits-mlp exact BIST package with a stand-in bitfile (Vivado is not
+    installed here) whose manifest records `window` as `bitstream.bist` (None: no window),
+    signed again with the package key."""
+    from conftest import resign
+
+    from fpgaprint.core.manifest import sha256_file
+
+    pkg = dest / "pkg"
+    shutil.copytree(bist_package("digits-mlp", "exact"), pkg)
+    (pkg / "hw" / "finn-accel.bit").write_bytes(b"stand-in bitfile")
+
+    def edit(m: dict) -> None:
+        m["bitstream"] = {"path": "hw/finn-accel.bit", "present": True,
+                          "sha256": sha256_file(pkg / "hw" / "finn-accel.bit"),
+                          **({"bist": window} if window is not None else {})}
+
+    return resign(pkg, keypair[0], edit)
+
+
+def test_pynq_reads_the_registers_at_the_package_window(bist_package, bist_sim, keypair,
+                                                        tmp_path):
+    """The pynq backend reads the BIST through the overlay IP at the base address the signed
+    package records (the overlay is a test double: no board here; its MMIO answered by the
+    simulated RTL's AXI-lite slave): same offsets, same registers. Without a recorded window
+    there is no BIST, whatever the bitstream's IPs are named."""
     from fpgaprint.core.package import verify_package
     from fpgaprint.hw_targets.backends.pynq import PynqBackend
 
@@ -306,18 +334,59 @@ def test_pynq_reads_the_registers_at_the_map_offsets(bist_package, bist_sim, key
             reads.append(offset)
             return sim.read(offset)
 
+    class Idle:  # another IP: reading it would be the wrong slave
+        def read(self, offset: int) -> int:
+            raise AssertionError(f"read at {offset:#x} of an IP that is not the BIST's")
+
     class Overlay:
-        ip_dict = {"fpgaprint_bist_0": {}, "idma0": {}}
-        fpgaprint_bist_0 = Mmio()
+        ip_dict = {"fpgaprint_bist_0": {"phys_addr": 0x43C00000},
+                   ACC: {"phys_addr": int(WINDOW["base"], 16), "addr_range": 0x1000},
+                   "idma0": {"phys_addr": 0x43C20000}}
+        fpgaprint_bist_0 = Idle()
+        idma0 = Idle()
         batch_size = 1
 
-    pkg = verify_package(bist_package("digits-mlp", "exact"), trusted_key=keypair[1])
-    board = PynqBackend(pkg, overlay=Overlay(), io=B.load_spec(pkg.dir / B.BIST_JSON).io)
+    setattr(Overlay, ACC, Mmio())
+    pkg = verify_package(_with_window(bist_package, keypair, tmp_path / "w", WINDOW),
+                         trusted_key=keypair[1])
+    assert pkg.bist_window() == (0x43C10000, 0x1000)
+    io = B.load_spec(pkg.dir / B.BIST_JSON).io
+    board = PynqBackend(pkg, overlay=Overlay(), io=io)
     regs = board.bist_registers(None)
     assert regs == sim.registers()
     assert set(reads) == {r.offset for r in B.REGISTERS if r.access == "ro"}
-    Overlay.ip_dict = {"idma0": {}}
-    assert board.bist_registers(None) is None
+
+    bare = verify_package(_with_window(bist_package, keypair, tmp_path / "n", None),
+                          trusted_key=keypair[1])
+    assert bare.bist_window() is None
+    Overlay.ip_dict = {"fpgaprint_bist_0": {"phys_addr": 0x43C00000}}
+    assert PynqBackend(bare, overlay=Overlay(), io=io).bist_registers(None) is None
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("high", "0x43C0FFFF", "bitstream.bist: high 0x43C0FFFF is below base 0x43C10000"),
+    ("base", "43C10000", "bitstream.bist.base: expected a hex address like 0x43C00000, got "
+                         "'43C10000'"),
+    ("high", 4095, "bitstream.bist.high: expected a hex address like 0x43C00000, got 4095"),
+    ("high", "0x43C1002B", "bitstream.bist: a window of 44 bytes; the register map needs 48 "
+                           "to 65536 bytes"),
+    ("high", "0x43C20000", "bitstream.bist: a window of 65537 bytes; the register map needs "
+                           "48 to 65536 bytes"),
+    ("base", "0x43C10002", "bitstream.bist.base: 0x43C10002 is not 32-bit aligned"),
+    ("base", "0x1" + "0" * 16, "bitstream.bist.base: expected a hex address like 0x43C00000, "
+                               "got '0x10000000000000000'"),
+])
+def test_a_malformed_bist_window_is_refused_naming_the_field(bist_package, keypair, tmp_path,
+                                                             field, value, message):
+    """A signed manifest's BIST window that is not two hex addresses around the register map
+    stops the package at verification: one line naming the field, exit 2."""
+    from fpgaprint.core.package import verify_package
+
+    pkg = _with_window(bist_package, keypair, tmp_path, {**WINDOW, field: value})
+    with pytest.raises(InputError) as e:
+        verify_package(pkg, trusted_key=keypair[1])
+    assert str(e.value) == f"{pkg}: manifest.json {message}"
+    assert e.value.exit_code == 2 and "\n" not in str(e.value)
 
 
 # ------------------------------------------------------------------ designs without stitched RTL

@@ -167,11 +167,29 @@ class PynqBackend(Backend):
     BIST_WAIT_S = 2.0  # longest wait for the power-on self-test's DONE
 
     def bist_mmio(self) -> Any:
-        """The BIST's AXI-lite slave in the overlay (anything with PYNQ's `read(offset)` /
-        `write(offset, value)`): the IP whose name contains "bist", or None."""
+        """The BIST's AXI-lite slave (anything with PYNQ's `read(offset)` / `write(offset,
+        value)`) at the window the signed package records, never where the bitstream's own
+        names suggest: the overlay's IP whose `phys_addr` is the window's base, else
+        `pynq.MMIO` over the window; None when the package records no window (or, without
+        pynq, no IP is there)."""
+        window = self.package.bist_window()
+        if window is None:
+            return None
+        base, size = window
         ip_dict = getattr(self.overlay, "ip_dict", None) or {}
-        names = sorted(k for k in ip_dict if "bist" in str(k).lower())
-        return getattr(self.overlay, names[0], None) if names else None
+        for name in sorted(ip_dict):
+            info = ip_dict[name]
+            if isinstance(info, dict) and info.get("phys_addr") == base:
+                ip = self.overlay
+                for part in str(name).split("/"):  # a hierarchy's IP: overlay.hier.ip
+                    ip = getattr(ip, part, None)
+                if ip is not None:
+                    return ip
+        try:
+            from pynq import MMIO
+        except ImportError:
+            return None
+        return MMIO(base, size)
 
     def bist_registers(self, raw: np.ndarray) -> dict[str, int] | None:
         """The on-chip self-test's registers read through the FINN+ driver's MMIO, waiting
