@@ -465,6 +465,12 @@ def _package(out: Path, brd, config, fp, result, key, allow_unsigned: bool, tar:
             "input_grid": grid.to_dict()}
     if bit:
         meta["bitstream"] = {"path": str(bit[0].relative_to(out))}
+        placed = report["vivado"].get("bist") or {}
+        if placed.get("address"):  # where the board reaches the BIST: signed, unlike build.json
+            meta["bitstream"]["bist"] = {"instance": placed["instance"],
+                                         "interface": placed["interface"],
+                                         "base": placed["address"]["base"],
+                                         "high": placed["address"]["high"]}
     pkg = finalize_package(out, meta, key_path=key, allow_unsigned=allow_unsigned, tar=tar)
     v = pkg.verification
     report["package"] = {"package_id": v.package_id, "signed": v.signed,

@@ -347,3 +347,35 @@ def test_a_packaged_build_runs_the_vivado_steps_on_its_simulated_bist(small_mode
     assert res.report["bist"]["simulated"] and res.report["bist"]["passed"]
     assert res.report["vivado"]["ran"]
     assert ("onchip" in load_policy(tmp_path / "pkg")["checks"]) is carried
+
+
+def test_a_packaged_build_signs_where_the_bitstream_put_the_bist(small_model, keypair, tmp_path,
+                                                                 monkeypatch):
+    """The BIST slave's window the Vivado steps read from the hardware handoff (a stand-in
+    here: Vivado is not installed) goes into the signed manifest, without the handoff's path,
+    and reads back as the package's BIST window."""
+    from fpgaprint.compiler.build import build_model
+    from fpgaprint.core.package import verify_package
+
+    handoff = tmp_path / "top.hwh"
+    handoff.write_text(f'<EDKSYSTEM><MEMRANGE INSTANCE="{ACC}" SLAVEBUSINTERFACE="s_axi_bist" '
+                       'MASTERBUSINTERFACE="M_AXI_GP0" BASEVALUE="0x43C10000" '
+                       'HIGHVALUE="0x43C1FFFF"/></EDKSYSTEM>')
+
+    def hardware_steps(out, board, config, log):
+        (out / "hw" / "finn-accel.bit").write_bytes(b"")  # stand-in bitstream
+        address = {**S.bist_address(handoff, ACC), "hwh": "hw/finn-accel.hwh"}
+        return {"ran": True, "bist": {"instance": ACC, "interface": S.INTERFACE,
+                                      "address": address}}
+
+    monkeypatch.setattr(vivado, "missing_tools", list)
+    monkeypatch.setattr(vivado, "_run_hardware_steps", hardware_steps)
+    onnx_path, fp = small_model
+    build_model(str(onnx_path), "Pynq-Z1", tmp_path / "pkg",
+                BuildConfig(equivalence_samples=4), fingerprint=fp, key=keypair[0])
+    manifest = json.loads((tmp_path / "pkg" / "manifest.json").read_text())
+    assert manifest["bitstream"]["bist"] == {"instance": ACC, "interface": "s_axi_bist",
+                                             "base": "0x43C10000", "high": "0x43C1FFFF"}
+    with verify_package(tmp_path / "pkg", trusted_key=keypair[1]) as pkg:
+        assert pkg.bist_window() == (0x43C10000, 0x10000)
+        assert "onchip" in pkg.policy()["checks"]
