@@ -2,7 +2,9 @@
 
 `render(package)` writes `fpgaprint_agent_package.h`: what the agent needs to know about one
 verified package beyond its self-test vectors (`firmware/selftest_vectors.h`, which the package
-carries): the identity it reports in HELLO (package id, bitstream hash, name, board), the input
+carries): the identity it reports in HELLO (package id, bitstream hash, name, board), where a
+board's HAL finds the on-chip self-test's registers (`FPA_BIST_BASE`, `FPA_BIST_SIZE`: the
+signed manifest's `bitstream.bist`, for a bitstream that carries the BIST), the input
 datatype's range, the stream word layout (FINN packing: element i of a word at bits
 [i·b, (i+1)·b), little-endian bytes) and the golden graph's host-side tail after the raw
 output, as a list of elementwise float32 steps (Mul, Add, Sub, Div by a constant broadcast to
@@ -114,6 +116,18 @@ def tail_steps(pkg: "Package") -> list[tuple[str, list[float]]]:
     return steps
 
 
+def _bist_window(pkg: "Package") -> list[str]:
+    """The BIST slave's window in the bitstream's address map, as the signed manifest records
+    it: where a board's HAL reads the registers (none without a bitstream that carries it)."""
+    window = pkg.bist_window()
+    if window is None:
+        return []
+    base, size = window
+    return ["/* the BIST's AXI-lite registers on the board: manifest bitstream.bist */",
+            f"#define FPA_BIST_BASE 0x{base:08X}u",
+            f"#define FPA_BIST_SIZE 0x{size:X}u"]
+
+
 def render(pkg: "Package") -> str:
     """The text of `fpgaprint_agent_package.h` for a verified package."""
     from fpgaprint.compiler.rtlsim.design import StitchedDesign
@@ -157,6 +171,7 @@ def render(pkg: "Package") -> str:
         f"#define FPA_BOARD {_c_string(pkg.board)}",
         f"#define FPA_CHECKS_JSON {_c_string(json.dumps(checks, separators=(',', ':')))}",
         f"#define FPA_HAS_BIST {1 if pkg.bist() is not None else 0}",
+        *_bist_window(pkg),
         "",
         f"#define FPA_INPUT_SIZE {in_size}u",
         f"#define FPA_INPUT_MIN INT64_C({int(idt.min())})",

@@ -223,3 +223,38 @@ def test_agent_header_tail_steps_and_refusals(fw_package, keypair, tmp_path):
     model.save(str(bad))
     with pytest.raises(InputError, match="Softmax node 'Softmax_0'"):
         cagent.tail_steps(SimpleNamespace(io=io, golden_path=bad))
+
+
+@pytest.mark.parametrize("window", [{"base": "0x43C10000", "high": "0x43C10FFF"}, None])
+def test_agent_header_gives_the_hal_the_signed_bist_window(fw_package, keypair, tmp_path,
+                                                          window):
+    """A bare-metal HAL reads the BIST at FPA_BIST_BASE, which the header takes from the signed
+    manifest's bitstream.bist (a stand-in bitfile: Vivado is not installed); a package whose
+    bitstream records no window defines none. Checked by compiling the header with gcc."""
+    from conftest import resign
+
+    from fpgaprint.core.manifest import sha256_file
+
+    pkg_dir = tmp_path / "pkg"
+    shutil.copytree(fw_package, pkg_dir)
+    (pkg_dir / "hw" / "finn-accel.bit").write_bytes(b"stand-in bitfile")
+
+    def edit(m: dict) -> None:
+        m["bitstream"] = {"path": "hw/finn-accel.bit", "present": True,
+                          "sha256": sha256_file(pkg_dir / "hw" / "finn-accel.bit"),
+                          **({"bist": {"instance": "StreamingDataflowPartition_1",
+                                       "interface": "s_axi_bist", **window}} if window else {})}
+
+    resign(pkg_dir, keypair[0], edit)
+    with verify_package(pkg_dir, trusted_key=keypair[1]) as pkg:
+        header = cagent.write(pkg, tmp_path / cagent.HEADER)
+    probe = tmp_path / "probe.c"
+    probe.write_text('#include <stdio.h>\n#include "fpgaprint_agent_package.h"\n'
+                     "int main(void) {\n#ifdef FPA_BIST_BASE\n"
+                     'printf("%llx %llx\\n", (unsigned long long)FPA_BIST_BASE, '
+                     "(unsigned long long)FPA_BIST_SIZE);\n#else\n"
+                     'printf("none\\n");\n#endif\nreturn FPA_HAS_BIST ? 0 : 1;\n}\n')
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Werror", "-I", str(header.parent), "-o",
+                    str(tmp_path / "probe"), str(probe)], check=True)
+    out = subprocess.run([str(tmp_path / "probe")], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == (["43c10000", "1000"] if window else ["none"])
