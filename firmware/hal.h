@@ -31,7 +31,9 @@ int fpa_hal_reset(void);
 int fpa_hal_stream(const uint8_t *in, uint32_t in_words, uint32_t in_bytes, uint8_t *out,
                    uint32_t out_words, uint32_t out_bytes);
 
-/* One 32-bit AXI-lite register of the on-chip self-test at byte offset `reg`. 0 on success. */
+/* One 32-bit AXI-lite register of the on-chip self-test at byte offset `reg`. 0 on success.
+ * On a board the slave's base is FPA_BIST_BASE (fpgaprint_agent_package.h, from the signed
+ * manifest); a package that records none defines none. */
 int fpa_hal_bist_read(uint32_t reg, uint32_t *value);
 int fpa_hal_bist_write(uint32_t reg, uint32_t value);
 
