@@ -26,17 +26,19 @@ META = {"board": "Pynq-Z1", "part": "xc7z020clg400-1", "platform": "zynq", "cloc
 
 # group -> files run on one worker under `--dist loadfile`: they share a session artifact
 SHARED_GROUPS = {"tfc": ("test_compiler_build.py", "test_bist.py", "test_board_pynq.py",
-                         "test_rtlsim_build.py"),
+                         "test_rtlsim_build.py", "test_rtlsim_fifo.py"),
                  "cli": ("test_cli_ux.py", "test_harness_e2e.py")}
-# units of work (a group or a file) handed out first, longest first (about 15 to 40 s each on
-# 2 cores), so that the workers end together on the short files; the others follow in
-# collection order
-LONGEST_FIRST = ("tfc", "cli", "test_fingerprint_fanout.py", "test_rtl_foldrules.py",
-                 "test_compiler_models.py", "test_rtlsim_fifo.py", "test_compiler_matrix.py",
-                 "test_harness_trust.py", "test_fingerprint_core.py", "test_fingerprint_eval.py",
-                 "test_fingerprint_tiers.py", "test_hardening_link.py", "test_compiler_heads.py",
-                 "test_compiler_monotonic.py", "test_compiler_avgpool.py", "test_challenge.py",
-                 "test_firmware_agent.py")
+# units of work (a group or a file) handed out first, longest first (as measured on 2 cores
+# with an empty Verilator cache: about 2 min for the tfc group down to 8 s), so that the
+# workers end together on the short files; the others follow in collection order
+LONGEST_FIRST = ("tfc", "cli", "test_compiler_matrix.py", "test_compiler_models.py",
+                 "test_fingerprint_eval.py", "test_fingerprint_fanout.py",
+                 "test_fingerprint_tiers.py", "test_rtl_segments.py", "test_fingerprint_core.py",
+                 "test_hardening_link.py", "test_fingerprint_power.py", "test_score_check.py",
+                 "test_compiler_monotonic.py", "test_harness_trust.py", "test_rtlsim_xsi.py",
+                 "test_rtl_foldrules.py", "test_compiler_heads.py",
+                 "test_fingerprint_calibration.py", "test_rtl_stitch_regress.py",
+                 "test_rtl_mvu_queue.py", "test_compiler_avgpool.py")
 _GROUP_OF = {f: g for g, files in SHARED_GROUPS.items() for f in files}
 
 
