@@ -557,5 +557,10 @@ def describe(pkg: Package) -> list[str]:
         f"selftest   {st.get('count')} vectors, checks {', '.join(st.get('checks', []))}",
         f"bitstream  {pkg.bitstream_sha256 or 'none'}",
     ]
+    window = pkg.bist_window()
+    if window is not None:
+        base, size = window
+        lines.append(f"bist       AXI-lite slave at 0x{base:08X}, {size} bytes (on-chip self-test "
+                     "in the bitstream)")
     lines.append(f"signature  {v.signer_note}")
     return lines

@@ -323,7 +323,7 @@ def test_pynq_reads_the_registers_at_the_package_window(bist_package, bist_sim, 
     package records (the overlay is a test double: no board here; its MMIO answered by the
     simulated RTL's AXI-lite slave): same offsets, same registers. Without a recorded window
     there is no BIST, whatever the bitstream's IPs are named."""
-    from fpgaprint.core.package import verify_package
+    from fpgaprint.core.package import describe, verify_package
     from fpgaprint.hw_targets.backends.pynq import PynqBackend
 
     sim = bist_sim("digits-mlp", "exact")
@@ -350,6 +350,7 @@ def test_pynq_reads_the_registers_at_the_package_window(bist_package, bist_sim, 
     pkg = verify_package(_with_window(bist_package, keypair, tmp_path / "w", WINDOW),
                          trusted_key=keypair[1])
     assert pkg.bist_window() == (0x43C10000, 0x1000)
+    assert "bist       AXI-lite slave at 0x43C10000, 4096 bytes" in "\n".join(describe(pkg))
     io = B.load_spec(pkg.dir / B.BIST_JSON).io
     board = PynqBackend(pkg, overlay=Overlay(), io=io)
     regs = board.bist_registers(None)
@@ -359,6 +360,7 @@ def test_pynq_reads_the_registers_at_the_package_window(bist_package, bist_sim, 
     bare = verify_package(_with_window(bist_package, keypair, tmp_path / "n", None),
                           trusted_key=keypair[1])
     assert bare.bist_window() is None
+    assert not any(line.startswith("bist ") for line in describe(bare))
     Overlay.ip_dict = {"fpgaprint_bist_0": {"phys_addr": 0x43C00000}}
     assert PynqBackend(bare, overlay=Overlay(), io=io).bist_registers(None) is None
 
