@@ -61,7 +61,9 @@ def bist(build, digits_build):
 
 class _NoHLS(Transformation):
     """Stand-in for FINN+'s PrepareIP/HLSSynthIP (Vitis HLS): a node without generated IP
-    gets an empty IP folder."""
+    gets empty IP and IP-generation folders, as PrepareIP gives every node one (FINN+'s
+    CreateStitchedIP rewrites the Verilog under each node's `ipgen_path`; an empty one would
+    be the working directory)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__()
@@ -72,8 +74,9 @@ class _NoHLS(Transformation):
 
         for n in model.graph.node:
             op = getCustomOp(n)
-            if not Path(op.get_nodeattr("ip_path") or "/nonexistent").is_dir():
-                op.set_nodeattr("ip_path", make_build_dir(prefix="ip_standin_"))
+            for attr, prefix in (("ip_path", "ip_standin_"), ("ipgen_path", "ipgen_standin_")):
+                if not Path(op.get_nodeattr(attr) or "/nonexistent").is_dir():
+                    op.set_nodeattr(attr, make_build_dir(prefix=prefix))
         return model, False
 
 
