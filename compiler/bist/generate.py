@@ -49,6 +49,32 @@ def hex_lines(words: np.ndarray) -> str:
     return "\n".join(text[i:i + step] for i in range(0, len(text), step)) + "\n"
 
 
+def read_hex_lines(text: str, nbytes: int) -> np.ndarray | None:
+    """`hex_lines` read back: uint8 (n, nbytes) little-endian words, or None when `text` is
+    not an image of `nbytes`-byte words."""
+    lines = text.split()
+    if not lines or any(len(x) != 2 * nbytes for x in lines):
+        return None
+    try:
+        w = np.frombuffer(bytes.fromhex("".join(lines)), np.uint8).reshape(-1, nbytes)
+    except ValueError:
+        return None
+    return np.ascontiguousarray(w[:, ::-1])
+
+
+def rom_crc(win: np.ndarray, wout: np.ndarray | None) -> int:
+    """The CRC-32 the controller checks its ROMs against: of the input words (uint8 (n,
+    nbytes)), XOR that of the expected-output words in exact mode (`wout`; None in signature
+    mode)."""
+    crc = B.crc32_words(win, win.shape[1])
+    return crc if wout is None else crc ^ B.crc32_words(wout, wout.shape[1])
+
+
+def meta_image(signature: int, crc: int) -> str:
+    """`bist/bist_meta.mem`: the expected signature and the ROM's CRC-32."""
+    return f"{signature:08x}\n{crc:08x}\n"
+
+
 def bram18(width: int, depth: int) -> int:
     """BRAM_18K primitives for a ROM of `depth` words of `width` bits (the best of the 18K
     block's aspect ratios); 0 for a ROM small enough for LUTs."""
@@ -84,6 +110,26 @@ def estimate(in_width: int, out_width: int, in_total: int, out_total: int,
 
 
 
+# the BIST's AXI-lite slave `s_axi_bist`: (signal, output?, width; None: the address width)
+AXIL_SIGNALS = (("awaddr", False, None), ("awvalid", False, 1), ("awready", True, 1),
+                ("wdata", False, 32), ("wstrb", False, 4), ("wvalid", False, 1),
+                ("wready", True, 1), ("bresp", True, 2), ("bvalid", True, 1),
+                ("bready", False, 1), ("araddr", False, None), ("arvalid", False, 1),
+                ("arready", True, 1), ("rdata", True, 32), ("rresp", True, 2),
+                ("rvalid", True, 1), ("rready", False, 1))
+AXIL = "s_axi_bist"
+
+
+def axil_ports() -> str:
+    """The port list of the AXI-lite slave, shared by the BIST top and the shell's wrapper."""
+    lines = []
+    for sig, out, width in AXIL_SIGNALS:
+        w = B.ADDR_BITS if width is None else width
+        rng = f"[{w - 1}:0]" if w > 1 else ""
+        lines.append(f"    {'output' if out else 'input':<6} logic {rng:<11}{AXIL}_{sig}")
+    return ",\n".join(lines)
+
+
 def axis_ports(iw: int, ow: int) -> str:
     """The port list of FINN+'s stitched top `finn_design` (clock, reset, one AXI stream in and
     out), shared by the BIST top and the test stand-in."""
@@ -102,7 +148,7 @@ def _top(spec: dict) -> str:
                      for r in B.REGISTERS)
     bits = "\n".join(f"  localparam int STATUS_{name} = {bit};"
                      for name, bit in B.STATUS_BITS.items())
-    iw, ow, a = spec["in_width"], spec["out_width"], B.ADDR_BITS
+    iw, ow = spec["in_width"], spec["out_width"]
     status = " | ".join(
         f"(32'({sig}) << STATUS_{name})" for name, sig in (
             ("DONE", "done"), ("PASS", "pass_o"), ("BUSY", "busy"), ("ROM_OK", "rom_ok"),
@@ -119,23 +165,7 @@ module {TOP} (
     input  logic            bist_start,
     output logic            bist_done,
     output logic            bist_pass,
-    input  logic [{a - 1}:0]      s_axi_bist_awaddr,
-    input  logic            s_axi_bist_awvalid,
-    output logic            s_axi_bist_awready,
-    input  logic [31:0]     s_axi_bist_wdata,
-    input  logic [3:0]      s_axi_bist_wstrb,
-    input  logic            s_axi_bist_wvalid,
-    output logic            s_axi_bist_wready,
-    output logic [1:0]      s_axi_bist_bresp,
-    output logic            s_axi_bist_bvalid,
-    input  logic            s_axi_bist_bready,
-    input  logic [{a - 1}:0]      s_axi_bist_araddr,
-    input  logic            s_axi_bist_arvalid,
-    output logic            s_axi_bist_arready,
-    output logic [31:0]     s_axi_bist_rdata,
-    output logic [1:0]      s_axi_bist_rresp,
-    output logic            s_axi_bist_rvalid,
-    input  logic            s_axi_bist_rready
+{axil_ports()}
 );
 {regs}
 {bits}
@@ -256,9 +286,8 @@ def generate(rtl_dir: str | Path, io: DriverIO, inputs: np.ndarray, golden_raw: 
     out_bits = int(io.oshape_folded[-1]) * int(datatype(io.odt).bitwidth())
     in_nb, out_nb = win.shape[1], wout.shape[1]
     signature = B.crc32_words(wout, out_nb, out_bits)
-    crc_in = B.crc32_words(win, in_nb)
-    rom_crc = crc_in ^ B.crc32_words(wout, out_nb) if mode == "exact" else crc_in
     exact = mode == "exact"
+    crc = rom_crc(win, wout if exact else None)
     est = estimate(8 * in_nb, 8 * out_nb, len(win), len(wout), exact)
     d = Path(rtl_dir) / "bist"
     if d.exists():
@@ -269,11 +298,11 @@ def generate(rtl_dir: str | Path, io: DriverIO, inputs: np.ndarray, golden_raw: 
     if exact:
         (d / "bist_exp.mem").write_text(hex_lines(wout))
         files["expected"] = "bist/bist_exp.mem"
-    (d / "bist_meta.mem").write_text(f"{signature:08x}\n{rom_crc:08x}\n")
+    (d / "bist_meta.mem").write_text(meta_image(signature, crc))
     spec = {
         "format": B.FORMAT, "mode": mode, "vectors": n, "in_words": in_words,
         "in_width": 8 * in_nb, "out_words": out_words, "out_width": 8 * out_nb,
-        "out_bits": out_bits, "signature": f"0x{signature:08x}", "rom_crc": f"0x{rom_crc:08x}",
+        "out_bits": out_bits, "signature": f"0x{signature:08x}", "rom_crc": f"0x{crc:08x}",
         "stitched": bool(stitched), "predicted_cycles": predicted_cycles,
         "top": TOP, "sources": list(SOURCES), "files": files,
         "watchdog_cycles": watchdog(latency_cycles),

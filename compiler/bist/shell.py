@@ -37,13 +37,12 @@ import re
 import subprocess
 from pathlib import Path
 
-import numpy as np
-
+from fpgaprint.compiler.bist.generate import AXIL
 from fpgaprint.compiler.rtlsim.errors import RtlMismatchError
 from fpgaprint.core import bist as B
 from fpgaprint.core.errors import FpgaprintError, InputError
 
-INTERFACE = "s_axi_bist"
+INTERFACE = AXIL  # the BIST top's AXI-lite slave
 META = "fpgaprint_bist"  # partition metadata: the wrapper, its sources and their SHA-256
 SUBDIR = "bist"  # under the partition's stitch project
 TCL = "package_bist.tcl"
@@ -84,7 +83,12 @@ class BistFiles:
         description generates and what the simulation ran: the controller and top
         `generate.hdl_sources` writes for it, memory images whose CRC-32 is `rom_crc`, and
         the stored signature and ROM CRC. Else RtlMismatchError naming the file."""
-        from fpgaprint.compiler.bist.generate import hdl_sources
+        from fpgaprint.compiler.bist.generate import (
+            hdl_sources,
+            meta_image,
+            read_hex_lines,
+            rom_crc,
+        )
 
         rtl_dir = Path(rtl_dir)
         path = rtl_dir / "bist" / "bist.json"
@@ -111,29 +115,20 @@ class BistFiles:
         for rel, text in hdl_sources(raw).items():
             if files.get(rel) != text.encode():
                 raise _differs(f"{rel} is not the source generated for bist.json")
-        crc = _image_crc(files[images["inputs"]], spec.in_width, images["inputs"])
-        if "expected" in images:
-            crc ^= _image_crc(files[images["expected"]], spec.out_width, images["expected"])
+        def image(key: str, width: int):
+            words = read_hex_lines(files[images[key]].decode("ascii", "replace"), width // 8)
+            if words is None:
+                raise _differs(f"{images[key]} is not a memory image of {width}-bit words")
+            return words
+
+        crc = rom_crc(image("inputs", spec.in_width),
+                      image("expected", spec.out_width) if "expected" in images else None)
         if crc != spec.rom_crc:
             raise _differs(f"the memory images' CRC-32 is 0x{crc:08x}, bist.json's rom_crc "
                            f"0x{spec.rom_crc:08x}")
-        meta = f"{spec.signature:08x}\n{spec.rom_crc:08x}\n".encode()
-        if files[images["meta"]] != meta:
+        if files[images["meta"]] != meta_image(spec.signature, spec.rom_crc).encode():
             raise _differs(f"{images['meta']} does not hold bist.json's signature and ROM CRC")
         return cls(spec, files)
-
-
-def _image_crc(data: bytes, width: int, rel: str) -> int:
-    """CRC-32 of a $readmemh image of `width`-bit words (one hex word per line)."""
-    nb = width // 8
-    lines = data.decode("ascii", "replace").split()
-    if not lines or any(len(x) != 2 * nb for x in lines):
-        raise _differs(f"{rel} is not a memory image of {width}-bit words")
-    try:
-        words = np.frombuffer(bytes.fromhex("".join(lines)), np.uint8).reshape(-1, nb)
-    except ValueError:
-        raise _differs(f"{rel} is not a memory image of hex words") from None
-    return B.crc32_words(np.ascontiguousarray(words[:, ::-1]), nb)
 
 
 def wrapper_source(block: str, bist: BistFiles, sim_finish: bool) -> str:
@@ -142,24 +137,12 @@ def wrapper_source(block: str, bist: BistFiles, sim_finish: bool) -> str:
     ports and the AXI-lite slave, `bist_start` low, `bist_done`/`bist_pass` unconnected (the
     register map reports them). `sim_finish`: FINN+'s stitched design has that input (its
     simulation control), tied low."""
-    from fpgaprint.compiler.bist.generate import TOP, axis_ports
+    from fpgaprint.compiler.bist.generate import AXIL, AXIL_SIGNALS, TOP, axil_ports, axis_ports
 
-    iw, ow, a = bist.spec.in_width, bist.spec.out_width, B.ADDR_BITS
+    iw, ow = bist.spec.in_width, bist.spec.out_width
     axis = ["ap_clk", "ap_rst_n", "s_axis_0_tdata", "s_axis_0_tvalid", "s_axis_0_tready",
             "m_axis_0_tdata", "m_axis_0_tvalid", "m_axis_0_tready"]
-    axil = [f"{INTERFACE}_{s}" for s in (
-        "awaddr", "awvalid", "awready", "wdata", "wstrb", "wvalid", "wready", "bresp",
-        "bvalid", "bready", "araddr", "arvalid", "arready", "rdata", "rresp", "rvalid",
-        "rready")]
-    widths = {"awaddr": a, "araddr": a, "wdata": 32, "rdata": 32, "wstrb": 4, "bresp": 2,
-              "rresp": 2}
-    outs = {"awready", "wready", "bresp", "bvalid", "arready", "rdata", "rresp", "rvalid"}
-
-    def axil_port(p: str) -> str:
-        s = p.removeprefix(INTERFACE + "_")
-        w = widths.get(s, 1)
-        return (f"    {'output' if s in outs else 'input '} logic "
-                f"{f'[{w - 1}:0]' if w > 1 else ''} {p}")
+    axil = [f"{AXIL}_{sig}" for sig, _, _ in AXIL_SIGNALS]
 
     def conn(ports: list[str]) -> str:
         return ",\n".join(f"      .{p}({p})" for p in ports)
@@ -176,7 +159,7 @@ endmodule
 
 module {block}_bist (
 {axis_ports(iw, ow)},
-{(',' + chr(10)).join(axil_port(p) for p in axil)}
+{axil_ports()}
 );
   {TOP} bist (
 {conn(axis + axil)},
@@ -255,17 +238,12 @@ def wrap_partition(model, block: str, bist: BistFiles) -> None:
         raise InputError(f"the on-chip self-test wraps one input and one output stream; the "
                          f"accelerator partition {block} also has {', '.join(other)}")
     d = proj / SUBDIR
-    written: dict[str, str] = {}
-    for rel, data in bist.files.items():
+    for rel, data in bist.files.items():  # the bytes read and checked before the step
         (d / rel).parent.mkdir(parents=True, exist_ok=True)
         (d / rel).write_bytes(data)
     wrapper = d / f"{block}_bist.sv"
     wrapper.write_text(wrapper_source(block, bist, hasattr(CreateStitchedIP,
                                                            "insert_sim_ctrl")))
-    for rel, sha in bist.hashes().items():
-        written[rel] = _sha((d / rel).read_bytes())
-        if written[rel] != sha:
-            raise _differs(f"the copy of {rel} for Vivado is not the simulated file")
     vlnv = model.get_metadata_prop("vivado_stitch_vlnv")
     (proj / TCL).write_text(package_tcl(
         proj, block, vlnv, [d / r for r in bist.sources] + [wrapper],
@@ -275,7 +253,7 @@ def wrap_partition(model, block: str, bist: BistFiles) -> None:
     model.set_metadata_prop("vivado_stitch_ifnames", json.dumps(ifnames))
     model.set_metadata_prop(META, json.dumps({
         "top": f"{block}_bist", "wrapper": wrapper.name, "dir": d.as_posix(), "tcl": TCL,
-        "interface": INTERFACE, "sources": written}, sort_keys=True))
+        "interface": INTERFACE, "sources": bist.hashes()}, sort_keys=True))
 
 
 @contextlib.contextmanager
