@@ -245,6 +245,7 @@ def write_memories(design: StitchedDesign, run_dir: str | Path,
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
+    from fpgaprint.compiler.rtlsim import packing
     from fpgaprint.compiler.rtlsim.stitch import write_image
 
     run_dir = Path(run_dir)
@@ -261,7 +262,8 @@ def write_memories(design: StitchedDesign, run_dir: str | Path,
         node = model.get_node_from_name(str(entry["layer"]))
         if node is None:
             raise InputError(f"{design.graph}: no layer {entry['layer']!r}")
-        written = write_image(getCustomOp(node), str(entry["writer"]), new)
+        with packing.installed():  # FINN+'s writer, packing as when codegen wrote the image
+            written = write_image(getCustomOp(node), str(entry["writer"]), new)
         for name, rel in entry["files"].items():
             if name not in written:
                 raise InputError(f"FINN+'s writer of {entry['layer']} wrote no {name}")

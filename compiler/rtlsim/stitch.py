@@ -516,8 +516,11 @@ def export(model, rtl_dir: Path, golden, estimates: dict | None = None,
     (rtl_dir / TOP_FILE).write_text(top)
     from finn_xsi.srcutil import order_pkg_first
 
+    from fpgaprint.compiler.rtlsim import packing
+
     sources = order_pkg_first(sources) + [TOP_FILE]
-    memories = _memories(model, golden, mem_files, rtl_dir)
+    with packing.installed():  # FINN+'s writers, packing as when codegen wrote the images
+        memories = _memories(model, golden, mem_files, rtl_dir)
     _save_graph(model, rtl_dir / DESIGN_ONNX)
     design = {
         "format": FORMAT,
@@ -615,13 +618,11 @@ def _memories(model, golden, mem_files: dict[str, str], rtl_dir: Path) -> list[d
 
 
 def write_image(op, mode: str, values) -> dict[str, str]:
-    """FINN+'s memory image(s) of `values` for the layer `op`: file name -> text, FINN+'s
-    packing vectorized as when codegen wrote the layer's own (`packing`)."""
+    """FINN+'s memory image(s) of `values` for the layer `op`: file name -> text (callers
+    install the vectorized packing, `packing.installed()`, as codegen does)."""
     import numpy as np
 
-    from fpgaprint.compiler.rtlsim import packing
-
-    with tempfile.TemporaryDirectory(prefix="fpgaprint-mem-") as tmp, packing.installed():
+    with tempfile.TemporaryDirectory(prefix="fpgaprint-mem-") as tmp:
         op.make_weight_file(np.asarray(values, dtype=np.float32), mode,
                             str(Path(tmp) / "memblock.dat"))
         return {f.name: f.read_text() for f in Path(tmp).iterdir()}
