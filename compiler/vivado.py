@@ -140,13 +140,14 @@ def accelerator_partition(parent) -> tuple[str, object]:
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
+    from fpgaprint.compiler.bist import shell
     from fpgaprint.compiler.rtlsim.errors import RtlMismatchError
 
     kernels = []
     for sdp in parent.get_nodes_by_op_type("StreamingDataflowPartition"):
         path = getCustomOp(sdp).get_nodeattr("model")
         kernel = ModelWrapper(path) if path and Path(path).is_file() else None
-        if kernel is None or not any(n.op_type.startswith("IODMA") for n in kernel.graph.node):
+        if kernel is None or not shell.moves_io(kernel):
             kernels.append((sdp.name, kernel))
     if len(kernels) != 1 or kernels[0][1] is None:
         raise RtlMismatchError(

@@ -256,6 +256,12 @@ def wrap_partition(model, block: str, bist: BistFiles) -> None:
         "interface": INTERFACE, "sources": bist.hashes()}, sort_keys=True))
 
 
+def moves_io(graph) -> bool:
+    """Whether a shell build's partition `graph` holds FINN+'s IO DMAs (the others hold the
+    accelerator)."""
+    return any(n.op_type.startswith("IODMA") for n in graph.graph.node)
+
+
 @contextlib.contextmanager
 def zynq_shell(bist: BistFiles):
     """While open, FINN+'s ZynqBuild stitches the accelerator's partition with the BIST top
@@ -267,7 +273,7 @@ def zynq_shell(bist: BistFiles):
     class BistStitchedIP(base):
         def apply(self, model):
             model, changed = super().apply(model)
-            if not any(n.op_type.startswith("IODMA") for n in model.graph.node):
+            if not moves_io(model):
                 wrap_partition(model, self.ip_name, bist)
             return model, changed
 
