@@ -60,18 +60,21 @@ def test_the_last_request_of_a_flooded_delivery_is_answered():
 
 
 def test_a_probe_written_right_behind_a_never_read_flood_is_answered(serve):  # noqa: F811
-    """A host floods a board on a pty with small requests and never reads, then writes one
-    HELLO right behind them and waits: the board answers it (BUSY when it came in the flood's
-    delivery), and a resend is served."""
-    link, _ = serve()
+    """A host floods a board on a pty with small requests and never reads, until the board,
+    held by the full line, drops an answer; then it writes one HELLO right behind them and
+    waits: the board answers it (BUSY when it came in the flood's delivery), and a resend is
+    served. A window of 1 keeps a delivery's answers to 3, each of which a held board gives
+    up after its write patience (1 s)."""
+    link, _ = serve(window=1)
     info = P.encode_frame(P.Frame(P.MsgType.INFO, 1))
     probe = P.encode_frame(P.Frame(P.MsgType.HELLO, 999, P.pack_hello()))
     fd = os.open(link.url, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
     try:
         tty.setraw(fd)
-        end = time.monotonic() + 0.3
-        while time.monotonic() < end:  # whole frames, never a read
+        end = time.monotonic() + 10.0
+        while not link.stats["tx_lost"] and time.monotonic() < end:  # whole frames, no read
             _write_all(fd, info * 64)
+        assert link.stats["tx_lost"], "the flood never held the board"
         _write_all(fd, info * 64 + probe)
         answer = _answer_to(fd, 999, 10.0)
         assert answer is not None, "the probe was never answered"
@@ -176,7 +179,8 @@ def test_verify_against_a_console_says_so_in_its_verdict(digits_package, keypair
     console, host = _console()
     try:
         code, out, _ = run_cli("verify", "--port", os.ttyname(host), "--package",
-                               digits_package, "--trusted-key", keypair[1], "--deadline", 20)
+                               digits_package, "--trusted-key", keypair[1], "--deadline", 20,
+                               "--timeout", 0.3, "--retries", 2)
     finally:
         console.stop()
         os.close(host)
