@@ -21,6 +21,7 @@ from fpgaprint.core.errors import InputError
 from fpgaprint.core.words import flip as flip_word
 
 EXACT_FLOAT64_BITS = 53
+_BATCH_VALUES = 1 << 22  # values of changed rows run through the later layers at once
 
 
 class Unsupported(InputError):
@@ -103,8 +104,10 @@ class IntExec:
     @staticmethod
     def _threshold(acc: np.ndarray, layer: _Layer, t: np.ndarray | None = None) -> np.ndarray:
         t = layer.thresholds if t is None else np.asarray(t, np.float64)
-        y = (acc[..., None] >= t[None, :, :] if t.shape[0] > 1 else acc[..., None] >= t[0])
-        y = y.sum(-1).astype(np.float64)
+        y = np.zeros(acc.shape, np.int64)
+        for col in t.T:  # one threshold per channel (or one for all) at a time: no (N, C, B)
+            y += acc >= col
+        y = y.astype(np.float64)
         if layer.bipolar:
             return 2 * y - 1
         return y + layer.out_bias
@@ -155,13 +158,15 @@ class IntExec:
         also whether each vector's raw output changed (len(flips), N).
 
         Only the flipped neuron's column is recomputed in its layer, and only the vectors
-        whose value there changed run through the later layers.
+        whose value there changed go on (`_propagate`), those of the flips of one layer
+        together.
         """
         trace = trace if trace is not None else self.trace(x_int)
         base = np.asarray(trace[-1], np.float32).argmax(1)
         index = {layer.weights: i for i, layer in enumerate(self.layers) if layer.weights}
         out = np.repeat(base[None], len(flips), axis=0)
         changed = np.zeros(out.shape, bool)
+        moves: dict[int, list[tuple[np.ndarray, ...]]] = {}  # per layer: (flip, rows, j, col)
         for k, (key, flat, bit) in enumerate(flips):
             if key not in index:
                 raise InputError(f"{key}: not a weight memory of this golden model")
@@ -184,19 +189,49 @@ class IntExec:
                              out_bias=layer.out_bias, bipolar=layer.bipolar)
                 col = self._threshold(acc_j[:, None], sub)[:, 0]
             moved = col != trace[li + 1][rows, j]
-            rows, col = rows[moved], col[moved]
-            if not len(rows):
-                continue
-            h = trace[li + 1][rows].copy()
-            h[:, j] = col
-            if li == self.raw_index:
-                changed[k, rows] = True
-            for lj in range(li + 1, len(self.layers)):
-                h = self._layer(self.layers[lj], h, {})[0]
-                if lj == self.raw_index:
-                    changed[k, rows] = (h != trace[lj + 1][rows]).any(1)
-            out[k, rows] = np.asarray(h, np.float32).argmax(1)
+            if moved.any():
+                rows = rows[moved]
+                moves.setdefault(li, []).append((np.full(len(rows), k), rows,
+                                                 np.full(len(rows), j), col[moved]))
+        width = max(h.shape[1] for h in trace)
+        for li, parts in moves.items():
+            ks, rows, jj, vals = (np.concatenate(a) for a in zip(*parts))
+            step = max(1, _BATCH_VALUES // width)
+            for lo in range(0, len(rows), step):
+                sl = slice(lo, lo + step)
+                self._propagate(li, ks[sl], rows[sl], jj[sl], vals[sl], trace, out, changed)
         return (out, changed) if raw else out
+
+    def _propagate(self, li: int, ks: np.ndarray, rows: np.ndarray, jj: np.ndarray,
+                   vals: np.ndarray, trace: list[np.ndarray], out: np.ndarray,
+                   changed: np.ndarray) -> None:
+        """Run layer `li`'s outputs, those of the traced `rows` with column `jj` set to `vals`
+        (one flip `ks` each), through the later layers; write their labels and raw-output
+        changes into `out` and `changed`.
+
+        Through thresholding layers only the one changed column moves, and a row whose value
+        there no longer differs from the trace is done: the rest of it is the trace's.
+        """
+        if li == self.raw_index:
+            changed[ks, rows] = True
+        lj = li + 1
+        while lj < len(self.layers) and self.layers[lj].op == "thr":
+            layer = self.layers[lj]
+            t = layer.thresholds[jj] if layer.thresholds.shape[0] > 1 else layer.thresholds
+            y = (vals[:, None] >= t).sum(1).astype(np.float64)
+            vals = 2 * y - 1 if layer.bipolar else y + layer.out_bias
+            keep = vals != trace[lj + 1][rows, jj]
+            ks, rows, jj, vals = ks[keep], rows[keep], jj[keep], vals[keep]
+            if lj == self.raw_index:
+                changed[ks, rows] = True
+            lj += 1
+        h = trace[lj][rows].copy()
+        h[np.arange(len(rows)), jj] = vals
+        for lj in range(lj, len(self.layers)):
+            h = self._layer(self.layers[lj], h, {})[0]
+            if lj == self.raw_index:
+                changed[ks, rows] = (h != trace[lj + 1][rows]).any(1)
+        out[ks, rows] = np.asarray(h, np.float32).argmax(1)
 
 
 def executor(golden) -> IntExec | None:
