@@ -119,7 +119,8 @@ def _train(model, ds, epochs, lr, seed, batch, task) -> nn.Module:
     torch.manual_seed(seed)
     x = torch.from_numpy(ds.x_train.reshape((-1, *ds.input_shape))).float()
     y = torch.from_numpy(ds.y_train).long()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    # foreach: the same steps as one tensor at a time, in fewer calls
+    opt = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs))
     gen = torch.Generator().manual_seed(seed)
     model.train()

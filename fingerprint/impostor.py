@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch.optim.adam import adam
 
 IMPOSTORS = ("centroid", "mlp", "distill")
 FOLDS = 10
@@ -44,7 +45,11 @@ def _mlp(x: np.ndarray, y: np.ndarray, z: np.ndarray | None, q: np.ndarray, ncls
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * (1.0 / np.sqrt(max(p.shape[-1], 1))))
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=1e-4)
+    params = list(net.parameters())
+    # torch's Adam through its functional form, on all tensors at once (`foreach`): the steps
+    # of `torch.optim.Adam(params, lr=3e-3, weight_decay=1e-4)` without its per-step wrappers
+    moments = [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
+    steps = [torch.tensor(0.0) for _ in params]
     xt = torch.from_numpy(x.astype(np.float32))
     if z is None:
         target = torch.from_numpy(y.astype(np.int64))
@@ -54,9 +59,13 @@ def _mlp(x: np.ndarray, y: np.ndarray, z: np.ndarray | None, q: np.ndarray, ncls
         target = torch.from_numpy((zc / (zc.std() + 1e-9)).astype(np.float32))
         loss_fn = torch.nn.functional.mse_loss
     for _ in range(EPOCHS):
-        opt.zero_grad()
+        for p in params:
+            p.grad = None
         loss_fn(net(xt), target).backward()
-        opt.step()
+        with torch.no_grad():
+            adam(params, [p.grad for p in params], *moments, [], steps, foreach=True,
+                 amsgrad=False, beta1=0.9, beta2=0.999, lr=3e-3, weight_decay=1e-4, eps=1e-8,
+                 maximize=False)
     with torch.no_grad():
         return net(torch.from_numpy(q.astype(np.float32))).double().numpy()
 
