@@ -298,7 +298,8 @@ class ResultStore:
         self._lock = threading.Lock()
         try:
             parsed = make_url(url)
-            args = {"timeout": 1.0} if parsed.get_backend_name() == "sqlite" else {}
+            # SQLite's own wait for a lock, each try: never longer than the whole wait
+            args = {"timeout": min(1.0, wait)} if parsed.get_backend_name() == "sqlite" else {}
             self.engine: Engine = create_engine(parsed, pool_pre_ping=True, connect_args=args)
         except (ArgumentError, NoSuchModuleError, ValueError) as e:
             raise InputError(f"--db {url!r}: not a usable database URL ({e})") from None

@@ -320,22 +320,23 @@ def test_a_locked_database_loses_no_result_and_resume_finishes_the_run(
         digits_package, keypair, tmp_path):
     """The database is locked by another writer after the run started: both results (the FAIL
     included) and the run's end go to the journal, the verdict is the exit code, and the next
-    start commits them."""
+    start commits them. The boards' 38400-baud lines give the test two seconds to lock the
+    database between the run's start and its first result."""
     import sqlite3
     import subprocess
     import sys
 
     db = tmp_path / "acc.db"
     common = ["--package", digits_package, "--trusted-key", keypair[1], "--db",
-              f"sqlite:///{db}", "--baud", "19200"]
-    with served_boards((digits_package, "--trusted-key", keypair[1], "--baud", "19200",
+              f"sqlite:///{db}", "--baud", "38400"]
+    with served_boards((digits_package, "--trusted-key", keypair[1], "--baud", "38400",
                         "--serial", "OK-1"),
-                       (digits_package, "--trusted-key", keypair[1], "--baud", "19200",
+                       (digits_package, "--trusted-key", keypair[1], "--baud", "38400",
                         "--serial", "BAD-2", "--flip-bits", "50", "--seed", "2")
                        ) as (good, bad):
         proc = subprocess.Popen(
             [sys.executable, "-m", "fpgaprint", "accept", "--ports", f"{good.port},{bad.port}",
-             "--db-wait", "1", *map(str, common)],
+             "--db-wait", "0.3", *map(str, common)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
