@@ -110,6 +110,8 @@ class ParamSampler:
         self.quantize = quantize
         self.gen = gen
         self.base = perturbable(module)
+        self.sizes = [p.numel() for p in self.base.values()]
+        self.numel = sum(self.sizes)
         self.relus = [m for m in module.modules() if isinstance(m, nn.ReLU)] if quantize else []
 
     def _choice(self, options: tuple) -> object:
@@ -119,10 +121,11 @@ class ParamSampler:
         r = self.cfg.rel_noise
         bits = self._choice(self.cfg.quant_bits) if self.quantize and self.cfg.quant_bits else 0
         frac = self._choice(self.cfg.prune) if self.cfg.prune else 0.0
+        # one draw for all parameters, in their order: the numbers of one draw per parameter
+        eps = (torch.rand(self.numel, generator=self.gen) * 2 - 1) * r
         params = {}
-        for name, p in self.base.items():
-            eps = (torch.rand(p.shape, generator=self.gen) * 2 - 1) * r
-            q = p * (1 + eps)
+        for (name, p), scale in zip(self.base.items(), (1 + eps).split(self.sizes)):
+            q = p * scale.view(p.shape)
             if p.dim() >= 2:
                 q = magnitude_prune(q, float(frac))
                 if bits:
