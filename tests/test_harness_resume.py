@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+from conftest import in_process_board
 from sqlalchemy.orm import Session
 
 from fpgaprint.harness.accept import accept
 from fpgaprint.harness.db import DatabaseUnavailable, Journal, ResultStore, Run
 from fpgaprint.harness.verdict import FAIL, PASS, BoardOutcome
 from fpgaprint.harness.verify import load_package, selftest_plan
+from fpgaprint.hw_targets import protocol as P
+from fpgaprint.hw_targets.agent import BoardAgent
 from fpgaprint.hw_targets.served import ServedBoard
 
 A, B = "socket://127.0.0.1:9", "socket://127.0.0.1:10"
@@ -86,25 +90,39 @@ def _claim(url: str, run: int) -> str | None:
 
 
 def test_two_resumes_of_one_run_at_once_keep_the_pass(digits_package, keypair, tmp_path):
-    """The second resume starts while the first verifies the board (a 9600-baud line makes
-    that take seconds): it exits 2 without touching the board, and the PASS is committed."""
+    """The second resume starts while the first verifies the board (the board answers no INFER
+    until the second has ended): it exits 2 without touching the board, and the PASS is
+    committed."""
     pkg = load_package(digits_package, keypair[1])
     url = f"sqlite:///{tmp_path}/r.db"
-    pin = ("--package", str(digits_package), "--trusted-key", str(keypair[1]), "--db", url,
-           "--baud", "9600")
-    with ServedBoard(digits_package, "--trusted-key", keypair[1], "--baud", "9600") as board:
-        with ResultStore(url) as store:  # a killed run: A committed, the board still to do
-            run = store.start_run("station", pkg.package_id, "digits-mlp", [A, board.port])
-            store.record(run, BoardOutcome(port=A, status=PASS, reason="earlier",
-                                           package_id=pkg.package_id))
-        assert _claim(url, run) is None  # the killed process holds it no more
-        first = subprocess.Popen([FPGAPRINT, "accept", "--resume", str(run), *pin],
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        end = time.monotonic() + 120
-        while _claim(url, run) is None and first.poll() is None and time.monotonic() < end:
-            time.sleep(0.1)
-        second = subprocess.run([FPGAPRINT, "accept", "--resume", str(run), *pin],
-                                capture_output=True, text=True, timeout=300)
+    pin = ("--package", str(digits_package), "--trusted-key", str(keypair[1]), "--db", url)
+    released = threading.Event()
+
+    class Held(BoardAgent):
+        def _infer(self, payload):
+            released.wait(300)
+            return BoardAgent._infer(self, payload)
+
+        _handlers = {**BoardAgent._handlers, P.MsgType.INFER: _infer}
+
+    with in_process_board(digits_package, keypair[1], Held, pty=True) as board:
+        try:
+            with ResultStore(url) as store:  # a killed run: A committed, the board still to do
+                run = store.start_run("station", pkg.package_id, "digits-mlp", [A, board.url])
+                store.record(run, BoardOutcome(port=A, status=PASS, reason="earlier",
+                                               package_id=pkg.package_id))
+            assert _claim(url, run) is None  # the killed process holds it no more
+            # a minute of silence allowed: the held INFER is answered when the second has ended
+            first = subprocess.Popen([FPGAPRINT, "accept", "--resume", str(run), *pin,
+                                      "--timeout", "60"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            end = time.monotonic() + 120
+            while _claim(url, run) is None and first.poll() is None and time.monotonic() < end:
+                time.sleep(0.05)
+            second = subprocess.run([FPGAPRINT, "accept", "--resume", str(run), *pin],
+                                    capture_output=True, text=True, timeout=300)
+        finally:
+            released.set()
         out = first.communicate(timeout=300)[0]
     assert first.returncode == 0, out
     assert second.returncode == 2, second.stdout + second.stderr
@@ -112,7 +130,7 @@ def test_two_resumes_of_one_run_at_once_keep_the_pass(digits_package, keypair, t
     assert len(errors) == 1 and f"run {run} is being resumed by" in errors[0], second.stderr
     with ResultStore(url) as store:
         got = store.run(run)
-    assert {r["port"]: r["status"] for r in got["results"]} == {A: PASS, board.port: PASS}
+    assert {r["port"]: r["status"] for r in got["results"]} == {A: PASS, board.url: PASS}
     assert got["status"] == PASS
     assert not Path(f"{tmp_path}/r.db.pending.jsonl").exists()
 
