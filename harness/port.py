@@ -55,13 +55,14 @@ class BoardPort:
     # -- opening ------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Open the port; a write timeout is set where the backend takes one."""
+        """Open the port; a write timeout is set where the backend takes one (asked on the
+        open port: a refusal costs no second connection)."""
+        self._ser = self._open()
         try:
-            self._ser = self._open(self.write_timeout)
-            self.write_timeout_applied = True
-        except NotImplementedError:  # e.g. rfc2217: "write_timeout is currently not supported"
-            log.info("%s: no write timeout on this backend; its own bounds apply", self.url)
-            self._ser = self._open(None)
+            self._apply_write_timeout()
+        except (serial.SerialException, ValueError, OSError) as e:
+            self.close()
+            raise PortUnavailable(f"cannot open board port {self.url}: {os_reason(e)}") from None
         try:
             self._fd = self._ser.fileno()
         except (AttributeError, OSError, ValueError, NotImplementedError):
@@ -76,17 +77,24 @@ class BoardPort:
         self._stray.clear()
         self._stray_delimited = False
 
-    def _open(self, write_timeout: float | None) -> serial.SerialBase:
+    def _apply_write_timeout(self) -> None:
+        """The write timeout on the open port, where its backend takes one."""
+        port = self._port()
+        try:
+            port.write_timeout = self.write_timeout
+            self.write_timeout_applied = True
+        except NotImplementedError:  # e.g. rfc2217: "write_timeout is currently not supported"
+            log.info("%s: no write timeout on this backend; its own bounds apply", self.url)
+            port.write_timeout = None  # the refused value stays set otherwise
+
+    def _open(self) -> serial.SerialBase:
         try:
             port = serial.serial_for_url(self.url, do_not_open=True)
             port.baudrate = self.baud
             port.timeout = 0
-            port.write_timeout = write_timeout
             port.open()
             no_delay(port)
             return port
-        except NotImplementedError:
-            raise
         except (serial.SerialException, ValueError, OSError) as e:
             raise PortUnavailable(f"cannot open board port {self.url}: {os_reason(e)}") from None
 

@@ -44,6 +44,7 @@ class Rfc2217Server:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"rfc2217://127.0.0.1:{self.listener.getsockname()[1]}"
         self.alive = True
+        self.connections = 0  # clients accepted
         self.threads = [threading.Thread(target=self._serve, daemon=True)]
         self.threads[0].start()
 
@@ -53,6 +54,7 @@ class Rfc2217Server:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
+            self.connections += 1
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             port = _PtyPort(self.device)
             lock = threading.Lock()
@@ -100,12 +102,12 @@ class Rfc2217Server:
 def rfc2217_board(digits_package, keypair):
     servers, boards = [], []
 
-    def start(*faults: str) -> str:
+    def start(*faults: str) -> Rfc2217Server:
         board = ServedBoard(digits_package, "--trusted-key", keypair[1], *faults)
         boards.append(board)
         server = Rfc2217Server(board.wait_ready())
         servers.append(server)
-        return server.url
+        return server
 
     yield start
     for s in servers:
@@ -116,7 +118,8 @@ def rfc2217_board(digits_package, keypair):
 
 def test_verify_over_rfc2217_gives_pass_and_fail(rfc2217_board, run_cli, digits_package,
                                                  keypair, tmp_path):
-    healthy, flipped = rfc2217_board(), rfc2217_board("--flip-bits", "50", "--seed", "2")
+    healthy = rfc2217_board().url
+    flipped = rfc2217_board("--flip-bits", "50", "--seed", "2").url
     code, out, err = run_cli("verify", "--port", healthy, "--package", digits_package,
                              "--trusted-key", keypair[1], "--json", tmp_path / "r.json")
     assert code == 0 and "verdict: PASS" in out, out + err
@@ -126,8 +129,11 @@ def test_verify_over_rfc2217_gives_pass_and_fail(rfc2217_board, run_cli, digits_
 
 
 def test_the_rfc2217_backend_gets_no_write_timeout(rfc2217_board):
+    """Asked on the open port: the refusal costs no second connection to the server."""
     from fpgaprint.harness.client import BoardClient
 
-    with BoardClient(rfc2217_board(), timeout=2.0) as client:
+    server = rfc2217_board()
+    with BoardClient(server.url, timeout=2.0) as client:
         assert client.hello()["protocol"] == 1
         assert client.port.write_timeout_applied is False
+    assert server.connections == 1
