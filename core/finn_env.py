@@ -17,11 +17,14 @@ def ensure_finn(build_dir: str | Path | None = None) -> None:
         os.environ["FINN_BUILD_DIR"] = str(Path(build_dir).resolve())
     elif not os.environ.get("FINN_BUILD_DIR") or not Path(os.environ["FINN_BUILD_DIR"]).is_dir():
         os.environ["FINN_BUILD_DIR"] = tempfile.mkdtemp(prefix="fpgaprint-finn-")
-    if not _ready:
-        from finn.util import settings
+    from finn.util import settings
 
+    if not _ready:
         from fpgaprint.core import qonnx_speed
 
         settings.initialize_dummy_settings()
         qonnx_speed.install()
         _ready = True
+    # FINN+ places its generated code by its settings object, made once per process: each
+    # build of the process (a serial matrix, a forked worker) gets its own directory
+    settings.get_settings().finn_build_dir = os.environ["FINN_BUILD_DIR"]
