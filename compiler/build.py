@@ -98,11 +98,17 @@ def _code_key(step) -> str:
     the FINN+ version (a changed step invalidates its saved results)."""
     from importlib import metadata
 
+    parts = [_own_sources(), step.name, metadata.version("finn-plus")]
+    parts += [_finn_source(f) for f in step.finn]
+    return _sha("\n".join(parts))
+
+
+@functools.cache
+def _finn_source(name: str) -> str:
+    """The source of FINN+'s build step function `name` (read once per process)."""
     from fpgaprint.compiler.steps import finn_steps
 
-    parts = [_own_sources(), step.name, metadata.version("finn-plus")]
-    parts += [inspect.getsource(getattr(finn_steps(), f)) for f in step.finn]
-    return _sha("\n".join(parts))
+    return inspect.getsource(getattr(finn_steps(), name))
 
 
 @functools.cache

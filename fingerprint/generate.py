@@ -136,10 +136,11 @@ class Generator:
             return F.cross_entropy(logits, t, reduction="sum"), _margin(logits.detach(), t)
         total = x.new_zeros(())
         worst = torch.full((len(x),), float("inf"))
-        for _ in range(self.p.perturb.samples):
-            logits = self.sampler.forward(self.sampler.sample(), x)
-            total = total + F.cross_entropy(logits, t, reduction="sum")
-            worst = torch.minimum(worst, _margin(logits.detach(), t))
+        with self.sampler.hooked():
+            for _ in range(self.p.perturb.samples):
+                logits = self.sampler.forward(self.sampler.sample(), x)
+                total = total + F.cross_entropy(logits, t, reduction="sum")
+                worst = torch.minimum(worst, _margin(logits.detach(), t))
         return total / self.p.perturb.samples, worst
 
     def project(self, x: torch.Tensor, low: torch.Tensor | None) -> torch.Tensor:
@@ -181,7 +182,7 @@ class Generator:
         if not self.robust:
             return ok
         xt = torch.from_numpy(x)
-        with torch.no_grad():
+        with torch.no_grad(), self.checker.hooked():
             for _ in range(self.p.survival.samples):
                 pred = self.checker.forward(self.checker.sample(), xt).argmax(1).numpy()
                 ok &= pred == t

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -113,6 +114,8 @@ class ParamSampler:
         self.sizes = [p.numel() for p in self.base.values()]
         self.numel = sum(self.sizes)
         self.relus = [m for m in module.modules() if isinstance(m, nn.ReLU)] if quantize else []
+        self._hooks: list | None = None  # while `hooked`
+        self._acts: list | None = None  # the activation draw `forward` is running
 
     def _choice(self, options: tuple) -> object:
         return options[int(torch.randint(len(options), (1,), generator=self.gen))]
@@ -141,23 +144,32 @@ class ParamSampler:
         return {"params": params, "acts": acts}
 
     @contextmanager
-    def _act_quant(self, acts: list):
-        hooks = []
-        for relu, (bits, frac) in zip(self.relus, acts):
-            if not bits:
-                continue
-
-            def hook(_m, _inp, out, bits=bits, frac=frac):
-                clip = out.detach().amax() * frac
-                return fake_quant_act(out, bits, clip)
-
-            hooks.append(relu.register_forward_hook(hook))
+    def hooked(self):
+        """The activation quantizers on the module's ReLUs for the duration, applying the draw
+        that `forward` runs (and nothing outside it): cheaper than hooking every forward."""
+        if self._hooks is not None:
+            yield
+            return
+        self._hooks = [relu.register_forward_hook(partial(self._quantize_act, i))
+                       for i, relu in enumerate(self.relus)]
         try:
             yield
         finally:
-            for h in hooks:
+            for h in self._hooks:
                 h.remove()
+            self._hooks = None
+
+    def _quantize_act(self, i: int, _m, _inp, out: torch.Tensor) -> torch.Tensor | None:
+        if self._acts is None or i >= len(self._acts) or not self._acts[i][0]:
+            return None
+        bits, frac = self._acts[i]
+        clip = out.detach().amax() * frac
+        return fake_quant_act(out, bits, clip)
 
     def forward(self, draw: dict, x: torch.Tensor) -> torch.Tensor:
-        with self._act_quant(draw["acts"]):
-            return functional_call(self.module, draw["params"], (x,))
+        with self.hooked():
+            self._acts = draw["acts"]
+            try:
+                return functional_call(self.module, draw["params"], (x,))
+            finally:
+                self._acts = None
