@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fpgaprint.core.errors import EquivalenceError
+from fpgaprint.core.threads import one_blas_thread
 
 # ops whose execution treats batch rows independently: graphs made of these run the whole
 # batch in one execute_onnx call (qonnx's ChangeBatchSize rewrites the shapes)
@@ -27,12 +28,13 @@ def run_onnx(model, x: np.ndarray) -> np.ndarray:
         from fpgaprint.core.golden import GoldenModel
 
         return GoldenModel(model).run(x)[1]
-    if ops <= BATCH_SAFE_OPS and len(x) > 1:
-        try:
-            return _run_batched(model, x)
-        except Exception:  # a graph the rewrite cannot handle runs per vector below
-            pass
-    return _run_per_vector(model, x)
+    with one_blas_thread():
+        if ops <= BATCH_SAFE_OPS and len(x) > 1:
+            try:
+                return _run_batched(model, x)
+            except Exception:  # a graph the rewrite cannot handle runs per vector below
+                pass
+        return _run_per_vector(model, x)
 
 
 def _run_per_vector(model, x: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ import numpy as np
 
 from fpgaprint.core.errors import InputError
 from fpgaprint.core.finn_env import ensure_finn
+from fpgaprint.core.threads import one_blas_thread
 from fpgaprint.core.words import MemoryImage, flip
 
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
@@ -145,18 +146,19 @@ class GoldenModel:
         n = x.shape[0]
         parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
         step = MAX_BATCH if batch and self.batchable else 1
-        for start in range(0, n, step):
-            rows = x[start:start + step]
-            size = 1 << (len(rows) - 1).bit_length()  # a few cached batch sizes
-            if size > len(rows):
-                rows = np.concatenate([rows, np.repeat(rows[:1], size - len(rows), axis=0)])
-            model = self.model if size == 1 else self._batched(size)
-            ctx = execute_onnx(model, {self.input_name: rows.astype(np.float32)},
-                               return_full_exec_context=True)
-            keep = min(step, n - start)
-            for name in names:
-                value = np.asarray(ctx[name]).reshape(size, *shapes[name][1:])
-                parts[name].append(value[:keep])
+        with one_blas_thread():
+            for start in range(0, n, step):
+                rows = x[start:start + step]
+                size = 1 << (len(rows) - 1).bit_length()  # a few cached batch sizes
+                if size > len(rows):
+                    rows = np.concatenate([rows, np.repeat(rows[:1], size - len(rows), axis=0)])
+                model = self.model if size == 1 else self._batched(size)
+                ctx = execute_onnx(model, {self.input_name: rows.astype(np.float32)},
+                                   return_full_exec_context=True)
+                keep = min(step, n - start)
+                for name in names:
+                    value = np.asarray(ctx[name]).reshape(size, *shapes[name][1:])
+                    parts[name].append(value[:keep])
         return {name: np.concatenate(v) for name, v in parts.items()}
 
     @property
@@ -325,10 +327,11 @@ def run_tail(model, raw_output: str, raw: np.ndarray, name: str) -> np.ndarray:
         return raw.reshape(n, -1).astype(np.float32)
     tail = tail[:tail.index(last) + 1]
     shape = model.get_tensor_shape(raw_output)
-    out = [np.asarray(execute_onnx(
-        model, {raw_output: row.reshape(shape).astype(np.float32)},
-        return_full_exec_context=True, start_node=tail[0], end_node=tail[-1])[name],
-        dtype=np.float32).reshape(-1) for row in raw.reshape(n, -1)]
+    with one_blas_thread():
+        out = [np.asarray(execute_onnx(
+            model, {raw_output: row.reshape(shape).astype(np.float32)},
+            return_full_exec_context=True, start_node=tail[0], end_node=tail[-1])[name],
+            dtype=np.float32).reshape(-1) for row in raw.reshape(n, -1)]
     return np.stack(out) if out else np.zeros((0, int(np.prod(model.get_tensor_shape(name)
                                                                [1:]))), np.float32)
 
@@ -414,7 +417,8 @@ def accelerator_inputs(model, x: np.ndarray) -> np.ndarray:
     name, inp = nodes[first].input[0], model.graph.input[0].name
     shape = tuple(model.get_tensor_shape(inp))[1:]
     x = x.reshape((-1, *shape))
-    return np.stack([np.asarray(execute_onnx(
-        model, {inp: row[None].astype(np.float32)}, return_full_exec_context=True,
-        start_node=head[0], end_node=head[-1])[name]) for row in x]).reshape(len(x), -1) \
-        .astype(x.dtype)
+    with one_blas_thread():
+        return np.stack([np.asarray(execute_onnx(
+            model, {inp: row[None].astype(np.float32)}, return_full_exec_context=True,
+            start_node=head[0], end_node=head[-1])[name]) for row in x]).reshape(len(x), -1) \
+            .astype(x.dtype)

@@ -246,12 +246,17 @@ def run_cli(capsys):
 @pytest.fixture(scope="session", autouse=True)
 def one_thread():
     """Tiny models run faster on one thread than on two contended ones (the test workers
-    share the cores)."""
+    share the cores): torch's threads, and numpy's BLAS here and in the processes the tests
+    start (boards, stage workers, CLI runs), whose idle BLAS threads would spin on the core
+    the other worker needs."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    with threadpool_limits(1, user_api="blas"):
+        yield
     torch.set_num_threads(before)
 
 
