@@ -167,6 +167,7 @@ class IntExec:
         out = np.repeat(base[None], len(flips), axis=0)
         changed = np.zeros(out.shape, bool)
         moves: dict[int, list[tuple[np.ndarray, ...]]] = {}  # per layer: (flip, rows, j, col)
+        held, width = 0, max(h.shape[1] for h in trace)
         for k, (key, flat, bit) in enumerate(flips):
             if key not in index:
                 raise InputError(f"{key}: not a weight memory of this golden model")
@@ -193,14 +194,18 @@ class IntExec:
                 rows = rows[moved]
                 moves.setdefault(li, []).append((np.full(len(rows), k), rows,
                                                  np.full(len(rows), j), col[moved]))
-        width = max(h.shape[1] for h in trace)
+                held += len(rows)
+                if held * width >= _BATCH_VALUES:
+                    self._propagate_all(moves, trace, out, changed)
+                    moves, held = {}, 0
+        self._propagate_all(moves, trace, out, changed)
+        return (out, changed) if raw else out
+
+    def _propagate_all(self, moves: dict, trace: list[np.ndarray], out: np.ndarray,
+                       changed: np.ndarray) -> None:
         for li, parts in moves.items():
             ks, rows, jj, vals = (np.concatenate(a) for a in zip(*parts))
-            step = max(1, _BATCH_VALUES // width)
-            for lo in range(0, len(rows), step):
-                sl = slice(lo, lo + step)
-                self._propagate(li, ks[sl], rows[sl], jj[sl], vals[sl], trace, out, changed)
-        return (out, changed) if raw else out
+            self._propagate(li, ks, rows, jj, vals, trace, out, changed)
 
     def _propagate(self, li: int, ks: np.ndarray, rows: np.ndarray, jj: np.ndarray,
                    vals: np.ndarray, trace: list[np.ndarray], out: np.ndarray,
