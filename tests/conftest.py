@@ -32,13 +32,14 @@ SHARED_GROUPS = {"tfc": ("test_compiler_build.py", "test_bist.py", "test_board_p
 # with an empty Verilator cache: about 2 min for the tfc group down to 8 s), so that the
 # workers end together on the short files; the others follow in collection order
 LONGEST_FIRST = ("tfc", "cli", "test_compiler_matrix.py", "test_compiler_models.py",
-                 "test_fingerprint_eval.py", "test_fingerprint_fanout.py",
-                 "test_fingerprint_tiers.py", "test_rtl_segments.py", "test_fingerprint_core.py",
-                 "test_hardening_link.py", "test_fingerprint_power.py", "test_score_check.py",
-                 "test_compiler_monotonic.py", "test_harness_trust.py", "test_rtlsim_xsi.py",
-                 "test_rtl_foldrules.py", "test_compiler_heads.py",
-                 "test_fingerprint_calibration.py", "test_rtl_stitch_regress.py",
-                 "test_rtl_mvu_queue.py", "test_compiler_avgpool.py")
+                 "test_rtl_segments.py", "test_fingerprint_fanout.py",
+                 "test_fingerprint_eval.py", "test_fingerprint_core.py",
+                 "test_compiler_heads.py", "test_fingerprint_tiers.py", "test_score_check.py",
+                 "test_rtl_foldrules.py", "test_fingerprint_calibration.py",
+                 "test_compiler_monotonic.py", "test_fingerprint_power.py",
+                 "test_rtl_mvu_queue.py", "test_rtlsim_xsi.py", "test_verilator_build.py",
+                 "test_compiler_avgpool.py", "test_rtl_stitch_regress.py",
+                 "test_protocol_frames.py", "test_harness_trust.py")
 _GROUP_OF = {f: g for g, files in SHARED_GROUPS.items() for f in files}
 
 
