@@ -1,4 +1,4 @@
-"""The golden model's and the build graphs' numerics on one BLAS thread.
+"""The golden model's, the build graphs' and the fast executor's numerics on one BLAS thread.
 
 Executing a FINN+/QONNX graph is many small matrix products, node by node. OpenBLAS's thread
 pool makes them slower, and when the other core is busy (a Verilator compile, another build)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fpgaprint.core.errors import InputError
+from fpgaprint.core.threads import one_blas_thread
 from fpgaprint.core.words import flip as flip_word
 
 EXACT_FLOAT64_BITS = 53
@@ -136,12 +137,13 @@ class IntExec:
         weights = mems or {}
         h = np.asarray(x_int, np.float64).reshape(len(x_int), -1)
         out = [h]
-        for layer in self.layers:
-            h = self._layer(layer, h, weights)[0]
-            if stuck and layer.name in stuck:
-                h = h.copy()
-                h[:, stuck[layer.name]] = 0
-            out.append(h)
+        with one_blas_thread():  # as the golden model: idle BLAS threads spin on a busy core
+            for layer in self.layers:
+                h = self._layer(layer, h, weights)[0]
+                if stuck and layer.name in stuck:
+                    h = h.copy()
+                    h[:, stuck[layer.name]] = 0
+                out.append(h)
         return out
 
     def run(self, x_int: np.ndarray, mems: dict | None = None, stuck: dict | None = None
@@ -161,6 +163,10 @@ class IntExec:
         whose value there changed go on (`_propagate`), those of the flips of one layer
         together.
         """
+        with one_blas_thread():
+            return self._flip_labels(x_int, flips, trace, raw)
+
+    def _flip_labels(self, x_int, flips, trace, raw):
         trace = trace if trace is not None else self.trace(x_int)
         base = np.asarray(trace[-1], np.float32).argmax(1)
         index = {layer.weights: i for i, layer in enumerate(self.layers) if layer.weights}

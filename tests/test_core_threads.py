@@ -1,5 +1,5 @@
-"""The golden model and the build's graph executions run numpy's BLAS on one thread, and give
-the caller back its own setting."""
+"""The golden model, the build's graph executions and the fast executor run numpy's BLAS on one
+thread, and give the caller back its own setting."""
 
 from __future__ import annotations
 
@@ -34,3 +34,28 @@ def test_golden_model_executes_on_one_blas_thread(digits_build, monkeypatch):
         assert _blas_threads() == {2}  # the caller's setting, restored
     assert seen and all(s == {1} for s in seen), seen
     assert raw.shape[0] == logits.shape[0] == 5
+
+
+def test_fast_executor_runs_on_one_blas_thread(digits_build, monkeypatch):
+    from fpgaprint.core.golden import GoldenModel
+    from fpgaprint.fingerprint.intexec import IntExec, executor
+
+    seen = []
+    real = IntExec._layer
+
+    def recording(self, *args, **kwargs):
+        seen.append(_blas_threads())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(IntExec, "_layer", recording)
+    golden = GoldenModel(digits_build.golden)
+    ex = executor(golden)
+    x = np.random.default_rng(0).integers(0, 256, size=(5, 64))
+    key = next(k for k in golden.memories() if k.endswith("/weights"))
+    with threadpool_limits(2, user_api="blas"):
+        raw, _, labels = ex.run(x)
+        flipped = ex.flip_labels(x, [(key, 0, 0)])
+        assert _blas_threads() == {2}
+    assert seen and all(s == {1} for s in seen), seen
+    np.testing.assert_array_equal(raw, golden.run(x)[0])
+    assert flipped.shape == (1, 5)
