@@ -129,7 +129,7 @@ def _bist_address(model, instance: str) -> dict:
     found = shell.bist_address(Path(hwh), instance) if hwh and Path(hwh).is_file() else None
     if found is None:
         raise RtlMismatchError(f"the bitstream's hardware handoff ({hwh}) gives "
-                               f"{instance}/{shell.INTERFACE} no address: the on-chip "
+                               f"{instance}/{shell.AXIL} no address: the on-chip "
                                "self-test would be unreachable")
     return found
 

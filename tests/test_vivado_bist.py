@@ -368,7 +368,7 @@ def test_a_packaged_build_signs_where_the_bitstream_put_the_bist(small_model, ke
     def hardware_steps(out, board, config, log):
         (out / "hw" / "finn-accel.bit").write_bytes(b"")  # stand-in bitstream
         address = {**S.bist_address(handoff, ACC), "hwh": "hw/finn-accel.hwh"}
-        return {"ran": True, "bist": {"instance": ACC, "interface": S.INTERFACE,
+        return {"ran": True, "bist": {"instance": ACC, "interface": S.AXIL,
                                       "address": address}}
 
     monkeypatch.setattr(vivado, "missing_tools", list)

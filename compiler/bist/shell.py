@@ -42,7 +42,6 @@ from fpgaprint.compiler.rtlsim.errors import RtlMismatchError
 from fpgaprint.core import bist as B
 from fpgaprint.core.errors import FpgaprintError, InputError
 
-INTERFACE = AXIL  # the BIST top's AXI-lite slave
 META = "fpgaprint_bist"  # partition metadata: the wrapper, its sources and their SHA-256
 SUBDIR = "bist"  # under the partition's stitch project
 TCL = "package_bist.tcl"
@@ -137,7 +136,7 @@ def wrapper_source(block: str, bist: BistFiles, sim_finish: bool) -> str:
     ports and the AXI-lite slave, `bist_start` low, `bist_done`/`bist_pass` unconnected (the
     register map reports them). `sim_finish`: FINN+'s stitched design has that input (its
     simulation control), tied low."""
-    from fpgaprint.compiler.bist.generate import AXIL, AXIL_SIGNALS, TOP, axil_ports, axis_ports
+    from fpgaprint.compiler.bist.generate import AXIL_SIGNALS, TOP, axil_ports, axis_ports
 
     iw, ow = bist.spec.in_width, bist.spec.out_width
     axis = ["ap_clk", "ap_rst_n", "s_axis_0_tdata", "s_axis_0_tvalid", "s_axis_0_tready",
@@ -191,11 +190,11 @@ set_property version {version} $core
 set_property ipi_drc {{ignore_freq_hz true}} $core
 ipx::infer_bus_interfaces xilinx.com:interface:aximm_rtl:1.0 $core
 ipx::infer_bus_interfaces xilinx.com:interface:axis_rtl:1.0 $core
-foreach busif {{{INTERFACE} s_axis_0 m_axis_0}} {{
+foreach busif {{{AXIL} s_axis_0 m_axis_0}} {{
     ipx::associate_bus_interfaces -busif $busif -clock ap_clk $core
 }}
-set mm [ipx::add_memory_map {INTERFACE} $core]
-set_property slave_memory_map_ref {INTERFACE} [ipx::get_bus_interfaces {INTERFACE} -of $core]
+set mm [ipx::add_memory_map {AXIL} $core]
+set_property slave_memory_map_ref {AXIL} [ipx::get_bus_interfaces {AXIL} -of $core]
 set_property range 4096 [ipx::add_address_block Reg0 $mm]
 set_property core_revision 3 $core
 ipx::create_xgui_files $core
@@ -249,11 +248,11 @@ def wrap_partition(model, block: str, bist: BistFiles) -> None:
         proj, block, vlnv, [d / r for r in bist.sources] + [wrapper],
         [d / r for r in bist.images]))
     run_tcl(proj, TCL)
-    ifnames["axilite"] = [*ifnames.get("axilite", []), INTERFACE]
+    ifnames["axilite"] = [*ifnames.get("axilite", []), AXIL]
     model.set_metadata_prop("vivado_stitch_ifnames", json.dumps(ifnames))
     model.set_metadata_prop(META, json.dumps({
         "top": f"{block}_bist", "wrapper": wrapper.name, "dir": d.as_posix(), "tcl": TCL,
-        "interface": INTERFACE, "sources": bist.hashes()}, sort_keys=True))
+        "interface": AXIL, "sources": bist.hashes()}, sort_keys=True))
 
 
 def moves_io(graph) -> bool:
@@ -294,15 +293,15 @@ def check_partition(kernel, name: str, bist: BistFiles) -> dict:
         raise _differs(f"the bitfile's accelerator partition {name} was stitched without it")
     rec = json.loads(meta)
     ifnames = json.loads(kernel.get_metadata_prop("vivado_stitch_ifnames") or "{}")
-    if INTERFACE not in ifnames.get("axilite", []):
-        raise _differs(f"partition {name} does not list {INTERFACE} among its AXI-lite "
+    if AXIL not in ifnames.get("axilite", []):
+        raise _differs(f"partition {name} does not list {AXIL} among its AXI-lite "
                        "interfaces")
     d = Path(rec["dir"])
     for rel, sha in bist.hashes().items():
         f = d / rel
         if rec["sources"].get(rel) != sha or not f.is_file() or _sha(f.read_bytes()) != sha:
             raise _differs(f"{f} (given to Vivado) is not the simulated {rel}")
-    return {"instance": name, "interface": INTERFACE, "top": rec["top"],
+    return {"instance": name, "interface": AXIL, "top": rec["top"],
             "sources": dict(sorted(bist.hashes().items()))}
 
 
@@ -320,14 +319,14 @@ def bist_address(hwh: Path, instance: str) -> dict | None:
     except ET.ParseError as e:
         raise InputError(f"{hwh}: not a hardware handoff (XML: {e})") from None
     for r in root.iter("MEMRANGE"):
-        if r.get("INSTANCE") == instance and r.get("SLAVEBUSINTERFACE") == INTERFACE:
+        if r.get("INSTANCE") == instance and r.get("SLAVEBUSINTERFACE") == AXIL:
             try:
                 base, high = int(r.get("BASEVALUE", ""), 16), int(r.get("HIGHVALUE", ""), 16)
             except ValueError:
-                raise InputError(f"{hwh}: the range of {instance}/{INTERFACE} is not two hex "
+                raise InputError(f"{hwh}: the range of {instance}/{AXIL} is not two hex "
                                  "addresses") from None
             if not 0 <= base <= high < 1 << 64:
-                raise InputError(f"{hwh}: the range of {instance}/{INTERFACE} is empty")
+                raise InputError(f"{hwh}: the range of {instance}/{AXIL} is empty")
             return {"base": f"0x{base:08X}", "high": f"0x{high:08X}",
                     "master": r.get("MASTERBUSINTERFACE")}
     return None
