@@ -50,11 +50,10 @@ def _init_worker(finn_dir: str, env: dict[str, str], cwd: str) -> None:
     import logging
 
     from fpgaprint.core.finn_env import ensure_finn
+    from fpgaprint.core.forkserver import adopt
     from fpgaprint.core.liblog import route
 
-    os.chdir(cwd)
-    os.environ.clear()
-    os.environ.update(env)
+    adopt(cwd, env)
     if not os.environ.get("FPGAPRINT_DEBUG"):  # the worker's library warnings: the build log
         handler = logging.FileHandler(Path(finn_dir).parent / "build.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))

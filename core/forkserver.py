@@ -28,13 +28,19 @@ def forkserver(preload: tuple[str, ...] | list[str] = ()) -> ForkServerContext:
     return ctx
 
 
+def adopt(cwd: str, env: dict[str, str]) -> None:
+    """In a child forked from the server: its caller's directory and environment (`cwd`,
+    `env`, taken when the child was asked for), not the server's."""
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+
+
 def _run_cli(argv: list[str], cwd: str, env: dict[str, str], out: Connection,
              err: Connection | None) -> None:
     """In the forked child: stdout (and stderr) to the parent's pipes, then the command line
     as `python -m fpgaprint ARGV` runs it."""
-    os.chdir(cwd)
-    os.environ.clear()
-    os.environ.update(env)
+    adopt(cwd, env)
     os.dup2(out.fileno(), 1)
     if err is not None:
         os.dup2(err.fileno(), 2)
