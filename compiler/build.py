@@ -121,7 +121,7 @@ def _own_sources() -> str:
     h = hashlib.sha256()
     for pkg in (fpgaprint.compiler, fpgaprint.core):
         root = Path(pkg.__file__).parent
-        for f in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".sv", ".v", ".cpp")
+        for f in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".sv", ".v", ".cpp", ".h")
                         and "__pycache__" not in p.parts):
             h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
     return h.hexdigest()

@@ -76,7 +76,8 @@ def code_identity() -> dict[str, str]:
     for pkg in PACKAGES:
         spec = importlib.util.find_spec(pkg)
         base = Path(spec.origin).resolve().parent
-        files = sorted(p for p in base.rglob("*") if p.suffix in (".py", ".yaml", ".sv", ".cpp")
+        files = sorted(p for p in base.rglob("*")
+                       if p.suffix in (".py", ".yaml", ".sv", ".cpp", ".h")
                        and "__pycache__" not in p.parts)
         for p in files:
             if pkg == "fpgaprint" and p.parent != base:

@@ -10,11 +10,12 @@
 // updates are written to the inputs, then the falling edge. A handshake therefore
 // completes on the rising edge at which tvalid and tready were both high.
 //
-// Built by compiler/rtlsim/verilator.py with -DFP_TOP=<Verilator prefix>, with
-// "fp_ports.inc" generated from the model header (one FP_PORT(name, width, dir) per port),
-// and with VL_PRINTF routed to fp_printf (declared in the generated, force-included
-// "fp_config.h") so the text of $fatal/$error reaches the error message; what the design
-// prints ($display, $warning) goes to stderr, never to stdout.
+// This file knows no design: compiler/rtlsim/verilator.py compiles it once per Verilator,
+// compiler and flags, caches the object with Verilator's runtime objects and links it with
+// each design's model and design.cpp (the model's side of harness.h). VL_PRINTF is routed to
+// fp_printf (declared in the generated, force-included "fp_config.h") so the text of
+// $fatal/$error reaches the error message; what the design prints ($display, $warning) goes
+// to stderr, never to stdout.
 
 #include <verilated.h>
 
@@ -26,9 +27,7 @@
 #include <string>
 #include <vector>
 
-#define FP_STR2(x) #x
-#define FP_STR(x) FP_STR2(x)
-#include FP_STR(FP_TOP.h)
+#include "harness.h"
 
 #define FP_API extern "C" __attribute__((visibility("default")))
 
@@ -61,13 +60,7 @@ std::string last_error_line() {
     return "";
 }
 
-struct Port {
-    const char* name;
-    int width;
-    int dir;  // 0 input, 1 output, 2 inout
-    void* data;
-    size_t size;  // storage bytes
-};
+using fp::Port;
 
 struct InStream {
     int data, valid, ready;
@@ -98,7 +91,7 @@ struct Update {
 
 struct Sim {
     std::unique_ptr<VerilatedContext> ctx;
-    std::unique_ptr<FP_TOP> top;
+    std::unique_ptr<void, void (*)(void*)> top{nullptr, fp::design_delete};  // after ctx
     std::vector<Port> ports;
     int clk = -1, clk2x = -1;
     uint64_t cycles = 0;
@@ -141,23 +134,16 @@ bool port_high(const Port& p) { return reinterpret_cast<const uint8_t*>(p.data)[
 // evaluates the model selects it first (a thread-local, so once per call, not per eval).
 void use_context(Sim* s) { Verilated::threadContextp(s->ctx.get()); }
 
-#define FP_CAT2(a, b) a##b
-#define FP_CAT(a, b) FP_CAT2(a, b)
-#define FP_ROOT_EVAL FP_CAT(FP_TOP, ___024root___eval)
-
 // Evaluates the model. The first call is the model's eval(), which runs the initial blocks;
-// later calls run the model's evaluation function (declared in the model's C++ file, which
-// precedes this one in the translation unit) without eval()'s per-call bookkeeping: a
-// deleter of SystemVerilog class objects (FINN+'s RTL has none) and a queue of messages
-// from worker threads (the model is built without --threads). That bookkeeping was 3 % of
-// the instructions of a stitched design's clock cycle.
+// later calls run its evaluation function without eval()'s per-call bookkeeping
+// (fp::design_eval_root).
 bool settle(Sim* s) {
     if (!s->error.empty()) return false;
     try {
         if (s->initialized)
-            FP_ROOT_EVAL(s->top->rootp);
+            fp::design_eval_root(s->top.get());
         else
-            s->top->eval();
+            fp::design_eval(s->top.get());
         s->initialized = true;
     } catch (const Fatal& f) {
         s->error = f.msg;
@@ -253,12 +239,8 @@ FP_API void* fp_create() {
     s->ctx.reset(new VerilatedContext);
     s->ctx->fatalOnError(false);
     s->ctx->fatalOnVpiError(false);
-    s->top.reset(new FP_TOP{s->ctx.get(), "TOP"});
+    s->top.reset(fp::design_new(s->ctx.get(), s->ports));
     use_context(s);
-    FP_TOP* t = s->top.get();
-#define FP_PORT(nm, w, d) s->ports.push_back(Port{#nm, w, d, &t->nm, sizeof(t->nm)});
-#include "fp_ports.inc"
-#undef FP_PORT
     for (size_t i = 0; i < s->ports.size(); ++i) {
         Port& p = s->ports[i];
         if (p.dir == 0) std::memset(p.data, 0, p.size);
@@ -275,7 +257,7 @@ FP_API void fp_destroy(void* h) {
     if (s->error.empty()) {
         Verilated::threadContextp(s->ctx.get());
         try {
-            s->top->final();
+            fp::design_final(s->top.get());
         } catch (const Fatal&) {
         }
     }

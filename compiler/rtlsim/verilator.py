@@ -30,10 +30,14 @@ from fpgaprint.compiler.rtlsim.errors import SimulationError
 
 CACHE_ENV = "FPGAPRINT_VERILATOR_CACHE"
 BINARY_ENV = "FPGAPRINT_VERILATOR"
-HARNESS = Path(__file__).with_name("harness.cpp")
+HARNESS = Path(__file__).with_name("harness.cpp")  # no design in it: compiled once, cached
+HARNESS_H = HARNESS.with_name("harness.h")
+DESIGN_CPP = HARNESS.with_name("design.cpp")  # the design's side of harness.h
+_HARNESS_O = "fp_harness.o"
+_HARNESS_FILES = (HARNESS, HARNESS_H, DESIGN_CPP)
 LIBRARY_NAME = "libfpsim.so"
 PREFIX = "Vfp"
-_FORMAT = 2
+_FORMAT = 3
 
 # Verilator flags of every build: no timing (designs are clocked by the harness), warnings
 # are not errors (FINN's RTL is written for Vivado), X resolved to zero. The model's
@@ -60,6 +64,9 @@ _OPT_SLOW = "-O0"  # the model's construction and initial code, run once per sim
 # (GCC takes a precompiled header only at the level it was built with), built once with
 # the same flags and cached with the runtime objects; GCC parses the header itself if the
 # precompiled one does not fit. CNV's first segment: 11 s of C++ CPU instead of 15-17 s.
+# The harness, which knows no design, is compiled once and cached with the runtime objects
+# (a third of a small design's C++ time); design.cpp, its design side, goes into the first
+# unit.
 _PCH = "fp_pch.h"
 _PCH_SLOW = "fp_pch_slow.h"
 _PCH_H = "".join(f"#include {h}\n" for h in (
@@ -70,13 +77,16 @@ _UNIT_MK = (f"include {PREFIX}.mk\n"
             f"\t$(CXX) $(OPT_FAST) $(CXXFLAGS) $(CPPFLAGS) -x c++-header {_PCH} -o $@\n"
             f"{_PCH_SLOW}.gch:\n"
             f"\t$(CXX) $(OPT_SLOW) $(CXXFLAGS) $(CPPFLAGS) -x c++-header {_PCH_SLOW} -o $@\n"
-            f"fp_sim.o: fp_sim.cpp {HARNESS.name} {_PCH}.gch\n"
+            f"{_HARNESS_O}: {HARNESS.name} {HARNESS_H.name} {_PCH}.gch\n"
+            f"\t$(CXX) $(OPT_FAST) $(CXXFLAGS) $(CPPFLAGS) -Winvalid-pch -include {_PCH} "
+            "-c -o $@ $<\n"
+            f"fp_sim.o: fp_sim.cpp {DESIGN_CPP.name} {HARNESS_H.name} {_PCH}.gch\n"
             f"\t$(CXX) $(OPT_FAST) $(CXXFLAGS) $(CPPFLAGS) -Winvalid-pch -include {_PCH} "
             "-c -o $@ $<\n"
             f"fp_slow.o: fp_slow.cpp {_PCH_SLOW}.gch\n"
             f"\t$(CXX) $(OPT_SLOW) $(CXXFLAGS) $(CPPFLAGS) -Winvalid-pch -include {_PCH_SLOW} "
             "-c -o $@ $<\n"
-            f"{LIBRARY_NAME}: fp_sim.o fp_slow.o $(VK_GLOBAL_OBJS)\n"
+            f"{LIBRARY_NAME}: fp_sim.o fp_slow.o {_HARNESS_O} $(VK_GLOBAL_OBJS)\n"
             "\t$(LINK) $(LDFLAGS) $^ $(LOADLIBES) $(LDLIBS) $(LIBS) -o $@\n")
 
 # Verilator runs of this process (a cache hit does not run Verilator).
@@ -256,8 +266,8 @@ def _key(tool: Verilator, top: str, items: list[tuple[str, str]], defines: dict[
          params: dict[str, object]) -> str:
     doc = {
         "format": _FORMAT, "verilator": tool.ident, "cxx": _cxx()[1],
-        "harness": _sha(HARNESS.read_bytes()), "config": _CONFIG_H, "vflags": _VFLAGS,
-        "cflags": _CFLAGS, "unit": _UNIT_MK,
+        "harness": [_sha(f.read_bytes()) for f in _HARNESS_FILES], "config": _CONFIG_H,
+        "vflags": _VFLAGS, "cflags": _CFLAGS, "unit": _UNIT_MK,
         "ldflags": _LDFLAGS, "opt": [_OPT, _OPT_SLOW], "top": top,
         "defines": sorted((str(k), str(v)) for k, v in defines.items()),
         "params": sorted((str(k), str(v)) for k, v in params.items()),
@@ -315,10 +325,11 @@ def build_library(top: str, sources: list[str | Path], *, label: str | None = No
         _run(cmd, tool.env(), log, label, log_dir, key, "Verilator")
         ports = _parse_ports(obj / f"{PREFIX}.h")
         (obj / "fp_config.h").write_text(_CONFIG_H)
-        shutil.copyfile(HARNESS, obj / HARNESS.name)
+        for f in _HARNESS_FILES:
+            shutil.copyfile(f, obj / f.name)
         (obj / "fp_sim.cpp").write_text(_includes(_make_list(obj, "VM_CLASSES_FAST")
                                                   + _make_list(obj, "VM_SUPPORT_FAST"),
-                                                  HARNESS.name))
+                                                  DESIGN_CPP.name))
         (obj / "fp_slow.cpp").write_text(_includes(_make_list(obj, "VM_CLASSES_SLOW")
                                                    + _make_list(obj, "VM_SUPPORT_SLOW")))
         (obj / _PCH).write_text(_PCH_H)
@@ -390,8 +401,8 @@ def _runtime_objects(obj: Path) -> list[str]:
 
 
 class _Runtime:
-    """Verilator's runtime objects (verilated.o, ...) and the precompiled headers, cached
-    across builds.
+    """Verilator's runtime objects (verilated.o, ...), the harness object and the precompiled
+    headers, cached across builds.
 
     They depend only on Verilator, the compiler and the flags, and are most of a small
     design's build time. `seed` puts the cached ones into a build directory so make
@@ -401,16 +412,17 @@ class _Runtime:
 
     def __init__(self, tool: Verilator):
         rkey = _sha(json.dumps([tool.ident, _cxx(), _CFLAGS, _CONFIG_H, _OPT, _OPT_SLOW,
-                                _PCH_H, _UNIT_MK]).encode())[:24]
+                                _PCH_H, _UNIT_MK, _sha(HARNESS.read_bytes()),
+                                _sha(HARNESS_H.read_bytes())]).encode())[:24]
         self.dir = cache_dir() / "runtime" / rkey
         self.missing: list[str] = []
         self._lock = None
 
     def seed(self, obj: Path) -> None:
-        mk = obj / f"{PREFIX}.mk"
         past = time.time() - 60
-        os.utime(mk, (past, past))  # the objects must be newer than the makefile
-        names = _runtime_objects(obj) + [_PCH + ".gch", _PCH_SLOW + ".gch"]
+        for f in (f"{PREFIX}.mk", HARNESS.name, HARNESS_H.name):
+            os.utime(obj / f, (past, past))  # the objects must be newer than what makes them
+        names = _runtime_objects(obj) + [_PCH + ".gch", _PCH_SLOW + ".gch", _HARNESS_O]
         if not all((self.dir / n).is_file() for n in names):
             self.dir.mkdir(parents=True, exist_ok=True)
             self._lock = open(self.dir.with_suffix(".lock"), "w")
