@@ -83,11 +83,12 @@ def long_test(reason: str):
 
 
 # imported once by the forkserver that run_fpgaprint's children fork from: the CLI and the
-# build, training and fingerprint stack (about 4 s in each new interpreter)
+# build, training and fingerprint stack (about 4 s in each new interpreter), and the digits
+# data's loader (0.65 s of scikit-learn imports in every child that trains or calibrates)
 CLI_PRELOAD = ("fpgaprint.cli", "fpgaprint.compiler.build", "fpgaprint.compiler.zoo",
                "fpgaprint.fingerprint.cli", "fpgaprint.fingerprint.generate",
                "fpgaprint.harness.cli", "brevitas.nn", "finn.custom_op.fpgadataflow",
-               "finn.core.onnx_exec")
+               "finn.core.onnx_exec", "sklearn.datasets", "sklearn.model_selection")
 
 
 def run_fpgaprint(*args, env: dict | None = None,
