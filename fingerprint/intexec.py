@@ -104,6 +104,8 @@ class IntExec:
 
     @staticmethod
     def _threshold(acc: np.ndarray, layer: _Layer, t: np.ndarray | None = None) -> np.ndarray:
+        """`layer`'s activation of `acc` (N, C) against thresholds `t` (C, B) (default: the
+        layer's; one row for all channels), or of `acc` (N,) against one row per value."""
         t = layer.thresholds if t is None else np.asarray(t, np.float64)
         y = np.zeros(acc.shape, np.int64)
         for col in t.T:  # one threshold per channel (or one for all) at a time: no (N, C, B)
@@ -112,6 +114,13 @@ class IntExec:
         if layer.bipolar:
             return 2 * y - 1
         return y + layer.out_bias
+
+    @staticmethod
+    def _of_channels(layer: _Layer, j) -> np.ndarray:
+        """The threshold rows of channels `j` (an index or an array of them): (len(j), B), or
+        the layer's one row for all channels."""
+        t = layer.thresholds
+        return t[np.atleast_1d(j)] if t.shape[0] > 1 else t
 
     def _layer(self, layer: _Layer, h: np.ndarray, mems: dict) -> tuple[np.ndarray, ...]:
         """(output, pre-threshold accumulator or None); `mems` overrides memories by key."""
@@ -188,13 +197,8 @@ class IntExec:
             if delta == 0 or not len(rows):
                 continue
             acc_j = h_in[rows] @ w[:, j] + delta * h_in[rows, i]
-            if layer.thresholds is None:
-                col = acc_j
-            else:
-                sub = _Layer("thr", thresholds=layer.thresholds[j:j + 1]
-                             if layer.thresholds.shape[0] > 1 else layer.thresholds,
-                             out_bias=layer.out_bias, bipolar=layer.bipolar)
-                col = self._threshold(acc_j[:, None], sub)[:, 0]
+            col = acc_j if layer.thresholds is None else \
+                self._threshold(acc_j, layer, self._of_channels(layer, j))
             moved = col != trace[li + 1][rows, j]
             if moved.any():
                 rows = rows[moved]
@@ -228,9 +232,7 @@ class IntExec:
         lj = li + 1
         while lj < len(self.layers) and self.layers[lj].op == "thr":
             layer = self.layers[lj]
-            t = layer.thresholds[jj] if layer.thresholds.shape[0] > 1 else layer.thresholds
-            y = (vals[:, None] >= t).sum(1).astype(np.float64)
-            vals = 2 * y - 1 if layer.bipolar else y + layer.out_bias
+            vals = self._threshold(vals, layer, self._of_channels(layer, jj))
             keep = vals != trace[lj + 1][rows, jj]
             ks, rows, jj, vals = ks[keep], rows[keep], jj[keep], vals[keep]
             if lj == self.raw_index:
