@@ -113,16 +113,15 @@ def _finn_source(name: str) -> str:
 
 @functools.cache
 def _own_sources() -> str:
-    """SHA-256 of the Python and HDL sources of fpgaprint.compiler and fpgaprint.core, in a
-    fixed order."""
+    """SHA-256 of the sources of fpgaprint.compiler and fpgaprint.core, in a fixed order."""
     import fpgaprint.compiler
     import fpgaprint.core
+    from fpgaprint.core.sources import source_files
 
     h = hashlib.sha256()
     for pkg in (fpgaprint.compiler, fpgaprint.core):
         root = Path(pkg.__file__).parent
-        for f in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".sv", ".v", ".cpp", ".h")
-                        and "__pycache__" not in p.parts):
+        for f in source_files(root):
             h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from fpgaprint.core.errors import InputError, LinkError
 from fpgaprint.core.forkserver import forkserver
+from fpgaprint.core.sources import source_files
 
 SERIAL = "serial"
 LOCAL = "local"
@@ -76,10 +77,7 @@ def code_identity() -> dict[str, str]:
     for pkg in PACKAGES:
         spec = importlib.util.find_spec(pkg)
         base = Path(spec.origin).resolve().parent
-        files = sorted(p for p in base.rglob("*")
-                       if p.suffix in (".py", ".yaml", ".sv", ".cpp", ".h")
-                       and "__pycache__" not in p.parts)
-        for p in files:
+        for p in source_files(base):
             if pkg == "fpgaprint" and p.parent != base:
                 continue  # the top package only: the others are hashed under their own name
             h.update(f"{pkg}/{p.relative_to(base).as_posix()}\0".encode())
