@@ -56,7 +56,7 @@ _LDFLAGS = ("-shared", "-Wl,-Bsymbolic", "-pthread")
 _OPT = "-O1"  # the model's evaluation code, the harness and Verilator's runtime
 _OPT_SLOW = "-O0"  # the model's construction and initial code, run once per simulator
 # A design compiles as two translation units, in parallel: the model's evaluation code
-# (Verilator's VM_*_FAST files) followed by the harness, at `_OPT`; and its construction,
+# (Verilator's VM_*_FAST files) followed by design.cpp, at `_OPT`; and its construction,
 # reset and initial code (the *_Slow files, a third of the C++ of a FINN+ design) at
 # `_OPT_SLOW`, as Verilator's own makefile does. Each unit includes the model's files, so
 # their headers are parsed once per unit; those headers (verilated.h and the standard
@@ -65,8 +65,7 @@ _OPT_SLOW = "-O0"  # the model's construction and initial code, run once per sim
 # the same flags and cached with the runtime objects; GCC parses the header itself if the
 # precompiled one does not fit. CNV's first segment: 11 s of C++ CPU instead of 15-17 s.
 # The harness, which knows no design, is compiled once and cached with the runtime objects
-# (a third of a small design's C++ time); design.cpp, its design side, goes into the first
-# unit.
+# (it was a third of a small design's C++ time); design.cpp is its side of the design.
 _PCH = "fp_pch.h"
 _PCH_SLOW = "fp_pch_slow.h"
 _PCH_H = "".join(f"#include {h}\n" for h in (
@@ -412,8 +411,8 @@ class _Runtime:
 
     def __init__(self, tool: Verilator):
         rkey = _sha(json.dumps([tool.ident, _cxx(), _CFLAGS, _CONFIG_H, _OPT, _OPT_SLOW,
-                                _PCH_H, _UNIT_MK, _sha(HARNESS.read_bytes()),
-                                _sha(HARNESS_H.read_bytes())]).encode())[:24]
+                                _PCH_H, _UNIT_MK, *(_sha(f.read_bytes()) for f in
+                                                    (HARNESS, HARNESS_H))]).encode())[:24]
         self.dir = cache_dir() / "runtime" / rkey
         self.missing: list[str] = []
         self._lock = None
