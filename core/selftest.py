@@ -5,7 +5,10 @@ OpenHTF station, the build (does the compiled model pass its own self-test?) and
 `fingerprint check`.
 
 Checks:
-- ``exact``: the board's raw output equals the golden model's raw output, element for element;
+- ``exact``: the board's raw output equals the golden model's raw output, element for element,
+  and (where the vectors record the deployed model's labels) its label equals the deployed
+  model's label: the label is a function of the raw output, so an exact board with another
+  label has a tampered output step;
 - ``fingerprint``: the board's label equals the pre-trained model's label; the number of
   matches over *all* vectors of the fingerprint tier must reach ``ceil(threshold * N)``. The
   match rate's Clopper-Pearson interval is reported; a pass whose interval straddles the
@@ -182,6 +185,7 @@ class Evaluation:
     label_ok: np.ndarray | None  # (N,) label matches the expected label
     label_checked: np.ndarray | None = None  # (N,) the vector's tier has a label check
     boundary_count: int = 0  # the last vectors form the boundary tier
+    exact: np.ndarray | None = None  # (N,) the exact check holds for the vector
 
     @property
     def passed(self) -> bool:
@@ -224,25 +228,38 @@ def _indices(mask: np.ndarray, limit: int = 10) -> str:
 
 
 def exact_check(golden_raw: np.ndarray, raw: np.ndarray | None, answered: np.ndarray,
-                raw_ok: np.ndarray) -> tuple[CheckResult, np.ndarray]:
-    """Raw == golden raw for every vector; the check and per-vector differing counts."""
+                raw_ok: np.ndarray, golden_labels: np.ndarray | None = None,
+                labels: np.ndarray | None = None
+                ) -> tuple[CheckResult, np.ndarray, np.ndarray]:
+    """Raw == golden raw, and label == the deployed model's label where `golden_labels` are
+    given, for every vector; the check, per-vector differing raw elements and per-vector
+    exactness (raw and label)."""
     n = len(answered)
     diff = np.full(n, -1, dtype=np.int64)
     ok = answered & raw_ok
     if raw is not None and ok.any():
         diff[ok] = (np.asarray(raw)[ok] != np.asarray(golden_raw)[ok]).sum(axis=1)
-    bad = (answered & ~raw_ok) | (ok & (diff > 0))
-    passed, failed, missing = int((ok & (diff == 0)).sum()), int(bad.sum()), int(n - answered.sum())
+    bad_label = np.zeros(n, bool)
+    if golden_labels is not None:
+        bad_label = answered & (np.asarray(labels) != np.asarray(golden_labels))
+    bad = (answered & ~raw_ok) | (ok & (diff > 0)) | bad_label
+    exact = ok & (diff == 0) & ~bad_label
+    passed, failed, missing = int(exact.sum()), int(bad.sum()), int(n - answered.sum())
+    what = "raw outputs" if golden_labels is None else "raw outputs and labels"
     if failed:
         detail = f"{failed}/{n} vectors differ from the golden model (vectors {_indices(bad)})"
         if (answered & ~raw_ok).any():
             detail += "; some answers had no raw output of the expected width"
+        label_only = bad_label & ok & (diff == 0)
+        if label_only.any():
+            detail += (f"; {int(label_only.sum())} with the golden raw output but another label "
+                       f"(vectors {_indices(label_only)})")
         status = FAIL
     elif missing:
         status, detail = NO_VERDICT, f"{missing}/{n} vectors unanswered"
     else:
-        status, detail = PASS, f"{n}/{n} raw outputs equal the golden model"
-    return CheckResult("exact", status, detail, passed, failed, missing), diff
+        status, detail = PASS, f"{n}/{n} {what} equal the golden model"
+    return CheckResult("exact", status, detail, passed, failed, missing), diff, exact
 
 
 def interval_text(lo: float, hi: float, confidence: float = CONFIDENCE) -> str:
@@ -408,7 +425,8 @@ def evaluate(raw: np.ndarray | None, labels: np.ndarray, vectors: Mapping[str, n
              bist=None, scores: np.ndarray | None = None) -> Evaluation:
     """Apply the policy's checks to a board's answers for N vectors.
 
-    `vectors` holds ``expected_labels`` (N,) and, for the exact check, ``golden_raw`` (N, R);
+    `vectors` holds ``expected_labels`` (N,) and, for the exact check, ``golden_raw`` (N, R)
+    and optionally ``golden_labels`` (N,), the deployed model's labels (then checked too);
     the last ``policy.boundary_count`` vectors form the boundary tier, whose expected labels
     are the deployed model's. `answered` marks the vectors that have an answer (default:
     all); `raw_ok` those whose raw answer has the expected width (default: as answered).
@@ -429,7 +447,7 @@ def evaluate(raw: np.ndarray | None, labels: np.ndarray, vectors: Mapping[str, n
     if not 0.0 < confidence < 1.0:
         raise InputError(f"confidence must be in (0, 1), got {confidence!r}")
     checks = list(extra_checks or [])
-    diff = label_ok = None
+    diff = label_ok = exact = None
     if n == 0:
         checks.append(CheckResult("vectors", NO_VERDICT, "no vectors to check"))
     else:
@@ -444,7 +462,13 @@ def evaluate(raw: np.ndarray | None, labels: np.ndarray, vectors: Mapping[str, n
             if raw_ok is None:
                 raw_ok = answered.copy() if raw is not None and raw.shape == golden.shape \
                     else np.zeros(n, bool)
-            c, diff = exact_check(golden, raw, answered, np.asarray(raw_ok, bool))
+            golden_labels = vectors.get("golden_labels")
+            if golden_labels is not None:
+                golden_labels = np.asarray(golden_labels, dtype=np.int64).reshape(-1)
+                if len(golden_labels) != n:
+                    raise InputError(f"{len(golden_labels)} golden labels for {n} vectors")
+            c, diff, exact = exact_check(golden, raw, answered, np.asarray(raw_ok, bool),
+                                         golden_labels, labels)
             checks.append(c)
         if "fingerprint" in policy.checks or "boundary" in policy.checks:
             label_ok, checked = np.zeros(n, bool), np.zeros(n, bool)
@@ -467,7 +491,7 @@ def evaluate(raw: np.ndarray | None, labels: np.ndarray, vectors: Mapping[str, n
         checks.append(onchip_check(onchip, bist))
     status, reason = combine(checks)
     return Evaluation(status, reason, checks, diff, label_ok,
-                      None if label_ok is None else checked, policy.boundary_count)
+                      None if label_ok is None else checked, policy.boundary_count, exact)
 
 
 def _score(vectors: Mapping[str, np.ndarray], scores: np.ndarray | None, labels: np.ndarray,

@@ -145,13 +145,15 @@ def decide(
     vectors = {"expected_labels": expected.expected_labels}
     if expected.golden_raw is not None:
         vectors["golden_raw"] = expected.golden_raw
+    if expected.golden_labels is not None:
+        vectors["golden_labels"] = expected.golden_labels
     scores = None
     if "score" in policy.checks:
         scores = deployed_scores(expected, answers, n - policy.boundary_count)
         vectors["source_outputs"] = expected.source_outputs
     ev = evaluate(answers.raw, answers.labels, vectors, policy, answers.answered,
                   answers.raw_ok, extra_checks, onchip=onchip, bist=bist, scores=scores)
-    diff, label_ok, checked = ev.raw_diff, ev.label_ok, ev.label_checked
+    diff, exact, label_ok, checked = ev.raw_diff, ev.exact, ev.label_ok, ev.label_checked
     first_boundary = n - ev.boundary_count
     vectors_out = []
     for i in range(n):
@@ -165,7 +167,7 @@ def decide(
                 golden_label=(
                     None if expected.golden_labels is None else int(expected.golden_labels[i])
                 ),
-                exact=None if diff is None or not a else bool(diff[i] == 0),
+                exact=None if exact is None or not a else bool(exact[i]),
                 raw_diff=None if diff is None or diff[i] < 0 else int(diff[i]),
                 fingerprint=(None if label_ok is None or not a or not checked[i]
                              else bool(label_ok[i])),

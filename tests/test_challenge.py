@@ -122,7 +122,7 @@ class CentroidImpostor(Wrapped):
         return np.stack(raw), np.array(labels, dtype=np.int64)
 
 
-class BoundaryLiar(Wrapped):
+class LabelLiar(Wrapped):
     """Raw outputs exact, but the label of the first vector of every batch is moved by one."""
 
     def infer(self, x):
@@ -186,12 +186,29 @@ def test_a_label_liar_fails_a_boundary_challenge(run_cli, boards, digits_build, 
                         threshold=1.0, algorithm="boundary", source_sha256=golden_sha)
     plan = challenge_plan(pkg, fp, RNG)
     assert plan.policy.checks[0] == "boundary" and plan.policy.boundary_count == len(plan.order)
-    code, text, checks = run(run_cli, digits_package, keypair[1], boards(wrap=BoundaryLiar),
+    code, text, checks = run(run_cli, digits_package, keypair[1], boards(wrap=LabelLiar),
                              "--challenge", fp, report=tmp_path / "r.json")
     assert code == 1 and checks["boundary"]["status"] == FAIL, text
-    assert checks["exact"]["status"] == PASS
+    assert checks["exact"]["status"] == FAIL and "another label" in checks["exact"]["detail"]
     code, text, _ = run(run_cli, digits_package, keypair[1], boards(), "--challenge", fp)
     assert code == 0, text
+
+
+def test_a_board_with_exact_raw_outputs_and_other_labels_fails_both_modes(
+        run_cli, boards, digits_package, keypair, challenge, tmp_path):
+    """The label is a function of the raw output: an exact accelerator behind a tampered label
+    step fails the exact check, though its labels alone would reach the match-rate threshold."""
+    port = boards(wrap=LabelLiar)
+    for mode, extra in (("selftest", ()), ("challenge", ("--challenge", challenge))):
+        code, text, checks = run(run_cli, digits_package, keypair[1], port, *extra,
+                                 report=tmp_path / f"{mode}.json")
+        assert code == 1 and checks["exact"]["status"] == FAIL, (mode, text)
+        assert "with the golden raw output but another label" in checks["exact"]["detail"]
+        assert checks["fingerprint"]["status"] == PASS, (mode, text)
+        rows = json.loads((tmp_path / f"{mode}.json").read_text())["verdict"]["vectors"]
+        liars = [r for r in rows if r["exact"] is False]
+        assert liars and all(r["raw_diff"] == 0 and r["label"] != r["golden_label"]
+                             for r in liars), mode
 
 
 # ---------------------------------------------------------------- the plan: one pass rule

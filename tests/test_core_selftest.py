@@ -57,6 +57,25 @@ def test_exact_and_fingerprint_pass_and_fail():
     assert ev.status == FAIL and "7/10" in ev.reason and "8 required" in ev.reason
 
 
+def test_exact_holds_the_label_to_the_deployed_models_for_the_same_raw_output():
+    v = _vectors()
+    v["golden_labels"] = v["golden_raw"].argmax(1)
+    policy = Policy(("exact", "fingerprint"), 0.8)
+    labels = v["golden_labels"].copy()
+    ev = evaluate(v["golden_raw"], labels, {**v, "expected_labels": labels}, policy)
+    assert ev.status == PASS and ev.exact.all()
+    assert "raw outputs and labels equal" in ev.check("exact").detail
+    labels[6] = (labels[6] + 1) % 3  # the raw output is exact, its label is not
+    ev = evaluate(v["golden_raw"], labels, {**v, "expected_labels": v["golden_labels"]}, policy)
+    assert ev.status == FAIL and ev.check("fingerprint").status == PASS  # 9/10 >= 0.8
+    c = ev.check("exact")
+    assert c.failed == 1 and "1 with the golden raw output but another label (vectors 6)" \
+        in c.detail
+    assert ev.raw_diff.tolist()[6] == 0 and ev.exact.tolist()[6] is False
+    with pytest.raises(InputError, match="9 golden labels for 10 vectors"):
+        evaluate(v["golden_raw"], labels, {**v, "golden_labels": v["golden_labels"][:9]}, policy)
+
+
 def test_missing_answers_never_pass():
     v = _vectors()
     answered = np.ones(10, bool)
