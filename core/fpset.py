@@ -22,6 +22,7 @@ import numpy as np
 from fpgaprint.core.atomic import atomic_file
 from fpgaprint.core.errors import InputError
 from fpgaprint.core.grid import InputGrid
+from fpgaprint.core.selftest import check_threshold
 
 FORMAT = "fpgaprint-fingerprint/1"
 DEFAULT_THRESHOLD = 0.8  # uncalibrated; a perfect match is confident above it from N = 17
@@ -160,15 +161,28 @@ class FingerprintSet:
         return Path(path)
 
 
+def _rows(x: np.ndarray) -> list[bytes]:
+    """Each input of `x` as the bytes of its int64 values: inputs compared as integers."""
+    x = np.ascontiguousarray(x, dtype="<i8")
+    return [r.tobytes() for r in x.reshape(len(x), math.prod(x.shape[1:]))]
+
+
 def shared_rows(held: np.ndarray, probe: np.ndarray) -> list[tuple[int, int]]:
     """(i, j) for every input i of `probe` that equals an input j of `held` (the last such
     one), both compared as int64 values: the inputs two sets have in common."""
-    def rows(x: np.ndarray) -> list[bytes]:
-        x = np.ascontiguousarray(x, dtype="<i8")
-        return [r.tobytes() for r in x.reshape(len(x), math.prod(x.shape[1:]))]
+    index = {r: j for j, r in enumerate(_rows(held))}
+    return [(i, index[r]) for i, r in enumerate(_rows(probe)) if r in index]
 
-    index = {r: j for j, r in enumerate(rows(held))}
-    return [(i, index[r]) for i, r in enumerate(rows(probe)) if r in index]
+
+def first_repeat(inputs: np.ndarray) -> tuple[int, int] | None:
+    """(i, j), i < j, for the first input j that repeats an earlier input i; None when all
+    inputs differ."""
+    seen: dict[bytes, int] = {}
+    for j, r in enumerate(_rows(inputs)):
+        if r in seen:
+            return seen[r], j
+        seen[r] = j
+    return None
 
 
 def load_set(path: str | Path) -> FingerprintSet:
@@ -189,6 +203,11 @@ def load_set(path: str | Path) -> FingerprintSet:
     missing = [k for k in REQUIRED if k not in data]
     if missing:
         raise InputError(f"{path}: fingerprint set lacks {', '.join(missing)}")
+    for key, ndim in (("inputs_int", None), ("labels", 1)):
+        a = data[key]
+        if a.dtype.kind not in "iu" or (ndim is not None and a.ndim != ndim):
+            raise InputError(f"{path}: {key} must be {'a 1-D array of ' if ndim else ''}"
+                             f"integers, got {a.dtype} of shape {a.shape}")
     try:
         fs = FingerprintSet(
             inputs_int=data["inputs_int"],
@@ -208,6 +227,13 @@ def load_set(path: str | Path) -> FingerprintSet:
             data.get("source_outputs"), data.get("score_threshold"), len(fs), str(path))
     except (ValueError, TypeError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: malformed fingerprint set: {e}") from e
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from None
+    check_threshold(fs.threshold, str(path))
     if not fs.grid.contains(fs.inputs_int):
         raise InputError(f"{path}: inputs outside the {fs.grid.datatype} grid")
+    repeat = first_repeat(fs.inputs_int)
+    if repeat is not None:
+        raise InputError(f"{path}: input {repeat[1]} repeats input {repeat[0]}: a set's inputs "
+                         "must differ (its match rate counts them as independent vectors)")
     return fs

@@ -258,6 +258,11 @@ def test_challenges_that_cannot_judge_are_refused(digits_build, digits_package, 
                            "", fp.input_shape, threshold=0.9)
     with pytest.raises(InputError, match="a healthy board would not pass this challenge"):
         challenge_plan(pkg, wrong.save(tmp_path / "wrong.npz"), RNG)
+    # fewer vectors than the package's self-test: a PASS would rest on fewer answers
+    few = make_challenge(digits_build.golden, x[:len(x) - 1], tmp_path / "few.npz")
+    with pytest.raises(InputError, match=rf"{len(x) - 1} challenge vectors, fewer than the "
+                                         rf"package's {len(x)} self-test vectors"):
+        challenge_plan(pkg, few, RNG)
     # threshold 0 under a policy without a fingerprint threshold of its own
     exact = verify_package(_exact_only(digits_package, tmp_path / "exact", keypair[0]),
                            trusted_key=keypair[1])

@@ -117,6 +117,37 @@ def test_set_validation(tmp_path):
         load_set(tmp_path / "junk.npz")
 
 
+def test_a_set_file_that_could_overstate_its_evidence_is_refused_naming_it(tmp_path):
+    """Read from a file: repeated inputs (the interval counts vectors as independent),
+    non-integer labels or inputs, a threshold outside [0, 1] and inconsistent arrays are one
+    error naming the file."""
+    x = np.arange(4 * 64).reshape(4, 64) % 256
+    good = FingerprintSet(x, np.arange(4), np.ones(4), "robust", {}, 0, "", (64,), threshold=0.9)
+    assert len(load_set(good.save(tmp_path / "good.npz"))) == 4
+
+    def saved(name, **change):
+        with np.load(tmp_path / "good.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        arrays.update(change)
+        np.savez(tmp_path / name, **arrays)
+        return tmp_path / name
+
+    cases = [
+        (saved("repeat.npz", inputs_int=x[[0, 1, 2, 1]]), "input 3 repeats input 1"),
+        (saved("zeros.npz", inputs_int=np.zeros_like(x)), "input 1 repeats input 0"),
+        (saved("float.npz", labels=np.arange(4) + 0.5), "labels must be a 1-D array of integers"),
+        (saved("2d.npz", labels=np.arange(4).reshape(2, 2)), "labels must be a 1-D array"),
+        (saved("fl_in.npz", inputs_int=x + 0.25), "inputs_int must be integers"),
+        (saved("thr.npz", threshold=np.array(2.0)), "must be a number in [0, 1], got 2.0"),
+        (saved("nan.npz", threshold=np.array(np.nan)), "must be a number in [0, 1], got nan"),
+        (saved("shape.npz", input_shape=np.array([8, 8])), "inconsistent fingerprint set"),
+    ]
+    for path, message in cases:
+        with pytest.raises(InputError) as e:
+            load_set(path)
+        assert str(e.value).startswith(f"{path}: ") and message in str(e.value), path
+
+
 def test_a_class_that_cannot_be_reached_cedes_its_share():
     """Class 9's logit is far below the others everywhere: its examples go to other classes,
     and the set says so; a model with no reachable class at all is an error."""
