@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -160,8 +161,12 @@ def _writable_under(parent: Path, p: Path, flag: str) -> Path:
         parent = parent.parent
     if not parent.is_dir():
         raise InputError(f"{flag} {p}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{flag} {p}: cannot write in {parent}")
+    try:  # what the atomic writer will do there: create a file, then rename it
+        fd, probe = tempfile.mkstemp(prefix=".fpgaprint-probe-", dir=parent)
+    except OSError:  # permissions, read-only or pseudo file systems (os.access passes root)
+        raise InputError(f"{flag} {p}: cannot write in {parent}") from None
+    os.close(fd)
+    os.unlink(probe)
     return p
 
 

@@ -152,6 +152,17 @@ def test_an_unwritable_output_folder_is_refused_before_any_work(argv):
         shutil.rmtree(top)
 
 
+def test_an_output_file_on_a_file_system_that_takes_no_files_is_refused_before_the_board(
+        run_cli, digits_package, keypair, tmp_path):
+    """/proc takes no new files, though it reports itself writable to root: the report's
+    folder is probed by creating a file, as the atomic writer will, before any board."""
+    code, out, err = run_cli("verify", "--port", str(tmp_path / "no-board"), "--package",
+                             digits_package, "--trusted-key", keypair[1], "--json",
+                             "/proc/fpgaprint-report.json")
+    assert code == 2 and out == ""
+    assert _lines(err) == ["error: --json /proc/fpgaprint-report.json: cannot write in /proc"]
+
+
 @pytest.mark.parametrize("exc", [
     NotADirectoryError(20, "Not a directory", "/data/file/out.json"),
     FileExistsError(17, "File exists", "/data/out"),
