@@ -2,15 +2,19 @@
 
 Phases: identify (package id, protocol), power-on self-test (the board's own claim), verify
 (the package's embedded vectors, host-side verdict) and, with a verifier-held fingerprint set,
-challenge. Every decision is a measurement with a validator, so OpenHTF's outcome is the
-verdict. Runs headless (no web UI) as `fpgaprint station` (harness/cli_station.py):
+challenge. The verify and challenge phases judge the board with `verify_board`, as
+`fpgaprint verify` (and `verify --challenge`) does, on the plug's connection: the same checks,
+verdict and reason. Every decision is a measurement with a validator, so OpenHTF's outcome is
+the verdict. Runs headless (no web UI) as `fpgaprint station` (harness/cli_station.py):
 
     fpgaprint station --port /dev/pts/5 --package build/pkg [--challenge FP.npz] [--json REC]
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +22,16 @@ import numpy as np
 import openhtf as htf
 from openhtf.core.base_plugs import BasePlug
 
-from fpgaprint.harness.verdict import FAIL, NO_VERDICT, PASS, Answers, decide, identity_check
+from fpgaprint.harness.verdict import FAIL, NO_VERDICT, PASS, BoardOutcome, identity_check
 from fpgaprint.harness.verify import (
     DEFAULT_BATCH,
+    LinkSettings,
     Plan,
-    answer_width,
     challenge_plan,
     expected_identity,
     load_package,
-    run_plan,
     selftest_plan,
+    verify_board,
 )
 
 
@@ -52,11 +56,25 @@ class BoardPlug(BasePlug):
     def info(self) -> dict[str, Any]:
         return dict(self.client.info())
 
-    def run(self, plan: Plan, batch_size: int = DEFAULT_BATCH, width: int | None = None):
-        """Send a plan's vectors and return the answers (LinkError propagates as an ERROR)."""
-        answers = Answers(len(plan.expected), width)
-        run_plan(self.client, plan, answers, batch_size)
-        return answers
+    def verify(self, pkg: Any, plan: Plan, settings: LinkSettings) -> BoardOutcome:
+        """Judge the board by `plan` as `fpgaprint verify` does (`verify_board`), on this
+        plug's connection: identity, the board's BIST registers, the vectors, the verdict. A
+        lost link is NO_VERDICT and a challenge answer not bound to its nonce is FAIL in the
+        outcome, as in verify; nothing is raised."""
+        return verify_board(self.port, pkg, plan, settings, client_factory=self._lent)
+
+    @contextlib.contextmanager
+    def _lent(self, port: str, *, deadline: float | None = None, **_: Any):
+        """This plug's open client for one verification, bounded by `deadline` seconds from
+        now as a client of its own would be; left open afterwards."""
+        pipe = self.client.pipe
+        before = pipe.deadline
+        if deadline is not None:
+            pipe.deadline = time.monotonic() + deadline
+        try:
+            yield self.client
+        finally:
+            pipe.deadline = before
 
     def tearDown(self) -> None:
         self.client.__exit__(None, None, None)
@@ -86,9 +104,6 @@ def make_test(
     plug = board_plug(port, timeout, retries)
     ident = expected_identity(pkg, _protocol())
     st_plan = selftest_plan(pkg)
-    thr = st_plan.policy.fingerprint_threshold
-    exact = "exact" in st_plan.policy.checks
-    n = len(st_plan.expected)
 
     @htf.measures(
         htf.Measurement("package_id").equals(ident["package_id"]),
@@ -122,65 +137,59 @@ def make_test(
         test.measurements.selftest_passed = bool(st.get("passed"))
         test.measurements.selftest_exact_mismatches = st.get("exact_mismatches")
 
-    verify_measures = [
-        htf.Measurement("verify_answered").equals(n),
-        htf.Measurement("verify_verdict").equals(PASS).doc("the pass rule (core.selftest)"),
-        htf.Measurement("verify_match_rate").doc(f"label match rate (threshold {thr:.3f})"),
-    ]
-    if exact:
-        verify_measures.append(htf.Measurement("verify_exact_failed").equals(0))
-    onchip = "onchip" in st_plan.policy.checks
-    if onchip:
-        verify_measures.append(htf.Measurement("verify_onchip").equals(PASS).doc(
-            "the board's on-chip self-test (BIST registers)"))
+    settings = LinkSettings(timeout, retries, batch_size)
 
-    def judge(board: BoardPlug, plan: Plan):
-        """The plan's answers and the verdict of the one pass rule (both modes)."""
+    def judging_phase(name: str, plan: Plan, doc: str) -> Any:
+        """The phase that judges the board by `plan` (`BoardPlug.verify`, as verify does) and
+        records the outcome as `NAME_...` measurements and a NAME.json attachment."""
         checks = plan.policy.checks
-        answers = board.run(plan, batch_size, answer_width(pkg, plan.policy))
-        regs = (board.info().get("selftest") or {}).get("bist") if "onchip" in checks else None
-        return answers, decide(plan.expected, answers, plan.policy, onchip=regs, bist=plan.bist)
+        measures = [
+            htf.Measurement(f"{name}_verdict").equals(PASS).doc(
+                f"{doc}: verify's verdict (the pass rule, core.selftest)"),
+            htf.Measurement(f"{name}_reason").doc("verify's reason for the verdict"),
+            htf.Measurement(f"{name}_answered").equals(len(plan.expected)).doc(
+                f"vectors answered of {len(plan.expected)}"),
+            htf.Measurement(f"{name}_match_rate").doc(
+                f"label match rate (threshold {plan.policy.fingerprint_threshold:.3f})"),
+        ]
+        if "exact" in checks:
+            measures.append(htf.Measurement(f"{name}_exact_failed").equals(0).doc(
+                "vectors whose raw output or label differs from the golden model's"))
+        if "onchip" in checks:
+            measures.append(htf.Measurement(f"{name}_onchip").equals(PASS).doc(
+                "the board's on-chip self-test (BIST registers)"))
+        if plan.mode == "challenge":
+            measures.append(htf.Measurement(f"{name}_binding").equals(PASS).doc(
+                "every answer bound to its nonce and inputs"))
 
-    @htf.measures(*verify_measures)
-    @htf.plug(board=plug)
-    def verify(test: htf.TestApi, board: BoardPlug) -> None:
-        answers, v = judge(board, st_plan)
-        test.measurements.verify_answered = int(answers.answered.sum())
-        test.measurements.verify_verdict = v.reported
-        test.measurements.verify_match_rate = v.match_rate
-        if exact:
-            test.measurements.verify_exact_failed = v.check("exact").failed
-        if onchip:
-            test.measurements.verify_onchip = v.check("onchip").status
-        test.attach("verify.json", _json(v.to_dict()), "application/json")
+        @htf.PhaseOptions(name=name)
+        @htf.measures(*measures)
+        @htf.plug(board=plug)
+        def phase(test: htf.TestApi, board: BoardPlug) -> None:
+            o = board.verify(pkg, plan, settings)
+            v = o.verdict
+            m = test.measurements
+            m[f"{name}_verdict"] = o.status
+            m[f"{name}_reason"] = o.reason
+            m[f"{name}_answered"] = o.answered
+            m[f"{name}_match_rate"] = o.match_rate
+            if "exact" in checks:
+                m[f"{name}_exact_failed"] = o.exact_failed
+            if "onchip" in checks:
+                c = v.check("onchip") if v is not None else None
+                m[f"{name}_onchip"] = None if c is None else c.status
+            if plan.mode == "challenge":
+                m[f"{name}_binding"] = FAIL if v is not None and v.check("binding") else PASS
+            test.attach(f"{name}.json", _json(o.to_dict()), "application/json")
 
-    phases = [identify, power_on_selftest, verify]
+        return phase
 
+    phases = [identify, power_on_selftest,
+              judging_phase("verify", st_plan, "the package's embedded vectors")]
     if challenge is not None:
         rng = np.random.default_rng(int.from_bytes(os.urandom(8), "little"))
-        ch_plan = challenge_plan(pkg, challenge, rng)
-
-        ch_measures = [
-            htf.Measurement("challenge_answered").equals(len(ch_plan.expected)),
-            htf.Measurement("challenge_verdict").equals(PASS).doc(
-                "the pass rule (core.selftest) with the package's policy"),
-            htf.Measurement("challenge_match_rate").doc(
-                f"label match rate (threshold {ch_plan.policy.fingerprint_threshold:.3f})"),
-        ]
-        if "exact" in ch_plan.policy.checks:
-            ch_measures.append(htf.Measurement("challenge_exact_failed").equals(0))
-
-        @htf.PhaseOptions(name="challenge")
-        @htf.measures(*ch_measures)
-        @htf.plug(board=plug)
-        def challenge_phase(test: htf.TestApi, board: BoardPlug) -> None:
-            answers, v = judge(board, ch_plan)
-            test.measurements.challenge_answered = int(answers.answered.sum())
-            test.measurements.challenge_verdict = v.reported
-            test.measurements.challenge_match_rate = v.match_rate
-            if "exact" in ch_plan.policy.checks:
-                test.measurements.challenge_exact_failed = v.check("exact").failed
-        phases.append(challenge_phase)
+        phases.append(judging_phase("challenge", challenge_plan(pkg, challenge, rng),
+                                    "the verifier-held challenge set"))
 
     test = htf.Test(*phases, test_name=f"fpgaprint-{pkg.manifest.get('name', 'board')}",
                     package_id=pkg.package_id)

@@ -7,8 +7,10 @@ import json
 import re
 
 import pytest
-from conftest import run_fpgaprint
+from conftest import in_process_board, make_challenge, moved, run_fpgaprint
 
+from fpgaprint.hw_targets import protocol as P
+from fpgaprint.hw_targets.agent import BoardAgent
 from fpgaprint.hw_targets.served import ServedBoard
 
 
@@ -77,3 +79,48 @@ def test_station_checks_its_options_before_any_board(run_cli, args, message, tmp
     code, out, err = run_cli("station", *args)
     assert code == 2 and out == "" and message in err, err
     assert err.count("\n") == 1, err
+
+
+# ------------------------------------------------------- the station's verdict is verify's
+
+
+class UnboundAgent(BoardAgent):
+    """Answers challenges with the healthy outputs and a digest bound to another nonce, as a
+    recorded session would."""
+
+    def _challenge(self, payload):
+        nonce, x = P.unpack_challenge_request(payload)
+        raw, labels = self._run(x)
+        return P.pack_challenge_response(raw, labels,
+                                         P.challenge_digest(bytes(16), x, raw, labels))
+
+    _handlers = {**BoardAgent._handlers, P.MsgType.CHALLENGE: _challenge}
+
+
+def verify_and_station(run_cli, pkg, pub, url, tmp_path, *extra):
+    """`verify` and `station` on the same board: ((code, last line) of each, the station's
+    whole output, its OpenHTF record)."""
+    code, out, err = run_cli("verify", "--port", url, "--package", pkg, "--trusted-key", pub,
+                             *extra)
+    assert out.strip(), err
+    record = tmp_path / "record.json"
+    s_code, s_out, s_err = station("--port", url, "--package", pkg, "--trusted-key", pub,
+                                   "--json", record, *extra)
+    assert s_out.strip(), s_err
+    return ((code, out.splitlines()[-1]), (s_code, s_out.splitlines()[-1]), s_out,
+            json.loads(record.read_text()))
+
+
+def test_a_challenge_answer_not_bound_to_its_nonce_fails_at_the_station_as_in_verify(
+        run_cli, digits_build, digits_package, keypair, tmp_path):
+    pub = keypair[1]
+    fp = make_challenge(digits_build.golden, moved(digits_build.inputs), tmp_path / "ch.npz")
+    with in_process_board(digits_package, pub, agent_cls=UnboundAgent, pty=True) as link:
+        (code, last), (s_code, s_last), s_out, rec = verify_and_station(
+            run_cli, digits_package, pub, link.url, tmp_path, "--challenge", fp)
+    assert code == 1 and last.startswith("verdict: FAIL") and "binding" in last, last
+    assert s_code == code, s_out
+    assert s_last.startswith("verdict: FAIL: failed measurements: ") and \
+        "challenge_binding" in s_last, s_out
+    assert "verify: PASS" in s_out and "challenge: FAIL" in s_out  # INFER answers are healthy
+    assert rec["outcome"] == "FAIL"
