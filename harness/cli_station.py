@@ -1,7 +1,8 @@
 """`fpgaprint station`: the OpenHTF station (harness/openhtf_station.py) headless on one board.
 
-Prints one line per phase and the verdict on stdout (exit 0 PASS, 1 FAIL, 2 input error,
-3 no verdict); OpenHTF's own log goes to stderr.
+Prints one line per phase and the verdict on stdout; OpenHTF's own log goes to stderr. The
+verdict and exit code are `fpgaprint verify`'s for the same board (0 PASS, 1 FAIL, 2 input
+error, 3 no verdict: OpenHTF outcome ERROR), by the rule of `openhtf_station.NoVerdict`.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ from fpgaprint.core.cliopts import (
 def station(port, package, challenge, trusted_key, allow_unsigned, allow_unpinned, timeout,
             retries, json_out) -> None:
     """Run the OpenHTF station on one board: identify, power-on self-test, verify (the
-    package's vectors) and, with --challenge, a challenge; every decision is an OpenHTF
-    measurement, so the test's outcome is the verdict."""
+    package's vectors) and, with --challenge, a challenge, each judged as `fpgaprint verify`
+    judges it: the same verdict and exit code (0 PASS, 1 FAIL, 2 bad input, 3 no verdict:
+    OpenHTF outcome ERROR)."""
     from fpgaprint.harness.cli import shown_verdict
     from fpgaprint.harness.openhtf_station import make_test, run, summary
 

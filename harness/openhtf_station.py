@@ -1,11 +1,14 @@
-"""OpenHTF station: a `BoardPlug` around BoardClient and a test with four phases.
+"""OpenHTF station: a `BoardPlug` around BoardClient and a test of four or five phases.
 
 Phases: identify (package id, protocol), power-on self-test (the board's own claim), verify
 (the package's embedded vectors, host-side verdict) and, with a verifier-held fingerprint set,
-challenge. The verify and challenge phases judge the board with `verify_board`, as
-`fpgaprint verify` (and `verify --challenge`) does, on the plug's connection: the same checks,
-verdict and reason. Every decision is a measurement with a validator, so OpenHTF's outcome is
-the verdict. Runs headless (no web UI) as `fpgaprint station` (harness/cli_station.py):
+challenge, then `confident_verdict`. The verify and challenge phases judge the board with
+`verify_board`, as `fpgaprint verify` (and `verify --challenge`) does, on the plug's
+connection: the same checks, verdict and reason. The power-on self-test is recorded, never
+decisive (verify does not decide from the board's claim either). Every decision is a
+measurement with a validator, and OpenHTF's outcome is the verdict by one rule (`NoVerdict`):
+PASS, FAIL, and ERROR for NO_VERDICT. Runs headless (no web UI) as `fpgaprint station`
+(harness/cli_station.py):
 
     fpgaprint station --port /dev/pts/5 --package build/pkg [--challenge FP.npz] [--json REC]
 """
@@ -21,7 +24,9 @@ from typing import Any
 import numpy as np
 import openhtf as htf
 from openhtf.core.base_plugs import BasePlug
+from openhtf.core.test_record import Outcome, PhaseOutcome
 
+from fpgaprint.core.errors import LinkError
 from fpgaprint.harness.verdict import FAIL, NO_VERDICT, PASS, BoardOutcome, identity_check
 from fpgaprint.harness.verify import (
     DEFAULT_BATCH,
@@ -33,6 +38,60 @@ from fpgaprint.harness.verify import (
     selftest_plan,
     verify_board,
 )
+
+
+class NoVerdict(Exception):
+    """No confident verdict (NO_VERDICT, exit 3), raised by the last phase.
+
+    The one rule between fpgaprint's verdict and OpenHTF's outcome, both ways (`summary`):
+
+    - PASS: every measurement passes; OpenHTF outcome PASS.
+    - FAIL: a decisive measurement fails (`verdict_measurement` fails on FAIL); outcome FAIL.
+    - NO_VERDICT: the verdict measurements hold NO_VERDICT, marginal but not failed, so
+      the test goes on (a later FAIL still decides); its last phase, `confident_verdict`,
+      raises NoVerdict with their reasons: outcome ERROR, outcome detail `NoVerdict`. Any
+      other ERROR (a lost link at HELLO, a port that cannot be opened) is NO_VERDICT too.
+
+    Validators fail only where verify says FAIL, so the station's verdict is verify's.
+    """
+
+
+class _NotFailed:
+    """A verdict measurement's validator: FAIL (or anything unknown) fails, PASS passes,
+    NO_VERDICT passes as marginal (`NoVerdict`)."""
+
+    def __call__(self, value: Any) -> bool:
+        return value in (PASS, NO_VERDICT)
+
+    def is_marginal(self, value: Any) -> bool:
+        return value == NO_VERDICT
+
+    def __str__(self) -> str:
+        return f"not {FAIL} ({NO_VERDICT} is marginal and makes the outcome ERROR)"
+
+
+def verdict_measurement(name: str, doc: str) -> htf.Measurement:
+    """A measurement holding a verdict (PASS, FAIL, NO_VERDICT) by the `NoVerdict` rule."""
+    return htf.Measurement(name).with_validator(_NotFailed()).doc(doc)
+
+
+def record_verdict(test: htf.TestApi, phase: str, status: str, reason: str) -> None:
+    """Set a judging phase's verdict measurement (`PHASE_verdict`); a NO_VERDICT's reason is
+    kept for `confident_verdict`."""
+    test.measurements[f"{phase}_verdict"] = status
+    if status == NO_VERDICT:
+        test.state.setdefault(NO_VERDICT, []).append(f"{phase}: {reason}")
+
+
+@htf.PhaseOptions(name="confident_verdict")
+def confident_verdict(test: htf.TestApi) -> None:
+    """The last phase: NoVerdict (outcome ERROR) when a phase recorded NO_VERDICT and none
+    failed; otherwise the phases' own outcome (PASS or FAIL) is the verdict."""
+    if any(p.outcome == PhaseOutcome.FAIL for p in test.test_record.phases):
+        return
+    reasons = test.state.get(NO_VERDICT)
+    if reasons:
+        raise NoVerdict("; ".join(reasons))
 
 
 class BoardPlug(BasePlug):
@@ -128,13 +187,17 @@ def make_test(
             return htf.PhaseResult.STOP
 
     @htf.measures(
-        htf.Measurement("selftest_passed").equals(True),
-        htf.Measurement("selftest_exact_mismatches").equals(0),
+        htf.Measurement("selftest_passed").doc(
+            "the board's own claim (recorded; the host decides in verify, from its answers)"),
+        htf.Measurement("selftest_exact_mismatches").doc("the board's own claim"),
     )
     @htf.plug(board=plug)
     def power_on_selftest(test: htf.TestApi, board: BoardPlug) -> None:
-        st = board.info().get("selftest") or {}
-        test.measurements.selftest_passed = bool(st.get("passed"))
+        try:
+            st = board.info().get("selftest") or {}
+        except LinkError as e:  # as in verify: the verify phase asks again and judges
+            st = {"unavailable": str(e)}
+        test.measurements.selftest_passed = st.get("passed")
         test.measurements.selftest_exact_mismatches = st.get("exact_mismatches")
 
     settings = LinkSettings(timeout, retries, batch_size)
@@ -144,11 +207,10 @@ def make_test(
         records the outcome as `NAME_...` measurements and a NAME.json attachment."""
         checks = plan.policy.checks
         measures = [
-            htf.Measurement(f"{name}_verdict").equals(PASS).doc(
-                f"{doc}: verify's verdict (the pass rule, core.selftest)"),
+            verdict_measurement(f"{name}_verdict",
+                                f"{doc}: verify's verdict (the pass rule, core.selftest)"),
             htf.Measurement(f"{name}_reason").doc("verify's reason for the verdict"),
-            htf.Measurement(f"{name}_answered").equals(len(plan.expected)).doc(
-                f"vectors answered of {len(plan.expected)}"),
+            htf.Measurement(f"{name}_answered").doc(f"vectors answered of {len(plan.expected)}"),
             htf.Measurement(f"{name}_match_rate").doc(
                 f"label match rate (threshold {plan.policy.fingerprint_threshold:.3f})"),
         ]
@@ -156,11 +218,11 @@ def make_test(
             measures.append(htf.Measurement(f"{name}_exact_failed").equals(0).doc(
                 "vectors whose raw output or label differs from the golden model's"))
         if "onchip" in checks:
-            measures.append(htf.Measurement(f"{name}_onchip").equals(PASS).doc(
-                "the board's on-chip self-test (BIST registers)"))
+            measures.append(verdict_measurement(
+                f"{name}_onchip", "the board's on-chip self-test (BIST registers)"))
         if plan.mode == "challenge":
-            measures.append(htf.Measurement(f"{name}_binding").equals(PASS).doc(
-                "every answer bound to its nonce and inputs"))
+            measures.append(verdict_measurement(
+                f"{name}_binding", "every answer bound to its nonce and inputs"))
 
         @htf.PhaseOptions(name=name)
         @htf.measures(*measures)
@@ -169,7 +231,7 @@ def make_test(
             o = board.verify(pkg, plan, settings)
             v = o.verdict
             m = test.measurements
-            m[f"{name}_verdict"] = o.status
+            record_verdict(test, name, o.status, o.reason)
             m[f"{name}_reason"] = o.reason
             m[f"{name}_answered"] = o.answered
             m[f"{name}_match_rate"] = o.match_rate
@@ -190,6 +252,7 @@ def make_test(
         rng = np.random.default_rng(int.from_bytes(os.urandom(8), "little"))
         phases.append(judging_phase("challenge", challenge_plan(pkg, challenge, rng),
                                     "the verifier-held challenge set"))
+    phases.append(confident_verdict)
 
     test = htf.Test(*phases, test_name=f"fpgaprint-{pkg.manifest.get('name', 'board')}",
                     package_id=pkg.package_id)
@@ -221,23 +284,27 @@ def run(test: htf.Test, record_json: str | Path | None = None) -> Any:
 
 
 def summary(record: Any) -> tuple[list[str], str, str]:
-    """(one line per phase with its failed measurements, the verdict, its reason) of a
-    TestRecord: OpenHTF's PASS and FAIL are the verdict; anything else (an error, a lost
-    link) is NO_VERDICT with OpenHTF's outcome details as the reason."""
-    from openhtf.core.test_record import Outcome
-
+    """(one line per phase with its failed and marginal measurements, the verdict, its reason)
+    of a TestRecord, by the `NoVerdict` rule: OpenHTF's PASS and FAIL are the verdict; ERROR
+    (NoVerdict, a lost link) or any other outcome is NO_VERDICT, with NoVerdict's reasons or
+    OpenHTF's outcome details as the reason."""
     lines, failed = [], []
     for phase in record.phases:
         lines.append(f"{phase.name}: {phase.outcome.name}")
         for name, m in (phase.measurements or {}).items():
-            if m.outcome.name != "PASS":
+            if m.outcome.name != "PASS" or m.marginal:
                 value = m.measured_value.value if m.measured_value.is_value_set else "unset"
-                lines.append(f"  {name} = {value} ({m.outcome.name})")
-                failed.append(name)
-    if record.outcome == Outcome.PASS:
+                lines.append(f"  {name} = {value} ("
+                             + ("marginal" if m.outcome.name == "PASS" else m.outcome.name) + ")")
+                if m.outcome.name != "PASS":
+                    failed.append(name)
+    if record.outcome == Outcome.PASS and not record.marginal:
         return lines, PASS, ""
     if record.outcome == Outcome.FAIL:
         return lines, FAIL, f"failed measurements: {', '.join(failed)}"
-    details = "; ".join(str(d.description or d.code) for d in record.outcome_details or [])
+    details = record.outcome_details or []
+    if [d.code for d in details] == [NoVerdict.__name__]:
+        return lines, NO_VERDICT, details[0].description
+    why = "; ".join(str(d.description or d.code) for d in details)
     return lines, NO_VERDICT, f"OpenHTF outcome {record.outcome.name}" + (
-        f": {details}" if details else "")
+        f": {why}" if why else "") + (" (marginal)" if record.marginal else "")

@@ -382,7 +382,8 @@ def test_openhtf_station_headless(art, tmp_path):
                                     allow_unsigned=True))
     assert rec.outcome == Outcome.PASS and rec.dut_id == "HTF-1"
     names = [p.name for p in rec.phases]
-    assert names[-4:] == ["identify", "power_on_selftest", "verify", "challenge"]
+    assert names[-5:] == ["identify", "power_on_selftest", "verify", "challenge",
+                          "confident_verdict"]
     assert json.loads((tmp_path / "rec.json").read_text())["outcome"] == "PASS"
     assert bad.outcome == Outcome.FAIL
     verify_phase = next(p for p in bad.phases if p.name == "verify")

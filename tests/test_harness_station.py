@@ -9,6 +9,7 @@ import re
 import pytest
 from conftest import in_process_board, make_challenge, moved, run_fpgaprint
 
+from fpgaprint.core.golden import GoldenModel
 from fpgaprint.hw_targets import protocol as P
 from fpgaprint.hw_targets.agent import BoardAgent
 from fpgaprint.hw_targets.served import ServedBoard
@@ -97,6 +98,22 @@ class UnboundAgent(BoardAgent):
     _handlers = {**BoardAgent._handlers, P.MsgType.CHALLENGE: _challenge}
 
 
+class NoBistRecord:
+    """A healthy board whose on-chip self-test registers cannot be read: its power-on record
+    has none, so by the package's rule its own claim is no pass either."""
+
+    def __init__(self, backend):
+        self.backend = backend
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def selftest(self):
+        st = dict(self.backend.selftest())
+        del st["bist"], st["bist_source"]
+        return {**st, "passed": False}
+
+
 def verify_and_station(run_cli, pkg, pub, url, tmp_path, *extra):
     """`verify` and `station` on the same board: ((code, last line) of each, the station's
     whole output, its OpenHTF record)."""
@@ -109,6 +126,11 @@ def verify_and_station(run_cli, pkg, pub, url, tmp_path, *extra):
     assert s_out.strip(), s_err
     return ((code, out.splitlines()[-1]), (s_code, s_out.splitlines()[-1]), s_out,
             json.loads(record.read_text()))
+
+
+def reason_of(last: str) -> str:
+    """The reason in verify's verdict line `verdict: STATUS (SECONDS s): REASON`."""
+    return last.split(" s): ", 1)[1]
 
 
 def test_a_challenge_answer_not_bound_to_its_nonce_fails_at_the_station_as_in_verify(
@@ -124,3 +146,43 @@ def test_a_challenge_answer_not_bound_to_its_nonce_fails_at_the_station_as_in_ve
         "challenge_binding" in s_last, s_out
     assert "verify: PASS" in s_out and "challenge: FAIL" in s_out  # INFER answers are healthy
     assert rec["outcome"] == "FAIL"
+
+
+def test_a_board_without_its_on_chip_self_test_record_has_no_verdict_at_the_station_as_in_verify(
+        run_cli, make_package, digits_build, keypair, tmp_path):
+    pub = keypair[1]
+    pkg = make_package("digits-mlp", tmp_path / "bist", bist="exact")
+    fp = make_challenge(digits_build.golden, moved(digits_build.inputs), tmp_path / "ch.npz")
+    with in_process_board(pkg, pub, pty=True) as link:  # the record is there: PASS
+        (code, _), (s_code, s_last), s_out, rec = verify_and_station(
+            run_cli, pkg, pub, link.url, tmp_path)
+    assert code == s_code == 0 and s_last == "verdict: PASS", s_out
+    with in_process_board(pkg, pub, wrap=NoBistRecord, pty=True) as link:
+        for extra in ((), ("--challenge", fp)):
+            (code, last), (s_code, s_last), s_out, rec = verify_and_station(
+                run_cli, pkg, pub, link.url, tmp_path, *extra)
+            assert code == 3 and "the board reported no on-chip self-test" in last, last
+            assert s_code == code, s_out
+            phase = "challenge" if extra else "verify"
+            assert s_last.startswith("verdict: NO_VERDICT: ") and \
+                s_last.endswith(f"{phase}: {reason_of(last)}"), s_out  # verify's reason
+            assert "FAIL" not in s_out, s_out  # nothing failed: no measurement, no phase
+            assert "power_on_selftest: PASS" in s_out  # the board's claim: recorded only
+            assert rec["outcome"] == "ERROR"
+            assert [d["code"] for d in rec["outcome_details"]] == ["NoVerdict"]
+
+
+def test_a_marginal_pass_has_no_verdict_at_the_station_as_in_verify(
+        run_cli, make_package, digits_build, keypair, tmp_path):
+    pub = keypair[1]
+    golden_labels = GoldenModel(digits_build.golden).run(digits_build.inputs)[2]
+    k, n = int((golden_labels == digits_build.expected).sum()), len(golden_labels)
+    edge = make_package("digits-mlp", tmp_path / "edge", threshold=k / n)  # rate == threshold
+    with in_process_board(edge, pub, pty=True) as link:
+        (code, last), (s_code, s_last), s_out, rec = verify_and_station(
+            run_cli, edge, pub, link.url, tmp_path)
+    assert code == 3 and "no confident verdict" in last, last
+    assert s_code == code, s_out
+    assert s_last == f"verdict: NO_VERDICT: verify: {reason_of(last)}", s_out
+    assert "FAIL" not in s_out, s_out
+    assert rec["outcome"] == "ERROR"
