@@ -29,8 +29,11 @@ MAX_READ_TOTAL = 64 * 1024  # longest answer fetched by READ
 MAX_VECTOR_S = 1.0  # largest compute time per vector a board may claim (clamped)
 MAX_WINDOW = 64
 MIN_BOARD_PAYLOAD = 256
-MAX_TEXT = 256
-HEX64 = re.compile(r"[0-9a-f]{64}")
+# What the host accepts of a board's identity; the results database's columns for these
+# fields take their lengths from here (harness/db.py), so whatever passes the check is stored.
+MAX_TEXT = 256  # characters of each IDENTITY_TEXT field
+HASH_HEX = 64  # hex digits of a SHA-256: package_id, bitstream_sha256
+HEX64 = re.compile(rf"[0-9a-f]{{{HASH_HEX}}}")
 IDENTITY_TEXT = ("board", "serial", "backend", "name")
 BIST_SOURCES = ("rtl", "mmio", "emulated")  # where a board's BIST registers come from
 SELFTEST_FIELDS = ("passed", "count", "exact_mismatches", "label_matches", "checks", "seconds")
@@ -169,11 +172,12 @@ class BoardClient:
         out: dict[str, Any] = {}
         pid = ident.get("package_id")
         if not isinstance(pid, str) or not HEX64.fullmatch(pid):
-            raise self._bad(what, "package_id", pid, "64 lowercase hex digits")
+            raise self._bad(what, "package_id", pid, f"{HASH_HEX} lowercase hex digits")
         out["package_id"] = pid
         bit = ident.get("bitstream_sha256")
         if bit is not None and (not isinstance(bit, str) or not HEX64.fullmatch(bit)):
-            raise self._bad(what, "bitstream_sha256", bit, "null or 64 lowercase hex digits")
+            raise self._bad(what, "bitstream_sha256", bit,
+                           f"null or {HASH_HEX} lowercase hex digits")
         out["bitstream_sha256"] = bit
         for key in IDENTITY_TEXT:
             v = ident.get(key)

@@ -16,7 +16,10 @@ the same on SQLite and PostgreSQL), so two `accept --resume` of one run cannot b
 
 Schema: tables are created when missing; the nullable columns added since the first version
 (`ADDED_COLUMNS`) are added to an older database on open, and its older rows read as unknown
-(NULL). A database missing any other column is refused before any board is verified.
+(NULL). A database missing any other column is refused before any board is verified. Text
+columns take their lengths from what the host accepts of a board (`harness.commands`), so any
+identity that passes the check fits; a column an earlier version made shorter is widened on
+open (PostgreSQL), or the database is refused before any board is verified, naming the column.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DatabaseError,
+    DBAPIError,
     IntegrityError,
     NoSuchModuleError,
     OperationalError,
@@ -64,6 +68,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 
 from fpgaprint.core.atomic import write_atomic
 from fpgaprint.core.errors import InputError
+from fpgaprint.harness.commands import HASH_HEX, MAX_TEXT
 from fpgaprint.harness.verdict import NO_VERDICT, BoardOutcome, overall
 
 log = logging.getLogger("fpgaprint.accept")
@@ -125,10 +130,15 @@ ADDED_COLUMNS = {"accept_runs": ("claim", "claim_seen"),
                  "accept_results": ("trust", "fingerprint_only")}
 
 
-def _create_tables(engine: Engine) -> None:
-    """Create missing tables and add the columns of `ADDED_COLUMNS` an older database lacks.
-    On PostgreSQL under an advisory lock: stations that start at once into a new database
-    would otherwise collide in the catalog (CREATE TABLE IF NOT EXISTS is not atomic there)."""
+def _create_tables(engine: Engine, lock_wait: float = LOCK_WAIT) -> dict[str, str]:
+    """Create missing tables, add the columns of `ADDED_COLUMNS` an older database lacks and,
+    on PostgreSQL, widen the text columns it holds shorter than this version writes (see
+    `short_columns`). On PostgreSQL under an advisory lock: stations that start at once into a
+    new database would otherwise collide in the catalog (CREATE TABLE IF NOT EXISTS is not
+    atomic there). Returns why each column that could not be widened was not (TABLE.COLUMN ->
+    the server's reason), for the refusal; a lock held on a table is an OperationalError, and
+    the caller retries."""
+    failed: dict[str, str] = {}
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK})
@@ -144,6 +154,43 @@ def _create_tables(engine: Engine) -> None:
                     except OperationalError as e:  # SQLite: another station added it first
                         if "duplicate column" not in _reason(e):
                             raise
+        if conn.dialect.name != "postgresql":
+            return failed
+        short = short_columns(conn)
+        if short:  # wait this long for the table lock, then give it back and retry
+            ms = max(100, int(min(lock_wait, 5.0) * 1000))
+            conn.execute(text(f"SET LOCAL lock_timeout = {ms}"))
+        for table, name, _, want in short:
+            try:
+                with conn.begin_nested():  # a failure leaves the rest of the transaction
+                    conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {name} "
+                                      f"TYPE VARCHAR({want})"))
+                log.info("database: %s.%s widened to %d characters", table, name, want)
+            except DBAPIError as e:
+                if _locked(e):
+                    raise
+                failed[f"{table}.{name}"] = _reason(e)
+    return failed
+
+
+def short_columns(conn: Any) -> list[tuple[str, str, int, int]]:
+    """(table, column, length the database holds, length this version writes) of each text
+    column the database keeps shorter than this version's schema: one an earlier version
+    created. None on SQLite, which does not enforce a declared length."""
+    if conn.dialect.name == "sqlite":
+        return []
+    insp = inspect(conn)
+    out = []
+    for table in Base.metadata.sorted_tables:
+        if not insp.has_table(table.name):
+            continue
+        stored = {c["name"]: c["type"] for c in insp.get_columns(table.name)}
+        for col in table.columns:
+            want = col.type.length if isinstance(col.type, String) else None
+            have = getattr(stored.get(col.name), "length", None)
+            if want and have and have < want:
+                out.append((table.name, col.name, have, want))
+    return out
 
 
 def schema_mismatch(engine: Engine) -> str | None:
@@ -158,6 +205,11 @@ def schema_mismatch(engine: Engine) -> str | None:
         if missing:
             return f"table {table.name} has no column {', '.join(missing)}"
     return None
+
+
+def _short(engine: Engine) -> list[tuple[str, str, int, int]]:
+    with engine.connect() as conn:
+        return short_columns(conn)
 
 
 def _token() -> str:
@@ -213,7 +265,7 @@ class Run(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     station: Mapped[str] = mapped_column(String(128))
-    package_id: Mapped[str] = mapped_column(String(64), index=True)
+    package_id: Mapped[str] = mapped_column(String(HASH_HEX), index=True)
     package_name: Mapped[str] = mapped_column(String(256), default="")
     ports: Mapped[list] = mapped_column(JSON)
     started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
@@ -236,11 +288,12 @@ class BoardResult(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("accept_runs.id"), index=True)
     port: Mapped[str] = mapped_column(String(512))
-    serial: Mapped[str | None] = mapped_column(String(128), index=True)
-    board: Mapped[str | None] = mapped_column(String(128))
-    reported_package_id: Mapped[str | None] = mapped_column(String(64))
-    bitstream_sha256: Mapped[str | None] = mapped_column(String(64))
-    backend: Mapped[str | None] = mapped_column(String(64))
+    # what the board reported, as the host's identity check accepts it (harness.commands)
+    serial: Mapped[str | None] = mapped_column(String(MAX_TEXT), index=True)
+    board: Mapped[str | None] = mapped_column(String(MAX_TEXT))
+    reported_package_id: Mapped[str | None] = mapped_column(String(HASH_HEX))
+    bitstream_sha256: Mapped[str | None] = mapped_column(String(HASH_HEX))
+    backend: Mapped[str | None] = mapped_column(String(MAX_TEXT))
     protocol: Mapped[str | None] = mapped_column(String(32))
     mode: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
@@ -305,7 +358,7 @@ class ResultStore:
             raise InputError(f"--db {url!r}: not a usable database URL ({e})") from None
         self.url = parsed.render_as_string(hide_password=True)
         try:
-            self._retry("open", lambda: _create_tables(self.engine), _locked)
+            unwidened = self._retry("open", lambda: _create_tables(self.engine, wait), _locked)
         except OperationalError as e:
             raise InputError(f"--db {self.url}: cannot open the database ({_reason(e)})") \
                 from None
@@ -316,6 +369,19 @@ class ResultStore:
             self.engine.dispose()
             raise InputError(f"--db {self.url}: {wrong}: not the schema of fpgaprint's results "
                              "(a column renamed or removed?); nothing was verified")
+        short = self._retry("read the schema", lambda: _short(self.engine), _locked)
+        if short:
+            self.engine.dispose()
+            cols = ", ".join(f"{t}.{c} ({have})" for t, c, have, _ in short)
+            whys = sorted({unwidened[f"{t}.{c}"] for t, c, _, _ in short
+                           if f"{t}.{c}" in unwidened})
+            fix = "; ".join(f"ALTER TABLE {t} ALTER COLUMN {c} TYPE VARCHAR({want})"
+                            for t, c, _, want in short)
+            raise InputError(
+                f"--db {self.url}: columns an earlier version made shorter than this version "
+                f"records: {cols}" + (f"; widening them failed: {'; '.join(whys)}" if whys
+                                      else "")
+                + f"; nothing was verified: widen them as the tables' owner: {fix}")
 
     def close(self) -> None:
         """Release the runs this store claimed and did not finish; close the connections."""

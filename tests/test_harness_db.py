@@ -253,3 +253,183 @@ def test_a_column_renamed_under_an_open_store_is_refused_without_retries(tmp_pat
         with pytest.raises(ResultRejected, match="cannot commit the result of a .*reason"):
             store.record(run, outcome("a", "SN-A"))
     assert "retrying" not in caplog.text
+
+
+# ------------------------------------------------- what the host accepts of a board is stored
+
+
+@pytest.fixture
+def pg_fresh():
+    """A PostgreSQL URL whose tables live in a schema of their own (dropped afterwards): a
+    database this test alone creates, shrinks or widens."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = require_pg()
+    u = make_url(url)
+    schema = f"dbtest_{uuid.uuid4().hex[:12]}"
+    args = dict(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
+                dbname=u.database, autocommit=True)
+    with psycopg.connect(**args) as con:
+        con.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(**args) as con:
+            con.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def fresh_url(request, tmp_path) -> str:
+    """A new, empty database of each kind."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/acc.db"
+    return request.getfixturevalue("pg_fresh")
+
+
+def _longest_identity() -> dict:
+    """The longest identity the host's check lets through (checked by the check itself)."""
+    from types import SimpleNamespace
+
+    from fpgaprint.harness.commands import HASH_HEX, MAX_TEXT, BoardClient
+
+    ident = {"package_id": "a" * HASH_HEX, "bitstream_sha256": "b" * HASH_HEX,
+             "serial": "S" * MAX_TEXT, "board": "B" * MAX_TEXT, "backend": "K" * MAX_TEXT,
+             "name": "N" * MAX_TEXT}
+    assert BoardClient._check_identity(SimpleNamespace(url="x"), ident, "HELLO") == ident
+    return {**ident, "protocol": 1}
+
+
+def _shrink(url: str, cols=(("serial", 128), ("board", 128), ("backend", 64))) -> None:
+    """Make the results table's text columns as short as the earlier version created them."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for col, n in cols:
+            conn.execute(text(f"ALTER TABLE accept_results ALTER COLUMN {col} "
+                              f"TYPE VARCHAR({n})"))
+    engine.dispose()
+
+
+def _varchar(url: str, col: str) -> int:
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(url)
+    try:
+        return {c["name"]: c["type"] for c in
+                inspect(engine).get_columns("accept_results")}[col].length
+    finally:
+        engine.dispose()
+
+
+def test_each_identity_field_the_host_accepts_has_a_column_as_long():
+    """One rule: the columns take their lengths from the identity check's limits."""
+    from fpgaprint.harness.commands import HASH_HEX, IDENTITY_TEXT, MAX_TEXT
+
+    cols = BoardResult.__table__.c
+    for key in IDENTITY_TEXT:
+        if key in cols:
+            assert cols[key].type.length == MAX_TEXT, key
+    assert {k for k in IDENTITY_TEXT if k in cols} == {"serial", "board", "backend"}
+    assert cols["reported_package_id"].type.length == HASH_HEX
+    assert cols["bitstream_sha256"].type.length == HASH_HEX
+
+
+def test_the_longest_identity_the_host_accepts_is_committed(fresh_url):
+    """A FAIL board whose self-reported serial, board and backend have the most characters
+    the host accepts is committed, on PostgreSQL too (which refuses a longer value for good)."""
+    ident = _longest_identity()
+    o = outcome("p", None, flip=3)
+    o.identity = ident
+    with ResultStore(fresh_url) as store:
+        run = store.start_run("s", "ab" * 32, "x", ["p"])
+        store.record(run, o)
+        store.finish_run(run, FAIL)
+        with Session(store.engine) as s:
+            row = s.scalar(select(BoardResult).where(BoardResult.run_id == run))
+            got = (row.serial, row.board, row.backend, row.reported_package_id,
+                   row.bitstream_sha256, row.status)
+    assert got == (ident["serial"], ident["board"], ident["backend"], ident["package_id"],
+                   ident["bitstream_sha256"], FAIL)
+
+
+@pytest.mark.postgres
+def test_an_earlier_versions_short_columns_are_widened_when_opened(pg_fresh):
+    ResultStore(pg_fresh).close()
+    _shrink(pg_fresh)  # the database as the earlier version created it
+    with ResultStore(pg_fresh) as store:  # this version opens it
+        run = store.start_run("s", "ab" * 32, "x", ["old", "new"])
+        store.record(run, outcome("old", "SN-1"))
+        o = outcome("new", None, flip=2)
+        o.identity = _longest_identity()
+        store.record(run, o)
+        got = {r["port"]: (r["serial"], r["status"]) for r in store.run(run)["results"]}
+    assert got == {"old": ("SN-1", PASS), "new": ("S" * 256, FAIL)}
+    assert [_varchar(pg_fresh, c) for c in ("serial", "board", "backend")] == [256] * 3
+
+
+@pytest.mark.postgres
+def test_a_short_column_that_cannot_be_widened_is_refused_naming_it(pg_fresh):
+    """A view over the column (a reporting view of the factory) keeps PostgreSQL from widening
+    it: the database is refused before any board is verified, with the statement to run."""
+    from sqlalchemy import create_engine, text
+
+    ResultStore(pg_fresh).close()
+    _shrink(pg_fresh)
+    engine = create_engine(pg_fresh)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE VIEW serials AS SELECT serial, board FROM accept_results"))
+    engine.dispose()
+    with pytest.raises(InputError) as e:
+        ResultStore(pg_fresh)
+    msg = str(e.value)
+    assert "accept_results.serial (128), accept_results.board (128)" in msg
+    assert "used by a view" in msg and "nothing was verified" in msg
+    assert "ALTER TABLE accept_results ALTER COLUMN serial TYPE VARCHAR(256)" in msg
+    assert "accept_results.backend" not in msg  # not in the view: widened
+    assert _varchar(pg_fresh, "serial") == 128 and _varchar(pg_fresh, "backend") == 256
+
+
+class _Named:
+    """A board backend that reports its own identity text (as its firmware chooses it)."""
+
+    def __init__(self, backend, ident: dict):
+        self.backend, self.ident = backend, ident
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def identity(self):
+        return {**self.backend.identity(), **self.ident}
+
+
+def _accept(run_cli, pkg, pub, url, tmp_path, *args):
+    return run_cli("accept", "--package", pkg, "--trusted-key", pub, "--db", url,
+                   "--journal", tmp_path / "j.jsonl", "--db-wait", "2", *args)
+
+
+def test_a_fail_board_reporting_the_longest_serial_is_committed(fresh_url, digits_package,
+                                                                keypair, run_cli, tmp_path):
+    """A faulty board that reports a 256-character serial (and board, backend): its FAIL is
+    committed, the command exits 1 for it, nothing waits in the journal."""
+    from conftest import in_process_board
+
+    from fpgaprint.harness.commands import MAX_TEXT
+    from fpgaprint.hw_targets.faults import FaultSpec
+
+    ident = {"serial": "F" * MAX_TEXT, "board": "B" * MAX_TEXT, "backend": "K" * MAX_TEXT}
+    with in_process_board(digits_package, keypair[1], wrap=lambda b: _Named(b, ident),
+                          pty=True, faults=FaultSpec(flip_bits=50, seed=2)) as board:
+        code, out, err = _accept(run_cli, digits_package, keypair[1], fresh_url, tmp_path,
+                                 "--ports", board.url)
+    assert code == 1, out + err
+    assert "error:" not in err
+    with ResultStore(fresh_url) as store:
+        run = store.run(store.last_run_id())
+    assert run["status"] == FAIL
+    assert [(r["serial"], r["status"]) for r in run["results"]] == [("F" * MAX_TEXT, FAIL)]
+    assert not (tmp_path / "j.jsonl").exists()
