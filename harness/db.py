@@ -7,9 +7,10 @@ absent, and a killed run loses nothing that was committed.
 
 A locked or unreachable database is retried with backoff for `wait` seconds; a result that
 still cannot be committed goes to a local `Journal` (JSON lines, fsynced), which `replay`
-commits at the next start. A result the database refuses for good (its schema, or another
-result for the same board of the run) is never retried and never dropped: it stays in the
-journal marked with why.
+commits at the next start. A result the database refuses (its schema, a value, another result
+for the same board of the run), or that cannot be written for any other reason, is not
+retried in that run and never dropped: it stays in the journal marked with why, and each later
+start tries it again (a database fixed since then takes it).
 
 A run is claimed by the one process that works on it (`claim`, a conditional UPDATE that works
 the same on SQLite and PostgreSQL), so two `accept --resume` of one run cannot both verify it.
@@ -446,9 +447,14 @@ class ResultStore:
         try:
             return self._retry(f"commit the result of {o.port}", commit,
                                lambda e: not _permanent(e))
+        except DatabaseUnavailable:
+            raise
         except SQLAlchemyError as e:
             raise ResultRejected(f"database {self.url}: cannot commit the result of {o.port} "
                                  f"({_reason(e)})") from None
+        except Exception as e:  # whatever else keeps it out: never a result gone unsaid
+            raise ResultRejected(f"database {self.url}: cannot commit the result of {o.port} "
+                                 f"({type(e).__name__}: {str(e)[:200]})") from None
 
     def claim(self, run_id: int) -> None:
         """Make this process the one that works on `run_id` (RunBusy if a live one does).
@@ -566,9 +572,10 @@ class ResultStore:
 
     def replay(self, journal: "Journal") -> "Replay":
         """Commit what `journal` spooled for this database. An entry the database is still
-        unavailable for stays; one it refuses for good stays too, marked `rejected` with why
-        (reported once, then kept and counted); a result already committed for the same board
-        counts as committed only when it is the same result."""
+        unavailable for stays; one it refuses stays too, marked `rejected` with why (reported
+        once, then kept, counted and tried again at each replay: a database fixed since, e.g.
+        a column widened, takes it); a result already committed for the same board counts as
+        committed only when it is the same result."""
         out = Replay()
         entries = journal.entries()
         if not entries:
@@ -578,10 +585,7 @@ class ResultStore:
             if entry.get("db") != self.url:
                 left.append(entry)
                 continue
-            if entry.get("rejected"):
-                out.held += 1
-                left.append(entry)
-                continue
+            before = entry.get("rejected")
             try:
                 why = self._replay_one(entry)
             except DatabaseUnavailable as e:
@@ -595,7 +599,10 @@ class ResultStore:
                 out.committed += 1
                 continue
             left.append({**entry, "rejected": why})
-            out.rejected.append(f"{_what(entry)}: {why}")
+            if before:
+                out.held += 1
+            else:
+                out.rejected.append(f"{_what(entry)}: {why}")
         journal.rewrite(left)
         return out
 

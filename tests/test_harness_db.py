@@ -433,3 +433,122 @@ def test_a_fail_board_reporting_the_longest_serial_is_committed(fresh_url, digit
     assert run["status"] == FAIL
     assert [(r["serial"], r["status"]) for r in run["results"]] == [("F" * MAX_TEXT, FAIL)]
     assert not (tmp_path / "j.jsonl").exists()
+
+
+# ------------------------------------------ a result the database refuses is never gone
+
+
+@pytest.mark.postgres
+def test_a_fail_an_earlier_version_refused_is_committed_after_the_upgrade(pg_fresh, tmp_path):
+    """The earlier version refused a FAIL with a 129-character serial for good ("value too
+    long") and kept it in the journal marked rejected: this version widens the column and
+    commits it, so the run's FAIL is in the database."""
+    from fpgaprint.harness.db import Journal
+
+    with ResultStore(pg_fresh) as store:
+        run_id = store.start_run("s", "ab" * 32, "x", ["good", "bad"])
+        url = store.url
+    _shrink(pg_fresh)  # the database as the earlier version created it
+    bad = outcome("bad", "F" * 129, flip=4)
+    journal = Journal(tmp_path / "j.jsonl")
+    journal.append({"kind": "result", "outcome": bad.to_dict(), "db": url, "run_id": run_id,
+                    "rejected": f"database {url}: cannot commit the result of bad (value too "
+                                "long for type character varying(128))"})
+    with ResultStore(pg_fresh) as store:
+        store.record(run_id, outcome("good", "SN-G"))
+        got = store.replay(journal)
+        assert (got.committed, got.rejected, got.held) == (1, [], 0)
+        results = {r["port"]: (r["serial"], r["status"]) for r in store.run(run_id)["results"]}
+        assert store.run_status(run_id) == FAIL
+    assert results == {"good": ("SN-G", PASS), "bad": ("F" * 129, FAIL)}
+    assert journal.entries() == [] and not journal.path.exists()
+
+
+def _refuse_fails(db: Path, on: bool) -> None:
+    """A database that refuses every FAIL result (a trigger: a constraint of the site)."""
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    if on:
+        con.execute("CREATE TRIGGER no_fail BEFORE INSERT ON accept_results WHEN "
+                    "NEW.status = 'FAIL' BEGIN SELECT RAISE(ABORT, 'FAIL refused here'); END")
+    else:
+        con.execute("DROP TRIGGER no_fail")
+    con.commit()
+    con.close()
+
+
+def test_a_refused_result_is_kept_and_committed_once_the_database_takes_it(tmp_path):
+    from fpgaprint.harness.db import Journal, ResultRejected
+
+    url = f"sqlite:///{tmp_path}/acc.db"
+    journal = Journal(tmp_path / "j.jsonl")
+    with ResultStore(url) as store:
+        run = store.start_run("s", "ab" * 32, "x", ["a"])
+        _refuse_fails(tmp_path / "acc.db", True)
+        bad = outcome("a", "SN-A", flip=3)
+        with pytest.raises(ResultRejected, match="FAIL refused here") as e:
+            store.record(run, bad)
+        journal.append({"kind": "result", "outcome": bad.to_dict(), "db": url, "run_id": run,
+                        "rejected": str(e.value)})
+        again = store.replay(journal)  # still refused: kept, counted, not reported again
+        assert (again.committed, again.rejected, again.held) == (0, [], 1)
+        (kept,) = journal.entries()
+        assert kept["outcome"]["status"] == FAIL and "FAIL refused here" in kept["rejected"]
+        _refuse_fails(tmp_path / "acc.db", False)  # the site fixes its database
+        fixed = store.replay(journal)
+        assert (fixed.committed, fixed.rejected, fixed.held) == (1, [], 0)
+        assert [r["status"] for r in store.run(run)["results"]] == [FAIL]
+    assert not journal.path.exists()
+
+
+def test_any_error_that_keeps_a_result_out_is_a_refusal_the_journal_keeps(tmp_path,
+                                                                          monkeypatch):
+    """Not only the database's errors: whatever keeps a result from being committed is
+    ResultRejected, which `accept` keeps in the journal and exits 2 on; never an exception
+    that ends the run with the FAIL written nowhere."""
+    from fpgaprint.harness import db
+    from fpgaprint.harness.db import ResultRejected
+
+    def broken(run_id, o):
+        raise RuntimeError("cannot build the row")
+
+    with ResultStore(f"sqlite:///{tmp_path}/acc.db") as store:
+        run = store.start_run("s", "ab" * 32, "x", ["a"])
+        monkeypatch.setattr(db, "_result_row", broken)
+        with pytest.raises(ResultRejected, match=r"result of a \(RuntimeError: cannot build"):
+            store.record(run, outcome("a", "SN-A", flip=3))
+
+
+def test_a_fail_the_database_refuses_exits_2_and_is_committed_when_it_takes_it(
+        digits_package, keypair, run_cli, tmp_path):
+    """A database that refuses the FAIL (a site's trigger): the command says so and exits 2,
+    the FAIL stays in the journal; once the database takes it, the next start commits it and
+    `--resume` closes the run as FAIL without verifying the board again."""
+    import json
+
+    from conftest import in_process_board
+
+    from fpgaprint.hw_targets.faults import FaultSpec
+
+    url = f"sqlite:///{tmp_path}/acc.db"
+    ResultStore(url).close()
+    _refuse_fails(tmp_path / "acc.db", True)
+    with in_process_board(digits_package, keypair[1], pty=True,
+                          faults=FaultSpec(flip_bits=50, seed=2)) as board:
+        code, out, err = _accept(run_cli, digits_package, keypair[1], url, tmp_path,
+                                 "--ports", board.url)
+    assert code == 2, out + err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert "FAIL refused here" in line and "kept in" in line
+    (kept,) = [json.loads(x) for x in (tmp_path / "j.jsonl").read_text().splitlines()]
+    assert kept["outcome"]["status"] == FAIL and "FAIL refused here" in kept["rejected"]
+
+    _refuse_fails(tmp_path / "acc.db", False)
+    code, out, err = _accept(run_cli, digits_package, keypair[1], url, tmp_path,
+                             "--resume", "1")  # the board is gone: it is not needed
+    assert code == 1, out + err
+    assert "committed 1 spooled result(s)" in out and "is finished: FAIL" in out
+    assert not (tmp_path / "j.jsonl").exists()
+    with ResultStore(url) as store:
+        assert [r["status"] for r in store.run(1)["results"]] == [FAIL]
