@@ -10,7 +10,8 @@ still cannot be committed goes to a local `Journal` (JSON lines, fsynced), which
 commits at the next start. A result the database refuses (its schema, a value, another result
 for the same board of the run), or that cannot be written for any other reason, is not
 retried in that run and never dropped: it stays in the journal marked with why, and each later
-start tries it again (a database fixed since then takes it).
+start tries it again (a database fixed since then takes it). Processes that share a journal
+lock it (`Journal.locked`), so none loses an entry another one appends.
 
 A run is claimed by the one process that works on it (`claim`, a conditional UPDATE that works
 the same on SQLite and PostgreSQL), so two `accept --resume` of one run cannot both verify it.
@@ -25,7 +26,9 @@ open (PostgreSQL), or the database is refused before any board is verified, nami
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import logging
@@ -575,35 +578,37 @@ class ResultStore:
         unavailable for stays; one it refuses stays too, marked `rejected` with why (reported
         once, then kept, counted and tried again at each replay: a database fixed since, e.g.
         a column widened, takes it); a result already committed for the same board counts as
-        committed only when it is the same result."""
+        committed only when it is the same result.
+
+        The journal is read, the entries are committed without holding its lock (that can
+        take `wait` seconds per entry), and then, under the lock, only the entries handled
+        are removed or marked (`Journal.settle`): what another process appended meanwhile is
+        kept."""
         out = Replay()
-        entries = journal.entries()
-        if not entries:
-            return out
-        left = []
-        for entry in entries:
+        done: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+        for entry in journal.entries():
             if entry.get("db") != self.url:
-                left.append(entry)
                 continue
             before = entry.get("rejected")
             try:
                 why = self._replay_one(entry)
             except DatabaseUnavailable as e:
                 out.waiting.append(str(e))
-                left.append(entry)
                 continue
             except (InputError, SQLAlchemyError, KeyError, TypeError, ValueError,
                     AttributeError) as e:
                 why = _reason(e) if isinstance(e, SQLAlchemyError) else str(e)
             if why is None:
                 out.committed += 1
-                continue
-            left.append({**entry, "rejected": why})
-            if before:
+                done.append((entry, None))
+            elif before:
                 out.held += 1
+                if why != before:
+                    done.append((entry, {**entry, "rejected": why}))
             else:
                 out.rejected.append(f"{_what(entry)}: {why}")
-        journal.rewrite(left)
+                done.append((entry, {**entry, "rejected": why}))
+        journal.settle(done)
         return out
 
     def _replay_one(self, entry: dict[str, Any]) -> str | None:
@@ -625,8 +630,13 @@ class ResultStore:
 
         row = self._retry(f"read run {run_id}", existing, _locked)
         if row is None:
-            self.record(run_id, o)
-            return None
+            try:
+                self.record(run_id, o)
+                return None
+            except ResultRejected:  # another process replaying the same journal was first?
+                row = self._retry(f"read run {run_id}", existing, _locked)
+                if row is None:
+                    raise
         started = _utc(o.started).timestamp() if o.started else None
         have = row.started_at.replace(tzinfo=row.started_at.tzinfo or dt.timezone.utc)
         if row.status == o.status and started is not None \
@@ -683,10 +693,17 @@ def _result_row(run_id: int, o: BoardOutcome) -> BoardResult:
 
 class Journal:
     """Results (and run ends) that could not be committed yet: one JSON object per line,
-    appended and fsynced, so a crash right after `append` keeps the entry."""
+    appended and fsynced, so a crash right after `append` keeps the entry.
+
+    Several processes may share one journal (stations on one SQLite file, or on one PostgreSQL
+    URL on one host): each append, and each change `replay` makes (`settle`), holds an
+    exclusive lock (flock) on PATH.lock, a file beside the journal that is never replaced or
+    removed; a read holds it shared. So no process rewrites the journal from a read that
+    misses what another one appended, and none reads an entry half-written."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
 
     @staticmethod
     def default_path(db_url: str) -> Path:
@@ -698,37 +715,116 @@ class Journal:
         digest = hashlib.sha256(url.render_as_string(hide_password=True).encode()).hexdigest()
         return state / "fpgaprint" / f"accept-{digest[:12]}.pending.jsonl"
 
+    @contextlib.contextmanager
+    def locked(self, shared: bool = False):
+        """Hold the journal's lock (exclusive, or `shared` for a read). A reader that cannot
+        create the lock file (a folder it may not write) reads without it."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            if not shared:
+                raise
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def append(self, entry: dict[str, Any]) -> None:
+        data = (json.dumps(entry, sort_keys=True, allow_nan=False, default=str) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(entry, sort_keys=True, allow_nan=False, default=str) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        with self.locked():  # taken before the journal is opened: `settle` may replace it
+            created = not self.path.exists()
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    data = b"\n" + data  # a line a crash cut short stays apart from this one
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if created:  # the new file's name is durable too
+                _fsync_dir(self.path.parent)
 
     def entries(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        with self.locked(shared=True):
+            lines = self._lines()
+        out = []
+        for n, (_, entry) in enumerate(lines, 1):
+            if entry is None:  # a line cut by a crash while appending
+                log.warning("%s:%d: unreadable journal line skipped", self.path, n)
+            else:
+                out.append(entry)
+        return out
+
+    def _lines(self) -> list[tuple[bytes, dict[str, Any] | None]]:
+        """Each non-empty line as stored, with its entry (None when it is not one)."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            data = self.path.read_bytes()
         except FileNotFoundError:
             return []
         except OSError as e:
             raise InputError(f"--journal {self.path}: cannot read ({e.strerror})") from None
-        out = []
-        for n, line in enumerate(text.splitlines(), 1):
+        out: list[tuple[bytes, dict[str, Any] | None]] = []
+        for line in data.splitlines():
             if not line.strip():
                 continue
             try:
                 entry = json.loads(line)
-            except ValueError:  # a line cut by a crash while appending
-                log.warning("%s:%d: unreadable journal line skipped", self.path, n)
-                continue
-            if isinstance(entry, dict):
-                out.append(entry)
+            except ValueError:
+                entry = None
+            out.append((line, entry if isinstance(entry, dict) else None))
         return out
 
-    def rewrite(self, entries: list[dict[str, Any]]) -> None:
-        if not entries:
-            self.path.unlink(missing_ok=True)
+    def settle(self, done: list[tuple[dict[str, Any], dict[str, Any] | None]]) -> None:
+        """Under the lock, replace each entry of `done` (as read earlier) by what became of it:
+        None removes it (committed), an entry replaces it (marked). The journal is read again
+        first: entries appended since, by any process, stay as they are, and so do unreadable
+        lines and entries another replay changed meanwhile."""
+        if not done:
             return
-        write_atomic(self.path, "".join(json.dumps(e, sort_keys=True, default=str) + "\n"
-                                        for e in entries), sync=True)
+        todo: dict[str, list[dict[str, Any] | None]] = {}
+        for before, after in done:
+            todo.setdefault(_key(before), []).append(after)
+        with self.locked():
+            out, changed = [], False
+            for line, entry in self._lines():
+                afters = todo.get(_key(entry)) if entry is not None else None
+                if not afters:
+                    out.append(line + b"\n")
+                    continue
+                changed = True
+                after = afters.pop(0)
+                if after is not None:
+                    out.append(_key(after).encode() + b"\n")
+            if not changed:
+                return
+            if not out:
+                self.path.unlink(missing_ok=True)
+                return
+            write_atomic(self.path, b"".join(out), sync=True)
+
+
+def _key(entry: dict[str, Any]) -> str:
+    """An entry as one journal line (without its newline), the same for equal entries."""
+    return json.dumps(entry, sort_keys=True, default=str)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

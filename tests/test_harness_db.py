@@ -552,3 +552,93 @@ def test_a_fail_the_database_refuses_exits_2_and_is_committed_when_it_takes_it(
     assert not (tmp_path / "j.jsonl").exists()
     with ResultStore(url) as store:
         assert [r["status"] for r in store.run(1)["results"]] == [FAIL]
+
+
+# ------------------------------------------------ processes that share one journal
+
+
+def _append_in_child(path: Path, entry: dict):
+    """Another process appending `entry` to the journal at `path`; it prints "ready" right
+    before it appends."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys\nfrom fpgaprint.harness.db import Journal\n"
+            "print('ready', flush=True)\n"
+            "Journal(sys.argv[1]).append(json.loads(sys.argv[2]))\n")
+    return subprocess.Popen([sys.executable, "-c", code, str(path), json.dumps(entry)],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def test_an_entry_appended_while_a_replay_waits_is_kept(tmp_path):
+    """Station A replays the journal and waits on the database (here: held between its read
+    and its write-back); station B spools a FAIL to the same journal meanwhile. A's write-back
+    keeps B's FAIL."""
+    import threading
+
+    from fpgaprint.harness.db import Journal
+
+    url = f"sqlite:///{tmp_path}/acc.db"
+    journal = Journal(f"{tmp_path}/acc.db.pending.jsonl")
+    with ResultStore(url) as store:
+        run = store.start_run("s", "ab" * 32, "x", ["a", "b"])
+        journal.append({"kind": "result", "outcome": outcome("a", "SN-A").to_dict(), "db": url,
+                        "run_id": run})
+        waiting, go = threading.Event(), threading.Event()
+        real = store._replay_one
+
+        def slow(entry):
+            waiting.set()
+            assert go.wait(60)
+            return real(entry)
+
+        store._replay_one = slow
+        got = []
+        replay = threading.Thread(target=lambda: got.append(store.replay(journal)))
+        replay.start()
+        try:
+            assert waiting.wait(60)
+            b = outcome("b", "SN-B", flip=5).to_dict()
+            child = _append_in_child(journal.path, {"kind": "result", "outcome": b, "db": url,
+                                                    "run_id": run})
+            child.communicate(timeout=60)
+            assert child.returncode == 0
+        finally:
+            go.set()
+            replay.join(60)
+        assert got[0].committed == 1
+        (left,) = journal.entries()
+        assert left["outcome"]["port"] == "b" and left["outcome"]["status"] == FAIL
+        assert store.replay(journal).committed == 1
+        assert {r["port"]: r["status"] for r in store.run(run)["results"]} == \
+            {"a": PASS, "b": FAIL}
+    assert not journal.path.exists()
+
+
+def test_an_append_waits_for_the_journal_lock(tmp_path):
+    import time
+
+    from fpgaprint.harness.db import Journal
+
+    journal = Journal(tmp_path / "j.jsonl")
+    journal.append({"kind": "finish", "run_id": 1, "status": PASS})
+    with journal.locked():  # a replay writing the journal back
+        child = _append_in_child(journal.path, {"kind": "finish", "run_id": 2, "status": FAIL})
+        assert child.stdout.readline() == "ready\n"
+        time.sleep(0.5)
+        assert child.poll() is None
+        assert journal.path.read_text().count("\n") == 1
+    child.communicate(timeout=60)
+    assert child.returncode == 0
+    assert [e["run_id"] for e in journal.entries()] == [1, 2]
+
+
+def test_an_entry_appended_after_a_line_a_crash_cut_short_is_read(tmp_path, caplog):
+    from fpgaprint.harness.db import Journal
+
+    journal = Journal(tmp_path / "j.jsonl")
+    journal.path.write_text('{"kind": "finish", "run_id": 1, "stat')  # killed mid-append
+    journal.append({"kind": "finish", "run_id": 2, "status": FAIL})
+    assert journal.entries() == [{"kind": "finish", "run_id": 2, "status": FAIL}]
+    assert "unreadable journal line skipped" in caplog.text
