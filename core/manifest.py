@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -23,6 +26,7 @@ SIGNATURE = "manifest.sig"
 ALGORITHM = "ed25519"
 MAX_MANIFEST = 16 * 1024 * 1024
 MAX_SIGNATURE = 4096
+CHUNK = 1 << 20
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -266,27 +270,71 @@ def check_listing(where: Path | str, files: Any, sizes: Any = None,
     return sizes
 
 
+def copy_checked(src: BinaryIO, out: Path | None, want: str, limit: int, where: Path | str,
+                 rel: str) -> int:
+    """Stream package file `rel` from `src` into the new file `out` (None: only read it),
+    refused once it passes `limit` bytes or when its SHA-256 is not `want`: the bytes written
+    are the bytes checked. Returns the byte count."""
+    h = hashlib.sha256()
+    n = 0
+    with open(out, "xb") if out is not None else contextlib.nullcontext() as f:
+        while chunk := src.read(CHUNK):
+            n += len(chunk)
+            if n > limit:
+                raise InputError(f"{where}: {rel} is longer than the manifest allows "
+                                 f"({limit} B)")
+            h.update(chunk)
+            if f is not None:
+                f.write(chunk)
+    if h.hexdigest() != want:
+        raise InputError(f"{where}: file changed: {rel} (sha256 {h.hexdigest()}, manifest says "
+                         f"{want})")
+    return n
+
+
+def _open_listed(root: Path, rel: str) -> BinaryIO:
+    """A listed file opened for reading, never through a symbolic link, and only when it is a
+    regular file (InputError naming it as missing otherwise)."""
+    missing = InputError(f"{root}: missing file {rel} (listed in {MANIFEST})")
+    try:
+        fd = os.open(root / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):  # ELOOP: a link
+            raise missing from None
+        raise InputError(f"{root}: cannot read {rel}: {e.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise missing
+    return os.fdopen(fd, "rb")
+
+
 def check_files(root: Path, files: Any, sizes: Any = None,
-                extras: tuple[str, ...] = ()) -> None:
+                extras: tuple[str, ...] = (), copy_to: Path | None = None) -> None:
     """Every listed file present with its size and hash; no file that is neither listed nor an
-    extra."""
+    extra. With `copy_to`, each file is copied there as it is hashed (`copy_checked`), so the
+    copy holds the checked bytes whatever happens to `root` afterwards."""
     sizes = check_listing(root, files, sizes, extras)
     for rel, want in sorted(files.items()):
-        p = root / rel
-        if p.is_symlink() or not p.is_file():
-            raise InputError(f"{root}: missing file {rel} (listed in {MANIFEST})")
-        if sizes is not None and p.stat().st_size != sizes[rel]:
-            raise InputError(f"{root}: file changed: {rel} ({p.stat().st_size} B, manifest "
-                             f"says {sizes[rel]} B)")
-        got = sha256_file(p)
-        if got != want:
-            raise InputError(
-                f"{root}: file changed: {rel} (sha256 {got}, manifest says {want})"
-            )
+        with _open_listed(root, rel) as f:
+            size = os.fstat(f.fileno()).st_size
+            if sizes is not None and size != sizes[rel]:
+                raise InputError(f"{root}: file changed: {rel} ({size} B, manifest says "
+                                 f"{sizes[rel]} B)")
+            out = None if copy_to is None else copy_to / rel
+            if out is not None:
+                out.parent.mkdir(parents=True, exist_ok=True)
+            copy_checked(f, out, want, size, root, rel)
     extra = sorted(set(package_files(root, extras)) - set(files))
     if extra:
         raise InputError(f"{root}: unexpected file not listed in {MANIFEST}: {extra[0]}"
                          + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+
+
+def write_head(dest: Path, data: bytes, sig_bytes: bytes | None) -> None:
+    """The verified manifest.json (and manifest.sig) bytes into a package's private copy."""
+    (dest / MANIFEST).write_bytes(data)
+    if sig_bytes is not None:
+        (dest / SIGNATURE).write_bytes(sig_bytes)
 
 
 def parse_manifest(where: str, data: bytes) -> dict[str, Any]:
@@ -316,12 +364,15 @@ def verify_manifest(
     allow_unsigned: bool = False,
     allow_unpinned: bool = False,
     trust: Trust | None = None,
+    copy_to: Path | None = None,
 ) -> Verification:
     """Verify the signature under the host's trust anchors, then every file size and hash.
 
     `trust` defaults to `resolve_trust(trusted_key, allow_unpinned, allow_unsigned)`: the
-    given key(s), else the trust store and `$FPGAPRINT_TRUSTED_KEYS`. Raises InputError naming
-    the package and the file or key that failed.
+    given key(s), else the trust store and `$FPGAPRINT_TRUSTED_KEYS`. With `copy_to` (an empty
+    private folder), the manifest and signature bytes that verified and each listed file as it
+    is hashed are copied there (`check_files`). Raises InputError naming the package and the
+    file or key that failed.
     """
     root = Path(pkg_dir)
     if not root.is_dir():
@@ -337,5 +388,7 @@ def verify_manifest(
     verification = verify_head(str(root), data, sig_bytes, trust)
     manifest = verification.manifest
     check_files(root, manifest.get("files"), manifest.get("sizes"),
-                check_extras(root, manifest.get("extras")))
+                check_extras(root, manifest.get("extras")), copy_to)
+    if copy_to is not None:
+        write_head(copy_to, data, sig_bytes)
     return verification

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from fpgaprint.core import carrays
-from fpgaprint.core.errors import InputError
+from fpgaprint.core.errors import FpgaprintError, InputError
 from fpgaprint.core.manifest import (
     MANIFEST,
     MAX_MANIFEST,
@@ -27,8 +26,10 @@ from fpgaprint.core.manifest import (
     Verification,
     check_extras,
     check_listing,
+    copy_checked,
     verify_head,
     verify_manifest,
+    write_head,
 )
 from fpgaprint.core.selftest import Policy
 from fpgaprint.core.trust import Trust, resolve_trust
@@ -141,11 +142,12 @@ def load_policy(pkg_dir: str | Path) -> dict[str, Any]:
 
 
 class Package:
-    """A read-only view of a verified package directory (use verify_package to obtain one).
+    """A read-only view of a verified package (use verify_package to obtain one).
 
-    Its manifest and id are the ones `verification` established, never read again from the
-    folder. When built from a .tar.gz, the extracted copy lives as long as this object (or
-    `close()`).
+    Its manifest and id are the ones `verification` established, never read again. `dir` is
+    the package as the user named it (folder or .tar.gz), what messages name; `root` is where
+    its files are read: from verify_package, a private copy of exactly the bytes that were
+    verified, which lives as long as this object (or `close()`).
     """
 
     def __init__(
@@ -153,14 +155,16 @@ class Package:
         pkg_dir: str | Path,
         verification: Verification,
         _tmp: tempfile.TemporaryDirectory | None = None,
+        root: str | Path | None = None,
     ) -> None:
         self.dir = Path(pkg_dir)
+        self.root = self.dir if root is None else Path(root)
         self.verification = verification
         self._tmp = _tmp
         self.manifest: dict[str, Any] = verification.manifest
 
     def close(self) -> None:
-        """Delete the extracted copy of a .tar.gz package (no-op for a directory)."""
+        """Delete the private copy (no-op for a view without one)."""
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -168,15 +172,31 @@ class Package:
     def __enter__(self) -> Package:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is not None:
+            self._shown(exc)
         self.close()
+
+    def _shown(self, e: BaseException) -> None:
+        """An fpgaprint error's message (changed in place) naming `dir`, not the private copy."""
+        if (self.root != self.dir and isinstance(e, FpgaprintError) and len(e.args) == 1
+                and isinstance(e.args[0], str)):
+            e.args = (e.args[0].replace(str(self.root), str(self.dir)),)
+
+    def _read(self, load, *args: Any, **kw: Any) -> Any:
+        """`load(*args, **kw)` of a file in `root`; its error names `dir` (`_shown`)."""
+        try:
+            return load(*args, **kw)
+        except FpgaprintError as e:
+            self._shown(e)
+            raise
 
     def __repr__(self) -> str:
         return f"Package({str(self.dir)!r}, id={self.package_id[:12]})"
 
     def path(self, rel: str) -> Path:
-        """Absolute path of a package file given its manifest path."""
-        return self.dir / rel
+        """Path of a package file (in `root`) given its manifest path."""
+        return self.root / rel
 
     def _field(self, key: str) -> Any:
         try:
@@ -203,18 +223,19 @@ class Package:
 
     @property
     def golden_path(self) -> Path:
-        return self.dir / GOLDEN
+        return self.root / GOLDEN
 
     def golden(self):
         """The package's golden model (`core.golden.GoldenModel`), its raw output as the io
         names it."""
         from fpgaprint.core.golden import GoldenModel
 
-        return GoldenModel(self.golden_path, raw_output=self.io["raw_output"]["name"])
+        return self._read(GoldenModel, self.golden_path,
+                          raw_output=self.io["raw_output"]["name"])
 
     @property
     def header_path(self) -> Path:
-        return self.dir / HEADER
+        return self.root / HEADER
 
     @property
     def bitstream_sha256(self) -> str | None:
@@ -227,11 +248,11 @@ class Package:
 
     def vectors(self) -> dict[str, np.ndarray]:
         """The arrays of selftest/vectors.npz (int64)."""
-        return load_vectors(self.dir)
+        return self._read(load_vectors, self.root)
 
     def policy(self) -> dict[str, Any]:
         """The parsed selftest/policy.json."""
-        return load_policy(self.dir)
+        return self._read(load_policy, self.root)
 
     def bist_window(self) -> tuple[int, int] | None:
         """(base, size) of the BIST slave's AXI-lite window in the package's bitstream, from
@@ -274,7 +295,7 @@ class Package:
 
         if BIST_JSON not in (self.manifest.get("files") or {}):
             return None
-        return load_spec(self.dir / BIST_JSON)
+        return self._read(load_spec, self.root / BIST_JSON)
 
 def check_io(io_: Any) -> dict[str, Any]:
     if not isinstance(io_, dict):
@@ -313,6 +334,23 @@ def check_consistency(vectors: dict[str, np.ndarray], io_: dict[str, Any], where
         raise InputError(f"{where}: {VECTORS}: golden_raw has {vectors['golden_raw'].shape[1]} "
                          f"values per vector, io.raw_output.shape says {raw}")
 
+
+def check_summary(summary: Any, policy: dict[str, Any], where: str) -> None:
+    """The manifest's self-test summary (what `describe` shows) says what the package's files
+    do: its `count` the vectors', its `checks` and any other policy field it repeats the
+    policy's (`policy` as `check_policy` returns it). InputError naming the field otherwise."""
+    if not isinstance(summary, dict):
+        raise InputError(f"{where}: 'selftest' must be an object (count, checks, header, crc32)")
+    stated = {**policy, **Policy.from_dict(policy).to_dict()}
+    for key in ("count", "checks", *sorted(set(summary) & set(stated) - {"count", "checks",
+                                                                         "header", "crc32"})):
+        got, want = summary.get(key), stated[key]
+        if json.dumps(got, sort_keys=True) != json.dumps(want, sort_keys=True):
+            says = (f"{VECTORS} holds {want} vectors" if key == "count"
+                    else f"{POLICY} says {want!r}")
+            raise InputError(f"{where}: selftest.{key} is {got!r} but {says}")
+
+
 # ---------------------------------------------------------------- verify
 
 
@@ -327,6 +365,7 @@ def _check_contents(pkg: Package) -> None:
     check_consistency(vectors, io_, str(pkg.dir))
     policy = check_policy(pkg.policy(), int(vectors["inputs"].shape[0]), f"{pkg.dir}: {POLICY}")
     check_source_outputs(vectors, policy, str(pkg.dir))
+    check_summary(pkg.manifest.get("selftest"), policy, f"{pkg.dir}: {MANIFEST}")
     pkg.bist_window()
     want = pkg.selftest_crc32
     got = carrays.crc32s(vectors, io_["input"]["datatype"], io_["raw_output"]["datatype"])
@@ -338,7 +377,6 @@ def _check_contents(pkg: Package) -> None:
 
 MAX_PACKAGE_BYTES = 4 << 30  # overall cap on what an archive may declare and extract
 MAX_MEMBERS = 10_000
-_CHUNK = 1 << 20
 
 
 def _member_rel(archive: Path, m: tarfile.TarInfo) -> str:
@@ -449,49 +487,26 @@ def _extract(archive: Path, tar: tarfile.TarFile, members, prefix: str, dest: Pa
         limit = sizes[inner] if sizes is not None else max_bytes - written
         out = dest / inner
         out.parent.mkdir(parents=True, exist_ok=True)
-        src = tar.extractfile(m)
-        h = hashlib.sha256()
-        n = 0
-        with open(out, "xb") as f:
-            while chunk := src.read(_CHUNK):
-                n += len(chunk)
-                if n > limit:
-                    raise InputError(f"{archive}: {inner} is longer than the manifest allows "
-                                     f"({limit} B)")
-                h.update(chunk)
-                f.write(chunk)
-        written += n
-        if h.hexdigest() != files[inner]:
-            raise InputError(f"{archive}: file changed: {inner} (sha256 {h.hexdigest()}, "
-                             f"manifest says {files[inner]})")
+        written += copy_checked(tar.extractfile(m), out, files[inner], limit, archive, inner)
     missing = sorted(set(files) - checked["names"])
     if missing:
         raise InputError(f"{archive}: missing file {missing[0]} (listed in {MANIFEST})")
 
 
-def _safe_extract(archive: Path, trust: Trust, max_bytes: int = MAX_PACKAGE_BYTES
-                  ) -> tuple[tempfile.TemporaryDirectory, Path, Verification]:
-    """Extract a package archive into a temp dir: manifest and signature read and verified
-    first, then only the listed files, each checked against its listed size and hash while it
-    streams (so the extracted copy needs no second pass); returns (temp dir, package root,
-    what the verification established)."""
-    tmp = tempfile.TemporaryDirectory(prefix="fpgaprint-pkg-")
+def _safe_extract(archive: Path, root: Path, trust: Trust, max_bytes: int = MAX_PACKAGE_BYTES
+                  ) -> Verification:
+    """Extract a package archive into the empty folder `root`: manifest and signature read and
+    verified first, then only the listed files, each checked against its listed size and hash
+    while it streams (so the extracted copy needs no second pass); returns what the
+    verification established."""
     try:
-        root = Path(tmp.name) / "package"
-        root.mkdir()
-        try:
-            with tarfile.open(archive, "r:*") as tar:
-                members, prefix, manifest, sig, checked = _scan(archive, tar, trust, max_bytes)
-                _extract(archive, tar, members, prefix, root, checked, max_bytes)
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-            raise InputError(f"{archive}: not a readable package archive ({e})") from None
-        (root / MANIFEST).write_bytes(manifest)
-        if sig is not None:
-            (root / SIGNATURE).write_bytes(sig)
-        return tmp, root, checked["verification"]
-    except BaseException:
-        tmp.cleanup()
-        raise
+        with tarfile.open(archive, "r:*") as tar:
+            members, prefix, manifest, sig, checked = _scan(archive, tar, trust, max_bytes)
+            _extract(archive, tar, members, prefix, root, checked, max_bytes)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise InputError(f"{archive}: not a readable package archive ({e})") from None
+    write_head(root, manifest, sig)
+    return checked["verification"]
 
 
 def verify_package(
@@ -506,27 +521,36 @@ def verify_package(
 
     Checks the signature under the host's trust anchors (`trusted_key`, else the trust store;
     see `fpgaprint.core.trust`), every file size and hash, no unlisted files, the required
-    files, and the self-test arrays against io and their CRC-32s. An archive is extracted
-    only after its manifest and signature verify, and only the files they list.
+    files, the self-test arrays against io and their CRC-32s, and the manifest's self-test
+    summary against them. Each listed file is copied into a private temporary folder (mode
+    0700) as it is hashed, an archive's only after its manifest and signature verify; the
+    Package reads only that copy, so a package changed on disk afterwards changes nothing.
     Raises InputError naming what failed and where.
     """
     if trust is None:
         trust = resolve_trust(trusted_key, allow_unpinned, allow_unsigned)
     src = Path(dir_or_tar)
-    if src.is_dir():
+    is_dir = src.is_dir()
+    if is_dir:
         _check_is_package(src)
-        tmp, root = None, src
-        verification = verify_manifest(src, trust=trust)
-    elif src.is_file():
-        tmp, root, verification = _safe_extract(src, trust, max_bytes)
-    else:
+    elif not src.is_file():
         raise InputError(f"{src}: package not found (expected a directory or a .tar.gz)")
+    tmp = tempfile.TemporaryDirectory(prefix="fpgaprint-pkg-")
     try:
-        pkg = Package(root, verification, tmp)
+        root = Path(tmp.name) / "package"
+        root.mkdir()
+        if is_dir:
+            try:
+                verification = verify_manifest(src, trust=trust, copy_to=root)
+            except OSError as e:
+                raise InputError(f"{src}: cannot copy the package into a private folder under "
+                                 f"{tempfile.gettempdir()} ({e.strerror or e})") from None
+        else:
+            verification = _safe_extract(src, root, trust, max_bytes)
+        pkg = Package(src, verification, tmp, root)
         _check_contents(pkg)
     except BaseException:
-        if tmp is not None:
-            tmp.cleanup()
+        tmp.cleanup()
         raise
     return pkg
 

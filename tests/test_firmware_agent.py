@@ -205,8 +205,7 @@ def test_agent_header_tail_steps_and_refusals(fw_package, keypair, tmp_path):
 
     with verify_package(fw_package, trusted_key=keypair[1]) as pkg:
         steps = cagent.tail_steps(pkg)
-        io, golden = pkg.io, pkg.golden_path
-    model = ModelWrapper(str(golden))
+        io, model = pkg.io, ModelWrapper(str(pkg.golden_path))
     tail = [n for n in model.graph.node if not n.domain]
     assert [op for op, _ in steps] == [{"Mul": "FPA_TAIL_MUL", "Add": "FPA_TAIL_ADD"}[n.op_type]
                                        for n in tail]

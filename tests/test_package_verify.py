@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import tarfile
@@ -49,7 +50,9 @@ def test_round_trip(pkg_dir, keypair):
     assert sorted(pkg.manifest["files"]) == CONTENT_FILES
     assert pkg.board == "Pynq-Z1" and pkg.name == "digits-mlp"
     assert pkg.io["input"]["datatype"] == "UINT8"
-    assert pkg.golden_path == pkg_dir / "model/golden.onnx"
+    assert pkg.dir == pkg_dir and pkg.root != pkg_dir  # read from the verified private copy
+    assert pkg.golden_path == pkg.root / "model/golden.onnx"
+    assert pkg.golden_path.read_bytes() == (pkg_dir / "model/golden.onnx").read_bytes()
     assert pkg.bitstream_sha256 == __import__("hashlib").sha256(
         (pkg_dir / "hw/top.bit").read_bytes()).hexdigest()
     want = make_vectors()
@@ -171,6 +174,50 @@ def test_resigned_by_attacker_only_caught_when_pinned(pkg_dir, keypair, tmp_path
         verify_package(pkg_dir, trusted_key=keypair[1])
 
 
+# ---------------------------------------------------------------- the manifest's self-test summary
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("checks", ["exact", "fingerprint", "onchip"],
+     r"selftest/policy\.json says \['exact', 'fingerprint'\]"),
+    ("checks", ["fingerprint", "exact"], r"selftest/policy\.json says \['exact', 'fingerprint'\]"),
+    ("count", 100, r"selftest/vectors\.npz holds 6 vectors"),
+    ("count", None, r"selftest/vectors\.npz holds 6 vectors"),
+    ("fingerprint_threshold", 0.95, r"selftest/policy\.json says 0\.8"),
+])
+def test_a_summary_that_disagrees_with_the_selftest_files_is_refused(pkg_dir, keypair, field,
+                                                                     value, says):
+    """What `package verify` prints as the self-test (manifest selftest) is what the policy and
+    vectors say; a field the summary repeats from the policy must agree too."""
+    resign(pkg_dir, keypair[0], edit=lambda m: m["selftest"].__setitem__(field, value))
+    with pytest.raises(InputError) as e:
+        verify_package(pkg_dir, trusted_key=keypair[1])
+    assert re.fullmatch(rf"{re.escape(str(pkg_dir))}: manifest\.json: selftest\.{field} is "
+                        rf"{re.escape(repr(value))} but {says}", str(e.value)), str(e.value)
+
+
+def test_a_summary_is_an_object_and_may_repeat_policy_fields(pkg_dir, keypair):
+    resign(pkg_dir, keypair[0], edit=lambda m: m["selftest"].update(
+        fingerprint_threshold=0.8, algorithm="robust"))
+    verify_package(pkg_dir, trusted_key=keypair[1])
+    resign(pkg_dir, keypair[0], edit=lambda m: m.__setitem__("selftest", ["exact"]))
+    with pytest.raises(InputError, match=r"pkg: manifest\.json: 'selftest' must be an object"):
+        verify_package(pkg_dir, trusted_key=keypair[1])
+
+
+def test_a_weak_policy_under_a_strong_summary_is_one_line_exit_2(pkg_dir, keypair, run_cli):
+    """Signed, but its summary says exact, fingerprint, onchip while its policy is the
+    fingerprint check at threshold 0: it printed OK with the misleading summary."""
+    (pkg_dir / "selftest/policy.json").write_text(
+        '{"checks": ["fingerprint"], "fingerprint_threshold": 0.0}')
+    resign(pkg_dir, keypair[0], edit=lambda m: m["selftest"].update(
+        checks=["exact", "fingerprint", "onchip"]))
+    code, out, err = run_cli("package", "verify", pkg_dir, "--trusted-key", keypair[1])
+    assert code == 2 and out == "", out
+    assert err == (f"error: {pkg_dir}: manifest.json: selftest.checks is ['exact', "
+                   "'fingerprint', 'onchip'] but selftest/policy.json says ['fingerprint']\n")
+
+
 def test_unsafe_path_in_manifest_refused(tmp_path):
     build_package(tmp_path / "pkg", None, allow_unsigned=True)
     m = json.loads((tmp_path / "pkg/manifest.json").read_text())
@@ -187,7 +234,8 @@ def test_tar_round_trip(tmp_path, keypair):
         names = sorted(m.name for m in tar.getmembers() if m.isfile())
     assert names == sorted(f"pkg/{f}" for f in ALL_FILES)
     with verify_package(archive, trusted_key=keypair[1]) as pkg:
-        extracted = pkg.dir
+        extracted = pkg.root
+        assert pkg.dir == archive  # what messages name
         assert pkg.package_id == built.package_id
         np.testing.assert_array_equal(pkg.vectors()["golden_raw"], make_vectors()[1])
         assert pkg.golden_path.read_bytes() == (tmp_path / "pkg/model/golden.onnx").read_bytes()
