@@ -182,12 +182,12 @@ def challenge_plan(pkg: "Package", fp_path: str | Path, rng: np.random.Generator
                              f"{fp.grid.describe()}, the package's is {grid.describe()}")
     if len(fp) == 0:
         raise InputError(f"{fp_path}: empty challenge set")
+    check_disjoint(pkg, fp.inputs_int, fp_path)
     own_count = len(base_plan.expected)
     if len(fp) < own_count:
         raise InputError(f"{fp_path}: {len(fp)} challenge vectors, fewer than the package's "
                          f"{own_count} self-test vectors: a challenge PASS must rest on at least "
                          "as many answers as the self-test's; use a larger set")
-    check_disjoint(pkg, fp.inputs_int, fp_path)
     golden = pkg.golden()
     golden_raw, golden_labels, classes = golden_answers(pkg, fp.inputs_int, golden)
     bad = np.flatnonzero((fp.labels < 0) | (fp.labels >= classes))

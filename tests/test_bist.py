@@ -237,7 +237,7 @@ def test_onchip_rule_never_passes_without_a_finished_matching_run(bist_package):
     forged = {**good, "signature": 5, "expected_signature": 5}
     assert onchip_check(forged, spec).status == FAIL
     v = load_vectors(pkg)
-    ev = evaluate(v["golden_raw"], v["expected_labels"], v, Policy(("exact", "onchip")),
+    ev = evaluate(v["golden_raw"], v["golden_labels"], v, Policy(("exact", "onchip")),
                   onchip=None, bist=spec)
     assert ev.status == NO_VERDICT and ev.check("onchip").status == NO_VERDICT
     with pytest.raises(InputError, match="no BIST"):
