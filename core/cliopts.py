@@ -79,6 +79,9 @@ def port_option(f):
                             "socket://HOST:PORT, rfc2217://HOST:PORT)")(f)
 
 
+MAX_PORT = 512  # characters of a port or URL (results databases keep it)
+
+
 def check_port_url(url: str, flag: str = "--port") -> str:
     """A device path or a pyserial URL whose scheme pyserial knows; socket:// and rfc2217://
     need HOST:PORT."""
@@ -88,6 +91,8 @@ def check_port_url(url: str, flag: str = "--port") -> str:
                          "URL (socket://HOST:PORT, rfc2217://HOST:PORT)")
     if "\x00" in text:
         raise InputError(f"{flag} {url!r}: contains a NUL byte")
+    if len(text) > MAX_PORT:
+        raise InputError(f"{flag} {text[:40]!r}…: longer than {MAX_PORT} characters")
     if "://" not in text:
         return text
     scheme = text.split("://", 1)[0].lower()

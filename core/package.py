@@ -354,7 +354,14 @@ def check_summary(summary: Any, policy: dict[str, Any], where: str) -> None:
 # ---------------------------------------------------------------- verify
 
 
+MAX_NAME = 256  # characters of a package's name (results databases keep it)
+
+
 def _check_contents(pkg: Package) -> None:
+    name = pkg.manifest.get("name")
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME or not name.isprintable():
+        raise InputError(f"{pkg.dir}: {MANIFEST}: 'name' must be printable text of 1 to "
+                         f"{MAX_NAME} characters, got {str(name)[:40]!r}")
     files = pkg.manifest.get("files", {})
     for req in (*REQUIRED, HEADER):
         if req not in files:

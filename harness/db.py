@@ -71,7 +71,9 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from fpgaprint.core.atomic import write_atomic
+from fpgaprint.core.cliopts import MAX_PORT
 from fpgaprint.core.errors import InputError
+from fpgaprint.core.package import MAX_NAME
 from fpgaprint.harness.commands import HASH_HEX, MAX_TEXT
 from fpgaprint.harness.verdict import NO_VERDICT, BoardOutcome, overall
 
@@ -270,7 +272,7 @@ class Run(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     station: Mapped[str] = mapped_column(String(128))
     package_id: Mapped[str] = mapped_column(String(HASH_HEX), index=True)
-    package_name: Mapped[str] = mapped_column(String(256), default="")
+    package_name: Mapped[str] = mapped_column(String(MAX_NAME), default="")
     ports: Mapped[list] = mapped_column(JSON)
     started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
@@ -291,7 +293,7 @@ class BoardResult(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("accept_runs.id"), index=True)
-    port: Mapped[str] = mapped_column(String(512))
+    port: Mapped[str] = mapped_column(String(MAX_PORT))
     # what the board reported, as the host's identity check accepts it (harness.commands)
     serial: Mapped[str | None] = mapped_column(String(MAX_TEXT), index=True)
     board: Mapped[str | None] = mapped_column(String(MAX_TEXT))

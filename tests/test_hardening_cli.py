@@ -152,6 +152,14 @@ def test_an_unwritable_output_folder_is_refused_before_any_work(argv):
         shutil.rmtree(top)
 
 
+def test_a_port_longer_than_a_results_database_keeps_is_refused(run_cli, digits_package, keypair):
+    port = "/dev/" + "p" * 600
+    code, out, err = run_cli("verify", "--port", port, "--package", digits_package,
+                             "--trusted-key", keypair[1])
+    assert code == 2 and out == ""
+    assert _lines(err) == [f"error: --port {port[:40]!r}…: longer than 512 characters"]
+
+
 def test_an_output_file_on_a_file_system_that_takes_no_files_is_refused_before_the_board(
         run_cli, digits_package, keypair, tmp_path):
     """/proc takes no new files, though it reports itself writable to root: the report's

@@ -196,6 +196,15 @@ def test_a_summary_that_disagrees_with_the_selftest_files_is_refused(pkg_dir, ke
                         rf"{re.escape(repr(value))} but {says}", str(e.value)), str(e.value)
 
 
+@pytest.mark.parametrize("name", ["x" * 257, "", "a\x1b[2Jb", 7])
+def test_a_package_name_is_bounded_printable_text(pkg_dir, keypair, name):
+    """Shown on terminals and kept by results databases: 1 to 256 printable characters."""
+    resign(pkg_dir, keypair[0], edit=lambda m: m.__setitem__("name", name))
+    with pytest.raises(InputError, match=r"manifest\.json: 'name' must be printable text of 1 "
+                                         r"to 256 characters"):
+        verify_package(pkg_dir, trusted_key=keypair[1])
+
+
 def test_a_summary_is_an_object_and_may_repeat_policy_fields(pkg_dir, keypair):
     resign(pkg_dir, keypair[0], edit=lambda m: m["selftest"].update(
         fingerprint_threshold=0.8, algorithm="robust"))
