@@ -6,10 +6,14 @@ in its own transaction, so a run that is killed keeps every result committed bef
 database refuses even after the store's retries is spooled to the journal, never lost; one it
 refuses for good (its schema, a constraint) is spooled marked `rejected`, with why. The run is
 claimed by this process (`ResultStore.claim`) and kept claimed by a heartbeat while boards run.
+
+Every port is a different board: two ports that name one device (a symlink and its target) are
+refused before any board is touched.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -74,11 +78,13 @@ def resume(store: ResultStore, run_id: int, package_id: str, mode: str,
         raise InputError(f"--resume {run_id}: run {run_id} verified boards in {other[0]} "
                          f"mode, not {mode}: resume it in the same mode")
     done = {r["port"] for r in run["results"]}
-    todo = [p for p in run["ports"] if p not in done]
     if ports is not None:
-        again = [p for p in ports if p in done]
+        devices = {device(p): p for p in done}
+        again = [p for p in ports if device(p) in devices]
         if again:
-            raise InputError(f"--ports: {again[0]} already has a result in run {run_id}; "
+            same = devices[device(again[0])]
+            alias = "" if same == again[0] else f" (as {same}: the same device)"
+            raise InputError(f"--ports: {again[0]} already has a result in run {run_id}{alias}; "
                              "give the ports of the boards still to verify")
     store.claim(run_id)
     run = store.run(run_id)  # what a process that held the run before committed
@@ -91,16 +97,35 @@ def resume(store: ResultStore, run_id: int, package_id: str, mode: str,
     return Resumed(todo, [r["status"] for r in run["results"]], run["station"])
 
 
+def device(port: str) -> str:
+    """What a port reaches, for telling boards apart: a device path's real path (a symlink
+    and its target, /dev//pts/9 and /dev/pts/9 are one device); a URL (socket://,
+    rfc2217://, …) as given."""
+    return port if "://" in port else os.path.realpath(port)
+
+
+def check_distinct(ports: Sequence[str], flag: str = "--ports") -> None:
+    """InputError (one line) if a port is given twice or two ports name the same device."""
+    dup = sorted({p for p in ports if list(ports).count(p) > 1})
+    if dup:
+        raise InputError(f"{flag}: port {dup[0]} given more than once")
+    seen: dict[str, str] = {}
+    for p in ports:
+        first = seen.setdefault(device(p), p)
+        if first != p:
+            raise InputError(f"{flag}: {first} and {p} are the same device ({device(p)}): "
+                             "give each board once")
+
+
 def parse_ports(spec: str) -> list[str]:
-    """`A,B,...` → list of port URLs; empty or duplicate entries are an InputError."""
+    """`A,B,...` → list of port URLs; empty or duplicate entries, and two entries naming the
+    same device, are an InputError."""
     ports = [p.strip() for p in spec.split(",")]
     if not spec.strip() or any(not p for p in ports):
         raise InputError(f"--ports {spec!r}: expected a comma-separated list of port URLs")
     for p in ports:
         check_port_url(p, "--ports")
-    dup = sorted({p for p in ports if ports.count(p) > 1})
-    if dup:
-        raise InputError(f"--ports: port {dup[0]} given more than once")
+    check_distinct(ports)
     return ports
 
 
@@ -134,6 +159,7 @@ def accept(
     With `run_id`, the boards are added to that run (a resumed run); `earlier` holds the
     statuses of its results committed before, and the run's status covers them too.
     """
+    check_distinct(ports)  # before the run is started or a board touched
     if run_id is None:
         run_id = store.start_run(station, pkg.package_id, pkg.manifest.get("name", ""), ports)
     plans = {p: plan_for(p) for p in ports}

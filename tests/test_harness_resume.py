@@ -205,3 +205,23 @@ def test_a_result_the_run_already_holds_another_of_is_kept_marked(digits_package
     (kept,) = journal.entries()
     assert kept["outcome"]["status"] == PASS and "UNIQUE" in kept["rejected"]
     assert "retrying" not in caplog.text
+
+
+def test_resume_refuses_another_name_of_a_port_with_a_result(digits_package, keypair,
+                                                             tmp_path, run_cli):
+    """Ports were compared as strings: a symlink to a board that has its result was taken for
+    a board still to verify."""
+    pkg = load_package(digits_package, keypair[1])
+    url = f"sqlite:///{tmp_path}/r.db"
+    real, alias = tmp_path / "ttyS7", tmp_path / "board-7"
+    real.write_text("")
+    alias.symlink_to(real)
+    with ResultStore(url) as store:
+        run = store.start_run("station", pkg.package_id, "digits-mlp", [str(real), B])
+        store.record(run, BoardOutcome(port=str(real), status=FAIL, reason="earlier",
+                                       package_id=pkg.package_id, package_name="digits-mlp"))
+    code, out, err = run_cli("accept", "--resume", run, "--ports", alias, "--package",
+                             digits_package, "--trusted-key", keypair[1], "--db", url)
+    assert code == 2, out + err
+    assert err == (f"error: --ports: {alias} already has a result in run {run} (as {real}: "
+                   "the same device); give the ports of the boards still to verify\n")

@@ -402,3 +402,31 @@ def test_resume_finishes_a_run_left_running(digits_package, keypair, tmp_path):
     assert run["status"] == "PASS" and sorted(x["serial"] for x in run["results"]) == ["R1", "R2"]
     again = run_fpgaprint("accept", "--resume", first, *common, timeout=180)
     assert again.returncode == 0 and f"run {first} in" in again.stdout
+
+
+# ---------------------------------------------------------------- 10. boards told apart
+
+
+def test_accept_refuses_two_ports_that_name_one_device(run_cli, digits_package, keypair,
+                                                       tmp_path):
+    """A board reached through a symlink and its target was accepted as two boards."""
+    from fpgaprint.core.errors import InputError
+    from fpgaprint.harness.accept import parse_ports
+
+    alias = tmp_path / "ttyAlias"
+    alias.symlink_to("/dev/null")
+    db = tmp_path / "acc.db"
+    code, out, err = run_cli("accept", "--ports", f"/dev/null,{alias}", "--package",
+                             digits_package, "--trusted-key", keypair[1], "--db",
+                             f"sqlite:///{db}")
+    assert code == 2 and out == "", out + err
+    assert err == (f"error: --ports: /dev/null and {alias} are the same device (/dev/null): "
+                   "give each board once\n")
+    assert not db.exists()  # refused before the database or any board
+    with pytest.raises(InputError, match="/dev/null and /dev//null are the same device"):
+        parse_ports("/dev/null,/dev//null")
+    with pytest.raises(InputError, match="port /dev/null given more than once"):
+        parse_ports("/dev/null,/dev/null")
+    # URLs are compared as given: another name of a host may be another server
+    assert parse_ports("socket://localhost:5000,socket://127.0.0.1:5000") == [
+        "socket://localhost:5000", "socket://127.0.0.1:5000"]
