@@ -186,7 +186,8 @@ def accept(
 
     with progress, ExitStack() as stack, \
             ThreadPoolExecutor(max_workers=len(ports), thread_name_prefix="board") as ex:
-        boards = _Boards(progress, ports, {p: len(plans[p].order) for p in ports})
+        boards = _Boards(progress, ports, {p: len(plans[p].order) for p in ports},
+                         markup=console is not None and console.is_terminal)
         stack.callback(boards.close)
         futures: dict[Future, str] = {
             ex.submit(verify_board, p, pkg, plans[p], settings, client_factory,
@@ -223,9 +224,13 @@ def accept(
 
 
 class _Boards:
-    """One progress task per board (`fpgaprint.core.progress`), ended with its verdict."""
+    """One progress task per board (`fpgaprint.core.progress`), ended with its verdict.
+    `markup`: the progress is drawn by rich (on a terminal), whose detail column reads markup,
+    so the board's serial in it is escaped; off a terminal the lines are printed as they are."""
 
-    def __init__(self, progress: Progress, ports: list[str], totals: dict[str, int]):
+    def __init__(self, progress: Progress, ports: list[str], totals: dict[str, int],
+                 markup: bool = False):
+        self.markup = markup
         self.stacks = {p: ExitStack() for p in ports}
         self.tasks = {p: self.stacks[p].enter_context(progress.task(f"board {p}", totals[p]))
                       for p in ports}
@@ -233,10 +238,16 @@ class _Boards:
     def advancer(self, port: str) -> Callable[[int], None]:
         return lambda n: self.tasks[port].advance(n, line=False)
 
-    def finish(self, o: BoardOutcome, committed: bool = True) -> None:
-        serial = f" {o.serial}" if o.serial else ""
+    def detail(self, o: BoardOutcome, committed: bool = True) -> str:
+        """The task's last detail: the board's verdict, serial and where its result went."""
+        from rich.markup import escape
+
+        serial = f" {escape(str(o.serial)) if self.markup else o.serial}" if o.serial else ""
         where = "committed" if committed else "spooled to the journal"
-        self.tasks[o.port].update(detail=f"{o.status}{serial} ({where})", line=False)
+        return f"{o.status}{serial} ({where})"
+
+    def finish(self, o: BoardOutcome, committed: bool = True) -> None:
+        self.tasks[o.port].update(detail=self.detail(o, committed), line=False)
         self.stacks[o.port].close()
 
     def close(self) -> None:

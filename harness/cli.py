@@ -104,7 +104,8 @@ def _rng() -> np.random.Generator:
 
 
 def _write_reports(writers: list[tuple[str, Path | None, Callable[[], None]]]) -> list[str]:
-    """Write every report; one error line per report that could not be written."""
+    """Write every report; one error line per report that could not be written (whatever the
+    error's message: a plotting library's may run over several lines)."""
     errors = []
     for flag, path, write in writers:
         if path is None:
@@ -112,7 +113,12 @@ def _write_reports(writers: list[tuple[str, Path | None, Callable[[], None]]]) -
         try:
             write()
         except Exception as e:  # a report must never cost the verdict
-            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            if isinstance(e, OSError) and e.strerror:
+                why = e.strerror
+            else:
+                text = " ".join(str(e).split())
+                why = f"{type(e).__name__}: {text}" if text else type(e).__name__
+                why = why if len(why) <= 300 else why[:299] + "…"
             errors.append(f"{flag} {path}: the report could not be written ({why})")
     return errors
 
@@ -210,7 +216,12 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
     from fpgaprint.harness.accept import default_station
     from fpgaprint.harness.accept import resume as resume_run
     from fpgaprint.harness.db import Journal, ResultStore
-    from fpgaprint.harness.reports import accept_table, write_accept_html, write_accept_junit
+    from fpgaprint.harness.reports import (
+        accept_table,
+        plain,
+        write_accept_html,
+        write_accept_junit,
+    )
 
     if ports is None and resume is None:
         raise InputError("--ports: required (a comma-separated list of port URLs) unless "
@@ -228,7 +239,8 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
         spool = Journal(journal or Journal.default_path(db_url))
         replayed = store.replay(spool)
         if replayed.committed:
-            console.print(f"committed {replayed.committed} spooled result(s) from {spool.path}")
+            console.print(plain(f"committed {replayed.committed} spooled result(s) from "
+                                f"{spool.path}"))
         if replayed.held:
             warn(f"{spool.path} keeps {replayed.held} result(s) the database refused (each "
                  "with why, under \"rejected\")")
@@ -247,8 +259,8 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
             mode = "challenge" if challenge else "selftest"
             resumed = resume_run(store, resume, pkg.package_id, mode, ports)
             if resumed.finished:
-                console.print(f"run {resume} in {store.url} is finished: "
-                              f"[bold]{resumed.finished}[/]")
+                console.print(plain(f"run {resume} in {store.url} is finished: ")
+                              + plain(resumed.finished, "bold"))
                 _raise_for(resumed.finished, f"run {resume} finished as {resumed.finished}")
                 return
             run_id, station = resume, station or resumed.station
@@ -276,7 +288,8 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
             ("--html", html, lambda: write_accept_html(html, result.outcomes, meta, threshold)),
         ])
     console.print(accept_table(result.outcomes))
-    console.print(f"run {result.run_id} in {db_shown}: [bold]{result.status}[/]")
+    console.print(plain(f"run {result.run_id} in {db_shown}: ")
+                  + plain(result.status, "bold"))
     if result.spooled:
         errors.append(f"--db {db_shown}: {result.db_error}; {', '.join(result.spooled)} "
                       f"spooled to {spool.path}: committed at the next `fpgaprint accept` with "

@@ -449,7 +449,15 @@ def markdown(doc: dict[str, Any]) -> str:
 
 
 def plots(doc: dict[str, Any]) -> dict[str, str]:
-    """Base64 PNGs (keys of CAPTIONS) in the acceptance report's palette."""
+    """Base64 PNGs (keys of CAPTIONS) in the acceptance report's palette. Their labels quote
+    stations, packages and link errors (board text) as they are (`reports.plain_plots`)."""
+    from fpgaprint.harness.reports import plain_plots
+
+    with plain_plots():
+        return _plots(doc)
+
+
+def _plots(doc: dict[str, Any]) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -636,12 +644,15 @@ def summary_table(doc: dict[str, Any]):
     for row, g in zip(_yield_rows(doc["stations"]), doc["stations"].values()):
         ys = [Text(cell, STYLE.get(yield_status(g[k]) or "", "")) for cell, k in
               zip(row[-2:], ("first_pass_yield", "final_yield"))]
-        t.add_row(*row[:-2], *ys)
+        t.add_row(*(Text(cell) for cell in row[:-2]), *ys)  # a station name is plain text
     return t
 
 
-def not_passed_lines(doc: dict[str, Any]) -> list[str]:
-    """One line per board that has not passed (printed whole, never cut to the terminal)."""
-    return [f"not passed: {b['board']}: {b['status']} at {b['station']} (run {b['run']}, "
-            f"{b['answered']} answered, trust {b['trust']}): {b['cause']}"
+def not_passed_lines(doc: dict[str, Any]) -> list[Any]:
+    """One line per board that has not passed (printed whole, never cut to the terminal), as
+    rich Text: a serial or cause is printed as it is, never as markup or an emoji code."""
+    from fpgaprint.harness.reports import plain
+
+    return [plain(f"not passed: {b['board']}: {b['status']} at {b['station']} (run {b['run']}, "
+                  f"{b['answered']} answered, trust {b['trust']}): {b['cause']}")
             for b in doc["not_passed"]]

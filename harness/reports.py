@@ -1,17 +1,21 @@
 """Reports: per-vector JSON, JUnit XML (junitparser), HTML with embedded plots, rich summaries.
 
 Every file is written through a temp file and a rename, so a report is either whole or absent.
+Text a board sends (its serial, board name, error messages, the causes quoting them) is data
+everywhere it is shown: a rich Text in a terminal (`plain`: never markup or an emoji code),
+escaped in HTML, and never math or LaTeX in a plot (`plain_plots`).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import re
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from junitparser import Error, Failure, JUnitXml, TestCase, TestSuite
@@ -21,6 +25,25 @@ from fpgaprint.harness.verdict import FAIL, NO_VERDICT, PASS, BoardOutcome, Chec
 
 REPORT_SCHEMA = "fpgaprint-verify-report/1"
 STYLE = {PASS: "bold green", FAIL: "bold red", NO_VERDICT: "bold yellow"}
+
+
+def plain(text: Any, style: str = "") -> Any:
+    """`text` as a rich Text in `style`: printed as it is, never parsed as markup (`[/]`,
+    `[green]`) or emoji codes (`:cd:`), whatever a board put in it."""
+    from rich.text import Text
+
+    return Text(str(text), style)
+
+
+@contextlib.contextmanager
+def plain_plots() -> Iterator[None]:
+    """Matplotlib settings under which every label is drawn as it is: no math text (`$...$`
+    would be parsed, and a malformed one raises) and no LaTeX, whatever the user's rc says.
+    Labels are made and drawn (savefig) inside it."""
+    import matplotlib
+
+    with matplotlib.rc_context({"text.usetex": False, "text.parse_math": False}):
+        yield
 
 
 def verify_report(outcome: BoardOutcome) -> dict[str, Any]:
@@ -263,7 +286,13 @@ def _verdict_sentence(o: BoardOutcome) -> str:
 
 
 def accept_plots(outcomes: list[BoardOutcome], threshold: float | None) -> dict[str, str]:
-    """Base64 PNGs: per-board match rate, time, failing vectors (keys of CAPTIONS)."""
+    """Base64 PNGs: per-board match rate, time, failing vectors (keys of CAPTIONS). Board text
+    in them (serials, ports) is drawn as it is (`plain_plots`)."""
+    with plain_plots():
+        return _accept_plots(outcomes, threshold)
+
+
+def _accept_plots(outcomes: list[BoardOutcome], threshold: float | None) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -424,9 +453,9 @@ def verify_summary(outcome: BoardOutcome) -> Any:
     table = Table(show_header=True, header_style="bold")
     for col in ("check", "result", "pass", "fail", "missing", "detail"):
         table.add_column(col)
-    for c in outcome.verdict.checks if outcome.verdict else []:
-        table.add_row(c.name, Text(c.status, STYLE.get(c.status, "")), str(c.passed),
-                      str(c.failed), str(c.missing), c.detail)
+    for c in outcome.verdict.checks if outcome.verdict else []:  # a detail quotes the board
+        table.add_row(plain(c.name), Text(c.status, STYLE.get(c.status, "")), str(c.passed),
+                      str(c.failed), str(c.missing), plain(c.detail))
     verdict = Text.assemble(("verdict: ", "bold"), (outcome.status, STYLE[outcome.status]),
                             f" ({outcome.duration_s:.2f} s)")
     if outcome.status != PASS:  # the reason, once: the CLI adds no error line after it
@@ -435,7 +464,8 @@ def verify_summary(outcome: BoardOutcome) -> Any:
 
 
 def accept_table(outcomes: list[BoardOutcome], pending: Iterable[str] = ()) -> Any:
-    """A rich table of boards: finished ones with their verdict, pending ones as running."""
+    """A rich table of boards: finished ones with their verdict, pending ones as running.
+    Every cell a board or an operator wrote is plain text."""
     from rich.table import Table
     from rich.text import Text
 
@@ -446,10 +476,10 @@ def accept_table(outcomes: list[BoardOutcome], pending: Iterable[str] = ()) -> A
     for o in outcomes:
         style = STYLE[o.status].replace("bold ", "")
         table.add_row(
-            o.port, str(o.serial or "—"), Text(o.status, STYLE[o.status]), outcome_cause(o),
-            Text(match_text(o), style),
+            plain(o.port), plain(o.serial or "—"), Text(o.status, STYLE[o.status]),
+            plain(outcome_cause(o)), Text(match_text(o), style),
             "" if o.exact_failed is None else str(o.exact_failed), f"{o.duration_s:.2f}",
         )
     for p in pending:
-        table.add_row(p, "", Text("running", "cyan"), "", "", "", "")
+        table.add_row(plain(p), "", Text("running", "cyan"), "", "", "", "")
     return table

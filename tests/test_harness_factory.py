@@ -305,3 +305,30 @@ def test_report_out_under_a_file_is_one_line(tmp_path, run_cli):
     assert code == 2, out + err
     (line,) = err.strip().splitlines()
     assert line.startswith(f"error: --out {tmp_path / 'f' / 'r'}:") and "not a folder" in line
+
+
+def test_board_text_in_the_factory_report_is_data(tmp_path, run_cli):
+    """A link error quoting the board (`$...$`) is a plot label: matplotlib parsed it as math
+    and the report died; a station `[/]` was markup in the console's table; a serial `:cd:`
+    became an emoji in the not-passed line."""
+    from test_harness_reports import outcome, said
+
+    from fpgaprint.harness.db import ResultStore
+
+    url = f"sqlite:///{tmp_path}/acc.db"
+    with ResultStore(url) as store:
+        run = store.start_run("[/]line", "ab" * 32, "$\\pkg$", [])
+        store.record(run, outcome("a", "[/]", flip=3))
+        bad = said("b", "board error: $\\undefined$ [red]x")
+        bad.identity = {"serial": "AB:cd:01"}
+        store.record(run, bad)
+        store.finish_run(run, "FAIL")
+    code, out, err = run_cli("report", "--db", url, "--out", tmp_path / "r")
+    assert code == 0, out + err
+    assert "[/]line" in out and "💿" not in out
+    assert ("not passed: AB:cd:01: NO_VERDICT at [/]line (run 1, 0/12 answered, trust "
+            "unknown): link: board error: $\\undefined$ [red]x") in out
+    page = (tmp_path / "r" / "factory.html").read_text()
+    assert page.count("data:image/png;base64,") == 4  # stations, days, causes, vectors
+    doc = json.loads((tmp_path / "r" / "factory.json").read_text())
+    assert doc["causes"]["link_errors"] == {"board error: $\\undefined$ [red]x": 1}

@@ -4,6 +4,7 @@ validated with lxml against the JUnit format Jenkins and GitLab read (tests/data
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 from pathlib import Path
@@ -241,3 +242,78 @@ def test_accept_table_names_the_cause_and_counts_only_answered_vectors():
     con = Console(record=True, width=200)
     con.print(table)
     assert "None" not in con.export_text()
+
+
+# ---------------------------------------------------------------- board text is data
+
+
+def said(port: str, reason: str, n: int = 12) -> BoardOutcome:
+    """A board that answered HELLO, then only with an error message of its own (`reason`)."""
+    o = unreachable(port, n)
+    o.reason, o.unreachable = reason, False
+    return o
+
+
+def test_board_text_is_never_markup_or_emoji_in_the_tables():
+    """A serial `[/]` passes the printable-text check; as markup it used to raise MarkupError
+    where `accept` prints its table (the verdict was never printed), `[green]` restyled a cell
+    and `:cd:` became an emoji. Serials, ports, causes and check details are printed as they
+    are."""
+    from rich.console import Console
+
+    from fpgaprint.harness.verdict import identity_check
+
+    a = outcome("/dev/pts/[b]9", "[/]", flip=2)
+    b = outcome("p2", "A0:cd:42")
+    c = said("p3", "board error: [green]all fine[/green] :cd:")
+    con = Console(record=True, width=400)
+    con.print(accept_table([a, b, c], pending=["[red]x"]))
+    text = con.export_text()
+    for shown in ("/dev/pts/[b]9", "│ [/] ", "A0:cd:42", "[green]all fine[/green] :cd:",
+                  "[red]x"):
+        assert shown in text, shown
+    assert "💿" not in text
+    # verify's table: a check's detail quotes what the board reported
+    rng = np.random.default_rng(1)
+    raw = rng.integers(-50, 50, size=(4, 10))
+    ans = Answers(4, 10)
+    ans.record(np.arange(4), raw, raw.argmax(1))
+    bad = identity_check({"package_id": "ab" * 32}, {"package_id": "[/][bold]x"})
+    v = decide(Expected(raw.argmax(1), raw, raw.argmax(1)), ans, Policy(("exact",), 0.75),
+               extra_checks=[bad])
+    d = BoardOutcome(port="p", status=v.status, reason=v.reason, package_id="ab" * 32,
+                     identity={"board": "[/]", "serial": ":cd:"}, verdict=v)
+    con = Console(record=True, width=400)
+    con.print(verify_summary(d))
+    text = con.export_text()
+    assert "board reports '[/][bold]x'" in text and "board [/]" in text and "serial :cd:" in text
+
+
+def test_board_progress_detail_shows_the_serial_as_it_is():
+    """On a terminal the boards' progress is drawn by rich, which reads its detail as markup."""
+    from rich.console import Console
+    from rich.text import Text
+
+    from fpgaprint.core.progress import Progress
+    from fpgaprint.harness.accept import _Boards
+
+    o = outcome("p", "[/]", flip=1)
+    terminal = _Boards(Progress(None), ["p"], {"p": 12}, markup=True)
+    assert Text.from_markup(terminal.detail(o)).plain == "FAIL [/] (committed)"
+    log = _Boards(Progress(Console(file=io.StringIO())), ["p"], {"p": 12})
+    assert log.detail(o, committed=False) == "FAIL [/] (spooled to the journal)"
+
+
+@pytest.mark.parametrize("serial", ["$\\undefined$", "$x^{2$", "$$"])
+def test_math_in_a_serial_never_costs_the_html_report(tmp_path, serial):
+    """Serials are tick labels: matplotlib parsed `$...$` as math, and a malformed one raised,
+    so no HTML was written for any board of the run. Nor is a label ever given to LaTeX."""
+    import matplotlib
+
+    outs = [outcome("a", serial, flip=1), outcome("b", "SN-B")]
+    for usetex in (False, True):
+        with matplotlib.rc_context({"text.usetex": usetex}):
+            write_accept_html(tmp_path / "a.html", outs, {"station": "line-1"}, 0.75)
+        page = (tmp_path / "a.html").read_text()
+        assert len(re.findall(r"data:image/png;base64,", page)) == 3
+        assert f"<b>{serial}</b> on a: FAIL" in page

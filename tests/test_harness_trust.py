@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import shutil
 import threading
 import time
@@ -404,7 +405,45 @@ def test_resume_finishes_a_run_left_running(digits_package, keypair, tmp_path):
     assert again.returncode == 0 and f"run {first} in" in again.stdout
 
 
-# ---------------------------------------------------------------- 10. boards told apart
+# ---------------------------------------------------------------- 10. boards told apart; board text
+
+
+def test_accept_prints_and_reports_board_text_as_it_is(run_cli, digits_package, keypair,
+                                                       tmp_path, monkeypatch):
+    """A serial `[/]` made rich raise where the table is printed: exit 2 ("bad input"), no
+    verdict table, no run line. A serial `$...$` made matplotlib raise: no HTML for any board.
+    Any other failure of the HTML report is one line naming it; the verdict stays the exit
+    code."""
+    import fpgaprint.harness.reports as reports
+
+    key = keypair[1]
+    odd = "$\\undefined$ :cd:"
+    with served_boards((digits_package, "--trusted-key", key, "--serial", "[/]",
+                        "--flip-bits", "50", "--seed", "2"),
+                       (digits_package, "--trusted-key", key, "--serial", odd)) as (bad, ok):
+        common = ["--ports", f"{bad.port},{ok.port}", "--package", digits_package,
+                  "--trusted-key", key, "--db", f"sqlite:///{tmp_path}/acc.db"]
+        code, out, err = run_cli("accept", *common, "--html", tmp_path / "a.html",
+                                 "--junit", tmp_path / "a.xml")
+
+        def broken(*a, **kw):
+            raise ValueError("a plotting error\n    ^\nover three lines")
+
+        monkeypatch.setattr(reports, "accept_plots", broken)
+        code2, out2, err2 = run_cli("accept", *common, "--html", tmp_path / "b.html")
+    assert code == 1, out + err
+    assert "error:" not in err, err
+    assert re.search(rf"│ {re.escape(bad.port)} +│ \[/\] +│ FAIL +│ exact:", out), out
+    assert re.search(rf"│ {re.escape(ok.port)} +│ {re.escape(odd)} +│ PASS ", out), out
+    assert "💿" not in out and re.search(r"^run 1 in .*: FAIL$", out, re.M), out
+    page = (tmp_path / "a.html").read_text()
+    assert page.count("data:image/png;base64,") == 3
+    assert f"<b>[/]</b> on {bad.port}: FAIL" in page and f"<b>{odd}</b> on {ok.port}" in page
+    assert code2 == 1 and re.search(r"^run 2 in .*: FAIL$", out2, re.M), out2 + err2
+    assert [line for line in err2.splitlines() if "error" in line or "three" in line] == [
+        f"error: --html {tmp_path / 'b.html'}: the report could not be written (ValueError: "
+        "a plotting error ^ over three lines)"], err2
+    assert not (tmp_path / "b.html").exists()
 
 
 def test_accept_refuses_two_ports_that_name_one_device(run_cli, digits_package, keypair,
