@@ -8,7 +8,10 @@ refuses for good (its schema, a constraint) is spooled marked `rejected`, with w
 claimed by this process (`ResultStore.claim`) and kept claimed by a heartbeat while boards run.
 
 Every port is a different board: two ports that name one device (a symlink and its target) are
-refused before any board is touched.
+refused before any board is touched. A serial reported by boards on two ports of a run is a
+conflict (`AcceptResult.conflicts`): both results are kept as the boards gave them, and none of
+those boards passes on this run (a FAIL stays FAIL, a PASS counts as no verdict), as
+`fpgaprint report` counts them.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from fpgaprint.harness.db import (
     ResultRejected,
     ResultStore,
 )
+from fpgaprint.harness.reports import conflict_reason, serial_conflicts
 from fpgaprint.harness.verdict import NO_VERDICT, BoardOutcome, overall
 from fpgaprint.harness.verify import LinkSettings, Plan, verify_board
 
@@ -50,6 +54,17 @@ class AcceptResult:
     unsaved: list[str] = field(default_factory=list)  # what neither place could keep
     db_error: str | None = None  # why
     rejected: dict[str, str] = field(default_factory=dict)  # refused for good: what -> why
+    conflicts: dict[str, list[str]] = field(default_factory=dict)  # serial -> its ports
+
+    def conflict_of(self) -> dict[str, str]:
+        """Port -> why its board is in a serial conflict, for the reports."""
+        return port_conflicts(self.conflicts, self.run_id)
+
+
+def port_conflicts(conflicts: dict[str, list[str]], run_id: int) -> dict[str, str]:
+    """Port -> why (`reports.conflict_reason`) of `serial -> ports` conflicts."""
+    return {p: conflict_reason(serial, ports, run_id)
+            for serial, ports in conflicts.items() for p in ports}
 
 
 @dataclass
@@ -61,6 +76,7 @@ class Resumed:
     earlier: list[str]
     station: str
     finished: str | None = None  # the run's status when it was finished already
+    earlier_serials: list[tuple[str, str | None]] = field(default_factory=list)  # (port, serial)
 
 
 def resume(store: ResultStore, run_id: int, package_id: str, mode: str,
@@ -94,7 +110,8 @@ def resume(store: ResultStore, run_id: int, package_id: str, mode: str,
         store.set_ports(run_id, [p for p in run["ports"] if p in done] + todo)
     else:
         todo = [p for p in run["ports"] if p not in done]
-    return Resumed(todo, [r["status"] for r in run["results"]], run["station"])
+    return Resumed(todo, [r["status"] for r in run["results"]], run["station"],
+                   earlier_serials=[(r["port"], r["serial"]) for r in run["results"]])
 
 
 def device(port: str) -> str:
@@ -153,11 +170,14 @@ def accept(
     journal: Journal | None = None,
     run_id: int | None = None,
     earlier: Sequence[str] = (),
+    earlier_serials: Sequence[tuple[str, str | None]] = (),
 ) -> AcceptResult:
     """Verify every port in parallel; commit each outcome as it completes; finish the run.
 
     With `run_id`, the boards are added to that run (a resumed run); `earlier` holds the
-    statuses of its results committed before, and the run's status covers them too.
+    statuses of its results committed before, `earlier_serials` their (port, serial), and the
+    run's status covers them too. A serial reported on two ports of the run (these boards or
+    the earlier ones) is a conflict: the run does not pass.
     """
     check_distinct(ports)  # before the run is started or a board touched
     if run_id is None:
@@ -215,7 +235,11 @@ def accept(
                 boards.finish(outcome, committed=port not in [*result.spooled, *result.unsaved,
                                                           *result.rejected])
     result.outcomes = [done[p] for p in ports]
-    result.status = overall([o.status for o in result.outcomes] + list(earlier))
+    result.conflicts = serial_conflicts([*earlier_serials,
+                                         *((o.port, o.serial) for o in result.outcomes)])
+    # a conflict's boards never pass on this run: its PASS counts as no verdict
+    result.status = overall([o.status for o in result.outcomes] + list(earlier)
+                            + ([NO_VERDICT] if result.conflicts else []))
     try:
         store.finish_run(run_id, result.status)
     except DatabaseUnavailable as e:

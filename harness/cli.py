@@ -217,11 +217,15 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
     from fpgaprint.harness.accept import resume as resume_run
     from fpgaprint.harness.db import Journal, ResultStore
     from fpgaprint.harness.reports import (
+        STYLE,
         accept_table,
+        conflict_reason,
         plain,
+        serial_conflicts,
         write_accept_html,
         write_accept_junit,
     )
+    from fpgaprint.harness.verdict import overall
 
     if ports is None and resume is None:
         raise InputError("--ports: required (a comma-separated list of port URLs) unless "
@@ -254,7 +258,7 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
                 return base
             return dataclasses.replace(base, order=_rng().permutation(len(base.order)))
 
-        run_id, earlier = None, []
+        run_id, earlier, earlier_serials = None, [], []
         if resume is not None:
             mode = "challenge" if challenge else "selftest"
             resumed = resume_run(store, resume, pkg.package_id, mode, ports)
@@ -265,17 +269,19 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
                 return
             run_id, station = resume, station or resumed.station
             earlier, ports = resumed.earlier, resumed.ports
+            earlier_serials = resumed.earlier_serials
         station = station or default_station()
         if ports:
             result = run_accept(ports, pkg, plan_for, store, station, settings,
                                 console=stderr_console(), journal=spool, run_id=run_id,
-                                earlier=earlier)
+                                earlier=earlier, earlier_serials=earlier_serials)
         else:  # a resumed run whose boards all have results: only close it
             from fpgaprint.harness.accept import AcceptResult
 
-            status = store.run_status(resume)
+            conflicts = serial_conflicts(earlier_serials)
+            status = overall([store.run_status(resume)] + ([NO_VERDICT] if conflicts else []))
             store.finish_run(resume, status)
-            result = AcceptResult(resume, status, [])
+            result = AcceptResult(resume, status, [], conflicts=conflicts)
         db_shown = store.url
         threshold = base.policy.fingerprint_threshold
         meta = {"station": station, "run": result.run_id, "database": db_shown,
@@ -283,11 +289,21 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
                 "mode": "challenge" if challenge else "selftest", "verdict": result.status}
         if pkg.verification is not None and pkg.verification.warning:
             meta["trust"] = pkg.verification.warning
+        why = result.conflict_of()  # port -> its serial conflict
+        conflict_lines = [conflict_reason(serial, where, result.run_id) + ": none of these "
+                          "boards passes on this run; give each board its own serial"
+                          for serial, where in result.conflicts.items()]
+        if conflict_lines:
+            meta["serial conflicts"] = "; ".join(conflict_lines)
         errors = _write_reports([
-            ("--junit", junit, lambda: write_accept_junit(junit, result.outcomes, station)),
-            ("--html", html, lambda: write_accept_html(html, result.outcomes, meta, threshold)),
+            ("--junit", junit,
+             lambda: write_accept_junit(junit, result.outcomes, station, why)),
+            ("--html", html,
+             lambda: write_accept_html(html, result.outcomes, meta, threshold, why)),
         ])
-    console.print(accept_table(result.outcomes))
+    console.print(accept_table(result.outcomes, conflicts=why))
+    for line in conflict_lines:
+        console.print(plain(line, STYLE[NO_VERDICT].replace("bold ", "")))
     console.print(plain(f"run {result.run_id} in {db_shown}: ")
                   + plain(result.status, "bold"))
     if result.spooled:

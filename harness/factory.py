@@ -10,6 +10,12 @@ writes `factory.json`, `factory.md` and `factory.html` (with plots):
   `unknown` for results written before the database recorded it): boards tested, results,
   PASS / FAIL / NO_VERDICT, first-pass yield (a board's first result in the group is PASS) and
   final yield (its last result is PASS). A board is its reported serial, else PORT@STATION;
+- serial conflicts: a serial that boards on two or more ports of one run reported. The run
+  cannot say which board the serial's results belong to, so each of them is a board of its
+  own (`SERIAL (PORT@STATION, run N)`) that never counts as passed on that evidence: a FAIL
+  stays FAIL, anything else counts as NO_VERDICT, with the cause "serial S reported by 2 boards
+  in run N (PORTS)". Such a board stays listed as not passed (a later result of the serial
+  cannot be told to be either board's);
 - failure causes: which check failed or reached no verdict, link errors (NO_VERDICT results
   whose reason is the link, an unopenable port included), and which answered vectors failed
   (raw output, label) per package; an unanswered vector is a link matter, never a failing one;
@@ -81,16 +87,30 @@ class Result:
     answered: int = 0
     total: int = 0
     trust: str | None = None  # None: written before the database recorded trust
+    conflict: str | None = None  # why its serial is in a conflict (`with_conflicts`)
+    own_status: str | None = None  # with a conflict: the board's own verdict (status: counted)
 
     @property
     def board(self) -> str:
+        if self.conflict is not None:
+            return f"{self.serial} ({self.port}@{self.station}, run {self.run_id})"
         return self.serial or f"{self.port}@{self.station}"
 
     @property
-    def cause(self) -> str:
+    def own_cause(self) -> str:
+        """The cause of the board's own verdict (`reports.cause`)."""
         from fpgaprint.harness.reports import cause
 
-        return cause(self.status, self.reason, self.checks, self.answered, self.total)
+        return cause(self.own_status or self.status, self.reason, self.checks, self.answered,
+                     self.total)
+
+    @property
+    def cause(self) -> str:
+        """Why the result does not count as passed: its serial conflict first, if any."""
+        own = self.own_cause
+        if self.conflict is None:
+            return own
+        return f"{self.conflict}; {own}" if own else self.conflict
 
     @property
     def day(self) -> str:
@@ -290,12 +310,49 @@ def _group(results: list[Result], key) -> dict[str, dict[str, Any]]:
     return {k: _yield(v) for k, v in sorted(groups.items())}
 
 
+def with_conflicts(results: list[Result]) -> list[Result]:
+    """The results with every serial conflict marked (see the module's docstring): a result
+    whose serial a board on another port of the same run reported too gets `conflict` (why),
+    `own_status` (its verdict) and as `status` the one it counts as."""
+    import dataclasses
+
+    from fpgaprint.harness.reports import conflict_reason, conflict_status, serial_conflicts
+
+    by_run: dict[int, list[Result]] = defaultdict(list)
+    for r in results:
+        by_run[r.run_id].append(r)
+    why: dict[tuple[int, str], str] = {}
+    for run_id, rs in by_run.items():
+        for serial, ports in serial_conflicts((r.port, r.serial) for r in rs).items():
+            for port in ports:
+                why[(run_id, port)] = conflict_reason(serial, ports, run_id)
+    return [dataclasses.replace(r, conflict=why[(r.run_id, r.port)], own_status=r.status,
+                                status=conflict_status(r.status))
+            if (r.run_id, r.port) in why and r.conflict is None else r for r in results]
+
+
+def conflict_list(results: list[Result]) -> list[dict[str, Any]]:
+    """Every serial conflict of `with_conflicts(results)`: the serial, run, station, its
+    ports and their boards' own verdicts."""
+    groups: dict[tuple[int, str], list[Result]] = defaultdict(list)
+    for r in results:
+        if r.conflict is not None:
+            groups[(r.run_id, str(r.serial))].append(r)
+    out = []
+    for (run_id, serial), rs in sorted(groups.items()):
+        rs = sorted(rs, key=lambda r: r.port)  # as the reason names them
+        out.append({"serial": serial, "run": run_id, "station": rs[0].station,
+                    "ports": [r.port for r in rs], "verdicts": [r.own_status for r in rs],
+                    "reason": rs[0].conflict})
+    return out
+
+
 def link_cause(r: Result) -> str | None:
     """The link error of a NO_VERDICT result, as a short category; None for other results.
     A result whose vectors went unanswered (an unopenable port, a hung board) is one."""
-    if r.status != NO_VERDICT or not r.cause.startswith("link: "):
+    if (r.own_status or r.status) != NO_VERDICT or not r.own_cause.startswith("link: "):
         return None
-    text = r.cause[len("link: "):]
+    text = r.own_cause[len("link: "):]
     text = re.sub(r"((?:socket|pty|rfc2217|loop)://\S*?|/dev/\S*?)(?=:?(?:\s|$|[;,)]))",
                   "PORT", text)
     text = re.sub(r"\d+(\.\d+)?", "N", text)
@@ -313,7 +370,8 @@ def not_passed(results: list[Result]) -> list[dict[str, Any]]:
     return [{"board": board, "package": r.package, "status": r.status, "cause": r.cause,
              "station": r.station, "run": r.run_id, "when": r.started.isoformat(),
              "answered": f"{r.answered}/{r.total}", "trust": r.trust or "unknown",
-             "attempts": tries[(board, pid)]}
+             "attempts": tries[(board, pid)], "serial_conflict": r.conflict,
+             "own_status": r.own_status or r.status}
             for (board, pid), r in sorted(last.items()) if r.status != PASS]
 
 
@@ -349,7 +407,7 @@ def retries(results: list[Result]) -> list[dict[str, Any]]:
 
 
 def aggregate(data: FactoryData) -> dict[str, Any]:
-    res = data.results
+    res = with_conflicts(data.results)
     return {
         "schema": "fpgaprint-factory/1",
         "database": data.url,
@@ -357,6 +415,7 @@ def aggregate(data: FactoryData) -> dict[str, Any]:
         "generated": data.generated,
         "total": _yield(res),
         "not_passed": not_passed(res),
+        "serial_conflicts": conflict_list(res),
         "stations": _group(res, lambda r: r.station),
         "packages": _group(res, lambda r: r.package),
         "days": _group(res, lambda r: r.day),
@@ -399,6 +458,14 @@ def _yield_rows(groups: dict[str, dict[str, Any]]) -> list[list[str]]:
             for k, g in groups.items()]
 
 
+CONFLICT_COLS = ["serial", "run", "station", "ports", "their own verdicts"]
+
+
+def _conflict_rows(doc: dict[str, Any]) -> list[list[str]]:
+    return [[c["serial"], str(c["run"]), c["station"], ", ".join(c["ports"]),
+             ", ".join(c["verdicts"])] for c in doc["serial_conflicts"]]
+
+
 YIELD_COLS = ["boards", "results", "PASS", "FAIL", "NO_VERDICT", "first-pass yield",
               "final yield"]
 VECTOR_COLS = ["package", "vector", "raw ≠ golden", "label ≠ expected", "boards"]
@@ -427,6 +494,10 @@ def markdown(doc: dict[str, Any]) -> str:
              f"{_pct(t['final_yield']) or 'n/a'}.", ""]
     lines += [f"## Boards that have not passed ({len(doc['not_passed'])})", ""]
     lines += table(NOT_PASSED_COLS, _not_passed_rows(doc))
+    if doc["serial_conflicts"]:
+        lines += [f"## Serials reported by two or more boards in one run "
+                  f"({len(doc['serial_conflicts'])})", ""]
+        lines += table(CONFLICT_COLS, _conflict_rows(doc))
     for title, key, first in (("Yield per station", "stations", "station"),
                               ("Yield per package", "packages", "package"),
                               ("Yield per day (UTC)", "days", "day"),
@@ -575,6 +646,10 @@ def html_page(doc: dict[str, Any]) -> str:
     c = doc["causes"]
     sections = [f"<h2>Boards that have not passed ({len(doc['not_passed'])})</h2>"
                 + table(NOT_PASSED_COLS, _not_passed_rows(doc))]
+    if doc["serial_conflicts"]:
+        sections.append(f"<h2>Serials reported by two or more boards in one run "
+                        f"({len(doc['serial_conflicts'])})</h2>"
+                        + table(CONFLICT_COLS, _conflict_rows(doc)))
     for title, key, first in (("Yield per station", "stations", "station"),
                               ("Yield per package", "packages", "package"),
                               ("Yield per day (UTC)", "days", "day"),

@@ -14,8 +14,9 @@ import html
 import io
 import re
 import time
+from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 from junitparser import Error, Failure, JUnitXml, TestCase, TestSuite
@@ -44,6 +45,29 @@ def plain_plots() -> Iterator[None]:
 
     with matplotlib.rc_context({"text.usetex": False, "text.parse_math": False}):
         yield
+
+
+def serial_conflicts(boards: Iterable[tuple[str, Any]]) -> dict[str, list[str]]:
+    """Serials reported by boards on two or more ports of one run: serial -> its ports (sorted,
+    so that `accept` and `fpgaprint report` name them alike). `boards` are (port, serial)
+    pairs; a board without a serial is named by its port and is in no conflict."""
+    ports: dict[str, set[str]] = defaultdict(set)
+    for port, serial in boards:
+        if serial not in (None, ""):
+            ports[str(serial)].add(port)
+    return {s: sorted(ps) for s, ps in ports.items() if len(ps) > 1}
+
+
+def conflict_reason(serial: str, ports: list[str], run_id: int | str) -> str:
+    """Why no board of a serial conflict passes on that run's evidence, in one line."""
+    return (f"serial {serial} reported by {len(ports)} boards in run {run_id} "
+            f"({', '.join(ports)})")
+
+
+def conflict_status(status: str) -> str:
+    """The verdict a board in a serial conflict counts as: its FAIL stays a FAIL; a PASS is no
+    verdict, since the run cannot say which of the boards the serial's PASS belongs to."""
+    return FAIL if status == FAIL else NO_VERDICT
 
 
 def verify_report(outcome: BoardOutcome) -> dict[str, Any]:
@@ -117,15 +141,20 @@ def _result(status: str, message: str, text: str) -> list:
 
 
 def _board_suite(outcome: BoardOutcome, kind: str, name: str, serial: str,
-                 properties: dict[str, Any]) -> TestSuite:
+                 properties: dict[str, Any], conflict: str | None = None) -> TestSuite:
     """One board's testsuite: its properties and one testcase per check (`link` when no check
     ran). A testcase's time is that of the exchange its evidence came from: HELLO for
     `identity`, INFO (the power-on self-test's registers) for `onchip`, the vectors for `exact`,
-    `fingerprint` and `binding`."""
+    `fingerprint` and `binding`. A board in a serial conflict (`conflict`, why) gets a `serial`
+    testcase in error, and its verdict property is the one it counts as."""
     suite = TestSuite(name)
+    verdict = outcome.status if conflict is None else conflict_status(outcome.status)
     props = {"serial": outcome.serial, "port": outcome.port, "package_id": outcome.package_id,
              "package_name": outcome.package_name, "mode": outcome.mode,
-             "verdict": outcome.status, **properties}
+             "verdict": verdict, **properties}
+    if conflict is not None:
+        props["serial_conflict"] = conflict
+        props["board_verdict"] = outcome.status
     for k in ("board", "backend", "protocol"):
         props.setdefault(k, outcome.identity.get(k))
     if outcome.trust:
@@ -154,6 +183,11 @@ def _board_suite(outcome: BoardOutcome, kind: str, name: str, serial: str,
         if not case.result:  # a failure or error carries the text in its body
             case.system_out = text
         suite.add_testcase(case)
+    if conflict is not None:
+        case = TestCase("serial", classname=classname, time=0.0)
+        case.result = _result(NO_VERDICT, conflict, f"{conflict}\nthis board: port "
+                              f"{outcome.port}, its own verdict {outcome.status}")
+        suite.add_testcase(case)
     if outcome.started:
         suite.timestamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(outcome.started))
     return suite
@@ -167,15 +201,22 @@ def write_verify_junit(path: str | Path, outcome: BoardOutcome) -> None:
     _write_junit(path, [(suite, outcome.duration_s)], outcome.duration_s)
 
 
-def write_accept_junit(path: str | Path, outcomes: Iterable[BoardOutcome], station: str) -> None:
+def write_accept_junit(path: str | Path, outcomes: Iterable[BoardOutcome], station: str,
+                       conflicts: Mapping[str, str] | None = None) -> None:
     """One testsuite per board `accept SERIAL` (board N in --ports order when it reported no
     serial), one testcase per check, classname `fpgaprint.accept.SERIAL`; the station and the
-    port are properties, so names stay the same from run to run."""
+    port are properties, so names stay the same from run to run. Two boards whose names would
+    be the same (one serial reported twice, serials alike but for their punctuation) are
+    `SERIAL_board-N`, so that no suite stands for two boards. `conflicts`: port -> why its
+    board is in a serial conflict (a `serial` testcase in error)."""
     outcomes = list(outcomes)
+    conflicts = conflicts or {}
+    names = [_name_part(o.serial, f"board-{i + 1}") for i, o in enumerate(outcomes)]
+    names = [f"{n}_board-{i + 1}" if names.count(n) > 1 else n for i, n in enumerate(names)]
     suites = []
-    for i, o in enumerate(outcomes):
-        serial = _name_part(o.serial, f"board-{i + 1}")
-        suite = _board_suite(o, "accept", f"accept {serial}", serial, {"station": station})
+    for o, serial in zip(outcomes, names):
+        suite = _board_suite(o, "accept", f"accept {serial}", serial, {"station": station},
+                             conflicts.get(o.port))
         suite.hostname = station
         suites.append((suite, o.duration_s))
     spans = [(o.started, o.started + o.duration_s) for o in outcomes if o.started]
@@ -285,14 +326,39 @@ def _verdict_sentence(o: BoardOutcome) -> str:
     return f"{o.status}: " + "; ".join(parts) + tail
 
 
-def accept_plots(outcomes: list[BoardOutcome], threshold: float | None) -> dict[str, str]:
+def board_name(o: BoardOutcome, conflicts: Mapping[str, str] | None = None) -> str:
+    """How a report names a board: its serial, else its port; `SERIAL (PORT)` when the serial
+    is in a conflict (`conflicts`: port -> why), so that no name stands for two boards."""
+    if o.serial in (None, ""):
+        return o.port
+    return f"{o.serial} ({o.port})" if o.port in (conflicts or {}) else str(o.serial)
+
+
+def shown_status(o: BoardOutcome, conflicts: Mapping[str, str] | None = None) -> str:
+    """A board's verdict as the run counts it: `conflict_status` when it is in a serial
+    conflict, else its own."""
+    return conflict_status(o.status) if o.port in (conflicts or {}) else o.status
+
+
+def shown_cause(o: BoardOutcome, conflicts: Mapping[str, str] | None = None) -> str:
+    """`outcome_cause`, after the serial conflict the board is in (if any)."""
+    own = outcome_cause(o)
+    conflict = (conflicts or {}).get(o.port)
+    if conflict is None:
+        return own
+    return f"{conflict}; {own}" if own else conflict
+
+
+def accept_plots(outcomes: list[BoardOutcome], threshold: float | None,
+                 conflicts: Mapping[str, str] | None = None) -> dict[str, str]:
     """Base64 PNGs: per-board match rate, time, failing vectors (keys of CAPTIONS). Board text
     in them (serials, ports) is drawn as it is (`plain_plots`)."""
     with plain_plots():
-        return _accept_plots(outcomes, threshold)
+        return _accept_plots(outcomes, threshold, conflicts or {})
 
 
-def _accept_plots(outcomes: list[BoardOutcome], threshold: float | None) -> dict[str, str]:
+def _accept_plots(outcomes: list[BoardOutcome], threshold: float | None,
+                  conflicts: Mapping[str, str]) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -300,7 +366,8 @@ def _accept_plots(outcomes: list[BoardOutcome], threshold: float | None) -> dict
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    names = [o.serial or o.port for o in outcomes]
+    names = [board_name(o, conflicts) for o in outcomes]
+    status = [shown_status(o, conflicts) for o in outcomes]
     x = np.arange(len(outcomes))
     width = max(5.0, 0.7 * len(outcomes) + 3.5)
     legend = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "frameon": False,
@@ -312,18 +379,20 @@ def _accept_plots(outcomes: list[BoardOutcome], threshold: float | None) -> dict
     fp = [o.verdict.check("fingerprint") if o.verdict else None for o in outcomes]
     counts = [label_matches(o) for o in outcomes]
     ax.bar(x, [k / a if a else 0.0 for k, a, _ in counts],
-           color=[COLORS.get(o.status, GREY) for o in outcomes])
+           color=[COLORS.get(s, GREY) for s in status])
     for i, o in enumerate(outcomes):  # the answered count; every other check not passed
         k, a, n = counts[i]
         notes = [f"{c.name}: {'FAIL' if c.status == FAIL else 'no verdict'}"
                  for c in not_passed(o) if c.name != "fingerprint"]
         if fp[i] is None and not notes:
             notes = ["no check ran", o.status.replace("_", " ").lower()]
+        if o.port in conflicts:
+            notes.insert(0, "serial conflict")
         if n:
             notes.append(f"{a}/{n} answered")
         if notes:
             ax.text(i, 1.04, "\n".join(notes), ha="center", va="bottom", fontsize=7,
-                    color=COLORS.get(o.status, "black"))
+                    color=COLORS.get(status[i], "black"))
     handles = [Patch(color=COLORS[s], label=f"board {s}") for s in COLORS]
     if threshold is not None:
         ax.axhline(threshold, color="black", linestyle="--", lw=1)
@@ -379,23 +448,30 @@ def _accept_plots(outcomes: list[BoardOutcome], threshold: float | None) -> dict
 
 
 def accept_html(
-    outcomes: list[BoardOutcome], meta: dict[str, Any], threshold: float | None
+    outcomes: list[BoardOutcome], meta: dict[str, Any], threshold: float | None,
+    conflicts: Mapping[str, str] | None = None,
 ) -> str:
-    """A self-contained HTML page: summary, which checks failed, per-board table, plots."""
+    """A self-contained HTML page: summary, which checks failed, per-board table, plots.
+    `conflicts`: port -> why its board is in a serial conflict (shown before its verdict)."""
     e = html.escape
-    plots = accept_plots(outcomes, threshold) if outcomes else {}
+    conflicts = conflicts or {}
+    plots = accept_plots(outcomes, threshold, conflicts) if outcomes else {}
     rows = []
     for o in outcomes:
+        s = shown_status(o, conflicts)
         rows.append(
-            f"<tr class='{e(o.status)}'><td>{e(o.port)}</td><td>{e(o.serial or '')}</td>"
-            f"<td>{e(str(o.identity.get('board') or ''))}</td><td>{e(o.status)}</td>"
-            f"<td>{e(outcome_cause(o))}</td><td>{e(match_text(o))}</td>"
+            f"<tr class='{e(s)}'><td>{e(o.port)}</td><td>{e(str(o.serial or ''))}</td>"
+            f"<td>{e(str(o.identity.get('board') or ''))}</td><td>{e(s)}</td>"
+            f"<td>{e(shown_cause(o, conflicts))}</td><td>{e(match_text(o))}</td>"
             f"<td>{'' if o.exact_failed is None else o.exact_failed}</td>"
             f"<td>{o.answered}/{o.total}</td><td>{o.duration_s:.2f}</td><td>{e(o.reason)}</td></tr>"
         )
     verdicts = "".join(
-        f"<li class='{e(o.status)}'><b>{e(str(o.serial or o.port))}</b> on {e(o.port)}: "
-        f"{e(_verdict_sentence(o))}</li>" for o in outcomes
+        f"<li class='{e(shown_status(o, conflicts))}'><b>{e(str(o.serial or o.port))}</b> on "
+        f"{e(o.port)}: "
+        + (f"{e(shown_status(o, conflicts))}: {e(conflicts[o.port])}; its own verdict "
+           if o.port in conflicts else "")
+        + f"{e(_verdict_sentence(o))}</li>" for o in outcomes
     )
     meta_rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in meta.items())
     verdict_css = "\n".join(  # the verdict and match-rate cells in the board's verdict colour
@@ -433,9 +509,9 @@ figcaption{{font-size:90%;color:#333}}
 
 def write_accept_html(
     path: str | Path, outcomes: list[BoardOutcome], meta: dict[str, Any],
-    threshold: float | None,
+    threshold: float | None, conflicts: Mapping[str, str] | None = None,
 ) -> None:
-    write_atomic(path, accept_html(outcomes, meta, threshold).encode("utf-8"))
+    write_atomic(path, accept_html(outcomes, meta, threshold, conflicts).encode("utf-8"))
 
 
 def verify_summary(outcome: BoardOutcome) -> Any:
@@ -463,9 +539,11 @@ def verify_summary(outcome: BoardOutcome) -> Any:
     return Group(head, table, verdict)
 
 
-def accept_table(outcomes: list[BoardOutcome], pending: Iterable[str] = ()) -> Any:
-    """A rich table of boards: finished ones with their verdict, pending ones as running.
-    Every cell a board or an operator wrote is plain text."""
+def accept_table(outcomes: list[BoardOutcome], pending: Iterable[str] = (),
+                 conflicts: Mapping[str, str] | None = None) -> Any:
+    """A rich table of boards: finished ones with their verdict, pending ones as running. A
+    board in a serial conflict (`conflicts`: port -> why) shows the verdict it counts as, and
+    the conflict first in its cause. Every cell a board or an operator wrote is plain text."""
     from rich.table import Table
     from rich.text import Text
 
@@ -474,10 +552,11 @@ def accept_table(outcomes: list[BoardOutcome], pending: Iterable[str] = ()) -> A
                 "time [s]"):
         table.add_column(col)
     for o in outcomes:
-        style = STYLE[o.status].replace("bold ", "")
+        status = shown_status(o, conflicts)
+        style = STYLE[status].replace("bold ", "")
         table.add_row(
-            plain(o.port), plain(o.serial or "—"), Text(o.status, STYLE[o.status]),
-            plain(outcome_cause(o)), Text(match_text(o), style),
+            plain(o.port), plain(o.serial or "—"), Text(status, STYLE[status]),
+            plain(shown_cause(o, conflicts)), Text(match_text(o), style),
             "" if o.exact_failed is None else str(o.exact_failed), f"{o.duration_s:.2f}",
         )
     for p in pending:

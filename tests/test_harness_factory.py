@@ -307,6 +307,50 @@ def test_report_out_under_a_file_is_one_line(tmp_path, run_cli):
     assert line.startswith(f"error: --out {tmp_path / 'f' / 'r'}:") and "not a folder" in line
 
 
+def test_a_serial_two_boards_reported_in_one_run_hides_neither(tmp_path, run_cli):
+    """Run 1: a faulty board and a good one both report SN-D (a copied EEPROM); run 2: SN-D
+    passes alone. The last result per serial used to win: SN-D was a reworked board [FAIL,
+    PASS, PASS], final PASS, and the FAIL was in no list of boards that had not passed."""
+    from test_harness_reports import outcome
+
+    from fpgaprint.harness.db import ResultStore
+
+    url = f"sqlite:///{tmp_path}/acc.db"
+    with ResultStore(url) as store:
+        run = store.start_run("line-1", "ab" * 32, "digits-mlp", [])
+        for o in (outcome("d2", "SN-D", flip=5), outcome("d1", "SN-D"), outcome("e", "SN-E")):
+            store.record(run, o)
+        store.finish_run(run, "FAIL")
+        again = store.start_run("line-1", "ab" * 32, "digits-mlp", [])
+        store.record(again, outcome("d1", "SN-D"))
+        store.finish_run(again, "PASS")
+    code, out, err = run_cli("report", "--db", url, "--out", tmp_path / "r")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "r" / "factory.json").read_text())
+    why = "serial SN-D reported by 2 boards in run 1 (d1, d2)"
+    named = {b["board"]: b for b in doc["not_passed"]}
+    assert set(named) == {"SN-D (d2@line-1, run 1)", "SN-D (d1@line-1, run 1)"}
+    bad, good = named["SN-D (d2@line-1, run 1)"], named["SN-D (d1@line-1, run 1)"]
+    assert bad["status"] == "FAIL" and bad["serial_conflict"] == why
+    assert bad["cause"].startswith(why + "; exact: 5/12 vectors differ")
+    assert good["status"] == "NO_VERDICT" and good["own_status"] == "PASS"
+    assert good["cause"] == why
+    assert doc["serial_conflicts"] == [{"serial": "SN-D", "run": 1, "station": "line-1",
+                                        "ports": ["d1", "d2"], "verdicts": ["PASS", "FAIL"],
+                                        "reason": why}]
+    assert doc["retries"] == []  # no board is taken for a retest of another
+    # SN-E and SN-D of run 2 passed; neither board of the conflict counts as passed
+    assert doc["total"]["boards"] == 4 and doc["total"]["final_yield"] == 0.5
+    assert doc["total"]["PASS"] == 2 and doc["total"]["FAIL"] == 1
+    assert doc["causes"]["link_errors"] == {}  # a conflict is not a link error
+    assert (f"not passed: SN-D (d2@line-1, run 1): FAIL at line-1 (run 1, 12/12 answered, "
+            f"trust unknown): {why}; exact:") in out
+    md = (tmp_path / "r" / "factory.md").read_text()
+    assert "## Serials reported by two or more boards in one run (1)" in md
+    assert "| SN-D | 1 | line-1 | d1, d2 | PASS, FAIL |" in md
+    assert "<td>SN-D (d1@line-1, run 1)</td>" in (tmp_path / "r" / "factory.html").read_text()
+
+
 def test_board_text_in_the_factory_report_is_data(tmp_path, run_cli):
     """A link error quoting the board (`$...$`) is a plot label: matplotlib parsed it as math
     and the report died; a station `[/]` was markup in the console's table; a serial `:cd:`

@@ -317,3 +317,58 @@ def test_math_in_a_serial_never_costs_the_html_report(tmp_path, serial):
         page = (tmp_path / "a.html").read_text()
         assert len(re.findall(r"data:image/png;base64,", page)) == 3
         assert f"<b>{serial}</b> on a: FAIL" in page
+
+
+def test_two_boards_of_one_name_are_two_junit_suites(tmp_path):
+    """Serials alike but for their punctuation, or one serial reported twice, used to give two
+    suites of one name (and classname): a CI page showed one board for two."""
+    outs = [outcome("a", "SN.1", flip=1), outcome("b", "SN_1"), outcome("c", "SN-X"),
+            outcome("d", "SN-X", flip=2)]
+    why = {p: "serial SN-X reported by 2 boards in run 4 (c, d)" for p in "cd"}
+    write_accept_junit(tmp_path / "a.xml", outs, "line-1", why)
+    xml = valid(tmp_path / "a.xml")
+    names = [s.name for s in xml]
+    assert names == ["accept SN_1_board-1", "accept SN_1_board-2", "accept SN-X_board-3",
+                     "accept SN-X_board-4"]
+    suites = {s.name: s for s in xml}
+    c, d = suites["accept SN-X_board-3"], suites["accept SN-X_board-4"]
+    props = {p.name: p.value for p in c.properties()}
+    assert props["serial"] == "SN-X" and props["port"] == "c"
+    assert props["verdict"] == NO_VERDICT and props["board_verdict"] == PASS
+    assert props["serial_conflict"] == why["c"]
+    serial = [case for case in c if case.name == "serial"]
+    assert len(serial) == 1 and serial[0].is_error
+    assert serial[0].result[0].message == why["c"]
+    assert {p.name: p.value for p in d.properties()}["verdict"] == FAIL
+    assert not any(case.name == "serial" for case in suites["accept SN_1_board-1"])
+
+
+def test_a_board_in_a_serial_conflict_never_shows_as_passed(tmp_path):
+    from rich.console import Console
+
+    outs = [outcome("c", "SN-X"), outcome("d", "SN-X", flip=2), outcome("e", "SN-E")]
+    why = {p: "serial SN-X reported by 2 boards in run 4 (c, d)" for p in "cd"}
+    table = accept_table(outs, conflicts=why)
+    cols = {c.header: c for c in table.columns}
+    assert [str(x) for x in cols["verdict"]._cells] == [NO_VERDICT, FAIL, PASS]
+    cause = [str(x) for x in cols["cause"]._cells]
+    assert cause[0] == why["c"]
+    assert cause[1].startswith(why["d"] + "; exact: 2/12 vectors differ")
+    assert cause[2] == ""
+    con = Console(record=True, width=300)
+    con.print(table)
+    write_accept_html(tmp_path / "a.html", outs, {"station": "line-1"}, 0.75, why)
+    page = (tmp_path / "a.html").read_text()
+    assert (f"<li class='NO_VERDICT'><b>SN-X</b> on c: NO_VERDICT: {why['c']}; its own "
+            "verdict PASS: every check passed</li>") in page
+    assert f"<li class='FAIL'><b>SN-X</b> on d: FAIL: {why['d']}; its own verdict FAIL" in page
+    assert "<tr class='NO_VERDICT'><td>c</td><td>SN-X</td>" in page
+
+
+def test_serial_conflicts_are_serials_of_two_ports():
+    from fpgaprint.harness.reports import serial_conflicts
+
+    assert serial_conflicts([("a", "S1"), ("b", "S2"), ("c", "S1"), ("d", None), ("e", None),
+                             ("f", ""), ("g", ""), ("a", "S2")]) == {"S1": ["a", "c"],
+                                                                     "S2": ["a", "b"]}
+    assert serial_conflicts([("a", "S1"), ("a", "S1")]) == {}

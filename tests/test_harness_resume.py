@@ -225,3 +225,25 @@ def test_resume_refuses_another_name_of_a_port_with_a_result(digits_package, key
     assert code == 2, out + err
     assert err == (f"error: --ports: {alias} already has a result in run {run} (as {real}: "
                    "the same device); give the ports of the boards still to verify\n")
+
+
+def test_a_serial_of_an_earlier_board_of_the_run_is_a_conflict(digits_package, keypair,
+                                                                tmp_path, run_cli):
+    """The board verified by the resumed run reports the serial of a board the run verified
+    before: neither passes on this run."""
+    pkg = load_package(digits_package, keypair[1])
+    url = f"sqlite:///{tmp_path}/r.db"
+    with ResultStore(url) as store:
+        run = store.start_run("station", pkg.package_id, "digits-mlp", [A, B])
+        store.record(run, BoardOutcome(port=A, status=PASS, reason="earlier", mode="selftest",
+                                       package_id=pkg.package_id, package_name="digits-mlp",
+                                       identity={"serial": "TWIN"}))
+    with ServedBoard(digits_package, "--trusted-key", keypair[1], "--serial", "TWIN") as board:
+        code, out, err = run_cli("accept", "--resume", run, "--ports", board.port, "--package",
+                                 digits_package, "--trusted-key", keypair[1], "--db", url)
+    assert code == 3, out + err
+    ports = ", ".join(sorted((A, board.port)))
+    assert (f"serial TWIN reported by 2 boards in run {run} ({ports}): none of these boards "
+            "passes on this run; give each board its own serial") in out.splitlines(), out
+    with ResultStore(url) as store:
+        assert store.run(run)["status"] == "NO_VERDICT"

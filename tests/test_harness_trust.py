@@ -469,3 +469,61 @@ def test_accept_refuses_two_ports_that_name_one_device(run_cli, digits_package, 
     # URLs are compared as given: another name of a host may be another server
     assert parse_ports("socket://localhost:5000,socket://127.0.0.1:5000") == [
         "socket://localhost:5000", "socket://127.0.0.1:5000"]
+
+
+def test_two_boards_reporting_one_serial_never_pass_on_that_run(run_cli, digits_package,
+                                                                 keypair, tmp_path):
+    """A faulty board reporting a good board's serial (or two boards with one default serial):
+    both results are kept, none of them passes on that run, and the factory report lists
+    both. It used to merge them: the FAIL vanished from the report's boards that had not
+    passed, and the serial counted as a reworked board that passed."""
+    import sqlite3
+
+    from junitparser import JUnitXml
+
+    key = keypair[1]
+    db = tmp_path / "acc.db"
+    serve = (digits_package, "--trusted-key", key, "--serial")
+    with served_boards((*serve, "TWIN", "--flip-bits", "50", "--seed", "2"), (*serve, "TWIN"),
+                       (*serve, "TWIN"), (*serve, "SOLO")) as (bad, good, good2, solo):
+        common = ["--package", digits_package, "--trusted-key", key, "--db", f"sqlite:///{db}",
+                  "--station", "line-1"]
+        code, out, err = run_cli("accept", "--ports", f"{bad.port},{good.port},{solo.port}",
+                                 *common, "--junit", tmp_path / "a.xml",
+                                 "--html", tmp_path / "a.html")
+        code2, out2, err2 = run_cli("accept", "--ports", f"{good.port},{good2.port}", *common)
+    assert code == 1, out + err
+    why = "serial TWIN reported by 2 boards in run 1 ({}, {})".format(
+        *sorted((bad.port, good.port)))
+    why2 = "serial TWIN reported by 2 boards in run 2 ({}, {})".format(
+        *sorted((good.port, good2.port)))
+    assert (f"{why}: none of these boards passes on this run; give each board its own "
+            "serial") in out.splitlines(), out
+    assert re.search(rf"│ {re.escape(good.port)} +│ TWIN +│ NO_VERDICT +│ {re.escape(why)}",
+                     out), out
+    assert re.search(rf"│ {re.escape(solo.port)} +│ SOLO +│ PASS ", out), out
+    assert code2 == 3, out2 + err2  # two good boards of one serial: no verdict for it
+    assert re.search(r"^run 2 in .*: NO_VERDICT$", out2, re.M), out2
+    con = sqlite3.connect(db)
+    assert sorted(con.execute("select run_id, port, serial, status from accept_results")) == \
+        sorted([(1, bad.port, "TWIN", "FAIL"), (1, good.port, "TWIN", "PASS"),
+                (1, solo.port, "SOLO", "PASS"), (2, good.port, "TWIN", "PASS"),
+                (2, good2.port, "TWIN", "PASS")])
+    assert con.execute("select id, status from accept_runs order by id").fetchall() == [
+        (1, "FAIL"), (2, "NO_VERDICT")]
+    con.close()
+    xml = JUnitXml.fromfile(str(tmp_path / "a.xml"))
+    assert [s.name for s in xml] == ["accept TWIN_board-1", "accept TWIN_board-2",
+                                     "accept SOLO"]
+    assert [c.result[0].message for s in xml for c in s if c.name == "serial"] == [why, why]
+    assert why in (tmp_path / "a.html").read_text()
+
+    code, out, err = run_cli("report", "--db", f"sqlite:///{db}", "--out", tmp_path / "r")
+    assert code == 0, out + err
+    doc = json.loads((tmp_path / "r" / "factory.json").read_text())
+    named = {b["board"]: (b["status"], b["cause"].split("; ")[0]) for b in doc["not_passed"]}
+    assert named == {f"TWIN ({bad.port}@line-1, run 1)": ("FAIL", why),
+                     f"TWIN ({good.port}@line-1, run 1)": ("NO_VERDICT", why),
+                     f"TWIN ({good.port}@line-1, run 2)": ("NO_VERDICT", why2),
+                     f"TWIN ({good2.port}@line-1, run 2)": ("NO_VERDICT", why2)}
+    assert doc["total"]["boards"] == 5 and doc["total"]["final_yield"] == 0.2  # SOLO only
