@@ -95,8 +95,10 @@ class Progress:
         self._rich = None
         if console is not None and console.is_terminal:
             self._rich = _RichProgress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console,
+                # descriptions and details are data (a board's serial, a port): never markup
+                TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+                MofNCompleteColumn(), TextColumn("{task.fields[detail]}", markup=False),
+                TimeElapsedColumn(), console=console,
                 transient=transient)
         self._tasks: list[Task] = []
         self._last = time.monotonic()

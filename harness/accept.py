@@ -206,8 +206,7 @@ def accept(
 
     with progress, ExitStack() as stack, \
             ThreadPoolExecutor(max_workers=len(ports), thread_name_prefix="board") as ex:
-        boards = _Boards(progress, ports, {p: len(plans[p].order) for p in ports},
-                         markup=console is not None and console.is_terminal)
+        boards = _Boards(progress, ports, {p: len(plans[p].order) for p in ports})
         stack.callback(boards.close)
         futures: dict[Future, str] = {
             ex.submit(verify_board, p, pkg, plans[p], settings, client_factory,
@@ -248,13 +247,9 @@ def accept(
 
 
 class _Boards:
-    """One progress task per board (`fpgaprint.core.progress`), ended with its verdict.
-    `markup`: the progress is drawn by rich (on a terminal), whose detail column reads markup,
-    so the board's serial in it is escaped; off a terminal the lines are printed as they are."""
+    """One progress task per board (`fpgaprint.core.progress`), ended with its verdict."""
 
-    def __init__(self, progress: Progress, ports: list[str], totals: dict[str, int],
-                 markup: bool = False):
-        self.markup = markup
+    def __init__(self, progress: Progress, ports: list[str], totals: dict[str, int]):
         self.stacks = {p: ExitStack() for p in ports}
         self.tasks = {p: self.stacks[p].enter_context(progress.task(f"board {p}", totals[p]))
                       for p in ports}
@@ -264,9 +259,7 @@ class _Boards:
 
     def detail(self, o: BoardOutcome, committed: bool = True) -> str:
         """The task's last detail: the board's verdict, serial and where its result went."""
-        from rich.markup import escape
-
-        serial = f" {escape(str(o.serial)) if self.markup else o.serial}" if o.serial else ""
+        serial = f" {o.serial}" if o.serial else ""
         where = "committed" if committed else "spooled to the journal"
         return f"{o.status}{serial} ({where})"
 

@@ -289,19 +289,24 @@ def test_board_text_is_never_markup_or_emoji_in_the_tables():
     assert "board reports '[/][bold]x'" in text and "board [/]" in text and "serial :cd:" in text
 
 
-def test_board_progress_detail_shows_the_serial_as_it_is():
-    """On a terminal the boards' progress is drawn by rich, which reads its detail as markup."""
+def test_board_progress_shows_the_serial_and_port_as_they_are():
+    """On a terminal the boards' progress is drawn by rich: its description (the port) and
+    detail (the verdict and the board's serial) are shown as text, never read as markup."""
     from rich.console import Console
-    from rich.text import Text
 
     from fpgaprint.core.progress import Progress
     from fpgaprint.harness.accept import _Boards
 
-    o = outcome("p", "[/]", flip=1)
-    terminal = _Boards(Progress(None), ["p"], {"p": 12}, markup=True)
-    assert Text.from_markup(terminal.detail(o)).plain == "FAIL [/] (committed)"
-    log = _Boards(Progress(Console(file=io.StringIO())), ["p"], {"p": 12})
-    assert log.detail(o, committed=False) == "FAIL [/] (spooled to the journal)"
+    out = io.StringIO()
+    o = outcome("/dev/[/]", "[/] :cd:", flip=1)
+    progress = Progress(Console(file=out, force_terminal=True, width=200), transient=False)
+    with progress:
+        boards = _Boards(progress, ["/dev/[/]"], {"/dev/[/]": 12})
+        boards.tasks[o.port].update(detail=boards.detail(o), line=False)
+        progress._rich.refresh()
+        boards.close()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
+    assert "board /dev/[/]" in text and "FAIL [/] :cd: (committed)" in text, text
 
 
 @pytest.mark.parametrize("serial", ["$\\undefined$", "$x^{2$", "$$"])
