@@ -230,8 +230,10 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
     if ports is None and resume is None:
         raise InputError("--ports: required (a comma-separated list of port URLs) unless "
                          "--resume RUN is given")
-    if station is not None and (not station.strip() or len(station) > 128):
-        raise InputError(f"--station {station!r}: expected 1 to 128 characters")
+    from fpgaprint.harness.db import MAX_STATION
+
+    if station is not None and (not station.strip() or len(station) > MAX_STATION):
+        raise InputError(f"--station {station!r}: expected 1 to {MAX_STATION} characters")
     distinct_outputs(**{"--junit": junit, "--html": html, "--journal": journal})
     settings = LinkSettings(timeout, retries, batch, baud, deadline)
     console = make_console()  # never wrapped or cut off a terminal

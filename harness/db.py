@@ -77,6 +77,8 @@ from fpgaprint.core.package import MAX_NAME
 from fpgaprint.harness.commands import HASH_HEX, MAX_TEXT
 from fpgaprint.harness.verdict import NO_VERDICT, BoardOutcome, overall
 
+MAX_STATION = 128  # characters of a station name (--station)
+
 log = logging.getLogger("fpgaprint.accept")
 
 DEFAULT_URL = "sqlite:///accept.db"
@@ -270,7 +272,7 @@ class Run(Base):
     __tablename__ = "accept_runs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    station: Mapped[str] = mapped_column(String(128))
+    station: Mapped[str] = mapped_column(String(MAX_STATION))
     package_id: Mapped[str] = mapped_column(String(HASH_HEX), index=True)
     package_name: Mapped[str] = mapped_column(String(MAX_NAME), default="")
     ports: Mapped[list] = mapped_column(JSON)
