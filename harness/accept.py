@@ -200,9 +200,9 @@ def accept(
                 result.rejected[what] = str(e)
             else:
                 result.spooled.append(what)
-        except OSError as je:  # still no verdict lost: it is printed and is the exit code
+        except (OSError, ValueError) as je:  # still no verdict lost: printed, the exit code
             result.unsaved.append(what)
-            result.db_error += f"; journal {journal.path}: {je.strerror or je}"
+            result.db_error += f"; journal {journal.path}: {getattr(je, 'strerror', None) or je}"
 
     with progress, ExitStack() as stack, \
             ThreadPoolExecutor(max_workers=len(ports), thread_name_prefix="board") as ex:

@@ -207,6 +207,29 @@ def test_a_result_the_run_already_holds_another_of_is_kept_marked(digits_package
     assert "retrying" not in caplog.text
 
 
+def test_a_result_the_journal_cannot_take_is_reported_unsaved_not_raised(
+        digits_package, keypair, tmp_path, monkeypatch):
+    """The journal refuses what strict JSON cannot hold (a NaN figure): the board's verdict
+    is still the run's and is reported unsaved, the run is not ended by the error."""
+    pkg = load_package(digits_package, keypair[1])
+    url = f"sqlite:///{tmp_path}/r.db"
+    journal = Journal(tmp_path / "j.jsonl")
+
+    def refuse(self, entry):
+        raise ValueError("Out of range float values are not JSON compliant")
+
+    monkeypatch.setattr(Journal, "append", refuse)
+    with ResultStore(url, wait=600) as store, ServedBoard(digits_package, "--trusted-key",
+                                                          keypair[1]) as board:
+        run = store.start_run("station", pkg.package_id, "digits-mlp", [board.port])
+        store.record(run, BoardOutcome(port=board.port, status="NO_VERDICT", reason="lost",
+                                       package_id=pkg.package_id))
+        res = accept([board.port], pkg, lambda _: selftest_plan(pkg), store, "station",
+                     journal=journal, run_id=run)
+    assert [o.status for o in res.outcomes] == [PASS] and res.unsaved == [board.port]
+    assert "not JSON compliant" in res.db_error
+
+
 def test_resume_refuses_another_name_of_a_port_with_a_result(digits_package, keypair,
                                                              tmp_path, run_cli):
     """Ports were compared as strings: a symlink to a board that has its result was taken for
