@@ -133,6 +133,25 @@ def test_package_without_stitched_rtl_is_refused(digits_package, keypair, run_cl
     assert code == 2 and "no stitched RTL" in err and "--backend virtual" in err
 
 
+def test_a_signed_design_that_does_not_build_is_named_by_the_package_path(
+        digits_rtl_package, keypair, tmp_path):
+    """The board runs a private copy of the verified package; its errors name the package
+    as the user gave it, not the copy."""
+    import shutil
+
+    from conftest import resign
+
+    from fpgaprint.core.errors import FpgaprintError
+
+    copy = tmp_path / "pkg"
+    shutil.copytree(digits_rtl_package, copy)
+    (copy / "hw" / "rtl" / "finn_design.v").write_text("module finn_design(; endmodule\n")
+    resign(copy, keypair[0])
+    with pytest.raises(FpgaprintError) as e:
+        open_backend(copy, "rtlsim", trusted_key=keypair[1])
+    assert str(copy) in str(e.value) and "fpgaprint-pkg-" not in str(e.value), str(e.value)
+
+
 def test_swap_and_replay_need_the_virtual_backend(pkg):
     path, pub = pkg
     with pytest.raises(InputError, match="need the virtual backend"):

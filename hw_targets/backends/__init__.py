@@ -37,6 +37,6 @@ def open_backend(
                              allow_unpinned=allow_unpinned)
     try:
         return cls(package, serial=serial, **({"faults": faults} if active else {}))
-    except BaseException:
-        package.close()
+    except BaseException as e:
+        package.__exit__(type(e), e, None)  # its error names the package, not the copy
         raise
