@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -637,6 +638,7 @@ def test_an_append_waits_for_the_journal_lock(tmp_path):
 def test_an_entry_appended_after_a_line_a_crash_cut_short_is_read(tmp_path, caplog):
     from fpgaprint.harness.db import Journal
 
+    caplog.set_level(logging.WARNING, logger="fpgaprint.accept")  # whatever an earlier run set
     journal = Journal(tmp_path / "j.jsonl")
     journal.path.write_text('{"kind": "finish", "run_id": 1, "stat')  # killed mid-append
     journal.append({"kind": "finish", "run_id": 2, "status": FAIL})

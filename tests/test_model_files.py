@@ -47,8 +47,8 @@ def test_commands_refuse_a_pickle_payload(run_cli, evil, tmp_path, argv):
 
     from fpgaprint.core.fpset import FingerprintSet
 
-    FingerprintSet(np.zeros((2, 64)), [0, 0], [1.0, 1.0], "robust", {}, 0, "0" * 64,
-                   (64,)).save(tmp_path / "fp.npz")
+    FingerprintSet(np.arange(128).reshape(2, 64), [0, 0], [1.0, 1.0], "robust", {}, 0,
+                   "0" * 64, (64,)).save(tmp_path / "fp.npz")
     path, marker = evil
     code, _, err = run_cli(*(a.format(evil=path, tmp=tmp_path) for a in argv))
     assert code == 2 and "needs unpickling" in err, err
