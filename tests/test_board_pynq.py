@@ -210,6 +210,21 @@ def test_backend_on_board_double_is_bit_exact(package, digits_io):
     assert double.batch_size == 3 and double.executions == 3
 
 
+def test_a_board_without_a_given_serial_is_named_by_its_mac_address(package, digits_io,
+                                                                     monkeypatch):
+    """Boards flashed from one SD image share their host name (and the agent's process id at
+    boot): their MAC address tells them apart; with no interface, the per-process default."""
+    import uuid
+
+    double = BoardDouble(GoldenModel(package.golden_path), digits_io)
+    monkeypatch.setattr(uuid, "getnode", lambda: 0x00183E0A0B0C)
+    board = PynqBackend(package, overlay=double, io=digits_io)
+    assert board.identity()["serial"] == "MAC-00183E0A0B0C"
+    monkeypatch.setattr(uuid, "getnode", lambda: 0x01183E0A0B0C)  # made up: multicast bit set
+    assert PynqBackend(package, overlay=double, io=digits_io).serial.startswith("VB-")
+    assert PynqBackend(package, "SN-7", overlay=double, io=digits_io).serial == "SN-7"
+
+
 def test_backend_sees_a_corrupted_output_word(package, digits_io):
     double = BoardDouble(GoldenModel(package.golden_path), digits_io, corrupt_output_byte=0)
     board = PynqBackend(package, overlay=double, io=digits_io)

@@ -13,6 +13,7 @@ import importlib
 import os
 import socket
 import time
+import uuid
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -59,6 +60,16 @@ def default_serial() -> str:
     """A serial number stable for this process: derived from host name and process id."""
     digest = hashlib.sha256(f"{socket.gethostname()}:{os.getpid()}".encode()).hexdigest()
     return f"VB-{digest[:10].upper()}"
+
+
+def machine_serial() -> str | None:
+    """This machine's own serial where it has one: its network interface's MAC address
+    (`MAC-001122334455`), which differs per board, unlike the host name and boot that every
+    board of one SD image shares; None when no interface gave one."""
+    mac = uuid.getnode()
+    if mac >> 40 & 1:  # the multicast bit: a random number, no interface's address
+        return None
+    return f"MAC-{mac:012X}"
 
 
 def input_range(datatype: str) -> tuple[int, int]:

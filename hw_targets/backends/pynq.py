@@ -27,7 +27,7 @@ from fpgaprint.core.streams import (  # noqa: F401  (the driver data path, re-ex
     unfold_output,
     unpack_output,
 )
-from fpgaprint.hw_targets.backends.base import Backend, check_inputs, register
+from fpgaprint.hw_targets.backends.base import Backend, check_inputs, machine_serial, register
 
 SETTINGS = ("hw/settings.json", "hw/driver/settings.json")
 
@@ -131,11 +131,12 @@ def load_overlay(bitfile: Path, settings: Path, info: dict[str, Any]):
 class PynqBackend(Backend):
     """A PYNQ board running the package's bitfile. `overlay` replaces the
     FINN+ driver overlay (anything with its batch_size / copy_input_data_to_device /
-    execute_on_buffers / copy_output_data_from_device interface)."""
+    execute_on_buffers / copy_output_data_from_device interface). Without `serial`, the
+    board's MAC address names it (`machine_serial`): boards of one image share a host name."""
 
     def __init__(self, package: Package, serial: str | None = None, overlay: Any = None,
                  io: DriverIO | None = None):
-        super().__init__(package, serial)
+        super().__init__(package, serial or machine_serial())
         pio = package.io
         self.host = HostGraph(package.golden_path, pio["raw_output"]["name"])
         if overlay is None or io is None:
