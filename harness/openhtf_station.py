@@ -70,6 +70,12 @@ class _NotFailed:
         return f"not {FAIL} ({NO_VERDICT} is marginal and makes the outcome ERROR)"
 
 
+def _none_failed(value: Any) -> bool:
+    """No vector failed (0), or the exact check was not judged (None: the board's identity
+    failed, a FAIL the verdict measurement holds)."""
+    return value is None or value == 0
+
+
 def verdict_measurement(name: str, doc: str) -> htf.Measurement:
     """A measurement holding a verdict (PASS, FAIL, NO_VERDICT) by the `NoVerdict` rule."""
     return htf.Measurement(name).with_validator(_NotFailed()).doc(doc)
@@ -215,7 +221,8 @@ def make_test(
                 f"label match rate (threshold {plan.policy.fingerprint_threshold:.3f})"),
         ]
         if "exact" in checks:
-            measures.append(htf.Measurement(f"{name}_exact_failed").equals(0).doc(
+            measures.append(htf.Measurement(f"{name}_exact_failed").with_validator(
+                _none_failed).doc(
                 "vectors whose raw output or label differs from the golden model's"))
         if "onchip" in checks:
             measures.append(verdict_measurement(
@@ -237,11 +244,12 @@ def make_test(
             m[f"{name}_match_rate"] = o.match_rate
             if "exact" in checks:
                 m[f"{name}_exact_failed"] = o.exact_failed
-            if "onchip" in checks:
-                c = v.check("onchip") if v is not None else None
-                m[f"{name}_onchip"] = None if c is None else c.status
-            if plan.mode == "challenge":
-                m[f"{name}_binding"] = FAIL if v is not None and v.check("binding") else PASS
+            if "onchip" in checks:  # not judged when the board's identity failed
+                c = v.check("onchip")
+                m[f"{name}_onchip"] = NO_VERDICT if c is None else c.status
+            if plan.mode == "challenge":  # a binding check is there when an answer broke it
+                bound = v.check("binding")
+                m[f"{name}_binding"] = PASS if bound is None else bound.status
             test.attach(f"{name}.json", _json(o.to_dict()), "application/json")
 
         return phase

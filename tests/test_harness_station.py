@@ -186,3 +186,17 @@ def test_a_marginal_pass_has_no_verdict_at_the_station_as_in_verify(
     assert s_last == f"verdict: NO_VERDICT: verify: {reason_of(last)}", s_out
     assert "FAIL" not in s_out, s_out
     assert rec["outcome"] == "ERROR"
+
+
+def test_a_link_lost_before_any_answer_of_a_judging_phase_has_no_verdict_at_the_station(
+        digits_package, keypair):
+    """The board answers the station's first two requests (identify, power-on self-test), then
+    stays silent: the verify phase has no verdict at all (no answer, not even its HELLO). Its
+    records of what it could not judge are NO_VERDICT, never a failed measurement."""
+    pub = keypair[1]
+    with ServedBoard(digits_package, "--trusted-key", pub, "--hang-after", "2") as board:
+        code, out, err = station("--port", board.port, "--package", digits_package,
+                                 "--trusted-key", pub, "--timeout", "0.3", "--retries", "0")
+    assert code == 3, out + err
+    assert out.splitlines()[-1].startswith("verdict: NO_VERDICT: verify: "), out
+    assert "FAIL" not in out, out
