@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -259,10 +260,10 @@ def test_a_column_renamed_under_an_open_store_is_refused_without_retries(tmp_pat
 # ------------------------------------------------- what the host accepts of a board is stored
 
 
-@pytest.fixture
-def pg_fresh():
-    """A PostgreSQL URL whose tables live in a schema of their own (dropped afterwards): a
-    database this test alone creates, shrinks or widens."""
+@contextlib.contextmanager
+def pg_schema_url(prefix: str):
+    """A PostgreSQL URL (`require_pg`) whose tables live in a new schema of their own, dropped
+    afterwards: a database one test alone creates, changes and reads."""
     import uuid
 
     import psycopg
@@ -270,7 +271,7 @@ def pg_fresh():
 
     url = require_pg()
     u = make_url(url)
-    schema = f"dbtest_{uuid.uuid4().hex[:12]}"
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     args = dict(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
                 dbname=u.database, autocommit=True)
     with psycopg.connect(**args) as con:
@@ -281,6 +282,13 @@ def pg_fresh():
     finally:
         with psycopg.connect(**args) as con:
             con.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def pg_fresh():
+    """A PostgreSQL database this test alone creates, shrinks or widens."""
+    with pg_schema_url("dbtest") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import subprocess
 import sys
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -29,23 +28,10 @@ FPGAPRINT = str(Path(sys.executable).parent / "fpgaprint")
 def pg_schema():
     """A PostgreSQL URL whose tables live in a schema of their own (dropped afterwards), so
     the report sees this test's stations only."""
-    import psycopg
-    from sqlalchemy.engine import make_url
-    from test_harness_db import require_pg
+    from test_harness_db import pg_schema_url
 
-    url = require_pg()
-    u = make_url(url)
-    schema = f"factory_{uuid.uuid4().hex[:12]}"
-    args = dict(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
-                dbname=u.database, autocommit=True)
-    with psycopg.connect(**args) as con:
-        con.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in url else "?"
-    try:
-        yield f"{url}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(**args) as con:
-            con.execute(f"DROP SCHEMA {schema} CASCADE")
+    with pg_schema_url("factory") as url:
+        yield url
 
 
 def _accept(pkg: Path, pub: Path, url: str, station: str, ports: list[str]) -> subprocess.Popen:

@@ -182,6 +182,19 @@ def test_a_renamed_column_exits_2_before_any_board(digits_package, keypair, tmp_
     assert not (tmp_path / "r.db.pending.jsonl").exists()
 
 
+def _accept_into_a_run_holding_the_result(digits_package, keypair, tmp_path, journal):
+    """accept of a healthy board into a run that already holds a (NO_VERDICT) result of its
+    port, so the database refuses the new one: (the accept result, the port)."""
+    pkg = load_package(digits_package, keypair[1])
+    with ResultStore(f"sqlite:///{tmp_path}/r.db", wait=600) as store, \
+            ServedBoard(digits_package, "--trusted-key", keypair[1]) as board:
+        run = store.start_run("station", pkg.package_id, "digits-mlp", [board.port])
+        store.record(run, BoardOutcome(port=board.port, status="NO_VERDICT", reason="lost",
+                                       package_id=pkg.package_id))
+        return accept([board.port], pkg, lambda _: selftest_plan(pkg), store, "station",
+                      journal=journal, run_id=run), board.port
+
+
 def test_a_result_the_run_already_holds_another_of_is_kept_marked(digits_package, keypair,
                                                                    tmp_path, caplog):
     """A board verified into a run that already has its result (what an unserialized second
@@ -189,19 +202,11 @@ def test_a_result_the_run_already_holds_another_of_is_kept_marked(digits_package
     import logging
 
     caplog.set_level(logging.INFO, logger="fpgaprint.accept")
-    pkg = load_package(digits_package, keypair[1])
-    url = f"sqlite:///{tmp_path}/r.db"
     journal = Journal(tmp_path / "j.jsonl")
-    with ResultStore(url, wait=600) as store, ServedBoard(digits_package, "--trusted-key",
-                                                          keypair[1]) as board:
-        run = store.start_run("station", pkg.package_id, "digits-mlp", [board.port])
-        store.record(run, BoardOutcome(port=board.port, status="NO_VERDICT", reason="lost",
-                                       package_id=pkg.package_id))
-        res = accept([board.port], pkg, lambda _: selftest_plan(pkg), store, "station",
-                     journal=journal, run_id=run)
+    res, port = _accept_into_a_run_holding_the_result(digits_package, keypair, tmp_path, journal)
     assert [o.status for o in res.outcomes] == [PASS]
-    assert list(res.rejected) == [board.port] and res.spooled == []
-    assert "UNIQUE" in res.rejected[board.port]
+    assert list(res.rejected) == [port] and res.spooled == []
+    assert "UNIQUE" in res.rejected[port]
     (kept,) = journal.entries()
     assert kept["outcome"]["status"] == PASS and "UNIQUE" in kept["rejected"]
     assert "retrying" not in caplog.text
@@ -211,22 +216,13 @@ def test_a_result_the_journal_cannot_take_is_reported_unsaved_not_raised(
         digits_package, keypair, tmp_path, monkeypatch):
     """The journal refuses what strict JSON cannot hold (a NaN figure): the board's verdict
     is still the run's and is reported unsaved, the run is not ended by the error."""
-    pkg = load_package(digits_package, keypair[1])
-    url = f"sqlite:///{tmp_path}/r.db"
-    journal = Journal(tmp_path / "j.jsonl")
-
     def refuse(self, entry):
         raise ValueError("Out of range float values are not JSON compliant")
 
     monkeypatch.setattr(Journal, "append", refuse)
-    with ResultStore(url, wait=600) as store, ServedBoard(digits_package, "--trusted-key",
-                                                          keypair[1]) as board:
-        run = store.start_run("station", pkg.package_id, "digits-mlp", [board.port])
-        store.record(run, BoardOutcome(port=board.port, status="NO_VERDICT", reason="lost",
-                                       package_id=pkg.package_id))
-        res = accept([board.port], pkg, lambda _: selftest_plan(pkg), store, "station",
-                     journal=journal, run_id=run)
-    assert [o.status for o in res.outcomes] == [PASS] and res.unsaved == [board.port]
+    res, port = _accept_into_a_run_holding_the_result(digits_package, keypair, tmp_path,
+                                                      Journal(tmp_path / "j.jsonl"))
+    assert [o.status for o in res.outcomes] == [PASS] and res.unsaved == [port]
     assert "not JSON compliant" in res.db_error
 
 
