@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import shutil
+import stat
 import tarfile
 import tempfile
 import zipfile
@@ -542,7 +545,7 @@ def verify_package(
         _check_is_package(src)
     elif not src.is_file():
         raise InputError(f"{src}: package not found (expected a directory or a .tar.gz)")
-    tmp = tempfile.TemporaryDirectory(prefix="fpgaprint-pkg-")
+    tmp = private_copy_dir()
     try:
         root = Path(tmp.name) / "package"
         root.mkdir()
@@ -560,6 +563,27 @@ def verify_package(
         tmp.cleanup()
         raise
     return pkg
+
+
+COPY_PREFIX = "fpgaprint-pkg-"  # + the owning process id + "-"
+
+
+def private_copy_dir() -> tempfile.TemporaryDirectory:
+    """A new private folder (0700) for a package's verified copy, named after this process;
+    first, the copies of this user's processes that have ended (killed before they could
+    delete theirs) are removed."""
+    for d in Path(tempfile.gettempdir()).glob(f"{COPY_PREFIX}*-*"):
+        pid = d.name[len(COPY_PREFIX):].split("-", 1)[0]
+        try:
+            st = d.lstat()
+            if not pid.isdigit() or st.st_uid != os.getuid() or not stat.S_ISDIR(st.st_mode):
+                continue
+            os.kill(int(pid), 0)  # raises when no such process is left
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except OSError:  # gone meanwhile, or a process of another user holds the id
+            continue
+    return tempfile.TemporaryDirectory(prefix=f"{COPY_PREFIX}{os.getpid()}-")
 
 
 BUILD_MARKERS = ("reports/build.json", "reports/build.failed.json", "model/golden.onnx")

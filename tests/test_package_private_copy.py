@@ -148,3 +148,29 @@ def test_a_listed_file_that_is_no_longer_a_regular_file_is_missing(tmp_path, key
         bit.mkdir()
     with pytest.raises(InputError, match=r"pkg: missing file hw/top\.bit \(listed in "):
         verify_package(pkg_dir, trusted_key=keypair[1])
+
+
+def test_copies_of_ended_processes_are_removed_and_no_others(tmp_path, keypair, monkeypatch):
+    """A verify killed outright cannot delete its copy (a package may be GiBs): the next one
+    removes the copies of this user's ended processes, never one of a running process."""
+    import subprocess
+    import sys
+    import tempfile
+
+    pkg_dir = tmp_path / "pkg"
+    build_package(pkg_dir, keypair[0])
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    stale = tmp / f"fpgaprint-pkg-{ended}-a1b2"
+    (stale / "package").mkdir(parents=True)
+    (stale / "package" / "big.bin").write_bytes(b"x" * 1000)
+    running = [tmp / f"fpgaprint-pkg-{os.getpid()}-c3d4", tmp / "fpgaprint-pkg-1-e5f6"]
+    other = [tmp / "fpgaprint-pkg-x-g7", tmp / "unrelated-1-h8"]
+    for d in running + other:
+        d.mkdir()
+    with verify_package(pkg_dir, trusted_key=keypair[1]) as pkg:
+        assert pkg.root.parent.name.startswith(f"fpgaprint-pkg-{os.getpid()}-")
+        assert not stale.exists() and all(d.is_dir() for d in running + other)
