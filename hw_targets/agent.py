@@ -130,8 +130,9 @@ class BoardAgent:
                 refuse(item.seq, P.ErrorCode.BUSY, f"more than {self.window} requests pending",
                        always=item is last)
                 continue
-            out.append(P.encode_frame(self.handle(item)))
-            if item.type == P.MsgType.RESET:
+            answer = self.handle(item)
+            out.append(P.encode_frame(answer))
+            if item.type == P.MsgType.RESET and answer.type == P.MsgType.RESET:  # not refused
                 self.reboot_pending = True
                 self._decoder.reset()
                 break

@@ -332,6 +332,17 @@ def test_agent_reset_drops_the_rest_of_the_input_and_ignores_responses():
     assert backend.selftests == 2 and not agent.reboot_pending
 
 
+def test_a_reset_the_agent_refuses_reboots_nothing():
+    """A RESET of another protocol version is answered BAD_VERSION: no reboot follows."""
+    backend = MatBackend()
+    agent = BoardAgent(backend)
+    wire = P.encode_frame(P.Frame(P.MsgType.RESET, 77, version=P.PROTOCOL_VERSION + 1))
+    (answer,) = [P.decode_frame(a[:-1]) for a in agent.feed(wire)]
+    assert answer.type == P.MsgType.ERROR and answer.seq == 77
+    assert P.unpack_error(answer.payload)[0] == P.ErrorCode.BAD_VERSION
+    assert not agent.reboot_pending and backend.resets == 0
+
+
 def test_hello_claims_the_compute_time_of_a_loaded_board():
     """A board whose first run loads something (FINN+'s ops, a simulation) claims in HELLO
     the time a vector takes once loaded, so that a host waits for a hung board no longer
