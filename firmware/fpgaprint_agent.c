@@ -373,6 +373,9 @@ static void send_frame(uint8_t type, uint8_t flags, uint32_t seq, const uint8_t 
     fpa_hal_write(&delimiter, 1);
 }
 
+static uint32_t n_dropped; /* damaged frames left unanswered (INFO `dropped`) */
+static uint32_t refused;   /* damaged frames answered in this delivery */
+
 static void send_error(uint32_t seq)
 {
     uint8_t buf[1 + ERROR_TEXT];
@@ -679,7 +682,7 @@ static int do_info(const uint8_t *p, size_t n, uint8_t *out, size_t cap, size_t 
     sb_ch(&b, '{');
     identity(&b, &first);
     js_key(&b, &first, "dropped");
-    sb_u64(&b, 0);
+    sb_u64(&b, n_dropped);
     js_key(&b, &first, "errors");
     sb_u64(&b, n_errors);
     limits(&b, &first);
@@ -1023,6 +1026,19 @@ static long cobs_decode(void)
     return (long)out;
 }
 
+/* A damaged frame (sequence 0): answered while this delivery has had fewer than WINDOW, else
+   dropped, so that a flood of garbage never earns more answers than requests would. */
+static void refuse_damaged(void)
+{
+    if (refused < WINDOW) {
+        ++refused;
+        send_error(0);
+    } else {
+        ++n_errors;
+        ++n_dropped;
+    }
+}
+
 /* One complete chunk; returns 1 when it was a RESET (the rest of the input is dropped). */
 static int chunk(void)
 {
@@ -1033,17 +1049,17 @@ static int chunk(void)
     handler_t h;
     if (n < 0) {
         fail(E_BAD_FRAME, "bad COBS encoding");
-        send_error(0);
+        refuse_damaged();
         return 0;
     }
     if ((size_t)n < HEADER_SIZE + CRC_SIZE) {
         fail(E_BAD_FRAME, "frame shorter than header and CRC (13 B)");
-        send_error(0);
+        refuse_damaged();
         return 0;
     }
     if (crc32_update(0, rx, (size_t)n - CRC_SIZE) != get_u32(rx + n - CRC_SIZE)) {
         fail(E_BAD_CRC, "CRC-32 mismatch");
-        send_error(0);
+        refuse_damaged();
         return 0;
     }
     version = rx[0];
@@ -1053,7 +1069,7 @@ static int chunk(void)
     length = get_u32(rx + 5);
     if (length != (size_t)n - HEADER_SIZE - CRC_SIZE) {
         fail(E_BAD_FRAME, "header length differs from the payload the frame holds");
-        send_error(0);
+        refuse_damaged();
         return 0;
     }
     if (flags & FLAG_RESPONSE)
@@ -1081,6 +1097,7 @@ static int chunk(void)
 void fpa_agent_feed(const uint8_t *data, size_t n)
 {
     size_t i;
+    refused = 0;
     for (i = 0; i < n; ++i) {
         uint8_t c = data[i];
         if (c != 0) {
@@ -1092,7 +1109,7 @@ void fpa_agent_feed(const uint8_t *data, size_t n)
         }
         if (rx_overflow) {
             fail(E_BAD_FRAME, "frame longer than the board's largest frame");
-            send_error(0);
+            refuse_damaged();
         } else if (rx_len && chunk()) {
             fpa_agent_start(); /* RESET: reboot, drop the rest of this delivery */
             return;

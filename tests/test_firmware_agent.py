@@ -171,6 +171,30 @@ def test_c_agent_speaks_the_wire_protocol(fw_package, keypair, agent):
             assert P.unpack_json(boot.payload)["boot"] == 2
 
 
+def test_c_agent_answers_a_flood_of_damaged_frames_at_most_window_times_per_delivery(
+        fw_package, agent):
+    """2,000 damaged chunks in one write earn a few answers (at most `window` per read of the
+    line), not 2,000: the others are counted as dropped, and the board serves the next
+    request."""
+    binary, library = agent
+    with served_agent(binary, library, fw_package / "hw" / "rtl") as port, \
+            serial.Serial(port, 115200, timeout=0.1) as s:
+        s.write(P.DELIMITER)
+        s.reset_input_buffer()
+        s.write(b"\x01\x00" * 2000)
+        s.write(P.encode_frame(P.Frame(P.MsgType.INFO, 5, b"")))
+        dec, frames = P.FrameDecoder(), []
+        deadline = time.monotonic() + 30
+        while not any(f.seq == 5 for f in frames) and time.monotonic() < deadline:
+            frames += [f for f in dec.feed(s.read(s.in_waiting or 1)) if isinstance(f, P.Frame)]
+        info = next(f for f in frames if f.seq == 5)
+    refused = [f for f in frames if f.seq == 0]
+    assert all(_error(f)[0] == "BAD_FRAME" for f in refused)
+    assert 1 <= len(refused) <= 16, len(refused)  # window 4, the line read in a few pieces
+    info = P.unpack_json(info.payload)
+    assert info["window"] == 4 and info["dropped"] == 2000 - len(refused)
+
+
 def test_agent_object_needs_only_the_hal(agent):
     """The agent itself calls nothing but the HAL (and the compiler's memset/memcpy): no heap,
     no stdio, no operating system."""
