@@ -35,7 +35,7 @@ from fpgaprint.harness.db import (
     ResultRejected,
     ResultStore,
 )
-from fpgaprint.harness.reports import conflict_reason, serial_conflicts
+from fpgaprint.harness.reports import port_conflicts, serial_conflicts
 from fpgaprint.harness.verdict import NO_VERDICT, BoardOutcome, overall
 from fpgaprint.harness.verify import LinkSettings, Plan, verify_board
 
@@ -61,10 +61,10 @@ class AcceptResult:
         return port_conflicts(self.conflicts, self.run_id)
 
 
-def port_conflicts(conflicts: dict[str, list[str]], run_id: int) -> dict[str, str]:
-    """Port -> why (`reports.conflict_reason`) of `serial -> ports` conflicts."""
-    return {p: conflict_reason(serial, ports, run_id)
-            for serial, ports in conflicts.items() for p in ports}
+def run_status(statuses: list[str], conflicts: dict[str, list[str]]) -> str:
+    """A run's verdict from its boards' statuses; a serial conflict's boards never pass on
+    the run, so it has no verdict at best."""
+    return overall(list(statuses) + ([NO_VERDICT] if conflicts else []))
 
 
 @dataclass
@@ -236,9 +236,8 @@ def accept(
     result.outcomes = [done[p] for p in ports]
     result.conflicts = serial_conflicts([*earlier_serials,
                                          *((o.port, o.serial) for o in result.outcomes)])
-    # a conflict's boards never pass on this run: its PASS counts as no verdict
-    result.status = overall([o.status for o in result.outcomes] + list(earlier)
-                            + ([NO_VERDICT] if result.conflicts else []))
+    result.status = run_status([o.status for o in result.outcomes] + list(earlier),
+                               result.conflicts)
     try:
         store.finish_run(run_id, result.status)
     except DatabaseUnavailable as e:

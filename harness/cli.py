@@ -215,7 +215,7 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
     from fpgaprint.harness.accept import accept as run_accept
     from fpgaprint.harness.accept import default_station
     from fpgaprint.harness.accept import resume as resume_run
-    from fpgaprint.harness.db import Journal, ResultStore
+    from fpgaprint.harness.db import MAX_STATION, Journal, ResultStore
     from fpgaprint.harness.reports import (
         STYLE,
         accept_table,
@@ -225,13 +225,10 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
         write_accept_html,
         write_accept_junit,
     )
-    from fpgaprint.harness.verdict import overall
 
     if ports is None and resume is None:
         raise InputError("--ports: required (a comma-separated list of port URLs) unless "
                          "--resume RUN is given")
-    from fpgaprint.harness.db import MAX_STATION
-
     if station is not None and (not station.strip() or len(station) > MAX_STATION):
         raise InputError(f"--station {station!r}: expected 1 to {MAX_STATION} characters")
     distinct_outputs(**{"--junit": junit, "--html": html, "--journal": journal})
@@ -278,10 +275,10 @@ def accept(ports, package, timeout, retries, batch, baud, deadline, challenge,
                                 console=stderr_console(), journal=spool, run_id=run_id,
                                 earlier=earlier, earlier_serials=earlier_serials)
         else:  # a resumed run whose boards all have results: only close it
-            from fpgaprint.harness.accept import AcceptResult
+            from fpgaprint.harness.accept import AcceptResult, run_status
 
             conflicts = serial_conflicts(earlier_serials)
-            status = overall([store.run_status(resume)] + ([NO_VERDICT] if conflicts else []))
+            status = run_status(list(earlier), conflicts)
             store.finish_run(resume, status)
             result = AcceptResult(resume, status, [], conflicts=conflicts)
         db_shown = store.url

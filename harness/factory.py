@@ -31,7 +31,7 @@ import datetime as dt
 import html
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -107,10 +107,9 @@ class Result:
     @property
     def cause(self) -> str:
         """Why the result does not count as passed: its serial conflict first, if any."""
-        own = self.own_cause
-        if self.conflict is None:
-            return own
-        return f"{self.conflict}; {own}" if own else self.conflict
+        from fpgaprint.harness.reports import conflict_cause
+
+        return conflict_cause(self.conflict, self.own_cause)
 
     @property
     def day(self) -> str:
@@ -314,21 +313,17 @@ def with_conflicts(results: list[Result]) -> list[Result]:
     """The results with every serial conflict marked (see the module's docstring): a result
     whose serial a board on another port of the same run reported too gets `conflict` (why),
     `own_status` (its verdict) and as `status` the one it counts as."""
-    import dataclasses
-
-    from fpgaprint.harness.reports import conflict_reason, conflict_status, serial_conflicts
+    from fpgaprint.harness.reports import conflict_status, port_conflicts, serial_conflicts
 
     by_run: dict[int, list[Result]] = defaultdict(list)
     for r in results:
         by_run[r.run_id].append(r)
-    why: dict[tuple[int, str], str] = {}
-    for run_id, rs in by_run.items():
-        for serial, ports in serial_conflicts((r.port, r.serial) for r in rs).items():
-            for port in ports:
-                why[(run_id, port)] = conflict_reason(serial, ports, run_id)
-    return [dataclasses.replace(r, conflict=why[(r.run_id, r.port)], own_status=r.status,
-                                status=conflict_status(r.status))
-            if (r.run_id, r.port) in why and r.conflict is None else r for r in results]
+    why = {(run_id, port): reason for run_id, rs in by_run.items()
+           for port, reason in port_conflicts(serial_conflicts((r.port, r.serial) for r in rs),
+                                              run_id).items()}
+    return [replace(r, conflict=why[(r.run_id, r.port)], own_status=r.status,
+                    status=conflict_status(r.status))
+            if (r.run_id, r.port) in why else r for r in results]
 
 
 def conflict_list(results: list[Result]) -> list[dict[str, Any]]:

@@ -64,6 +64,19 @@ def conflict_reason(serial: str, ports: list[str], run_id: int | str) -> str:
             f"({', '.join(ports)})")
 
 
+def port_conflicts(conflicts: Mapping[str, list[str]], run_id: int | str) -> dict[str, str]:
+    """Port -> why (`conflict_reason`) of one run's `serial -> ports` conflicts."""
+    return {p: conflict_reason(serial, ports, run_id)
+            for serial, ports in conflicts.items() for p in ports}
+
+
+def conflict_cause(conflict: str | None, own: str) -> str:
+    """A board's cause: its serial conflict (if any) first, then its own verdict's cause."""
+    if conflict is None:
+        return own
+    return f"{conflict}; {own}" if own else conflict
+
+
 def conflict_status(status: str) -> str:
     """The verdict a board in a serial conflict counts as: its FAIL stays a FAIL; a PASS is no
     verdict, since the run cannot say which of the boards the serial's PASS belongs to."""
@@ -342,23 +355,14 @@ def shown_status(o: BoardOutcome, conflicts: Mapping[str, str] | None = None) ->
 
 def shown_cause(o: BoardOutcome, conflicts: Mapping[str, str] | None = None) -> str:
     """`outcome_cause`, after the serial conflict the board is in (if any)."""
-    own = outcome_cause(o)
-    conflict = (conflicts or {}).get(o.port)
-    if conflict is None:
-        return own
-    return f"{conflict}; {own}" if own else conflict
+    return conflict_cause((conflicts or {}).get(o.port), outcome_cause(o))
 
 
+@plain_plots()
 def accept_plots(outcomes: list[BoardOutcome], threshold: float | None,
                  conflicts: Mapping[str, str] | None = None) -> dict[str, str]:
     """Base64 PNGs: per-board match rate, time, failing vectors (keys of CAPTIONS). Board text
     in them (serials, ports) is drawn as it is (`plain_plots`)."""
-    with plain_plots():
-        return _accept_plots(outcomes, threshold, conflicts or {})
-
-
-def _accept_plots(outcomes: list[BoardOutcome], threshold: float | None,
-                  conflicts: Mapping[str, str]) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -366,6 +370,7 @@ def _accept_plots(outcomes: list[BoardOutcome], threshold: float | None,
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
+    conflicts = conflicts or {}
     names = [board_name(o, conflicts) for o in outcomes]
     status = [shown_status(o, conflicts) for o in outcomes]
     x = np.arange(len(outcomes))
