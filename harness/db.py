@@ -138,15 +138,15 @@ ADDED_COLUMNS = {"accept_runs": ("claim", "claim_seen"),
                  "accept_results": ("trust", "fingerprint_only")}
 
 
-def _create_tables(engine: Engine, lock_wait: float = LOCK_WAIT) -> dict[str, str]:
+def _create_tables(engine: Engine, lock_wait: float = LOCK_WAIT
+                   ) -> list[tuple[str, str, int, int, str | None]]:
     """Create missing tables, add the columns of `ADDED_COLUMNS` an older database lacks and,
     on PostgreSQL, widen the text columns it holds shorter than this version writes (see
     `short_columns`). On PostgreSQL under an advisory lock: stations that start at once into a
     new database would otherwise collide in the catalog (CREATE TABLE IF NOT EXISTS is not
-    atomic there). Returns why each column that could not be widened was not (TABLE.COLUMN ->
-    the server's reason), for the refusal; a lock held on a table is an OperationalError, and
-    the caller retries."""
-    failed: dict[str, str] = {}
+    atomic there). Returns the columns still shorter than this version writes (`short_columns`,
+    each with the server's reason when widening it failed, None where it was not tried), for
+    the refusal; a lock held on a table is an OperationalError, and the caller retries."""
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK})
@@ -162,13 +162,14 @@ def _create_tables(engine: Engine, lock_wait: float = LOCK_WAIT) -> dict[str, st
                     except OperationalError as e:  # SQLite: another station added it first
                         if "duplicate column" not in _reason(e):
                             raise
-        if conn.dialect.name != "postgresql":
-            return failed
         short = short_columns(conn)
+        if conn.dialect.name != "postgresql":
+            return [(*c, None) for c in short]
+        failed = []
         if short:  # wait this long for the table lock, then give it back and retry
             ms = max(100, int(min(lock_wait, 5.0) * 1000))
             conn.execute(text(f"SET LOCAL lock_timeout = {ms}"))
-        for table, name, _, want in short:
+        for table, name, have, want in short:
             try:
                 with conn.begin_nested():  # a failure leaves the rest of the transaction
                     conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {name} "
@@ -177,7 +178,7 @@ def _create_tables(engine: Engine, lock_wait: float = LOCK_WAIT) -> dict[str, st
             except DBAPIError as e:
                 if _locked(e):
                     raise
-                failed[f"{table}.{name}"] = _reason(e)
+                failed.append((table, name, have, want, _reason(e)))
     return failed
 
 
@@ -213,11 +214,6 @@ def schema_mismatch(engine: Engine) -> str | None:
         if missing:
             return f"table {table.name} has no column {', '.join(missing)}"
     return None
-
-
-def _short(engine: Engine) -> list[tuple[str, str, int, int]]:
-    with engine.connect() as conn:
-        return short_columns(conn)
 
 
 def _token() -> str:
@@ -366,7 +362,7 @@ class ResultStore:
             raise InputError(f"--db {url!r}: not a usable database URL ({e})") from None
         self.url = parsed.render_as_string(hide_password=True)
         try:
-            unwidened = self._retry("open", lambda: _create_tables(self.engine, wait), _locked)
+            short = self._retry("open", lambda: _create_tables(self.engine, wait), _locked)
         except OperationalError as e:
             raise InputError(f"--db {self.url}: cannot open the database ({_reason(e)})") \
                 from None
@@ -377,14 +373,12 @@ class ResultStore:
             self.engine.dispose()
             raise InputError(f"--db {self.url}: {wrong}: not the schema of fpgaprint's results "
                              "(a column renamed or removed?); nothing was verified")
-        short = self._retry("read the schema", lambda: _short(self.engine), _locked)
         if short:
             self.engine.dispose()
-            cols = ", ".join(f"{t}.{c} ({have})" for t, c, have, _ in short)
-            whys = sorted({unwidened[f"{t}.{c}"] for t, c, _, _ in short
-                           if f"{t}.{c}" in unwidened})
+            cols = ", ".join(f"{t}.{c} ({have})" for t, c, have, _, _ in short)
+            whys = sorted({why for *_, why in short if why})
             fix = "; ".join(f"ALTER TABLE {t} ALTER COLUMN {c} TYPE VARCHAR({want})"
-                            for t, c, _, want in short)
+                            for t, c, _, want, _ in short)
             raise InputError(
                 f"--db {self.url}: columns an earlier version made shorter than this version "
                 f"records: {cols}" + (f"; widening them failed: {'; '.join(whys)}" if whys
