@@ -38,6 +38,7 @@ from fpgaprint.core.package import (
     Package,
     check_consistency,
     check_io,
+    check_name,
     check_policy,
     check_source_outputs,
     check_vectors,
@@ -199,9 +200,7 @@ def finalize_package(
     for computed in ("files", "schema", "selftest", "extras"):
         if computed in meta:
             raise InputError(f"package metadata must not set '{computed}' (it is computed)")
-    name = meta.get("name")
-    if not isinstance(name, str) or not name:
-        raise InputError("package metadata 'name': expected a non-empty string")
+    name = check_name(meta.get("name"), "package metadata")
     for key in ("board", "part", "platform"):
         if not isinstance(meta.get(key), str):
             raise InputError(f"package metadata '{key}': expected a string")

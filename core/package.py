@@ -360,11 +360,16 @@ def check_summary(summary: Any, policy: dict[str, Any], where: str) -> None:
 MAX_NAME = 256  # characters of a package's name (results databases keep it)
 
 
-def _check_contents(pkg: Package) -> None:
-    name = pkg.manifest.get("name")
+def check_name(name: Any, where: str) -> str:
+    """A package's name: printable text of 1 to MAX_NAME characters."""
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME or not name.isprintable():
-        raise InputError(f"{pkg.dir}: {MANIFEST}: 'name' must be printable text of 1 to "
-                         f"{MAX_NAME} characters, got {str(name)[:40]!r}")
+        raise InputError(f"{where}: 'name' must be printable text of 1 to {MAX_NAME} "
+                         f"characters, got {str(name)[:40]!r}")
+    return name
+
+
+def _check_contents(pkg: Package) -> None:
+    check_name(pkg.manifest.get("name"), f"{pkg.dir}: {MANIFEST}")
     files = pkg.manifest.get("files", {})
     for req in (*REQUIRED, HEADER):
         if req not in files:
