@@ -201,8 +201,8 @@ def make_test(
     def power_on_selftest(test: htf.TestApi, board: BoardPlug) -> None:
         try:
             st = board.info().get("selftest") or {}
-        except LinkError as e:  # as in verify: the verify phase asks again and judges
-            st = {"unavailable": str(e)}
+        except LinkError:  # as in verify: the verify phase asks again and judges
+            st = {}
         test.measurements.selftest_passed = st.get("passed")
         test.measurements.selftest_exact_mismatches = st.get("exact_mismatches")
 
